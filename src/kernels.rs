@@ -1,0 +1,205 @@
+//! Shader registry: one `shaders/*.wgsl` file per kernel, specialised by a
+//! small generated `const` prelude, pipelines built once and cached.
+//!
+//! A shader's final source is
+//!   prelude (f16 or f32 storage aliases + the spec's `const` lines)
+//!   + `shaders/quant/common.wgsl` + `shaders/quant/<wtype>.wgsl` (weight-reading kernels only)
+//!   + `shaders/<kernel>.wgsl`.
+//! Bindings are numbered in argument order: inputs, outputs, then the params
+//! uniform (and the step uniform where a kernel depends on the position).
+
+use crate::quant::WType;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+macro_rules! kernels {
+    ($($variant:ident => $file:literal, $weights:literal;)*) => {
+        /// Every WGSL kernel the engine runs.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kernel { $($variant),* }
+        impl Kernel {
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$variant),*];
+            /// The shader file name under `shaders/`, without `.wgsl`.
+            pub fn name(self) -> &'static str { match self { $(Kernel::$variant => $file),* } }
+            pub fn source(self) -> &'static str {
+                match self { $(Kernel::$variant => include_str!(concat!("../shaders/", $file, ".wgsl"))),* }
+            }
+            /// Whether the kernel reads a weight matrix (and so takes a weight-type fragment).
+            pub fn reads_weights(self) -> bool { match self { $(Kernel::$variant => $weights),* } }
+        }
+    };
+}
+
+kernels! {
+    Embed => "embed", true;
+    RmsNorm => "rmsnorm", false;
+    Rope => "rope", false;
+    Matvec => "matvec", true;
+    Matmul => "matmul", true;
+    Swiglu => "swiglu", false;
+    Add => "add", false;
+    KvAppend => "kv_append", false;
+    AttnPrefill => "attn_prefill", false;
+    AttnDecode => "attn_decode", false;
+    AttnMerge => "attn_merge", false;
+    Argmax => "argmax", false;
+    TopK => "topk", false;
+}
+
+pub const QUANT_COMMON: &str = include_str!("../shaders/quant/common.wgsl");
+
+/// A kernel plus its specialisation: weight type (for weight-reading
+/// kernels) and named `u32` constants emitted into the prelude.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Spec {
+    pub kernel: Kernel,
+    pub wtype: Option<WType>,
+    pub consts: Vec<(&'static str, u32)>,
+}
+
+impl Spec {
+    pub fn new(kernel: Kernel) -> Spec {
+        Spec { kernel, wtype: None, consts: Vec::new() }
+    }
+    pub fn weights(mut self, w: WType) -> Spec {
+        self.wtype = Some(w);
+        self
+    }
+    pub fn with(mut self, name: &'static str, value: u32) -> Spec {
+        self.consts.retain(|(n, _)| *n != name);
+        self.consts.push((name, value));
+        self.consts.sort();
+        self
+    }
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.consts.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    /// The complete WGSL source for this spec; `f16` selects the storage aliases.
+    pub fn source(&self, f16: bool) -> String {
+        let mut s = String::new();
+        if f16 {
+            s.push_str("enable f16;\nalias kv_t = f16;\nalias kv4_t = vec4<f16>;\n");
+        } else {
+            s.push_str("alias kv_t = f32;\nalias kv4_t = vec4<f32>;\n");
+        }
+        for (name, v) in &self.consts {
+            s.push_str(&format!("const {name}: u32 = {v}u;\n"));
+        }
+        if let Some(w) = self.wtype {
+            s.push_str(QUANT_COMMON);
+            s.push('\n');
+            s.push_str(w.shader_fragment());
+            s.push('\n');
+        }
+        s.push_str(self.kernel.source());
+        s
+    }
+}
+
+/// Pipeline cache of one device.
+pub struct Registry {
+    f16: bool,
+    cache: Mutex<HashMap<Spec, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl Registry {
+    pub fn new(f16: bool) -> Registry {
+        Registry { f16, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn f16(&self) -> bool {
+        self.f16
+    }
+
+    /// The pipeline for `spec`, compiled on first use.
+    pub fn pipeline(&self, device: &wgpu::Device, spec: &Spec) -> Arc<wgpu::ComputePipeline> {
+        if let Some(p) = self.cache.lock().unwrap().get(spec) {
+            return p.clone();
+        }
+        let src = spec.source(self.f16);
+        let label = spec.kernel.name();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let pipeline = Arc::new(device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(label),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        }));
+        self.cache.lock().unwrap().insert(spec.clone(), pipeline.clone());
+        pipeline
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.lock().unwrap().len()
+    }
+}
+
+/// One recorded kernel launch: pipeline, bind group (built once) and grid.
+pub struct Dispatch {
+    pub kernel: Kernel,
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    pub bind: wgpu::BindGroup,
+    pub groups: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.record_groups(pass, self.groups);
+    }
+
+    /// Record with a different grid (e.g. fewer tokens than the buffers hold).
+    pub fn record_groups(&self, pass: &mut wgpu::ComputePass<'_>, groups: [u32; 3]) {
+        if groups.iter().any(|&g| g == 0) {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+}
+
+impl crate::gpu::Gpu {
+    /// Build a dispatch: `buffers[i]` is bound (whole) at `@binding(i)`.
+    pub fn dispatch(&self, spec: &Spec, buffers: &[&wgpu::Buffer], groups: [u32; 3]) -> Dispatch {
+        let pipeline = self.kernels.pipeline(&self.device, spec);
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(spec.kernel.name()),
+            layout: &layout,
+            entries: &entries,
+        });
+        Dispatch { kernel: spec.kernel, pipeline, bind, groups }
+    }
+
+    /// Record `dispatches` into one compute pass of `enc`.
+    pub fn record(&self, enc: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+
+    /// Run `dispatches` in one pass, one submit, and wait.
+    pub fn run(&self, dispatches: &[&Dispatch]) {
+        let mut enc = self.encoder();
+        self.record(&mut enc, dispatches);
+        self.submit(enc);
+    }
+}
+
+/// Split `n` workgroups into a 2-D grid that respects the 65535 per-dimension
+/// limit; kernels recover the linear id as `id.x + id.y * 65535u * WG`.
+pub fn grid_1d(n: u32) -> [u32; 3] {
+    if n <= 65535 { [n, 1, 1] } else { [65535, n.div_ceil(65535), 1] }
+}

@@ -1,0 +1,22 @@
+//! Kernel launch builders: one function per kernel that fills its params
+//! struct, binds its buffers and computes its grid. The model and the tests
+//! both go through these, so a kernel's calling convention lives in one place.
+
+pub mod attention;
+pub mod elementwise;
+pub mod linear;
+pub mod sample;
+
+/// The per-step uniform shared by position-dependent kernels (rope, KV
+/// append, attention): written once per forward call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Step {
+    /// Position of the first token of this call.
+    pub pos: u32,
+    /// Tokens in this call (1 for decode).
+    pub n_tokens: u32,
+    /// Cached tokens attended after this call's append (= pos + n_tokens for a dense cache).
+    pub kv_len: u32,
+    pub _pad: u32,
+}

@@ -1,0 +1,8 @@
+//! Plain-Rust CPU versions of every kernel and of the whole forward pass.
+//! Used by tests and `eval --reference`, never by the GPU path.
+
+pub mod attention;
+pub mod elementwise;
+pub mod linear;
+pub mod sample;
+pub mod forward;

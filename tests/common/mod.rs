@@ -1,0 +1,162 @@
+//! Shared test harness: GPU contexts (or a visible skip), seeded inputs,
+//! named tolerance presets with an error report, and guard words around
+//! outputs so out-of-bounds writes and unwritten elements are caught.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+use wgkv::gpu::{Gpu, GpuOptions};
+
+/// The contexts every kernel test runs on:
+/// - the default adapter with SHADER_F16 when it has it,
+/// - the same adapter forced onto the f32 path,
+/// - wgpu's GL backend where it exists (no f16, 16 storage buffers).
+/// Empty (the test prints a skip) only when no adapter exists and
+/// `WGKV_REQUIRE_GPU` is unset; with it set, a missing adapter fails.
+pub fn contexts() -> Vec<Arc<Gpu>> {
+    static CTX: OnceLock<Vec<Arc<Gpu>>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let required = std::env::var_os("WGKV_REQUIRE_GPU").is_some_and(|v| !v.is_empty() && v != "0");
+        let main = match Gpu::new(&GpuOptions::default()) {
+            Ok(g) => g,
+            Err(e) => {
+                if required {
+                    panic!("WGKV_REQUIRE_GPU is set but no GPU context could be created: {e}");
+                }
+                eprintln!("SKIP: no GPU adapter ({e}); set WGKV_REQUIRE_GPU=1 to make this a failure");
+                return Vec::new();
+            }
+        };
+        let mut v = vec![main.clone()];
+        if main.caps.f16 {
+            v.push(Gpu::new(&GpuOptions { force_f32: true, ..Default::default() }).expect("f32 context"));
+        }
+        if std::env::var_os("WGKV_TEST_GL").is_none_or(|v| v != "0") && main.info.backend != wgpu::Backend::Gl {
+            if let Ok(gl) = Gpu::new(&GpuOptions { backend: Some("gl".into()), ..Default::default() }) {
+                v.push(gl);
+            }
+        }
+        for g in &v {
+            eprintln!("test context: {} f16={}", g.describe(), g.caps.f16);
+        }
+        v
+    })
+    .clone()
+}
+
+/// Short label of a context for failure messages.
+pub fn label(g: &Gpu) -> String {
+    format!("{:?}/{}", g.info.backend, if g.caps.f16 { "f16" } else { "f32" })
+}
+
+/// Deterministic pseudo-random numbers (splitmix64).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u32() as u8).collect()
+    }
+    pub fn below(&mut self, n: u32) -> u32 {
+        (self.next_u64() % n as u64) as u32
+    }
+}
+
+/// A tolerance: |got - want| <= abs + rel * |want| per element.
+#[derive(Clone, Copy, Debug)]
+pub struct Tol {
+    pub name: &'static str,
+    pub abs: f32,
+    pub rel: f32,
+}
+
+/// Bit-exact (integer outputs, copies, selections).
+pub const EXACT: Tol = Tol { name: "exact", abs: 0.0, rel: 0.0 };
+/// Elementwise f32 math with a different operation order or a fast
+/// inverse sqrt/exp: a few ulps.
+pub const F32_ELEMENTWISE: Tol = Tol { name: "f32-elementwise", abs: 1e-5, rel: 1e-5 };
+/// f32 dot products / reductions over up to ~10^4 terms in another order
+/// than the (f64-accumulating) reference.
+pub const F32_REDUCTION: Tol = Tol { name: "f32-reduction", abs: 1e-4, rel: 1e-4 };
+/// Values that went through f16 storage (KV cache): f16 has 11 significant
+/// bits, so relative error up to 2^-11 per stored value, plus accumulation.
+pub const F16_STORAGE: Tol = Tol { name: "f16-storage", abs: 2e-3, rel: 2e-3 };
+
+/// Compare element by element; on failure report the worst error, the first
+/// mismatches and the preset. NaN in `got` always fails.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} != {}", got.len(), want.len());
+    let mut bad = Vec::new();
+    let mut worst = (0usize, 0f32);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let lim = tol.abs + tol.rel * w.abs();
+        if !(err <= lim) || g.is_nan() != w.is_nan() {
+            if bad.len() < 8 {
+                bad.push(format!("[{i}] got {g} want {w} (err {err:.3e}, allowed {lim:.3e})"));
+            }
+            if !(err <= worst.1) {
+                worst = (i, err);
+            }
+        }
+    }
+    if !bad.is_empty() {
+        let n_bad = got.iter().zip(want).filter(|(g, w)| !((*g - *w).abs() <= tol.abs + tol.rel * w.abs())).count();
+        panic!(
+            "{what}: {n_bad} of {} elements outside tolerance '{}' (abs {:e}, rel {:e}); worst at [{}] err {:e}\n  {}",
+            got.len(), tol.name, tol.abs, tol.rel, worst.0, worst.1, bad.join("\n  ")
+        );
+    }
+}
+
+/// Guard words written before and after every output region.
+pub const GUARD_WORDS: usize = 16;
+pub const GUARD: u32 = 0x7FBA_D0D0; // a NaN pattern: unwritten elements fail comparisons
+
+/// An output buffer of `n` 32-bit words followed by `GUARD_WORDS` sentinel
+/// words, all poisoned with `GUARD`: elements the kernel fails to write stay
+/// NaN, writes past the end show up in the guard.
+pub fn poisoned(g: &Gpu, label: &str, n: usize) -> wgpu::Buffer {
+    let words = vec![GUARD; n + GUARD_WORDS];
+    g.upload(label, bytemuck::cast_slice(&words))
+}
+
+/// Read `n` f32 from a `poisoned` buffer and check that its trailing guard
+/// words are intact (no out-of-bounds write).
+#[track_caller]
+pub fn read_guarded_f32(g: &Gpu, buf: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    let all = g.read_u32(buf, n + GUARD_WORDS);
+    let tail = &all[n..];
+    assert!(tail.iter().all(|&w| w == GUARD), "guard words after the output were overwritten: {:x?}", &tail[..4.min(tail.len())]);
+    all[..n].iter().map(|&w| f32::from_bits(w)).collect()
+}
+
+#[track_caller]
+pub fn read_guarded_u32(g: &Gpu, buf: &wgpu::Buffer, n: usize) -> Vec<u32> {
+    let all = g.read_u32(buf, n + GUARD_WORDS);
+    assert!(all[n..].iter().all(|&w| w == GUARD), "guard words after the output were overwritten");
+    all[..n].to_vec()
+}
+
+pub fn upload_f32(g: &Gpu, label: &str, data: &[f32]) -> wgpu::Buffer {
+    g.upload(label, bytemuck::cast_slice(data))
+}
