@@ -1,1 +1,137 @@
-// TODO: not written yet
+// attn_prefill: causal grouped-query attention for a prefill chunk, flash-
+// attention style. Query token t of the call (t < step.n_tokens) attends
+// cache slots 0 ..= step.kv_len - step.n_tokens + t, read from the cache
+// after this call's kv_append (so a later chunk sees the earlier ones):
+//   out[t, h] = softmax_j(scale * q[t, h] . K[kvh, j]) @ V[kvh, j],
+//   kvh = h / group, group = n_heads / n_kv_heads.
+//
+// Work split: a workgroup serves one KV head and WG consecutive "rows", a row
+// being a (token, query head of the group) pair ordered token-major, so the
+// group's heads and neighbouring tokens share every K/V tile. Each invocation
+// owns one row: its scaled query and output accumulator live in registers.
+// The keys are walked in tiles of BK slots: the workgroup stages the K and V
+// tile in shared memory (converted to f32 once), then every row scores the
+// tile, rescales its running (max, sum, output) once per tile (online
+// softmax) and accumulates p * V. All arithmetic is f32.
+//
+// Layout: q [max_tokens][n_heads][HEAD_DIM] f32; caches
+// [n_kv_heads][max_seq][HEAD_DIM] kv_t (read as kv4_t); out like q.
+// Bindings: q (read), k_cache (read), v_cache (read), out (read_write),
+// params, step (ops::Step).
+// Prelude consts: WG (rows per workgroup, a multiple of 4), HEAD_DIM (a
+// multiple of 4), BK (keys per tile). Shared memory: 2 * BK * HEAD_DIM * 4
+// bytes (8 KiB with BK * HEAD_DIM = 1024).
+// Grid: (ceil(max_tokens * group / WG), n_kv_heads, 1); workgroups whose rows
+// are all past step.n_tokens exit at once, rows past it write nothing.
+
+struct Params {
+    n_heads: u32, n_kv_heads: u32, max_seq: u32, group: u32,
+    scale: f32, max_tokens: u32, _p0: u32, _p1: u32,
+}
+struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
+
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
+@group(0) @binding(2) var<storage, read> v_cache: array<kv4_t>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(5) var<uniform> step: Step;
+
+const D4: u32 = HEAD_DIM / 4u;
+// Stand-in for -inf that keeps exp(a - b) and max() free of NaN.
+const NEG: f32 = -1.0e30;
+
+var<workgroup> k_tile: array<vec4<f32>, BK * D4>;
+var<workgroup> v_tile: array<vec4<f32>, BK * D4>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let kvh = wid.y;
+    let group = p.group;
+    let n_tok = min(step.n_tokens, p.max_tokens);
+    // Workgroup-uniform bounds: all barriers below sit in uniform control flow.
+    let row0 = wid.x * WG;
+    if (row0 / group >= n_tok || step.n_tokens > step.kv_len) {
+        return;
+    }
+    let base = step.kv_len - step.n_tokens; // slots cached before this call
+    let last_t = min((row0 + WG - 1u) / group, n_tok - 1u);
+    let kv_end = min(base + last_t + 1u, p.max_seq); // keys any row here needs
+
+    let row = row0 + lid.x;
+    let t = row / group;
+    let h = kvh * group + row % group;
+    let live = t < n_tok;
+    let lim = min(base + t, kv_end - 1u); // last slot this row may attend
+
+    var qr: array<vec4<f32>, D4>;
+    var acc: array<vec4<f32>, D4>;
+    for (var d = 0u; d < D4; d++) {
+        qr[d] = vec4<f32>(0.0);
+        acc[d] = vec4<f32>(0.0);
+    }
+    if (live) {
+        let qo = (t * p.n_heads + h) * D4;
+        for (var d = 0u; d < D4; d++) {
+            qr[d] = q[qo + d] * p.scale;
+        }
+    }
+    var m = NEG;
+    var l = 0.0;
+
+    let head_base = kvh * p.max_seq * D4;
+    for (var kb = 0u; kb < kv_end; kb += BK) {
+        for (var i = lid.x; i < BK * D4; i += WG) {
+            let key = kb + i / D4;
+            if (key < kv_end) {
+                let src = head_base + kb * D4 + i;
+                k_tile[i] = vec4<f32>(k_cache[src]);
+                v_tile[i] = vec4<f32>(v_cache[src]);
+            } else {
+                k_tile[i] = vec4<f32>(0.0);
+                v_tile[i] = vec4<f32>(0.0);
+            }
+        }
+        workgroupBarrier();
+
+        // Every row walks the same keys: uniform loop bounds make the tile
+        // reads uniform (one broadcast load rather than a per-lane gather on
+        // SIMD-style implementations such as lavapipe); keys past a row's
+        // limit are masked instead. Rows past n_tokens compute with q = 0.
+        let n_keys = min(BK, kv_end - kb);
+        var s: array<f32, BK>;
+        var tmax = NEG;
+        for (var j = 0u; j < n_keys; j++) {
+            var dp = vec4<f32>(0.0);
+            for (var d = 0u; d < D4; d++) {
+                dp += qr[d] * k_tile[j * D4 + d];
+            }
+            let sj = select(NEG, dp.x + dp.y + dp.z + dp.w, kb + j <= lim);
+            s[j] = sj;
+            tmax = max(tmax, sj);
+        }
+        let m_new = max(m, tmax);
+        let alpha = exp(m - m_new);
+        l *= alpha;
+        for (var d = 0u; d < D4; d++) {
+            acc[d] *= alpha;
+        }
+        for (var j = 0u; j < n_keys; j++) {
+            let pj = select(0.0, exp(s[j] - m_new), kb + j <= lim);
+            l += pj;
+            for (var d = 0u; d < D4; d++) {
+                acc[d] += pj * v_tile[j * D4 + d];
+            }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+
+    if (live) {
+        let inv = 1.0 / l; // l >= 1: the row's maximum contributes exp(0)
+        let oo = (t * p.n_heads + h) * D4;
+        for (var d = 0u; d < D4; d++) {
+            out[oo + d] = acc[d] * inv;
+        }
+    }
+}

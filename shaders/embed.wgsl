@@ -1,1 +1,40 @@
-// TODO: not written yet
+// embed: out[t, :] = table[ids[t], :] dequantized to f32, for
+// t < min(step.n_tokens, p.n_tokens). An id >= vocab writes zeros (the host
+// validates ids; this only stops a bad id from reading past the table).
+// Each invocation decodes one 32-element chunk of one token's row.
+// Bindings: w (read, binding 0: the table, declared in quant/common.wgsl),
+//   ids (read, u32), out (read_write, [n_tokens, dim] f32), params,
+//   step (ops::Step uniform; only n_tokens is used).
+// Prelude consts: WG (workgroup size).
+// Grid: grid_1d(ceil(n_tokens * ceil(dim / 32) / WG)).
+
+struct Params { vocab: u32, dim: u32, n_tokens: u32, _p0: u32 }
+struct Step { pos: u32, n_tokens: u32, kv_len: u32, _p0: u32 }
+
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<uniform> step: Step;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let chunks = (p.dim + 31u) / 32u;
+    let t = i / chunks;
+    let sb = i % chunks;
+    if (t >= min(step.n_tokens, p.n_tokens)) {
+        return;
+    }
+    let id = ids[t];
+    var v: array<vec4<f32>, 8>;
+    if (id < p.vocab) {
+        v = dequant32(id * row_bytes(p.dim), p.dim, sb);
+    }
+    let k0 = sb * 32u;
+    let o = t * p.dim + k0;
+    for (var j = 0u; j < 32u; j++) {
+        if (k0 + j < p.dim) {
+            out[o + j] = v[j / 4u][j % 4u];
+        }
+    }
+}

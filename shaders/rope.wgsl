@@ -1,1 +1,73 @@
-// TODO: not written yet
+// rope: rotary position embedding, in place on x[n_tokens, n_heads * head_dim]
+// (q with the query heads, k with the KV heads). Token t sits at position
+// step.pos + t; pair j of every head (j < rot_dim / 2) is rotated by
+//   theta_j = pos * base^(-2j / rot_dim);
+// dims >= rot_dim are left untouched (partial rotary).
+//
+// Layout (prelude const ROPE_HALF):
+//   0: GGUF / llama.cpp "normal": interleaved pairs (x[2j], x[2j + 1]);
+//   1: Hugging Face / NeoX: half-split pairs (x[j], x[j + rot_dim / 2]).
+//
+// Precision: a naive f32 angle pos * inv_freq is off by up to ~1e-3 rad at
+// pos 8191 (one f32 rounding of an angle near 8191 rad is 2.4e-4 rad, and the
+// rounded inv_freq contributes as much again). Instead the angle is carried
+// in turns (theta / 2pi) and reduced exactly: the host gives each pair's
+// frequency in turns split as hi + lo, hi with only 12 significant bits, and
+// the position is split as p1 + p0 (p1 a multiple of 4096, p0 < 4096), so
+// p1 * hi and p0 * hi are exact in f32 and their fractional parts are exact
+// too; the lo products are tiny. The reduced angle in [-pi, pi] is good to
+// ~1e-6 rad for any position below 2^24, where sin/cos are most accurate.
+//
+// Bindings: x (read_write), freqs (read: [rot_dim / 2] vec2 (hi, lo) in
+// turns, computed in f64 on the host), params, step (ops::Step).
+// Prelude consts: WG (workgroup size), ROPE_HALF (layout).
+// Grid: one invocation per (token, head, pair) for max_tokens tokens, as a
+// grid_1d; invocations of tokens >= step.n_tokens exit at once.
+
+struct Params { n_heads: u32, head_dim: u32, rot_dim: u32, max_tokens: u32 }
+struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
+
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read> freqs: array<vec2<f32>>;
+@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> st: Step;
+
+const TWO_PI: f32 = 6.283185307179586;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let n_pairs = p.rot_dim / 2u;
+    let per_token = p.n_heads * n_pairs;
+    let t = i / per_token;
+    if (t >= p.max_tokens || t >= st.n_tokens) {
+        return;
+    }
+    let r = i - t * per_token;
+    let h = r / n_pairs;
+    let j = r - h * n_pairs;
+
+    let pos = st.pos + t;
+    let p0 = pos & 4095u;
+    let p1 = f32(pos - p0);
+    let p0f = f32(p0);
+    let f = freqs[j];
+    // Exact: fract of exact products (12-bit x 12-bit significands).
+    var turns = fract(p1 * f.x) + fract(p0f * f.x) + (p1 * f.y + p0f * f.y);
+    turns = turns - round(turns);
+    let a = turns * TWO_PI;
+    let c = cos(a);
+    let s = sin(a);
+
+    let base = t * p.n_heads * p.head_dim + h * p.head_dim;
+    var i0 = base + 2u * j;
+    var i1 = i0 + 1u;
+    if (ROPE_HALF != 0u) {
+        i0 = base + j;
+        i1 = i0 + n_pairs;
+    }
+    let x0 = x[i0];
+    let x1 = x[i1];
+    x[i0] = x0 * c - x1 * s;
+    x[i1] = x0 * s + x1 * c;
+}

@@ -19,6 +19,8 @@ pub mod cli;
 pub mod config;
 pub mod fetch;
 pub mod gguf;
+pub mod kv;
+pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod reference;

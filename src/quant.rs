@@ -91,3 +91,250 @@ impl WType {
         }
     }
 }
+
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+
+/// Checks that a `rows x cols` matrix of type `w` can be read by the GPU
+/// kernels: non-empty, rows made of whole blocks, and every byte offset
+/// (u32 in the shaders) in range. Loaders call this; the launch builders
+/// in `ops::linear` assert it.
+pub fn check_shape(w: WType, rows: usize, cols: usize) -> Result<()> {
+    if rows == 0 || cols == 0 {
+        return Err(Error::msg(format!("{} matrix {rows}x{cols} is empty", w.name())));
+    }
+    if cols % w.block_elems() != 0 {
+        return Err(Error::msg(format!(
+            "{} matrix {rows}x{cols}: row length {cols} is not a multiple of the {}-weight block",
+            w.name(),
+            w.block_elems()
+        )));
+    }
+    // The shaders address bytes with u32; keep one extra word of headroom for funnel reads.
+    let bytes = (rows as u128) * (w.row_bytes(cols) as u128);
+    if bytes + 8 > u32::MAX as u128 {
+        return Err(Error::msg(format!("{} matrix {rows}x{cols} is {bytes} bytes, over the 4 GiB addressable by one binding", w.name())));
+    }
+    Ok(())
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantizes one whole block (`w.block_elems()` weights) from `b` into `out`,
+/// with ggml's formulas and f32 operation order.
+fn dequant_block(w: WType, b: &[u8], out: &mut [f32]) {
+    match w {
+        WType::F32 => out[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        WType::F16 => out[0] = f16_at(b, 0),
+        WType::BF16 => out[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        WType::Q8_0 => {
+            let d = f16_at(b, 0);
+            for j in 0..32 {
+                out[j] = (b[2 + j] as i8) as f32 * d;
+            }
+        }
+        WType::Q4_0 => {
+            let d = f16_at(b, 0);
+            for j in 0..16 {
+                out[j] = ((b[2 + j] & 15) as i32 - 8) as f32 * d;
+                out[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
+            }
+        }
+        WType::Q4_1 => {
+            let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+            for j in 0..16 {
+                out[j] = (b[4 + j] & 15) as f32 * d + m;
+                out[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
+            }
+        }
+        WType::Q4_K => {
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let s = &b[4..16];
+            for j in 0..8 {
+                let (sc, mn) = q4k_scale_min(s, j);
+                let (d1, m1) = (d * sc as f32, dmin * mn as f32);
+                let qs = &b[16 + 32 * (j / 2)..][..32];
+                let shift = 4 * (j % 2);
+                for l in 0..32 {
+                    out[32 * j + l] = d1 * ((qs[l] >> shift) & 15) as f32 - m1;
+                }
+            }
+        }
+        WType::Q6_K => {
+            let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+            let d = f16_at(b, 208);
+            for e in 0..256 {
+                let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+                let lo = (ql[64 * n + 32 * (j % 2) + l] >> (4 * (j / 2))) & 15;
+                let hi = (qh[32 * n + l] >> (2 * j)) & 3;
+                let q = (lo | hi << 4) as i32 - 32;
+                out[e] = d * (sc[e / 16] as i8) as f32 * q as f32;
+            }
+        }
+    }
+}
+
+/// Q4_K's 6-bit (scale, min) of sub-block `j` from the 12 packed bytes `s`.
+fn q4k_scale_min(s: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        ((s[j + 4] & 15) | (s[j - 4] >> 6) << 4, (s[j + 4] >> 4) | (s[j] >> 6) << 4)
+    }
+}
+
+/// The first `n` weights stored in `bytes` as type `w`, exactly as ggml
+/// dequantizes them. `n` must be whole blocks and `bytes` must hold them.
+pub fn dequantize(w: WType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
+    let (be, bb) = (w.block_elems(), w.block_bytes());
+    if n % be != 0 {
+        return Err(Error::msg(format!("{}: {n} weights are not whole {be}-weight blocks", w.name())));
+    }
+    let need = n / be * bb;
+    if bytes.len() < need {
+        return Err(Error::msg(format!("{}: {n} weights need {need} bytes, have {}", w.name(), bytes.len())));
+    }
+    let mut out = vec![0f32; n];
+    for (blk, o) in bytes[..need].chunks_exact(bb).zip(out.chunks_exact_mut(be)) {
+        dequant_block(w, blk, o);
+    }
+    Ok(out)
+}
+
+/// Row `row` (of `cols` weights) of a row-major matrix stored in `bytes`.
+pub fn dequant_row(w: WType, bytes: &[u8], cols: usize, row: usize) -> Result<Vec<f32>> {
+    if cols % w.block_elems() != 0 {
+        return Err(Error::msg(format!("{}: row length {cols} is not whole blocks", w.name())));
+    }
+    let rb = w.row_bytes(cols);
+    let start = row.checked_mul(rb).filter(|s| s + rb <= bytes.len());
+    match start {
+        Some(s) => dequantize(w, &bytes[s..s + rb], cols),
+        None => Err(Error::msg(format!("{}: row {row} of {cols} weights is past the end of {} bytes", w.name(), bytes.len()))),
+    }
+}
+
+/// Encodes `values` as type `w` (test data and tiny test models): simple
+/// round-to-nearest quantizers that produce valid blocks, not ggml's
+/// error-minimising ones. `values.len()` must be a multiple of the block size.
+pub fn quantize(w: WType, values: &[f32]) -> Vec<u8> {
+    let be = w.block_elems();
+    assert!(values.len() % be == 0, "quantize {}: {} values are not whole blocks", w.name(), values.len());
+    let mut out = Vec::with_capacity(values.len() / be * w.block_bytes());
+    for x in values.chunks_exact(be) {
+        match w {
+            WType::F32 => out.extend_from_slice(&x[0].to_le_bytes()),
+            WType::F16 => out.extend_from_slice(&f16::from_f32(x[0]).to_le_bytes()),
+            WType::BF16 => out.extend_from_slice(&bf16::from_f32(x[0]).to_le_bytes()),
+            WType::Q8_0 => quantize_q8_0(x, &mut out),
+            WType::Q4_0 => quantize_q4_0(x, &mut out),
+            WType::Q4_1 => quantize_q4_1(x, &mut out),
+            WType::Q4_K => quantize_q4_k(x, &mut out),
+            WType::Q6_K => quantize_q6_k(x, &mut out),
+        }
+    }
+    out
+}
+
+fn inv(d: f32) -> f32 {
+    if d != 0.0 { 1.0 / d } else { 0.0 }
+}
+
+fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = f16::from_f32(amax / 127.0);
+    let id = inv(d.to_f32());
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend(x.iter().map(|v| (v * id).round().clamp(-128.0, 127.0) as i8 as u8));
+}
+
+fn quantize_q4_0(x: &[f32], out: &mut Vec<u8>) {
+    // The value of largest magnitude maps to nibble 0 (i.e. -8 * d).
+    let max = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let d = f16::from_f32(max / -8.0);
+    let id = inv(d.to_f32());
+    let q = |v: f32| ((v * id + 8.5).floor()).clamp(0.0, 15.0) as u8;
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend((0..16).map(|j| q(x[j]) | q(x[j + 16]) << 4));
+}
+
+fn quantize_q4_1(x: &[f32], out: &mut Vec<u8>) {
+    let min = x.iter().fold(f32::INFINITY, |a, &v| a.min(v));
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    let d = f16::from_f32((max - min) / 15.0);
+    let m = f16::from_f32(min);
+    let id = inv(d.to_f32());
+    let q = |v: f32| ((v - m.to_f32()) * id).round().clamp(0.0, 15.0) as u8;
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&m.to_le_bytes());
+    out.extend((0..16).map(|j| q(x[j]) | q(x[j + 16]) << 4));
+}
+
+fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
+    // Per 32-weight sub-block: scale = range / 15 and min = -min(0, lowest),
+    // both then quantized to 6 bits against the super-block's d and dmin.
+    let mut scale = [0f32; 8];
+    let mut mins = [0f32; 8];
+    for j in 0..8 {
+        let sub = &x[32 * j..32 * j + 32];
+        let lo = sub.iter().fold(0f32, |a, &v| a.min(v));
+        let hi = sub.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        scale[j] = (hi - lo) / 15.0;
+        mins[j] = -lo;
+    }
+    let d = f16::from_f32(scale.iter().fold(0f32, |a, &v| a.max(v)) / 63.0);
+    let dmin = f16::from_f32(mins.iter().fold(0f32, |a, &v| a.max(v)) / 63.0);
+    let (df, dminf) = (d.to_f32(), dmin.to_f32());
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..8 {
+        sc[j] = (scale[j] * inv(df)).round().clamp(0.0, 63.0) as u8;
+        // Round the min up so that the sub-block's lowest value stays representable.
+        mn[j] = (mins[j] * inv(dminf)).ceil().clamp(0.0, 63.0) as u8;
+    }
+    let mut s = [0u8; 12];
+    for j in 0..4 {
+        s[j] = sc[j] | (sc[j + 4] >> 4) << 6;
+        s[j + 4] = mn[j] | (mn[j + 4] >> 4) << 6;
+        s[j + 8] = (sc[j + 4] & 15) | (mn[j + 4] & 15) << 4;
+    }
+    let mut qs = [0u8; 128];
+    for j in 0..8 {
+        let (d1, m1) = (df * sc[j] as f32, dminf * mn[j] as f32);
+        for l in 0..32 {
+            let q = ((x[32 * j + l] + m1) * inv(d1)).round().clamp(0.0, 15.0) as u8;
+            qs[32 * (j / 2) + l] |= q << (4 * (j % 2));
+        }
+    }
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&dmin.to_le_bytes());
+    out.extend_from_slice(&s);
+    out.extend_from_slice(&qs);
+}
+
+fn quantize_q6_k(x: &[f32], out: &mut Vec<u8>) {
+    // Per 16-weight group: scale = max|v| / 31 (q in -32..31), quantized to a
+    // signed byte against the super-block's d.
+    let mut scale = [0f32; 16];
+    for (i, g) in x.chunks_exact(16).enumerate() {
+        scale[i] = g.iter().fold(0f32, |a, v| a.max(v.abs())) / 31.0;
+    }
+    let d = f16::from_f32(scale.iter().fold(0f32, |a, &v| a.max(v)) / 127.0);
+    let df = d.to_f32();
+    let sc: Vec<i8> = scale.iter().map(|s| (s * inv(df)).round().clamp(-128.0, 127.0) as i8).collect();
+    let mut ql = [0u8; 128];
+    let mut qh = [0u8; 64];
+    for e in 0..256 {
+        let ds = df * sc[e / 16] as f32;
+        let q = ((x[e] * inv(ds)).round().clamp(-32.0, 31.0) as i32 + 32) as u8;
+        let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+        ql[64 * n + 32 * (j % 2) + l] |= (q & 15) << (4 * (j / 2));
+        qh[32 * n + l] |= (q >> 4) << (2 * j);
+    }
+    out.extend_from_slice(&ql);
+    out.extend_from_slice(&qh);
+    out.extend(sc.iter().map(|&s| s as u8));
+    out.extend_from_slice(&d.to_le_bytes());
+}

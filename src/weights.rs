@@ -1,1 +1,355 @@
-//! (being written)
+//! Model files to named tensors: a GGUF file or an HF folder (config.json +
+//! safetensors) opened into one `ModelConfig` and tensors under canonical
+//! (GGUF) names, each a view into the kept, memory-mapped file.
+//!
+//! HF Q/K weights keep their HF row order; the config then says
+//! `RopeStyle::HalfSplit` (GGUF llama files: `Interleaved`).
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::gguf::{show, Gguf};
+use crate::quant::WType;
+use crate::safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The bytes of one model file: memory-mapped from disk, or owned (tests, fuzzing).
+pub enum Storage {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Storage {
+    /// Map `path` read-only.
+    pub fn map(path: &Path) -> Result<Arc<Storage>> {
+        let shown = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(&shown, e))?;
+        // SAFETY: the map is read-only and private to this process; like every
+        // mmap-based loader we assume the model file is not truncated or
+        // rewritten while it is open (that would be a bus error, not UB we can check).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&shown, e))?;
+        Ok(Arc::new(Storage::Mapped(map)))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(m) => m,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
+/// A view of one tensor's bytes inside a kept file (mmap or owned); derefs to `&[u8]`.
+/// Cloning shares the file, so views outlive the `Gguf`/`SafeTensors` they came from.
+#[derive(Clone)]
+pub struct Bytes {
+    storage: Arc<Storage>,
+    start: usize,
+    len: usize,
+}
+
+impl Bytes {
+    /// `start..start+len` of `storage`; callers pass ranges their parser checked.
+    pub fn new(storage: &Arc<Storage>, start: u64, len: u64) -> Bytes {
+        Bytes { storage: storage.clone(), start: start as usize, len: len as usize }
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.storage.bytes().get(self.start..self.start.saturating_add(self.len)).unwrap_or(&[])
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} at {})", self.len, self.start)
+    }
+}
+
+/// One weight tensor. `dims` are ne0 first: a matrix is `[cols, rows]`
+/// (`cols` = input features, rows stored contiguously).
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub wtype: WType,
+    pub data: Bytes,
+}
+
+impl Tensor {
+    /// Elements per row (ne0).
+    pub fn cols(&self) -> usize {
+        self.dims.first().map_or(0, |&d| d as usize)
+    }
+    /// Number of rows (product of the other dims).
+    pub fn rows(&self) -> usize {
+        self.dims.iter().skip(1).product::<u64>() as usize
+    }
+    pub fn n_elems(&self) -> usize {
+        self.cols() * self.rows()
+    }
+}
+
+/// Canonical (GGUF) names and their HF counterparts, without ".weight".
+const GLOBAL_NAMES: [(&str, &str); 3] =
+    [("token_embd", "model.embed_tokens"), ("output_norm", "model.norm"), ("output", "lm_head")];
+const LAYER_NAMES: [(&str, &str); 9] = [
+    ("attn_norm", "input_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+/// HF tensor name to canonical name; `None` when it is not a Llama weight.
+pub fn hf_to_canonical(hf: &str) -> Option<String> {
+    let base = hf.strip_suffix(".weight")?;
+    if let Some((g, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == base) {
+        return Some(format!("{g}.weight"));
+    }
+    let (layer, rest) = base.strip_prefix("model.layers.")?.split_once('.')?;
+    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) || (layer.len() > 1 && layer.starts_with('0')) {
+        return None;
+    }
+    let (g, _) = LAYER_NAMES.iter().find(|(_, h)| *h == rest)?;
+    Some(format!("blk.{layer}.{g}.weight"))
+}
+
+/// Canonical name to HF name (for error messages about HF folders).
+pub fn canonical_to_hf(name: &str) -> Option<String> {
+    let base = name.strip_suffix(".weight")?;
+    if let Some((_, h)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == base) {
+        return Some(format!("{h}.weight"));
+    }
+    let (layer, rest) = base.strip_prefix("blk.")?.split_once('.')?;
+    let (_, h) = LAYER_NAMES.iter().find(|(g, _)| *g == rest)?;
+    Some(format!("model.layers.{layer}.{h}.weight"))
+}
+
+/// A loaded model: config, tensors by canonical name, and what the tokenizer needs.
+pub struct Weights {
+    pub cfg: ModelConfig,
+    /// "gguf" or "safetensors".
+    pub format: &'static str,
+    /// The GGUF file or the HF folder.
+    pub path: PathBuf,
+    /// The GGUF (its metadata holds the tokenizer and chat template).
+    pub gguf: Option<Gguf>,
+    /// The HF folder (tokenizer.json, tokenizer_config.json live there).
+    pub hf_dir: Option<PathBuf>,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Weights({}, {}, {} tensors)", self.path.display(), self.format, self.tensors.len())
+    }
+}
+
+impl Weights {
+    /// Open a GGUF file, an HF folder, or a config.json / .safetensors file
+    /// inside one; the result is validated against its config.
+    pub fn open(path: &Path) -> Result<Weights> {
+        let shown = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(&shown, e))?;
+        if meta.is_dir() {
+            return Weights::from_hf_dir(path);
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name == "config.json" || name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json") {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            return Weights::from_hf_dir(dir);
+        }
+        let mut magic = Vec::with_capacity(4);
+        let read = std::fs::File::open(path).and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 4), &mut magic));
+        match read {
+            Ok(_) if magic == b"GGUF" => Weights::from_gguf(Gguf::open(path)?),
+            Ok(_) => Err(Error::format(&shown, "not a GGUF file, an HF model folder, or a config.json/.safetensors file in one")),
+            Err(e) => Err(Error::io(&shown, e)),
+        }
+    }
+
+    /// Tensors of a parsed GGUF (views into its file), validated.
+    pub fn from_gguf(g: Gguf) -> Result<Weights> {
+        let cfg = ModelConfig::from_gguf(&g)?;
+        let tensors = g
+            .tensors
+            .iter()
+            .map(|t| {
+                let data = Bytes::new(g.storage(), t.offset, t.bytes);
+                (t.name.clone(), Tensor { name: t.name.clone(), dims: t.dims.clone(), wtype: t.wtype, data })
+            })
+            .collect();
+        let w = Weights { cfg, format: "gguf", path: PathBuf::from(&g.path), gguf: Some(g), hf_dir: None, tensors };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// An HF folder: config.json plus model.safetensors, or shards listed in
+    /// model.safetensors.index.json. Validated.
+    pub fn from_hf_dir(dir: &Path) -> Result<Weights> {
+        let shown = dir.display().to_string();
+        let cfg_path = dir.join("config.json");
+        let cfg_shown = cfg_path.display().to_string();
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_shown, e))?;
+        let cfg = ModelConfig::from_hf_json(&cfg_shown, &text)?;
+
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<(PathBuf, Vec<String>)> = if index.exists() {
+            shards(&index)?.into_iter().map(|(f, names)| (dir.join(f), names)).collect()
+        } else if dir.join("model.safetensors").exists() {
+            vec![(dir.join("model.safetensors"), Vec::new())]
+        } else {
+            return Err(Error::format(&shown, "no model.safetensors or model.safetensors.index.json"));
+        };
+
+        let mut tensors = HashMap::new();
+        for (file, listed) in files {
+            let st = SafeTensors::open(&file)?;
+            if let Some(missing) = listed.iter().find(|n| st.tensor(n).is_none()) {
+                return Err(Error::format(&st.path, format!("the index lists tensor '{}' in this file but it is not there", show(missing))));
+            }
+            for t in &st.tensors {
+                if t.name.ends_with(".rotary_emb.inv_freq") {
+                    continue; // a cached RoPE table some checkpoints carry; recomputed from the config
+                }
+                let Some(name) = hf_to_canonical(&t.name) else {
+                    return Err(Error::format(&st.path, format!("unexpected tensor '{}' (not a Llama weight)", show(&t.name))));
+                };
+                if name == "output.weight" && cfg.tied_embeddings {
+                    continue; // a copy of the embeddings; tied models read token_embd
+                }
+                let tensor = Tensor { name: name.clone(), dims: t.dims(), wtype: t.wtype, data: Bytes::new(st.storage(), t.offset, t.bytes) };
+                if tensors.insert(name, tensor).is_some() {
+                    return Err(Error::format(&st.path, format!("tensor '{}' appears twice", show(&t.name))));
+                }
+            }
+        }
+        let w = Weights { cfg, format: "safetensors", path: dir.to_path_buf(), gguf: None, hf_dir: Some(dir.to_path_buf()), tensors };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// A tensor by canonical name.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors.get(name).ok_or_else(|| self.err(format!("missing tensor {}", self.shown_name(name))))
+    }
+
+    /// The LM head: `output.weight`, or `token_embd.weight` when tied.
+    pub fn output(&self) -> Result<&Tensor> {
+        self.get(if self.cfg.tied_embeddings { "token_embd.weight" } else { "output.weight" })
+    }
+
+    /// All canonical tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// tokenizer.json of an HF folder.
+    pub fn tokenizer_json(&self) -> Option<PathBuf> {
+        self.hf_dir.as_ref().map(|d| d.join("tokenizer.json"))
+    }
+
+    /// Every tensor a model with `cfg` needs, with its dims (ne0 first).
+    pub fn expected(cfg: &ModelConfig) -> Vec<(String, Vec<u64>)> {
+        let [d, h, q, kv, v] = [cfg.dim, cfg.hidden_dim, cfg.q_dim(), cfg.kv_dim(), cfg.vocab_size].map(|x| x as u64);
+        let mut e = vec![("token_embd.weight".to_string(), vec![d, v]), ("output_norm.weight".to_string(), vec![d])];
+        if !cfg.tied_embeddings {
+            e.push(("output.weight".into(), vec![d, v]));
+        }
+        for i in 0..cfg.n_layers {
+            let shapes: [(&str, Vec<u64>); 9] = [
+                ("attn_norm", vec![d]),
+                ("attn_q", vec![d, q]),
+                ("attn_k", vec![d, kv]),
+                ("attn_v", vec![d, kv]),
+                ("attn_output", vec![q, d]),
+                ("ffn_norm", vec![d]),
+                ("ffn_gate", vec![d, h]),
+                ("ffn_up", vec![d, h]),
+                ("ffn_down", vec![h, d]),
+            ];
+            e.extend(shapes.into_iter().map(|(n, s)| (format!("blk.{i}.{n}.weight"), s)));
+        }
+        e
+    }
+
+    /// Every expected tensor present with the config's shape and a layout the
+    /// kernels can read (`quant::check_shape`), and nothing else.
+    pub fn validate(&self) -> Result<()> {
+        let expected = Weights::expected(&self.cfg);
+        for (name, want) in &expected {
+            let t = self.get(name)?;
+            // Trailing unit dims (a vector stored as [n, 1]) are the same shape.
+            let mut found = t.dims.as_slice();
+            while found.len() > want.len() && found.last() == Some(&1) {
+                found = &found[..found.len() - 1];
+            }
+            if found != want.as_slice() {
+                return Err(self.err(format!(
+                    "tensor {} has shape {:?}, expected {want:?} for this config (dims ne0 first)",
+                    self.shown_name(name),
+                    t.dims
+                )));
+            }
+            // Readable by the GPU kernels: whole blocks per row, byte offsets within u32.
+            crate::quant::check_shape(t.wtype, t.rows(), t.cols())
+                .map_err(|e| self.err(format!("tensor {}: {e}", self.shown_name(name))))?;
+        }
+        if self.tensors.len() != expected.len() {
+            let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+            let mut extra: Vec<&str> = self.names().into_iter().filter(|n| !known.contains(n)).collect();
+            extra.truncate(3);
+            let extra: Vec<String> = extra.iter().map(|n| self.shown_name(n)).collect();
+            return Err(self.err(format!("unexpected tensor(s) {} for a {}-layer Llama", extra.join(", "), self.cfg.n_layers)));
+        }
+        Ok(())
+    }
+
+    fn err(&self, msg: String) -> Error {
+        Error::format(self.path.display().to_string(), msg)
+    }
+
+    /// The name quoted, with the HF spelling for HF folders: `'canonical' (HF 'name')`.
+    fn shown_name(&self, name: &str) -> String {
+        match (self.format, canonical_to_hf(name)) {
+            ("safetensors", Some(hf)) => format!("'{}' (HF '{}')", show(name), show(&hf)),
+            _ => format!("'{}'", show(name)),
+        }
+    }
+}
+
+/// The shard files of a model.safetensors.index.json, each with the tensors
+/// the index places in it. File names must be plain names inside the folder.
+fn shards(index: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let shown = index.display().to_string();
+    let err = |m: String| Error::format(&shown, m);
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(&shown, e))?;
+    let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+    let map = j.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| err("no \"weight_map\" object".into()))?;
+    let mut files: Vec<(String, Vec<String>)> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| err(format!("weight_map entry '{}' is not a file name", show(tensor))))?;
+        let plain = !file.is_empty() && file != "." && file != ".." && !file.contains(['/', '\\']);
+        if !plain {
+            return Err(err(format!("shard name '{}' is not a plain file name in the model folder", show(file))));
+        }
+        match files.iter_mut().find(|(f, _)| f == file) {
+            Some((_, names)) => names.push(tensor.clone()),
+            None => files.push((file.to_string(), vec![tensor.clone()])),
+        }
+    }
+    if files.is_empty() {
+        return Err(err("weight_map is empty".into()));
+    }
+    Ok(files)
+}

@@ -55,3 +55,88 @@ fn rmsnorm_matches_reference() {
         }
     }
 }
+
+/// RoPE against the f64 reference. The angle is reduced exactly in the shader
+/// (see shaders/rope.wgsl), so what remains is the f32 sin/cos of an angle in
+/// [-pi, pi] and one rotation: a few 1e-6 on |x| <= 2 even at position 8191+64.
+const ROPE: Tol = Tol { name: "rope", abs: 1e-5, rel: 1e-5 };
+
+#[test]
+fn rope_matches_reference() {
+    use wgkv::ops::elementwise::{Rope, RopeLayout};
+    use wgkv::ops::Step;
+    // (heads, head_dim, rot_dim, base): q and k of the real model, partial
+    // rotary, a tiny head, an odd head count with a small rotary part.
+    let shapes = [(9, 64, 64, 1e5), (3, 64, 64, 1e5), (2, 64, 32, 1e4), (1, 2, 2, 1e4), (5, 10, 6, 5e5)];
+    let max_tokens = 65usize;
+    for g in contexts() {
+        let mut rng = Rng::new(3);
+        let step_buf = g.uniform("step", bytemuck::bytes_of(&Step::default()));
+        for &(heads, hd, rot, base) in &shapes {
+            for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
+                let row = heads * hd;
+                let xb = g.buffer("x", 4 * (max_tokens * row + GUARD_WORDS) as u64);
+                let r = Rope { n_heads: heads as u32, head_dim: hd as u32, rot_dim: rot as u32, base, layout };
+                // One dispatch for every step, as in the engine: only the Step uniform changes.
+                let d = ops::rope(&g, &xb, &step_buf, &r, max_tokens as u32).unwrap();
+                assert_eq!(d.kernel, Kernel::Rope);
+                for pos in [0u32, 1, 4095, 8191] {
+                    for n_tokens in [1usize, 7, 65] {
+                        let x = rng.vec(max_tokens * row, -2.0, 2.0);
+                        let mut xg = x.clone();
+                        xg.extend(std::iter::repeat_n(f32::from_bits(GUARD), GUARD_WORDS));
+                        g.write(&xb, 0, bytemuck::cast_slice(&xg));
+                        let step = Step { pos, n_tokens: n_tokens as u32, kv_len: pos + n_tokens as u32, _pad: 0 };
+                        g.write(&step_buf, 0, bytemuck::bytes_of(&step));
+                        g.run(&[&d]);
+                        let got = read_guarded_f32(&g, &xb, max_tokens * row);
+                        let mut want = x[..n_tokens * row].to_vec();
+                        let half = layout == RopeLayout::HalfSplit;
+                        reference::rope(&mut want, heads, hd, rot, base, half, pos);
+                        let what = format!("rope {heads}x{hd} rot {rot} {layout:?} pos {pos} tokens {n_tokens} on {}", label(&g));
+                        assert_close(&what, &got[..n_tokens * row], &want, ROPE);
+                        assert_close(&format!("{what}: rows past n_tokens"), &got[n_tokens * row..], &x[n_tokens * row..], EXACT);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_rejects_bad_shapes() {
+    use wgkv::ops::elementwise::{Rope, RopeLayout};
+    let Some(g) = contexts().into_iter().next() else { return };
+    let x = g.buffer("x", 64);
+    let step = g.uniform("step", &[0; 16]);
+    for (hd, rot, base) in [(64, 63, 1e4), (64, 66, 1e4), (64, 0, 1e4), (64, 64, 1.0), (64, 64, f64::NAN)] {
+        let r = Rope { n_heads: 1, head_dim: hd, rot_dim: rot, base, layout: RopeLayout::Interleaved };
+        assert!(ops::rope(&g, &x, &step, &r, 1).is_err(), "head_dim {hd} rot_dim {rot} base {base} accepted");
+    }
+}
+
+#[test]
+fn swiglu_matches_reference() {
+    // ffn of the real model, per token and batched, awkward lengths, a 2-D grid.
+    let lens = [1usize, 63, 64, 65, 1536, 7 * 1536, 65 * 1536 + 5, 65535 * 64 + 100];
+    for g in contexts() {
+        let mut rng = Rng::new(4);
+        for &n in &lens {
+            let mut gate = rng.vec(n, -12.0, 12.0);
+            // Saturated ends of silu: exp(-g) overflows / underflows.
+            for (i, v) in [-200.0f32, -90.0, -30.0, 0.0, 30.0, 90.0, 200.0].into_iter().enumerate().take(n) {
+                gate[i] = v;
+            }
+            let up = rng.vec(n, -3.0, 3.0);
+            let gb = upload_f32(&g, "gate", &gate);
+            let ub = upload_f32(&g, "up", &up);
+            let out = poisoned(&g, "out", n);
+            let d = ops::swiglu(&g, &gb, &ub, &out, n as u32);
+            assert_eq!(d.kernel, Kernel::Swiglu);
+            g.run(&[&d]);
+            let got = read_guarded_f32(&g, &out, n);
+            let want = reference::swiglu(&gate, &up);
+            assert_close(&format!("swiglu n={n} on {}", label(&g)), &got, &want, F32_ELEMENTWISE);
+        }
+    }
+}

@@ -1,1 +1,337 @@
-//! (being written)
+//! Launch builders for the KV-cache append and attention: causal prefill
+//! (flash attention) and decode (flash-decoding: per-chunk partials, then a
+//! log-sum-exp merge).
+//!
+//! Shared conventions (see the shader headers for the details):
+//! - q, out: f32 `[tokens][n_heads * head_dim]`; new k, v: f32
+//!   `[tokens][n_kv_heads * head_dim]`, already rotated.
+//! - One K and one V cache buffer per layer, each `[n_kv_heads][max_seq][head_dim]`
+//!   of `kv_t` (f16 when the device has SHADER_F16, else f32): [`AttnShape::cache_bytes`].
+//! - Positions come from the shared [`Step`](super::Step) uniform: the call's tokens are
+//!   stored at slots `kv_len - n_tokens + i`, and query token `i` attends slots
+//!   `0 ..= kv_len - n_tokens + i`. Slots are not positions (eviction compacts them).
+//! - Query head `h` reads KV head `h / (n_heads / n_kv_heads)`; scores are scaled by
+//!   `1 / sqrt(head_dim)`.
+//! - Grids are sized for the largest call (`max_tokens`, `max_seq`) and kernels read
+//!   the live sizes from the step uniform, so one bind group per layer serves every call.
+//!
+//! Work split: a prefill workgroup takes one KV head and 64 (token, query head of the
+//! group) rows, so the group's heads share every K/V tile. A decode workgroup takes one
+//! (chunk of slots, KV head) pair and all query heads of that KV head, reading the
+//! chunk's K and V once for the whole group; the chunk length follows `kv_len` (at most
+//! [`DECODE_CHUNK`] slots, at least 64), so short contexts use few workgroups and long
+//! ones all `n_split`. Workgroup memory: [`AttnShape::shared_bytes`] (8 KiB prefill,
+//! 4.5 KiB decode for the real model; both under 16 KiB up to head_dim 128 and 8 query
+//! heads per KV head).
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
+use bytemuck::{Pod, Zeroable};
+
+/// Invocations per workgroup of every attention kernel (a power of two).
+pub const WG: u32 = 64;
+/// Prefill stages `PREFILL_TILE / head_dim` keys per shared-memory tile, i.e. K and V
+/// tiles of 4 KiB each in f32.
+pub const PREFILL_TILE: u32 = 1024;
+/// Most slots one decode workgroup handles when a KV head serves at most
+/// [`DECODE_WIDE_GROUP`] query heads (fewer above, to bound shared memory).
+pub const DECODE_CHUNK: u32 = 256;
+pub const DECODE_WIDE_GROUP: u32 = 8;
+
+/// Head dims and query heads per KV head that [`specs`] lists: the real model's
+/// (64, 3) plus those the tests exercise.
+pub const SPEC_HEAD_DIMS: &[u32] = &[32, 64, 96, 128];
+pub const SPEC_GROUPS: &[u32] = &[1, 3, 8];
+
+/// Attention geometry of one layer (the same for every layer of a model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttnShape {
+    /// Query heads.
+    pub n_heads: u32,
+    /// Key/value heads (divides `n_heads`).
+    pub n_kv_heads: u32,
+    /// Dims per head (a multiple of 4).
+    pub head_dim: u32,
+    /// Cache slots per KV head.
+    pub max_seq: u32,
+}
+
+impl AttnShape {
+    /// Query heads per KV head.
+    pub fn group(&self) -> u32 {
+        self.n_heads / self.n_kv_heads.max(1)
+    }
+
+    /// Softmax scale `1 / sqrt(head_dim)`.
+    pub fn scale(&self) -> f32 {
+        (1.0 / (self.head_dim as f64).sqrt()) as f32
+    }
+
+    /// Bytes of one layer's K (or V) cache buffer.
+    pub fn cache_bytes(&self, f16: bool) -> u64 {
+        let elem = if f16 { 2 } else { 4 };
+        self.n_kv_heads as u64 * self.max_seq as u64 * self.head_dim as u64 * elem
+    }
+
+    /// Keys per prefill tile.
+    pub fn prefill_tile(&self) -> u32 {
+        (PREFILL_TILE / self.head_dim.max(1)).max(1)
+    }
+
+    /// Most slots per decode chunk (a multiple of [`WG`]).
+    pub fn decode_chunk(&self) -> u32 {
+        if self.group() <= DECODE_WIDE_GROUP { DECODE_CHUNK } else { WG }
+    }
+
+    /// Decode chunks (workgroups per KV head) needed to cover `max_seq` slots.
+    pub fn n_split(&self) -> u32 {
+        self.max_seq.div_ceil(self.decode_chunk()).max(1)
+    }
+
+    /// Partial results per decode chunk and query head: each decode workgroup sums
+    /// p·V in `WG / (head_dim / 4)` interleaved key subsets, merged by attn_merge.
+    pub fn decode_parts(&self) -> u32 {
+        (WG / (self.head_dim / 4).max(1)).max(1)
+    }
+
+    /// Workgroup memory of (prefill, decode) in bytes.
+    pub fn shared_bytes(&self) -> (u32, u32) {
+        let prefill = 2 * self.prefill_tile() * self.head_dim * 4;
+        let decode = 4 * self.group() * (self.head_dim + self.decode_chunk() + WG);
+        (prefill, decode)
+    }
+
+    /// Whether the kernels can run this shape on `gpu`; call once when a model is
+    /// loaded (the builders assume a checked shape).
+    pub fn check(&self, gpu: &Gpu) -> Result<()> {
+        let AttnShape { n_heads, n_kv_heads, head_dim, max_seq } = *self;
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(Error::msg(format!("attention: {n_heads} query heads cannot share {n_kv_heads} KV heads evenly")));
+        }
+        if head_dim == 0 || head_dim % 4 != 0 || head_dim > 4 * WG {
+            return Err(Error::msg(format!("attention: head_dim {head_dim} unsupported (needs a multiple of 4, at most {})", 4 * WG)));
+        }
+        if max_seq == 0 {
+            return Err(Error::msg("attention: context length 0"));
+        }
+        let (prefill, decode) = self.shared_bytes();
+        let limit = gpu.caps.max_workgroup_storage;
+        if prefill.max(decode) > limit {
+            return Err(Error::msg(format!(
+                "attention: {n_heads} heads / {n_kv_heads} KV heads of dim {head_dim} need {} bytes of workgroup memory; the adapter has {limit}",
+                prefill.max(decode)
+            )));
+        }
+        let bytes = self.cache_bytes(gpu.caps.f16);
+        if bytes > gpu.caps.max_storage_binding {
+            return Err(Error::msg(format!(
+                "attention: a {max_seq}-slot KV cache needs {bytes} bytes per layer and tensor; the adapter binds at most {}",
+                gpu.caps.max_storage_binding
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn append_spec(head_dim: u32) -> Spec {
+    Spec::new(Kernel::KvAppend).with("WG", WG).with("HEAD_DIM", head_dim)
+}
+
+fn prefill_spec(head_dim: u32, tile: u32) -> Spec {
+    Spec::new(Kernel::AttnPrefill).with("WG", WG).with("HEAD_DIM", head_dim).with("BK", tile)
+}
+
+fn decode_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
+    Spec::new(Kernel::AttnDecode).with("WG", WG).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
+}
+
+fn merge_spec(head_dim: u32) -> Spec {
+    Spec::new(Kernel::AttnMerge).with("WG", WG).with("HEAD_DIM", head_dim)
+}
+
+/// Every specialisation these builders create for [`SPEC_HEAD_DIMS`] x [`SPEC_GROUPS`].
+pub fn specs() -> Vec<Spec> {
+    let mut v = Vec::new();
+    for &hd in SPEC_HEAD_DIMS {
+        let base = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: hd, max_seq: 1 };
+        v.push(append_spec(hd));
+        v.push(prefill_spec(hd, base.prefill_tile()));
+        v.push(merge_spec(hd));
+        for &g in SPEC_GROUPS {
+            let s = AttnShape { n_heads: g, ..base };
+            v.push(decode_spec(hd, g, s.decode_chunk()));
+        }
+    }
+    v
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AppendParams {
+    n_kv_heads: u32,
+    max_seq: u32,
+    max_tokens: u32,
+    _p: u32,
+}
+
+/// Store the call's new K and V rows (f32 `[step.n_tokens][n_kv_heads * head_dim]`,
+/// post-RoPE) into one layer's caches at slots `step.kv_len - step.n_tokens + i`,
+/// converting to the cache type. `max_tokens`: the most tokens any call will pass
+/// (the grid's size); `step`: the [`Step`](super::Step) uniform.
+#[allow(clippy::too_many_arguments)]
+pub fn kv_append(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    k_new: &wgpu::Buffer,
+    v_new: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+    max_tokens: u32,
+) -> Dispatch {
+    let params = AppendParams { n_kv_heads: shape.n_kv_heads, max_seq: shape.max_seq, max_tokens, _p: 0 };
+    let params = gpu.uniform("kv_append.params", bytemuck::bytes_of(&params));
+    let vec4s = max_tokens * shape.n_kv_heads * shape.head_dim / 4;
+    gpu.dispatch(
+        &append_spec(shape.head_dim),
+        &[k_new, v_new, k_cache, v_cache, &params, step],
+        grid_1d(vec4s.div_ceil(WG)),
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PrefillParams {
+    n_heads: u32,
+    n_kv_heads: u32,
+    max_seq: u32,
+    group: u32,
+    scale: f32,
+    max_tokens: u32,
+    _p: [u32; 2],
+}
+
+/// Causal attention of the call's `step.n_tokens` query rows of `q` over the
+/// layer's cache (after this call's [`kv_append`]), written to the same rows of
+/// `out`. Rows past `step.n_tokens` are left untouched. `max_tokens` sizes the grid.
+#[allow(clippy::too_many_arguments)]
+pub fn attn_prefill(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    q: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+    max_tokens: u32,
+) -> Dispatch {
+    let group = shape.group();
+    let params = PrefillParams {
+        n_heads: shape.n_heads,
+        n_kv_heads: shape.n_kv_heads,
+        max_seq: shape.max_seq,
+        group,
+        scale: shape.scale(),
+        max_tokens,
+        _p: [0; 2],
+    };
+    let params = gpu.uniform("attn_prefill.params", bytemuck::bytes_of(&params));
+    gpu.dispatch(
+        &prefill_spec(shape.head_dim, shape.prefill_tile()),
+        &[q, k_cache, v_cache, out, &params, step],
+        [(max_tokens * group).div_ceil(WG), shape.n_kv_heads, 1],
+    )
+}
+
+/// Flash-decoding scratch for one [`AttnShape`], sized for its `max_seq`. One
+/// can serve every layer: the layers' decode dispatches run one after another.
+pub struct DecodeScratch {
+    /// The shape it was sized for (decode builders must use the same).
+    pub shape: AttnShape,
+    /// Unnormalised partial outputs `[n_heads][n_split][parts][head_dim]` f32.
+    pub part_o: wgpu::Buffer,
+    /// Partial (max, sum of exp) `[n_heads][n_split][parts][2]` f32.
+    pub part_ml: wgpu::Buffer,
+    /// Decode chunks (workgroups per KV head).
+    pub n_split: u32,
+}
+
+impl DecodeScratch {
+    pub fn new(gpu: &Gpu, shape: &AttnShape) -> DecodeScratch {
+        let n_split = shape.n_split();
+        let parts = shape.n_heads as u64 * n_split as u64 * shape.decode_parts() as u64;
+        DecodeScratch {
+            shape: *shape,
+            part_o: gpu.buffer("attn_decode.part_o", parts * shape.head_dim as u64 * 4),
+            part_ml: gpu.buffer("attn_decode.part_ml", parts * 8),
+            n_split,
+        }
+    }
+}
+
+/// The two dispatches of one decode attention; record `partial` then `merge`.
+pub struct DecodeAttn {
+    pub partial: Dispatch,
+    pub merge: Dispatch,
+}
+
+impl DecodeAttn {
+    /// Both dispatches in recording order.
+    pub fn dispatches(&self) -> [&Dispatch; 2] {
+        [&self.partial, &self.merge]
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DecodeParams {
+    n_heads: u32,
+    max_seq: u32,
+    n_split: u32,
+    scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MergeParams {
+    n_heads: u32,
+    n_parts: u32,
+    _p: [u32; 2],
+}
+
+/// Attention of one query token (row 0 of `q`; `step.n_tokens` must be 1) over all
+/// `step.kv_len` slots of the layer's cache (after this step's [`kv_append`]).
+/// Writes row 0 of `out` and, per query head, `lse[h]` = ln Σ_j exp(scale q_h·K_j):
+/// the probability of slot j is `exp(scale q_h·K_j - lse[h])`. `lse` holds
+/// `n_heads` f32. The grid covers `max_seq`; chunks past `kv_len` are empty.
+#[allow(clippy::too_many_arguments)]
+pub fn attn_decode(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    q: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    scratch: &DecodeScratch,
+    out: &wgpu::Buffer,
+    lse: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+) -> DecodeAttn {
+    debug_assert_eq!(scratch.shape, *shape, "decode scratch built for another shape");
+    let n_split = scratch.n_split;
+    let params = DecodeParams { n_heads: shape.n_heads, max_seq: shape.max_seq, n_split, scale: shape.scale() };
+    let params = gpu.uniform("attn_decode.params", bytemuck::bytes_of(&params));
+    let partial = gpu.dispatch(
+        &decode_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
+        &[q, k_cache, v_cache, &scratch.part_o, &scratch.part_ml, &params, step],
+        [n_split, shape.n_kv_heads, 1],
+    );
+    let mparams = MergeParams { n_heads: shape.n_heads, n_parts: n_split * shape.decode_parts(), _p: [0; 2] };
+    let mparams = gpu.uniform("attn_merge.params", bytemuck::bytes_of(&mparams));
+    let merge = gpu.dispatch(
+        &merge_spec(shape.head_dim),
+        &[&scratch.part_o, &scratch.part_ml, out, lse, &mparams],
+        [(shape.n_heads * shape.head_dim / 4).div_ceil(WG), 1, 1],
+    );
+    DecodeAttn { partial, merge }
+}

@@ -19,3 +19,35 @@ pub fn rmsnorm(x: &[f32], weight: &[f32], dim: usize, eps: f32) -> Vec<f32> {
     }
     out
 }
+
+/// RoPE in place on rows of `n_heads * head_dim` (row `t` at position
+/// `pos + t`), angles and rotation in f64: theta_j = pos * base^(-2j / rot_dim).
+/// `half_split` picks pairs (x[j], x[j + rot_dim / 2]) (Hugging Face / NeoX)
+/// instead of (x[2j], x[2j + 1]) (GGUF / llama.cpp); dims >= rot_dim are kept.
+pub fn rope(x: &mut [f32], n_heads: usize, head_dim: usize, rot_dim: usize, base: f64, half_split: bool, pos: u32) {
+    let half = rot_dim / 2;
+    for (t, row) in x.chunks_mut(n_heads * head_dim).enumerate() {
+        let p = (pos as u64 + t as u64) as f64;
+        for head in row.chunks_mut(head_dim) {
+            for j in 0..half {
+                let theta = p * base.powf(-2.0 * j as f64 / rot_dim as f64);
+                let (s, c) = theta.sin_cos();
+                let (i0, i1) = if half_split { (j, j + half) } else { (2 * j, 2 * j + 1) };
+                let (x0, x1) = (head[i0] as f64, head[i1] as f64);
+                head[i0] = (x0 * c - x1 * s) as f32;
+                head[i1] = (x0 * s + x1 * c) as f32;
+            }
+        }
+    }
+}
+
+/// `silu(gate[i]) * up[i]` in f64.
+pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    gate.iter()
+        .zip(up)
+        .map(|(&g, &u)| {
+            let g = g as f64;
+            (g / (1.0 + (-g).exp()) * u as f64) as f32
+        })
+        .collect()
+}

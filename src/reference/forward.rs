@@ -1,1 +1,162 @@
-//! (being written)
+//! CPU reference forward pass, llama2.c style: weights dequantized to f32,
+//! one token at a time, f64 accumulation in dot products, softmax and norms.
+//! The GPU forward is checked against it; it is never used by the GPU path.
+
+use crate::config::{ModelConfig, RopeStyle};
+use crate::quant::dequantize;
+use crate::weights::Weights;
+use crate::Result;
+
+/// One layer's weights as f32, row-major `[rows][cols]`.
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Vec<f32>,
+    wk: Vec<f32>,
+    wv: Vec<f32>,
+    wo: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    down: Vec<f32>,
+}
+
+pub struct RefModel {
+    pub cfg: ModelConfig,
+    embed: Vec<f32>,  // [vocab][dim]
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    output: Option<Vec<f32>>, // [vocab][dim]; None when tied to `embed`
+    /// Round cached K/V through f16 like the GPU cache does.
+    pub kv_f16: bool,
+    k_cache: Vec<Vec<f32>>, // per layer [pos][kv_dim]
+    v_cache: Vec<Vec<f32>>,
+    pub pos: usize,
+}
+
+fn matvec(w: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
+    let cols = x.len();
+    (0..rows)
+        .map(|r| w[r * cols..(r + 1) * cols].iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32)
+        .collect()
+}
+
+fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    crate::reference::elementwise::rmsnorm(x, w, x.len(), eps)
+}
+
+/// Rotate one head vector in place for position `pos`.
+fn rope(v: &mut [f32], pos: usize, theta: f32, style: RopeStyle) {
+    let d = v.len();
+    for j in 0..d / 2 {
+        let freq = (theta as f64).powf(-2.0 * j as f64 / d as f64);
+        let (s, c) = (pos as f64 * freq).sin_cos();
+        let (a, b) = match style {
+            RopeStyle::Interleaved => (2 * j, 2 * j + 1),
+            RopeStyle::HalfSplit => (j, j + d / 2),
+        };
+        let (x0, x1) = (v[a] as f64, v[b] as f64);
+        v[a] = (x0 * c - x1 * s) as f32;
+        v[b] = (x0 * s + x1 * c) as f32;
+    }
+}
+
+impl RefModel {
+    pub fn new(w: &Weights) -> Result<RefModel> {
+        let cfg = w.cfg.clone();
+        let f = |name: &str| -> Result<Vec<f32>> {
+            let t = w.get(name)?;
+            dequantize(t.wtype, &t.data, t.dims.iter().product::<u64>() as usize)
+        };
+        let mut layers = Vec::new();
+        for i in 0..cfg.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: f(&n("attn_norm"))?,
+                wq: f(&n("attn_q"))?,
+                wk: f(&n("attn_k"))?,
+                wv: f(&n("attn_v"))?,
+                wo: f(&n("attn_output"))?,
+                ffn_norm: f(&n("ffn_norm"))?,
+                gate: f(&n("ffn_gate"))?,
+                up: f(&n("ffn_up"))?,
+                down: f(&n("ffn_down"))?,
+            });
+        }
+        let output = if cfg.tied_embeddings { None } else { Some(f("output.weight")?) };
+        Ok(RefModel {
+            embed: f("token_embd.weight")?,
+            out_norm: f("output_norm.weight")?,
+            output,
+            layers,
+            kv_f16: true,
+            k_cache: vec![Vec::new(); cfg.n_layers],
+            v_cache: vec![Vec::new(); cfg.n_layers],
+            pos: 0,
+            cfg,
+        })
+    }
+
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        self.k_cache.iter_mut().for_each(Vec::clear);
+        self.v_cache.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Run one token at the next position and return the logits.
+    pub fn forward(&mut self, token: u32) -> Vec<f32> {
+        let c = &self.cfg;
+        let (dim, hd, nh, nkv) = (c.dim, c.head_dim, c.n_heads, c.n_kv_heads);
+        let kv_dim = nkv * hd;
+        let group = nh / nkv;
+        let pos = self.pos;
+        let round = |v: f32| if self.kv_f16 { half::f16::from_f32(v).to_f32() } else { v };
+        let mut x = self.embed[token as usize * dim..(token as usize + 1) * dim].to_vec();
+        for (l, w) in self.layers.iter().enumerate() {
+            // attention: norm, q/k/v, RoPE, cache, softmax(q·k/sqrt(d))·v, output projection
+            let xn = rmsnorm(&x, &w.attn_norm, c.norm_eps);
+            let mut q = matvec(&w.wq, &xn, nh * hd);
+            let mut k = matvec(&w.wk, &xn, kv_dim);
+            let v = matvec(&w.wv, &xn, kv_dim);
+            for h in 0..nh {
+                rope(&mut q[h * hd..(h + 1) * hd], pos, c.rope_theta, c.rope_style);
+            }
+            for h in 0..nkv {
+                rope(&mut k[h * hd..(h + 1) * hd], pos, c.rope_theta, c.rope_style);
+            }
+            self.k_cache[l].extend(k.iter().map(|&e| round(e)));
+            self.v_cache[l].extend(v.iter().map(|&e| round(e)));
+            let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
+            let n = pos + 1;
+            let mut att = vec![0f32; nh * hd];
+            for h in 0..nh {
+                let kvh = h / group;
+                let qh = &q[h * hd..(h + 1) * hd];
+                let scores: Vec<f64> = (0..n)
+                    .map(|t| {
+                        let kt = &kc[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
+                        qh.iter().zip(kt).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for d in 0..hd {
+                    let acc: f64 = (0..n).map(|t| e[t] * vc[t * kv_dim + kvh * hd + d] as f64).sum();
+                    att[h * hd + d] = (acc / sum) as f32;
+                }
+            }
+            let o = matvec(&w.wo, &att, dim);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            // feed-forward: norm, silu(gate) * up, down projection
+            let xn = rmsnorm(&x, &w.ffn_norm, c.norm_eps);
+            let g = matvec(&w.gate, &xn, c.hidden_dim);
+            let u = matvec(&w.up, &xn, c.hidden_dim);
+            let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32).collect();
+            let o = matvec(&w.down, &h, dim);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        }
+        let xn = rmsnorm(&x, &self.out_norm, c.norm_eps);
+        self.pos += 1;
+        matvec(self.output.as_ref().unwrap_or(&self.embed), &xn, c.vocab_size)
+    }
+}

@@ -160,3 +160,19 @@ pub fn read_guarded_u32(g: &Gpu, buf: &wgpu::Buffer, n: usize) -> Vec<u32> {
 pub fn upload_f32(g: &Gpu, label: &str, data: &[f32]) -> wgpu::Buffer {
     g.upload(label, bytemuck::cast_slice(data))
 }
+
+/// The real model's GGUF path from `WGKV_MODEL`. `None` (with a printed
+/// skip) when unset, except under `WGKV_REQUIRE_MODEL=1` (set by `.ci/run`),
+/// where a missing model fails the test instead of skipping it.
+pub fn real_model() -> Option<std::path::PathBuf> {
+    match std::env::var_os("WGKV_MODEL") {
+        Some(p) if !p.is_empty() => Some(p.into()),
+        _ => {
+            if std::env::var_os("WGKV_REQUIRE_MODEL").is_some_and(|v| v != "0") {
+                panic!("WGKV_REQUIRE_MODEL is set but WGKV_MODEL is not");
+            }
+            eprintln!("SKIP: WGKV_MODEL unset (path of SmolLM2-135M-Instruct.Q4_1.gguf)");
+            None
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Weight-reading kernel throughput: matvec (decode) and matmul (512-token
+//! prefill) for every weight type at the default model's shapes.
+//!
+//! `cargo bench --bench kernels [-- FILTER...]` (FILTER matches a type name,
+//! `matvec` or `matmul`). `WGKV_BACKEND` / `WGKV_ADAPTER` pick the adapter.
+//! Every case is first checked against the CPU reference, then timed with
+//! many dispatches recorded into one pass and one submit (so submit and
+//! readback overhead is amortised away): matvec reports weight GB/s,
+//! matmul GFLOP/s (2 * rows * cols * tokens).
+
+use std::time::{Duration, Instant};
+use wgkv::gpu::{Gpu, GpuOptions};
+use wgkv::kernels::Dispatch;
+use wgkv::ops::linear as ops;
+use wgkv::ops::Step;
+use wgkv::quant::{self, WType};
+use wgkv::reference::linear as reference;
+
+/// The model's matvec shapes (rows x cols): FFN up/gate, FFN down,
+/// attention q/output, and the tied 49152-token output head.
+const MATVEC_SHAPES: &[(u32, u32)] = &[(1536, 576), (576, 1536), (576, 576), (49152, 576)];
+const MATMUL_SHAPES: &[(u32, u32)] = &[(1536, 576), (576, 1536), (576, 576)];
+const PREFILL: u32 = 512;
+
+/// A fast deterministic generator for test data (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+}
+
+/// Largest |got - want| relative to 1 + |want|; the f32-vs-f64 dot error is ~1e-5.
+fn worst_error(got: &[f32], want: &[f32]) -> f32 {
+    got.iter().zip(want).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0.0, f32::max)
+}
+
+/// Seconds per dispatch: one warm-up pass, then passes of `reps` dispatches
+/// in one submit until at least `budget` has elapsed; the fastest pass counts.
+fn time(g: &Gpu, d: &Dispatch, budget: Duration) -> f64 {
+    g.run(&[d]);
+    let t = Instant::now();
+    g.run(&[d]);
+    let once = t.elapsed().as_secs_f64().max(1e-6);
+    let reps = ((0.1 / once) as usize).clamp(1, 2000);
+    let list: Vec<&Dispatch> = std::iter::repeat_n(d, reps).collect();
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    while start.elapsed() < budget || best.is_infinite() {
+        let t = Instant::now();
+        g.run(&list);
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    best
+}
+
+fn weights(rng: &mut Rng, w: WType, rows: u32, cols: u32) -> (Vec<u8>, Vec<f32>) {
+    let n = (rows * cols) as usize;
+    let bytes = quant::quantize(w, &rng.vec(n));
+    let deq = quant::dequantize(w, &bytes, n).expect("dequantize");
+    (bytes, deq)
+}
+
+fn bench_matvec(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Result<(), String> {
+    let (bytes, deq) = weights(rng, w, rows, cols);
+    let x = rng.vec(cols as usize);
+    let wb = g.upload("w", &bytes);
+    let xb = g.upload("x", bytemuck::cast_slice(&x));
+    let yb = g.buffer("y", 4 * rows as u64);
+    let d = ops::matvec(g, w, &wb, &xb, &yb, rows, cols, false);
+    g.run(&[&d]);
+    let err = worst_error(&g.read_f32(&yb, rows as usize), &reference::matvec(&deq, &x, rows as usize, cols as usize, None));
+    if err > 1e-3 {
+        return Err(format!("matvec {} {rows}x{cols}: wrong result (error {err:e})", w.name()));
+    }
+    let s = time(g, &d, Duration::from_millis(500));
+    println!(
+        "matvec  {:5} {:>5}x{:<5} {:>9.1} us {:>8.2} GB/s",
+        w.name(),
+        rows,
+        cols,
+        s * 1e6,
+        bytes.len() as f64 / s / 1e9
+    );
+    Ok(())
+}
+
+fn bench_matmul(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Result<(), String> {
+    let (bytes, deq) = weights(rng, w, rows, cols);
+    let x = rng.vec((PREFILL * cols) as usize);
+    let wb = g.upload("w", &bytes);
+    let xb = g.upload("x", bytemuck::cast_slice(&x));
+    let yb = g.buffer("y", 4 * (rows * PREFILL) as u64);
+    let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: 0, n_tokens: PREFILL, kv_len: PREFILL, _pad: 0 }));
+    let d = ops::matmul(g, w, &wb, &xb, &yb, &step, rows, cols, PREFILL, false);
+    g.run(&[&d]);
+    let got = g.read_f32(&yb, (rows * PREFILL) as usize);
+    // Check a spread of 16 tokens (the full f64 reference is slow to compute at 512).
+    for t in (0..PREFILL as usize).step_by(33) {
+        let xt = &x[t * cols as usize..(t + 1) * cols as usize];
+        let want = reference::matvec(&deq, xt, rows as usize, cols as usize, None);
+        let err = worst_error(&got[t * rows as usize..(t + 1) * rows as usize], &want);
+        if err > 1e-3 {
+            return Err(format!("matmul {} {rows}x{cols} token {t}: wrong result (error {err:e})", w.name()));
+        }
+    }
+    let s = time(g, &d, Duration::from_millis(800));
+    let flops = 2.0 * rows as f64 * cols as f64 * PREFILL as f64;
+    println!(
+        "matmul  {:5} {:>5}x{:<5} x{PREFILL} {:>9.1} us {:>8.2} GFLOP/s",
+        w.name(),
+        rows,
+        cols,
+        s * 1e6,
+        flops / s / 1e9
+    );
+    Ok(())
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(|a| a.to_lowercase()).collect();
+    // Kernel names and type names filter independently; an empty group allows all.
+    let (kernels, types): (Vec<&String>, Vec<&String>) = filters.iter().partition(|f| f.starts_with("mat"));
+    let wanted = |kernel: &str, w: WType| {
+        (kernels.is_empty() || kernels.iter().any(|k| *k == kernel))
+            && (types.is_empty() || types.iter().any(|t| **t == w.name().to_lowercase()))
+    };
+    let opts = GpuOptions {
+        backend: std::env::var("WGKV_BACKEND").ok(),
+        adapter: std::env::var("WGKV_ADAPTER").ok(),
+        force_f32: false,
+    };
+    let g = match Gpu::new(&opts) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("no GPU context: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("adapter: {}", g.describe());
+    println!(
+        "matvec {:?}, matmul {:?}",
+        ops::MatvecShape::for_gpu(&g),
+        ops::MatmulShape::for_gpu(&g)
+    );
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut failed = false;
+    for &w in WType::ALL {
+        let fits = |cols: u32| cols as usize % w.block_elems() == 0;
+        for (kernel, shapes) in [("matvec", MATVEC_SHAPES), ("matmul", MATMUL_SHAPES)] {
+            if !wanted(kernel, w) {
+                continue;
+            }
+            for &(rows, cols) in shapes {
+                if !fits(cols) {
+                    println!("{kernel}  {:5} {rows:>5}x{cols:<5} skipped: rows of {cols} are not whole {}-weight blocks", w.name(), w.block_elems());
+                    continue;
+                }
+                let r = if kernel == "matvec" { bench_matvec(&g, w, rows, cols, &mut rng) } else { bench_matmul(&g, w, rows, cols, &mut rng) };
+                if let Err(e) = r {
+                    eprintln!("FAILED: {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}

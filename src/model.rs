@@ -1,0 +1,358 @@
+//! The model on the GPU: weights uploaded in their GGUF blocks, activations
+//! allocated once, and the forward pass recorded once per phase as a list
+//! of dispatches whose bind groups never change.
+
+use crate::config::{ModelConfig, RopeStyle};
+use crate::gpu::Gpu;
+use crate::kernels::Dispatch;
+use crate::kv::{KvCache, KvSpec};
+use crate::ops::attention::{self as attn, AttnShape};
+use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
+use crate::ops::{linear, sample, Step};
+use crate::quant::WType;
+use crate::weights::Weights;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Largest prefill chunk; longer prompts are prefilled in chunks of this size.
+pub const MAX_CHUNK: usize = 512;
+/// Candidates the GPU returns for sampling.
+pub const TOPK: usize = 64;
+
+/// A weight matrix on the GPU: raw GGUF bytes, type and shape.
+pub struct Matrix {
+    pub buf: wgpu::Buffer,
+    pub wtype: WType,
+    pub rows: u32,
+    pub cols: u32,
+}
+
+struct Layer {
+    attn_norm: wgpu::Buffer,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
+    ffn_norm: wgpu::Buffer,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+/// Activations for up to `tokens` tokens; each field's shape in comments.
+struct Acts {
+    ids: wgpu::Buffer,    // [tokens] u32
+    x: wgpu::Buffer,      // [tokens, dim] residual stream
+    xn: wgpu::Buffer,     // [tokens, dim] normed
+    q: wgpu::Buffer,      // [tokens, n_heads * head_dim]
+    k: wgpu::Buffer,      // [tokens, kv_dim]
+    v: wgpu::Buffer,      // [tokens, kv_dim]
+    att: wgpu::Buffer,    // [tokens, n_heads * head_dim] attention output
+    gate: wgpu::Buffer,   // [tokens, hidden]
+    up: wgpu::Buffer,     // [tokens, hidden]
+    hb: wgpu::Buffer,     // [tokens, hidden] silu(gate) * up
+}
+
+/// What a forward call reads back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readout {
+    /// The greedy next token id (4 bytes).
+    Argmax,
+    /// The top candidates with their logits and the log-sum-exp of all logits.
+    TopK,
+    /// Every logit of the last token (evaluation only).
+    Logits,
+}
+
+#[derive(Clone, Debug)]
+pub enum Output {
+    Argmax(u32),
+    TopK { cands: Vec<(u32, f32)>, lse: f32 },
+    Logits(Vec<f32>),
+}
+
+/// A recorded forward pass for a fixed number of token slots: the body
+/// (embedding through final norm) and the head (LM head on the last token,
+/// argmax and top-k).
+struct Plan {
+    body: Vec<Dispatch>,
+    head: Vec<Dispatch>,
+    argmax: Vec<Dispatch>,
+    topk: Vec<Dispatch>,
+}
+
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub gpu: Arc<Gpu>,
+    pub kv: KvCache,
+    pub weight_bytes: u64,
+    pub weight_type: String,
+    embed: Matrix,
+    output: Option<Matrix>,
+    output_norm: wgpu::Buffer,
+    layers: Vec<Layer>,
+    step: wgpu::Buffer,
+    last: wgpu::Buffer,   // [dim] the last token's normed state
+    logits: wgpu::Buffer, // [vocab]
+    best: wgpu::Buffer,   // argmax: [id, max logit]
+    topk: wgpu::Buffer,   // top-k: see ops::sample::topk
+    lse: wgpu::Buffer,    // [n_heads] decode attention log-sum-exp
+    scratch: attn::DecodeScratch,
+    acts: Acts,           // sized for MAX_CHUNK tokens, shared by every plan
+    plans: HashMap<usize, Plan>,
+}
+
+impl Model {
+    /// Upload `w` and allocate a KV cache of `ctx` tokens under `spec`.
+    pub fn load(gpu: Arc<Gpu>, w: &Weights, ctx: usize, spec: KvSpec) -> Result<Model> {
+        let cfg = w.cfg.clone();
+        if ctx == 0 || ctx > cfg.max_seq {
+            return Err(Error::msg(format!("--ctx {ctx} is outside 1..={} (the model's context length)", cfg.max_seq)));
+        }
+        let mut weight_bytes = 0u64;
+        let mut types = std::collections::BTreeMap::<&str, usize>::new();
+        let mut matrix = |name: &str| -> Result<Matrix> {
+            let t = w.get(name)?;
+            let (cols, rows) = (t.dims[0] as u32, t.dims.get(1).copied().unwrap_or(1) as u32);
+            if t.data.len() as u64 > gpu.caps.max_storage_binding {
+                return Err(Error::msg(format!(
+                    "tensor {name} is {} MiB, above this adapter's storage binding limit of {} MiB",
+                    t.data.len() >> 20,
+                    gpu.caps.max_storage_binding >> 20
+                )));
+            }
+            weight_bytes += t.data.len() as u64;
+            *types.entry(t.wtype.name()).or_default() += 1;
+            Ok(Matrix { buf: gpu.upload(name, &t.data), wtype: t.wtype, rows, cols })
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: norm_weight(&gpu, w, &n("attn_norm"))?,
+                wq: matrix(&n("attn_q"))?,
+                wk: matrix(&n("attn_k"))?,
+                wv: matrix(&n("attn_v"))?,
+                wo: matrix(&n("attn_output"))?,
+                ffn_norm: norm_weight(&gpu, w, &n("ffn_norm"))?,
+                gate: matrix(&n("ffn_gate"))?,
+                up: matrix(&n("ffn_up"))?,
+                down: matrix(&n("ffn_down"))?,
+            });
+        }
+        let embed = matrix("token_embd.weight")?;
+        let output = if cfg.tied_embeddings { None } else { Some(matrix("output.weight")?) };
+        let weight_type = types.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
+        let output_norm = norm_weight(&gpu, w, "output_norm.weight")?;
+        let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;
+        let step = gpu.uniform("step", bytemuck::bytes_of(&Step::default()));
+        let last = gpu.buffer("last", 4 * cfg.dim as u64);
+        let logits = gpu.buffer("logits", 4 * cfg.vocab_size as u64);
+        let best = gpu.buffer("best", 4 * sample::ARGMAX_WORDS as u64);
+        let topk = gpu.buffer("topk", 4 * sample::topk_words(TOPK as u32) as u64);
+        let lse = gpu.buffer("lse", 4 * cfg.n_heads as u64);
+        let shape = attn_shape(&cfg, ctx);
+        shape.check(&gpu)?;
+        let scratch = attn::DecodeScratch::new(&gpu, &shape);
+        let acts = alloc_acts(&gpu, &cfg, MAX_CHUNK);
+        let mut m = Model {
+            cfg, gpu, kv, weight_bytes, weight_type, embed, output, output_norm, layers, step, last, logits, best, topk,
+            lse, scratch, acts, plans: HashMap::new(),
+        };
+        // Record the decode plan now so the first token pays no pipeline builds.
+        m.ensure_plan(1)?;
+        Ok(m)
+    }
+
+    /// Tokens in the cache.
+    pub fn pos(&self) -> usize {
+        self.kv.len
+    }
+
+    pub fn reset(&mut self) {
+        self.kv.reset();
+    }
+
+    /// Run `tokens` (appended after the cached ones) and read out the last
+    /// token's prediction. Long inputs are prefilled in chunks.
+    pub fn forward(&mut self, tokens: &[u32], out: Readout) -> Result<Output> {
+        if tokens.is_empty() {
+            return Err(Error::msg("nothing to run: empty token list"));
+        }
+        if self.kv.len + tokens.len() > self.kv.max_seq {
+            return Err(Error::msg(format!(
+                "context full: {} cached + {} new tokens exceed the {}-token context (raise --ctx or choose a --kv eviction policy such as streaming or h2o)",
+                self.kv.len, tokens.len(), self.kv.max_seq
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(Error::msg(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size)));
+        }
+        let chunks: Vec<&[u32]> = tokens.chunks(MAX_CHUNK).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let slots = plan_slots(chunk.len());
+            self.ensure_plan(slots)?;
+            let step = Step {
+                pos: self.kv.len as u32,
+                n_tokens: chunk.len() as u32,
+                kv_len: (self.kv.len + chunk.len()) as u32,
+                _pad: 0,
+            };
+            let acts = &self.acts;
+            self.gpu.write(&self.step, 0, bytemuck::bytes_of(&step));
+            self.gpu.write(&acts.ids, 0, bytemuck::cast_slice(chunk));
+            let plan = &self.plans[&slots];
+            let mut enc = self.gpu.encoder();
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                for d in &plan.body {
+                    d.record(&mut pass);
+                }
+            }
+            self.kv.len += chunk.len();
+            if !last {
+                self.gpu.submit(enc);
+                continue;
+            }
+            // The last token's normed state feeds the LM head.
+            let dim4 = 4 * self.cfg.dim as u64;
+            enc.copy_buffer_to_buffer(&acts.xn, (chunk.len() as u64 - 1) * dim4, &self.last, 0, dim4);
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                let select: &[Dispatch] = match out {
+                    Readout::Argmax => &plan.argmax,
+                    Readout::TopK => &plan.topk,
+                    Readout::Logits => &[],
+                };
+                for d in plan.head.iter().chain(select) {
+                    d.record(&mut pass);
+                }
+            }
+            return Ok(match out {
+                Readout::Argmax => {
+                    let b = self.gpu.readback_with(Some(enc), &self.best, 0, 4);
+                    Output::Argmax(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                }
+                Readout::TopK => {
+                    let b = self.gpu.readback_with(Some(enc), &self.topk, 0, 4 * sample::topk_words(TOPK as u32) as u64);
+                    let t = sample::TopK::parse(&bytemuck::pod_collect_to_vec::<u8, u32>(&b), TOPK as u32)?;
+                    Output::TopK { cands: t.candidates, lse: t.lse }
+                }
+                Readout::Logits => {
+                    let b = self.gpu.readback_with(Some(enc), &self.logits, 0, 4 * self.cfg.vocab_size as u64);
+                    Output::Logits(bytemuck::pod_collect_to_vec(&b))
+                }
+            });
+        }
+        unreachable!("chunks is non-empty")
+    }
+
+    fn ensure_plan(&mut self, slots: usize) -> Result<()> {
+        if !self.plans.contains_key(&slots) {
+            let plan = self.record_forward(slots)?;
+            self.plans.insert(slots, plan);
+        }
+        Ok(())
+    }
+
+    /// The forward pass for `n` token slots, top to bottom: embedding; per
+    /// layer attention (norm, q/k/v, RoPE, KV append, attention, output
+    /// projection added to the residual) and SwiGLU FFN (norm, gate/up,
+    /// SwiGLU, down projection added to the residual); final norm. The head
+    /// (LM head, argmax, top-k) runs on the last token only. Kernels that
+    /// depend on the position or the token count read the step uniform.
+    fn record_forward(&self, n: usize) -> Result<Plan> {
+        let (g, c, a, step) = (&*self.gpu, &self.cfg, &self.acts, &self.step);
+        let nt = n as u32;
+        let (dim, hidden) = (c.dim as u32, c.hidden_dim as u32);
+        let shape = attn_shape(c, self.kv.max_seq);
+        let layout = match c.rope_style {
+            RopeStyle::Interleaved => RopeLayout::Interleaved,
+            RopeStyle::HalfSplit => RopeLayout::HalfSplit,
+        };
+        let rope = |heads: usize| Rope { n_heads: heads as u32, head_dim: c.head_dim as u32, rot_dim: c.head_dim as u32, base: c.rope_theta as f64, layout };
+        // Decode (one token) uses matrix-vector kernels, prefill tiled matmuls.
+        let lin = |m: &Matrix, x: &wgpu::Buffer, y: &wgpu::Buffer, accum: bool| {
+            if n == 1 {
+                linear::matvec(g, m.wtype, &m.buf, x, y, m.rows, m.cols, accum)
+            } else {
+                linear::matmul(g, m.wtype, &m.buf, x, y, step, m.rows, m.cols, nt, accum)
+            }
+        };
+        let mut d = Vec::new();
+        d.push(linear::embed(g, self.embed.wtype, &self.embed.buf, &a.ids, &a.x, step, self.embed.rows, dim, nt));
+        for (l, w) in self.layers.iter().enumerate() {
+            let (kc, vc) = (&self.kv.k[l], &self.kv.v[l]);
+            // attention block
+            d.push(ew::rmsnorm(g, &a.x, &w.attn_norm, &a.xn, nt, dim, c.norm_eps));
+            d.push(lin(&w.wq, &a.xn, &a.q, false));
+            d.push(lin(&w.wk, &a.xn, &a.k, false));
+            d.push(lin(&w.wv, &a.xn, &a.v, false));
+            d.push(ew::rope(g, &a.q, step, &rope(c.n_heads), nt)?);
+            d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads), nt)?);
+            d.push(attn::kv_append(g, &shape, &a.k, &a.v, kc, vc, step, nt));
+            if n == 1 {
+                let da = attn::attn_decode(g, &shape, &a.q, kc, vc, &self.scratch, &a.att, &self.lse, step);
+                d.push(da.partial);
+                d.push(da.merge);
+            } else {
+                d.push(attn::attn_prefill(g, &shape, &a.q, kc, vc, &a.att, step, nt));
+            }
+            d.push(lin(&w.wo, &a.att, &a.x, true));
+            // feed-forward block
+            d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
+            d.push(lin(&w.gate, &a.xn, &a.gate, false));
+            d.push(lin(&w.up, &a.xn, &a.up, false));
+            d.push(ew::swiglu(g, &a.gate, &a.up, &a.hb, nt * hidden));
+            d.push(lin(&w.down, &a.hb, &a.x, true));
+        }
+        d.push(ew::rmsnorm(g, &a.x, &self.output_norm, &a.xn, nt, dim, c.norm_eps));
+        let hw = self.output.as_ref().unwrap_or(&self.embed);
+        let vocab = c.vocab_size as u32;
+        Ok(Plan {
+            body: d,
+            head: vec![linear::matvec(g, hw.wtype, &hw.buf, &self.last, &self.logits, hw.rows, hw.cols, false)],
+            argmax: sample::argmax(g, &self.logits, &self.best, vocab),
+            topk: sample::topk(g, &self.logits, &self.topk, vocab, TOPK as u32)?,
+        })
+    }
+}
+
+fn attn_shape(c: &ModelConfig, max_seq: usize) -> AttnShape {
+    AttnShape { n_heads: c.n_heads as u32, n_kv_heads: c.n_kv_heads as u32, head_dim: c.head_dim as u32, max_seq: max_seq as u32 }
+}
+
+/// Activations for up to `n` tokens.
+fn alloc_acts(gpu: &Gpu, c: &ModelConfig, n: usize) -> Acts {
+    let f = |label: &str, per_token: usize| gpu.buffer(label, (4 * n * per_token) as u64);
+    let q_dim = c.n_heads * c.head_dim;
+    let kv_dim = c.n_kv_heads * c.head_dim;
+    Acts {
+        ids: f("ids", 1),
+        x: f("x", c.dim),
+        xn: f("xn", c.dim),
+        q: f("q", q_dim),
+        k: f("k", kv_dim),
+        v: f("v", kv_dim),
+        att: f("att", q_dim),
+        gate: f("gate", c.hidden_dim),
+        up: f("up", c.hidden_dim),
+        hb: f("hb", c.hidden_dim),
+    }
+}
+
+/// Token slots of the plan that runs a chunk of `n` tokens: 1 (decode) or a
+/// power of two >= 8, so a handful of plans serve every prompt length.
+fn plan_slots(n: usize) -> usize {
+    if n == 1 { 1 } else { n.next_power_of_two().clamp(8, MAX_CHUNK) }
+}
+
+/// Norm weights as f32 whatever their stored type.
+fn norm_weight(gpu: &Gpu, w: &Weights, name: &str) -> Result<wgpu::Buffer> {
+    let t = w.get(name)?;
+    let n = t.dims.iter().product::<u64>() as usize;
+    let v = crate::quant::dequantize(t.wtype, &t.data, n)?;
+    Ok(gpu.upload(name, bytemuck::cast_slice(&v)))
+}

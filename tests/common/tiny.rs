@@ -1,0 +1,316 @@
+//! A tiny random Llama written at test time, as a GGUF file and as an HF
+//! folder (config.json + safetensors), both describing the same model.
+//!
+//! Include with `#[path = "common/tiny.rs"] mod tiny;`.
+//!
+//! Shape: dim 64, ffn 96, 2 layers, 4 heads, 2 KV heads, head_dim 16, vocab
+//! 300. Every row length (64, 96) is whole 32-weight blocks, so matrices can
+//! be Q8_0/Q4_0/Q4_1 (not K-quants, which need rows of 256).
+//!
+//! Values: canonical weights are random, rounded to bf16 with tiny values
+//! flushed to zero, so they are exact in F32, F16 and BF16. For a quantized
+//! GGUF, `tiny_model` gives the values the file actually holds (quantized and
+//! dequantized); `write_tiny_hf_opts` with the same `quant` stores exactly
+//! those as F32, so both files hold bit-identical models.
+//!
+//! RoPE layout: HF Q/K rows pair element j with j + head_dim/2 within each
+//! head. llama.cpp's converter permutes Q and K rows so that GGUF llama files
+//! pair adjacent elements (2j, 2j+1) instead; `to_gguf_rows` does that:
+//! within each head, GGUF row 2j+s = HF row s*head_dim/2 + j (s = 0, 1),
+//! i.e. reshape rows to (heads, 2, head_dim/2), swap the last two axes.
+//! Q uses the query head count, K the KV head count. Quantization works per
+//! row, so permuting before or after quantizing gives the same bytes.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use wgkv::config::{ModelConfig, RopeStyle};
+use wgkv::gguf::{GgufWriter, Value};
+use wgkv::quant::{dequantize, quantize, WType};
+use wgkv::safetensors::SafeTensorsWriter;
+use wgkv::weights::canonical_to_hf;
+
+pub const DIM: usize = 64;
+pub const HIDDEN: usize = 96;
+pub const LAYERS: usize = 2;
+pub const HEADS: usize = 4;
+pub const KV_HEADS: usize = 2;
+pub const HEAD_DIM: usize = 16;
+pub const VOCAB: usize = 300;
+pub const MAX_SEQ: usize = 256;
+pub const THETA: f32 = 10000.0;
+pub const EPS: f32 = 1e-5;
+
+/// How to write the tiny model.
+#[derive(Clone, Copy, Debug)]
+pub struct TinyOpts {
+    pub seed: u64,
+    /// Type of the GGUF's matrices (norms are F32); for HF, the grid the
+    /// values are rounded to so they match a GGUF of this type exactly.
+    pub quant: WType,
+    /// Share the embedding with the LM head (no output.weight / lm_head).
+    pub tied: bool,
+    /// HF only: number of safetensors shards (1 = model.safetensors).
+    pub shards: usize,
+}
+
+impl TinyOpts {
+    pub fn new(seed: u64) -> TinyOpts {
+        TinyOpts { seed, quant: WType::F32, tied: false, shards: 1 }
+    }
+}
+
+/// The config both files carry.
+pub fn tiny_config(rope_style: RopeStyle, tied: bool) -> ModelConfig {
+    ModelConfig {
+        arch: "llama".into(),
+        dim: DIM,
+        hidden_dim: HIDDEN,
+        n_layers: LAYERS,
+        n_heads: HEADS,
+        n_kv_heads: KV_HEADS,
+        head_dim: HEAD_DIM,
+        vocab_size: VOCAB,
+        max_seq: MAX_SEQ,
+        rope_theta: THETA,
+        norm_eps: EPS,
+        rope_style,
+        tied_embeddings: tied,
+    }
+}
+
+/// One tensor: canonical (GGUF) name, dims ne0 first, values in HF row order.
+#[derive(Clone, Debug)]
+pub struct TinyTensor {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub values: Vec<f32>,
+}
+
+impl TinyTensor {
+    pub fn cols(&self) -> usize {
+        self.dims[0] as usize
+    }
+    pub fn rows(&self) -> usize {
+        self.dims.get(1).map_or(1, |&r| r as usize)
+    }
+}
+
+/// splitmix64, so this file needs nothing from tests/common/mod.rs.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1), rounded to bf16, |x| < 2^-14 flushed to 0: exact in f16 and bf16.
+    fn weight(&mut self) -> f32 {
+        let x = (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+        let x = half::bf16::from_f32(x).to_f32();
+        if x.abs() < 1.0 / 16384.0 { 0.0 } else { x }
+    }
+}
+
+/// (name, dims ne0 first, scale) of every tensor, in file order.
+fn layout(tied: bool) -> Vec<(String, Vec<u64>, f32)> {
+    let (d, h, q, kv, v) = (DIM as u64, HIDDEN as u64, (HEADS * HEAD_DIM) as u64, (KV_HEADS * HEAD_DIM) as u64, VOCAB as u64);
+    // Matrices scaled ~1/sqrt(cols) so activations stay O(1) through the layers.
+    let m = |cols: u64| 1.0 / (cols as f32).sqrt();
+    let mut out = vec![("token_embd.weight".to_string(), vec![d, v], 1.0)];
+    for i in 0..LAYERS {
+        let t = |n: &str, dims: Vec<u64>, s: f32| (format!("blk.{i}.{n}.weight"), dims, s);
+        out.extend([
+            t("attn_norm", vec![d], 0.2),
+            t("attn_q", vec![d, q], m(d)),
+            t("attn_k", vec![d, kv], m(d)),
+            t("attn_v", vec![d, kv], m(d)),
+            t("attn_output", vec![q, d], m(q)),
+            t("ffn_norm", vec![d], 0.2),
+            t("ffn_gate", vec![d, h], m(d)),
+            t("ffn_up", vec![d, h], m(d)),
+            t("ffn_down", vec![h, d], m(h)),
+        ]);
+    }
+    out.push(("output_norm.weight".to_string(), vec![d], 0.2));
+    if !tied {
+        out.push(("output.weight".to_string(), vec![d, v], m(d)));
+    }
+    out
+}
+
+/// The model's values as a file written with `o` holds them (HF row order).
+pub fn tiny_model(o: &TinyOpts) -> Vec<TinyTensor> {
+    let mut rng = Mix(o.seed ^ 0x7131_u64.rotate_left(40));
+    layout(o.tied)
+        .into_iter()
+        .map(|(name, dims, scale)| {
+            let n = dims.iter().product::<u64>() as usize;
+            let values: Vec<f32> = if dims.len() == 1 {
+                // Norm weights around 1, scale exact in bf16 (a power of two times bf16).
+                (0..n).map(|_| half::bf16::from_f32(1.0 + scale * rng.weight()).to_f32()).collect()
+            } else {
+                let s = half::bf16::from_f32(scale).to_f32();
+                let raw: Vec<f32> = (0..n).map(|_| half::bf16::from_f32(s * rng.weight()).to_f32()).collect();
+                dequantize(o.quant, &quantize(o.quant, &raw), n).unwrap()
+            };
+            TinyTensor { name, dims, values }
+        })
+        .collect()
+}
+
+/// Rows of an HF Q or K matrix (`rows` x `cols`) in GGUF llama order (see the file comment).
+pub fn to_gguf_rows(values: &[f32], cols: usize, n_head: usize) -> Vec<f32> {
+    let rows = values.len() / cols;
+    let hd = rows / n_head;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..n_head {
+        for j in 0..hd / 2 {
+            for s in 0..2 {
+                let (dst, src) = (h * hd + 2 * j + s, h * hd + s * hd / 2 + j);
+                out[dst * cols..][..cols].copy_from_slice(&values[src * cols..][..cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of `to_gguf_rows`.
+pub fn from_gguf_rows(values: &[f32], cols: usize, n_head: usize) -> Vec<f32> {
+    let rows = values.len() / cols;
+    let hd = rows / n_head;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..n_head {
+        for j in 0..hd / 2 {
+            for s in 0..2 {
+                let (gguf, hf) = (h * hd + 2 * j + s, h * hd + s * hd / 2 + j);
+                out[hf * cols..][..cols].copy_from_slice(&values[gguf * cols..][..cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Query heads for a canonical Q/K name (None for other tensors): the row
+/// groups llama.cpp's permutation works on.
+pub fn rope_heads(name: &str) -> Option<usize> {
+    if name.ends_with(".attn_q.weight") {
+        Some(HEADS)
+    } else if name.ends_with(".attn_k.weight") {
+        Some(KV_HEADS)
+    } else {
+        None
+    }
+}
+
+/// The tiny model as a GGUF (matrices `quant`, norms F32), metadata only for the model.
+pub fn tiny_gguf_writer(o: &TinyOpts) -> GgufWriter {
+    let mut w = GgufWriter::new();
+    let u = |x: usize| Value::U32(x as u32);
+    w.add("general.architecture", Value::Str("llama".into()))
+        .add("general.name", Value::Str("wgkv tiny".into()))
+        .add("llama.vocab_size", u(VOCAB))
+        .add("llama.context_length", u(MAX_SEQ))
+        .add("llama.embedding_length", u(DIM))
+        .add("llama.feed_forward_length", u(HIDDEN))
+        .add("llama.block_count", u(LAYERS))
+        .add("llama.attention.head_count", u(HEADS))
+        .add("llama.attention.head_count_kv", u(KV_HEADS))
+        .add("llama.rope.dimension_count", u(HEAD_DIM))
+        .add("llama.rope.freq_base", Value::F32(THETA))
+        .add("llama.attention.layer_norm_rms_epsilon", Value::F32(EPS));
+    for t in tiny_model(o) {
+        let values = match rope_heads(&t.name) {
+            Some(h) => to_gguf_rows(&t.values, t.cols(), h),
+            None => t.values,
+        };
+        let wt = if t.dims.len() == 1 { WType::F32 } else { o.quant };
+        w.add_tensor(&t.name, &t.dims, wt, quantize(wt, &values));
+    }
+    w
+}
+
+pub fn write_tiny_gguf(path: &Path, seed: u64, quant: WType) {
+    write_tiny_gguf_opts(path, &TinyOpts { quant, ..TinyOpts::new(seed) });
+}
+
+pub fn write_tiny_gguf_opts(path: &Path, o: &TinyOpts) {
+    tiny_gguf_writer(o).write(path).unwrap();
+}
+
+/// HF folder with the canonical values (F32/F16/BF16 tensors, one file, untied).
+pub fn write_tiny_hf(dir: &Path, seed: u64) {
+    write_tiny_hf_opts(dir, &TinyOpts::new(seed));
+}
+
+/// The safetensors dtype of each tensor: a mix of all three when the values
+/// are exact in each (canonical values), else F32.
+pub fn hf_dtype(name: &str, quant: WType) -> WType {
+    if !matches!(quant, WType::F32 | WType::F16 | WType::BF16) {
+        return WType::F32;
+    }
+    if name == "token_embd.weight" {
+        WType::BF16
+    } else if name.contains(".attn_") && !name.contains("norm") {
+        WType::F16
+    } else {
+        WType::F32
+    }
+}
+
+pub fn hf_config_json(tied: bool) -> String {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": DIM,
+        "intermediate_size": HIDDEN,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS,
+        "head_dim": HEAD_DIM,
+        "max_position_embeddings": MAX_SEQ,
+        "rope_theta": THETA,
+        "rms_norm_eps": EPS,
+        "rope_scaling": null,
+        "tie_word_embeddings": tied,
+        "vocab_size": VOCAB,
+        "hidden_act": "silu",
+        "torch_dtype": "float32"
+    })
+    .to_string()
+}
+
+pub fn write_tiny_hf_opts(dir: &Path, o: &TinyOpts) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), hf_config_json(o.tied)).unwrap();
+    let tensors = tiny_model(o);
+    let shards = o.shards.max(1);
+    let mut writers: Vec<SafeTensorsWriter> = (0..shards).map(|_| SafeTensorsWriter::new()).collect();
+    let file = |i: usize| if shards == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{shards:05}.safetensors", i + 1) };
+    let mut weight_map = serde_json::Map::new();
+    for (i, t) in tensors.iter().enumerate() {
+        let hf = canonical_to_hf(&t.name).unwrap();
+        let dt = hf_dtype(&t.name, o.quant);
+        let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
+        writers[i % shards].add(&hf, dt, &shape, quantize(dt, &t.values));
+        weight_map.insert(hf, file(i % shards).into());
+    }
+    for (i, w) in writers.iter_mut().enumerate() {
+        w.meta("format", "pt");
+        w.write(&dir.join(file(i))).unwrap();
+    }
+    if shards > 1 {
+        let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+        std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    }
+}
+
+/// A fresh, empty scratch directory for one test (removed first if left over).
+pub fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgkv-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -1,0 +1,297 @@
+//! KV-cache append, causal prefill attention and flash-decoding (decode +
+//! merge) against their CPU references, on every context (f16 and f32 KV
+//! storage). The references see the same cache values the GPU stores (rounded
+//! through f16 on f16 contexts), so only f32-vs-f64 arithmetic differs.
+
+mod common;
+use common::*;
+use wgkv::gpu::Gpu;
+use wgkv::kernels::Kernel;
+use wgkv::ops::Step;
+use wgkv::ops::attention::{self as ops, AttnShape, DecodeScratch};
+use wgkv::reference::attention as reference;
+
+/// Attention outputs are convex combinations of V rows (|v| <= 1), computed from
+/// the same (f16-rounded) K/V as the reference: what is left is f32 scores over
+/// head_dim terms, f32 exp and sums over up to 8192 slots, so the f32 reduction
+/// preset applies. The log-sum-exp uses it too (|lse| stays below ~20 here).
+const ATTN: Tol = F32_REDUCTION;
+
+/// wgpu's GL backend gives up on its context lock after 6 s; the long GL
+/// dispatches here (512-token prefill, 8192-slot decode on a loaded 2-core
+/// machine) can hold it that long, so this file's tests take turns.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shape(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_seq: u32) -> AttnShape {
+    AttnShape { n_heads, n_kv_heads, head_dim, max_seq }
+}
+
+/// Bytes of `x` as the cache stores them on `g`.
+fn kv_bytes(g: &Gpu, x: &[f32]) -> Vec<u8> {
+    if g.caps.f16 {
+        x.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect()
+    } else {
+        bytemuck::cast_slice(x).to_vec()
+    }
+}
+
+/// `x` as the cache stores it on `g`, back in f32.
+fn kv_round(g: &Gpu, x: &[f32]) -> Vec<f32> {
+    if g.caps.f16 { reference::round_f16(x) } else { x.to_vec() }
+}
+
+fn step_bytes(pos: u32, n_tokens: u32, kv_len: u32) -> Vec<u8> {
+    bytemuck::bytes_of(&Step { pos, n_tokens, kv_len, _pad: 0 }).to_vec()
+}
+
+/// One layer's K/V cache on the GPU (poisoned, with guard words after it) and
+/// its CPU mirror (the values the GPU holds, in f32).
+struct Cache {
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    kc: Vec<f32>,
+    vc: Vec<f32>,
+}
+
+impl Cache {
+    fn new(g: &Gpu, s: &AttnShape) -> Cache {
+        let words = (s.cache_bytes(g.caps.f16) / 4) as usize;
+        let n = (s.n_kv_heads * s.max_seq * s.head_dim) as usize;
+        Cache { k: poisoned(g, "k_cache", words), v: poisoned(g, "v_cache", words), kc: vec![0.0; n], vc: vec![0.0; n] }
+    }
+
+    /// Fill slots `0..n` of every head with random values, directly.
+    fn preload(&mut self, g: &Gpu, s: &AttnShape, rng: &mut Rng, n: usize) {
+        let hd = s.head_dim as usize;
+        let elem = if g.caps.f16 { 2 } else { 4 };
+        for h in 0..s.n_kv_heads as usize {
+            let off = h * s.max_seq as usize * hd;
+            for (buf, mirror) in [(&self.k, &mut self.kc), (&self.v, &mut self.vc)] {
+                let vals = kv_round(g, &rng.vec(n * hd, -1.0, 1.0));
+                g.write(buf, (off * elem) as u64, &kv_bytes(g, &vals));
+                mirror[off..off + n * hd].copy_from_slice(&vals);
+            }
+        }
+    }
+
+    /// Mirror a kv_append of `k_new`/`v_new` at `first_slot`.
+    fn append_ref(&mut self, g: &Gpu, s: &AttnShape, k_new: &[f32], v_new: &[f32], first_slot: usize) {
+        reference::kv_append(s, &mut self.kc, &mut self.vc, &kv_round(g, k_new), &kv_round(g, v_new), first_slot);
+    }
+}
+
+#[test]
+fn kv_append_stores_exact_rows_and_nothing_else() {
+    let _turn = serial();
+    // (n_kv_heads, head_dim, max_seq, prior slots, n_tokens): real model, a
+    // single token landing on the last slot, 65 tokens with head_dim 32, 512
+    // tokens after prior context.
+    let cases = [(3, 64, 40, 0, 7), (3, 64, 40, 20, 5), (1, 128, 16, 15, 1), (2, 32, 70, 0, 65), (3, 64, 600, 3, 512)];
+    for g in contexts() {
+        let mut rng = Rng::new(10);
+        for &(kvh, hd, ms, prior, n) in &cases {
+            let s = shape(kvh, kvh, hd, ms);
+            let max_tokens = n + 3; // rows past step.n_tokens must not be stored
+            let row = (kvh * hd) as usize;
+            let k_new = rng.vec(max_tokens as usize * row, -4.0, 4.0);
+            let v_new = rng.vec(max_tokens as usize * row, -4.0, 4.0);
+            let cache = Cache::new(&g, &s);
+            let step = g.uniform("step", &step_bytes(prior, n, prior + n));
+            let d = ops::kv_append(&g, &s, &upload_f32(&g, "k", &k_new), &upload_f32(&g, "v", &v_new), &cache.k, &cache.v, &step, max_tokens);
+            assert_eq!(d.kernel, Kernel::KvAppend);
+            g.run(&[&d]);
+
+            let words = (s.cache_bytes(g.caps.f16) / 4) as usize + GUARD_WORDS;
+            for (buf, new, name) in [(&cache.k, &k_new, "k"), (&cache.v, &v_new, "v")] {
+                let got = g.read_u32(buf, words);
+                // Expected: poison everywhere (guard words included) except the new rows.
+                let mut want: Vec<u8> = bytemuck::cast_slice(&vec![GUARD; words]).to_vec();
+                let elem = if g.caps.f16 { 2 } else { 4 };
+                for t in 0..n as usize {
+                    for h in 0..kvh as usize {
+                        let src = &new[t * row + h * hd as usize..][..hd as usize];
+                        let dst = (h * ms as usize + prior as usize + t) * hd as usize * elem;
+                        want[dst..dst + src.len() * elem].copy_from_slice(&kv_bytes(&g, src));
+                    }
+                }
+                let want: Vec<u32> = bytemuck::pod_collect_to_vec(&want);
+                let bad = got.iter().zip(&want).position(|(a, b)| a != b);
+                assert!(
+                    bad.is_none(),
+                    "kv_append {name} kvh={kvh} hd={hd} prior={prior} n={n} on {}: word {} is {:08x}, want {:08x}",
+                    label(&g), bad.unwrap(), got[bad.unwrap()], want[bad.unwrap()]
+                );
+            }
+        }
+    }
+}
+
+/// Run append + prefill for `n` new tokens after `prior` preloaded slots and
+/// compare with the reference; rows past `n` of `out` must stay poisoned.
+fn check_prefill(g: &Gpu, rng: &mut Rng, s: &AttnShape, n: u32, prior: u32) {
+    let max_tokens = n + 2;
+    let (qrow, kvrow) = ((s.n_heads * s.head_dim) as usize, (s.n_kv_heads * s.head_dim) as usize);
+    let mut cache = Cache::new(g, s);
+    cache.preload(g, s, rng, prior as usize);
+    let q = rng.vec(max_tokens as usize * qrow, -2.0, 2.0);
+    let k_new = rng.vec(max_tokens as usize * kvrow, -1.0, 1.0);
+    let v_new = rng.vec(max_tokens as usize * kvrow, -1.0, 1.0);
+    let step = g.uniform("step", &step_bytes(prior, n, prior + n));
+    let out = poisoned(g, "out", max_tokens as usize * qrow);
+    let (kb, vb, qb) = (upload_f32(g, "k", &k_new), upload_f32(g, "v", &v_new), upload_f32(g, "q", &q));
+    let app = ops::kv_append(g, s, &kb, &vb, &cache.k, &cache.v, &step, max_tokens);
+    let attn = ops::attn_prefill(g, s, &qb, &cache.k, &cache.v, &out, &step, max_tokens);
+    assert_eq!(attn.kernel, Kernel::AttnPrefill);
+    g.run(&[&app, &attn]);
+
+    let all = read_guarded_f32(g, &out, max_tokens as usize * qrow);
+    let (got, rest) = all.split_at(n as usize * qrow);
+    assert!(rest.iter().all(|v| v.to_bits() == GUARD), "prefill wrote rows past n_tokens");
+    let used = n as usize * kvrow;
+    cache.append_ref(g, s, &k_new[..used], &v_new[..used], prior as usize);
+    let want = reference::attention(s, &q[..n as usize * qrow], &cache.kc, &cache.vc, n as usize, (prior + n) as usize);
+    let what = format!("prefill heads {}/{} dim {} n={n} prior={prior} on {}", s.n_heads, s.n_kv_heads, s.head_dim, label(g));
+    assert_close(&what, got, &want.out, ATTN);
+}
+
+#[test]
+fn prefill_matches_reference() {
+    let _turn = serial();
+    for g in contexts() {
+        let mut rng = Rng::new(20);
+        for &(nh, nkv) in &[(9, 3), (4, 4), (8, 1)] {
+            for &n in &[1, 7, 65, 300] {
+                for &prior in &[0, 37] {
+                    check_prefill(&g, &mut rng, &shape(nh, nkv, 64, n + prior + 5), n, prior);
+                }
+            }
+        }
+        // Other head dims (other tile sizes), the tile-boundary count 64 and a
+        // full 512-token chunk.
+        check_prefill(&g, &mut rng, &shape(9, 3, 128, 200), 65, 40);
+        check_prefill(&g, &mut rng, &shape(4, 2, 32, 200), 7, 100);
+        check_prefill(&g, &mut rng, &shape(6, 2, 96, 200), 30, 50);
+        check_prefill(&g, &mut rng, &shape(9, 3, 64, 600), 64, 0);
+        check_prefill(&g, &mut rng, &shape(9, 3, 64, 600), 512, 0);
+    }
+}
+
+/// Append one token at slot kv_len - 1 after `kv_len - 1` preloaded slots and
+/// decode it; `q_range` widens the scores to test the softmax's stability.
+fn check_decode(g: &Gpu, rng: &mut Rng, s: &AttnShape, kv_len: u32, q_range: f32) {
+    let (qrow, kvrow) = ((s.n_heads * s.head_dim) as usize, (s.n_kv_heads * s.head_dim) as usize);
+    let mut cache = Cache::new(g, s);
+    cache.preload(g, s, rng, kv_len as usize - 1);
+    let q = rng.vec(qrow, -q_range, q_range);
+    let k_new = rng.vec(kvrow, -1.0, 1.0);
+    let v_new = rng.vec(kvrow, -1.0, 1.0);
+    let step = g.uniform("step", &step_bytes(kv_len - 1, 1, kv_len));
+    let (kb, vb, qb) = (upload_f32(g, "k", &k_new), upload_f32(g, "v", &v_new), upload_f32(g, "q", &q));
+    let scratch = DecodeScratch::new(g, s);
+    let out = poisoned(g, "out", qrow);
+    let lse = poisoned(g, "lse", s.n_heads as usize);
+    let app = ops::kv_append(g, s, &kb, &vb, &cache.k, &cache.v, &step, 1);
+    let dec = ops::attn_decode(g, s, &qb, &cache.k, &cache.v, &scratch, &out, &lse, &step);
+    assert_eq!(dec.partial.kernel, Kernel::AttnDecode);
+    assert_eq!(dec.merge.kernel, Kernel::AttnMerge);
+    g.run(&[&app, &dec.partial, &dec.merge]);
+
+    cache.append_ref(g, s, &k_new, &v_new, kv_len as usize - 1);
+    let want = reference::attention(s, &q, &cache.kc, &cache.vc, 1, kv_len as usize);
+    let what = format!("decode heads {}/{} dim {} kv_len={kv_len} q±{q_range} on {}", s.n_heads, s.n_kv_heads, s.head_dim, label(g));
+    assert_close(&format!("{what}: out"), &read_guarded_f32(g, &out, qrow), &want.out, ATTN);
+    assert_close(&format!("{what}: lse"), &read_guarded_f32(g, &lse, s.n_heads as usize), &want.lse, ATTN);
+}
+
+#[test]
+fn decode_matches_reference() {
+    let _turn = serial();
+    let lens = [1, 2, 63, 64, 65, 1000, 4097];
+    for g in contexts() {
+        let mut rng = Rng::new(30);
+        for &(nh, nkv, hd) in &[(9, 3, 64), (4, 4, 64), (8, 1, 64), (9, 3, 128)] {
+            let s = shape(nh, nkv, hd, 4100);
+            for &kv_len in &lens {
+                check_decode(&g, &mut rng, &s, kv_len, 2.0);
+            }
+        }
+        check_decode(&g, &mut rng, &shape(9, 3, 64, 200), 130, 12.0);
+        // head_dim 96: 24 vec4 columns do not divide the 64 invocations.
+        check_decode(&g, &mut rng, &shape(6, 2, 96, 300), 257, 2.0);
+        check_decode(&g, &mut rng, &shape(6, 2, 32, 300), 100, 2.0);
+        check_decode(&g, &mut rng, &shape(9, 3, 64, 8192), 8192, 2.0);
+    }
+}
+
+/// The model's usage: one set of dispatches per layer, built once; prefill in
+/// chunks (a later chunk sees the earlier ones through the cache), then decode
+/// steps, only the step uniform changing between calls.
+#[test]
+fn chunked_prefill_then_decode_reuse_bind_groups() {
+    let _turn = serial();
+    let s = shape(9, 3, 64, 700);
+    let max_tokens = 300;
+    let (qrow, kvrow) = ((s.n_heads * s.head_dim) as usize, (s.n_kv_heads * s.head_dim) as usize);
+    for g in contexts() {
+        let mut rng = Rng::new(40);
+        let mut cache = Cache::new(&g, &s);
+        let (qb, kb, vb) = (g.buffer("q", (max_tokens * qrow * 4) as u64), g.buffer("k", (max_tokens * kvrow * 4) as u64), g.buffer("v", (max_tokens * kvrow * 4) as u64));
+        let out = g.buffer("out", (max_tokens * qrow * 4) as u64);
+        let lse = g.buffer("lse", s.n_heads as u64 * 4);
+        let step = g.uniform("step", &step_bytes(0, 0, 0));
+        let scratch = DecodeScratch::new(&g, &s);
+        let app = ops::kv_append(&g, &s, &kb, &vb, &cache.k, &cache.v, &step, max_tokens as u32);
+        let pre = ops::attn_prefill(&g, &s, &qb, &cache.k, &cache.v, &out, &step, max_tokens as u32);
+        let dec = ops::attn_decode(&g, &s, &qb, &cache.k, &cache.v, &scratch, &out, &lse, &step);
+
+        let mut kv_len = 0usize;
+        // Prefill chunks to 373 slots, then 20 decode steps; with 3 decode chunks the
+        // chunk length grows from 128 to 192 slots at kv_len 385.
+        let calls: Vec<usize> = [65, 7, 1, 64, 236].into_iter().chain(std::iter::repeat_n(1, 20)).collect();
+        for (i, &n) in calls.iter().enumerate() {
+            let q = rng.vec(n * qrow, -2.0, 2.0);
+            let k = rng.vec(n * kvrow, -1.0, 1.0);
+            let v = rng.vec(n * kvrow, -1.0, 1.0);
+            g.write(&qb, 0, bytemuck::cast_slice(&q));
+            g.write(&kb, 0, bytemuck::cast_slice(&k));
+            g.write(&vb, 0, bytemuck::cast_slice(&v));
+            g.write(&step, 0, &step_bytes(kv_len as u32, n as u32, (kv_len + n) as u32));
+            let decode = i >= 5;
+            if decode {
+                g.run(&[&app, &dec.partial, &dec.merge]);
+            } else {
+                g.run(&[&app, &pre]);
+            }
+            cache.append_ref(&g, &s, &k, &v, kv_len);
+            kv_len += n;
+            let want = reference::attention(&s, &q, &cache.kc, &cache.vc, n, kv_len);
+            let what = format!("call {i} ({} n={n}, kv_len={kv_len}) on {}", if decode { "decode" } else { "prefill" }, label(&g));
+            assert_close(&what, &g.read_f32(&out, n * qrow), &want.out, ATTN);
+            if decode {
+                assert_close(&format!("{what}: lse"), &g.read_f32(&lse, s.n_heads as usize), &want.lse, ATTN);
+            }
+        }
+    }
+}
+
+#[test]
+fn shapes_are_checked_and_specs_cover_the_model() {
+    let _turn = serial();
+    for g in contexts() {
+        assert!(shape(9, 3, 64, 8192).check(&g).is_ok());
+        assert!(shape(9, 4, 64, 8192).check(&g).is_err(), "9 heads over 4 KV heads");
+        assert!(shape(9, 3, 62, 8192).check(&g).is_err(), "head_dim not a multiple of 4");
+        assert!(shape(9, 3, 260, 8192).check(&g).is_err(), "head_dim above 4 * WG");
+        assert!(shape(9, 3, 64, 0).check(&g).is_err(), "empty context");
+    }
+    // Shared memory of the real model's shape stays under the 16 KiB portable minimum.
+    let (prefill, decode) = shape(9, 3, 64, 8192).shared_bytes();
+    assert!(prefill <= 16384 && decode <= 16384, "{prefill} / {decode} bytes");
+    let specs = ops::specs();
+    for k in [Kernel::KvAppend, Kernel::AttnPrefill, Kernel::AttnDecode, Kernel::AttnMerge] {
+        assert!(specs.iter().any(|s| s.kernel == k && s.get("HEAD_DIM") == Some(64)), "{k:?} for head_dim 64 missing");
+    }
+}

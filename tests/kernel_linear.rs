@@ -1,0 +1,365 @@
+//! Weight-reading kernels (matvec, matmul, embed) for every GGUF weight type,
+//! against the CPU dequantizer and f64 references; plus the dequantizer
+//! itself against hand-computed blocks.
+
+mod common;
+use common::*;
+use wgkv::gpu::Gpu;
+use wgkv::kernels::Kernel;
+use wgkv::ops::linear::{self as ops, MatmulShape, MatvecShape, MATMUL_CPU, MATMUL_GPU, MATVEC_CPU, MATVEC_GPU};
+use wgkv::ops::Step;
+use wgkv::quant::{self, WType};
+use wgkv::reference::linear as reference;
+
+/// f32 dot products of up to 1536 terms (|w|, |x| <= 1) against the f64
+/// reference: the f32 sum's rounding error grows with sqrt(terms) * 2^-24 *
+/// sum|w x| (~1536 * 0.25 = 400 here), i.e. a few 1e-5 typical and 1e-4 rare;
+/// 3e-4 absolute leaves margin without hiding a wrong weight (>= 1e-2).
+const F32_DOT: Tol = Tol { name: "f32-dot", abs: 3e-4, rel: 1e-4 };
+/// Dequantized values: `q * d + m` (Q4_1, Q4_K) may be contracted into one
+/// fma on the GPU, which rounds once instead of twice: at most one ulp.
+const FMA_ULP: Tol = Tol { name: "fma-ulp", abs: 1e-7, rel: 2.4e-7 };
+
+fn dequant_tol(w: WType) -> Tol {
+    if matches!(w, WType::Q4_1 | WType::Q4_K) { FMA_ULP } else { EXACT }
+}
+
+/// Random `[rows, cols]` weights in [-1, 1] encoded as `w`, and their exact dequantization.
+fn weights(rng: &mut Rng, w: WType, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let bytes = quant::quantize(w, &rng.vec(rows * cols, -1.0, 1.0));
+    let deq = quant::dequantize(w, &bytes, rows * cols).unwrap();
+    (bytes, deq)
+}
+
+fn step(g: &Gpu, n_tokens: u32) -> wgpu::Buffer {
+    g.uniform("step", bytemuck::bytes_of(&Step { pos: 0, n_tokens, kv_len: n_tokens, _pad: 0 }))
+}
+
+/// An output buffer pre-filled with `init` (then guard words), for ACCUM runs.
+fn guarded_with(g: &Gpu, init: &[f32]) -> wgpu::Buffer {
+    let mut words: Vec<u32> = init.iter().map(|v| v.to_bits()).collect();
+    words.extend(std::iter::repeat_n(GUARD, GUARD_WORDS));
+    g.upload("y", bytemuck::cast_slice(&words))
+}
+
+/// Row lengths each type can have in the tests: the model's 576 and 1536,
+/// and, for float types, lengths that are not whole 32-weight chunks.
+fn col_choices(w: WType) -> &'static [usize] {
+    match w {
+        WType::F32 | WType::F16 | WType::BF16 => &[33, 100, 576],
+        WType::Q8_0 | WType::Q4_0 | WType::Q4_1 => &[32, 576, 1536],
+        WType::Q4_K | WType::Q6_K => &[256, 768, 1536],
+    }
+}
+
+// ---------------------------------------------------------------- CPU dequantizer
+
+/// Hand-built blocks with values computed by hand from ggml's formulas.
+/// Returns (type, one block's bytes, [(index, expected value)]).
+fn known_blocks() -> Vec<(WType, Vec<u8>, Vec<(usize, f32)>)> {
+    let mut v = Vec::new();
+    v.push((WType::F32, 1.5f32.to_le_bytes().to_vec(), vec![(0, 1.5)]));
+    v.push((WType::F16, vec![0x00, 0xC0], vec![(0, -2.0)]));
+    v.push((WType::F16, vec![0x01, 0x00], vec![(0, 2f32.powi(-24))])); // smallest subnormal
+    v.push((WType::BF16, vec![0xC0, 0x3F], vec![(0, 1.5)]));
+    v.push((WType::BF16, vec![0x00, 0xC1], vec![(0, -8.0)]));
+
+    // Q8_0: d = 0.5 (f16 0x3800); q = 4, -128, 127.
+    let mut b = vec![0u8; 34];
+    b[..2].copy_from_slice(&[0x00, 0x38]);
+    b[2] = 4;
+    b[3] = 0x80;
+    b[33] = 127;
+    v.push((WType::Q8_0, b, vec![(0, 2.0), (1, -64.0), (2, 0.0), (31, 63.5)]));
+
+    // Q4_0: d = 2.0 (0x4000); byte 0 = 0x1F: w0 = (15-8)*2, w16 = (1-8)*2;
+    // byte 15 = 0x80: w15 = (0-8)*2, w31 = (8-8)*2.
+    let mut b = vec![0u8; 18];
+    b[..2].copy_from_slice(&[0x00, 0x40]);
+    b[2] = 0x1F;
+    b[17] = 0x80;
+    v.push((WType::Q4_0, b, vec![(0, 14.0), (16, -14.0), (15, -16.0), (31, 0.0), (1, -16.0)]));
+
+    // Q4_1: d = 0.5, m = -1.0 (0xBC00); byte 0 = 0x3A: w0 = 10*0.5-1, w16 = 3*0.5-1.
+    let mut b = vec![0u8; 20];
+    b[..4].copy_from_slice(&[0x00, 0x38, 0x00, 0xBC]);
+    b[4] = 0x3A;
+    v.push((WType::Q4_1, b, vec![(0, 4.0), (16, 0.5), (1, -1.0)]));
+
+    // Q4_K: d = 1.0, dmin = 0.5. Sub-block 0: scale 3, min 2 (low 6 bits of
+    // s[0], s[4]). Sub-block 5: scale 37 = 0b10_0101 (low 4 bits in s[9] low
+    // nibble, top 2 in s[1] bits 6-7), min 19 = 0b01_0011 (low 4 in s[9] high
+    // nibble, top 2 in s[5] bits 6-7). Sub-block 1 gets scale 0, min 0.
+    // qs[0] = 7 -> w0 = 3*7 - 0.5*2; sub-block 5 is pair 2's high nibbles:
+    // qs[64 + 1] = 0xA0 -> w161 = 37*10 - 0.5*19, w160 = -9.5.
+    let mut b = vec![0u8; 144];
+    b[..4].copy_from_slice(&[0x00, 0x3C, 0x00, 0x38]);
+    let s = &mut b[4..16];
+    s[0] = 3;
+    s[4] = 2;
+    s[9] = 0x35;
+    s[1] = 0x80;
+    s[5] = 0x40;
+    b[16] = 0x07;
+    b[16 + 65] = 0xA0;
+    v.push((WType::Q4_K, b, vec![(0, 20.0), (1, -1.0), (40, 0.0), (160, -9.5), (161, 360.5)]));
+
+    // Q6_K: d = 0.5 (at byte 208), scales[0] = 2, scales[5] = -3, scales[15] = 127.
+    // w0: ql[0] = 5, qh[0] bits 0-1 = 2 -> q = 37 - 32 = 5 -> 0.5*2*5.
+    // w81 (n 0, j 2, l 17): ql[17] high nibble 12, qh[17] bits 4-5 = 3 -> q = 60 - 32 -> 0.5*-3*28.
+    // w255 (n 1, j 3, l 31): ql[127] high nibble 15, qh[63] bits 6-7 = 3 -> 31 -> 0.5*127*31.
+    let mut b = vec![0u8; 210];
+    b[208..].copy_from_slice(&[0x00, 0x38]);
+    b[192] = 2;
+    b[197] = (-3i8) as u8;
+    b[207] = 127;
+    b[0] = 0x05;
+    b[128] = 0x02;
+    b[17] = 0xC0;
+    b[128 + 17] = 0x30;
+    b[127] = 0xF0;
+    b[128 + 63] = 0xC0;
+    v.push((WType::Q6_K, b, vec![(0, 5.0), (81, -42.0), (255, 1968.5), (17, 0.0), (1, -32.0)]));
+    v
+}
+
+#[test]
+fn dequantize_matches_hand_computed_blocks() {
+    for (w, bytes, want) in known_blocks() {
+        let got = quant::dequantize(w, &bytes, w.block_elems()).unwrap();
+        for (i, v) in want {
+            assert_eq!(got[i], v, "{} weight {i}", w.name());
+        }
+    }
+}
+
+#[test]
+fn dequantize_checks_sizes_and_row_access() {
+    let w = WType::Q8_0;
+    assert!(quant::dequantize(w, &[0; 34], 16).is_err(), "partial block accepted");
+    assert!(quant::dequantize(w, &[0; 33], 32).is_err(), "short buffer accepted");
+    assert!(quant::check_shape(WType::Q4_K, 4, 576).is_err());
+    assert!(quant::check_shape(WType::Q4_1, 0, 576).is_err());
+    assert!(quant::check_shape(WType::F16, 3, 33).is_ok());
+    let mut rng = Rng::new(3);
+    let (bytes, deq) = weights(&mut rng, w, 5, 64);
+    assert_eq!(quant::dequant_row(w, &bytes, 64, 3).unwrap(), deq[3 * 64..4 * 64]);
+    assert!(quant::dequant_row(w, &bytes, 64, 5).is_err());
+}
+
+#[test]
+fn quantizers_round_trip_within_their_step() {
+    // Each quantizer must reproduce its input to within about one quantization step.
+    let bound = |w: WType| match w {
+        WType::F32 => 0.0,
+        WType::F16 => 1e-3,
+        WType::BF16 => 8e-3,
+        WType::Q8_0 => 1.0 / 127.0,
+        WType::Q6_K => 2.0 / 31.0,
+        _ => 2.0 / 15.0 + 0.02,
+    };
+    let mut rng = Rng::new(4);
+    for &w in WType::ALL {
+        let x = rng.vec(1024, -1.0, 1.0);
+        let bytes = quant::quantize(w, &x);
+        assert_eq!(bytes.len(), w.row_bytes(1024));
+        let y = quant::dequantize(w, &bytes, 1024).unwrap();
+        let worst = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= bound(w), "{}: round-trip error {worst} > {}", w.name(), bound(w));
+    }
+}
+
+// ---------------------------------------------------------------- embed
+
+#[test]
+fn embed_decodes_hand_computed_blocks_exactly() {
+    for g in contexts() {
+        for (w, bytes, want) in known_blocks() {
+            let dim = w.block_elems().max(32);
+            // A block type with one element per block: repeat it to fill a 32-wide row.
+            let row: Vec<u8> = if w.block_elems() == 1 { bytes.repeat(dim) } else { bytes.clone() };
+            let table = g.upload("table", &row);
+            let ids = g.upload("ids", bytemuck::cast_slice(&[0u32]));
+            let out = poisoned(&g, "out", dim);
+            let st = step(&g, 1);
+            let d = ops::embed(&g, w, &table, &ids, &out, &st, 1, dim as u32, 1);
+            assert_eq!(d.kernel, Kernel::Embed);
+            g.run(&[&d]);
+            let got = read_guarded_f32(&g, &out, dim);
+            for (i, v) in want {
+                let i = if w.block_elems() == 1 { 0 } else { i };
+                assert_eq!(got[i], v, "{} weight {i} on {}", w.name(), label(&g));
+            }
+        }
+    }
+}
+
+#[test]
+fn embed_matches_reference() {
+    for g in contexts() {
+        let mut rng = Rng::new(5);
+        for &w in WType::ALL {
+            for &dim in col_choices(w) {
+                let vocab = 37;
+                let (bytes, deq) = weights(&mut rng, w, vocab, dim);
+                let table = g.upload("table", &bytes);
+                // 7 ids, one out of range; the step asks for only the first 6 of 8 slots.
+                let ids: Vec<u32> = vec![0, 36, 5, 5, 1000, 17, 2, 3];
+                let idb = g.upload("ids", bytemuck::cast_slice(&ids));
+                let n = 6;
+                let out = poisoned(&g, "out", ids.len() * dim);
+                let st = step(&g, n as u32);
+                let d = ops::embed(&g, w, &table, &idb, &out, &st, vocab as u32, dim as u32, ids.len() as u32);
+                assert_eq!(d.kernel, Kernel::Embed);
+                g.run(&[&d]);
+                let got = read_guarded_f32(&g, &out, ids.len() * dim);
+                let want = reference::embed(&deq, &ids[..n], dim);
+                let what = format!("embed {} {vocab}x{dim} on {}", w.name(), label(&g));
+                assert_close(&what, &got[..n * dim], &want, dequant_tol(w));
+                assert!(got[n * dim..].iter().all(|v| v.to_bits() == GUARD), "{what}: wrote past step.n_tokens");
+            }
+        }
+    }
+}
+
+#[test]
+fn embed_real_vocab_q8_0() {
+    // The model's token_embd: Q8_0, 49152 rows of 576, including the last row.
+    let (vocab, dim) = (49152, 576);
+    let mut rng = Rng::new(6);
+    let (bytes, deq) = weights(&mut rng, WType::Q8_0, vocab, dim);
+    let ids: Vec<u32> = vec![1, 49151, 0, 30000, 2, 49152];
+    for g in contexts() {
+        let table = g.upload("table", &bytes);
+        let idb = g.upload("ids", bytemuck::cast_slice(&ids));
+        let out = poisoned(&g, "out", ids.len() * dim);
+        let st = step(&g, ids.len() as u32);
+        let d = ops::embed(&g, WType::Q8_0, &table, &idb, &out, &st, vocab as u32, dim as u32, ids.len() as u32);
+        assert_eq!(d.kernel, Kernel::Embed);
+        g.run(&[&d]);
+        let got = read_guarded_f32(&g, &out, ids.len() * dim);
+        assert_close(&format!("embed Q8_0 {vocab}x{dim} on {}", label(&g)), &got, &reference::embed(&deq, &ids, dim), EXACT);
+    }
+}
+
+// ---------------------------------------------------------------- matvec
+
+fn check_matvec(g: &Gpu, shape: MatvecShape, w: WType, rows: usize, cols: usize, accum: bool, rng: &mut Rng) {
+    let (bytes, deq) = weights(rng, w, rows, cols);
+    let x = rng.vec(cols, -1.0, 1.0);
+    let init = rng.vec(rows, -1.0, 1.0);
+    let wb = g.upload("w", &bytes);
+    let xb = upload_f32(g, "x", &x);
+    let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", rows) };
+    let d = ops::matvec_with(g, shape, w, &wb, &xb, &yb, rows as u32, cols as u32, accum);
+    assert_eq!(d.kernel, Kernel::Matvec);
+    g.run(&[&d]);
+    let got = read_guarded_f32(g, &yb, rows);
+    let want = reference::matvec(&deq, &x, rows, cols, accum.then_some(&init[..]));
+    let what = format!("matvec {} {rows}x{cols} accum={accum} {shape:?} on {}", w.name(), label(g));
+    assert_close(&what, &got, &want, F32_DOT);
+}
+
+#[test]
+fn matvec_matches_reference() {
+    for g in contexts() {
+        let mut rng = Rng::new(7);
+        for &w in WType::ALL {
+            for shape in [MATVEC_CPU, MATVEC_GPU] {
+                // Awkward row counts (1, 7, 100, 193) over every row length of the type.
+                for &cols in col_choices(w) {
+                    for &rows in &[1, 7, 100, 193] {
+                        check_matvec(&g, shape, w, rows, cols, rows == 7, &mut rng);
+                    }
+                }
+                // The model's projections (K-quants need whole 256-blocks: 576 x 1536 only).
+                let model: &[(usize, usize)] = match w {
+                    WType::Q4_K | WType::Q6_K => &[(576, 1536)],
+                    _ => &[(576, 576), (192, 576), (1536, 576), (576, 1536)],
+                };
+                for &(rows, cols) in model {
+                    check_matvec(&g, shape, w, rows, cols, false, &mut rng);
+                    check_matvec(&g, shape, w, rows, cols, true, &mut rng);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matvec_lm_head_q8_0() {
+    // The tied output projection: 49152 rows of Q8_0 576.
+    for g in contexts() {
+        let mut rng = Rng::new(8);
+        for shape in [MATVEC_CPU, MATVEC_GPU] {
+            check_matvec(&g, shape, WType::Q8_0, 49152, 576, false, &mut rng);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- matmul
+
+/// `tokens` valid tokens (the Step) in buffers sized for `cap` tokens.
+fn check_matmul(g: &Gpu, shape: MatmulShape, w: WType, rows: usize, cols: usize, tokens: usize, cap: usize, accum: bool, rng: &mut Rng) {
+    let (bytes, deq) = weights(rng, w, rows, cols);
+    let x = rng.vec(cap * cols, -1.0, 1.0);
+    let init = rng.vec(cap * rows, -1.0, 1.0);
+    let wb = g.upload("w", &bytes);
+    let xb = upload_f32(g, "x", &x);
+    let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", cap * rows) };
+    let st = step(g, tokens as u32);
+    let d = ops::matmul_with(g, shape, w, &wb, &xb, &yb, &st, rows as u32, cols as u32, cap as u32, accum);
+    assert_eq!(d.kernel, Kernel::Matmul);
+    g.run(&[&d]);
+    let got = read_guarded_f32(g, &yb, cap * rows);
+    let want = reference::matmul(&deq, &x, rows, cols, tokens, accum.then_some(&init[..]));
+    let what = format!("matmul {} {rows}x{cols} tokens {tokens}/{cap} accum={accum} {shape:?} on {}", w.name(), label(g));
+    assert_close(&what, &got[..tokens * rows], &want, F32_DOT);
+    // Tokens past step.n_tokens are untouched.
+    let rest = &got[tokens * rows..];
+    let untouched = if accum { rest.iter().zip(&init[tokens * rows..]).all(|(a, b)| a == b) } else { rest.iter().all(|v| v.to_bits() == GUARD) };
+    assert!(untouched, "{what}: wrote tokens past step.n_tokens");
+}
+
+#[test]
+fn matmul_matches_reference() {
+    for g in contexts() {
+        let mut rng = Rng::new(9);
+        for &w in WType::ALL {
+            for shape in [MATMUL_CPU, MATMUL_GPU] {
+                let cols = col_choices(w);
+                // Awkward rows and token counts; a run with fewer tokens than the buffers hold.
+                check_matmul(&g, shape, w, 100, cols[0], 7, 7, false, &mut rng);
+                check_matmul(&g, shape, w, 193, cols[1], 33, 40, true, &mut rng);
+                check_matmul(&g, shape, w, 7, cols[2], 1, 1, false, &mut rng);
+                check_matmul(&g, shape, w, 192, cols[1], 65, 65, false, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_model_shapes() {
+    // The model's own types at its projection shapes, with a full 512-token prefill and 513.
+    for g in contexts() {
+        let mut rng = Rng::new(10);
+        let shape = MatmulShape::for_gpu(&g);
+        for &(rows, cols) in &[(576, 576), (192, 576), (1536, 576), (576, 1536)] {
+            check_matmul(&g, shape, WType::Q4_1, rows, cols, 33, 33, rows == 576, &mut rng);
+        }
+        check_matmul(&g, shape, WType::Q4_1, 1536, 576, 512, 512, false, &mut rng);
+        check_matmul(&g, shape, WType::Q4_1, 576, 1536, 513, 513, true, &mut rng);
+        check_matmul(&g, shape, WType::Q8_0, 576, 576, 513, 520, false, &mut rng);
+    }
+}
+
+#[test]
+fn default_shapes_follow_the_adapter() {
+    for g in contexts() {
+        let cpu = g.caps.cpu;
+        assert_eq!(MatvecShape::for_gpu(&g) == MATVEC_CPU, cpu);
+        assert_eq!(MatmulShape::for_gpu(&g) == MATMUL_CPU, cpu);
+        let s = MatmulShape::for_gpu(&g);
+        assert_eq!(ops::matmul_groups(&g, 100, 33), [100u32.div_ceil(s.tile_rows), 33u32.div_ceil(s.tile_tokens), 1]);
+    }
+}
