@@ -35,10 +35,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     var end = p.n;
     if (ARGMAX_MERGE == 0u) {
         start = g * p.block;
-        if (start >= p.n) {
+        if (g > 0u && start >= p.n) {
             return;
         }
-        end = min(p.n - start, p.block) + start;
+        end = min(max(p.n, start) - start, p.block) + start;
     }
     var bv = bitcast<f32>(0xff800000u);
     var bi = 0xffffffffu;

@@ -8,18 +8,20 @@
 //   0: GGUF / llama.cpp "normal": interleaved pairs (x[2j], x[2j + 1]);
 //   1: Hugging Face / NeoX: half-split pairs (x[j], x[j + rot_dim / 2]).
 //
-// Precision: a naive f32 angle pos * inv_freq is off by up to ~1e-3 rad at
+// Precision: a naive f32 angle pos * inv_freq is off by up to ~6e-4 rad at
 // pos 8191 (one f32 rounding of an angle near 8191 rad is 2.4e-4 rad, and the
-// rounded inv_freq contributes as much again). Instead the angle is carried
+// rounded inv_freq contributes as much again): 1.2e-3 error on |x| <= 2. Instead the angle is carried
 // in turns (theta / 2pi) and reduced exactly: the host gives each pair's
-// frequency in turns split as hi + lo, hi with only 12 significant bits, and
-// the position is split as p1 + p0 (p1 a multiple of 4096, p0 < 4096), so
-// p1 * hi and p0 * hi are exact in f32 and their fractional parts are exact
-// too; the lo products are tiny. The reduced angle in [-pi, pi] is good to
-// ~1e-6 rad for any position below 2^24, where sin/cos are most accurate.
+// frequency in turns split as hi + mid + lo (hi and mid with 12 significant
+// bits each, computed in f64), and the position is split as p1 + p0 (p1 a
+// multiple of 4096, p0 < 4096), so p1 * hi, p0 * hi, p1 * mid and p0 * mid
+// are exact in f32, and so are their fractional parts; the lo products are
+// below 2^-24 of the angle. Partial sums are folded to [-0.5, 0.5] turns as
+// they go. The angle in [-pi, pi] is then good to ~1e-6 rad for any
+// position below 2^24, and sin/cos are at their most accurate there.
 //
-// Bindings: x (read_write), freqs (read: [rot_dim / 2] vec2 (hi, lo) in
-// turns, computed in f64 on the host), params, step (ops::Step).
+// Bindings: x (read_write), freqs (read: [rot_dim / 2] vec4 (hi, mid, lo, 0)
+// in turns), params, step (ops::Step).
 // Prelude consts: WG (workgroup size), ROPE_HALF (layout).
 // Grid: one invocation per (token, head, pair) for max_tokens tokens, as a
 // grid_1d; invocations of tokens >= step.n_tokens exit at once.
@@ -28,7 +30,7 @@ struct Params { n_heads: u32, head_dim: u32, rot_dim: u32, max_tokens: u32 }
 struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read> freqs: array<vec2<f32>>;
+@group(0) @binding(1) var<storage, read> freqs: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> p: Params;
 @group(0) @binding(3) var<uniform> st: Step;
 
@@ -52,12 +54,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let p1 = f32(pos - p0);
     let p0f = f32(p0);
     let f = freqs[j];
-    // Exact: fract of exact products (12-bit x 12-bit significands).
-    var turns = fract(p1 * f.x) + fract(p0f * f.x) + (p1 * f.y + p0f * f.y);
-    turns = turns - round(turns);
-    let a = turns * TWO_PI;
-    let c = cos(a);
-    let s = sin(a);
+    // fract of exact products (12-bit x 12-bit significands) is exact.
+    var a = fract(p1 * f.x) + fract(p0f * f.x);
+    a -= round(a);
+    var b = fract(p1 * f.y) + fract(p0f * f.y) + (p1 * f.z + p0f * f.z);
+    b -= round(b);
+    var turns = a + b;
+    turns -= round(turns);
+    let angle = turns * TWO_PI;
+    let c = cos(angle);
+    let s = sin(angle);
 
     let base = t * p.n_heads * p.head_dim + h * p.head_dim;
     var i0 = base + 2u * j;

@@ -11,7 +11,7 @@
 //   [2] max + ln(sum) (f32)  [3] number of valid candidates c = min(K, n)
 //   [4 + 2r] index (u32), [5 + 2r] logit (f32 bits), rank r = 0..K;
 //   ranks >= c hold (0xffffffff, -inf).
-// An all -inf input gives max -inf, sum 0.
+// An all -inf (or empty) input gives max -inf, sum 0.
 //
 // Modes (prelude const TOPK_MERGE):
 //   0: src = n f32 logits (bound as u32 words); workgroup g handles logits
@@ -19,11 +19,11 @@
 //   1: src = n records of mode 0; one workgroup merges them into record 0.
 //
 // Per workgroup (E elements, WG invocations, a strided share each):
-//   A. each invocation's largest composite -> t_hi/t_lo; block max by atomicMax;
+//   A. each invocation's largest element -> ids; block max key by atomicMax;
 //   B. radix-select the K-th largest of those WG maxima: a threshold that at
 //      least K elements reach (each of the K invocations owns one);
-//   C. one pass over the elements: sum of exp, and compaction of those at or
-//      above the threshold into workgroup memory (typically ~K..2K of them);
+//   C. one pass over the elements: sum of exp, and compaction of (the ids of)
+//      those at or above the threshold (typically ~K..2K of them);
 //   D. radix-select (8-bit digits over the composite, stopping as soon as the
 //      selected set is determined) the exact top K among the compacted
 //      elements, or, when more than CAP reached the threshold (adversarial
@@ -32,7 +32,8 @@
 // Only pass C touches every element with more than integer compares.
 //
 // Bindings: src (read), dst (read_write), params.
-// Prelude consts: WG (workgroup size, >= K for the fast path), K, TOPK_MERGE.
+// Prelude consts: WG (workgroup size, at most 256; >= K for the fast path),
+// K, TOPK_MERGE.
 // Grid: mode 0: grid_1d(ceil(n / block)); mode 1: one workgroup.
 
 struct Params { n: u32, block: u32, _p0: u32, _p1: u32 }
@@ -42,38 +43,39 @@ struct Params { n: u32, block: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(2) var<uniform> p: Params;
 
 const REC: u32 = 4u + 2u * K;
-// Compacted candidates kept in workgroup memory (3 words each; the whole
-// kernel stays under the 16 KiB portable workgroup-storage limit).
-const CAP: u32 = 512u;
+// Candidates compacted into workgroup memory (also holds the WG maxima).
+const CAP: u32 = 256u;
 const NONE: u32 = 0xffffffffu;
 const NEG_INF_BITS: u32 = 0xff800000u;
 
 // Element sources for `elem` and `radix_select`.
 const SRC_INPUT: u32 = 0u;
-const SRC_THREAD_MAX: u32 = 1u;
-const SRC_COMPACT: u32 = 2u;
+const SRC_IDS: u32 = 1u;
 
+// Workgroup memory is kept to ~600 words on purpose: wgpu zero-initialises
+// it, and Mesa's GL compiles that as one store per word, in time growing with
+// the square of the count (the 2.7K words of a first draft took 40 s to
+// compile there, this ~2 s). Hence element ids rather than keys and values,
+// and arrays reused across phases.
+// hist: radix histograms; at the end, each invocation's sum of exp (bits).
 var<workgroup> hist: array<atomic<u32>, 256>;
+// ids: phase A/B each invocation's largest element; phases C/D the compacted ones.
+var<workgroup> ids: array<u32, CAP>;
+// The final K element ids.
+var<workgroup> f_e: array<u32, K>;
 var<workgroup> n_compact: atomic<u32>;
 var<workgroup> n_final: atomic<u32>;
 var<workgroup> key_max: atomic<u32>;
 // Result of the last radix select: prefix hi/lo, mask hi/lo, remaining, done.
 var<workgroup> sel: array<u32, 6>;
 var<workgroup> flag: u32;
-var<workgroup> t_hi: array<u32, WG>;
-var<workgroup> t_lo: array<u32, WG>;
-var<workgroup> t_sum: array<f32, WG>;
-var<workgroup> c_hi: array<u32, CAP>;
-var<workgroup> c_lo: array<u32, CAP>;
-var<workgroup> c_bits: array<u32, CAP>;
-var<workgroup> f_hi: array<u32, K>;
-var<workgroup> f_lo: array<u32, K>;
-var<workgroup> f_bits: array<u32, K>;
 
 var<private> first_idx: u32; // mode 0: index of this workgroup's first logit
 
-// hi = lo = 0 marks "no element" (a real element always has lo = ~index != 0).
-struct Elem { hi: u32, lo: u32, bits: u32 }
+// An element of the input: composite key (hi, lo), logit bits and id (its
+// position in this workgroup's input); hi = lo = 0 marks "no element" (a real
+// element always has lo = ~index != 0).
+struct Elem { hi: u32, lo: u32, bits: u32, id: u32 }
 
 // Order-preserving map of f32 bits to u32; integer-only so that NaN and
 // -inf are handled the same on every implementation.
@@ -98,32 +100,40 @@ fn bits_of(key: u32) -> u32 {
     return ~key;
 }
 
-fn elem(source: u32, e: u32) -> Elem {
-    if (source == SRC_THREAD_MAX) {
-        return Elem(t_hi[e], t_lo[e], 0u);
-    }
-    if (source == SRC_COMPACT) {
-        return Elem(c_hi[e], c_lo[e], c_bits[e]);
-    }
+// Input element `id`: logit first_idx + id (mode 0) or candidate id of the
+// records (mode 1).
+fn input(id: u32) -> Elem {
     if (TOPK_MERGE == 0u) {
-        let b = src[first_idx + e];
-        return Elem(key_of(b), ~(first_idx + e), b);
+        let b = src[first_idx + id];
+        return Elem(key_of(b), ~(first_idx + id), b, id);
     }
-    let r = e / K;
-    let at = r * REC + 4u + 2u * (e - r * K);
+    let r = id / K;
+    let at = r * REC + 4u + 2u * (id - r * K);
     let idx = src[at];
     if (idx == NONE) {
-        return Elem(0u, 0u, 0u);
+        return Elem(0u, 0u, 0u, NONE);
     }
     let b = src[at + 1u];
-    return Elem(key_of(b), ~idx, b);
+    return Elem(key_of(b), ~idx, b, id);
+}
+
+// Element e of a source: the input itself, or the one whose id is ids[e].
+fn elem(source: u32, e: u32) -> Elem {
+    var id = e;
+    if (source == SRC_IDS) {
+        id = ids[e];
+        if (id == NONE) {
+            return Elem(0u, 0u, 0u, NONE);
+        }
+    }
+    return input(id);
 }
 
 fn greater(a: Elem, bh: u32, bl: u32) -> bool {
     return a.hi > bh || (a.hi == bh && a.lo > bl);
 }
 
-// Whether x is among the elements selected by the threshold in `sel`.
+// Whether x is among the elements selected by threshold t (see radix_select).
 fn selected(x: Elem, t: vec4<u32>) -> bool {
     let h = x.hi & t.z;
     let l = x.lo & t.w;
@@ -192,16 +202,14 @@ fn radix_select(source: u32, count: u32, want: u32, lid: u32) -> vec4<u32> {
     return t;
 }
 
-// Copy the elements of `source` selected by `t` into f_* (at most K of them).
+// Copy the ids of the elements of `source` selected by `t` into f_e (at most K).
 fn keep_final(source: u32, count: u32, t: vec4<u32>, lid: u32) {
     for (var e = lid; e < count; e += WG) {
         let x = elem(source, e);
         if (selected(x, t)) {
             let slot = atomicAdd(&n_final, 1u);
             if (slot < K) {
-                f_hi[slot] = x.hi;
-                f_lo[slot] = x.lo;
-                f_bits[slot] = x.bits;
+                f_e[slot] = x.id;
             }
         }
     }
@@ -211,12 +219,12 @@ fn keep_final(source: u32, count: u32, t: vec4<u32>, lid: u32) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = lid3.x;
     let g = wid.x + wid.y * nwg.x;
-    var count = p.n * K; // elements of SRC_INPUT in this workgroup
+    var count = p.n * K; // input elements of this workgroup
     var out = 0u;
     first_idx = 0u;
     if (TOPK_MERGE == 0u) {
         first_idx = g * p.block;
-        if (first_idx >= p.n) {
+        if (g > 0u && first_idx >= p.n) {
             return;
         }
         count = min(p.n - first_idx, p.block);
@@ -232,61 +240,64 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // A. Largest composite of each invocation's share; block max key.
     var bh = 0u;
     var bl = 0u;
+    var be = NONE;
     for (var e = lid; e < count; e += WG) {
-        let x = elem(SRC_INPUT, e);
+        let x = input(e);
         if (greater(x, bh, bl)) {
             bh = x.hi;
             bl = x.lo;
+            be = e;
         }
     }
-    t_hi[lid] = bh;
-    t_lo[lid] = bl;
+    ids[lid] = be;
     atomicMax(&key_max, bh);
     workgroupBarrier();
-    let max_bits = bits_of(atomicLoad(&key_max));
+    let kmax = atomicLoad(&key_max);
+    // No non-NaN element (n = 0, or all NaN): report a max of -inf.
+    let max_bits = select(bits_of(kmax), NEG_INF_BITS, kmax == 0u);
     let mx = bitcast<f32>(max_bits);
 
     // B. Threshold reached by at least K elements.
-    let tb = radix_select(SRC_THREAD_MAX, WG, K, lid);
+    let tb = radix_select(SRC_IDS, WG, K, lid);
 
-    // C. Sum of exp (mode 0) and compaction of the candidates.
+    // C. Sum of exp (mode 0) and compaction of the candidates (ids is free
+    // again: radix_select ends with a barrier after its last read).
     var s = 0.0;
     for (var e = lid; e < count; e += WG) {
-        let x = elem(SRC_INPUT, e);
+        let x = input(e);
         if (TOPK_MERGE == 0u && x.bits != NEG_INF_BITS) {
             s += exp(bitcast<f32>(x.bits) - mx);
         }
         if (selected(x, tb)) {
             let slot = atomicAdd(&n_compact, 1u);
             if (slot < CAP) {
-                c_hi[slot] = x.hi;
-                c_lo[slot] = x.lo;
-                c_bits[slot] = x.bits;
+                ids[slot] = e;
             }
         }
     }
-    t_sum[lid] = s;
     workgroupBarrier();
     if (lid == 0u) {
         flag = atomicLoad(&n_compact);
     }
     let n_c = workgroupUniformLoad(&flag);
 
-    // D, E. Exact top K, from the compacted candidates when they all fit.
+    // D. Exact top K, from the compacted candidates when they all fit.
     if (n_c <= CAP) {
-        let t = radix_select(SRC_COMPACT, n_c, K, lid);
-        keep_final(SRC_COMPACT, n_c, t, lid);
+        let t = radix_select(SRC_IDS, n_c, K, lid);
+        keep_final(SRC_IDS, n_c, t, lid);
     } else {
         let t = radix_select(SRC_INPUT, count, K, lid);
         keep_final(SRC_INPUT, count, t, lid);
     }
     workgroupBarrier();
+
+    // E. Rank by counting, write the sorted pairs.
     let nf = min(atomicLoad(&n_final), K);
     for (var c = lid; c < nf; c += WG) {
+        let x = input(f_e[c]);
         var rank = 0u;
-        let x = Elem(f_hi[c], f_lo[c], f_bits[c]);
         for (var o = 0u; o < nf; o++) {
-            if (f_hi[o] > x.hi || (f_hi[o] == x.hi && f_lo[o] > x.lo)) {
+            if (greater(input(f_e[o]), x.hi, x.lo)) {
                 rank += 1u;
             }
         }
@@ -297,13 +308,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         dst[out + 4u + 2u * r] = NONE;
         dst[out + 5u + 2u * r] = NEG_INF_BITS;
     }
+    atomicStore(&hist[lid], bitcast<u32>(s));
+    workgroupBarrier();
     if (lid == 0u) {
         var m = mx;
         var total = 0.0;
         if (TOPK_MERGE == 0u) {
             if (max_bits != NEG_INF_BITS) {
                 for (var i = 0u; i < WG; i++) {
-                    total += t_sum[i];
+                    total += bitcast<f32>(atomicLoad(&hist[i]));
                 }
             }
         } else {

@@ -128,7 +128,13 @@ impl Registry {
             layout: None,
             module: &module,
             entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            // Every kernel writes its workgroup memory before reading it; zero
+            // filling it costs run time everywhere and, on Mesa's GL, compile
+            // time that grows with the square of its size.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: false,
+                ..Default::default()
+            },
             cache: None,
         }));
         self.cache.lock().unwrap().insert(spec.clone(), pipeline.clone());

@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod cli;
 pub mod config;
 pub mod fetch;
+pub mod generate;
 pub mod gguf;
 pub mod kv;
 pub mod model;

@@ -56,10 +56,11 @@ fn rmsnorm_matches_reference() {
     }
 }
 
-/// RoPE against the f64 reference. The angle is reduced exactly in the shader
-/// (see shaders/rope.wgsl), so what remains is the f32 sin/cos of an angle in
-/// [-pi, pi] and one rotation: a few 1e-6 on |x| <= 2 even at position 8191+64.
-const ROPE: Tol = Tol { name: "rope", abs: 1e-5, rel: 1e-5 };
+/// RoPE against the f64 reference. The shader reduces the angle exactly (see
+/// shaders/rope.wgsl), which leaves f32 sin/cos in [-pi, pi] and one rotation:
+/// measured <= 1.6e-6 on |x| <= 2 at any position below 2^24 (a naive f32
+/// angle is off by 1.2e-3 at position 8191).
+const ROPE: Tol = Tol { name: "rope", abs: 3e-6, rel: 1e-6 };
 
 #[test]
 fn rope_matches_reference() {
@@ -80,7 +81,7 @@ fn rope_matches_reference() {
                 // One dispatch for every step, as in the engine: only the Step uniform changes.
                 let d = ops::rope(&g, &xb, &step_buf, &r, max_tokens as u32).unwrap();
                 assert_eq!(d.kernel, Kernel::Rope);
-                for pos in [0u32, 1, 4095, 8191] {
+                for pos in [0u32, 1, 4095, 8191, 1_000_000] {
                     for n_tokens in [1usize, 7, 65] {
                         let x = rng.vec(max_tokens * row, -2.0, 2.0);
                         let mut xg = x.clone();

@@ -35,6 +35,17 @@ fn step(g: &Gpu, n_tokens: u32) -> wgpu::Buffer {
     g.uniform("step", bytemuck::bytes_of(&Step { pos: 0, n_tokens, kv_len: n_tokens, _pad: 0 }))
 }
 
+/// `rows` rows of `cols` values laid out at the kernels' input stride,
+/// padded with NaN, which must not leak into any result.
+fn padded(x: &[f32], cols: usize) -> Vec<f32> {
+    let stride = ops::x_stride(cols as u32) as usize;
+    let mut out = vec![f32::NAN; x.len() / cols * stride];
+    for (o, r) in out.chunks_exact_mut(stride).zip(x.chunks_exact(cols)) {
+        o[..cols].copy_from_slice(r);
+    }
+    out
+}
+
 /// An output buffer pre-filled with `init` (then guard words), for ACCUM runs.
 fn guarded_with(g: &Gpu, init: &[f32]) -> wgpu::Buffer {
     let mut words: Vec<u32> = init.iter().map(|v| v.to_bits()).collect();
@@ -249,7 +260,7 @@ fn check_matvec(g: &Gpu, shape: MatvecShape, w: WType, rows: usize, cols: usize,
     let x = rng.vec(cols, -1.0, 1.0);
     let init = rng.vec(rows, -1.0, 1.0);
     let wb = g.upload("w", &bytes);
-    let xb = upload_f32(g, "x", &x);
+    let xb = upload_f32(g, "x", &padded(&x, cols));
     let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", rows) };
     let d = ops::matvec_with(g, shape, w, &wb, &xb, &yb, rows as u32, cols as u32, accum);
     assert_eq!(d.kernel, Kernel::Matvec);
@@ -305,7 +316,7 @@ fn check_matmul(g: &Gpu, shape: MatmulShape, w: WType, rows: usize, cols: usize,
     let x = rng.vec(cap * cols, -1.0, 1.0);
     let init = rng.vec(cap * rows, -1.0, 1.0);
     let wb = g.upload("w", &bytes);
-    let xb = upload_f32(g, "x", &x);
+    let xb = upload_f32(g, "x", &padded(&x, cols));
     let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", cap * rows) };
     let st = step(g, tokens as u32);
     let d = ops::matmul_with(g, shape, w, &wb, &xb, &yb, &st, rows as u32, cols as u32, cap as u32, accum);
@@ -325,16 +336,30 @@ fn check_matmul(g: &Gpu, shape: MatmulShape, w: WType, rows: usize, cols: usize,
 fn matmul_matches_reference() {
     for g in contexts() {
         let mut rng = Rng::new(9);
+        let shape = MatmulShape::for_gpu(&g);
         for &w in WType::ALL {
-            for shape in [MATMUL_CPU, MATMUL_GPU] {
-                let cols = col_choices(w);
-                // Awkward rows and token counts; a run with fewer tokens than the buffers hold.
-                check_matmul(&g, shape, w, 100, cols[0], 7, 7, false, &mut rng);
-                check_matmul(&g, shape, w, 193, cols[1], 33, 40, true, &mut rng);
-                check_matmul(&g, shape, w, 7, cols[2], 1, 1, false, &mut rng);
-                check_matmul(&g, shape, w, 192, cols[1], 65, 65, false, &mut rng);
-            }
+            let cols = col_choices(w);
+            // Awkward rows and token counts; a run with fewer tokens than the buffers hold.
+            check_matmul(&g, shape, w, 100, cols[0], 7, 7, false, &mut rng);
+            check_matmul(&g, shape, w, 193, cols[1], 33, 40, true, &mut rng);
+            check_matmul(&g, shape, w, 7, cols[2], 1, 1, false, &mut rng);
+            check_matmul(&g, shape, w, 192, cols[1], 65, 65, true, &mut rng);
         }
+    }
+}
+
+#[test]
+fn matmul_other_tile() {
+    // The tile of the other adapter class (8x8 register tiles on GPUs) on the
+    // first context only: it shares the decoding with the default tile and
+    // costs seconds of compile per pipeline on lavapipe. F16 with 33 columns
+    // covers partial chunks, Q4_1 the model's type.
+    if let Some(g) = contexts().into_iter().next() {
+        let mut rng = Rng::new(11);
+        let shape = if g.caps.cpu { MATMUL_GPU } else { MATMUL_CPU };
+        check_matmul(&g, shape, WType::F16, 100, 33, 7, 9, false, &mut rng);
+        check_matmul(&g, shape, WType::Q4_1, 193, 576, 130, 130, true, &mut rng);
+        check_matmul(&g, shape, WType::Q4_1, 7, 576, 1, 1, false, &mut rng);
     }
 }
 
@@ -354,12 +379,13 @@ fn matmul_model_shapes() {
 }
 
 #[test]
-fn default_shapes_follow_the_adapter() {
+fn launch_grids() {
     for g in contexts() {
-        let cpu = g.caps.cpu;
-        assert_eq!(MatvecShape::for_gpu(&g) == MATVEC_CPU, cpu);
-        assert_eq!(MatmulShape::for_gpu(&g) == MATMUL_CPU, cpu);
-        let s = MatmulShape::for_gpu(&g);
-        assert_eq!(ops::matmul_groups(&g, 100, 33), [100u32.div_ceil(s.tile_rows), 33u32.div_ceil(s.tile_tokens), 1]);
+        assert_eq!(MatvecShape::for_gpu(&g) == MATVEC_CPU, g.caps.cpu);
+        assert_eq!(MatmulShape::for_gpu(&g) == MATMUL_CPU, g.caps.cpu);
+        let t = MatmulShape::for_gpu(&g);
+        assert_eq!(ops::matmul_groups(&g, 100, 33), [100u32.div_ceil(t.tile_rows), 33u32.div_ceil(t.tile_tokens), 1]);
     }
+    assert_eq!(ops::embed_groups(576, 3), [(3 * 18u32).div_ceil(ops::EMBED_WG), 1, 1]);
+    assert_eq!(ops::x_stride(33), 36);
 }

@@ -42,8 +42,10 @@ fn inputs(n: usize, seed: u64) -> Vec<(&'static str, Vec<f32>)> {
     v
 }
 
-/// First-stage block sizes: the engine's, and a small one giving many records.
+/// First-stage block sizes: the engine's (65537 = one block of 65536 and
+/// one of a single logit), and smaller ones giving many records to merge.
 fn blocks(n: usize) -> Vec<u32> {
+    assert_eq!(ops::ARGMAX_BLOCK, ops::TOPK_BLOCK);
     let mut b = vec![ops::ARGMAX_BLOCK, 1000];
     if n > 4096 {
         b.push(4096);
@@ -81,7 +83,6 @@ fn topk_matches_reference() {
     for g in contexts() {
         for &n in LENS {
             for (name, logits) in inputs(n, 100 + n as u64) {
-                let t0 = std::time::Instant::now();
                 let want = reference::topk(&logits, 64);
                 let lb = upload_f32(&g, "logits", &logits);
                 for k in ops::TOPK_KS {
@@ -112,7 +113,6 @@ fn topk_matches_reference() {
                         }
                     }
                 }
-                if std::env::var_os("WGKV_TIME").is_some() { eprintln!("{} n={n} {name}: {:?}", label(&g), t0.elapsed()); }
             }
         }
     }
@@ -127,8 +127,29 @@ fn topk_rejects_bad_k() {
     }
 }
 
+#[test]
+fn empty_input() {
+    for g in contexts() {
+        let lb = g.buffer("logits", 4);
+        let out = poisoned(&g, "out", ops::ARGMAX_WORDS);
+        let ds = ops::argmax(&g, &lb, &out, 0);
+        g.run(&ds.iter().collect::<Vec<_>>());
+        let got = read_guarded_u32(&g, &out, ops::ARGMAX_WORDS);
+        assert_eq!((got[0], f32::from_bits(got[1])), (reference::argmax(&[]), f32::NEG_INFINITY), "argmax n=0 on {}", label(&g));
+        let k = ops::TOPK_K;
+        let out = poisoned(&g, "out", ops::topk_words(k));
+        let ds = ops::topk(&g, &lb, &out, 0, k).unwrap();
+        g.run(&ds.iter().collect::<Vec<_>>());
+        let got = ops::TopK::parse(&read_guarded_u32(&g, &out, ops::topk_words(k)), k).unwrap();
+        let want = reference::topk(&[], k as usize);
+        assert_eq!((got.max, got.sum_exp, got.lse), (want.max, 0.0, f32::NEG_INFINITY), "topk n=0 on {}", label(&g));
+        assert!(got.candidates.is_empty() && want.candidates.is_empty());
+    }
+}
+
 /// Not an assertion: what the decode step's readback kernels cost on this
-/// adapter for the real vocabulary, per first-stage split.
+/// adapter for the real vocabulary, per first-stage split (best of 20 runs,
+/// each one submit and wait, the empty submit shown for scale).
 #[test]
 fn sample_kernel_timings() {
     let Some(g) = contexts().into_iter().next() else { return };
@@ -139,17 +160,24 @@ fn sample_kernel_timings() {
     let time = |ds: &[wgkv::kernels::Dispatch]| {
         let refs: Vec<_> = ds.iter().collect();
         g.run(&refs);
-        let runs = 20;
-        let t = std::time::Instant::now();
-        for _ in 0..runs {
-            g.run(&refs);
-        }
-        t.elapsed().as_secs_f64() * 1e6 / runs as f64
+        (0..20)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                g.run(&refs);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .fold(f64::MAX, f64::min)
     };
     let empty = time(&[]);
-    for block in [n, 16384, 8192, 4096, 2048] {
+    for block in [ops::ARGMAX_BLOCK, 24576, 16384, 8192, 4096] {
         let a = time(&ops::argmax_blocks(&g, &lb, &out, n, block));
         let t = time(&ops::topk_blocks(&g, &lb, &out, n, ops::TOPK_K, block).unwrap());
-        eprintln!("{}: n={n} block {block:>5}: argmax {a:7.0} us, top-{} {t:7.0} us (empty submit {empty:.0} us)", label(&g), ops::TOPK_K);
+        let groups = n.div_ceil(block);
+        eprintln!(
+            "{}: n={n} in {groups:>2} block(s){}: argmax {a:5.0} us, top-{} {t:5.0} us (empty submit {empty:.0} us)",
+            label(&g),
+            if groups > 1 { " + merge" } else { "        " },
+            ops::TOPK_K
+        );
     }
 }

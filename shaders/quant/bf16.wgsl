@@ -6,18 +6,20 @@ fn row_bytes(cols: u32) -> u32 {
     return cols * 2u;
 }
 
-fn bf16x2(v: u32) -> vec2<f32> {
-    return bitcast<vec2<f32>>(vec2<u32>(v << 16u, v & 0xFFFF0000u));
+fn b4(a: u32, b: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xFFFF0000u, b << 16u, b & 0xFFFF0000u));
 }
 
 fn dequant32(row_byte: u32, cols: u32, sb: u32) -> array<vec4<f32>, 8> {
     let b = row_byte + sb * 64u;
-    let q0 = w_u32x8(b);
-    let q1 = w_u32x8(b + 32u);
-    var out: array<vec4<f32>, 8>;
-    for (var i = 0u; i < 4u; i++) {
-        out[i] = vec4<f32>(bf16x2(q0[2u * i]), bf16x2(q0[2u * i + 1u]));
-        out[i + 4u] = vec4<f32>(bf16x2(q1[2u * i]), bf16x2(q1[2u * i + 1u]));
-    }
-    return mask_tail(out, sb * 32u, cols);
+    let q = w_u32x8(b);
+    let r = w_u32x8(b + 32u);
+    let v = array<vec4<f32>, 8>(
+        b4(q[0], q[1]), b4(q[2], q[3]), b4(q[4], q[5]), b4(q[6], q[7]),
+        b4(r[0], r[1]), b4(r[2], r[3]), b4(r[4], r[5]), b4(r[6], r[7]));
+    return mask_tail(v, sb * 32u, cols);
+}
+
+fn dot32(row_byte: u32, cols: u32, sb: u32, xv: array<vec4<f32>, 8>, xsum: vec4<f32>) -> vec4<f32> {
+    return dot_chunk(dequant32(row_byte, cols, sb), xv);
 }

@@ -15,6 +15,16 @@
 //     weights k = 32*sb .. 32*sb+31 of the row starting at byte `row_byte`;
 //     element 4*i+c is result[i][c]; elements at k >= cols are 0 (only the
 //     float types allow cols % 32 != 0; quantized rows hold whole blocks).
+//   fn dot32(row_byte: u32, cols: u32, sb: u32, xv: array<vec4<f32>, 8>,
+//            xsum: vec4<f32>) -> vec4<f32>
+//     partial sums (add the four lanes) of the same 32 weights times
+//     xv[i][c] = x[32*sb + 4*i + c], where xsum = sum_i xv[i]; types with a
+//     per-block offset or zero point fold it into one multiply by xsum.
+//     Types without such a shortcut use `dot_chunk(dequant32(...), xv)`.
+//
+// Style: straight-line code, no loops over small local arrays: lavapipe
+// (the CPU adapter) does not always unroll them and then keeps the arrays
+// in per-lane scratch memory, which costs several times the arithmetic.
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 
@@ -43,24 +53,31 @@ fn w_f16(byte: u32) -> f32 {
 }
 
 // Eight consecutive little-endian words starting at byte `byte` (any
-// alignment): nine aligned loads and funnel shifts (eight when aligned).
+// alignment): nine aligned loads and funnel shifts.
 fn w_u32x8(byte: u32) -> array<u32, 8> {
     let i = byte >> 2u;
     let s = (byte & 3u) * 8u;
-    var out: array<u32, 8>;
-    if (s == 0u) {
-        for (var j = 0u; j < 8u; j++) {
-            out[j] = w[i + j];
-        }
-    } else {
-        var lo = w[i];
-        for (var j = 0u; j < 8u; j++) {
-            let hi = w[i + j + 1u];
-            out[j] = (lo >> s) | (hi << (32u - s));
-            lo = hi;
-        }
-    }
-    return out;
+    let t = 31u - s;
+    let a0 = w[i];
+    let a1 = w[i + 1u];
+    let a2 = w[i + 2u];
+    let a3 = w[i + 3u];
+    let a4 = w[i + 4u];
+    let a5 = w[i + 5u];
+    let a6 = w[i + 6u];
+    let a7 = w[i + 7u];
+    let a8 = w[i + 8u];
+    return array<u32, 8>(
+        (a0 >> s) | ((a1 << t) << 1u), (a1 >> s) | ((a2 << t) << 1u),
+        (a2 >> s) | ((a3 << t) << 1u), (a3 >> s) | ((a4 << t) << 1u),
+        (a4 >> s) | ((a5 << t) << 1u), (a5 >> s) | ((a6 << t) << 1u),
+        (a6 >> s) | ((a7 << t) << 1u), (a7 >> s) | ((a8 << t) << 1u));
+}
+
+// Partial sums of a 32-weight chunk times 32 inputs.
+fn dot_chunk(v: array<vec4<f32>, 8>, xv: array<vec4<f32>, 8>) -> vec4<f32> {
+    return ((v[0] * xv[0] + v[1] * xv[1]) + (v[2] * xv[2] + v[3] * xv[3]))
+         + ((v[4] * xv[4] + v[5] * xv[5]) + (v[6] * xv[6] + v[7] * xv[7]));
 }
 
 // The four bytes of `v` as signed integers in f32 (byte 0 first).
@@ -91,12 +108,15 @@ fn w_u32x4(byte: u32) -> vec4<u32> {
 // Zero the elements at k >= cols of a 32-weight chunk starting at k0
 // (float types, whose rows need not be whole chunks).
 fn mask_tail(v: array<vec4<f32>, 8>, k0: u32, cols: u32) -> array<vec4<f32>, 8> {
-    var out = v;
-    if (k0 + 32u > cols) {
-        for (var i = 0u; i < 8u; i++) {
-            let k = vec4<u32>(k0 + 4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
-            out[i] = select(vec4<f32>(0.0), out[i], k < vec4<u32>(cols));
-        }
+    if (k0 + 32u <= cols) {
+        return v;
     }
-    return out;
+    let k = vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let c = vec4<u32>(cols);
+    let z = vec4<f32>(0.0);
+    return array<vec4<f32>, 8>(
+        select(z, v[0], k < c), select(z, v[1], k + 4u < c),
+        select(z, v[2], k + 8u < c), select(z, v[3], k + 12u < c),
+        select(z, v[4], k + 16u < c), select(z, v[5], k + 20u < c),
+        select(z, v[6], k + 24u < c), select(z, v[7], k + 28u < c));
 }

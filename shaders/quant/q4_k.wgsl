@@ -12,32 +12,42 @@ fn row_bytes(cols: u32) -> u32 {
     return cols / 256u * 144u;
 }
 
+// (d * scale_j, dmin * min_j) of sub-block j = sb % 8 of the super-block at word i.
+fn q4k_scale_min(i: u32, j: u32) -> vec2<f32> {
+    let dd = unpack2x16float(w[i]);
+    // Byte k of the 12 scale bytes is (w[i + 1 + k / 4] >> 8 * (k % 4)) & 0xFF.
+    let sh = 8u * (j & 3u);
+    let a = (w[i + 1u] >> sh) & 0xFFu; // byte j & 3
+    let c = (w[i + 2u] >> sh) & 0xFFu; // byte (j & 3) + 4
+    let e = (w[i + 3u] >> sh) & 0xFFu; // byte (j & 3) + 8
+    let lo = vec2<u32>(a, c) & vec2<u32>(63u);
+    let hi = ((vec2<u32>(e) >> vec2<u32>(0u, 4u)) & vec2<u32>(15u)) | ((vec2<u32>(a, c) >> vec2<u32>(6u)) << vec2<u32>(4u));
+    let sm = select(hi, lo, j < 4u);
+    return dd * vec2<f32>(sm);
+}
+
 fn dequant32(row_byte: u32, cols: u32, sb: u32) -> array<vec4<f32>, 8> {
     let i = (row_byte >> 2u) + (sb >> 3u) * 36u;
     let j = sb & 7u;
-    let dd = unpack2x16float(w[i]);
-    let s = array<u32, 3>(w[i + 1u], w[i + 2u], w[i + 3u]);
-    // Byte k of the scales is (s[k / 4] >> 8 * (k % 4)) & 0xFF.
-    let jl = j & 3u;
-    let a = (s[0] >> (8u * jl)) & 0xFFu; // s[j & 3]
-    let c = (s[1] >> (8u * jl)) & 0xFFu; // s[(j & 3) + 4]
-    let e = (s[2] >> (8u * jl)) & 0xFFu; // s[(j & 3) + 8]
-    var sc: u32;
-    var mn: u32;
-    if (j < 4u) {
-        sc = a & 63u;
-        mn = c & 63u;
-    } else {
-        sc = (e & 15u) | ((a >> 6u) << 4u);
-        mn = (e >> 4u) | ((c >> 6u) << 4u);
-    }
-    let d1 = dd.x * f32(sc);
-    let m1 = dd.y * f32(mn);
+    let dm = q4k_scale_min(i, j);
     let qi = i + 4u + (j >> 1u) * 8u;
-    let shift = (j & 1u) * 4u;
-    var out: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        out[k] = d1 * nib4(w[qi + k], shift) - m1;
-    }
-    return out;
+    let s = (j & 1u) * 4u;
+    return array<vec4<f32>, 8>(
+        dm.x * nib4(w[qi], s) - dm.y, dm.x * nib4(w[qi + 1u], s) - dm.y,
+        dm.x * nib4(w[qi + 2u], s) - dm.y, dm.x * nib4(w[qi + 3u], s) - dm.y,
+        dm.x * nib4(w[qi + 4u], s) - dm.y, dm.x * nib4(w[qi + 5u], s) - dm.y,
+        dm.x * nib4(w[qi + 6u], s) - dm.y, dm.x * nib4(w[qi + 7u], s) - dm.y);
+}
+
+// (d * scale) * sum nibble*x - (dmin * min) * sum x.
+fn dot32(row_byte: u32, cols: u32, sb: u32, xv: array<vec4<f32>, 8>, xsum: vec4<f32>) -> vec4<f32> {
+    let i = (row_byte >> 2u) + (sb >> 3u) * 36u;
+    let j = sb & 7u;
+    let dm = q4k_scale_min(i, j);
+    let qi = i + 4u + (j >> 1u) * 8u;
+    let s = (j & 1u) * 4u;
+    let n = array<vec4<f32>, 8>(
+        nib4(w[qi], s), nib4(w[qi + 1u], s), nib4(w[qi + 2u], s), nib4(w[qi + 3u], s),
+        nib4(w[qi + 4u], s), nib4(w[qi + 5u], s), nib4(w[qi + 6u], s), nib4(w[qi + 7u], s));
+    return dm.x * dot_chunk(n, xv) - dm.y * xsum;
 }

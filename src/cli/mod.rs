@@ -1,6 +1,12 @@
-//! Subcommands. Each file holds one; this one holds the flag definitions.
+//! Subcommands. Each file holds one; this one holds the global flags.
 
+pub mod chat;
 pub mod devices;
+pub mod eval;
+pub mod generate;
+pub mod load;
+pub mod sampling;
+pub mod tokenize;
 
 use crate::Result;
 use clap::{Parser, Subcommand};
@@ -8,7 +14,16 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "wgkv", version, about = "LLM inference on any GPU through wgpu, with a compressible KV cache")]
 pub struct Cli {
-    /// Model file (GGUF) or Hugging Face folder; default: the built-in default model.
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Model: a GGUF file or a Hugging Face folder; default: the built-in default model (fetched on first use).
     #[arg(long, global = true)]
     pub model: Option<String>,
     /// GPU backend: vulkan, metal, dx12 or gl.
@@ -17,21 +32,44 @@ pub struct Cli {
     /// Adapter name (substring) or index as listed by `wgkv devices`.
     #[arg(long, global = true)]
     pub adapter: Option<String>,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Chat with the model (multi-turn, streaming, KV cache kept across turns).
+    Chat(chat::ChatArgs),
+    /// Generate text from one prompt.
+    Generate(generate::GenerateArgs),
+    /// Show the token ids of a text.
+    Tokenize {
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate the model: perplexity, or agreement with a reference.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// List every adapter with backend, type, features and limits.
     Devices {
         #[arg(long)]
         json: bool,
     },
+    /// Fetch the default model if it is not cached, and print its path.
+    Fetch,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
     match cli.command {
-        Command::Devices { json } => devices::run(cli.backend.as_deref(), json),
+        Command::Chat(a) => chat::run(g, a),
+        Command::Generate(a) => generate::run(g, a),
+        Command::Tokenize { text, json } => tokenize::run(g, &text, json),
+        Command::Eval(c) => eval::run(g, c),
+        Command::Devices { json } => devices::run(g.backend.as_deref(), json),
+        Command::Fetch => {
+            let path = crate::fetch::resolve_model(g.model.as_deref())?;
+            println!("{}", path.display());
+            Ok(())
+        }
     }
 }

@@ -66,15 +66,17 @@ struct RopeParams {
 }
 
 /// Per-pair frequencies in turns (theta_j / 2pi per position), computed in
-/// f64 and split as (hi, lo) with hi holding 12 significant bits, so the
-/// shader forms exact products with a 12-bit half of the position (see
-/// shaders/rope.wgsl for the error analysis).
-pub fn rope_freqs(rot_dim: u32, base: f64) -> Vec<[f32; 2]> {
+/// f64 and split as (hi, mid, lo, 0) with hi and mid holding 12 significant
+/// bits each, so the shader forms exact products with 12-bit halves of the
+/// position (see shaders/rope.wgsl for the error analysis).
+pub fn rope_freqs(rot_dim: u32, base: f64) -> Vec<[f32; 4]> {
+    let top12 = |v: f64| f32::from_bits((v as f32).to_bits() & !0xFFF);
     (0..rot_dim / 2)
         .map(|j| {
             let turns = base.powf(-2.0 * j as f64 / rot_dim as f64) / std::f64::consts::TAU;
-            let hi = f32::from_bits((turns as f32).to_bits() & !0xFFF);
-            [hi, (turns - hi as f64) as f32]
+            let hi = top12(turns);
+            let mid = top12(turns - hi as f64);
+            [hi, mid, (turns - hi as f64 - mid as f64) as f32, 0.0]
         })
         .collect()
 }
@@ -85,10 +87,10 @@ pub fn rope_freqs(rot_dim: u32, base: f64) -> Vec<[f32; 2]> {
 /// dispatch stays valid for any step with `n_tokens <= max_tokens`.
 /// Positions must stay below 2^24.
 pub fn rope(gpu: &Gpu, x: &wgpu::Buffer, step: &wgpu::Buffer, r: &Rope, max_tokens: u32) -> Result<Dispatch> {
-    if r.rot_dim == 0 || r.rot_dim % 2 != 0 || r.rot_dim > r.head_dim {
+    if r.rot_dim == 0 || !r.rot_dim.is_multiple_of(2) || r.rot_dim > r.head_dim {
         return Err(Error::msg(format!("rope: rotary dims {} must be even, non-zero and at most head_dim {}", r.rot_dim, r.head_dim)));
     }
-    if !(r.base > 1.0) || !r.base.is_finite() {
+    if !r.base.is_finite() || r.base <= 1.0 {
         return Err(Error::msg(format!("rope: frequency base {} must be a finite number above 1", r.base)));
     }
     let freqs = gpu.upload("rope.freqs", bytemuck::cast_slice(&rope_freqs(r.rot_dim, r.base)));

@@ -20,3 +20,14 @@ pub struct Step {
     pub kv_len: u32,
     pub _pad: u32,
 }
+
+/// Every kernel specialisation the engine can create (for the naga
+/// portability test): the union of each family's list.
+pub fn all_specs() -> Vec<crate::kernels::Spec> {
+    let mut v = Vec::new();
+    v.extend(elementwise::specs());
+    v.extend(linear::specs());
+    v.extend(attention::specs());
+    v.extend(sample::specs());
+    v
+}

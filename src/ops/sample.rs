@@ -11,10 +11,14 @@ use bytemuck::{Pod, Zeroable};
 
 /// Workgroup size of both kernels (topk's fast path needs WG >= K).
 pub const WG: u32 = 256;
-/// Logits per first-stage workgroup (see `argmax`).
-pub const ARGMAX_BLOCK: u32 = 16384;
-/// Logits per first-stage workgroup (see `topk`).
-pub const TOPK_BLOCK: u32 = 16384;
+/// Logits per first-stage workgroup of `argmax`. Up to this many logits run
+/// as one workgroup in one dispatch (the real model's 49152 do): on lavapipe
+/// splitting 49152 into 2..12 blocks plus a merge was never faster (its
+/// workgroups share 2 cores), and on a GPU one workgroup reads 192 KiB in
+/// microseconds. Larger vocabularies get blocks of this size and a merge.
+pub const ARGMAX_BLOCK: u32 = 65536;
+/// Logits per first-stage workgroup of `topk`; same reasoning as `ARGMAX_BLOCK`.
+pub const TOPK_BLOCK: u32 = 65536;
 /// Candidates the engine reads back for sampling.
 pub const TOPK_K: u32 = 64;
 /// Every K a top-k spec is built for: the engine's and the tests'.

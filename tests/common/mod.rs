@@ -3,7 +3,7 @@
 //! outputs so out-of-bounds writes and unwritten elements are caught.
 #![allow(dead_code)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use wgkv::gpu::{Gpu, GpuOptions};
 
 /// The contexts every kernel test runs on:
@@ -12,9 +12,50 @@ use wgkv::gpu::{Gpu, GpuOptions};
 /// - wgpu's GL backend where it exists (no f16, 16 storage buffers).
 /// Empty (the test prints a skip) only when no adapter exists and
 /// `WGKV_REQUIRE_GPU` is unset; with it set, a missing adapter fails.
-pub fn contexts() -> Vec<Arc<Gpu>> {
+pub fn contexts() -> Contexts {
+    // One GPU test at a time per test binary: wgpu's GL backend gives up on
+    // its context lock after a few seconds when another thread holds it for a
+    // long dispatch, and on a 2-core machine parallel GPU tests gain nothing.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    Contexts { list: all_contexts(), guard }
+}
+
+/// The contexts of one test, holding the GPU lock while iterated.
+pub struct Contexts {
+    list: Vec<Arc<Gpu>>,
+    guard: MutexGuard<'static, ()>,
+}
+
+pub struct ContextIter {
+    it: std::vec::IntoIter<Arc<Gpu>>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Iterator for ContextIter {
+    type Item = Arc<Gpu>;
+    fn next(&mut self) -> Option<Arc<Gpu>> {
+        self.it.next()
+    }
+}
+
+impl IntoIterator for Contexts {
+    type Item = Arc<Gpu>;
+    type IntoIter = ContextIter;
+    fn into_iter(self) -> ContextIter {
+        ContextIter { it: self.list.into_iter(), _guard: self.guard }
+    }
+}
+
+fn all_contexts() -> Vec<Arc<Gpu>> {
     static CTX: OnceLock<Vec<Arc<Gpu>>> = OnceLock::new();
     CTX.get_or_init(|| {
+        // Mesa's EGL (the GL backend) complains on every context creation
+        // when XDG_RUNTIME_DIR is unset; give it one.
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            // SAFETY: set once, before any GPU context (and its threads) exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+        }
         let required = std::env::var_os("WGKV_REQUIRE_GPU").is_some_and(|v| !v.is_empty() && v != "0");
         let main = match Gpu::new(&GpuOptions::default()) {
             Ok(g) => g,

@@ -1,0 +1,159 @@
+//! `wgkv eval ppl` and `wgkv eval compare`: numbers that say how close the
+//! engine is to the exact model.
+
+use super::load::{load, RunArgs};
+use crate::model::{Output, Readout};
+use crate::{Error, Result};
+use serde_json::json;
+use std::time::Instant;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Perplexity: each chunk's first half prefilled, second half teacher-forced through the decode path and scored.
+    Ppl {
+        /// Text file to score.
+        #[arg(long)]
+        file: String,
+        /// Tokens per chunk (and the KV cache size).
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// Score only the first N chunks.
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// KV cache policy.
+        #[arg(long, default_value = "full")]
+        kv: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Teacher-force a reference file's tokens and compare logits with its top-20.
+    Compare {
+        #[arg(long)]
+        reference: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
+    match cmd {
+        EvalCommand::Ppl { file, ctx, chunks, kv, json } => ppl(global, &file, ctx, chunks, json, RunArgs { kv, ctx: Some(ctx) }),
+        EvalCommand::Compare { reference, json, run } => compare(global, &reference, json, run),
+    }
+}
+
+/// log(sum(exp(logits))) in f64.
+fn log_sum_exp(logits: &[f32]) -> f64 {
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    m + logits.iter().map(|&l| (l as f64 - m).exp()).sum::<f64>().ln()
+}
+
+fn logits(o: Output) -> Vec<f32> {
+    match o {
+        Output::Logits(v) => v,
+        _ => unreachable!("logits readout"),
+    }
+}
+
+fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usize>, as_json: bool, run: RunArgs) -> Result<()> {
+    if n_ctx < 4 {
+        return Err(Error::msg("--ctx must be at least 4"));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    let mut l = load(global, &run)?;
+    let ids = l.tokenizer.encode(&text, false)?;
+    let available = ids.len() / n_ctx;
+    let n_chunks = max_chunks.map_or(available, |c| c.min(available));
+    if n_chunks == 0 {
+        return Err(Error::msg(format!("{file}: {} tokens, fewer than one chunk of {n_ctx}", ids.len())));
+    }
+    let first = n_ctx / 2;
+    let (mut nll, mut count) = (0f64, 0usize);
+    let t0 = Instant::now();
+    for c in 0..n_chunks {
+        let tokens = &ids[c * n_ctx..(c + 1) * n_ctx];
+        l.model.reset();
+        l.model.forward(&tokens[..first], Readout::Argmax)?;
+        for j in first..n_ctx - 1 {
+            let lg = logits(l.model.forward(&[tokens[j]], Readout::Logits)?);
+            nll += log_sum_exp(&lg) - lg[tokens[j + 1] as usize] as f64;
+            count += 1;
+        }
+        if !as_json {
+            eprint!("\r[{}/{}] ppl {:.4}", c + 1, n_chunks, (nll / count as f64).exp());
+        }
+    }
+    let ppl = (nll / count as f64).exp();
+    if as_json {
+        println!("{}", json!({"file": file, "ctx": n_ctx, "chunks": n_chunks, "scored": count, "ppl": ppl, "kv": l.model.kv.spec.to_string(), "model": l.model_name, "adapter": l.model.gpu.describe(), "seconds": t0.elapsed().as_secs_f64()}));
+    } else {
+        eprintln!();
+        println!("ppl {ppl:.4} over {count} tokens ({n_chunks} chunks of {n_ctx}, kv {}, model {}, {})", l.model.kv.spec, l.model_name, l.model.gpu.describe());
+    }
+    Ok(())
+}
+
+fn compare(global: &super::Global, reference: &str, as_json: bool, run: RunArgs) -> Result<()> {
+    let text = std::fs::read_to_string(reference).map_err(|e| Error::io(reference, e))?;
+    let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(reference, e.to_string()))?;
+    let ids = |k: &str| -> Result<Vec<u32>> {
+        r[k].as_array()
+            .ok_or_else(|| Error::format(reference, format!("missing array '{k}'")))?
+            .iter()
+            .map(|v| v.as_u64().map(|x| x as u32).ok_or_else(|| Error::format(reference, format!("'{k}' holds a non-integer"))))
+            .collect()
+    };
+    let prompt = ids("prompt_ids")?;
+    let generated = ids("generated_ids")?;
+    let steps = r["steps"].as_array().ok_or_else(|| Error::format(reference, "missing array 'steps'"))?;
+    let mut l = load(global, &run)?;
+    let (mut agree, mut margin_n, mut margin_agree, mut n) = (0, 0, 0, 0);
+    let (mut sum_diff, mut max_diff, mut n_diff) = (0f64, 0f64, 0usize);
+    for (i, step) in steps.iter().enumerate() {
+        let input: Vec<u32> = if i == 0 { prompt.clone() } else { vec![generated[i - 1]] };
+        let lg = logits(l.model.forward(&input, Readout::Logits)?);
+        let top = step["top"].as_array().ok_or_else(|| Error::format(reference, format!("step {i} has no 'top'")))?;
+        let entry = |j: usize| -> Result<(u32, f64)> {
+            let e = &top[j];
+            Ok((e[0].as_u64().unwrap_or(u64::MAX) as u32, e[2].as_f64().ok_or_else(|| Error::format(reference, "bad top entry"))?))
+        };
+        if top.len() < 2 {
+            return Err(Error::format(reference, format!("step {i}: fewer than 2 top entries")));
+        }
+        let ours = lg.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (j, &v)| if v > b.1 { (j, v) } else { b }).0 as u32;
+        let (id0, l0) = entry(0)?;
+        let (_, l1) = entry(1)?;
+        n += 1;
+        agree += (ours == id0) as usize;
+        if l0 - l1 > 0.25 {
+            margin_n += 1;
+            margin_agree += (ours == id0) as usize;
+        }
+        for j in 0..top.len() {
+            let (id, want) = entry(j)?;
+            let got = *lg.get(id as usize).ok_or_else(|| Error::format(reference, format!("token id {id} outside the vocabulary")))? as f64;
+            let d = (got - want).abs();
+            sum_diff += d;
+            max_diff = max_diff.max(d);
+            n_diff += 1;
+        }
+    }
+    let mean = sum_diff / n_diff.max(1) as f64;
+    let o = json!({
+        "reference": reference, "steps": n, "top1_agree": agree, "top1_rate": agree as f64 / n.max(1) as f64,
+        "margin_steps": margin_n, "margin_agree": margin_agree,
+        "mean_abs_diff_top20": mean, "max_abs_diff_top20": max_diff,
+        "model": l.model_name, "adapter": l.model.gpu.describe(), "kv": l.model.kv.spec.to_string(),
+    });
+    if as_json {
+        println!("{o}");
+    } else {
+        println!(
+            "{reference}: top-1 agreement {agree}/{n}, {margin_agree}/{margin_n} where the reference margin > 0.25; top-20 logit |diff| mean {mean:.4} max {max_diff:.4} ({}, {})",
+            l.model_name, l.model.gpu.describe()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! What every model-running subcommand does first: resolve the model, open
+//! the GPU, upload the weights, build the tokenizer and template.
+
+use crate::fetch::resolve_model;
+use crate::gpu::{Gpu, GpuOptions};
+use crate::kv::KvSpec;
+use crate::model::Model;
+use crate::template::ChatTemplate;
+use crate::tokenizer::Tokenizer;
+use crate::weights::Weights;
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// Flags shared by the commands that run the model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// KV cache policy, e.g. `full` (see README: KV policies).
+    #[arg(long, default_value = "full")]
+    pub kv: String,
+    /// Context size in tokens (KV cache capacity); default: the model's, capped at 8192.
+    #[arg(long)]
+    pub ctx: Option<usize>,
+}
+
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub template: Option<ChatTemplate>,
+    pub model_name: String,
+}
+
+/// The GPU the command runs on. A device error that escapes the checks
+/// (validation, out of memory, device lost) ends the run with one line
+/// instead of wgpu's panic.
+pub fn gpu(global: &super::Global) -> Result<Arc<Gpu>> {
+    let gpu = Gpu::new(&GpuOptions { backend: global.backend.clone(), adapter: global.adapter.clone(), force_f32: false })?;
+    gpu.device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+        let first = e.to_string().lines().find(|l| !l.trim().is_empty()).unwrap_or("unknown").trim().to_string();
+        eprintln!("wgkv: error: GPU: {first}");
+        std::process::exit(2);
+    }));
+    Ok(gpu)
+}
+
+pub fn load(global: &super::Global, run: &RunArgs) -> Result<Loaded> {
+    let spec = KvSpec::parse(&run.kv)?;
+    let path = resolve_model(global.model.as_deref())?;
+    let weights = Weights::open(&path)?;
+    let tokenizer = tokenizer(&weights)?;
+    let template = match tokenizer.chat_template() {
+        Some(src) => Some(ChatTemplate::new(src, tokenizer.bos_text(), tokenizer.eos_text())?),
+        None => None,
+    };
+    let ctx = run.ctx.unwrap_or(weights.cfg.max_seq.min(8192));
+    if ctx > weights.cfg.max_seq {
+        return Err(Error::msg(format!("--ctx {ctx} exceeds the model's context length {}", weights.cfg.max_seq)));
+    }
+    let gpu = gpu(global)?;
+    let model = Model::load(gpu, &weights, ctx, spec)?;
+    let model_name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    Ok(Loaded { model, tokenizer, template, model_name })
+}
+
+/// The model's own tokenizer: from the GGUF metadata or the HF folder's tokenizer.json.
+pub fn tokenizer(w: &Weights) -> Result<Tokenizer> {
+    match (&w.gguf, &w.hf_dir) {
+        (Some(g), _) => Tokenizer::from_gguf(g),
+        (None, Some(dir)) => Tokenizer::from_hf_dir(dir),
+        _ => Err(Error::msg(format!("{}: no tokenizer found", w.path.display()))),
+    }
+}
