@@ -153,7 +153,7 @@ fn main() {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut failed = false;
     for &w in WType::ALL {
-        let fits = |cols: u32| cols as usize % w.block_elems() == 0;
+        let fits = |cols: u32| (cols as usize).is_multiple_of(w.block_elems());
         for (kernel, shapes) in [("matvec", MATVEC_SHAPES), ("matmul", MATMUL_SHAPES)] {
             if !wanted(kernel, w) {
                 continue;

@@ -16,6 +16,20 @@ struct Step { pos: u32, n_tokens: u32, kv_len: u32, _p0: u32 }
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<uniform> step: Step;
 
+// Elements k .. k+3 of token row o (o = first element of the row), those below dim.
+fn put4(o: u32, k: u32, v: vec4<f32>) {
+    if (k + 3u < p.dim) {
+        out[o + k] = v.x;
+        out[o + k + 1u] = v.y;
+        out[o + k + 2u] = v.z;
+        out[o + k + 3u] = v.w;
+    } else {
+        if (k < p.dim) { out[o + k] = v.x; }
+        if (k + 1u < p.dim) { out[o + k + 1u] = v.y; }
+        if (k + 2u < p.dim) { out[o + k + 2u] = v.z; }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
@@ -30,11 +44,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (id < p.vocab) {
         v = dequant32(id * row_bytes(p.dim), p.dim, sb);
     }
-    let k0 = sb * 32u;
-    let o = t * p.dim + k0;
-    for (var j = 0u; j < 32u; j++) {
-        if (k0 + j < p.dim) {
-            out[o + j] = v[j / 4u][j % 4u];
-        }
-    }
+    let o = t * p.dim;
+    let k = sb * 32u;
+    put4(o, k, v[0]);
+    put4(o, k + 4u, v[1]);
+    put4(o, k + 8u, v[2]);
+    put4(o, k + 12u, v[3]);
+    put4(o, k + 16u, v[4]);
+    put4(o, k + 20u, v[5]);
+    put4(o, k + 24u, v[6]);
+    put4(o, k + 28u, v[7]);
 }

@@ -103,7 +103,7 @@ pub fn check_shape(w: WType, rows: usize, cols: usize) -> Result<()> {
     if rows == 0 || cols == 0 {
         return Err(Error::msg(format!("{} matrix {rows}x{cols} is empty", w.name())));
     }
-    if cols % w.block_elems() != 0 {
+    if !cols.is_multiple_of(w.block_elems()) {
         return Err(Error::msg(format!(
             "{} matrix {rows}x{cols}: row length {cols} is not a multiple of the {}-weight block",
             w.name(),
@@ -189,7 +189,7 @@ fn q4k_scale_min(s: &[u8], j: usize) -> (u8, u8) {
 /// dequantizes them. `n` must be whole blocks and `bytes` must hold them.
 pub fn dequantize(w: WType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
     let (be, bb) = (w.block_elems(), w.block_bytes());
-    if n % be != 0 {
+    if !n.is_multiple_of(be) {
         return Err(Error::msg(format!("{}: {n} weights are not whole {be}-weight blocks", w.name())));
     }
     let need = n / be * bb;
@@ -205,7 +205,7 @@ pub fn dequantize(w: WType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
 
 /// Row `row` (of `cols` weights) of a row-major matrix stored in `bytes`.
 pub fn dequant_row(w: WType, bytes: &[u8], cols: usize, row: usize) -> Result<Vec<f32>> {
-    if cols % w.block_elems() != 0 {
+    if !cols.is_multiple_of(w.block_elems()) {
         return Err(Error::msg(format!("{}: row length {cols} is not whole blocks", w.name())));
     }
     let rb = w.row_bytes(cols);
@@ -221,7 +221,7 @@ pub fn dequant_row(w: WType, bytes: &[u8], cols: usize, row: usize) -> Result<Ve
 /// error-minimising ones. `values.len()` must be a multiple of the block size.
 pub fn quantize(w: WType, values: &[f32]) -> Vec<u8> {
     let be = w.block_elems();
-    assert!(values.len() % be == 0, "quantize {}: {} values are not whole blocks", w.name(), values.len());
+    assert!(values.len().is_multiple_of(be), "quantize {}: {} values are not whole blocks", w.name(), values.len());
     let mut out = Vec::with_capacity(values.len() / be * w.block_bytes());
     for x in values.chunks_exact(be) {
         match w {

@@ -65,15 +65,19 @@ fn col_choices(w: WType) -> &'static [usize] {
 
 // ---------------------------------------------------------------- CPU dequantizer
 
+/// One block's bytes and (weight index, hand-computed value) pairs.
+type KnownBlock = (WType, Vec<u8>, Vec<(usize, f32)>);
+
 /// Hand-built blocks with values computed by hand from ggml's formulas.
-/// Returns (type, one block's bytes, [(index, expected value)]).
-fn known_blocks() -> Vec<(WType, Vec<u8>, Vec<(usize, f32)>)> {
-    let mut v = Vec::new();
-    v.push((WType::F32, 1.5f32.to_le_bytes().to_vec(), vec![(0, 1.5)]));
-    v.push((WType::F16, vec![0x00, 0xC0], vec![(0, -2.0)]));
-    v.push((WType::F16, vec![0x01, 0x00], vec![(0, 2f32.powi(-24))])); // smallest subnormal
-    v.push((WType::BF16, vec![0xC0, 0x3F], vec![(0, 1.5)]));
-    v.push((WType::BF16, vec![0x00, 0xC1], vec![(0, -8.0)]));
+fn known_blocks() -> Vec<KnownBlock> {
+    let mut v: Vec<KnownBlock> = vec![
+        (WType::F32, 1.5f32.to_le_bytes().to_vec(), vec![(0, 1.5)]),
+        (WType::F16, vec![0x00, 0xC0], vec![(0, -2.0)]),
+        (WType::F16, vec![0x01, 0x00], vec![(0, 2f32.powi(-24))]), // smallest subnormal
+        (WType::F16, vec![0x00, 0x7C], vec![(0, f32::INFINITY)]),
+        (WType::BF16, vec![0xC0, 0x3F], vec![(0, 1.5)]),
+        (WType::BF16, vec![0x00, 0xC1], vec![(0, -8.0)]),
+    ];
 
     // Q8_0: d = 0.5 (f16 0x3800); q = 4, -128, 127.
     let mut b = vec![0u8; 34];
@@ -311,6 +315,7 @@ fn matvec_lm_head_q8_0() {
 // ---------------------------------------------------------------- matmul
 
 /// `tokens` valid tokens (the Step) in buffers sized for `cap` tokens.
+#[allow(clippy::too_many_arguments)]
 fn check_matmul(g: &Gpu, shape: MatmulShape, w: WType, rows: usize, cols: usize, tokens: usize, cap: usize, accum: bool, rng: &mut Rng) {
     let (bytes, deq) = weights(rng, w, rows, cols);
     let x = rng.vec(cap * cols, -1.0, 1.0);

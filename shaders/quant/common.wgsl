@@ -47,9 +47,45 @@ fn w_u16(byte: u32) -> u32 {
     return (w[byte >> 2u] >> ((byte & 2u) * 8u)) & 0xFFFFu;
 }
 
+// IEEE halves (low 16 bits of each lane) widened exactly to f32, subnormals,
+// infinities and NaN included. Plain bit arithmetic rather than
+// unpack2x16float, which naga treats as an optional capability.
+fn f16_bits(h: vec4<u32>) -> vec4<f32> {
+    let sign = (h & vec4<u32>(0x8000u)) << vec4<u32>(16u);
+    let e = (h >> vec4<u32>(10u)) & vec4<u32>(0x1Fu);
+    let m = h & vec4<u32>(0x3FFu);
+    let normal = sign | ((e + vec4<u32>(112u)) << vec4<u32>(23u)) | (m << vec4<u32>(13u));
+    let special = sign | vec4<u32>(0x7F800000u) | (m << vec4<u32>(13u)); // inf, NaN
+    let sub = sign | bitcast<vec4<u32>>(vec4<f32>(m) * 5.9604645e-8); // m * 2^-24, exact
+    let zero = vec4<u32>(0u);
+    return bitcast<vec4<f32>>(select(select(normal, special, e == vec4<u32>(31u)), sub, e == zero));
+}
+
+// f16_bits for two lanes (block scales: half the work of four).
+fn f16_bits2(h: vec2<u32>) -> vec2<f32> {
+    let sign = (h & vec2<u32>(0x8000u)) << vec2<u32>(16u);
+    let e = (h >> vec2<u32>(10u)) & vec2<u32>(0x1Fu);
+    let m = h & vec2<u32>(0x3FFu);
+    let normal = sign | ((e + vec2<u32>(112u)) << vec2<u32>(23u)) | (m << vec2<u32>(13u));
+    let special = sign | vec2<u32>(0x7F800000u) | (m << vec2<u32>(13u));
+    let sub = sign | bitcast<vec2<u32>>(vec2<f32>(m) * 5.9604645e-8);
+    let zero = vec2<u32>(0u);
+    return bitcast<vec2<f32>>(select(select(normal, special, e == vec2<u32>(31u)), sub, e == zero));
+}
+
+// The two halves packed in a word (low half first), like unpack2x16float.
+fn half2(v: u32) -> vec2<f32> {
+    return f16_bits2(vec2<u32>(v & 0xFFFFu, v >> 16u));
+}
+
+// Four halves packed in two words.
+fn half4(a: u32, b: u32) -> vec4<f32> {
+    return f16_bits(vec4<u32>(a & 0xFFFFu, a >> 16u, b & 0xFFFFu, b >> 16u));
+}
+
 // IEEE half stored at an even byte offset, widened exactly to f32.
 fn w_f16(byte: u32) -> f32 {
-    return unpack2x16float(w_u16(byte)).x;
+    return f16_bits2(vec2<u32>(w_u16(byte), 0u)).x;
 }
 
 // Eight consecutive little-endian words starting at byte `byte` (any

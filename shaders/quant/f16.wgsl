@@ -1,6 +1,6 @@
 // quant/f16: IEEE half weights, 2 bytes each; a row of odd length leaves the
-// next row 2-byte aligned, hence the funnel reads. Decoded with
-// unpack2x16float, so no `enable f16` is needed.
+// next row 2-byte aligned, hence the funnel reads. Decoded with bit
+// arithmetic (quant/common.wgsl), so no `enable f16` is needed.
 // Implements the fragment contract of quant/common.wgsl.
 
 fn row_bytes(cols: u32) -> u32 {
@@ -8,7 +8,7 @@ fn row_bytes(cols: u32) -> u32 {
 }
 
 fn h4(a: u32, b: u32) -> vec4<f32> {
-    return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
+    return half4(a, b);
 }
 
 fn dequant32(row_byte: u32, cols: u32, sb: u32) -> array<vec4<f32>, 8> {

@@ -9,7 +9,7 @@ fn row_bytes(cols: u32) -> u32 {
 
 fn dequant32(row_byte: u32, cols: u32, sb: u32) -> array<vec4<f32>, 8> {
     let i = (row_byte >> 2u) + sb * 5u;
-    let dm = unpack2x16float(w[i]);
+    let dm = half2(w[i]);
     let q0 = w[i + 1u];
     let q1 = w[i + 2u];
     let q2 = w[i + 3u];
@@ -24,7 +24,7 @@ fn dequant32(row_byte: u32, cols: u32, sb: u32) -> array<vec4<f32>, 8> {
 // d * sum nibble*x + m * sum x.
 fn dot32(row_byte: u32, cols: u32, sb: u32, xv: array<vec4<f32>, 8>, xsum: vec4<f32>) -> vec4<f32> {
     let i = (row_byte >> 2u) + sb * 5u;
-    let dm = unpack2x16float(w[i]);
+    let dm = half2(w[i]);
     let q0 = w[i + 1u];
     let q1 = w[i + 2u];
     let q2 = w[i + 3u];

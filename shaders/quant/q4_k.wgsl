@@ -14,7 +14,7 @@ fn row_bytes(cols: u32) -> u32 {
 
 // (d * scale_j, dmin * min_j) of sub-block j = sb % 8 of the super-block at word i.
 fn q4k_scale_min(i: u32, j: u32) -> vec2<f32> {
-    let dd = unpack2x16float(w[i]);
+    let dd = half2(w[i]);
     // Byte k of the 12 scale bytes is (w[i + 1 + k / 4] >> 8 * (k % 4)) & 0xFF.
     let sh = 8u * (j & 3u);
     let a = (w[i + 1u] >> sh) & 0xFFu; // byte j & 3

@@ -33,16 +33,20 @@ pub struct MatvecShape {
 }
 
 /// CPU adapters (lavapipe runs a workgroup as 8-wide SIMD loops in which
-/// every load is a per-lane scalar loop, and barriers are costly): whole
-/// rows per invocation, 4 rows sharing each x load, no reduction.
-/// Measured on lavapipe, Q4_1 1536x576: 4 rows per invocation ~2.2 GB/s,
-/// 2 rows ~1.1 GB/s, 8 rows ~2.1 GB/s, 8 lanes per row with a reduction ~0.3 GB/s.
+/// every memory load is a per-lane scalar loop, and barriers are costly):
+/// whole rows per invocation, 4 rows sharing each x load, no reduction.
+/// Relative speeds on lavapipe, Q4_1 1536x576 (same run): 4 rows per
+/// invocation 1.0, 2 rows 0.87, 8 rows 0.89, 1 row 0.44, and `MATVEC_GPU` 0.26.
 pub const MATVEC_CPU: MatvecShape = MatvecShape { workgroup: 16, threads_per_row: 1, rows_per_thread: 4 };
 /// GPUs: 8 lanes per row so that short rows still spread over many lanes,
 /// 8 rows per 64-invocation workgroup.
 pub const MATVEC_GPU: MatvecShape = MatvecShape { workgroup: 64, threads_per_row: 8, rows_per_thread: 1 };
 
 impl MatvecShape {
+    pub fn for_gpu(gpu: &Gpu) -> MatvecShape {
+        if gpu.caps.cpu { MATVEC_CPU } else { MATVEC_GPU }
+    }
+
     /// Rows covered by one workgroup.
     pub fn rows_per_group(self) -> u32 {
         self.workgroup / self.threads_per_row * self.rows_per_thread
@@ -59,9 +63,10 @@ pub struct MatmulShape {
     pub tokens_per_thread: u32,
 }
 
-/// CPU adapters: 8x4 register tiles, 64 invocations. Measured on lavapipe
-/// (Q4_1 1536x576, 256 tokens): ~5.7 GFLOP/s; 8x8 tiles reach ~7.8 but take
-/// LLVM ~5 s per pipeline to compile (~1 s here), 4x4 tiles ~4.7.
+/// CPU adapters: 8x4 register tiles, 64 invocations. On lavapipe (Q4_1
+/// 1536x576, 256 tokens, same run) 8x8 tiles ran 1.35x faster but take LLVM
+/// ~5 s per pipeline to compile instead of ~1 s (tests compile dozens);
+/// 4x4 tiles ran 0.8x.
 pub const MATMUL_CPU: MatmulShape = MatmulShape { tile_rows: 64, tile_tokens: 32, tokens_per_thread: 4 };
 /// GPUs: 8x8 register tiles, 64 invocations, 16 KiB of workgroup memory
 /// (the portable limit).
@@ -75,13 +80,6 @@ impl MatmulShape {
 
 /// Invocations per embed workgroup (each writes one 32-element chunk).
 pub const EMBED_WG: u32 = 64;
-
-impl MatvecShape {
-    pub fn for_gpu(gpu: &Gpu) -> MatvecShape {
-        if gpu.caps.cpu { MATVEC_CPU } else { MATVEC_GPU }
-    }
-}
-
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
