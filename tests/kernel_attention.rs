@@ -17,14 +17,6 @@ use wgkv::reference::attention as reference;
 /// preset applies. The log-sum-exp uses it too (|lse| stays below ~20 here).
 const ATTN: Tol = F32_REDUCTION;
 
-/// wgpu's GL backend gives up on its context lock after 6 s; the long GL
-/// dispatches here (512-token prefill, 8192-slot decode on a loaded 2-core
-/// machine) can hold it that long, so this file's tests take turns.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn shape(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_seq: u32) -> AttnShape {
     AttnShape { n_heads, n_kv_heads, head_dim, max_seq }
 }
@@ -85,7 +77,6 @@ impl Cache {
 
 #[test]
 fn kv_append_stores_exact_rows_and_nothing_else() {
-    let _turn = serial();
     // (n_kv_heads, head_dim, max_seq, prior slots, n_tokens): real model, a
     // single token landing on the last slot, 65 tokens with head_dim 32, 512
     // tokens after prior context.
@@ -159,7 +150,6 @@ fn check_prefill(g: &Gpu, rng: &mut Rng, s: &AttnShape, n: u32, prior: u32) {
 
 #[test]
 fn prefill_matches_reference() {
-    let _turn = serial();
     for g in contexts() {
         let mut rng = Rng::new(20);
         for &(nh, nkv) in &[(9, 3), (4, 4), (8, 1)] {
@@ -208,7 +198,6 @@ fn check_decode(g: &Gpu, rng: &mut Rng, s: &AttnShape, kv_len: u32, q_range: f32
 
 #[test]
 fn decode_matches_reference() {
-    let _turn = serial();
     let lens = [1, 2, 63, 64, 65, 1000, 4097];
     for g in contexts() {
         let mut rng = Rng::new(30);
@@ -231,7 +220,6 @@ fn decode_matches_reference() {
 /// steps, only the step uniform changing between calls.
 #[test]
 fn chunked_prefill_then_decode_reuse_bind_groups() {
-    let _turn = serial();
     let s = shape(9, 3, 64, 700);
     let max_tokens = 300;
     let (qrow, kvrow) = ((s.n_heads * s.head_dim) as usize, (s.n_kv_heads * s.head_dim) as usize);
@@ -279,7 +267,6 @@ fn chunked_prefill_then_decode_reuse_bind_groups() {
 
 #[test]
 fn shapes_are_checked_and_specs_cover_the_model() {
-    let _turn = serial();
     for g in contexts() {
         assert!(shape(9, 3, 64, 8192).check(&g).is_ok());
         assert!(shape(9, 4, 64, 8192).check(&g).is_err(), "9 heads over 4 KV heads");

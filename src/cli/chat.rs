@@ -118,11 +118,15 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                 "kv" => {
                     let kv = &l.model.kv;
                     let per_layer = kv.tokens_per_layer();
+                    let layers = match per_layer.iter().all(|&n| n == per_layer[0]) {
+                        true => format!("{} in each of {} layers", per_layer[0], per_layer.len()),
+                        false => format!("{per_layer:?} per layer"),
+                    };
                     println!(
-                        "kv {}: {} tokens of {} ({:.2} MiB resident, {:.2} MiB allocated, {:.2} MiB read per decode step); tokens per layer: {:?}",
+                        "kv {}: {} tokens of {} ({:.2} MiB resident, {:.2} MiB allocated, {:.2} MiB read per decode step); tokens kept: {layers}",
                         kv.spec, kv.len, kv.max_seq,
                         kv.bytes_resident() as f64 / 1048576.0, kv.bytes_allocated() as f64 / 1048576.0,
-                        kv.bytes_read_per_step() as f64 / 1048576.0, per_layer
+                        kv.bytes_read_per_step() as f64 / 1048576.0
                     );
                 }
                 "stats" => match &s.last {
