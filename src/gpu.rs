@@ -205,20 +205,30 @@ impl Gpu {
         let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
     }
 
-    /// Copy `bytes` from `src` at `offset` into a staging buffer, submit
-    /// (together with `enc`'s work, if given) and return the bytes.
-    pub fn readback_with(&self, enc: Option<wgpu::CommandEncoder>, src: &wgpu::Buffer, offset: u64, bytes: u64) -> Vec<u8> {
-        let size = bytes.div_ceil(4) * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+    /// A MAP_READ buffer of `bytes` for `readback_into`.
+    pub fn staging(&self, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size,
+            size: bytes.max(4).div_ceil(4) * 4,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
-        let mut enc = enc.unwrap_or_else(|| self.encoder());
-        enc.copy_buffer_to_buffer(src, offset, &staging, 0, size);
+        })
+    }
+
+    /// Copy `bytes` from `src` at `offset` into `staging` (allocated once by
+    /// the caller with `staging`), submit together with `enc`'s work and
+    /// return the bytes.
+    pub fn readback_into(&self, mut enc: wgpu::CommandEncoder, src: &wgpu::Buffer, offset: u64, bytes: u64, staging: &wgpu::Buffer) -> Vec<u8> {
+        let size = bytes.div_ceil(4) * 4;
+        enc.copy_buffer_to_buffer(src, offset, staging, 0, size);
         self.queue.submit([enc.finish()]);
-        read_mapped(self, &staging, size)[..bytes as usize].to_vec()
+        read_mapped(self, staging, size)[..bytes as usize].to_vec()
+    }
+
+    /// Like `readback_into` with a staging buffer made for this one call.
+    pub fn readback_with(&self, enc: Option<wgpu::CommandEncoder>, src: &wgpu::Buffer, offset: u64, bytes: u64) -> Vec<u8> {
+        let staging = self.staging(bytes);
+        self.readback_into(enc.unwrap_or_else(|| self.encoder()), src, offset, bytes, &staging)
     }
 
     pub fn readback(&self, src: &wgpu::Buffer, offset: u64, bytes: u64) -> Vec<u8> {

@@ -98,6 +98,7 @@ pub struct Model {
     best: wgpu::Buffer,   // argmax: [id, max logit]
     topk: wgpu::Buffer,   // top-k: see ops::sample::topk
     lse: wgpu::Buffer,    // [n_heads] decode attention log-sum-exp
+    staging: wgpu::Buffer, // MAP_READ, the largest readout (all logits)
     scratch: attn::DecodeScratch,
     acts: Acts,           // sized for MAX_CHUNK tokens, shared by every plan
     plans: HashMap<usize, Plan>,
@@ -156,9 +157,10 @@ impl Model {
         shape.check(&gpu)?;
         let scratch = attn::DecodeScratch::new(&gpu, &shape);
         let acts = alloc_acts(&gpu, &cfg, MAX_CHUNK);
+        let staging = gpu.staging(4 * cfg.vocab_size.max(sample::topk_words(TOPK as u32)) as u64);
         let mut m = Model {
             cfg, gpu, kv, weight_bytes, weight_type, embed, output, output_norm, layers, step, last, logits, best, topk,
-            lse, scratch, acts, plans: HashMap::new(),
+            lse, staging, scratch, acts, plans: HashMap::new(),
         };
         // Record the decode plan now so the first token pays no pipeline builds.
         m.ensure_plan(1)?;
@@ -232,16 +234,16 @@ impl Model {
             }
             return Ok(match out {
                 Readout::Argmax => {
-                    let b = self.gpu.readback_with(Some(enc), &self.best, 0, 4);
+                    let b = self.gpu.readback_into(enc, &self.best, 0, 4, &self.staging);
                     Output::Argmax(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 }
                 Readout::TopK => {
-                    let b = self.gpu.readback_with(Some(enc), &self.topk, 0, 4 * sample::topk_words(TOPK as u32) as u64);
+                    let b = self.gpu.readback_into(enc, &self.topk, 0, 4 * sample::topk_words(TOPK as u32) as u64, &self.staging);
                     let t = sample::TopK::parse(&bytemuck::pod_collect_to_vec::<u8, u32>(&b), TOPK as u32)?;
                     Output::TopK { cands: t.candidates, lse: t.lse }
                 }
                 Readout::Logits => {
-                    let b = self.gpu.readback_with(Some(enc), &self.logits, 0, 4 * self.cfg.vocab_size as u64);
+                    let b = self.gpu.readback_into(enc, &self.logits, 0, 4 * self.cfg.vocab_size as u64, &self.staging);
                     Output::Logits(bytemuck::pod_collect_to_vec(&b))
                 }
             });
