@@ -146,6 +146,8 @@ impl Model {
         let output = if cfg.tied_embeddings { None } else { Some(matrix("output.weight")?) };
         let weight_type = types.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
         let output_norm = norm_weight(&gpu, w, "output_norm.weight")?;
+        let shape = attn_shape(&cfg, ctx);
+        shape.check(&gpu)?;
         let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;
         let step = gpu.uniform("step", bytemuck::bytes_of(&Step::default()));
         let last = gpu.buffer("last", 4 * cfg.dim as u64);
@@ -153,8 +155,6 @@ impl Model {
         let best = gpu.buffer("best", 4 * sample::ARGMAX_WORDS as u64);
         let topk = gpu.buffer("topk", 4 * sample::topk_words(TOPK as u32) as u64);
         let lse = gpu.buffer("lse", 4 * cfg.n_heads as u64);
-        let shape = attn_shape(&cfg, ctx);
-        shape.check(&gpu)?;
         let scratch = attn::DecodeScratch::new(&gpu, &shape);
         let acts = alloc_acts(&gpu, &cfg, MAX_CHUNK);
         let staging = gpu.staging(4 * cfg.vocab_size.max(sample::topk_words(TOPK as u32)) as u64);

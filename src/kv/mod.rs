@@ -36,14 +36,8 @@ impl KvCache {
         }
         let elem_bytes = if gpu.caps.f16 { 2 } else { 4 };
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
+        // The binding limit was checked by `AttnShape::check` before this.
         let per_layer = (max_seq * kv_dim * elem_bytes) as u64;
-        if per_layer > gpu.caps.max_storage_binding {
-            return Err(Error::msg(format!(
-                "a context of {max_seq} tokens needs {} MiB of KV per layer, above this adapter's {} MiB binding limit; lower --ctx",
-                per_layer >> 20,
-                gpu.caps.max_storage_binding >> 20
-            )));
-        }
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for l in 0..cfg.n_layers {
             k.push(gpu.buffer(&format!("kv.k{l}"), per_layer));

@@ -126,7 +126,7 @@ impl AttnShape {
         let bytes = self.cache_bytes(gpu.caps.f16);
         if bytes > gpu.caps.max_storage_binding {
             return Err(Error::msg(format!(
-                "attention: a {max_seq}-slot KV cache needs {bytes} bytes per layer and tensor; the adapter binds at most {}",
+                "attention: a {max_seq}-slot KV cache needs {bytes} bytes per layer and tensor; the adapter binds at most {} (lower --ctx)",
                 gpu.caps.max_storage_binding
             )));
         }

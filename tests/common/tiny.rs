@@ -163,30 +163,25 @@ pub fn tiny_model(o: &TinyOpts) -> Vec<TinyTensor> {
 
 /// Rows of an HF Q or K matrix (`rows` x `cols`) in GGUF llama order (see the file comment).
 pub fn to_gguf_rows(values: &[f32], cols: usize, n_head: usize) -> Vec<f32> {
-    let rows = values.len() / cols;
-    let hd = rows / n_head;
-    let mut out = vec![0f32; values.len()];
-    for h in 0..n_head {
-        for j in 0..hd / 2 {
-            for s in 0..2 {
-                let (dst, src) = (h * hd + 2 * j + s, h * hd + s * hd / 2 + j);
-                out[dst * cols..][..cols].copy_from_slice(&values[src * cols..][..cols]);
-            }
-        }
-    }
-    out
+    permute_rows(values, cols, n_head, true)
 }
 
 /// The inverse of `to_gguf_rows`.
 pub fn from_gguf_rows(values: &[f32], cols: usize, n_head: usize) -> Vec<f32> {
-    let rows = values.len() / cols;
-    let hd = rows / n_head;
+    permute_rows(values, cols, n_head, false)
+}
+
+/// Within each head, GGUF row `2j+s` is HF row `s*hd/2 + j`; copy rows in
+/// the direction asked.
+fn permute_rows(values: &[f32], cols: usize, n_head: usize, to_gguf: bool) -> Vec<f32> {
+    let hd = values.len() / cols / n_head;
     let mut out = vec![0f32; values.len()];
     for h in 0..n_head {
         for j in 0..hd / 2 {
             for s in 0..2 {
                 let (gguf, hf) = (h * hd + 2 * j + s, h * hd + s * hd / 2 + j);
-                out[hf * cols..][..cols].copy_from_slice(&values[gguf * cols..][..cols]);
+                let (dst, src) = if to_gguf { (gguf, hf) } else { (hf, gguf) };
+                out[dst * cols..][..cols].copy_from_slice(&values[src * cols..][..cols]);
             }
         }
     }
