@@ -36,6 +36,7 @@ kernels! {
     Rope => "rope", false;
     Matvec => "matvec", true;
     Matmul => "matmul", true;
+    MatmulLanes => "matmul_lanes", true;
     Swiglu => "swiglu", false;
     Add => "add", false;
     KvAppend => "kv_append", false;
@@ -149,12 +150,22 @@ impl Registry {
 /// One recorded kernel launch: pipeline, bind group (built once) and grid.
 pub struct Dispatch {
     pub kernel: Kernel,
+    /// The weight type the kernel reads, if any (profiles group by it).
+    pub wtype: Option<WType>,
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind: wgpu::BindGroup,
     pub groups: [u32; 3],
 }
 
 impl Dispatch {
+    /// The kernel class for profiles: the kernel name, plus the weight type it reads.
+    pub fn class(&self) -> String {
+        match self.wtype {
+            Some(w) => format!("{} {}", self.kernel.name(), w.name()),
+            None => self.kernel.name().to_string(),
+        }
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.record_groups(pass, self.groups);
     }
@@ -185,7 +196,7 @@ impl crate::gpu::Gpu {
             layout: &layout,
             entries: &entries,
         });
-        Dispatch { kernel: spec.kernel, pipeline, bind, groups }
+        Dispatch { kernel: spec.kernel, wtype: spec.wtype, pipeline, bind, groups }
     }
 
     /// Record `dispatches` into one compute pass of `enc`.

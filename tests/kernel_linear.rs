@@ -325,7 +325,8 @@ fn check_matmul(g: &Gpu, shape: MatmulShape, w: WType, rows: usize, cols: usize,
     let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", cap * rows) };
     let st = step(g, tokens as u32);
     let d = ops::matmul_with(g, shape, w, &wb, &xb, &yb, &st, rows as u32, cols as u32, cap as u32, accum);
-    assert_eq!(d.kernel, Kernel::Matmul);
+    assert_eq!(d.kernel, shape.kernel);
+    assert!(matches!(d.kernel, Kernel::Matmul | Kernel::MatmulLanes));
     g.run(&[&d]);
     let got = read_guarded_f32(g, &yb, cap * rows);
     let want = reference::matmul(&deq, &x, rows, cols, tokens, accum.then_some(&init[..]));
@@ -388,8 +389,9 @@ fn launch_grids() {
     for g in contexts() {
         assert_eq!(MatvecShape::for_gpu(&g) == MATVEC_CPU, g.caps.cpu);
         assert_eq!(MatmulShape::for_gpu(&g) == MATMUL_CPU, g.caps.cpu);
+        assert_eq!(MATMUL_CPU.kernel, Kernel::MatmulLanes);
         let t = MatmulShape::for_gpu(&g);
-        assert_eq!(ops::matmul_groups(&g, 100, 33), [100u32.div_ceil(t.tile_rows), 33u32.div_ceil(t.tile_tokens), 1]);
+        assert_eq!(ops::matmul_groups(&g, 100, 33), [100u32.div_ceil(t.tile_rows), 33u32.div_ceil(t.tokens_per_group()), 1]);
     }
     assert_eq!(ops::embed_groups(576, 3), [(3 * 18u32).div_ceil(ops::EMBED_WG), 1, 1]);
     assert_eq!(ops::x_stride(33), 36);

@@ -53,26 +53,34 @@ impl MatvecShape {
     }
 }
 
-/// Matmul tile: `tile_rows` weight rows (a multiple of 8) x `tile_tokens`
-/// tokens per workgroup; each invocation computes 8 rows x
-/// `tokens_per_thread` (4 or 8) tokens.
+/// Matmul parallelisation. `Kernel::Matmul` (tiled): `tile_rows` weight
+/// rows (a multiple of 8) x `tile_tokens` tokens per workgroup, staged in
+/// workgroup memory; each invocation computes 8 rows x `tokens_per_thread`
+/// (4 or 8) tokens. `Kernel::MatmulLanes`: `tile_tokens` invocations of
+/// `tokens_per_thread` tokens each, all walking the same `tile_rows` rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulShape {
+    pub kernel: Kernel,
     pub tile_rows: u32,
     pub tile_tokens: u32,
     pub tokens_per_thread: u32,
 }
 
-/// CPU adapters: 8x4 register tiles, 64 invocations. On lavapipe (Q4_1
-/// 1536x576, 256 tokens, same run) 8x8 tiles ran 1.35x faster but take LLVM
-/// ~5 s per pipeline to compile instead of ~1 s (tests compile dozens);
-/// 4x4 tiles ran 0.8x.
-pub const MATMUL_CPU: MatmulShape = MatmulShape { tile_rows: 64, tile_tokens: 32, tokens_per_thread: 4 };
-/// GPUs: 8x8 register tiles, 64 invocations, 16 KiB of workgroup memory
-/// (the portable limit).
-pub const MATMUL_GPU: MatmulShape = MatmulShape { tile_rows: 64, tile_tokens: 64, tokens_per_thread: 8 };
+/// CPU adapters: the token-lanes kernel, 32 rows x (8 invocations x 4
+/// tokens). On lavapipe (Q4_1, 512 tokens, the model's three shapes) it ran
+/// 22-25 GFLOP/s against 5.5 for the tiled kernel with 8x4 register tiles
+/// (see shaders/matmul_lanes.wgsl for the other shapes tried).
+pub const MATMUL_CPU: MatmulShape = MatmulShape { kernel: Kernel::MatmulLanes, tile_rows: 32, tile_tokens: 8, tokens_per_thread: 4 };
+/// GPUs: the tiled kernel with 8x8 register tiles, 64 invocations, 16 KiB of
+/// workgroup memory (the portable limit).
+pub const MATMUL_GPU: MatmulShape = MatmulShape { kernel: Kernel::Matmul, tile_rows: 64, tile_tokens: 64, tokens_per_thread: 8 };
 
 impl MatmulShape {
+    /// Tokens covered by one workgroup.
+    pub fn tokens_per_group(self) -> u32 {
+        if self.kernel == Kernel::MatmulLanes { self.tile_tokens * self.tokens_per_thread } else { self.tile_tokens }
+    }
+
     pub fn for_gpu(gpu: &Gpu) -> MatmulShape {
         if gpu.caps.cpu { MATMUL_CPU } else { MATMUL_GPU }
     }
@@ -127,11 +135,8 @@ fn matvec_spec(w: WType, s: MatvecShape) -> Spec {
 }
 
 fn matmul_spec(w: WType, s: MatmulShape) -> Spec {
-    Spec::new(Kernel::Matmul)
-        .weights(w)
-        .with("TR", s.tile_rows)
-        .with("TT", s.tile_tokens)
-        .with("MT", s.tokens_per_thread)
+    let spec = Spec::new(s.kernel).weights(w).with("TR", s.tile_rows).with("TT", s.tile_tokens);
+    spec.with("MT", s.tokens_per_thread)
 }
 
 fn embed_spec(w: WType) -> Spec {
@@ -235,7 +240,7 @@ pub fn matmul_groups(gpu: &Gpu, rows: u32, n_tokens: u32) -> [u32; 3] {
 }
 
 fn matmul_groups_for(s: MatmulShape, rows: u32, n_tokens: u32) -> [u32; 3] {
-    [rows.div_ceil(s.tile_rows), n_tokens.div_ceil(s.tile_tokens), 1]
+    [rows.div_ceil(s.tile_rows), n_tokens.div_ceil(s.tokens_per_group()), 1]
 }
 
 /// `out[t, :] = table[ids[t], :]` dequantized to f32, for the first
