@@ -42,9 +42,21 @@ fn worst_error(got: &[f32], want: &[f32]) -> f32 {
     got.iter().zip(want).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0.0, f32::max)
 }
 
+/// CPU seconds this process has used (all threads), from /proc on Linux:
+/// on CPU adapters it measures a kernel's cost even when other work shares
+/// the cores and wall times are unreliable. None elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on every Linux ABI
+}
+
 /// Seconds per dispatch: one warm-up pass, then passes of `reps` dispatches
-/// in one submit until at least `budget` has elapsed; the fastest pass counts.
-fn time(g: &Gpu, d: &Dispatch, budget: Duration) -> f64 {
+/// in one submit until at least `budget` has elapsed; the fastest pass
+/// counts. Also the process CPU seconds per dispatch over all passes.
+fn time(g: &Gpu, d: &Dispatch, budget: Duration) -> (f64, Option<f64>) {
     g.run(&[d]);
     let t = Instant::now();
     g.run(&[d]);
@@ -52,13 +64,21 @@ fn time(g: &Gpu, d: &Dispatch, budget: Duration) -> f64 {
     let reps = ((0.1 / once) as usize).clamp(1, 2000);
     let list: Vec<&Dispatch> = std::iter::repeat_n(d, reps).collect();
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let mut best = f64::INFINITY;
+    let mut runs = 0;
     while start.elapsed() < budget || best.is_infinite() {
         let t = Instant::now();
         g.run(&list);
         best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        runs += reps;
     }
-    best
+    let cpu = cpu0.zip(cpu_seconds()).map(|(a, b)| (b - a) / runs as f64);
+    (best, cpu)
+}
+
+fn cpu_col(cpu: Option<f64>) -> String {
+    cpu.map_or(String::new(), |c| format!(" {:>9.1} us CPU", c * 1e6))
 }
 
 fn weights(rng: &mut Rng, w: WType, rows: u32, cols: u32) -> (Vec<u8>, Vec<f32>) {
@@ -80,14 +100,15 @@ fn bench_matvec(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Resul
     if err > 1e-3 {
         return Err(format!("matvec {} {rows}x{cols}: wrong result (error {err:e})", w.name()));
     }
-    let s = time(g, &d, Duration::from_millis(500));
+    let (s, cpu) = time(g, &d, Duration::from_millis(500));
     println!(
-        "matvec  {:5} {:>5}x{:<5} {:>9.1} us {:>8.2} GB/s",
+        "matvec  {:5} {:>5}x{:<5} {:>9.1} us {:>8.2} GB/s{}",
         w.name(),
         rows,
         cols,
         s * 1e6,
-        bytes.len() as f64 / s / 1e9
+        bytes.len() as f64 / s / 1e9,
+        cpu_col(cpu)
     );
     Ok(())
 }
@@ -111,15 +132,16 @@ fn bench_matmul(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Resul
             return Err(format!("matmul {} {rows}x{cols} token {t}: wrong result (error {err:e})", w.name()));
         }
     }
-    let s = time(g, &d, Duration::from_millis(800));
+    let (s, cpu) = time(g, &d, Duration::from_millis(800));
     let flops = 2.0 * rows as f64 * cols as f64 * PREFILL as f64;
     println!(
-        "matmul  {:5} {:>5}x{:<5} x{PREFILL} {:>9.1} us {:>8.2} GFLOP/s",
+        "matmul  {:5} {:>5}x{:<5} x{PREFILL} {:>9.1} us {:>8.2} GFLOP/s{}",
         w.name(),
         rows,
         cols,
         s * 1e6,
-        flops / s / 1e9
+        flops / s / 1e9,
+        cpu_col(cpu)
     );
     Ok(())
 }

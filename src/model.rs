@@ -9,6 +9,7 @@ use crate::kv::{KvCache, KvSpec};
 use crate::ops::attention::{self as attn, AttnShape};
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
 use crate::ops::{linear, sample, Step};
+use crate::profile::{self, Item, Profile};
 use crate::quant::WType;
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -179,18 +180,7 @@ impl Model {
     /// Run `tokens` (appended after the cached ones) and read out the last
     /// token's prediction. Long inputs are prefilled in chunks.
     pub fn forward(&mut self, tokens: &[u32], out: Readout) -> Result<Output> {
-        if tokens.is_empty() {
-            return Err(Error::msg("nothing to run: empty token list"));
-        }
-        if self.kv.len + tokens.len() > self.kv.max_seq {
-            return Err(Error::msg(format!(
-                "context full: {} cached + {} new tokens exceed the {}-token context (raise --ctx or choose a --kv eviction policy such as streaming or h2o)",
-                self.kv.len, tokens.len(), self.kv.max_seq
-            )));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(Error::msg(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size)));
-        }
+        self.check_input(tokens)?;
         let chunks: Vec<&[u32]> = tokens.chunks(MAX_CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
@@ -249,6 +239,45 @@ impl Model {
             });
         }
         unreachable!("chunks is non-empty")
+    }
+
+    /// Run one chunk (at most `MAX_CHUNK` tokens) like `forward` with an
+    /// argmax readout, timing every kernel (see `profile`).
+    pub fn profile(&mut self, tokens: &[u32]) -> Result<Profile> {
+        self.check_input(tokens)?;
+        if tokens.len() > MAX_CHUNK {
+            return Err(Error::msg(format!("profile runs one chunk of at most {MAX_CHUNK} tokens")));
+        }
+        let n = tokens.len();
+        let slots = plan_slots(n);
+        self.ensure_plan(slots)?;
+        let step = Step { pos: self.kv.len as u32, n_tokens: n as u32, kv_len: (self.kv.len + n) as u32, _pad: 0 };
+        self.gpu.write(&self.step, 0, bytemuck::bytes_of(&step));
+        self.gpu.write(&self.acts.ids, 0, bytemuck::cast_slice(tokens));
+        let plan = &self.plans[&slots];
+        let dim4 = 4 * self.cfg.dim as u64;
+        let mut items: Vec<Item> = plan.body.iter().map(Item::Dispatch).collect();
+        items.push(Item::Copy { src: &self.acts.xn, offset: (n as u64 - 1) * dim4, dst: &self.last, bytes: dim4 });
+        items.extend(plan.head.iter().chain(&plan.argmax).map(Item::Dispatch));
+        let p = profile::run(&self.gpu, &items);
+        self.kv.len += n;
+        Ok(p)
+    }
+
+    fn check_input(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::msg("nothing to run: empty token list"));
+        }
+        if self.kv.len + tokens.len() > self.kv.max_seq {
+            return Err(Error::msg(format!(
+                "context full: {} cached + {} new tokens exceed the {}-token context (raise --ctx or choose a --kv eviction policy such as streaming or h2o)",
+                self.kv.len, tokens.len(), self.kv.max_seq
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(Error::msg(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size)));
+        }
+        Ok(())
     }
 
     fn ensure_plan(&mut self, slots: usize) -> Result<()> {

@@ -1,0 +1,142 @@
+//! Per-kernel timing of a recorded forward pass, for `wgkv bench --profile`.
+//!
+//! With TIMESTAMP_QUERY every dispatch runs in its own compute pass whose
+//! beginning and end write GPU timestamps, all in one submit: the figures are
+//! device time and exclude submission. Without it, every dispatch is
+//! submitted and waited on alone and timed on the host, which includes the
+//! submit cost of each (documented as the `host` method).
+
+use crate::gpu::{read_mapped, Gpu};
+use crate::kernels::Dispatch;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// One step of a timed sequence: a dispatch, or a buffer copy between them.
+pub enum Item<'a> {
+    Dispatch(&'a Dispatch),
+    Copy { src: &'a wgpu::Buffer, offset: u64, dst: &'a wgpu::Buffer, bytes: u64 },
+}
+
+/// Time per kernel class over one forward call.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Profile {
+    /// `timestamps` (GPU time per dispatch) or `host` (wall time per submit).
+    pub method: &'static str,
+    /// Summed time of all dispatches, microseconds.
+    pub total_us: f64,
+    /// Kernel class (kernel name plus weight type where it reads weights), calls and microseconds, slowest first.
+    pub rows: Vec<ProfileRow>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProfileRow {
+    pub class: String,
+    pub calls: usize,
+    pub us: f64,
+}
+
+/// Run `items` once, timing each dispatch, and group the times by class.
+pub fn run(gpu: &Gpu, items: &[Item]) -> Profile {
+    let dispatches: Vec<&Dispatch> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Dispatch(d) => Some(*d),
+            Item::Copy { .. } => None,
+        })
+        .collect();
+    let (method, times) = if gpu.caps.timestamps && 2 * dispatches.len() <= wgpu::QUERY_SET_MAX_QUERIES as usize {
+        ("timestamps", with_timestamps(gpu, items, dispatches.len()))
+    } else {
+        ("host", with_host_clock(gpu, items))
+    };
+    let mut by: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    for (d, t) in dispatches.iter().zip(&times) {
+        let e = by.entry(d.class()).or_default();
+        e.0 += 1;
+        e.1 += t;
+    }
+    let mut rows: Vec<ProfileRow> = by.into_iter().map(|(class, (calls, us))| ProfileRow { class, calls, us }).collect();
+    rows.sort_by(|a, b| b.us.total_cmp(&a.us));
+    Profile { method, total_us: times.iter().sum(), rows }
+}
+
+fn record_copy(enc: &mut wgpu::CommandEncoder, item: &Item) {
+    if let Item::Copy { src, offset, dst, bytes } = item {
+        enc.copy_buffer_to_buffer(src, *offset, dst, 0, *bytes);
+    }
+}
+
+fn with_timestamps(gpu: &Gpu, items: &[Item], n: usize) -> Vec<f64> {
+    let queries = (2 * n) as u32;
+    let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count: queries });
+    let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("profile.resolve"),
+        size: 8 * queries as u64,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let staging = gpu.staging(8 * queries as u64);
+    let mut enc = gpu.encoder();
+    let mut i = 0u32;
+    for item in items {
+        match item {
+            Item::Dispatch(d) => {
+                let writes = wgpu::ComputePassTimestampWrites {
+                    query_set: &set,
+                    beginning_of_pass_write_index: Some(2 * i),
+                    end_of_pass_write_index: Some(2 * i + 1),
+                };
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(writes) });
+                d.record(&mut pass);
+                i += 1;
+            }
+            copy => record_copy(&mut enc, copy),
+        }
+    }
+    enc.resolve_query_set(&set, 0..queries, &resolve, 0);
+    enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 8 * queries as u64);
+    gpu.queue.submit([enc.finish()]);
+    let raw: Vec<u64> = bytemuck::pod_collect_to_vec(&read_mapped(gpu, &staging, 8 * queries as u64));
+    let ns = gpu.queue.get_timestamp_period() as f64;
+    raw.chunks(2).map(|p| p[1].saturating_sub(p[0]) as f64 * ns / 1e3).collect()
+}
+
+fn with_host_clock(gpu: &Gpu, items: &[Item]) -> Vec<f64> {
+    let mut times = Vec::new();
+    for item in items {
+        let mut enc = gpu.encoder();
+        match item {
+            Item::Dispatch(d) => {
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                    d.record(&mut pass);
+                }
+                let t = Instant::now();
+                gpu.submit(enc);
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            copy => {
+                record_copy(&mut enc, copy);
+                gpu.submit(enc);
+            }
+        }
+    }
+    times
+}
+
+/// The profile as a text table: class, calls, total ms, share, µs per call.
+pub fn table(p: &Profile, title: &str) -> String {
+    let mut s = format!("{title} — {:.2} ms of kernels ({} method)\n", p.total_us / 1e3, p.method);
+    s.push_str("| kernel | calls | ms | share | µs/call |\n|---|---:|---:|---:|---:|\n");
+    for r in &p.rows {
+        s.push_str(&format!(
+            "| {} | {} | {:.3} | {:.1}% | {:.1} |\n",
+            r.class,
+            r.calls,
+            r.us / 1e3,
+            100.0 * r.us / p.total_us.max(1e-9),
+            r.us / r.calls as f64
+        ));
+    }
+    s
+}
