@@ -42,6 +42,7 @@ kernels! {
     KvAppend => "kv_append", false;
     AttnPrefill => "attn_prefill", false;
     AttnDecode => "attn_decode", false;
+    AttnDecodeLanes => "attn_decode_lanes", false;
     AttnMerge => "attn_merge", false;
     Argmax => "argmax", false;
     TopK => "topk", false;

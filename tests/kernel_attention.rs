@@ -8,7 +8,7 @@ use common::*;
 use wgkv::gpu::Gpu;
 use wgkv::kernels::Kernel;
 use wgkv::ops::Step;
-use wgkv::ops::attention::{self as ops, AttnShape, DecodeScratch};
+use wgkv::ops::attention::{self as ops, AttnShape, DecodeKind, DecodeScratch};
 use wgkv::reference::attention as reference;
 
 /// Attention outputs are convex combinations of V rows (|v| <= 1), computed from
@@ -172,6 +172,10 @@ fn prefill_matches_reference() {
 /// Append one token at slot kv_len - 1 after `kv_len - 1` preloaded slots and
 /// decode it; `q_range` widens the scores to test the softmax's stability.
 fn check_decode(g: &Gpu, rng: &mut Rng, s: &AttnShape, kv_len: u32, q_range: f32) {
+    check_decode_kind(g, rng, s, kv_len, q_range, DecodeKind::for_gpu(g));
+}
+
+fn check_decode_kind(g: &Gpu, rng: &mut Rng, s: &AttnShape, kv_len: u32, q_range: f32, kind: DecodeKind) {
     let (qrow, kvrow) = ((s.n_heads * s.head_dim) as usize, (s.n_kv_heads * s.head_dim) as usize);
     let mut cache = Cache::new(g, s);
     cache.preload(g, s, rng, kv_len as usize - 1);
@@ -180,18 +184,19 @@ fn check_decode(g: &Gpu, rng: &mut Rng, s: &AttnShape, kv_len: u32, q_range: f32
     let v_new = rng.vec(kvrow, -1.0, 1.0);
     let step = g.uniform("step", &step_bytes(kv_len - 1, 1, kv_len));
     let (kb, vb, qb) = (upload_f32(g, "k", &k_new), upload_f32(g, "v", &v_new), upload_f32(g, "q", &q));
-    let scratch = DecodeScratch::new(g, s);
+    let scratch = DecodeScratch::with_kind(g, s, kind);
     let out = poisoned(g, "out", qrow);
     let lse = poisoned(g, "lse", s.n_heads as usize);
     let app = ops::kv_append(g, s, &kb, &vb, &cache.k, &cache.v, &step, 1);
     let dec = ops::attn_decode(g, s, &qb, &cache.k, &cache.v, &scratch, &out, &lse, &step);
-    assert_eq!(dec.partial.kernel, Kernel::AttnDecode);
+    let want_kernel = if kind == DecodeKind::Lanes { Kernel::AttnDecodeLanes } else { Kernel::AttnDecode };
+    assert_eq!(dec.partial.kernel, want_kernel);
     assert_eq!(dec.merge.kernel, Kernel::AttnMerge);
     g.run(&[&app, &dec.partial, &dec.merge]);
 
     cache.append_ref(g, s, &k_new, &v_new, kv_len as usize - 1);
     let want = reference::attention(s, &q, &cache.kc, &cache.vc, 1, kv_len as usize);
-    let what = format!("decode heads {}/{} dim {} kv_len={kv_len} q±{q_range} on {}", s.n_heads, s.n_kv_heads, s.head_dim, label(g));
+    let what = format!("decode ({kind:?}) heads {}/{} dim {} kv_len={kv_len} q±{q_range} on {}", s.n_heads, s.n_kv_heads, s.head_dim, label(g));
     assert_close(&format!("{what}: out"), &read_guarded_f32(g, &out, qrow), &want.out, ATTN);
     assert_close(&format!("{what}: lse"), &read_guarded_f32(g, &lse, s.n_heads as usize), &want.lse, ATTN);
 }
@@ -212,6 +217,22 @@ fn decode_matches_reference() {
         check_decode(&g, &mut rng, &shape(6, 2, 96, 300), 257, 2.0);
         check_decode(&g, &mut rng, &shape(6, 2, 32, 300), 100, 2.0);
         check_decode(&g, &mut rng, &shape(9, 3, 64, 8192), 8192, 2.0);
+    }
+}
+
+#[test]
+fn decode_other_kind_matches_reference() {
+    // The decode kernel of the other adapter class, on every context: odd
+    // lengths (partial lanes and chunks), GQA groups 3 and 8, head_dim 96.
+    for g in contexts() {
+        let kind = if DecodeKind::for_gpu(&g) == DecodeKind::Lanes { DecodeKind::Shared } else { DecodeKind::Lanes };
+        let mut rng = Rng::new(31);
+        for &(nh, nkv, hd) in &[(9, 3, 64), (8, 1, 64), (6, 2, 96)] {
+            let s = shape(nh, nkv, hd, 4100);
+            for &kv_len in &[1, 7, 65, 1000, 4097] {
+                check_decode_kind(&g, &mut rng, &s, kv_len, 2.0, kind);
+            }
+        }
     }
 }
 
@@ -278,7 +299,7 @@ fn shapes_are_checked_and_specs_cover_the_model() {
     let (prefill, decode) = shape(9, 3, 64, 8192).shared_bytes();
     assert!(prefill <= 16384 && decode <= 16384, "{prefill} / {decode} bytes");
     let specs = ops::specs();
-    for k in [Kernel::KvAppend, Kernel::AttnPrefill, Kernel::AttnDecode, Kernel::AttnMerge] {
+    for k in [Kernel::KvAppend, Kernel::AttnPrefill, Kernel::AttnDecode, Kernel::AttnDecodeLanes, Kernel::AttnMerge] {
         assert!(specs.iter().any(|s| s.kernel == k && s.get("HEAD_DIM") == Some(64)), "{k:?} for head_dim 64 missing");
     }
 }

@@ -89,7 +89,7 @@ impl AttnShape {
         self.max_seq.div_ceil(self.decode_chunk()).max(1)
     }
 
-    /// Partial results per decode chunk and query head: each decode workgroup sums
+    /// Partial results per `attn_decode` chunk and query head: each workgroup sums
     /// p·V in `WG / (head_dim / 4)` interleaved key subsets, merged by attn_merge.
     pub fn decode_parts(&self) -> u32 {
         (WG / (self.head_dim / 4).max(1)).max(1)
@@ -146,6 +146,10 @@ fn decode_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
     Spec::new(Kernel::AttnDecode).with("WG", WG).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
 }
 
+fn decode_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
+    Spec::new(Kernel::AttnDecodeLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
+}
+
 fn merge_spec(head_dim: u32) -> Spec {
     Spec::new(Kernel::AttnMerge).with("WG", WG).with("HEAD_DIM", head_dim)
 }
@@ -161,6 +165,7 @@ pub fn specs() -> Vec<Spec> {
         for &g in SPEC_GROUPS {
             let s = AttnShape { n_heads: g, ..base };
             v.push(decode_spec(hd, g, s.decode_chunk()));
+            v.push(decode_lanes_spec(hd, g, s.decode_chunk()));
         }
     }
     v
@@ -244,28 +249,60 @@ pub fn attn_prefill(
     )
 }
 
+/// Which decode kernel runs: `attn_decode` (workgroup-memory phases, for
+/// GPUs) or `attn_decode_lanes` (one online softmax per lane, no barriers,
+/// for CPU adapters). Both feed `attn_merge` the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeKind {
+    Shared,
+    Lanes,
+}
+
+impl DecodeKind {
+    pub fn for_gpu(gpu: &Gpu) -> DecodeKind {
+        if gpu.caps.cpu { DecodeKind::Lanes } else { DecodeKind::Shared }
+    }
+}
+
+/// Invocations per `attn_decode_lanes` workgroup: one SIMD vector on lavapipe.
+pub const DECODE_LANES: u32 = 8;
+
 /// Flash-decoding scratch for one [`AttnShape`], sized for its `max_seq`. One
 /// can serve every layer: the layers' decode dispatches run one after another.
 pub struct DecodeScratch {
     /// The shape it was sized for (decode builders must use the same).
     pub shape: AttnShape,
+    pub kind: DecodeKind,
     /// Unnormalised partial outputs `[n_heads][n_split][parts][head_dim]` f32.
     pub part_o: wgpu::Buffer,
     /// Partial (max, sum of exp) `[n_heads][n_split][parts][2]` f32.
     pub part_ml: wgpu::Buffer,
     /// Decode chunks (workgroups per KV head).
     pub n_split: u32,
+    /// Partial states per chunk and query head.
+    pub parts: u32,
 }
 
 impl DecodeScratch {
+    /// Scratch for the adapter's decode kernel.
     pub fn new(gpu: &Gpu, shape: &AttnShape) -> DecodeScratch {
+        DecodeScratch::with_kind(gpu, shape, DecodeKind::for_gpu(gpu))
+    }
+
+    pub fn with_kind(gpu: &Gpu, shape: &AttnShape, kind: DecodeKind) -> DecodeScratch {
         let n_split = shape.n_split();
-        let parts = shape.n_heads as u64 * n_split as u64 * shape.decode_parts() as u64;
+        let parts = match kind {
+            DecodeKind::Shared => shape.decode_parts(),
+            DecodeKind::Lanes => DECODE_LANES,
+        };
+        let total = shape.n_heads as u64 * n_split as u64 * parts as u64;
         DecodeScratch {
             shape: *shape,
-            part_o: gpu.buffer("attn_decode.part_o", parts * shape.head_dim as u64 * 4),
-            part_ml: gpu.buffer("attn_decode.part_ml", parts * 8),
+            kind,
+            part_o: gpu.buffer("attn_decode.part_o", total * shape.head_dim as u64 * 4),
+            part_ml: gpu.buffer("attn_decode.part_ml", total * 8),
             n_split,
+            parts,
         }
     }
 }
@@ -321,12 +358,16 @@ pub fn attn_decode(
     let n_split = scratch.n_split;
     let params = DecodeParams { n_heads: shape.n_heads, max_seq: shape.max_seq, n_split, scale: shape.scale() };
     let params = gpu.uniform("attn_decode.params", bytemuck::bytes_of(&params));
+    let spec = match scratch.kind {
+        DecodeKind::Shared => decode_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
+        DecodeKind::Lanes => decode_lanes_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
+    };
     let partial = gpu.dispatch(
-        &decode_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
+        &spec,
         &[q, k_cache, v_cache, &scratch.part_o, &scratch.part_ml, &params, step],
         [n_split, shape.n_kv_heads, 1],
     );
-    let mparams = MergeParams { n_heads: shape.n_heads, n_parts: n_split * shape.decode_parts(), _p: [0; 2] };
+    let mparams = MergeParams { n_heads: shape.n_heads, n_parts: n_split * scratch.parts, _p: [0; 2] };
     let mparams = gpu.uniform("attn_merge.params", bytemuck::bytes_of(&mparams));
     let merge = gpu.dispatch(
         &merge_spec(shape.head_dim),

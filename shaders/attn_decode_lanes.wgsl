@@ -1,0 +1,104 @@
+// attn_decode_lanes: the CPU-adapter form of attn_decode (the first half of
+// flash-decoding for the single query token of a decode step), with the same
+// chunking and the same partial-state contract for attn_merge.
+//
+// A workgroup of LANES invocations serves one (chunk, KV head) pair and all
+// GROUP query heads sharing the KV head. Lane i walks the chunk's slots
+// s0 + i, s0 + i + LANES, ... keeping its own online-softmax state per head
+// (running max m, sum l, output o): each K and V row is read once, by one
+// lane, and used for the whole group. No workgroup memory, no barriers: on
+// lavapipe a workgroup runs as one 8-wide SIMD loop, and the shared-memory
+// phases and tree reductions of attn_decode cost more there than the
+// arithmetic. Each (head, chunk, lane) is one partial state:
+//   m = max_j s_j,  l = sum_j exp(s_j - m),  o = sum_j exp(s_j - m) V_j,
+//   s_j = scale * q . K_j   (j in the lane's slots)
+// written to part_ml / part_o at part index (h * n_split + c) * LANES + lane;
+// a lane without slots writes m = -1e30, l = 0 (its o is not written: the
+// merge never reads o where l = 0).
+//
+// Chunks: L = min(CHUNK, roundup(ceil(kv_len / n_split), LANES)) slots, chunk c
+// covers [c * L, min((c + 1) * L, kv_len)); derived from step.kv_len here, so
+// the grid and bind group stay fixed while kv_len grows.
+// Layout: q [n_heads][HEAD_DIM] f32 (row 0); caches [n_kv_heads][max_seq]
+// [HEAD_DIM] kv_t (read as kv4_t); part_o [n_heads][n_split][LANES][HEAD_DIM]
+// f32; part_ml [n_heads][n_split][LANES] (m, l).
+// Bindings: q (read), k_cache (read), v_cache (read), part_o (read_write),
+// part_ml (read_write), params, step (ops::Step).
+// Prelude consts: LANES (invocations per workgroup), HEAD_DIM (a multiple of
+// 4), GROUP (query heads per KV head), CHUNK (max slots per chunk).
+// Grid: (n_split, n_kv_heads, 1) with n_split * CHUNK >= max_seq.
+
+struct Params {
+    n_heads: u32, max_seq: u32, n_split: u32, scale: f32,
+}
+struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
+
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
+@group(0) @binding(2) var<storage, read> v_cache: array<kv4_t>;
+@group(0) @binding(3) var<storage, read_write> part_o: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> part_ml: array<vec2<f32>>;
+@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(6) var<uniform> step: Step;
+
+const D4: u32 = HEAD_DIM / 4u;
+const NEG: f32 = -1.0e30; // neutral max: exp(NEG - m) == 0, never NaN
+
+@compute @workgroup_size(LANES)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let c = wid.x;
+    let kvh = wid.y;
+    let h0 = kvh * GROUP;
+    let kv_len = min(step.kv_len, p.max_seq);
+    let per = (kv_len + p.n_split - 1u) / p.n_split;
+    let len = min(CHUNK, (per + LANES - 1u) / LANES * LANES);
+    let s0 = c * len;
+    let s1 = min(s0 + len, kv_len);
+
+    var qr: array<vec4<f32>, GROUP * D4>;
+    for (var i = 0u; i < GROUP * D4; i++) {
+        qr[i] = q[h0 * D4 + i] * p.scale;
+    }
+    var acc: array<vec4<f32>, GROUP * D4>;
+    var m: array<f32, GROUP>;
+    var l: array<f32, GROUP>;
+    for (var g = 0u; g < GROUP; g++) {
+        m[g] = NEG;
+    }
+    let head = kvh * p.max_seq * D4;
+    for (var j = s0 + lane; j < s1; j += LANES) {
+        let row = head + j * D4;
+        var dp: array<vec4<f32>, GROUP>;
+        for (var d = 0u; d < D4; d++) {
+            let k = vec4<f32>(k_cache[row + d]);
+            for (var g = 0u; g < GROUP; g++) {
+                dp[g] += qr[g * D4 + d] * k;
+            }
+        }
+        var alpha: array<f32, GROUP>;
+        var pj: array<f32, GROUP>;
+        for (var g = 0u; g < GROUP; g++) {
+            let s = (dp[g].x + dp[g].y) + (dp[g].z + dp[g].w);
+            let m_new = max(m[g], s);
+            alpha[g] = exp(m[g] - m_new);
+            pj[g] = exp(s - m_new);
+            l[g] = l[g] * alpha[g] + pj[g];
+            m[g] = m_new;
+        }
+        for (var d = 0u; d < D4; d++) {
+            let v = vec4<f32>(v_cache[row + d]);
+            for (var g = 0u; g < GROUP; g++) {
+                acc[g * D4 + d] = acc[g * D4 + d] * alpha[g] + pj[g] * v;
+            }
+        }
+    }
+    for (var g = 0u; g < GROUP; g++) {
+        let slot = ((h0 + g) * p.n_split + c) * LANES + lane;
+        part_ml[slot] = vec2<f32>(m[g], l[g]);
+        if (l[g] > 0.0) {
+            for (var d = 0u; d < D4; d++) {
+                part_o[slot * D4 + d] = acc[g * D4 + d];
+            }
+        }
+    }
+}
