@@ -1,8 +1,10 @@
-//! `wgkv eval ppl` and `wgkv eval compare`: numbers that say how close the
-//! engine is to the exact model.
+//! `wgkv eval ppl`, `wgkv eval compare` and `wgkv eval passkey`: numbers
+//! that say how close the engine is to the exact model, and what a KV
+//! policy costs in quality.
 
-use super::load::{load, RunArgs};
-use crate::model::{Output, Readout};
+use super::load::{self, load, RunArgs};
+use crate::kv::KvSpec;
+use crate::model::{Model, Output, Readout};
 use crate::{Error, Result};
 use serde_json::json;
 use std::time::Instant;
@@ -23,6 +25,10 @@ pub enum EvalCommand {
         /// KV cache policy.
         #[arg(long, default_value = "full")]
         kv: String,
+        /// Also run a `full`-cache model on the same tokens and report mean
+        /// KL(full || policy) over the scored positions and top-1 agreement.
+        #[arg(long)]
+        compare_full: bool,
         #[arg(long)]
         json: bool,
     },
@@ -35,12 +41,17 @@ pub enum EvalCommand {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Pass-key retrieval accuracy per KV policy and depth (Quest's protocol).
+    Passkey(super::passkey::PasskeyArgs),
 }
 
 pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
     match cmd {
-        EvalCommand::Ppl { file, ctx, chunks, kv, json } => ppl(global, &file, ctx, chunks, json, RunArgs { kv, ctx: Some(ctx) }),
+        EvalCommand::Ppl { file, ctx, chunks, kv, compare_full, json } => {
+            ppl(global, &file, ctx, chunks, json, compare_full, RunArgs { kv, ctx: Some(ctx) })
+        }
         EvalCommand::Compare { reference, json, run } => compare(global, &reference, json, run),
+        EvalCommand::Passkey(a) => super::passkey::run(global, a),
     }
 }
 
@@ -57,13 +68,51 @@ fn logits(o: Output) -> Vec<f32> {
     }
 }
 
-fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usize>, as_json: bool, run: RunArgs) -> Result<()> {
+/// KL(p || q) in nats for the softmax distributions of two logit vectors, in f64.
+fn kl_logits(p: &[f32], q: &[f32]) -> f64 {
+    let (lp, lq) = (log_sum_exp(p), log_sum_exp(q));
+    p.iter()
+        .zip(q)
+        .map(|(&a, &b)| {
+            let la = a as f64 - lp;
+            la.exp() * (la - (b as f64 - lq))
+        })
+        .sum::<f64>()
+        .max(0.0)
+}
+
+/// Index of the largest logit (the first on ties).
+fn argmax_of(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (j, &x)| if x > b.1 { (j, x) } else { b }).0
+}
+
+/// The model under `run.kv`, and with `compare_full` a second, `full`-cache
+/// model on the same GPU and weights; the tokenizer and the model's name.
+fn load_pair(global: &super::Global, run: &RunArgs, compare_full: bool) -> Result<(Model, Option<Model>, crate::tokenizer::Tokenizer, String)> {
+    if !compare_full {
+        let l = load(global, run)?;
+        return Ok((l.model, None, l.tokenizer, l.model_name));
+    }
+    let spec = KvSpec::parse(&run.kv)?;
+    let (_, weights, name) = super::bench::open_weights(global)?;
+    let tok = load::tokenizer(&weights)?;
+    let ctx = run.ctx.unwrap_or(weights.cfg.max_seq.min(8192));
+    if ctx > weights.cfg.max_seq {
+        return Err(Error::msg(format!("--ctx {ctx} exceeds the model's context length {}", weights.cfg.max_seq)));
+    }
+    let gpu = load::gpu(global)?;
+    let policy = Model::load(gpu.clone(), &weights, ctx, spec)?;
+    let full = Model::load(gpu, &weights, ctx, KvSpec::full())?;
+    Ok((policy, Some(full), tok, name))
+}
+
+fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usize>, as_json: bool, compare_full: bool, run: RunArgs) -> Result<()> {
     if n_ctx < 4 {
         return Err(Error::msg("--ctx must be at least 4"));
     }
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-    let mut l = load(global, &run)?;
-    let ids = l.tokenizer.encode(&text, false)?;
+    let (mut model, mut full, tokenizer, model_name) = load_pair(global, &run, compare_full)?;
+    let ids = tokenizer.encode(&text, false)?;
     let available = ids.len() / n_ctx;
     let n_chunks = max_chunks.map_or(available, |c| c.min(available));
     if n_chunks == 0 {
@@ -71,26 +120,55 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
     }
     let first = n_ctx / 2;
     let (mut nll, mut count) = (0f64, 0usize);
+    // Against the full cache: NLL of the full model, summed KL, top-1 agreements.
+    let (mut nll_full, mut kl, mut agree) = (0f64, 0f64, 0usize);
     let t0 = Instant::now();
     for c in 0..n_chunks {
         let tokens = &ids[c * n_ctx..(c + 1) * n_ctx];
-        l.model.reset();
-        l.model.forward(&tokens[..first], Readout::Argmax)?;
+        model.reset();
+        model.forward(&tokens[..first], Readout::Argmax)?;
+        if let Some(f) = full.as_mut() {
+            f.reset();
+            f.forward(&tokens[..first], Readout::Argmax)?;
+        }
         for j in first..n_ctx - 1 {
-            let lg = logits(l.model.forward(&[tokens[j]], Readout::Logits)?);
+            let lg = logits(model.forward(&[tokens[j]], Readout::Logits)?);
             nll += log_sum_exp(&lg) - lg[tokens[j + 1] as usize] as f64;
             count += 1;
+            if let Some(f) = full.as_mut() {
+                let lf = logits(f.forward(&[tokens[j]], Readout::Logits)?);
+                nll_full += log_sum_exp(&lf) - lf[tokens[j + 1] as usize] as f64;
+                kl += kl_logits(&lf, &lg);
+                agree += (argmax_of(&lf) == argmax_of(&lg)) as usize;
+            }
         }
         if !as_json {
             eprint!("\r[{}/{}] ppl {:.4}", c + 1, n_chunks, (nll / count as f64).exp());
         }
     }
     let ppl = (nll / count as f64).exp();
+    let n = count as f64;
     if as_json {
-        println!("{}", json!({"file": file, "ctx": n_ctx, "chunks": n_chunks, "scored": count, "ppl": ppl, "kv": l.model.kv.spec.to_string(), "model": l.model_name, "adapter": l.model.gpu.describe(), "seconds": t0.elapsed().as_secs_f64()}));
+        let mut o = json!({"file": file, "ctx": n_ctx, "chunks": n_chunks, "scored": count, "ppl": ppl, "kv": model.kv.spec.to_string(), "model": model_name, "adapter": model.gpu.describe(), "seconds": t0.elapsed().as_secs_f64()});
+        if full.is_some() {
+            o["ppl_full"] = json!((nll_full / n).exp());
+            o["kl_mean"] = json!(kl / n);
+            o["top1_agree"] = json!(agree);
+            o["top1_rate"] = json!(agree as f64 / n);
+        }
+        println!("{o}");
     } else {
         eprintln!();
-        println!("ppl {ppl:.4} over {count} tokens ({n_chunks} chunks of {n_ctx}, kv {}, model {}, {})", l.model.kv.spec, l.model_name, l.model.gpu.describe());
+        println!("ppl {ppl:.4} over {count} tokens ({n_chunks} chunks of {n_ctx}, kv {}, model {model_name}, {})", model.kv.spec, model.gpu.describe());
+        if full.is_some() {
+            println!(
+                "vs full cache: mean KL(full || {}) {:.6} nats, top-1 agreement {agree}/{count} ({:.2}%), full-cache ppl {:.4}",
+                model.kv.spec,
+                kl / n,
+                100.0 * agree as f64 / n,
+                (nll_full / n).exp()
+            );
+        }
     }
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! Subcommands. Each file holds one; this one holds the global flags.
 
+pub mod bench;
 pub mod chat;
 pub mod devices;
 pub mod eval;
 pub mod generate;
 pub mod load;
+pub mod passkey;
 pub mod sampling;
 pub mod tokenize;
 
@@ -46,9 +48,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Evaluate the model: perplexity, or agreement with a reference.
+    /// Evaluate the model: perplexity, agreement with a reference, pass-key retrieval.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Speed per KV policy, llama-bench style: prefill (ppP) and decode (tgN, tgN@dD) tokens/s and KV bytes.
+    Bench(bench::BenchArgs),
     /// List every adapter with backend, type, features and limits.
     Devices {
         #[arg(long)]
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(g, a),
         Command::Tokenize { text, json } => tokenize::run(g, &text, json),
         Command::Eval(c) => eval::run(g, c),
+        Command::Bench(a) => bench::run(g, a),
         Command::Devices { json } => devices::run(g.backend.as_deref(), json),
         Command::Fetch => {
             let path = crate::fetch::resolve_model(g.model.as_deref())?;

@@ -1,0 +1,363 @@
+//! The accuracy instruments: Quest's pass-key prompt builder (key placed at
+//! the depth asked within one sentence, the prompt filling the budget
+//! without exceeding it, exact key line and question tokens, text intact
+//! through a real byte-level tokenizer, chat framing), answer parsing (first
+//! integer), keys; and end to end on the tiny random Llama with a small
+//! byte-level vocabulary: `eval passkey` (JSON, table, plot, chat format,
+//! errors) and `eval ppl --compare-full` (a policy compared with itself has
+//! KL 0 and full top-1 agreement).
+
+mod common;
+#[path = "common/tiny.rs"]
+mod tiny;
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+use wgkv::gguf::Value as G;
+use wgkv::measure::passkey::{self, Frame, Prompt, ANSWER_LEAD, FILLER, QUESTION, TASK};
+use wgkv::quant::WType;
+use wgkv::template::ChatTemplate;
+use wgkv::tokenizer::{GgufVocab, Tokenizer, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED};
+use wgkv::Result;
+
+// ---------------------------------------------------------------- helpers
+
+fn wgkv(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgkv"));
+    cmd.args(args);
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    cmd.output().expect("run wgkv")
+}
+
+#[track_caller]
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure; stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("wgkv: error: ") && lines[0].contains(needle), "expected '{needle}' in: {err}");
+}
+
+/// A word-level stand-in tokenizer: every word or number with its leading
+/// space, and every punctuation mark, is one token (ids from a hash, so
+/// equal pieces get equal ids).
+fn words(text: &str) -> Result<Vec<u32>> {
+    let id = |p: &str| p.bytes().fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 50_000;
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        let extend = match cur.chars().last() {
+            None => true,
+            Some(' ') => cur.len() == 1 && c != ' ',
+            Some(p) => p.is_alphanumeric() && c.is_alphanumeric(),
+        };
+        if !extend {
+            out.push(id(&cur));
+            cur.clear();
+        }
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(id(&cur));
+    }
+    Ok(out)
+}
+
+fn build_words(budget: usize, depth: f64, key: u32) -> Prompt {
+    passkey::build(&mut words, &Frame::default(), budget, depth, key).unwrap()
+}
+
+/// GPT-2's byte alphabet, in byte order.
+fn byte_alphabet() -> Vec<String> {
+    let mut extra = 0;
+    (0..=255u32)
+        .map(|b| {
+            let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+            let c = if printable {
+                b
+            } else {
+                extra += 1;
+                255 + extra
+            };
+            char::from_u32(c).unwrap().to_string()
+        })
+        .collect()
+}
+
+const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// A byte-level vocabulary of exactly the tiny model's 300 ids: three
+/// control tokens, the 256 bytes, a few merges of the filler's words, then
+/// unused ids.
+fn tiny_vocab() -> GgufVocab {
+    let merges = [
+        "h e", "Ġ T", "ĠT he", "Ġ i", "Ġi s", "Ġ p", "a s", "Ġp as", "Ġpas s", "Ġ k", "e y", "Ġk ey", "Ġ g", "r e", "e n", "Ġ s",
+    ];
+    let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(String::from).to_vec();
+    tokens.extend(byte_alphabet());
+    tokens.extend(merges.iter().map(|m| m.replace(' ', "")));
+    let mut types = vec![TOKEN_CONTROL; 3];
+    types.resize(tokens.len(), TOKEN_NORMAL);
+    while tokens.len() < tiny::VOCAB {
+        tokens.push(format!("<unused{}>", tokens.len()));
+        types.push(TOKEN_UNUSED);
+    }
+    GgufVocab {
+        model: "gpt2".into(),
+        pre: "smollm".into(),
+        tokens,
+        merges: merges.map(String::from).to_vec(),
+        token_types: types,
+        bos: Some(1),
+        eos: Some(2),
+        add_bos: Some(false),
+        chat_template: Some(CHATML.into()),
+        ..Default::default()
+    }
+}
+
+/// The tiny model with `tiny_vocab` and a 1024-token context in its metadata.
+fn write_tiny_with_vocab(path: &Path) {
+    let v = tiny_vocab();
+    let mut w = tiny::tiny_gguf_writer(&tiny::TinyOpts { quant: WType::Q8_0, ..tiny::TinyOpts::new(11) });
+    let strs = |v: &[String]| G::Array(v.iter().map(|s| G::Str(s.clone())).collect());
+    w.add("llama.context_length", G::U32(1024))
+        .add("tokenizer.ggml.model", G::Str(v.model.clone()))
+        .add("tokenizer.ggml.pre", G::Str(v.pre.clone()))
+        .add("tokenizer.ggml.tokens", strs(&v.tokens))
+        .add("tokenizer.ggml.merges", strs(&v.merges))
+        .add("tokenizer.ggml.token_type", G::Array(v.token_types.iter().map(|&t| G::I32(t)).collect()))
+        .add("tokenizer.ggml.bos_token_id", G::U32(1))
+        .add("tokenizer.ggml.eos_token_id", G::U32(2))
+        .add("tokenizer.ggml.add_bos_token", G::Bool(false))
+        .add("tokenizer.chat_template", G::Str(CHATML.into()));
+    w.write(path).unwrap();
+}
+
+// ---------------------------------------------------------------- prompt builder (no GPU)
+
+#[test]
+fn key_is_placed_at_the_depth_asked() {
+    for depth in [0.0, 25.0, 50.0, 75.0, 100.0] {
+        let p = build_words(2000, depth, 12345);
+        // One sentence of tolerance: the key goes between sentences.
+        let tol = p.sentence_tokens_max as f64 / p.filler_tokens as f64;
+        assert!((p.depth() - depth / 100.0).abs() <= tol, "depth {depth}: key at {:.4} (tolerance {tol:.4})", p.depth());
+        // The key line tokens sit at key_start, exactly as tokenized alone.
+        let key = words(&passkey::key_line(12345)).unwrap();
+        assert_eq!(&p.context[p.key_start..p.key_start + p.key_len], &key[..]);
+        // Filler before the key = key offset within the filler region.
+        assert_eq!(p.key_start - p.filler_start, p.filler_before);
+        assert_eq!(p.context.len(), p.filler_start + p.filler_tokens + p.key_len);
+    }
+    let p0 = build_words(2000, 0.0, 1);
+    assert_eq!(p0.key_start, p0.filler_start, "0%: right after the task line");
+    let p100 = build_words(2000, 100.0, 1);
+    assert_eq!(p100.key_start + p100.key_len, p100.context.len(), "100%: right before the question");
+    let p50 = build_words(2000, 50.0, 1);
+    assert!(p50.sentences > 100, "a 2000-token prompt holds many sentences: {}", p50.sentences);
+}
+
+#[test]
+fn prompt_fills_the_budget_without_exceeding_it() {
+    for budget in [70, 100, 257, 1016, 4088] {
+        for depth in [0.0, 50.0, 100.0] {
+            let p = build_words(budget, depth, 99999);
+            assert!(p.len() <= budget, "budget {budget}: {} tokens", p.len());
+            assert!(budget - p.len() < p.sentence_tokens_max, "budget {budget}: {} tokens left unused", budget - p.len());
+            assert_eq!(p.question, words(" What is the pass key? The pass key is").unwrap());
+            assert_eq!(&p.context[..p.filler_start], &words(TASK).unwrap()[..]);
+        }
+    }
+    let e = passkey::build(&mut words, &Frame::default(), 30, 50.0, 1).unwrap_err().to_string();
+    assert!(e.contains("raise --ctx") && e.contains("only 30 fit"), "{e}");
+    assert!(passkey::build(&mut words, &Frame::default(), 1000, 100.5, 1).is_err());
+    // The head (BOS, chat header) comes first and counts against the budget.
+    let frame = Frame { head: vec![7, 8, 9], tail: String::new() };
+    let p = passkey::build(&mut words, &frame, 200, 50.0, 1).unwrap();
+    assert_eq!(&p.context[..3], &[7, 8, 9]);
+    assert!(p.len() <= 200);
+}
+
+#[test]
+fn prompt_text_survives_a_real_byte_level_tokenizer() {
+    let tok = Tokenizer::from_gguf_vocab(tiny_vocab()).unwrap();
+    let key = 40817;
+    let p = passkey::build(&mut |s| tok.encode(s, true), &Frame::default(), 700, 50.0, key).unwrap();
+    let text = tok.decode(&p.context);
+    let filler: String = (0..p.sentences).map(|i| FILLER[i % FILLER.len()]).collect();
+    let key_at = text.find(&passkey::key_line(key)).expect("key line in the text");
+    assert_eq!(format!("{}{}", &text[..key_at], &text[key_at + passkey::key_line(key).len()..]), format!("{TASK}{filler}"));
+    assert_eq!(tok.decode(&p.question), format!("{QUESTION} {ANSWER_LEAD}"));
+    // Byte-level BPE splits at each piece's leading space: tokenizing the
+    // whole text gives the same ids as the concatenated pieces.
+    let whole = tok.encode(&(text.clone() + &tok.decode(&p.question)), true).unwrap();
+    assert_eq!(whole, [p.context.clone(), p.question.clone()].concat());
+    // Depth in characters agrees with depth in tokens to within a sentence.
+    let chars = (key_at - TASK.len()) as f64 / filler.len() as f64;
+    assert!((chars - 0.5).abs() < 0.05, "{chars}");
+}
+
+#[test]
+fn chat_frame_wraps_the_prompt_in_one_user_turn() {
+    let t = ChatTemplate::new(CHATML, "<|im_start|>", "<|im_end|>").unwrap();
+    let (head, tail) = passkey::chat_parts(&t).unwrap();
+    assert_eq!(head, "<|im_start|>user\n");
+    assert_eq!(tail, "<|im_end|>\n<|im_start|>assistant\n");
+    let frame = Frame { head: vec![1], tail };
+    assert_eq!(frame.question_text(), " What is the pass key?<|im_end|>\n<|im_start|>assistant\nThe pass key is");
+    assert_eq!(Frame::default().question_text(), " What is the pass key? The pass key is");
+    let dropping = ChatTemplate::new("{{ 'no content here' }}", "", "").unwrap();
+    assert!(passkey::chat_parts(&dropping).unwrap_err().to_string().contains("--format raw"));
+}
+
+#[test]
+fn answers_are_scored_by_their_first_integer() {
+    assert_eq!(passkey::first_integer(" 21518."), Some(21518));
+    assert_eq!(passkey::first_integer("The key is 12a34"), Some(12));
+    assert_eq!(passkey::first_integer("-5 or 6"), Some(5));
+    assert_eq!(passkey::first_integer("no digits"), None);
+    assert_eq!(passkey::first_integer(""), None);
+    assert_eq!(passkey::first_integer("99999999999999999999999"), None, "does not fit u64");
+    assert!(passkey::is_correct(" 40817. Remember", 40817));
+    assert!(!passkey::is_correct(" 4081 7", 40817));
+    assert!(!passkey::is_correct(" 408170", 40817));
+}
+
+#[test]
+fn keys_are_five_digits_and_fixed_by_the_seed() {
+    let mut seen = std::collections::HashSet::new();
+    for trial in 0..50 {
+        for depth in 0..5 {
+            let k = passkey::key_for(3, trial, depth);
+            assert!((10_000..=99_999).contains(&k), "{k}");
+            assert_eq!(k, passkey::key_for(3, trial, depth));
+            seen.insert(k);
+        }
+    }
+    assert!(seen.len() > 240, "keys should differ between trials and depths: {} distinct", seen.len());
+    assert_ne!(passkey::key_for(3, 0, 0), passkey::key_for(4, 0, 0));
+}
+
+// ---------------------------------------------------------------- end to end on the tiny model
+
+fn have_gpu() -> bool {
+    common::contexts().into_iter().next().is_some()
+}
+
+#[test]
+fn passkey_cli_on_the_tiny_model() {
+    if !have_gpu() {
+        return;
+    }
+    let dir = tiny::scratch("passkey-cli");
+    let model = dir.join("tiny.gguf");
+    write_tiny_with_vocab(&model);
+    let m = model.to_str().unwrap();
+    let svg = dir.join("p.svg");
+    let o = wgkv(&[
+        "--model", m, "eval", "passkey", "--ctx", "320", "--depths", "0,50,100", "--trials", "2", "--json", "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    for k in ["schema", "wgkv_version", "git_commit", "model", "adapter", "backend", "device_type", "ctx", "prompt_tokens", "trials", "seed", "format", "answer_tokens"] {
+        assert!(v.get(k).is_some(), "missing '{k}' in {v}");
+    }
+    assert_eq!(v["format"], "raw");
+    assert_eq!(v["ctx"], 320);
+    let prompt_tokens = v["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens <= 320 - 8 && prompt_tokens > 250, "{prompt_tokens}");
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "one row per policy and depth");
+    for (row, depth) in rows.iter().zip([0, 50, 100]) {
+        assert_eq!(row["kv"], "full");
+        assert_eq!(row["depth"], depth);
+        assert_eq!(row["trials"], 2);
+        let detail = row["detail"].as_array().unwrap();
+        assert_eq!(detail.len(), 2);
+        let correct = detail.iter().filter(|d| d["correct"] == true).count();
+        assert_eq!(row["correct"], correct);
+        assert_eq!(row["accuracy"].as_f64().unwrap(), correct as f64 / 2.0);
+        for d in detail {
+            let key = d["key"].as_u64().unwrap();
+            assert!((10_000..=99_999).contains(&key));
+            assert!(d["answer"].is_string());
+            assert_eq!(d["correct"], d["parsed"].as_u64() == Some(key));
+            assert!((d["key_depth"].as_f64().unwrap() - depth as f64 / 100.0).abs() < 0.1, "{d}");
+        }
+    }
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg""#));
+    assert_eq!(svg.matches(r#"<g class="series" data-name="full">"#).count(), 1);
+    assert!(svg.ends_with("</svg>\n"));
+
+    // Text mode: a header line, then the accuracy table (duplicate specs run once).
+    let o = wgkv(&["--model", m, "eval", "passkey", "--ctx", "256", "--depths", "25,75", "--trials", "1", "--kv", "full;full"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].starts_with("pass key: ctx 256") && lines[0].contains("format raw"), "{out}");
+    let head: Vec<&str> = lines[1].trim_matches('|').split('|').map(str::trim).collect();
+    assert_eq!(head, ["kv", "25%", "75%", "all"]);
+    assert!(lines[3].starts_with("| full ") && lines[3].contains("/1)") && lines[3].contains("/2)"), "{out}");
+
+    // The chat format runs through the model's template.
+    let o = wgkv(&["--model", m, "eval", "passkey", "--ctx", "300", "--depths", "50", "--trials", "1", "--format", "chat", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format"], "chat");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn passkey_cli_errors_are_one_line() {
+    let dir = tiny::scratch("passkey-errors");
+    let model = dir.join("tiny.gguf");
+    write_tiny_with_vocab(&model);
+    let m = model.to_str().unwrap();
+    assert_one_line_error(&wgkv(&["--model", m, "eval", "passkey", "--ctx", "4096"]), "exceeds the model's context length 1024");
+    assert_one_line_error(&wgkv(&["--model", m, "eval", "passkey", "--depths", "50,150"]), "150 is not a percentage");
+    assert_one_line_error(&wgkv(&["--model", m, "eval", "passkey", "--ctx", "40"]), "raise --ctx");
+    assert_one_line_error(&wgkv(&["--model", m, "eval", "passkey", "--trials", "0"]), "--trials");
+    // The plain tiny model has no tokenizer.
+    let bare = dir.join("bare.gguf");
+    tiny::write_tiny_gguf(&bare, 1, WType::Q8_0);
+    assert_one_line_error(&wgkv(&["--model", bare.to_str().unwrap(), "eval", "passkey", "--ctx", "128"]), "tokenizer");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ppl_compare_full_of_full_is_exact() {
+    if !have_gpu() {
+        return;
+    }
+    let dir = tiny::scratch("ppl-compare");
+    let model = dir.join("tiny.gguf");
+    write_tiny_with_vocab(&model);
+    let text = dir.join("text.txt");
+    std::fs::write(&text, "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ".repeat(8)).unwrap();
+    let (m, f) = (model.to_str().unwrap(), text.to_str().unwrap());
+    let o = wgkv(&["--model", m, "eval", "ppl", "--file", f, "--ctx", "48", "--chunks", "2", "--compare-full", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["scored"], 2 * (48 - 1 - 24));
+    // The same policy on the same GPU computes the same logits (deterministic kernels).
+    assert!(v["kl_mean"].as_f64().unwrap() < 1e-9, "{v}");
+    assert_eq!(v["top1_agree"], v["scored"]);
+    assert_eq!(v["top1_rate"].as_f64().unwrap(), 1.0);
+    let (p, pf) = (v["ppl"].as_f64().unwrap(), v["ppl_full"].as_f64().unwrap());
+    assert!((p - pf).abs() <= 1e-9 * p, "{v}");
+    // Without the flag the fields are absent; the text form names the comparison.
+    let o = wgkv(&["--model", m, "eval", "ppl", "--file", f, "--ctx", "48", "--chunks", "1", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.get("kl_mean").is_none());
+    let o = wgkv(&["--model", m, "eval", "ppl", "--file", f, "--ctx", "48", "--chunks", "1", "--compare-full"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("vs full cache: mean KL(full || full) 0.000000 nats, top-1 agreement 23/23 (100.00%)"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
