@@ -11,6 +11,8 @@
 //! - `tokenizer`, `template`: text to ids and chat messages to a prompt.
 //! - `sampler`: next-token choice on the CPU from a GPU-narrowed candidate list.
 //! - `fetch`: the default model, fetched on first use and cached.
+//! - `measure`: bench timing loop and JSON records, markdown tables, SVG plots, the pass-key prompt.
+//! - `profile`: per-kernel timing of one forward call.
 
 pub mod error;
 pub mod gpu;
