@@ -41,6 +41,7 @@ kernels! {
     Add => "add", false;
     KvAppend => "kv_append", false;
     AttnPrefill => "attn_prefill", false;
+    AttnPrefillLanes => "attn_prefill_lanes", false;
     AttnDecode => "attn_decode", false;
     AttnDecodeLanes => "attn_decode_lanes", false;
     AttnMerge => "attn_merge", false;

@@ -8,7 +8,7 @@ use common::*;
 use wgkv::gpu::Gpu;
 use wgkv::kernels::Kernel;
 use wgkv::ops::Step;
-use wgkv::ops::attention::{self as ops, AttnShape, DecodeKind, DecodeScratch};
+use wgkv::ops::attention::{self as ops, AttnShape, AttnKind, DecodeScratch};
 use wgkv::reference::attention as reference;
 
 /// Attention outputs are convex combinations of V rows (|v| <= 1), computed from
@@ -123,6 +123,10 @@ fn kv_append_stores_exact_rows_and_nothing_else() {
 /// Run append + prefill for `n` new tokens after `prior` preloaded slots and
 /// compare with the reference; rows past `n` of `out` must stay poisoned.
 fn check_prefill(g: &Gpu, rng: &mut Rng, s: &AttnShape, n: u32, prior: u32) {
+    check_prefill_kind(g, rng, s, n, prior, AttnKind::for_gpu(g));
+}
+
+fn check_prefill_kind(g: &Gpu, rng: &mut Rng, s: &AttnShape, n: u32, prior: u32, kind: AttnKind) {
     let max_tokens = n + 2;
     let (qrow, kvrow) = ((s.n_heads * s.head_dim) as usize, (s.n_kv_heads * s.head_dim) as usize);
     let mut cache = Cache::new(g, s);
@@ -134,8 +138,9 @@ fn check_prefill(g: &Gpu, rng: &mut Rng, s: &AttnShape, n: u32, prior: u32) {
     let out = poisoned(g, "out", max_tokens as usize * qrow);
     let (kb, vb, qb) = (upload_f32(g, "k", &k_new), upload_f32(g, "v", &v_new), upload_f32(g, "q", &q));
     let app = ops::kv_append(g, s, &kb, &vb, &cache.k, &cache.v, &step, max_tokens);
-    let attn = ops::attn_prefill(g, s, &qb, &cache.k, &cache.v, &out, &step, max_tokens);
-    assert_eq!(attn.kernel, Kernel::AttnPrefill);
+    let attn = ops::attn_prefill_kind(g, kind, s, &qb, &cache.k, &cache.v, &out, &step, max_tokens);
+    let want_kernel = if kind == AttnKind::Lanes { Kernel::AttnPrefillLanes } else { Kernel::AttnPrefill };
+    assert_eq!(attn.kernel, want_kernel);
     g.run(&[&app, &attn]);
 
     let all = read_guarded_f32(g, &out, max_tokens as usize * qrow);
@@ -144,7 +149,7 @@ fn check_prefill(g: &Gpu, rng: &mut Rng, s: &AttnShape, n: u32, prior: u32) {
     let used = n as usize * kvrow;
     cache.append_ref(g, s, &k_new[..used], &v_new[..used], prior as usize);
     let want = reference::attention(s, &q[..n as usize * qrow], &cache.kc, &cache.vc, n as usize, (prior + n) as usize);
-    let what = format!("prefill heads {}/{} dim {} n={n} prior={prior} on {}", s.n_heads, s.n_kv_heads, s.head_dim, label(g));
+    let what = format!("prefill ({kind:?}) heads {}/{} dim {} n={n} prior={prior} on {}", s.n_heads, s.n_kv_heads, s.head_dim, label(g));
     assert_close(&what, got, &want.out, ATTN);
 }
 
@@ -172,10 +177,10 @@ fn prefill_matches_reference() {
 /// Append one token at slot kv_len - 1 after `kv_len - 1` preloaded slots and
 /// decode it; `q_range` widens the scores to test the softmax's stability.
 fn check_decode(g: &Gpu, rng: &mut Rng, s: &AttnShape, kv_len: u32, q_range: f32) {
-    check_decode_kind(g, rng, s, kv_len, q_range, DecodeKind::for_gpu(g));
+    check_decode_kind(g, rng, s, kv_len, q_range, AttnKind::for_gpu(g));
 }
 
-fn check_decode_kind(g: &Gpu, rng: &mut Rng, s: &AttnShape, kv_len: u32, q_range: f32, kind: DecodeKind) {
+fn check_decode_kind(g: &Gpu, rng: &mut Rng, s: &AttnShape, kv_len: u32, q_range: f32, kind: AttnKind) {
     let (qrow, kvrow) = ((s.n_heads * s.head_dim) as usize, (s.n_kv_heads * s.head_dim) as usize);
     let mut cache = Cache::new(g, s);
     cache.preload(g, s, rng, kv_len as usize - 1);
@@ -189,7 +194,7 @@ fn check_decode_kind(g: &Gpu, rng: &mut Rng, s: &AttnShape, kv_len: u32, q_range
     let lse = poisoned(g, "lse", s.n_heads as usize);
     let app = ops::kv_append(g, s, &kb, &vb, &cache.k, &cache.v, &step, 1);
     let dec = ops::attn_decode(g, s, &qb, &cache.k, &cache.v, &scratch, &out, &lse, &step);
-    let want_kernel = if kind == DecodeKind::Lanes { Kernel::AttnDecodeLanes } else { Kernel::AttnDecode };
+    let want_kernel = if kind == AttnKind::Lanes { Kernel::AttnDecodeLanes } else { Kernel::AttnDecode };
     assert_eq!(dec.partial.kernel, want_kernel);
     assert_eq!(dec.merge.kernel, Kernel::AttnMerge);
     g.run(&[&app, &dec.partial, &dec.merge]);
@@ -221,11 +226,26 @@ fn decode_matches_reference() {
 }
 
 #[test]
+fn prefill_other_kind_matches_reference() {
+    // The prefill kernel of the other adapter class, on every context.
+    for g in contexts() {
+        let kind = if AttnKind::for_gpu(&g) == AttnKind::Lanes { AttnKind::Shared } else { AttnKind::Lanes };
+        let mut rng = Rng::new(21);
+        for &(nh, nkv) in &[(9, 3), (8, 1)] {
+            for &(n, prior) in &[(1, 0), (7, 37), (65, 0), (300, 37)] {
+                check_prefill_kind(&g, &mut rng, &shape(nh, nkv, 64, n + prior + 5), n, prior, kind);
+            }
+        }
+        check_prefill_kind(&g, &mut rng, &shape(6, 2, 96, 200), 30, 50, kind);
+    }
+}
+
+#[test]
 fn decode_other_kind_matches_reference() {
     // The decode kernel of the other adapter class, on every context: odd
     // lengths (partial lanes and chunks), GQA groups 3 and 8, head_dim 96.
     for g in contexts() {
-        let kind = if DecodeKind::for_gpu(&g) == DecodeKind::Lanes { DecodeKind::Shared } else { DecodeKind::Lanes };
+        let kind = if AttnKind::for_gpu(&g) == AttnKind::Lanes { AttnKind::Shared } else { AttnKind::Lanes };
         let mut rng = Rng::new(31);
         for &(nh, nkv, hd) in &[(9, 3, 64), (8, 1, 64), (6, 2, 96)] {
             let s = shape(nh, nkv, hd, 4100);
@@ -299,7 +319,7 @@ fn shapes_are_checked_and_specs_cover_the_model() {
     let (prefill, decode) = shape(9, 3, 64, 8192).shared_bytes();
     assert!(prefill <= 16384 && decode <= 16384, "{prefill} / {decode} bytes");
     let specs = ops::specs();
-    for k in [Kernel::KvAppend, Kernel::AttnPrefill, Kernel::AttnDecode, Kernel::AttnDecodeLanes, Kernel::AttnMerge] {
+    for k in [Kernel::KvAppend, Kernel::AttnPrefill, Kernel::AttnDecode, Kernel::AttnDecodeLanes, Kernel::AttnPrefillLanes, Kernel::AttnMerge] {
         assert!(specs.iter().any(|s| s.kernel == k && s.get("HEAD_DIM") == Some(64)), "{k:?} for head_dim 64 missing");
     }
 }

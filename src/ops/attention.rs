@@ -146,6 +146,10 @@ fn decode_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
     Spec::new(Kernel::AttnDecode).with("WG", WG).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
 }
 
+fn prefill_lanes_spec(head_dim: u32, group: u32) -> Spec {
+    Spec::new(Kernel::AttnPrefillLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", head_dim).with("GROUP", group)
+}
+
 fn decode_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
     Spec::new(Kernel::AttnDecodeLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
 }
@@ -166,6 +170,7 @@ pub fn specs() -> Vec<Spec> {
             let s = AttnShape { n_heads: g, ..base };
             v.push(decode_spec(hd, g, s.decode_chunk()));
             v.push(decode_lanes_spec(hd, g, s.decode_chunk()));
+            v.push(prefill_lanes_spec(hd, g));
         }
     }
     v
@@ -231,6 +236,21 @@ pub fn attn_prefill(
     step: &wgpu::Buffer,
     max_tokens: u32,
 ) -> Dispatch {
+    attn_prefill_kind(gpu, AttnKind::for_gpu(gpu), shape, q, k_cache, v_cache, out, step, max_tokens)
+}
+
+/// `attn_prefill` with an explicit kernel (tests exercise both).
+#[allow(clippy::too_many_arguments)]
+pub fn attn_prefill_kind(
+    gpu: &Gpu,
+    kind: AttnKind,
+    shape: &AttnShape,
+    q: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+    max_tokens: u32) -> Dispatch {
     let group = shape.group();
     let params = PrefillParams {
         n_heads: shape.n_heads,
@@ -242,29 +262,30 @@ pub fn attn_prefill(
         _p: [0; 2],
     };
     let params = gpu.uniform("attn_prefill.params", bytemuck::bytes_of(&params));
-    gpu.dispatch(
-        &prefill_spec(shape.head_dim, shape.prefill_tile()),
-        &[q, k_cache, v_cache, out, &params, step],
-        [(max_tokens * group).div_ceil(WG), shape.n_kv_heads, 1],
-    )
+    let (spec, groups) = match kind {
+        AttnKind::Shared => (prefill_spec(shape.head_dim, shape.prefill_tile()), (max_tokens * group).div_ceil(WG)),
+        AttnKind::Lanes => (prefill_lanes_spec(shape.head_dim, group), max_tokens.div_ceil(DECODE_LANES)),
+    };
+    gpu.dispatch(&spec, &[q, k_cache, v_cache, out, &params, step], [groups, shape.n_kv_heads, 1])
 }
 
-/// Which decode kernel runs: `attn_decode` (workgroup-memory phases, for
-/// GPUs) or `attn_decode_lanes` (one online softmax per lane, no barriers,
-/// for CPU adapters). Both feed `attn_merge` the same way.
+/// Which attention kernels run: `attn_prefill` / `attn_decode` (tiles and
+/// phases in workgroup memory, for GPUs) or `attn_prefill_lanes` /
+/// `attn_decode_lanes` (one online softmax per lane and head, no barriers,
+/// for CPU adapters). Both decode kernels feed `attn_merge` the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecodeKind {
+pub enum AttnKind {
     Shared,
     Lanes,
 }
 
-impl DecodeKind {
-    pub fn for_gpu(gpu: &Gpu) -> DecodeKind {
-        if gpu.caps.cpu { DecodeKind::Lanes } else { DecodeKind::Shared }
+impl AttnKind {
+    pub fn for_gpu(gpu: &Gpu) -> AttnKind {
+        if gpu.caps.cpu { AttnKind::Lanes } else { AttnKind::Shared }
     }
 }
 
-/// Invocations per `attn_decode_lanes` workgroup: one SIMD vector on lavapipe.
+/// Invocations per `attn_decode_lanes` / `attn_prefill_lanes` workgroup: one SIMD vector on lavapipe.
 pub const DECODE_LANES: u32 = 8;
 
 /// Flash-decoding scratch for one [`AttnShape`], sized for its `max_seq`. One
@@ -272,7 +293,7 @@ pub const DECODE_LANES: u32 = 8;
 pub struct DecodeScratch {
     /// The shape it was sized for (decode builders must use the same).
     pub shape: AttnShape,
-    pub kind: DecodeKind,
+    pub kind: AttnKind,
     /// Unnormalised partial outputs `[n_heads][n_split][parts][head_dim]` f32.
     pub part_o: wgpu::Buffer,
     /// Partial (max, sum of exp) `[n_heads][n_split][parts][2]` f32.
@@ -286,14 +307,14 @@ pub struct DecodeScratch {
 impl DecodeScratch {
     /// Scratch for the adapter's decode kernel.
     pub fn new(gpu: &Gpu, shape: &AttnShape) -> DecodeScratch {
-        DecodeScratch::with_kind(gpu, shape, DecodeKind::for_gpu(gpu))
+        DecodeScratch::with_kind(gpu, shape, AttnKind::for_gpu(gpu))
     }
 
-    pub fn with_kind(gpu: &Gpu, shape: &AttnShape, kind: DecodeKind) -> DecodeScratch {
+    pub fn with_kind(gpu: &Gpu, shape: &AttnShape, kind: AttnKind) -> DecodeScratch {
         let n_split = shape.n_split();
         let parts = match kind {
-            DecodeKind::Shared => shape.decode_parts(),
-            DecodeKind::Lanes => DECODE_LANES,
+            AttnKind::Shared => shape.decode_parts(),
+            AttnKind::Lanes => DECODE_LANES,
         };
         let total = shape.n_heads as u64 * n_split as u64 * parts as u64;
         DecodeScratch {
@@ -359,8 +380,8 @@ pub fn attn_decode(
     let params = DecodeParams { n_heads: shape.n_heads, max_seq: shape.max_seq, n_split, scale: shape.scale() };
     let params = gpu.uniform("attn_decode.params", bytemuck::bytes_of(&params));
     let spec = match scratch.kind {
-        DecodeKind::Shared => decode_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
-        DecodeKind::Lanes => decode_lanes_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
+        AttnKind::Shared => decode_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
+        AttnKind::Lanes => decode_lanes_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
     };
     let partial = gpu.dispatch(
         &spec,
