@@ -6,11 +6,11 @@
 //! byte counts, `--plot`, and a `--compare` round trip of two "devices".
 
 mod common;
+use common::cli::{assert_one_line_error, wgkv};
 #[path = "common/tiny.rs"]
 mod tiny;
 
 use serde_json::Value;
-use std::process::{Command, Output};
 use wgkv::measure::plot::{self, Figure, Panel, Point, Scale, Series};
 use wgkv::measure::record::{self, Device, Record};
 use wgkv::measure::runner::{Case, Plan};
@@ -18,24 +18,6 @@ use wgkv::measure::{fmt_bytes, parse_list, parse_specs, table};
 use wgkv::quant::WType;
 
 // ---------------------------------------------------------------- helpers
-
-fn wgkv(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgkv"));
-    cmd.args(args);
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
-    cmd.output().expect("run wgkv")
-}
-
-#[track_caller]
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure; stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].starts_with("wgkv: error: ") && lines[0].contains(needle), "expected '{needle}' in: {err}");
-}
 
 fn device(adapter: &str) -> Device {
     Device { adapter: adapter.into(), backend: "Vulkan".into(), device_type: "DiscreteGpu".into(), f16: true }

@@ -4,39 +4,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
-fn wgkv(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgkv"));
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
-    let mut child = cmd.spawn().expect("run wgkv");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-/// Exit non-zero with exactly one line on stderr that contains `needle`, and no panic.
-#[track_caller]
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].starts_with("wgkv: error: "), "{err}");
-    assert!(lines[0].contains(needle), "expected '{needle}' in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
+use common::cli::{assert_one_line_error, wgkv_with_stdin};
 
 #[test]
 fn missing_model_file_is_one_line() {
-    let o = wgkv(&["--model", "/nonexistent/model.gguf", "generate", "-p", "hi"], None);
+    let o = wgkv_with_stdin(&["--model", "/nonexistent/model.gguf", "generate", "-p", "hi"], None);
     assert_one_line_error(&o, "model not found");
 }
 
@@ -46,25 +18,25 @@ fn a_file_that_is_not_a_model_is_one_line() {
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("notes.gguf");
     std::fs::write(&p, b"GGUF\x03\x00\x00\x00 truncated").unwrap();
-    let o = wgkv(&["--model", p.to_str().unwrap(), "tokenize", "hi"], None);
+    let o = wgkv_with_stdin(&["--model", p.to_str().unwrap(), "tokenize", "hi"], None);
     assert_one_line_error(&o, "notes.gguf");
 }
 
 #[test]
 fn unknown_kv_part_is_one_line() {
-    let o = wgkv(&["generate", "-p", "hi", "--kv", "lru:budget=5"], None);
+    let o = wgkv_with_stdin(&["generate", "-p", "hi", "--kv", "lru:budget=5"], None);
     assert_one_line_error(&o, "unknown --kv part 'lru'");
 }
 
 #[test]
 fn unknown_backend_is_one_line() {
-    let o = wgkv(&["--backend", "glide", "devices"], None);
+    let o = wgkv_with_stdin(&["--backend", "glide", "devices"], None);
     assert_one_line_error(&o, "unknown backend 'glide'");
 }
 
 #[test]
 fn bad_sampling_flag_is_one_line() {
-    let o = wgkv(&["generate", "-p", "hi", "--top-p", "1.5"], None);
+    let o = wgkv_with_stdin(&["generate", "-p", "hi", "--top-p", "1.5"], None);
     assert_one_line_error(&o, "--top-p");
 }
 
@@ -72,7 +44,7 @@ fn bad_sampling_flag_is_one_line() {
 fn generate_json_and_tokenize_on_the_real_model() {
     let Some(model) = common::real_model() else { return };
     let m = model.to_str().unwrap();
-    let o = wgkv(&["--model", m, "generate", "-p", "The capital of France is", "-n", "6", "--temp", "0", "--json"], None);
+    let o = wgkv_with_stdin(&["--model", m, "generate", "-p", "The capital of France is", "-n", "6", "--temp", "0", "--json"], None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
     for key in ["text", "tokens", "prompt_tokens", "prefill_tok_s", "decode_tok_s", "kv_bytes"] {
@@ -83,12 +55,12 @@ fn generate_json_and_tokenize_on_the_real_model() {
     assert_eq!(v["tokens"][0], 7042, "{v}");
     assert!(v["text"].as_str().unwrap().starts_with(" Paris"), "{v}");
 
-    let o = wgkv(&["--model", m, "tokenize", "Hello world", "--json"], None);
+    let o = wgkv_with_stdin(&["--model", m, "tokenize", "Hello world", "--json"], None);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ids"], serde_json::json!([19556, 905]));
 
     let long = "word ".repeat(300);
-    let o = wgkv(&["--model", m, "generate", "-p", &long, "--ctx", "64", "-n", "4"], None);
+    let o = wgkv_with_stdin(&["--model", m, "generate", "-p", &long, "--ctx", "64", "-n", "4"], None);
     assert_one_line_error(&o, "context full");
 }
 
@@ -96,7 +68,7 @@ fn generate_json_and_tokenize_on_the_real_model() {
 fn piped_chat_answers_reuses_the_cache_and_exits_at_eof() {
     let Some(model) = common::real_model() else { return };
     let script = "What color is the sky on a clear day?\n/stats\nAnd at night?\n/stats\n/kv\n";
-    let o = wgkv(&["--model", model.to_str().unwrap(), "chat", "--temp", "0", "-n", "24"], Some(script));
+    let o = wgkv_with_stdin(&["--model", model.to_str().unwrap(), "chat", "--temp", "0", "-n", "24"], Some(script));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.to_lowercase().contains("blue"), "first answer should name the colour: {out}");

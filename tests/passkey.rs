@@ -8,12 +8,12 @@
 //! KL 0 and full top-1 agreement).
 
 mod common;
+use common::cli::{assert_one_line_error, wgkv};
 #[path = "common/tiny.rs"]
 mod tiny;
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
 use wgkv::gguf::Value as G;
 use wgkv::measure::passkey::{self, Frame, Prompt, ANSWER_LEAD, FILLER, QUESTION, TASK};
 use wgkv::quant::WType;
@@ -22,24 +22,6 @@ use wgkv::tokenizer::{GgufVocab, Tokenizer, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_U
 use wgkv::Result;
 
 // ---------------------------------------------------------------- helpers
-
-fn wgkv(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgkv"));
-    cmd.args(args);
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
-    cmd.output().expect("run wgkv")
-}
-
-#[track_caller]
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure; stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].starts_with("wgkv: error: ") && lines[0].contains(needle), "expected '{needle}' in: {err}");
-}
 
 /// A word-level stand-in tokenizer: every word or number with its leading
 /// space, and every punctuation mark, is one token (ids from a hash, so

@@ -3,6 +3,8 @@
 //! outputs so out-of-bounds writes and unwritten elements are caught.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use wgkv::gpu::{Gpu, GpuOptions};
 
