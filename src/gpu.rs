@@ -144,7 +144,7 @@ impl Gpu {
             max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
             cpu: info.device_type == wgpu::DeviceType::Cpu,
         };
-        let kernels = Registry::new(caps.f16);
+        let kernels = Registry::new(caps.f16, info.backend);
         Ok(Arc::new(Gpu { device, queue, info, caps, kernels }))
     }
 

@@ -103,12 +103,33 @@ impl Spec {
 /// Pipeline cache of one device.
 pub struct Registry {
     f16: bool,
+    checks: wgpu::ShaderRuntimeChecks,
     cache: Mutex<HashMap<Spec, Arc<wgpu::ComputePipeline>>>,
 }
 
+/// The checks wgpu adds to our kernels on `backend`.
+///
+/// - Loop bounding is off everywhere: every loop in shaders/ ends (counted
+///   loops over uniform bounds; topk's digit scan counts down to 0). With it
+///   on, lavapipe computed NaNs in attn_prefill_lanes once a 512-token chunk
+///   attended past ~2050 cached slots (tests/kernel_attention.rs keeps that
+///   case), and it costs a counter in every inner loop.
+/// - Bounds checks are off on Vulkan only, where wgpu enables the driver's
+///   robustBufferAccess, so storage-buffer accesses stay bounded by the
+///   driver; what goes is naga's clamping of private and workgroup array
+///   indices, which in our kernels are loop counters below constant bounds.
+///   On lavapipe that clamping cost about 25% of a Q4_1 matvec
+///   (`cargo bench --bench kernels`, CPU time). Other backends keep them.
+pub fn runtime_checks(backend: wgpu::Backend) -> wgpu::ShaderRuntimeChecks {
+    let mut c = wgpu::ShaderRuntimeChecks::checked();
+    c.force_loop_bounding = false;
+    c.bounds_checks = backend != wgpu::Backend::Vulkan;
+    c
+}
+
 impl Registry {
-    pub fn new(f16: bool) -> Registry {
-        Registry { f16, cache: Mutex::new(HashMap::new()) }
+    pub fn new(f16: bool, backend: wgpu::Backend) -> Registry {
+        Registry { f16, checks: runtime_checks(backend), cache: Mutex::new(HashMap::new()) }
     }
 
     pub fn f16(&self) -> bool {
@@ -122,10 +143,10 @@ impl Registry {
         }
         let src = spec.source(self.f16);
         let label = spec.kernel.name();
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(label),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
-        });
+        let desc = wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) };
+        // SAFETY: `runtime_checks` (see there) drops only checks whose
+        // preconditions every kernel in shaders/ meets.
+        let module = unsafe { device.create_shader_module_trusted(desc, self.checks) };
         let pipeline = Arc::new(device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(label),
             layout: None,

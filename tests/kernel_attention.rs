@@ -171,6 +171,8 @@ fn prefill_matches_reference() {
         check_prefill(&g, &mut rng, &shape(6, 2, 96, 200), 30, 50);
         check_prefill(&g, &mut rng, &shape(9, 3, 64, 600), 64, 0);
         check_prefill(&g, &mut rng, &shape(9, 3, 64, 600), 512, 0);
+        // A late chunk of a long prompt: a deep prior context.
+        check_prefill(&g, &mut rng, &shape(9, 3, 64, 8192), 512, 1600);
     }
 }
 
