@@ -45,6 +45,10 @@ kernels! {
     AttnDecode => "attn_decode", false;
     AttnDecodeLanes => "attn_decode_lanes", false;
     AttnMerge => "attn_merge", false;
+    QuestMeta => "quest_meta", false;
+    QuestScore => "quest_score", false;
+    QuestSelect => "quest_select", false;
+    AttnDecodePages => "attn_decode_pages", false;
     Argmax => "argmax", false;
     TopK => "topk", false;
 }

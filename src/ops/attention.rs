@@ -154,7 +154,7 @@ fn decode_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
     Spec::new(Kernel::AttnDecodeLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
 }
 
-fn merge_spec(head_dim: u32) -> Spec {
+pub(crate) fn merge_spec(head_dim: u32) -> Spec {
     Spec::new(Kernel::AttnMerge).with("WG", WG).with("HEAD_DIM", head_dim)
 }
 

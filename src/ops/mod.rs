@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod elementwise;
 pub mod linear;
+pub mod quest;
 pub mod sample;
 
 /// The per-step uniform shared by position-dependent kernels (rope, KV
@@ -29,5 +30,6 @@ pub fn all_specs() -> Vec<crate::kernels::Spec> {
     v.extend(linear::specs());
     v.extend(attention::specs());
     v.extend(sample::specs());
+    v.extend(quest::specs());
     v
 }

@@ -4,5 +4,6 @@
 pub mod attention;
 pub mod elementwise;
 pub mod linear;
+pub mod quest;
 pub mod sample;
 pub mod forward;

@@ -1,0 +1,55 @@
+// quest_select: the pages each selection unit attends this decode step, as
+// Quest's kernel path chooses them. With n_pages = ceil(kv_len / PAGE):
+// - n_pages <= budget_pages: every page, list[u] = 0, 1, .., n_pages - 1;
+// - else the budget_pages - 1 full pages of highest score (ties go to the
+//   lower page index), in rank order, then the last (current) page
+//   n_pages - 1: list[u] = top pages.., n_pages - 1.
+// A page's rank is the number of full pages ahead of it (higher score, or
+// equal score and lower index); ranks are distinct, so exactly
+// budget_pages - 1 pages are listed, deterministically, with no sort. The
+// count of listed pages is min(n_pages, budget_pages) (attn_decode_pages
+// derives it the same way).
+//
+// Layout: score [n_units][max_pages] f32; list [n_units][budget_pages] u32.
+// Bindings: score (read), list (read_write), params, step (ops::Step).
+// Prelude consts: WG, PAGE.
+// Grid: (n_units, 1, 1).
+
+struct Params { max_seq: u32, max_pages: u32, budget_pages: u32, _p0: u32 }
+struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
+
+@group(0) @binding(0) var<storage, read> score: array<f32>;
+@group(0) @binding(1) var<storage, read_write> list: array<u32>;
+@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> step: Step;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let u = wid.x;
+    let kv_len = min(step.kv_len, p.max_seq);
+    let n_pages = (kv_len + PAGE - 1u) / PAGE;
+    let base = u * p.budget_pages;
+    if (n_pages <= p.budget_pages) {
+        for (var e = lid; e < n_pages; e += WG) {
+            list[base + e] = e;
+        }
+        return;
+    }
+    let n_full = n_pages - 1u;
+    let keep = p.budget_pages - 1u;
+    let sb = u * p.max_pages;
+    for (var i = lid; i < n_full; i += WG) {
+        let si = score[sb + i];
+        var rank = 0u;
+        for (var j = 0u; j < n_full; j++) {
+            let sj = score[sb + j];
+            rank += select(0u, 1u, sj > si || (sj == si && j < i));
+        }
+        if (rank < keep) {
+            list[base + rank] = i;
+        }
+    }
+    if (lid == 0u) {
+        list[base + keep] = n_full;
+    }
+}

@@ -1,0 +1,233 @@
+//! Launch builders for Quest (query-aware page selection, research/
+//! algorithms.md §1): page metadata after every KV append, and per decode
+//! step page scores, top-k page selection and attention over the selected
+//! pages, merged by `attn_merge`. Nothing is read back inside a step.
+//!
+//! Selection units: a unit is the set of query heads sharing one page list.
+//! `unit = 1` gives every query head its own pages (the paper's MHA rule);
+//! `unit = group` lets the query heads of a KV head share one list, chosen
+//! by the sum of their page scores, so each selected K/V row is read once
+//! for the group.
+
+use super::attention::{merge_spec, AttnShape, DecodeAttn, DECODE_LANES, WG};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
+use bytemuck::{Pod, Zeroable};
+
+/// Quest's geometry on top of an [`AttnShape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QuestShape {
+    pub attn: AttnShape,
+    /// Slots per page.
+    pub page: u32,
+    /// Pages attended per step and unit, the current page included.
+    pub budget_pages: u32,
+    /// Query heads per selection unit: 1 or `attn.group()`.
+    pub unit: u32,
+}
+
+impl QuestShape {
+    pub fn new(attn: AttnShape, page: u32, budget_tokens: u32, unit: u32) -> Result<QuestShape> {
+        if page == 0 || page > 1024 {
+            return Err(Error::msg(format!("quest: page {page} is outside 1..=1024")));
+        }
+        if budget_tokens < page {
+            return Err(Error::msg(format!("quest: budget {budget_tokens} is below one page of {page} tokens")));
+        }
+        if unit != 1 && unit != attn.group() {
+            return Err(Error::msg(format!("quest: a selection unit of {unit} heads is neither 1 nor the KV group {}", attn.group())));
+        }
+        Ok(QuestShape { attn, page, budget_pages: budget_tokens / page, unit })
+    }
+
+    /// Pages per KV head that cover `max_seq` slots.
+    pub fn max_pages(&self) -> u32 {
+        self.attn.max_seq.div_ceil(self.page)
+    }
+
+    /// Selection units: `n_heads / unit`.
+    pub fn n_units(&self) -> u32 {
+        self.attn.n_heads / self.unit
+    }
+
+    /// Chunks the selected slots are split into (workgroups per unit): about
+    /// 128 slots each.
+    pub fn n_split(&self) -> u32 {
+        (self.budget_pages * self.page).div_ceil(128).clamp(1, 64)
+    }
+
+    /// Bytes of one layer's `kmax` (or `kmin`) buffer.
+    pub fn meta_bytes(&self, f16: bool) -> u64 {
+        let elem = if f16 { 2 } else { 4 };
+        self.attn.n_kv_heads as u64 * self.max_pages() as u64 * self.attn.head_dim as u64 * elem
+    }
+
+    /// Pages a call of `n` new tokens can touch.
+    pub fn span(&self, n: u32) -> u32 {
+        n.div_ceil(self.page) + 1
+    }
+}
+
+fn meta_spec(head_dim: u32, page: u32) -> Spec {
+    Spec::new(Kernel::QuestMeta).with("WG", WG).with("HEAD_DIM", head_dim).with("PAGE", page)
+}
+
+fn score_spec(s: &QuestShape) -> Spec {
+    Spec::new(Kernel::QuestScore)
+        .with("WG", WG)
+        .with("HEAD_DIM", s.attn.head_dim)
+        .with("PAGE", s.page)
+        .with("GROUP", s.attn.group())
+        .with("UNIT", s.unit)
+}
+
+fn select_spec(page: u32) -> Spec {
+    Spec::new(Kernel::QuestSelect).with("WG", WG).with("PAGE", page)
+}
+
+fn pages_spec(s: &QuestShape) -> Spec {
+    Spec::new(Kernel::AttnDecodePages)
+        .with("LANES", DECODE_LANES)
+        .with("HEAD_DIM", s.attn.head_dim)
+        .with("PAGE", s.page)
+        .with("GROUP", s.attn.group())
+        .with("UNIT", s.unit)
+}
+
+/// The specialisations the tests and the real model use (head dim 64; groups
+/// 1 and 3; page 16 and the tests' odd pages).
+pub fn specs() -> Vec<Spec> {
+    let mut v = Vec::new();
+    for &page in &[16, 5] {
+        v.push(meta_spec(64, page));
+        v.push(select_spec(page));
+        for &(group, unit) in &[(3, 1), (3, 3), (1, 1)] {
+            let attn = AttnShape { n_heads: group, n_kv_heads: 1, head_dim: 64, max_seq: 64 };
+            let s = QuestShape { attn, page, budget_pages: 2, unit };
+            v.push(score_spec(&s));
+            v.push(pages_spec(&s));
+        }
+    }
+    v
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MetaParams {
+    n_kv_heads: u32,
+    max_seq: u32,
+    max_pages: u32,
+    span: u32,
+}
+
+/// Recompute `kmax` / `kmin` (`[n_kv_heads][max_pages][head_dim]` kv_t) for the
+/// pages holding the call's new slots; record after the layer's `kv_append`.
+/// `max_tokens` sizes the grid.
+pub fn quest_meta(gpu: &Gpu, s: &QuestShape, k_cache: &wgpu::Buffer, kmax: &wgpu::Buffer, kmin: &wgpu::Buffer, step: &wgpu::Buffer, max_tokens: u32) -> Dispatch {
+    let span = s.span(max_tokens);
+    let params = MetaParams { n_kv_heads: s.attn.n_kv_heads, max_seq: s.attn.max_seq, max_pages: s.max_pages(), span };
+    let params = gpu.uniform("quest_meta.params", bytemuck::bytes_of(&params));
+    let n = span * s.attn.n_kv_heads * s.attn.head_dim / 4;
+    gpu.dispatch(&meta_spec(s.attn.head_dim, s.page), &[k_cache, kmax, kmin, &params, step], grid_1d(n.div_ceil(WG)))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SelectParams {
+    max_seq: u32,
+    max_pages: u32,
+    budget_pages: u32,
+    _p: u32,
+}
+
+fn select_params(gpu: &Gpu, s: &QuestShape) -> wgpu::Buffer {
+    let p = SelectParams { max_seq: s.attn.max_seq, max_pages: s.max_pages(), budget_pages: s.budget_pages, _p: 0 };
+    gpu.uniform("quest.params", bytemuck::bytes_of(&p))
+}
+
+/// Page scores `[n_units][max_pages]` f32 of the decode query (row 0 of `q`).
+pub fn quest_score(gpu: &Gpu, s: &QuestShape, q: &wgpu::Buffer, kmax: &wgpu::Buffer, kmin: &wgpu::Buffer, score: &wgpu::Buffer, step: &wgpu::Buffer) -> Dispatch {
+    let params = select_params(gpu, s);
+    gpu.dispatch(&score_spec(s), &[q, kmax, kmin, score, &params, step], [s.max_pages().div_ceil(WG), s.n_units(), 1])
+}
+
+/// The page list `[n_units][budget_pages]` u32 each unit attends.
+pub fn quest_select(gpu: &Gpu, s: &QuestShape, score: &wgpu::Buffer, list: &wgpu::Buffer, step: &wgpu::Buffer) -> Dispatch {
+    let params = select_params(gpu, s);
+    gpu.dispatch(&select_spec(s.page), &[score, list, &params, step], [s.n_units(), 1, 1])
+}
+
+/// Per-step buffers shared by every Quest layer: scores, page lists and the
+/// partial softmax states.
+pub struct QuestScratch {
+    pub shape: QuestShape,
+    pub score: wgpu::Buffer,
+    pub list: wgpu::Buffer,
+    pub part_o: wgpu::Buffer,
+    pub part_ml: wgpu::Buffer,
+}
+
+impl QuestScratch {
+    pub fn new(gpu: &Gpu, s: &QuestShape) -> QuestScratch {
+        let parts = s.attn.n_heads as u64 * s.n_split() as u64 * DECODE_LANES as u64;
+        QuestScratch {
+            shape: *s,
+            score: gpu.buffer("quest.score", 4 * s.n_units() as u64 * s.max_pages() as u64),
+            list: gpu.buffer("quest.list", 4 * s.n_units() as u64 * s.budget_pages as u64),
+            part_o: gpu.buffer("quest.part_o", parts * s.attn.head_dim as u64 * 4),
+            part_ml: gpu.buffer("quest.part_ml", parts * 8),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PagesParams {
+    max_seq: u32,
+    budget_pages: u32,
+    n_split: u32,
+    scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MergeParams {
+    n_heads: u32,
+    n_parts: u32,
+    _p: [u32; 2],
+}
+
+/// Attention of the decode query (row 0 of `q`) over the pages in
+/// `scratch.list`: partial states, then `attn_merge` into row 0 of `out`
+/// and `lse` (the log-sum-exp over the attended slots).
+#[allow(clippy::too_many_arguments)]
+pub fn attn_decode_pages(
+    gpu: &Gpu,
+    s: &QuestShape,
+    q: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    scratch: &QuestScratch,
+    out: &wgpu::Buffer,
+    lse: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+) -> DecodeAttn {
+    debug_assert_eq!(scratch.shape, *s, "quest scratch built for another shape");
+    let n_split = s.n_split();
+    let params = PagesParams { max_seq: s.attn.max_seq, budget_pages: s.budget_pages, n_split, scale: s.attn.scale() };
+    let params = gpu.uniform("attn_decode_pages.params", bytemuck::bytes_of(&params));
+    let partial = gpu.dispatch(
+        &pages_spec(s),
+        &[q, k_cache, v_cache, &scratch.list, &scratch.part_o, &scratch.part_ml, &params, step],
+        [n_split, s.n_units(), 1],
+    );
+    let mparams = MergeParams { n_heads: s.attn.n_heads, n_parts: n_split * DECODE_LANES, _p: [0; 2] };
+    let mparams = gpu.uniform("attn_merge.params", bytemuck::bytes_of(&mparams));
+    let merge = gpu.dispatch(
+        &merge_spec(s.attn.head_dim),
+        &[&scratch.part_o, &scratch.part_ml, out, lse, &mparams],
+        [(s.attn.n_heads * s.attn.head_dim / 4).div_ceil(WG), 1, 1],
+    );
+    DecodeAttn { partial, merge }
+}
