@@ -324,10 +324,20 @@ impl Model {
             d.push(ew::rope(g, &a.q, step, &rope(c.n_heads), nt)?);
             d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads), nt)?);
             d.push(attn::kv_append(g, &shape, &a.k, &a.v, kc, vc, step, nt));
+            // Quest: page metadata follows every append; decode attends the selected pages.
+            let quest = self.kv.quest.as_ref().filter(|q| q.is_sparse(l));
+            if let Some(q) = quest {
+                d.push(q.meta(g, l, kc, step, nt));
+            }
             if n == 1 {
-                let da = attn::attn_decode(g, &shape, &a.q, kc, vc, &self.scratch, &a.att, &self.lse, step);
-                d.push(da.partial);
-                d.push(da.merge);
+                match quest {
+                    Some(q) => d.extend(q.decode(g, l, &a.q, kc, vc, &a.att, &self.lse, step)),
+                    None => {
+                        let da = attn::attn_decode(g, &shape, &a.q, kc, vc, &self.scratch, &a.att, &self.lse, step);
+                        d.push(da.partial);
+                        d.push(da.merge);
+                    }
+                }
             } else {
                 d.push(attn::attn_prefill(g, &shape, &a.q, kc, vc, &a.att, step, nt));
             }

@@ -31,6 +31,58 @@ pub struct RefModel {
     k_cache: Vec<Vec<f32>>, // per layer [pos][kv_dim]
     v_cache: Vec<Vec<f32>>,
     pub pos: usize,
+    /// Quest page selection for the tokens run while it is `active`.
+    pub quest: Option<RefQuest>,
+}
+
+/// Quest in the reference forward: from layer `dense_layers` on, a token run
+/// while `active` attends only the pages Quest selects (see
+/// `reference::quest` for the rule); the engine activates it for decode steps.
+#[derive(Clone, Copy, Debug)]
+pub struct RefQuest {
+    pub page: usize,
+    pub budget_pages: usize,
+    /// Query heads per selection unit (1 or the KV group).
+    pub unit: usize,
+    pub dense_layers: usize,
+    pub active: bool,
+}
+
+impl RefQuest {
+    /// Slots each query head attends among `n`; `key(kvh, t)` is a cached key.
+    fn slots<'a>(&self, q: &[f32], n_heads: usize, group: usize, n: usize, key: impl Fn(usize, usize) -> &'a [f32]) -> Vec<Vec<usize>> {
+        let hd = q.len() / n_heads;
+        let n_pages = n.div_ceil(self.page);
+        if n_pages <= self.budget_pages {
+            return vec![(0..n).collect(); n_heads];
+        }
+        let mut out = vec![Vec::new(); n_heads];
+        for u in 0..n_heads / self.unit {
+            let kvh = u * self.unit / group;
+            let score = |pg: usize| -> f64 {
+                let (mut hi, mut lo) = (vec![f32::NEG_INFINITY; hd], vec![f32::INFINITY; hd]);
+                for t in pg * self.page..(pg + 1) * self.page {
+                    for (i, &x) in key(kvh, t).iter().enumerate() {
+                        hi[i] = hi[i].max(x);
+                        lo[i] = lo[i].min(x);
+                    }
+                }
+                (u * self.unit..(u + 1) * self.unit)
+                    .map(|h| (0..hd).map(|i| { let qi = q[h * hd + i] as f64; (qi * hi[i] as f64).max(qi * lo[i] as f64) }).sum::<f64>())
+                    .sum()
+            };
+            let scores: Vec<f64> = (0..n_pages - 1).map(score).collect();
+            let mut pages: Vec<usize> = (0..n_pages - 1).collect();
+            pages.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            pages.truncate(self.budget_pages - 1);
+            pages.push(n_pages - 1);
+            let slots: Vec<usize> = pages.iter().flat_map(|&pg| pg * self.page..((pg + 1) * self.page).min(n)).collect();
+            for h in u * self.unit..(u + 1) * self.unit {
+                out[h] = slots.clone();
+            }
+        }
+        out
+    }
 }
 
 fn matvec(w: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
@@ -92,6 +144,7 @@ impl RefModel {
             k_cache: vec![Vec::new(); cfg.n_layers],
             v_cache: vec![Vec::new(); cfg.n_layers],
             pos: 0,
+            quest: None,
             cfg,
         })
     }
@@ -127,12 +180,19 @@ impl RefModel {
             self.v_cache[l].extend(v.iter().map(|&e| round(e)));
             let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
             let n = pos + 1;
+            let slots = match self.quest {
+                Some(qs) if qs.active && l >= qs.dense_layers => {
+                    qs.slots(&q, nh, group, n, |kvh, t| &kc[t * kv_dim + kvh * hd..][..hd])
+                }
+                _ => vec![(0..n).collect::<Vec<usize>>(); nh],
+            };
             let mut att = vec![0f32; nh * hd];
             for h in 0..nh {
                 let kvh = h / group;
                 let qh = &q[h * hd..(h + 1) * hd];
-                let scores: Vec<f64> = (0..n)
-                    .map(|t| {
+                let scores: Vec<f64> = slots[h]
+                    .iter()
+                    .map(|&t| {
                         let kt = &kc[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
                         qh.iter().zip(kt).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (hd as f64).sqrt()
                     })
@@ -141,7 +201,7 @@ impl RefModel {
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let sum: f64 = e.iter().sum();
                 for d in 0..hd {
-                    let acc: f64 = (0..n).map(|t| e[t] * vc[t * kv_dim + kvh * hd + d] as f64).sum();
+                    let acc: f64 = slots[h].iter().zip(&e).map(|(&t, &p)| p * vc[t * kv_dim + kvh * hd + d] as f64).sum();
                     att[h * hd + d] = (acc / sum) as f32;
                 }
             }

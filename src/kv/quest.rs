@@ -1,0 +1,142 @@
+//! The `quest` selection part: options, per-layer page metadata and the
+//! dispatches one layer adds to a forward pass (see `ops::quest`).
+//!
+//! `quest:budget=N|P%,page=16,dense_layers=2,group=shared|head`
+//! - `budget`: tokens each selection unit attends per decode step, the
+//!   current page included (rounded down to whole pages); default 512.
+//! - `page`: slots per page (default 16, the paper's).
+//! - `dense_layers`: the first layers attend every token (default 2).
+//! - `group`: `shared` (default) lets the query heads of a KV head share one
+//!   page list, scored by the sum of their page scores, so each selected K/V
+//!   row is read once per group; `head` gives every query head its own pages,
+//!   the paper's rule, reading up to `n_heads / n_kv_heads` times more KV.
+//!
+//! Prefill always attends densely; metadata is written for every appended
+//! token, prefill included.
+
+use super::spec::{Budget, Part};
+use crate::gpu::Gpu;
+use crate::kernels::Dispatch;
+use crate::ops::attention::{AttnShape, DecodeAttn};
+use crate::ops::quest::{self as ops, QuestScratch, QuestShape};
+use crate::{Error, Result};
+
+pub const DEFAULT_BUDGET: usize = 512;
+pub const DEFAULT_PAGE: u32 = 16;
+pub const DEFAULT_DENSE_LAYERS: usize = 2;
+
+/// Parsed `quest` options.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuestOptions {
+    pub budget: Budget,
+    pub page: u32,
+    pub dense_layers: usize,
+    pub shared: bool,
+}
+
+impl QuestOptions {
+    pub fn from_part(p: &Part) -> Result<QuestOptions> {
+        let num = |key: &str, default: usize| -> Result<usize> {
+            match p.get(key) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| Error::msg(format!("--kv quest: {key}={v} is not a whole number"))),
+            }
+        };
+        let shared = match p.get("group").unwrap_or("shared") {
+            "shared" => true,
+            "head" => false,
+            other => return Err(Error::msg(format!("--kv quest: group={other} (use `shared` or `head`)"))),
+        };
+        let page = num("page", DEFAULT_PAGE as usize)?;
+        if page == 0 || page > 1024 {
+            return Err(Error::msg(format!("--kv quest: page={page} is outside 1..=1024")));
+        }
+        Ok(QuestOptions {
+            budget: p.budget()?.unwrap_or(Budget::Tokens(DEFAULT_BUDGET)),
+            page: page as u32,
+            dense_layers: num("dense_layers", DEFAULT_DENSE_LAYERS)?,
+            shared,
+        })
+    }
+}
+
+/// Quest's state for one model: metadata buffers of the sparse layers and
+/// the per-step scratch they share.
+pub struct Quest {
+    pub opts: QuestOptions,
+    pub shape: QuestShape,
+    /// Per layer from `dense_layers` on: key max / min per page.
+    kmax: Vec<wgpu::Buffer>,
+    kmin: Vec<wgpu::Buffer>,
+    scratch: QuestScratch,
+}
+
+impl Quest {
+    pub fn new(gpu: &Gpu, opts: QuestOptions, attn: AttnShape, n_layers: usize) -> Result<Quest> {
+        let budget = opts.budget.tokens(attn.max_seq as usize).min(u32::MAX as usize) as u32;
+        let unit = if opts.shared { attn.group() } else { 1 };
+        let shape = QuestShape::new(attn, opts.page, budget, unit).map_err(|e| Error::msg(format!("--kv {e}")))?;
+        let sparse = n_layers.saturating_sub(opts.dense_layers);
+        let bytes = shape.meta_bytes(gpu.caps.f16);
+        let kmax = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmax{i}"), bytes)).collect();
+        let kmin = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmin{i}"), bytes)).collect();
+        Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape) })
+    }
+
+    /// Whether layer `l` selects pages (else it attends densely).
+    pub fn is_sparse(&self, l: usize) -> bool {
+        l >= self.opts.dense_layers
+    }
+
+    /// Sparse layers.
+    pub fn sparse_layers(&self) -> usize {
+        self.kmax.len()
+    }
+
+    /// Metadata update after layer `l`'s KV append of up to `max_tokens` tokens.
+    pub fn meta(&self, gpu: &Gpu, l: usize, k_cache: &wgpu::Buffer, step: &wgpu::Buffer, max_tokens: u32) -> Dispatch {
+        let i = l - self.opts.dense_layers;
+        ops::quest_meta(gpu, &self.shape, k_cache, &self.kmax[i], &self.kmin[i], step, max_tokens)
+    }
+
+    /// Layer `l`'s decode attention: page scores, selection, then attention
+    /// over the selected pages (returned as the usual partial + merge).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode(
+        &self,
+        gpu: &Gpu,
+        l: usize,
+        q: &wgpu::Buffer,
+        k_cache: &wgpu::Buffer,
+        v_cache: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        lse: &wgpu::Buffer,
+        step: &wgpu::Buffer,
+    ) -> [Dispatch; 4] {
+        let (i, s, sc) = (l - self.opts.dense_layers, &self.shape, &self.scratch);
+        let score = ops::quest_score(gpu, s, q, &self.kmax[i], &self.kmin[i], &sc.score, step);
+        let select = ops::quest_select(gpu, s, &sc.score, &sc.list, step);
+        let DecodeAttn { partial, merge } = ops::attn_decode_pages(gpu, s, q, k_cache, v_cache, sc, out, lse, step);
+        [score, select, partial, merge]
+    }
+
+    /// Cache slots (K and V rows per unit) one sparse layer reads at a
+    /// decode step over `len` slots, and metadata rows (kmax + kmin) read.
+    pub fn rows_read(&self, len: usize) -> (usize, usize) {
+        let s = &self.shape;
+        let page = s.page as usize;
+        let n_pages = len.div_ceil(page);
+        let units = s.n_units() as usize;
+        if n_pages <= s.budget_pages as usize {
+            return (len * s.attn.n_kv_heads as usize, 0);
+        }
+        let last = len - (n_pages - 1) * page;
+        let rows = (s.budget_pages as usize - 1) * page + last;
+        (units * rows, units * (n_pages - 1) * 2)
+    }
+
+    /// Metadata rows (kmax + kmin, per KV head) resident for `len` slots, per sparse layer.
+    pub fn meta_rows(&self, len: usize) -> usize {
+        2 * self.shape.attn.n_kv_heads as usize * len.div_ceil(self.shape.page as usize)
+    }
+}
