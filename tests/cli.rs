@@ -29,6 +29,16 @@ fn unknown_kv_part_is_one_line() {
 }
 
 #[test]
+fn unusable_kv_options_are_one_line() {
+    let Some(model) = common::real_model() else { return };
+    let m = model.to_str().unwrap();
+    let o = wgkv_with_stdin(&["--model", m, "generate", "-p", "hi", "--kv", "quest:budget=8"], None);
+    assert_one_line_error(&o, "below one page");
+    let o = wgkv_with_stdin(&["--model", m, "generate", "-p", "hi", "--kv", "quest:group=pairs"], None);
+    assert_one_line_error(&o, "group=pairs");
+}
+
+#[test]
 fn unknown_backend_is_one_line() {
     let o = wgkv_with_stdin(&["--backend", "glide", "devices"], None);
     assert_one_line_error(&o, "unknown backend 'glide'");

@@ -128,6 +128,9 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                         kv.bytes_resident() as f64 / 1048576.0, kv.bytes_allocated() as f64 / 1048576.0,
                         kv.bytes_read_per_step() as f64 / 1048576.0
                     );
+                    if let Some(q) = &kv.quest {
+                        println!("{}", q.describe(kv.len));
+                    }
                 }
                 "stats" => match &s.last {
                     Some(st) => println!(

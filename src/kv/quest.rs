@@ -120,23 +120,45 @@ impl Quest {
         [score, select, partial, merge]
     }
 
-    /// Cache slots (K and V rows per unit) one sparse layer reads at a
-    /// decode step over `len` slots, and metadata rows (kmax + kmin) read.
+    /// Slots one selection unit attends at a decode step over `len` slots.
+    pub fn slots_per_unit(&self, len: usize) -> usize {
+        let (page, bp) = (self.shape.page as usize, self.shape.budget_pages as usize);
+        let n_pages = len.div_ceil(page);
+        if n_pages <= bp { len } else { (bp - 1) * page + len - (n_pages - 1) * page }
+    }
+
+    /// K (or V) rows one sparse layer reads at a decode step over `len`
+    /// slots, and metadata rows (kmax + kmin) read. Without selection (every
+    /// page fits the budget) each KV head's rows are read once.
     pub fn rows_read(&self, len: usize) -> (usize, usize) {
         let s = &self.shape;
-        let page = s.page as usize;
-        let n_pages = len.div_ceil(page);
-        let units = s.n_units() as usize;
+        let n_pages = len.div_ceil(s.page as usize);
         if n_pages <= s.budget_pages as usize {
             return (len * s.attn.n_kv_heads as usize, 0);
         }
-        let last = len - (n_pages - 1) * page;
-        let rows = (s.budget_pages as usize - 1) * page + last;
-        (units * rows, units * (n_pages - 1) * 2)
+        let units = s.n_units() as usize;
+        (units * self.slots_per_unit(len), units * (n_pages - 1) * 2)
     }
 
     /// Metadata rows (kmax + kmin, per KV head) resident for `len` slots, per sparse layer.
     pub fn meta_rows(&self, len: usize) -> usize {
         2 * self.shape.attn.n_kv_heads as usize * len.div_ceil(self.shape.page as usize)
+    }
+
+    /// One line for `/kv`: what a decode step over `len` slots attends.
+    pub fn describe(&self, len: usize) -> String {
+        let s = &self.shape;
+        let per_unit = self.slots_per_unit(len);
+        format!(
+            "quest: layers {}..{} select pages ({} of {} slots per {} per step; {} pages of {} tokens), the first {} attend all",
+            self.opts.dense_layers,
+            self.opts.dense_layers + self.sparse_layers(),
+            per_unit,
+            len,
+            if self.opts.shared { "KV head" } else { "query head" },
+            s.budget_pages,
+            s.page,
+            self.opts.dense_layers
+        )
     }
 }
