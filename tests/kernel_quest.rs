@@ -7,6 +7,7 @@
 mod common;
 use common::*;
 use wgkv::gpu::Gpu;
+use wgkv::kernels::Kernel;
 use wgkv::ops::attention::{self as attn, AttnShape, DecodeScratch};
 use wgkv::ops::quest::{self as ops, QuestScratch, QuestShape};
 use wgkv::ops::Step;
@@ -78,6 +79,7 @@ impl Layer {
         let (kb, vb) = (upload_f32(g, "k_new", &k_new), upload_f32(g, "v_new", &v_new));
         let app = attn::kv_append(g, &a, &kb, &vb, &self.k, &self.v, &st, n as u32);
         let meta = ops::quest_meta(g, &self.s, &self.k, &self.kmax, &self.kmin, &st, n as u32);
+        assert_eq!(meta.kernel, Kernel::QuestMeta);
         g.run(&[&app, &meta]);
         wgkv::reference::attention::kv_append(&a, &mut self.kc, &mut self.vc, &k_new, &v_new, self.len - n);
     }
@@ -215,6 +217,7 @@ fn decode_pages(g: &Gpu, layer: &Layer, q: &[f32]) -> (Vec<f32>, Vec<Vec<u32>>) 
     let sc = ops::quest_score(g, s, &qb, &layer.kmax, &layer.kmin, &scratch.score, &st);
     let sel = ops::quest_select(g, s, &scratch.score, &scratch.list, &st);
     let da = ops::attn_decode_pages(g, s, &qb, &layer.k, &layer.v, &scratch, &out, &lse, &st);
+    assert_eq!([sc.kernel, sel.kernel, da.partial.kernel, da.merge.kernel], [Kernel::QuestScore, Kernel::QuestSelect, Kernel::AttnDecodePages, Kernel::AttnMerge]);
     g.run(&[&sc, &sel, &da.partial, &da.merge]);
     let n_sel = reference::n_pages(s, layer.len).min(s.budget_pages as usize);
     let lists = g.read_u32(&scratch.list, (s.n_units() * s.budget_pages) as usize);
