@@ -90,7 +90,12 @@ fn small_budget_follows_the_reference_selection() {
 #[test]
 fn a_budget_covering_the_context_equals_full() {
     let w = tiny_weights("quest-full");
-    for spec in ["quest:budget=64,page=4,dense_layers=0", "quest:budget=48,page=16,dense_layers=0,group=head", "quest:budget=100%,dense_layers=1"] {
+    for spec in [
+        "quest:budget=64,page=4,dense_layers=0",
+        "quest:budget=48,page=16,dense_layers=0,group=head",
+        "quest:budget=100%,dense_layers=1",
+        "quest:budget=4000000000,page=5,dense_layers=0", // clamped to the context
+    ] {
         for g in contexts() {
             let (got, m) = run(&g, &w, spec);
             let (want, f) = run(&g, &w, "full");

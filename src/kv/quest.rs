@@ -73,7 +73,9 @@ pub struct Quest {
 
 impl Quest {
     pub fn new(gpu: &Gpu, opts: QuestOptions, attn: AttnShape, n_layers: usize) -> Result<Quest> {
-        let budget = opts.budget.tokens(attn.max_seq as usize).min(u32::MAX as usize) as u32;
+        // A budget past the context reads everything: clamp it (buffers scale with it).
+        let ctx = attn.max_seq as usize;
+        let budget = opts.budget.tokens(ctx).min(ctx.next_multiple_of(opts.page as usize)) as u32;
         let unit = if opts.shared { attn.group() } else { 1 };
         let shape = QuestShape::new(attn, opts.page, budget, unit).map_err(|e| Error::msg(format!("--kv {e}")))?;
         let sparse = n_layers.saturating_sub(opts.dense_layers);
