@@ -154,7 +154,7 @@ fn decode_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
     Spec::new(Kernel::AttnDecodeLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
 }
 
-pub(crate) fn merge_spec(head_dim: u32) -> Spec {
+fn merge_spec(head_dim: u32) -> Spec {
     Spec::new(Kernel::AttnMerge).with("WG", WG).with("HEAD_DIM", head_dim)
 }
 
@@ -388,12 +388,26 @@ pub fn attn_decode(
         &[q, k_cache, v_cache, &scratch.part_o, &scratch.part_ml, &params, step],
         [n_split, shape.n_kv_heads, 1],
     );
-    let mparams = MergeParams { n_heads: shape.n_heads, n_parts: n_split * scratch.parts, _p: [0; 2] };
-    let mparams = gpu.uniform("attn_merge.params", bytemuck::bytes_of(&mparams));
-    let merge = gpu.dispatch(
-        &merge_spec(shape.head_dim),
-        &[&scratch.part_o, &scratch.part_ml, out, lse, &mparams],
-        [(shape.n_heads * shape.head_dim / 4).div_ceil(WG), 1, 1],
-    );
+    let merge = attn_merge(gpu, shape, &scratch.part_o, &scratch.part_ml, n_split * scratch.parts, out, lse);
     DecodeAttn { partial, merge }
+}
+
+/// The second half of flash-decoding: merge `n_parts` partial softmax states
+/// per query head (`part_o`, `part_ml`) into row 0 of `out` and `lse`.
+pub fn attn_merge(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    part_o: &wgpu::Buffer,
+    part_ml: &wgpu::Buffer,
+    n_parts: u32,
+    out: &wgpu::Buffer,
+    lse: &wgpu::Buffer,
+) -> Dispatch {
+    let params = MergeParams { n_heads: shape.n_heads, n_parts, _p: [0; 2] };
+    let params = gpu.uniform("attn_merge.params", bytemuck::bytes_of(&params));
+    gpu.dispatch(
+        &merge_spec(shape.head_dim),
+        &[part_o, part_ml, out, lse, &params],
+        [(shape.n_heads * shape.head_dim / 4).div_ceil(WG), 1, 1],
+    )
 }

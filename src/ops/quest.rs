@@ -9,7 +9,7 @@
 //! by the sum of their page scores, so each selected K/V row is read once
 //! for the group.
 
-use super::attention::{merge_spec, AttnShape, DecodeAttn, DECODE_LANES, WG};
+use super::attention::{attn_merge, AttnShape, DecodeAttn, DECODE_LANES, WG};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
@@ -190,14 +190,6 @@ struct PagesParams {
     scale: f32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct MergeParams {
-    n_heads: u32,
-    n_parts: u32,
-    _p: [u32; 2],
-}
-
 /// Attention of the decode query (row 0 of `q`) over the pages in
 /// `scratch.list`: partial states, then `attn_merge` into row 0 of `out`
 /// and `lse` (the log-sum-exp over the attended slots).
@@ -222,12 +214,6 @@ pub fn attn_decode_pages(
         &[q, k_cache, v_cache, &scratch.list, &scratch.part_o, &scratch.part_ml, &params, step],
         [n_split, s.n_units(), 1],
     );
-    let mparams = MergeParams { n_heads: s.attn.n_heads, n_parts: n_split * DECODE_LANES, _p: [0; 2] };
-    let mparams = gpu.uniform("attn_merge.params", bytemuck::bytes_of(&mparams));
-    let merge = gpu.dispatch(
-        &merge_spec(s.attn.head_dim),
-        &[&scratch.part_o, &scratch.part_ml, out, lse, &mparams],
-        [(s.attn.n_heads * s.attn.head_dim / 4).div_ceil(WG), 1, 1],
-    );
+    let merge = attn_merge(gpu, &s.attn, &scratch.part_o, &scratch.part_ml, n_split * DECODE_LANES, out, lse);
     DecodeAttn { partial, merge }
 }
