@@ -21,20 +21,6 @@ fn shape(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_seq: u32) -> AttnShap
     AttnShape { n_heads, n_kv_heads, head_dim, max_seq }
 }
 
-/// Bytes of `x` as the cache stores them on `g`.
-fn kv_bytes(g: &Gpu, x: &[f32]) -> Vec<u8> {
-    if g.caps.f16 {
-        x.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect()
-    } else {
-        bytemuck::cast_slice(x).to_vec()
-    }
-}
-
-/// `x` as the cache stores it on `g`, back in f32.
-fn kv_round(g: &Gpu, x: &[f32]) -> Vec<f32> {
-    if g.caps.f16 { reference::round_f16(x) } else { x.to_vec() }
-}
-
 fn step_bytes(pos: u32, n_tokens: u32, kv_len: u32) -> Vec<u8> {
     bytemuck::bytes_of(&Step { pos, n_tokens, kv_len, _pad: 0 }).to_vec()
 }

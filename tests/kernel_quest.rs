@@ -11,20 +11,8 @@ use wgkv::kernels::Kernel;
 use wgkv::ops::attention::{self as attn, AttnShape, DecodeScratch};
 use wgkv::ops::quest::{self as ops, QuestScratch, QuestShape};
 use wgkv::ops::Step;
-use wgkv::reference::attention::{attention, round_f16};
+use wgkv::reference::attention::attention;
 use wgkv::reference::quest as reference;
-
-fn kv_bytes(g: &Gpu, x: &[f32]) -> Vec<u8> {
-    if g.caps.f16 {
-        x.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect()
-    } else {
-        bytemuck::cast_slice(x).to_vec()
-    }
-}
-
-fn kv_round(g: &Gpu, x: &[f32]) -> Vec<f32> {
-    if g.caps.f16 { round_f16(x) } else { x.to_vec() }
-}
 
 /// `n` kv_t values of `buf` as f32.
 fn read_kv(g: &Gpu, buf: &wgpu::Buffer, n: usize) -> Vec<f32> {

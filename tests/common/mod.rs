@@ -219,3 +219,17 @@ pub fn real_model() -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// Bytes of `x` as a KV cache stores them on `g` (f16 with SHADER_F16, else f32).
+pub fn kv_bytes(g: &Gpu, x: &[f32]) -> Vec<u8> {
+    if g.caps.f16 {
+        x.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect()
+    } else {
+        bytemuck::cast_slice(x).to_vec()
+    }
+}
+
+/// `x` as a KV cache stores it on `g`, back in f32.
+pub fn kv_round(g: &Gpu, x: &[f32]) -> Vec<f32> {
+    if g.caps.f16 { wgkv::reference::attention::round_f16(x) } else { x.to_vec() }
+}
