@@ -4,39 +4,58 @@
 // 0 ..= step.kv_len - step.n_tokens + t, read after this call's kv_append:
 //   out[t, h] = softmax_j(scale * q[t, h] . K[kvh, j]) @ V[kvh, j],
 //   kvh = h / GROUP.
+// This kernel is the first half: partial softmax states per split of the
+// slots, combined by attn_merge (rows = token x query head).
 //
-// A workgroup serves one KV head and LANES consecutive tokens, one token per
-// invocation with all GROUP query heads of the KV head. Every lane walks the
-// same keys (up to the last slot any of its tokens may attend), so the K and
-// V loads are the same in every lane; keys past a lane's own limit are
-// masked. Each lane keeps one online-softmax state (max, sum, output) per
-// head. No workgroup memory and no barriers: on lavapipe a workgroup runs as
-// one 8-wide SIMD loop, where attn_prefill's staged tiles and barriers cost
-// more than the arithmetic. Measured on lavapipe (512-token prefill, the
-// real model): about 1.4x attn_prefill's speed; one head per workgroup
-// (each K/V row read once per head instead of once per group) ran slower.
+// A workgroup serves one KV head, LANES consecutive tokens and one split of
+// at most CHUNK slots, one token per invocation with all GROUP query heads
+// of the KV head. Every lane walks the same keys of the split (up to the
+// last slot any of its tokens may attend), so the K and V loads are the same
+// in every lane; keys past a lane's own limit are masked. Each lane keeps
+// one online-softmax state (max, sum, output) per head. No workgroup memory
+// and no barriers: on lavapipe a workgroup runs as one 8-wide SIMD loop,
+// where attn_prefill's staged tiles and barriers cost more than the
+// arithmetic (about 1.4x attn_prefill's speed on lavapipe, 512-token
+// prefill of the real model).
+//
+// Why splits: llvmpipe stops all loops of an invocation after 65535
+// iterations in total (its LP_MAX_TGSI_LOOP_ITERATIONS, shared by every
+// loop), silently. One lane walking a whole 8k context ran past it at
+// about 3.6k slots with f16 caches. CHUNK is chosen on the host so that a
+// split stays under that count even with no inner loop unrolled
+// (AttnShape::prefill_lanes_chunk).
+//
+// Partial state of (token t, head h, split c), at part index
+// (t * n_heads + h) * n_split + c:
+//   part_ml = (m, l): max score and sum of exp(s - m) over the split's live
+//   slots; part_o = sum of exp(s - m) V (unnormalised). A split without live
+//   slots writes (-1e30, 0) and no o (the merge never reads o where l = 0).
 //
 // Layout: q [max_tokens][n_heads][HEAD_DIM] f32; caches
-// [n_kv_heads][max_seq][HEAD_DIM] kv_t (read as kv4_t); out like q.
-// Bindings: q (read), k_cache (read), v_cache (read), out (read_write),
-// params, step (ops::Step).
+// [n_kv_heads][max_seq][HEAD_DIM] kv_t (read as kv4_t); part_o
+// [max_tokens][n_heads][n_split][HEAD_DIM] f32; part_ml
+// [max_tokens][n_heads][n_split] vec2 f32.
+// Bindings: q (read), k_cache (read), v_cache (read), part_o (read_write),
+// part_ml (read_write), params, step (ops::Step).
 // Prelude consts: LANES (tokens per workgroup), HEAD_DIM (a multiple of 4),
-// GROUP (query heads per KV head).
-// Grid: (ceil(max_tokens / LANES), n_kv_heads, 1); workgroups past
-// step.n_tokens exit at once, tokens past it write nothing.
+// GROUP (query heads per KV head), CHUNK (most slots per split).
+// Grid: (ceil(max_tokens / LANES), n_kv_heads, n_split), n_split * CHUNK >=
+// max_seq; workgroups past step.n_tokens exit at once, tokens past it write
+// nothing.
 
 struct Params {
     n_heads: u32, n_kv_heads: u32, max_seq: u32, group: u32,
-    scale: f32, max_tokens: u32, _p0: u32, _p1: u32,
+    scale: f32, max_tokens: u32, n_split: u32, _p0: u32,
 }
 struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
 @group(0) @binding(2) var<storage, read> v_cache: array<kv4_t>;
-@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(4) var<uniform> p: Params;
-@group(0) @binding(5) var<uniform> step: Step;
+@group(0) @binding(3) var<storage, read_write> part_o: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> part_ml: array<vec2<f32>>;
+@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(6) var<uniform> step: Step;
 
 const D4: u32 = HEAD_DIM / 4u;
 const NEG: f32 = -1.0e30; // neutral max: exp(NEG - m) == 0, never NaN
@@ -54,6 +73,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let t = min(t0 + lane, n_tok - 1u); // lanes past n_tok repeat the last token
     let lim = min(base + t, p.max_seq - 1u); // last slot this lane may attend
     let kv_end = min(base + min(t0 + LANES, n_tok), p.max_seq); // keys any lane needs
+    let s0 = wid.z * CHUNK;
+    let s1 = min(s0 + CHUNK, kv_end); // this split's slots: s0 .. s1
 
     var qr: array<vec4<f32>, GROUP * D4>;
     let qo = (t * p.n_heads + h0) * D4;
@@ -67,7 +88,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         m[g] = NEG;
     }
     let head = kvh * p.max_seq * D4;
-    for (var j = 0u; j < kv_end; j++) {
+    for (var j = s0; j < s1; j++) {
         let row = head + j * D4;
         let live = j <= lim;
         var dp: array<vec4<f32>, GROUP>;
@@ -96,10 +117,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     if (t0 + lane < n_tok) {
         for (var g = 0u; g < GROUP; g++) {
-            let inv = 1.0 / l[g]; // l >= 1: the maximum contributes exp(0)
-            let oo = (t * p.n_heads + h0 + g) * D4;
-            for (var d = 0u; d < D4; d++) {
-                out[oo + d] = acc[g * D4 + d] * inv;
+            let part = (t * p.n_heads + h0 + g) * p.n_split + wid.z;
+            part_ml[part] = vec2<f32>(m[g], l[g]);
+            if (l[g] > 0.0) {
+                for (var d = 0u; d < D4; d++) {
+                    part_o[part * D4 + d] = acc[g * D4 + d];
+                }
             }
         }
     }

@@ -13,7 +13,10 @@
 // Layout: score [n_units][max_pages] f32; list [n_units][budget_pages] u32.
 // Bindings: score (read), list (read_write), params, step (ops::Step).
 // Prelude consts: WG, PAGE.
-// Grid: (n_units, 1, 1).
+// Grid: (ceil(max_pages / WG), n_units, 1): one invocation per page, which
+// counts its rank over all full pages (at most max_pages - 1 loop
+// iterations: llvmpipe stops an invocation's loops after 65535 in all, so
+// QuestShape::check bounds max_pages).
 
 struct Params { max_seq: u32, max_pages: u32, budget_pages: u32, _p0: u32 }
 struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
@@ -24,32 +27,34 @@ struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 @group(0) @binding(3) var<uniform> step: Step;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let u = wid.x;
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let u = gid.y;
+    let i = gid.x;
     let kv_len = min(step.kv_len, p.max_seq);
     let n_pages = (kv_len + PAGE - 1u) / PAGE;
     let base = u * p.budget_pages;
     if (n_pages <= p.budget_pages) {
-        for (var e = lid; e < n_pages; e += WG) {
-            list[base + e] = e;
+        if (i < n_pages) {
+            list[base + i] = i;
         }
         return;
     }
     let n_full = n_pages - 1u;
     let keep = p.budget_pages - 1u;
-    let sb = u * p.max_pages;
-    for (var i = lid; i < n_full; i += WG) {
-        let si = score[sb + i];
-        var rank = 0u;
-        for (var j = 0u; j < n_full; j++) {
-            let sj = score[sb + j];
-            rank += select(0u, 1u, sj > si || (sj == si && j < i));
-        }
-        if (rank < keep) {
-            list[base + rank] = i;
-        }
+    if (i == n_full) {
+        list[base + keep] = n_full; // the current page, always attended
     }
-    if (lid == 0u) {
-        list[base + keep] = n_full;
+    if (i >= n_full) {
+        return;
+    }
+    let sb = u * p.max_pages;
+    let si = score[sb + i];
+    var rank = 0u;
+    for (var j = 0u; j < n_full; j++) {
+        let sj = score[sb + j];
+        rank += select(0u, 1u, sj > si || (sj == si && j < i));
+    }
+    if (rank < keep) {
+        list[base + rank] = i;
     }
 }

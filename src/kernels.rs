@@ -114,10 +114,13 @@ pub struct Registry {
 /// The checks wgpu adds to our kernels on `backend`.
 ///
 /// - Loop bounding is off everywhere: every loop in shaders/ ends (counted
-///   loops over uniform bounds; topk's digit scan counts down to 0). With it
-///   on, lavapipe computed NaNs in attn_prefill_lanes once a 512-token chunk
-///   attended past ~2050 cached slots (tests/kernel_attention.rs keeps that
-///   case), and it costs a counter in every inner loop.
+///   loops over uniform bounds; topk's digit scan counts down to 0), and it
+///   costs a counter in every inner loop. With it on, attn_prefill_lanes
+///   went wrong past ~2050 cached slots on lavapipe; the cause, found later,
+///   is llvmpipe's cap of 65535 loop iterations per invocation (all loops
+///   together): the counters most likely kept the inner loops from being
+///   unrolled, so each slot cost more iterations. Kernels that run on CPU
+///   adapters now bound their own loop counts (see LANES_LOOP_BUDGET).
 /// - Bounds checks are off on Vulkan only, where wgpu enables the driver's
 ///   robustBufferAccess, so storage-buffer accesses stay bounded by the
 ///   driver; what goes is naga's clamping of private and workgroup array

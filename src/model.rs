@@ -101,6 +101,7 @@ pub struct Model {
     lse: wgpu::Buffer,    // [n_heads] decode attention log-sum-exp
     staging: wgpu::Buffer, // MAP_READ, the largest readout (all logits)
     scratch: attn::DecodeScratch,
+    prefill: attn::PrefillScratch,
     acts: Acts,           // sized for MAX_CHUNK tokens, shared by every plan
     plans: HashMap<usize, Plan>,
 }
@@ -157,11 +158,12 @@ impl Model {
         let topk = gpu.buffer("topk", 4 * sample::topk_words(TOPK as u32) as u64);
         let lse = gpu.buffer("lse", 4 * cfg.n_heads as u64);
         let scratch = attn::DecodeScratch::new(&gpu, &shape);
+        let prefill = attn::PrefillScratch::new(&gpu, &shape, MAX_CHUNK as u32)?;
         let acts = alloc_acts(&gpu, &cfg, MAX_CHUNK);
         let staging = gpu.staging(4 * cfg.vocab_size.max(sample::topk_words(TOPK as u32)) as u64);
         let mut m = Model {
             cfg, gpu, kv, weight_bytes, weight_type, embed, output, output_norm, layers, step, last, logits, best, topk,
-            lse, staging, scratch, acts, plans: HashMap::new(),
+            lse, staging, scratch, prefill, acts, plans: HashMap::new(),
         };
         // Record the decode plan now so the first token pays no pipeline builds.
         m.ensure_plan(1)?;
@@ -339,7 +341,7 @@ impl Model {
                     }
                 }
             } else {
-                d.push(attn::attn_prefill(g, &shape, &a.q, kc, vc, &a.att, step, nt));
+                d.extend(attn::attn_prefill(g, &shape, &a.q, kc, vc, &self.prefill, &a.att, step));
             }
             d.push(lin(&w.wo, &a.att, &a.x, true));
             // feed-forward block

@@ -8,7 +8,7 @@ use common::*;
 use wgkv::gpu::Gpu;
 use wgkv::kernels::Kernel;
 use wgkv::ops::Step;
-use wgkv::ops::attention::{self as ops, AttnShape, AttnKind, DecodeScratch};
+use wgkv::ops::attention::{self as ops, AttnShape, AttnKind, DecodeScratch, PrefillScratch};
 use wgkv::reference::attention as reference;
 
 /// Attention outputs are convex combinations of V rows (|v| <= 1), computed from
@@ -124,10 +124,11 @@ fn check_prefill_kind(g: &Gpu, rng: &mut Rng, s: &AttnShape, n: u32, prior: u32,
     let out = poisoned(g, "out", max_tokens as usize * qrow);
     let (kb, vb, qb) = (upload_f32(g, "k", &k_new), upload_f32(g, "v", &v_new), upload_f32(g, "q", &q));
     let app = ops::kv_append(g, s, &kb, &vb, &cache.k, &cache.v, &step, max_tokens);
-    let attn = ops::attn_prefill_kind(g, kind, s, &qb, &cache.k, &cache.v, &out, &step, max_tokens);
+    let scratch = PrefillScratch::with_kind(g, s, kind, max_tokens).unwrap();
+    let attn = ops::attn_prefill(g, s, &qb, &cache.k, &cache.v, &scratch, &out, &step);
     let want_kernel = if kind == AttnKind::Lanes { Kernel::AttnPrefillLanes } else { Kernel::AttnPrefill };
-    assert_eq!(attn.kernel, want_kernel);
-    g.run(&[&app, &attn]);
+    assert_eq!(attn[0].kernel, want_kernel);
+    g.run(&[&[&app], attn.iter().collect::<Vec<_>>().as_slice()].concat());
 
     let all = read_guarded_f32(g, &out, max_tokens as usize * qrow);
     let (got, rest) = all.split_at(n as usize * qrow);
@@ -157,8 +158,13 @@ fn prefill_matches_reference() {
         check_prefill(&g, &mut rng, &shape(6, 2, 96, 200), 30, 50);
         check_prefill(&g, &mut rng, &shape(9, 3, 64, 600), 64, 0);
         check_prefill(&g, &mut rng, &shape(9, 3, 64, 600), 512, 0);
-        // A late chunk of a long prompt: a deep prior context.
+        // Late chunks of long prompts: deep prior contexts. llvmpipe stops an
+        // invocation's loops after 65535 iterations in all; one lane walking
+        // every slot broke past ~3.6k slots (f16) before the slots were split.
         check_prefill(&g, &mut rng, &shape(9, 3, 64, 8192), 512, 1600);
+        check_prefill(&g, &mut rng, &shape(9, 3, 64, 8192), 512, 3500);
+        check_prefill(&g, &mut rng, &shape(9, 3, 64, 8192), 9, 8183);
+        check_prefill(&g, &mut rng, &shape(16, 2, 128, 4096), 8, 4000);
     }
 }
 
@@ -261,7 +267,8 @@ fn chunked_prefill_then_decode_reuse_bind_groups() {
         let step = g.uniform("step", &step_bytes(0, 0, 0));
         let scratch = DecodeScratch::new(&g, &s);
         let app = ops::kv_append(&g, &s, &kb, &vb, &cache.k, &cache.v, &step, max_tokens as u32);
-        let pre = ops::attn_prefill(&g, &s, &qb, &cache.k, &cache.v, &out, &step, max_tokens as u32);
+        let pre_scratch = PrefillScratch::new(&g, &s, max_tokens as u32).unwrap();
+        let pre = ops::attn_prefill(&g, &s, &qb, &cache.k, &cache.v, &pre_scratch, &out, &step);
         let dec = ops::attn_decode(&g, &s, &qb, &cache.k, &cache.v, &scratch, &out, &lse, &step);
 
         let mut kv_len = 0usize;
@@ -280,7 +287,7 @@ fn chunked_prefill_then_decode_reuse_bind_groups() {
             if decode {
                 g.run(&[&app, &dec.partial, &dec.merge]);
             } else {
-                g.run(&[&app, &pre]);
+                g.run(&[&[&app], pre.iter().collect::<Vec<_>>().as_slice()].concat());
             }
             cache.append_ref(&g, &s, &k, &v, kv_len);
             kv_len += n;
@@ -302,6 +309,17 @@ fn shapes_are_checked_and_specs_cover_the_model() {
         assert!(shape(9, 3, 62, 8192).check(&g).is_err(), "head_dim not a multiple of 4");
         assert!(shape(9, 3, 260, 8192).check(&g).is_err(), "head_dim above 4 * WG");
         assert!(shape(9, 3, 64, 0).check(&g).is_err(), "empty context");
+        let long = shape(1, 1, 4, ops::MAX_SEQ + 1).check(&g).unwrap_err().to_string();
+        assert!(long.contains("lower --ctx"), "{long}");
+    }
+    // A lanes prefill split stays inside the loop budget for every listed shape.
+    for &hd in ops::SPEC_HEAD_DIMS {
+        for &gr in ops::SPEC_GROUPS {
+            let s = shape(gr, 1, hd, 8192);
+            let (d4, chunk) = (hd / 4, s.prefill_lanes_chunk());
+            assert!(chunk * (1 + 2 * (d4 + d4 * gr) + gr) <= ops::LANES_LOOP_BUDGET, "head_dim {hd} group {gr}: chunk {chunk}");
+            assert!(chunk >= 8 && chunk.is_power_of_two());
+        }
     }
     // Shared memory of the real model's shape stays under the 16 KiB portable minimum.
     let (prefill, decode) = shape(9, 3, 64, 8192).shared_bytes();
@@ -311,3 +329,4 @@ fn shapes_are_checked_and_specs_cover_the_model() {
         assert!(specs.iter().any(|s| s.kernel == k && s.get("HEAD_DIM") == Some(64)), "{k:?} for head_dim 64 missing");
     }
 }
+

@@ -138,6 +138,8 @@ fn scores_and_selected_pages_equal_the_reference_exactly() {
             (9, 3, 16, 64, false, &[80, 161, 300]),
             (4, 4, 5, 17, false, &[3, 15, 16, 51, 77]),
             (8, 1, 16, 48, true, &[200]),
+            // More pages than one select workgroup (64) holds.
+            (3, 1, 2, 40, true, &[150, 301]),
         ];
         for &(nh, nkv, page, budget, shared, lens) in cases {
             let s = qshape(nh, nkv, 64, 320, page, budget, shared);
@@ -275,4 +277,7 @@ fn bad_quest_shapes_are_refused() {
     assert!(QuestShape::new(attn, 0, 64, 3).is_err());
     assert!(QuestShape::new(attn, 16, 64, 2).unwrap_err().to_string().contains("neither 1 nor"));
     assert_eq!(QuestShape::new(attn, 16, 100, 1).unwrap().budget_pages, 6);
+    let long = AttnShape { max_seq: 1 << 18, ..attn };
+    assert!(QuestShape::new(long, 4, 64, 3).unwrap_err().to_string().contains("raise page="));
+    assert!(QuestShape::new(long, 8, 64, 3).is_ok());
 }

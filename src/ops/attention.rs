@@ -23,6 +23,12 @@
 //! ones all `n_split`. Workgroup memory: [`AttnShape::shared_bytes`] (8 KiB prefill,
 //! 4.5 KiB decode for the real model; both under 16 KiB up to head_dim 128 and 8 query
 //! heads per KV head).
+//!
+//! CPU adapters run the lanes kernels, which split the slots too: llvmpipe ends every
+//! loop of an invocation, silently, once it has run 65535 iterations in all, so no
+//! invocation may walk a whole long context ([`LANES_LOOP_BUDGET`]). The lanes prefill
+//! writes partial states per split of [`AttnShape::prefill_lanes_chunk`] slots and
+//! `attn_merge` combines them, as in decode.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -38,6 +44,13 @@ pub const PREFILL_TILE: u32 = 1024;
 /// [`DECODE_WIDE_GROUP`] query heads (fewer above, to bound shared memory).
 pub const DECODE_CHUNK: u32 = 256;
 pub const DECODE_WIDE_GROUP: u32 = 8;
+/// Most cache slots per KV head: attn_merge walks up to `max_seq / 16` decode
+/// partials (Quest's the same for its budget) in one invocation's loop.
+pub const MAX_SEQ: u32 = 1 << 19;
+/// Loop iterations one lanes-kernel invocation may spend on its slots: under
+/// llvmpipe's 65535 per invocation (LP_MAX_TGSI_LOOP_ITERATIONS, shared by all
+/// loops; past it every loop exits silently), with room for the setup loops.
+pub const LANES_LOOP_BUDGET: u32 = 49152;
 
 /// Head dims and query heads per KV head that [`specs`] lists: the real model's
 /// (64, 3) plus those the tests exercise.
@@ -95,6 +108,22 @@ impl AttnShape {
         (WG / (self.head_dim / 4).max(1)).max(1)
     }
 
+    /// Most slots one `attn_prefill_lanes` split walks: every lane runs
+    /// `1 + 2 * (d4 + d4 * group) + group` loop iterations per slot if nothing is
+    /// unrolled, and llvmpipe ends an invocation's loops after 65535 in total.
+    pub fn prefill_lanes_chunk(&self) -> u32 {
+        let d4 = self.head_dim / 4;
+        let g = self.group();
+        let per_slot = 1 + 2 * (d4 + d4 * g) + g;
+        let slots = (LANES_LOOP_BUDGET / per_slot.max(1)).clamp(DECODE_LANES, 1024);
+        1 << (31 - slots.leading_zeros()) // the power of two at or below
+    }
+
+    /// Splits of the slots per `attn_prefill_lanes` call (covering `max_seq`).
+    pub fn prefill_lanes_split(&self) -> u32 {
+        self.max_seq.div_ceil(self.prefill_lanes_chunk()).max(1)
+    }
+
     /// Workgroup memory of (prefill, decode) in bytes.
     pub fn shared_bytes(&self) -> (u32, u32) {
         let prefill = 2 * self.prefill_tile() * self.head_dim * 4;
@@ -114,6 +143,9 @@ impl AttnShape {
         }
         if max_seq == 0 {
             return Err(Error::msg("attention: context length 0"));
+        }
+        if max_seq > MAX_SEQ {
+            return Err(Error::msg(format!("attention: context {max_seq} is above the {MAX_SEQ} slots the kernels support (lower --ctx)")));
         }
         let (prefill, decode) = self.shared_bytes();
         let limit = gpu.caps.max_workgroup_storage;
@@ -146,8 +178,12 @@ fn decode_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
     Spec::new(Kernel::AttnDecode).with("WG", WG).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
 }
 
-fn prefill_lanes_spec(head_dim: u32, group: u32) -> Spec {
-    Spec::new(Kernel::AttnPrefillLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", head_dim).with("GROUP", group)
+fn prefill_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
+    Spec::new(Kernel::AttnPrefillLanes)
+        .with("LANES", DECODE_LANES)
+        .with("HEAD_DIM", head_dim)
+        .with("GROUP", group)
+        .with("CHUNK", chunk)
 }
 
 fn decode_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
@@ -170,7 +206,7 @@ pub fn specs() -> Vec<Spec> {
             let s = AttnShape { n_heads: g, ..base };
             v.push(decode_spec(hd, g, s.decode_chunk()));
             v.push(decode_lanes_spec(hd, g, s.decode_chunk()));
-            v.push(prefill_lanes_spec(hd, g));
+            v.push(prefill_lanes_spec(hd, g, s.prefill_lanes_chunk()));
         }
     }
     v
@@ -219,12 +255,59 @@ struct PrefillParams {
     group: u32,
     scale: f32,
     max_tokens: u32,
-    _p: [u32; 2],
+    n_split: u32,
+    _p: u32,
+}
+
+/// Scratch of `attn_prefill_lanes` (partial states per split, merged by
+/// `attn_merge`) for one shape and chunk size; one serves every layer. The
+/// tiled kernel needs none.
+pub struct PrefillScratch {
+    pub shape: AttnShape,
+    pub kind: AttnKind,
+    pub max_tokens: u32,
+    /// Splits of the slots (`AttnShape::prefill_lanes_split`), 0 for `Shared`.
+    pub n_split: u32,
+    /// Unnormalised partial outputs `[max_tokens][n_heads][n_split][head_dim]` f32.
+    pub part_o: Option<wgpu::Buffer>,
+    /// Partial (max, sum of exp) `[max_tokens][n_heads][n_split][2]` f32.
+    pub part_ml: Option<wgpu::Buffer>,
+    /// Log-sum-exp per (token, query head) of the last lanes prefill, `[max_tokens][n_heads]` f32.
+    pub lse: Option<wgpu::Buffer>,
+}
+
+impl PrefillScratch {
+    /// Scratch for the adapter's prefill kernel.
+    pub fn new(gpu: &Gpu, shape: &AttnShape, max_tokens: u32) -> Result<PrefillScratch> {
+        PrefillScratch::with_kind(gpu, shape, AttnKind::for_gpu(gpu), max_tokens)
+    }
+
+    /// Fails when the partial outputs would not fit one storage binding.
+    pub fn with_kind(gpu: &Gpu, shape: &AttnShape, kind: AttnKind, max_tokens: u32) -> Result<PrefillScratch> {
+        let mut s = PrefillScratch { shape: *shape, kind, max_tokens, n_split: 0, part_o: None, part_ml: None, lse: None };
+        if kind == AttnKind::Lanes {
+            s.n_split = shape.prefill_lanes_split();
+            let parts = max_tokens as u64 * shape.n_heads as u64 * s.n_split as u64;
+            let bytes = parts * shape.head_dim as u64 * 4;
+            if bytes > gpu.caps.max_storage_binding {
+                return Err(Error::msg(format!(
+                    "attention: prefill partials for {max_tokens} tokens over {} slots need {bytes} bytes; the adapter binds at most {} (lower --ctx)",
+                    shape.max_seq, gpu.caps.max_storage_binding
+                )));
+            }
+            s.part_o = Some(gpu.buffer("attn_prefill.part_o", bytes));
+            s.part_ml = Some(gpu.buffer("attn_prefill.part_ml", parts * 8));
+            s.lse = Some(gpu.buffer("attn_prefill.lse", max_tokens as u64 * shape.n_heads as u64 * 4));
+        }
+        Ok(s)
+    }
 }
 
 /// Causal attention of the call's `step.n_tokens` query rows of `q` over the
 /// layer's cache (after this call's [`kv_append`]), written to the same rows of
-/// `out`. Rows past `step.n_tokens` are left untouched. `max_tokens` sizes the grid.
+/// `out`; rows past `step.n_tokens` are left untouched. The scratch's
+/// `max_tokens` sizes the grid; its kind picks the kernel: the tiled
+/// `attn_prefill` (one dispatch) or `attn_prefill_lanes` + `attn_merge` (two).
 #[allow(clippy::too_many_arguments)]
 pub fn attn_prefill(
     gpu: &Gpu,
@@ -232,26 +315,13 @@ pub fn attn_prefill(
     q: &wgpu::Buffer,
     k_cache: &wgpu::Buffer,
     v_cache: &wgpu::Buffer,
+    scratch: &PrefillScratch,
     out: &wgpu::Buffer,
     step: &wgpu::Buffer,
-    max_tokens: u32,
-) -> Dispatch {
-    attn_prefill_kind(gpu, AttnKind::for_gpu(gpu), shape, q, k_cache, v_cache, out, step, max_tokens)
-}
-
-/// `attn_prefill` with an explicit kernel (tests exercise both).
-#[allow(clippy::too_many_arguments)]
-pub fn attn_prefill_kind(
-    gpu: &Gpu,
-    kind: AttnKind,
-    shape: &AttnShape,
-    q: &wgpu::Buffer,
-    k_cache: &wgpu::Buffer,
-    v_cache: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    step: &wgpu::Buffer,
-    max_tokens: u32) -> Dispatch {
+) -> Vec<Dispatch> {
+    debug_assert_eq!(scratch.shape, *shape, "prefill scratch built for another shape");
     let group = shape.group();
+    let max_tokens = scratch.max_tokens;
     let params = PrefillParams {
         n_heads: shape.n_heads,
         n_kv_heads: shape.n_kv_heads,
@@ -259,14 +329,25 @@ pub fn attn_prefill_kind(
         group,
         scale: shape.scale(),
         max_tokens,
-        _p: [0; 2],
+        n_split: scratch.n_split,
+        _p: 0,
     };
     let params = gpu.uniform("attn_prefill.params", bytemuck::bytes_of(&params));
-    let (spec, groups) = match kind {
-        AttnKind::Shared => (prefill_spec(shape.head_dim, shape.prefill_tile()), (max_tokens * group).div_ceil(WG)),
-        AttnKind::Lanes => (prefill_lanes_spec(shape.head_dim, group), max_tokens.div_ceil(DECODE_LANES)),
-    };
-    gpu.dispatch(&spec, &[q, k_cache, v_cache, out, &params, step], [groups, shape.n_kv_heads, 1])
+    match (&scratch.part_o, &scratch.part_ml, &scratch.lse) {
+        (Some(part_o), Some(part_ml), Some(lse)) => {
+            let spec = prefill_lanes_spec(shape.head_dim, group, shape.prefill_lanes_chunk());
+            let grid = [max_tokens.div_ceil(DECODE_LANES), shape.n_kv_heads, scratch.n_split];
+            let partial = gpu.dispatch(&spec, &[q, k_cache, v_cache, part_o, part_ml, &params, step], grid);
+            let rows = max_tokens * shape.n_heads;
+            let merge = attn_merge(gpu, shape, rows, part_o, part_ml, scratch.n_split, out, lse, step);
+            vec![partial, merge]
+        }
+        _ => {
+            let spec = prefill_spec(shape.head_dim, shape.prefill_tile());
+            let grid = [(max_tokens * group).div_ceil(WG), shape.n_kv_heads, 1];
+            vec![gpu.dispatch(&spec, &[q, k_cache, v_cache, out, &params, step], grid)]
+        }
+    }
 }
 
 /// Which attention kernels run: `attn_prefill` / `attn_decode` (tiles and
@@ -355,7 +436,8 @@ struct DecodeParams {
 struct MergeParams {
     n_heads: u32,
     n_parts: u32,
-    _p: [u32; 2],
+    max_rows: u32,
+    _p: u32,
 }
 
 /// Attention of one query token (row 0 of `q`; `step.n_tokens` must be 1) over all
@@ -388,26 +470,31 @@ pub fn attn_decode(
         &[q, k_cache, v_cache, &scratch.part_o, &scratch.part_ml, &params, step],
         [n_split, shape.n_kv_heads, 1],
     );
-    let merge = attn_merge(gpu, shape, &scratch.part_o, &scratch.part_ml, n_split * scratch.parts, out, lse);
+    let merge = attn_merge(gpu, shape, shape.n_heads, &scratch.part_o, &scratch.part_ml, n_split * scratch.parts, out, lse, step);
     DecodeAttn { partial, merge }
 }
 
 /// The second half of flash-decoding: merge `n_parts` partial softmax states
-/// per query head (`part_o`, `part_ml`) into row 0 of `out` and `lse`.
+/// per row (`part_o`, `part_ml`; a row is a (token, query head) pair, token-major)
+/// into `out` and `lse`, for the call's first `step.n_tokens * n_heads` rows (at
+/// most `max_rows`, which sizes the grid). Decode passes `max_rows = n_heads`.
+#[allow(clippy::too_many_arguments)]
 pub fn attn_merge(
     gpu: &Gpu,
     shape: &AttnShape,
+    max_rows: u32,
     part_o: &wgpu::Buffer,
     part_ml: &wgpu::Buffer,
     n_parts: u32,
     out: &wgpu::Buffer,
     lse: &wgpu::Buffer,
+    step: &wgpu::Buffer,
 ) -> Dispatch {
-    let params = MergeParams { n_heads: shape.n_heads, n_parts, _p: [0; 2] };
+    let params = MergeParams { n_heads: shape.n_heads, n_parts, max_rows, _p: 0 };
     let params = gpu.uniform("attn_merge.params", bytemuck::bytes_of(&params));
     gpu.dispatch(
         &merge_spec(shape.head_dim),
-        &[part_o, part_ml, out, lse, &params],
-        [(shape.n_heads * shape.head_dim / 4).div_ceil(WG), 1, 1],
+        &[part_o, part_ml, out, lse, &params, step],
+        [(max_rows * shape.head_dim / 4).div_ceil(WG), 1, 1],
     )
 }

@@ -15,6 +15,10 @@ use crate::gpu::Gpu;
 use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
 use bytemuck::{Pod, Zeroable};
 
+/// Most pages per KV head: quest_select counts a page's rank over every page in
+/// one invocation's loop (llvmpipe stops those after 65535 iterations in all).
+pub const MAX_PAGES: u32 = 1 << 15;
+
 /// Quest's geometry on top of an [`AttnShape`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct QuestShape {
@@ -35,6 +39,13 @@ impl QuestShape {
         if budget_tokens < page {
             return Err(Error::msg(format!("quest: budget {budget_tokens} is below one page of {page} tokens")));
         }
+        let pages = attn.max_seq.div_ceil(page);
+        if pages > MAX_PAGES {
+            return Err(Error::msg(format!(
+                "quest: pages of {page} tokens over {} slots make {pages} pages; at most {MAX_PAGES} (raise page=)",
+                attn.max_seq
+            )));
+        }
         if unit != 1 && unit != attn.group() {
             return Err(Error::msg(format!("quest: a selection unit of {unit} heads is neither 1 nor the KV group {}", attn.group())));
         }
@@ -51,10 +62,11 @@ impl QuestShape {
         self.attn.n_heads / self.unit
     }
 
-    /// Chunks the selected slots are split into (workgroups per unit): about
-    /// 128 slots each.
+    /// Chunks the selected slots are split into (workgroups per unit): at most
+    /// 128 slots each, 16 per lane, however large the budget (llvmpipe stops an
+    /// invocation's loops after 65535 iterations in all).
     pub fn n_split(&self) -> u32 {
-        (self.budget_pages * self.page).div_ceil(128).clamp(1, 64)
+        (self.budget_pages * self.page).div_ceil(128).max(1)
     }
 
     /// Bytes of one layer's `kmax` (or `kmin`) buffer.
@@ -155,7 +167,7 @@ pub fn quest_score(gpu: &Gpu, s: &QuestShape, q: &wgpu::Buffer, kmax: &wgpu::Buf
 /// The page list `[n_units][budget_pages]` u32 each unit attends.
 pub fn quest_select(gpu: &Gpu, s: &QuestShape, score: &wgpu::Buffer, list: &wgpu::Buffer, step: &wgpu::Buffer) -> Dispatch {
     let params = select_params(gpu, s);
-    gpu.dispatch(&select_spec(s.page), &[score, list, &params, step], [s.n_units(), 1, 1])
+    gpu.dispatch(&select_spec(s.page), &[score, list, &params, step], [s.max_pages().div_ceil(WG), s.n_units(), 1])
 }
 
 /// Per-step buffers shared by every Quest layer: scores, page lists and the
@@ -214,6 +226,6 @@ pub fn attn_decode_pages(
         &[q, k_cache, v_cache, &scratch.list, &scratch.part_o, &scratch.part_ml, &params, step],
         [n_split, s.n_units(), 1],
     );
-    let merge = attn_merge(gpu, &s.attn, &scratch.part_o, &scratch.part_ml, n_split * DECODE_LANES, out, lse);
+    let merge = attn_merge(gpu, &s.attn, s.attn.n_heads, &scratch.part_o, &scratch.part_ml, n_split * DECODE_LANES, out, lse, step);
     DecodeAttn { partial, merge }
 }
