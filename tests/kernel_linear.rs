@@ -396,3 +396,14 @@ fn launch_grids() {
     assert_eq!(ops::embed_groups(576, 3), [(3 * 18u32).div_ceil(ops::EMBED_WG), 1, 1]);
     assert_eq!(ops::x_stride(33), 36);
 }
+
+#[test]
+fn matmul_long_rows() {
+    // A 7B-class FFN row (14336 columns, 448 chunks of 32): llvmpipe ends an
+    // invocation's loops after 65535 iterations in all, and matmul_lanes walks
+    // every chunk of a row in one invocation (found fine up to 65536 columns).
+    if let Some(g) = contexts().into_iter().next() {
+        let mut rng = Rng::new(12);
+        check_matmul(&g, MatmulShape::for_gpu(&g), WType::Q4_1, 33, 14336, 9, 9, false, &mut rng);
+    }
+}
