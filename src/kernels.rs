@@ -49,11 +49,22 @@ kernels! {
     QuestScore => "quest_score", false;
     QuestSelect => "quest_select", false;
     AttnDecodePages => "attn_decode_pages", false;
+    MustafarCompress => "mustafar_compress", false;
+    MustafarExpand => "mustafar_expand", false;
+    MustafarAttn => "mustafar_attn", false;
     Argmax => "argmax", false;
     TopK => "topk", false;
 }
 
 pub const QUANT_COMMON: &str = include_str!("../shaders/quant/common.wgsl");
+pub const HALF: &str = include_str!("../shaders/half.wgsl");
+
+impl Kernel {
+    /// Whether the kernel keeps halves in u32 words (and so takes `shaders/half.wgsl`).
+    pub fn uses_half(self) -> bool {
+        matches!(self, Kernel::MustafarCompress | Kernel::MustafarExpand | Kernel::MustafarAttn)
+    }
+}
 
 /// A kernel plus its specialisation: weight type (for weight-reading
 /// kernels) and named `u32` constants emitted into the prelude.
@@ -92,6 +103,10 @@ impl Spec {
         }
         for (name, v) in &self.consts {
             s.push_str(&format!("const {name}: u32 = {v}u;\n"));
+        }
+        if self.kernel.uses_half() {
+            s.push_str(HALF);
+            s.push('\n');
         }
         if let Some(w) = self.wtype {
             s.push_str(QUANT_COMMON);

@@ -14,16 +14,6 @@ use wgkv::ops::Step;
 use wgkv::reference::attention::attention;
 use wgkv::reference::quest as reference;
 
-/// `n` kv_t values of `buf` as f32.
-fn read_kv(g: &Gpu, buf: &wgpu::Buffer, n: usize) -> Vec<f32> {
-    if g.caps.f16 {
-        let b = g.readback(buf, 0, (2 * n).next_multiple_of(4) as u64);
-        b.chunks_exact(2).take(n).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
-    } else {
-        g.read_f32(buf, n)
-    }
-}
-
 fn step(g: &Gpu, n_tokens: u32, kv_len: u32) -> wgpu::Buffer {
     g.uniform("step", bytemuck::bytes_of(&Step { pos: kv_len - n_tokens, n_tokens, kv_len, _pad: 0 }))
 }

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod elementwise;
 pub mod linear;
+pub mod mustafar;
 pub mod quest;
 pub mod sample;
 
@@ -31,5 +32,6 @@ pub fn all_specs() -> Vec<crate::kernels::Spec> {
     v.extend(attention::specs());
     v.extend(sample::specs());
     v.extend(quest::specs());
+    v.extend(mustafar::specs());
     v
 }

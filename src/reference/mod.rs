@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod elementwise;
 pub mod linear;
+pub mod mustafar;
 pub mod quest;
 pub mod sample;
 pub mod forward;

@@ -233,3 +233,13 @@ pub fn kv_bytes(g: &Gpu, x: &[f32]) -> Vec<u8> {
 pub fn kv_round(g: &Gpu, x: &[f32]) -> Vec<f32> {
     if g.caps.f16 { wgkv::reference::attention::round_f16(x) } else { x.to_vec() }
 }
+
+/// `n` kv_t values of `buf` as f32.
+pub fn read_kv(g: &Gpu, buf: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    if g.caps.f16 {
+        let b = g.readback(buf, 0, (2 * n).next_multiple_of(4) as u64);
+        b.chunks_exact(2).take(n).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
+    } else {
+        g.read_f32(buf, n)
+    }
+}

@@ -1,0 +1,56 @@
+// mustafar_expand: write n_blocks compressed blocks (mustafar_compress's
+// format) back as dense cache rows, pruned entries 0: the form the dense
+// prefill kernels read, and the tests' window into the format.
+//
+// Layout: bits [n_kv_heads][max_blocks][TILES] vec2<u32>; offs likewise u32;
+// pool vec4<u32> (8 f16 per unit); k_dst, v_dst [n_kv_heads][dst_seq]
+// [HEAD_DIM] kv_t, block b of the call going to slots dst_slot + 64 b ...
+// Bindings: bits, offs, pool (read), k_dst, v_dst (read_write), params.
+// Prelude consts: HEAD_DIM (a multiple of 4, at most 128).
+// Grid: (n_blocks, n_kv_heads, 1), 64 invocations: invocation t writes token t.
+
+struct Params {
+    dst_seq: u32, dst_slot: u32, n_blocks: u32, first_block: u32,
+    max_blocks: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> bits: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read> offs: array<u32>;
+@group(0) @binding(2) var<storage, read> pool: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> k_dst: array<kv_t>;
+@group(0) @binding(4) var<storage, read_write> v_dst: array<kv_t>;
+@group(0) @binding(5) var<uniform> p: Params;
+
+const T: u32 = 64u;
+const VT: u32 = (HEAD_DIM + 63u) / 64u;
+const TILES: u32 = HEAD_DIM + T * VT;
+
+// Element j of the tile with bitmap bm whose non-zeros start at unit u.
+fn tile_get(bm: vec2<u32>, u: u32, j: u32) -> f32 {
+    let w = select(bm.x, bm.y, j >= 32u);
+    let b = j % 32u;
+    if (((w >> b) & 1u) == 0u) {
+        return 0.0;
+    }
+    let below = select(0u, countOneBits(bm.x), j >= 32u) + countOneBits(w & ((1u << b) - 1u));
+    let pair = half_pair(pool[u + below / 8u][(below % 8u) / 2u]);
+    return select(pair.x, pair.y, (below & 1u) == 1u);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let b = wid.x;
+    let kvh = wid.y;
+    if (b >= p.n_blocks) {
+        return;
+    }
+    let tbase = (kvh * p.max_blocks + p.first_block + b) * TILES;
+    let row = (kvh * p.dst_seq + p.dst_slot + b * T + t) * HEAD_DIM;
+    for (var c = 0u; c < HEAD_DIM; c++) {
+        k_dst[row + c] = kv_t(tile_get(bits[tbase + c], offs[tbase + c], t));
+    }
+    for (var c = 0u; c < HEAD_DIM; c++) {
+        let ti = tbase + HEAD_DIM + t * VT + c / T;
+        v_dst[row + c] = kv_t(tile_get(bits[ti], offs[ti], c % T));
+    }
+}

@@ -1,0 +1,234 @@
+//! Launch builders for Mustafar's compressed KV store (research/algorithms.md
+//! §2): prune + compress 64-slot blocks on the GPU, expand them back to
+//! dense rows, and decode attention read straight from the bitmap tiles.
+//!
+//! A [`Store`] holds one layer's compressed blocks: per (KV head, block) a
+//! fixed set of tile bitmaps and offsets, and one pool of 16-byte units that
+//! grows with the non-zeros the blocks really have (compress reserves each
+//! block's run with an atomic bump; nothing is reserved for zeros). The
+//! tile format is defined by `reference::mustafar`.
+
+use super::attention::AttnShape;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::{Dispatch, Kernel, Spec};
+use crate::reference::mustafar::{v_tiles, T};
+use bytemuck::{Pod, Zeroable};
+
+/// Mustafar's geometry on top of an [`AttnShape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MustafarShape {
+    pub attn: AttnShape,
+    /// Elements kept per key / value vector (`reference::mustafar::keep_count`).
+    pub keep_k: u32,
+    pub keep_v: u32,
+}
+
+impl MustafarShape {
+    pub fn new(attn: AttnShape, keep_k: u32, keep_v: u32) -> Result<MustafarShape> {
+        let d = attn.head_dim;
+        if d > 128 {
+            return Err(Error::msg(format!("mustafar: head_dim {d} is above the 128 the kernels handle")));
+        }
+        if keep_k == 0 || keep_v == 0 || keep_k > d || keep_v > d {
+            return Err(Error::msg(format!("mustafar: keeping {keep_k} / {keep_v} of {d} elements is outside 1..={d}")));
+        }
+        Ok(MustafarShape { attn, keep_k, keep_v })
+    }
+
+    /// Tiles per (KV head, block): one per key channel, `ceil(d / 64)` per token's value.
+    pub fn tiles(&self) -> u32 {
+        self.attn.head_dim + T as u32 * v_tiles(self.attn.head_dim as usize) as u32
+    }
+
+    /// Blocks per KV head that cover `max_seq` slots.
+    pub fn max_blocks(&self) -> u32 {
+        self.attn.max_seq / T as u32
+    }
+
+    /// Most pool units `n` blocks of every KV head can take: each tile's
+    /// non-zeros rounded up to whole units.
+    pub fn units_bound(&self, n: u32) -> u64 {
+        let per_block_nz = T as u64 * (self.keep_k + self.keep_v) as u64;
+        let per_block = (per_block_nz + 7 * self.tiles() as u64).div_ceil(8);
+        per_block * n as u64 * self.attn.n_kv_heads as u64
+    }
+}
+
+/// One layer's compressed blocks.
+pub struct Store {
+    pub shape: MustafarShape,
+    /// `[n_kv_heads][max_blocks][tiles]` vec2<u32>.
+    pub bits: wgpu::Buffer,
+    /// `[n_kv_heads][max_blocks][tiles]` u32 pool units.
+    pub offs: wgpu::Buffer,
+    /// The non-zeros, `units` x 16 bytes.
+    pub pool: wgpu::Buffer,
+    pub units: u32,
+    /// (top, overflow) u32: units handed out, and whether a block did not fit.
+    pub state: wgpu::Buffer,
+}
+
+impl Store {
+    /// A store whose pool holds `units` 16-byte units.
+    pub fn new(gpu: &Gpu, shape: &MustafarShape, units: u32) -> Store {
+        let meta = shape.attn.n_kv_heads as u64 * shape.max_blocks() as u64 * shape.tiles() as u64;
+        Store {
+            shape: *shape,
+            bits: gpu.buffer("mustafar.bits", (meta * 8).max(8)),
+            offs: gpu.buffer("mustafar.offs", (meta * 4).max(4)),
+            pool: gpu.buffer("mustafar.pool", (units as u64 * 16).max(16)),
+            units,
+            state: gpu.buffer("mustafar.state", 8),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CompressParams {
+    src_seq: u32,
+    first_slot: u32,
+    n_blocks: u32,
+    dst_block: u32,
+    max_blocks: u32,
+    pool_cap: u32,
+    keep_k: u32,
+    keep_v: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ExpandParams {
+    dst_seq: u32,
+    dst_slot: u32,
+    n_blocks: u32,
+    first_block: u32,
+    max_blocks: u32,
+    _p: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AttnParams {
+    n_heads: u32,
+    max_blocks: u32,
+    part_stride: u32,
+    part_base: u32,
+    scale: f32,
+    _p: [u32; 3],
+}
+
+fn compress_spec(head_dim: u32) -> Spec {
+    Spec::new(Kernel::MustafarCompress).with("HEAD_DIM", head_dim)
+}
+
+fn expand_spec(head_dim: u32) -> Spec {
+    Spec::new(Kernel::MustafarExpand).with("HEAD_DIM", head_dim)
+}
+
+fn attn_spec(head_dim: u32, group: u32) -> Spec {
+    Spec::new(Kernel::MustafarAttn).with("HEAD_DIM", head_dim).with("GROUP", group)
+}
+
+/// Every specialisation for the head dims and groups attention lists.
+pub fn specs() -> Vec<Spec> {
+    let mut v = Vec::new();
+    for &hd in super::attention::SPEC_HEAD_DIMS {
+        v.push(compress_spec(hd));
+        v.push(expand_spec(hd));
+        for &g in super::attention::SPEC_GROUPS {
+            v.push(attn_spec(hd, g));
+        }
+    }
+    v
+}
+
+/// Prune and compress `n_blocks` blocks of 64 slots per KV head, read from
+/// `k_src` / `v_src` (`[n_kv_heads][src_seq][head_dim]` kv_t) at slots
+/// `first_slot ..`, into blocks `dst_block ..` of `store`.
+#[allow(clippy::too_many_arguments)]
+pub fn compress(
+    gpu: &Gpu,
+    store: &Store,
+    k_src: &wgpu::Buffer,
+    v_src: &wgpu::Buffer,
+    src_seq: u32,
+    first_slot: u32,
+    n_blocks: u32,
+    dst_block: u32,
+) -> Dispatch {
+    let s = &store.shape;
+    let params = CompressParams {
+        src_seq,
+        first_slot,
+        n_blocks,
+        dst_block,
+        max_blocks: s.max_blocks(),
+        pool_cap: store.units,
+        keep_k: s.keep_k,
+        keep_v: s.keep_v,
+    };
+    let params = gpu.uniform("mustafar_compress.params", bytemuck::bytes_of(&params));
+    gpu.dispatch(
+        &compress_spec(s.attn.head_dim),
+        &[k_src, v_src, &store.bits, &store.offs, &store.pool, &store.state, &params],
+        [n_blocks.max(1), s.attn.n_kv_heads, 1],
+    )
+}
+
+/// Write blocks `first_block .. first_block + n_blocks` of `store` as dense
+/// rows into `k_dst` / `v_dst` (`[n_kv_heads][dst_seq][head_dim]` kv_t) at
+/// slots `dst_slot ..`.
+#[allow(clippy::too_many_arguments)]
+pub fn expand(
+    gpu: &Gpu,
+    store: &Store,
+    k_dst: &wgpu::Buffer,
+    v_dst: &wgpu::Buffer,
+    dst_seq: u32,
+    dst_slot: u32,
+    first_block: u32,
+    n_blocks: u32,
+) -> Dispatch {
+    let s = &store.shape;
+    let params = ExpandParams { dst_seq, dst_slot, n_blocks, first_block, max_blocks: s.max_blocks(), _p: [0; 3] };
+    let params = gpu.uniform("mustafar_expand.params", bytemuck::bytes_of(&params));
+    gpu.dispatch(
+        &expand_spec(s.attn.head_dim),
+        &[&store.bits, &store.offs, &store.pool, k_dst, v_dst, &params],
+        [n_blocks.max(1), s.attn.n_kv_heads, 1],
+    )
+}
+
+/// Partial decode attention of `q` (row 0, `[n_heads][head_dim]` f32) over the
+/// first `blocks.n_blocks` compressed blocks (a uniform of 4 u32, written per
+/// step): one (m, l, o) state per (head, block) at part index
+/// `h * part_stride + part_base + b` of `part_o` / `part_ml`, for `attn_merge`.
+#[allow(clippy::too_many_arguments)]
+pub fn attn_partial(
+    gpu: &Gpu,
+    store: &Store,
+    q: &wgpu::Buffer,
+    part_o: &wgpu::Buffer,
+    part_ml: &wgpu::Buffer,
+    part_stride: u32,
+    part_base: u32,
+    blocks: &wgpu::Buffer,
+) -> Dispatch {
+    let s = &store.shape;
+    let params = AttnParams {
+        n_heads: s.attn.n_heads,
+        max_blocks: s.max_blocks(),
+        part_stride,
+        part_base,
+        scale: s.attn.scale(),
+        _p: [0; 3],
+    };
+    let params = gpu.uniform("mustafar_attn.params", bytemuck::bytes_of(&params));
+    gpu.dispatch(
+        &attn_spec(s.attn.head_dim, s.attn.group()),
+        &[q, &store.bits, &store.offs, &store.pool, part_o, part_ml, &params, blocks],
+        [s.max_blocks().max(1), s.attn.n_kv_heads, 1],
+    )
+}
