@@ -95,7 +95,7 @@ pub fn generate(
         if out.len() >= max_new {
             break Stop::Length;
         }
-        if model.pos() >= model.kv.max_seq {
+        if model.kv.room() == Some(0) {
             break Stop::ContextFull;
         }
         next = choose(model, sampler, &[next])?;

@@ -40,6 +40,7 @@ kernels! {
     Swiglu => "swiglu", false;
     Add => "add", false;
     KvAppend => "kv_append", false;
+    KvCompact => "kv_compact", false;
     AttnPrefill => "attn_prefill", false;
     AttnPrefillLanes => "attn_prefill_lanes", false;
     AttnDecode => "attn_decode", false;

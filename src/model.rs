@@ -148,7 +148,7 @@ impl Model {
         let output = if cfg.tied_embeddings { None } else { Some(matrix("output.weight")?) };
         let weight_type = types.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
         let output_norm = norm_weight(&gpu, w, "output_norm.weight")?;
-        let shape = attn_shape(&cfg, ctx);
+        let shape = attn_shape(&cfg, KvCache::slots(&spec, ctx)?);
         shape.check(&gpu)?;
         let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;
         let step = gpu.uniform("step", bytemuck::bytes_of(&Step::default()));
@@ -170,9 +170,9 @@ impl Model {
         Ok(m)
     }
 
-    /// Tokens in the cache.
+    /// Position of the next token (tokens run since the last reset).
     pub fn pos(&self) -> usize {
-        self.kv.len
+        self.kv.pos
     }
 
     pub fn reset(&mut self) {
@@ -183,13 +183,14 @@ impl Model {
     /// token's prediction. Long inputs are prefilled in chunks.
     pub fn forward(&mut self, tokens: &[u32], out: Readout) -> Result<Output> {
         self.check_input(tokens)?;
-        let chunks: Vec<&[u32]> = tokens.chunks(MAX_CHUNK).collect();
+        let chunks: Vec<&[u32]> = tokens.chunks(MAX_CHUNK.min(self.kv.max_call())).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             let slots = plan_slots(chunk.len());
             self.ensure_plan(slots)?;
+            self.kv.make_room(&self.gpu, chunk.len());
             let step = Step {
-                pos: self.kv.len as u32,
+                pos: self.kv.pos as u32,
                 n_tokens: chunk.len() as u32,
                 kv_len: (self.kv.len + chunk.len()) as u32,
                 _pad: 0,
@@ -206,6 +207,7 @@ impl Model {
                 }
             }
             self.kv.len += chunk.len();
+            self.kv.pos += chunk.len();
             if !last {
                 self.gpu.submit(enc);
                 continue;
@@ -251,9 +253,13 @@ impl Model {
             return Err(Error::msg(format!("profile runs one chunk of at most {MAX_CHUNK} tokens")));
         }
         let n = tokens.len();
+        if n > self.kv.max_call() {
+            return Err(Error::msg(format!("profile runs one call of at most {} tokens under this --kv policy", self.kv.max_call())));
+        }
         let slots = plan_slots(n);
         self.ensure_plan(slots)?;
-        let step = Step { pos: self.kv.len as u32, n_tokens: n as u32, kv_len: (self.kv.len + n) as u32, _pad: 0 };
+        self.kv.make_room(&self.gpu, n);
+        let step = Step { pos: self.kv.pos as u32, n_tokens: n as u32, kv_len: (self.kv.len + n) as u32, _pad: 0 };
         self.gpu.write(&self.step, 0, bytemuck::bytes_of(&step));
         self.gpu.write(&self.acts.ids, 0, bytemuck::cast_slice(tokens));
         let plan = &self.plans[&slots];
@@ -263,6 +269,7 @@ impl Model {
         items.extend(plan.head.iter().chain(&plan.argmax).map(Item::Dispatch));
         let p = profile::run(&self.gpu, &items);
         self.kv.len += n;
+        self.kv.pos += n;
         Ok(p)
     }
 
@@ -270,7 +277,7 @@ impl Model {
         if tokens.is_empty() {
             return Err(Error::msg("nothing to run: empty token list"));
         }
-        if self.kv.len + tokens.len() > self.kv.max_seq {
+        if self.kv.room().is_some_and(|room| tokens.len() > room) {
             return Err(Error::msg(format!(
                 "context full: {} cached + {} new tokens exceed the {}-token context (raise --ctx or choose a --kv eviction policy such as streaming or h2o)",
                 self.kv.len, tokens.len(), self.kv.max_seq

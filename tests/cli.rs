@@ -91,3 +91,21 @@ fn piped_chat_answers_reuses_the_cache_and_exits_at_eof() {
     assert!(prefills[1] < prefills[0], "turn 2 re-read the history: {prefills:?}\n{out}");
     assert!(out.contains("kv full:"), "{out}");
 }
+
+#[test]
+fn piped_chat_goes_on_past_the_context_under_streaming() {
+    // A 96-token context, 64 slots of streaming: four turns asking for a
+    // sentence each run past both; `full` would stop at the context's end.
+    let Some(model) = common::real_model() else { return };
+    let script = "Describe the sea in one sentence.\nDescribe a forest in one sentence.\nDescribe a city in one sentence.\nDescribe the sky in one sentence.\n/kv\n";
+    let args = ["--model", model.to_str().unwrap(), "chat", "--temp", "0", "-n", "32", "--ctx", "96", "--kv", "streaming:budget=64"];
+    let o = wgkv_with_stdin(&args, Some(script));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.contains("context is full"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("streaming: ")).unwrap_or_else(|| panic!("no /kv streaming line: {out}"));
+    let nums: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    // "streaming: 4 sinks + ... in 96 slots per layer; N tokens run, M evicted"
+    let (run, evicted) = (nums[nums.len() - 2], nums[nums.len() - 1]);
+    assert!(run > 96 && evicted > 0 && run - evicted <= 64, "{line}\n{out}");
+}

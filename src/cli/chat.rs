@@ -131,6 +131,12 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                     if let Some(q) = &kv.quest {
                         println!("{}", q.describe(kv.len));
                     }
+                    if let Some(st) = &kv.streaming {
+                        println!(
+                            "streaming: {} sinks + the most recent tokens in {} slots per layer; {} tokens run, {} evicted",
+                            st.sinks, st.budget, kv.pos, kv.evicted
+                        );
+                    }
                 }
                 "stats" => match &s.last {
                     Some(st) => println!(
@@ -155,11 +161,11 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
             }
         };
         let ids = if s.fed.is_empty() { l.tokenizer.encode_prompt(&new_text)? } else { l.tokenizer.encode(&new_text, true)? };
-        if l.model.pos() + ids.len() >= l.model.kv.max_seq {
+        if l.model.kv.room().is_some_and(|room| ids.len() >= room) {
             println!(
                 "(the {}-token context is full: {} tokens cached, {} new. /reset starts over; \
 a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a chat going)",
-                l.model.kv.max_seq, l.model.pos(), ids.len()
+                l.model.kv.max_seq, l.model.kv.len, ids.len()
             );
             s.messages.pop();
             continue;
@@ -168,7 +174,7 @@ a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a 
         let tok = &l.tokenizer;
         let mut stdout = std::io::stdout().lock();
         let flag = interrupted.clone();
-        let budget = a.n.min(l.model.kv.max_seq - l.model.pos() - ids.len());
+        let budget = l.model.kv.room().map_or(a.n, |room| a.n.min(room - ids.len()));
         let (answer, stop, stats) = generate(&mut l.model, &mut sampler, &ids, budget, &eog, |id| {
             let piece = dec.push(tok, id);
             let ok = stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_ok();

@@ -2,11 +2,13 @@
 //!
 //! Dense storage: per layer one K and one V buffer of `kv_t` (f16 where the
 //! adapter has SHADER_F16, else f32), laid out `[n_kv_heads][max_seq][head_dim]`,
-//! allocated once for the whole context. Keys are stored post-RoPE, so a slot
-//! need not equal a position (eviction policies compact slots).
+//! allocated once: the whole context, or an eviction policy's budget. Keys are
+//! stored post-RoPE, so a slot need not equal a position (eviction compacts
+//! slots; `pos` counts positions, `len` slots).
 
 pub mod quest;
 pub mod spec;
+pub mod streaming;
 
 use crate::config::ModelConfig;
 use crate::gpu::Gpu;
@@ -14,19 +16,31 @@ use crate::ops::attention::AttnShape;
 use crate::{Error, Result};
 pub use quest::{Quest, QuestOptions};
 pub use spec::{Budget, Kind, KvSpec};
+pub use streaming::{Streaming, StreamingOptions};
+use crate::kernels::Dispatch;
+use crate::ops::evict;
 
 pub struct KvCache {
     /// Per layer: `[n_kv_heads][max_seq][head_dim]` keys (post-RoPE).
     pub k: Vec<wgpu::Buffer>,
     /// Per layer: `[n_kv_heads][max_seq][head_dim]` values.
     pub v: Vec<wgpu::Buffer>,
-    /// Slots allocated per layer and head (the context size).
+    /// Slots allocated per layer and head (the context size, or the eviction budget).
     pub max_seq: usize,
     /// Valid slots (the same in every layer for the dense cache).
     pub len: usize,
+    /// Position of the next token (= len until something is evicted).
+    pub pos: usize,
     pub spec: KvSpec,
     /// The `quest` selection part, when the spec has one.
     pub quest: Option<Quest>,
+    /// The `streaming` eviction part, when the spec has one.
+    pub streaming: Option<Streaming>,
+    /// Per layer: the compaction to the slots in `keep` / `counts`.
+    compact: Vec<Dispatch>,
+    keep: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// Tokens evicted since the last reset.
+    pub evicted: usize,
     elem_bytes: usize,
     n_layers: usize,
     kv_dim: usize,
@@ -34,13 +48,33 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(gpu: &Gpu, cfg: &ModelConfig, max_seq: usize, spec: KvSpec) -> Result<KvCache> {
-        if let Some(p) = spec.parts.iter().find(|p| matches!(p.kind, Kind::Eviction | Kind::Storage)) {
+    /// The eviction policy of `spec` for a context of `ctx` tokens, if any;
+    /// refuses the parts this build lacks.
+    pub fn streaming_of(spec: &KvSpec, ctx: usize) -> Result<Option<Streaming>> {
+        if let Some(p) = spec.parts.iter().find(|p| p.kind == Kind::Storage || (p.kind == Kind::Eviction && p.name != "streaming")) {
             return Err(Error::msg(format!(
-                "--kv {spec}: `{}` is not available in this build yet (available: full, quest)",
+                "--kv {spec}: `{}` is not available in this build yet (available: full, quest, streaming)",
                 p.name
             )));
         }
+        match spec.part(Kind::Eviction) {
+            Some(_) if spec.part(Kind::Selection).is_some() => {
+                Err(Error::msg(format!("--kv {spec}: streaming with quest is not available in this build yet")))
+            }
+            Some(p) => Ok(Some(Streaming::new(StreamingOptions::from_part(p)?, ctx)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Slots per layer the cache allocates for `spec` over `ctx` tokens.
+    pub fn slots(spec: &KvSpec, ctx: usize) -> Result<usize> {
+        Ok(KvCache::streaming_of(spec, ctx)?.map_or(ctx, |s| s.budget))
+    }
+
+    /// `ctx`: the context in tokens (what a percentage budget is of).
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, ctx: usize, spec: KvSpec) -> Result<KvCache> {
+        let streaming = KvCache::streaming_of(&spec, ctx)?;
+        let max_seq = streaming.map_or(ctx, |s| s.budget);
         let elem_bytes = if gpu.caps.f16 { 2 } else { 4 };
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
         // The binding limit was checked by `AttnShape::check` before this.
@@ -57,7 +91,61 @@ impl KvCache {
             }
             None => None,
         };
-        Ok(KvCache { k, v, max_seq, len: 0, spec, quest, elem_bytes, n_layers: cfg.n_layers, kv_dim, head_dim: cfg.head_dim })
+        let attn = AttnShape { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32, max_seq: max_seq as u32 };
+        let (mut compact, mut keep) = (Vec::new(), None);
+        if streaming.is_some() {
+            let list = gpu.buffer("kv.keep", 4 * (cfg.n_kv_heads * max_seq) as u64);
+            let counts = gpu.buffer("kv.keep_counts", 4 * cfg.n_kv_heads as u64);
+            for l in 0..cfg.n_layers {
+                compact.push(evict::kv_compact(gpu, &attn, &k[l], &v[l], &list, &counts, max_seq as u32)?);
+            }
+            keep = Some((list, counts));
+        }
+        Ok(KvCache {
+            k, v, max_seq, len: 0, pos: 0, spec, quest, streaming, compact, keep, evicted: 0,
+            elem_bytes, n_layers: cfg.n_layers, kv_dim, head_dim: cfg.head_dim,
+        })
+    }
+
+    /// Tokens the next calls may still add: None when an eviction policy makes
+    /// room as needed (`max_call` tokens per call at most).
+    pub fn room(&self) -> Option<usize> {
+        match self.streaming {
+            Some(_) => None,
+            None => Some(self.max_seq - self.len),
+        }
+    }
+
+    /// Most tokens one forward call may carry.
+    pub fn max_call(&self) -> usize {
+        self.streaming.map_or(self.max_seq, |s| s.max_call())
+    }
+
+    /// Before a call of `n` tokens: compact to the policy's kept slots when
+    /// the call would pass the budget (records the dispatches into `pass`'s
+    /// encoder via `gpu`). Returns the kept slots when it compacted.
+    pub fn make_room(&mut self, gpu: &Gpu, n: usize) -> Option<Vec<usize>> {
+        let keep = self.streaming?.plan(self.len, n)?;
+        let (list, counts) = self.keep.as_ref().expect("streaming caches have keep buffers");
+        let heads = self.kv_dim / self.head_dim;
+        let words: Vec<u32> = (0..heads).flat_map(|_| {
+            let mut row: Vec<u32> = keep.iter().map(|&s| s as u32).collect();
+            row.resize(self.max_seq, 0);
+            row
+        }).collect();
+        gpu.write(list, 0, bytemuck::cast_slice(&words));
+        gpu.write(counts, 0, bytemuck::cast_slice(&vec![keep.len() as u32; heads]));
+        let mut enc = gpu.encoder();
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kv_compact"), timestamp_writes: None });
+            for d in &self.compact {
+                d.record(&mut pass);
+            }
+        }
+        gpu.submit(enc);
+        self.evicted += self.len - keep.len();
+        self.len = keep.len();
+        Some(keep)
     }
 
     /// Bytes one token occupies across all layers (K and V).
@@ -105,5 +193,7 @@ impl KvCache {
 
     pub fn reset(&mut self) {
         self.len = 0;
+        self.pos = 0;
+        self.evicted = 0;
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod elementwise;
+pub mod evict;
 pub mod linear;
 pub mod mustafar;
 pub mod quest;
@@ -33,5 +34,6 @@ pub fn all_specs() -> Vec<crate::kernels::Spec> {
     v.extend(sample::specs());
     v.extend(quest::specs());
     v.extend(mustafar::specs());
+    v.extend(evict::specs());
     v
 }

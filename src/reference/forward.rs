@@ -155,6 +155,20 @@ impl RefModel {
         self.v_cache.iter_mut().for_each(Vec::clear);
     }
 
+    /// Keep only the cached tokens at `slots` (increasing), in every layer:
+    /// eviction's compaction; positions stay as they were.
+    pub fn keep(&mut self, slots: &[usize]) {
+        let kv_dim = self.cfg.n_kv_heads * self.cfg.head_dim;
+        for cache in self.k_cache.iter_mut().chain(self.v_cache.iter_mut()) {
+            *cache = slots.iter().flat_map(|&s| cache[s * kv_dim..(s + 1) * kv_dim].to_vec()).collect();
+        }
+    }
+
+    /// Tokens cached per layer.
+    pub fn cached(&self) -> usize {
+        self.k_cache[0].len() / (self.cfg.n_kv_heads * self.cfg.head_dim)
+    }
+
     /// Run one token at the next position and return the logits.
     pub fn forward(&mut self, token: u32) -> Vec<f32> {
         let c = &self.cfg;
@@ -179,7 +193,7 @@ impl RefModel {
             self.k_cache[l].extend(k.iter().map(|&e| round(e)));
             self.v_cache[l].extend(v.iter().map(|&e| round(e)));
             let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
-            let n = pos + 1;
+            let n = kc.len() / kv_dim; // cached tokens (pos + 1 unless some were evicted)
             let slots = match self.quest {
                 Some(qs) if qs.active && l >= qs.dense_layers => {
                     qs.slots(&q, nh, group, n, |kvh, t| &kc[t * kv_dim + kvh * hd..][..hd])

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod elementwise;
+pub mod evict;
 pub mod linear;
 pub mod mustafar;
 pub mod quest;

@@ -1,0 +1,47 @@
+// kv_compact: eviction's compaction. Gathers the kept slots of one layer's
+// K and V caches in place, per KV head h: for i < counts[h],
+//   row i <- row keep[h][i],
+// so the kept tokens become slots 0 .. counts[h] - 1 in their old order and
+// the slots after them are free for new tokens. Rows hold post-RoPE keys, so
+// a token keeps its original position whatever slot it lands in.
+// keep[h] must be strictly increasing (then keep[h][i] >= i, and walking i
+// upward never overwrites a row still to be read). Each invocation owns one
+// vec4 column of one head and walks the rows in order, so no two
+// invocations touch the same element.
+//
+// Layout: k_cache, v_cache [n_kv_heads][max_seq][HEAD_DIM] kv_t (as kv4_t);
+// keep [n_kv_heads][max_keep] u32; counts [n_kv_heads] u32.
+// Bindings: k_cache, v_cache (read_write), keep, counts (read), params.
+// Prelude consts: WG, HEAD_DIM (a multiple of 4).
+// Grid: ceil(n_kv_heads * HEAD_DIM / 4 / WG) workgroups. Loop length
+// counts[h] <= max_keep (llvmpipe caps an invocation at 65535 iterations:
+// the builder refuses max_keep above MAX_KEEP).
+
+struct Params { n_kv_heads: u32, max_seq: u32, max_keep: u32, _p: u32 }
+
+@group(0) @binding(0) var<storage, read_write> k_cache: array<kv4_t>;
+@group(0) @binding(1) var<storage, read_write> v_cache: array<kv4_t>;
+@group(0) @binding(2) var<storage, read> keep: array<u32>;
+@group(0) @binding(3) var<storage, read> counts: array<u32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+const D4: u32 = HEAD_DIM / 4u;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.n_kv_heads * D4) {
+        return;
+    }
+    let h = i / D4;
+    let d = i % D4;
+    let head = h * p.max_seq * D4 + d;
+    let n = min(counts[h], min(p.max_keep, p.max_seq));
+    for (var r = 0u; r < n; r++) {
+        let src = keep[h * p.max_keep + r];
+        if (src != r && src < p.max_seq) {
+            k_cache[head + r * D4] = k_cache[head + src * D4];
+            v_cache[head + r * D4] = v_cache[head + src * D4];
+        }
+    }
+}
