@@ -9,19 +9,20 @@
 // lane, and used for the whole group. No workgroup memory, no barriers: on
 // lavapipe a workgroup runs as one 8-wide SIMD loop, and the shared-memory
 // phases and tree reductions of attn_decode cost more there than the
-// arithmetic. Each (head, chunk, lane) is one partial state:
+// arithmetic. At the end the lanes' states are combined per head through
+// workgroup memory (LANES * HEAD_DIM / 4 vec4, one head at a time) into one
+// partial state per (head, chunk):
 //   m = max_j s_j,  l = sum_j exp(s_j - m),  o = sum_j exp(s_j - m) V_j,
-//   s_j = scale * q . K_j   (j in the lane's slots)
-// written to part_ml / part_o at part index (h * n_split + c) * LANES + lane;
-// a lane without slots writes m = -1e30, l = 0 (its o is not written: the
-// merge never reads o where l = 0).
+//   s_j = scale * q . K_j   (j in the chunk's slots)
+// written to part_ml / part_o at part index h * n_split + c; a chunk without
+// slots writes m = -1e30, l = 0 and o = 0.
 //
 // Chunks: L = min(CHUNK, roundup(ceil(kv_len / n_split), LANES)) slots, chunk c
 // covers [c * L, min((c + 1) * L, kv_len)); derived from step.kv_len here, so
 // the grid and bind group stay fixed while kv_len grows.
 // Layout: q [n_heads][HEAD_DIM] f32 (row 0); caches [n_kv_heads][max_seq]
-// [HEAD_DIM] kv_t (read as kv4_t); part_o [n_heads][n_split][LANES][HEAD_DIM]
-// f32; part_ml [n_heads][n_split][LANES] (m, l).
+// [HEAD_DIM] kv_t (read as kv4_t); part_o [n_heads][n_split][HEAD_DIM]
+// f32; part_ml [n_heads][n_split] (m, l).
 // Bindings: q (read), k_cache (read), v_cache (read), part_o (read_write),
 // part_ml (read_write), params, step (ops::Step).
 // Prelude consts: LANES (invocations per workgroup), HEAD_DIM (a multiple of
@@ -43,6 +44,9 @@ struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 const D4: u32 = HEAD_DIM / 4u;
 const NEG: f32 = -1.0e30; // neutral max: exp(NEG - m) == 0, never NaN
+
+var<workgroup> wml: array<vec2<f32>, LANES>;
+var<workgroup> wacc: array<vec4<f32>, LANES * D4>;
 
 @compute @workgroup_size(LANES)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
@@ -92,13 +96,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
         }
     }
+    // Combine the lanes' states per head into the chunk's one partial
+    // (fewer partials for attn_merge to read: one per chunk, not per lane).
     for (var g = 0u; g < GROUP; g++) {
-        let slot = ((h0 + g) * p.n_split + c) * LANES + lane;
-        part_ml[slot] = vec2<f32>(m[g], l[g]);
-        if (l[g] > 0.0) {
-            for (var d = 0u; d < D4; d++) {
-                part_o[slot * D4 + d] = acc[g * D4 + d];
-            }
+        wml[lane] = vec2<f32>(m[g], l[g]);
+        workgroupBarrier();
+        var mx = NEG;
+        for (var i = 0u; i < LANES; i++) {
+            mx = max(mx, wml[i].x);
         }
+        let w = select(0.0, exp(m[g] - mx), l[g] > 0.0);
+        for (var d = 0u; d < D4; d++) {
+            wacc[lane * D4 + d] = acc[g * D4 + d] * w;
+        }
+        workgroupBarrier();
+        let part = (h0 + g) * p.n_split + c;
+        if (lane == 0u) {
+            var lsum = 0.0;
+            for (var i = 0u; i < LANES; i++) {
+                let e = wml[i];
+                if (e.y > 0.0) {
+                    lsum += e.y * exp(e.x - mx);
+                }
+            }
+            part_ml[part] = vec2<f32>(mx, lsum);
+        }
+        for (var d = lane; d < D4; d += LANES) {
+            var o = vec4<f32>(0.0);
+            for (var i = 0u; i < LANES; i++) {
+                o += wacc[i * D4 + d];
+            }
+            part_o[part * D4 + d] = o;
+        }
+        workgroupBarrier(); // the next head reuses wml and wacc
     }
 }

@@ -395,7 +395,7 @@ impl DecodeScratch {
         let n_split = shape.n_split();
         let parts = match kind {
             AttnKind::Shared => shape.decode_parts(),
-            AttnKind::Lanes => DECODE_LANES,
+            AttnKind::Lanes => 1, // the lanes of a chunk combine in the kernel
         };
         let total = shape.n_heads as u64 * n_split as u64 * parts as u64;
         DecodeScratch {
