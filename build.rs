@@ -1,5 +1,6 @@
 //! Records the git commit the binary was built from (`WGKV_GIT_COMMIT`), so
-//! benchmark records say which code produced them. "unknown" when git or the
+//! benchmark records say which code produced them: the short hash, with
+//! "-dirty" when tracked files differ from it; "unknown" when git or the
 //! repository is missing (a source tarball, a vendored copy).
 
 use std::path::Path;
@@ -15,8 +16,22 @@ fn main() {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".to_string());
-    println!("cargo:rustc-env=WGKV_GIT_COMMIT={commit}");
+    let dirty = commit != "unknown"
+        && Command::new("git")
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .is_some_and(|o| !o.stdout.is_empty());
+    let stamp = if dirty { format!("{commit}-dirty") } else { commit };
+    println!("cargo:rustc-env=WGKV_GIT_COMMIT={stamp}");
     println!("cargo:rerun-if-changed=build.rs");
+    // Edits to the sources and the index change the dirty mark.
+    for dir in ["src", "shaders", "Cargo.toml", ".git/index"] {
+        if Path::new(dir).exists() {
+            println!("cargo:rerun-if-changed={dir}");
+        }
+    }
     // HEAD changes on checkout; the branch's ref file changes on commit.
     // Only existing files are named: cargo re-runs the script on every build
     // for a path that does not exist.
