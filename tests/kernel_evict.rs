@@ -66,3 +66,43 @@ fn compaction_refuses_lists_past_the_loop_cap() {
         assert!(e.contains("supported"), "{e}");
     }
 }
+
+#[test]
+fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
+    use wgkv::ops::attention::{attn_decode, DecodeScratch};
+    use wgkv::ops::Step;
+    for g in contexts() {
+        let mut rng = Rng::new(6);
+        // (heads, KV heads, head_dim, slots, cached): GQA groups 3, 1 and 8.
+        for &(nh, kvh, hd, max_seq, len) in &[(9usize, 3usize, 64usize, 300usize, 257usize), (4, 4, 32, 100, 1), (8, 1, 96, 80, 80)] {
+            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let n = kvh * max_seq * hd;
+            let k = kv_round(&g, &rng.vec(n, -1.0, 1.0));
+            let v = kv_round(&g, &rng.vec(n, -1.0, 1.0));
+            let (kb, vb) = (g.upload("k", &kv_bytes(&g, &k)), g.upload("v", &kv_bytes(&g, &v)));
+            let q = rng.vec(nh * hd, -3.0, 3.0);
+            let qb = upload_f32(&g, "q", &q);
+            let init = rng.vec(kvh * max_seq, 0.0, 2.0);
+            let acc = upload_f32(&g, "acc", &init);
+            let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: len as u32 - 1, n_tokens: 1, kv_len: len as u32, _pad: 0 }));
+            let (out, lse) = (g.buffer("out", (nh * hd * 4) as u64), g.buffer("lse", (nh * 4) as u64));
+            let scratch = DecodeScratch::new(&g, &s);
+            let dec = attn_decode(&g, &s, &qb, &kb, &vb, &scratch, &out, &lse, &step);
+            let d = ops::attn_accum(&g, &s, &qb, &kb, &lse, &acc, &step);
+            assert_eq!(d.kernel, Kernel::AttnAccum);
+            g.run(&[&dec.partial, &dec.merge, &d]);
+            let got = g.read_f32(&acc, kvh * max_seq);
+            let lse_gpu = g.read_f32(&lse, nh);
+            let mut want = init.clone();
+            reference::accumulate(&s, &q, &k, &lse_gpu, len, &mut want);
+            let what = format!("{nh}/{kvh} heads x {hd}, {len} of {max_seq} slots on {}", label(&g));
+            assert_close(&format!("accumulated attention: {what}"), &got, &want, F32_REDUCTION);
+            // Each query head's probabilities sum to 1: the step added `group` per KV head.
+            for h in 0..kvh {
+                let added: f64 = (0..len).map(|j| (got[h * max_seq + j] - init[h * max_seq + j]) as f64).sum();
+                assert!((added - (nh / kvh) as f64).abs() < 1e-3, "KV head {h} gained {added}: {what}");
+                assert!(got[h * max_seq + len..(h + 1) * max_seq] == init[h * max_seq + len..(h + 1) * max_seq], "slots past kv_len: {what}");
+            }
+        }
+    }
+}

@@ -24,8 +24,49 @@ fn compact_spec(head_dim: u32) -> Spec {
     Spec::new(Kernel::KvCompact).with("WG", WG).with("HEAD_DIM", head_dim)
 }
 
+fn accum_spec(head_dim: u32, group: u32) -> Spec {
+    Spec::new(Kernel::AttnAccum).with("WG", WG).with("HEAD_DIM", head_dim).with("GROUP", group)
+}
+
 pub fn specs() -> Vec<Spec> {
-    super::attention::SPEC_HEAD_DIMS.iter().map(|&hd| compact_spec(hd)).collect()
+    let mut v = Vec::new();
+    for &hd in super::attention::SPEC_HEAD_DIMS {
+        v.push(compact_spec(hd));
+        for &g in super::attention::SPEC_GROUPS {
+            v.push(accum_spec(hd, g));
+        }
+    }
+    v
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AccumParams {
+    max_seq: u32,
+    scale: f32,
+    _p: [u32; 2],
+}
+
+/// Add the decode step's attention probabilities, summed over each KV
+/// group's query heads, to `acc` (`[n_kv_heads][max_seq]` f32) for every
+/// slot below `step.kv_len`: H2O's accumulated attention. `q`: the step's
+/// query (row 0); `lse`: per query head, as `attn_decode` wrote it.
+pub fn attn_accum(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    q: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    lse: &wgpu::Buffer,
+    acc: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+) -> Dispatch {
+    let params = AccumParams { max_seq: shape.max_seq, scale: shape.scale(), _p: [0; 2] };
+    let params = gpu.uniform("attn_accum.params", bytemuck::bytes_of(&params));
+    gpu.dispatch(
+        &accum_spec(shape.head_dim, shape.group()),
+        &[q, k_cache, lse, acc, &params, step],
+        [shape.max_seq.div_ceil(WG), shape.n_kv_heads, 1],
+    )
 }
 
 /// Gather slots `keep[h][i]` (`[n_kv_heads][max_keep]` u32, strictly
