@@ -14,9 +14,10 @@
 // Bindings: score (read), list (read_write), params, step (ops::Step).
 // Prelude consts: WG, PAGE.
 // Grid: (ceil(max_pages / WG), n_units, 1): one invocation per page, which
-// counts its rank over all full pages (at most max_pages - 1 loop
-// iterations: llvmpipe stops an invocation's loops after 65535 in all, so
-// QuestShape::check bounds max_pages).
+// counts its rank over the full pages and stops once it reaches keep (the
+// page is not listed then). At most max_pages - 1 loop iterations: llvmpipe
+// stops an invocation's loops after 65535 in all, so QuestShape::new bounds
+// max_pages.
 
 struct Params { max_seq: u32, max_pages: u32, budget_pages: u32, _p0: u32 }
 struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
@@ -53,6 +54,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var j = 0u; j < n_full; j++) {
         let sj = score[sb + j];
         rank += select(0u, 1u, sj > si || (sj == si && j < i));
+        if (rank >= keep) {
+            break; // not listed: most pages stop after about keep * ln(n / keep) steps
+        }
     }
     if (rank < keep) {
         list[base + rank] = i;
