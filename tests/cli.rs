@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cli::{assert_one_line_error, wgkv_with_stdin};
+use common::cli::{assert_one_line_error, wgkv_with_stdin, wgkv_with_stdin_bytes};
 
 #[test]
 fn missing_model_file_is_one_line() {
@@ -108,4 +108,13 @@ fn piped_chat_goes_on_past_the_context_under_streaming() {
     // "streaming: 4 sinks + ... in 96 slots per layer; N tokens run, M evicted"
     let (run, evicted) = (nums[nums.len() - 2], nums[nums.len() - 1]);
     assert!(run > 96 && evicted > 0 && run - evicted <= 64, "{line}\n{out}");
+}
+
+#[test]
+fn invalid_utf8_on_chat_stdin_is_one_line() {
+    let Some(model) = common::real_model() else { return };
+    let o = wgkv_with_stdin(&["--model", model.to_str().unwrap(), "chat", "-n", "4"], Some("Hi \u{fffd}"));
+    assert!(o.status.success(), "valid text is answered: {}", String::from_utf8_lossy(&o.stderr));
+    let o = wgkv_with_stdin_bytes(&["--model", model.to_str().unwrap(), "chat", "-n", "4"], b"Hi \xff\xfe there\n");
+    assert_one_line_error(&o, "valid UTF-8");
 }

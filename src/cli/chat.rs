@@ -90,10 +90,7 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
             },
             None => match piped.next() {
                 Some(Ok(line)) => line,
-                Some(Err(e)) => {
-                    eprintln!("wgkv: stdin: {e}");
-                    break;
-                }
+                Some(Err(e)) => return Err(Error::msg(format!("stdin: {e} (chat reads UTF-8 text, one message per line)"))),
                 None => break,
             },
         };

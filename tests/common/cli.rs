@@ -5,6 +5,11 @@ use std::process::{Command, Output, Stdio};
 
 /// Run `wgkv args` with `stdin` (None: empty) and collect its output.
 pub fn wgkv_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
+    wgkv_with_stdin_bytes(args, stdin.unwrap_or("").as_bytes())
+}
+
+/// `wgkv ARGS` with `stdin` (any bytes) piped in.
+pub fn wgkv_with_stdin_bytes(args: &[&str], stdin: &[u8]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgkv"));
     cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -12,9 +17,7 @@ pub fn wgkv_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
     }
     let mut child = cmd.spawn().expect("run wgkv");
     let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
+    let _ = input.write_all(stdin); // a process that exits early closes the pipe
     drop(input);
     child.wait_with_output().unwrap()
 }
