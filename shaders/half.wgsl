@@ -1,7 +1,7 @@
 // IEEE half conversions in plain bit arithmetic (pack2x16float and
 // unpack2x16float need a capability naga treats as optional). Prepended to
 // the kernels that keep f16 data in u32 words whatever the device's
-// shader-f16 support (Kernel::uses_half).
+// shader-f16 support (Kernel::fragments).
 
 // x rounded to the nearest half (ties to even), as its 16 bits; overflow
 // gives infinity, NaN stays NaN.

@@ -18,6 +18,7 @@
 // Bindings: q, bits, offs, pool (read), part_o, part_ml (read_write),
 // params, blocks (uniform: n_blocks, the live compressed blocks).
 // Prelude consts: HEAD_DIM (a multiple of 4, at most 128), GROUP (query
+// Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
 // heads per KV head).
 // Grid: (max_blocks, n_kv_heads, 1), 64 invocations.
 
@@ -36,24 +37,10 @@ struct Blocks { n_blocks: u32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(6) var<uniform> p: Params;
 @group(0) @binding(7) var<uniform> blocks: Blocks;
 
-const T: u32 = 64u;
-const VT: u32 = (HEAD_DIM + 63u) / 64u;
-const TILES: u32 = HEAD_DIM + T * VT;
 const NEG: f32 = -1.0e30;
 
 var<workgroup> prob: array<f32, GROUP * T>; // scores, then exp(s - m)
 var<workgroup> ml: array<vec2<f32>, GROUP>;
-
-fn tile_get(bm: vec2<u32>, u: u32, j: u32) -> f32 {
-    let w = select(bm.x, bm.y, j >= 32u);
-    let b = j % 32u;
-    if (((w >> b) & 1u) == 0u) {
-        return 0.0;
-    }
-    let below = select(0u, countOneBits(bm.x), j >= 32u) + countOneBits(w & ((1u << b) - 1u));
-    let pair = half_pair(pool[u + below / 8u][(below % 8u) / 2u]);
-    return select(pair.x, pair.y, (below & 1u) == 1u);
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {

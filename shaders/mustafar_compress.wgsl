@@ -23,6 +23,7 @@
 // Bindings: k_src (read), v_src (read), bits, offs, pool, state (read_write),
 // params.
 // Prelude consts: HEAD_DIM (a multiple of 4, at most 128).
+// Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
 // Grid: (n_blocks, n_kv_heads, 1), 64 invocations: invocation t prunes token
 // t; then invocations take tiles.
 
@@ -40,10 +41,7 @@ struct State { top: atomic<u32>, overflow: atomic<u32> }
 @group(0) @binding(5) var<storage, read_write> state: State;
 @group(0) @binding(6) var<uniform> p: Params;
 
-const T: u32 = 64u;
 const DW: u32 = (HEAD_DIM + 31u) / 32u; // mask words per vector
-const VT: u32 = (HEAD_DIM + 63u) / 64u; // value tiles per token
-const TILES: u32 = HEAD_DIM + T * VT;
 const NONE: u32 = 0xffffffffu;
 
 var<workgroup> kmask: array<u32, T * DW>;

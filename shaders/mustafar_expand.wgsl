@@ -7,6 +7,7 @@
 // [HEAD_DIM] kv_t, block b of the call going to slots dst_slot + 64 b ...
 // Bindings: bits, offs, pool (read), k_dst, v_dst (read_write), params.
 // Prelude consts: HEAD_DIM (a multiple of 4, at most 128).
+// Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
 // Grid: (n_blocks, n_kv_heads, 1), 64 invocations: invocation t writes token t.
 
 struct Params {
@@ -21,21 +22,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> v_dst: array<kv_t>;
 @group(0) @binding(5) var<uniform> p: Params;
 
-const T: u32 = 64u;
-const VT: u32 = (HEAD_DIM + 63u) / 64u;
-const TILES: u32 = HEAD_DIM + T * VT;
-
-// Element j of the tile with bitmap bm whose non-zeros start at unit u.
-fn tile_get(bm: vec2<u32>, u: u32, j: u32) -> f32 {
-    let w = select(bm.x, bm.y, j >= 32u);
-    let b = j % 32u;
-    if (((w >> b) & 1u) == 0u) {
-        return 0.0;
-    }
-    let below = select(0u, countOneBits(bm.x), j >= 32u) + countOneBits(w & ((1u << b) - 1u));
-    let pair = half_pair(pool[u + below / 8u][(below % 8u) / 2u]);
-    return select(pair.x, pair.y, (below & 1u) == 1u);
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {

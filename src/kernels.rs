@@ -60,11 +60,16 @@ kernels! {
 
 pub const QUANT_COMMON: &str = include_str!("../shaders/quant/common.wgsl");
 pub const HALF: &str = include_str!("../shaders/half.wgsl");
+pub const MUSTAFAR_TILES: &str = include_str!("../shaders/mustafar_tiles.wgsl");
 
 impl Kernel {
-    /// Whether the kernel keeps halves in u32 words (and so takes `shaders/half.wgsl`).
-    pub fn uses_half(self) -> bool {
-        matches!(self, Kernel::MustafarCompress | Kernel::MustafarExpand | Kernel::MustafarAttn)
+    /// Shared WGSL fragments the kernel's source is prepended with, in order:
+    /// Mustafar's kernels keep halves in u32 words and share the tile format.
+    pub fn fragments(self) -> &'static [&'static str] {
+        match self {
+            Kernel::MustafarCompress | Kernel::MustafarExpand | Kernel::MustafarAttn => &[HALF, MUSTAFAR_TILES],
+            _ => &[],
+        }
     }
 }
 
@@ -106,8 +111,8 @@ impl Spec {
         for (name, v) in &self.consts {
             s.push_str(&format!("const {name}: u32 = {v}u;\n"));
         }
-        if self.kernel.uses_half() {
-            s.push_str(HALF);
+        for f in self.kernel.fragments() {
+            s.push_str(f);
             s.push('\n');
         }
         if let Some(w) = self.wtype {
