@@ -22,8 +22,9 @@
 //
 // Layout: q [n_heads][HEAD_DIM] f32 (row 0 of the q buffer); caches
 // [n_kv_heads][max_seq][HEAD_DIM] kv_t (read as kv4_t);
-// part_o [n_heads][n_split][P][HEAD_DIM] f32; part_ml [n_heads][n_split][P]
-// (m, l).
+// part_o [n_heads][part_stride][HEAD_DIM] f32; part_ml [n_heads][part_stride]
+// (m, l): head h's state of (chunk c, part) at h * part_stride + c * P + part
+// (part_stride >= n_split * P; Mustafar's blocks fill the parts after them).
 // Bindings: q (read), k_cache (read), v_cache (read), part_o (read_write),
 // part_ml (read_write), params, step (ops::Step).
 // Prelude consts: WG (a power of two), HEAD_DIM (a multiple of 4, at most
@@ -35,6 +36,7 @@
 
 struct Params {
     n_heads: u32, max_seq: u32, n_split: u32, scale: f32,
+    part_stride: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
@@ -68,7 +70,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     if (s0 >= s1) {
         // Neutral partials; attn_merge never reads part_o where l == 0.
         for (var i = lid.x; i < GROUP * P; i += WG) {
-            part_ml[((h0 + i / P) * p.n_split + c) * P + i % P] = vec2<f32>(NEG, 0.0);
+            part_ml[(h0 + i / P) * p.part_stride + c * P + i % P] = vec2<f32>(NEG, 0.0);
         }
         return;
     }
@@ -149,7 +151,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
     }
     for (var g = 0u; g < GROUP; g++) {
-        let slot = ((h0 + g) * p.n_split + c) * P + part;
+        let slot = (h0 + g) * p.part_stride + c * P + part;
         part_o[slot * D4 + d] = acc[g];
         if (d == 0u) {
             part_ml[slot] = vec2<f32>(red[g * WG], l[g]);

@@ -14,7 +14,8 @@
 // partial state per (head, chunk):
 //   m = max_j s_j,  l = sum_j exp(s_j - m),  o = sum_j exp(s_j - m) V_j,
 //   s_j = scale * q . K_j   (j in the chunk's slots)
-// written to part_ml / part_o at part index h * n_split + c; a chunk without
+// written to part_ml / part_o at part index h * part_stride + c (part_stride
+// >= n_split; Mustafar's blocks fill the parts after a head's chunks); a chunk without
 // slots writes m = -1e30, l = 0 and o = 0.
 //
 // Chunks: L = min(CHUNK, roundup(ceil(kv_len / n_split), LANES)) slots, chunk c
@@ -31,6 +32,7 @@
 
 struct Params {
     n_heads: u32, max_seq: u32, n_split: u32, scale: f32,
+    part_stride: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
@@ -110,7 +112,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             wacc[lane * D4 + d] = acc[g * D4 + d] * w;
         }
         workgroupBarrier();
-        let part = (h0 + g) * p.n_split + c;
+        let part = (h0 + g) * p.part_stride + c;
         if (lane == 0u) {
             var lsum = 0.0;
             for (var i = 0u; i < LANES; i++) {

@@ -5,11 +5,15 @@
 // Layout: bits [n_kv_heads][max_blocks][TILES] vec2<u32>; offs likewise u32;
 // pool vec4<u32> (8 f16 per unit); k_dst, v_dst [n_kv_heads][dst_seq]
 // [HEAD_DIM] kv_t, block b of the call going to slots dst_slot + 64 b ...
-// Bindings: bits, offs, pool (read), k_dst, v_dst (read_write), params.
+// Blocks at or past blocks.n_blocks (the live count, a uniform the cache
+// writes per call) are skipped, so a grid recorded once serves every length.
+// Bindings: bits, offs, pool (read), k_dst, v_dst (read_write), params,
+// blocks (uniform).
 // Prelude consts: HEAD_DIM (a multiple of 4, at most 128).
 // Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
 // Grid: (n_blocks, n_kv_heads, 1), 64 invocations: invocation t writes token t.
 
+struct Blocks { n_blocks: u32, _p0: u32, _p1: u32, _p2: u32 }
 struct Params {
     dst_seq: u32, dst_slot: u32, n_blocks: u32, first_block: u32,
     max_blocks: u32, _p0: u32, _p1: u32, _p2: u32,
@@ -21,13 +25,14 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> k_dst: array<kv_t>;
 @group(0) @binding(4) var<storage, read_write> v_dst: array<kv_t>;
 @group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(6) var<uniform> live: Blocks;
 
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let b = wid.x;
     let kvh = wid.y;
-    if (b >= p.n_blocks) {
+    if (b >= p.n_blocks || p.first_block + b >= live.n_blocks) {
         return;
     }
     let tbase = (kvh * p.max_blocks + p.first_block + b) * TILES;

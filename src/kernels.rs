@@ -41,6 +41,7 @@ kernels! {
     Add => "add", false;
     KvAppend => "kv_append", false;
     KvCompact => "kv_compact", false;
+    KvPlace => "kv_place", false;
     AttnAccum => "attn_accum", false;
     AttnPrefill => "attn_prefill", false;
     AttnPrefillLanes => "attn_prefill_lanes", false;

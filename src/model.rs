@@ -104,6 +104,7 @@ pub struct Model {
     prefill: attn::PrefillScratch,
     acts: Acts,           // sized for MAX_CHUNK tokens, shared by every plan
     plans: HashMap<usize, Plan>,
+    plans_generation: u64, // the KV cache's generation the plans were recorded for
 }
 
 impl Model {
@@ -151,19 +152,23 @@ impl Model {
         let shape = attn_shape(&cfg, KvCache::slots(&spec, ctx)?);
         shape.check(&gpu)?;
         let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;
+        // Prefill attends the whole context: under Mustafar a dense scratch of it.
+        let dense = attn_shape(&cfg, kv.capacity);
+        dense.check(&gpu)?;
         let step = gpu.uniform("step", bytemuck::bytes_of(&Step::default()));
         let last = gpu.buffer("last", 4 * cfg.dim as u64);
         let logits = gpu.buffer("logits", 4 * cfg.vocab_size as u64);
         let best = gpu.buffer("best", 4 * sample::ARGMAX_WORDS as u64);
         let topk = gpu.buffer("topk", 4 * sample::topk_words(TOPK as u32) as u64);
         let lse = gpu.buffer("lse", 4 * cfg.n_heads as u64);
-        let scratch = attn::DecodeScratch::new(&gpu, &shape);
-        let prefill = attn::PrefillScratch::new(&gpu, &shape, MAX_CHUNK as u32)?;
+        let extra = kv.mustafar.as_ref().map_or(0, |m| m.decode_parts());
+        let scratch = attn::DecodeScratch::with_extra(&gpu, &shape, attn::AttnKind::for_gpu(&gpu), extra);
+        let prefill = attn::PrefillScratch::new(&gpu, &dense, MAX_CHUNK as u32)?;
         let acts = alloc_acts(&gpu, &cfg, MAX_CHUNK);
         let staging = gpu.staging(4 * cfg.vocab_size.max(sample::topk_words(TOPK as u32)) as u64);
         let mut m = Model {
             cfg, gpu, kv, weight_bytes, weight_type, embed, output, output_norm, layers, step, last, logits, best, topk,
-            lse, staging, scratch, prefill, acts, plans: HashMap::new(),
+            lse, staging, scratch, prefill, acts, plans: HashMap::new(), plans_generation: 0,
         };
         // Record the decode plan now so the first token pays no pipeline builds.
         m.ensure_plan(1)?;
@@ -187,8 +192,8 @@ impl Model {
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             let slots = plan_slots(chunk.len());
+            self.kv.make_room(&self.gpu, chunk.len())?;
             self.ensure_plan(slots)?;
-            self.kv.make_room(&self.gpu, chunk.len());
             let step = Step {
                 pos: self.kv.pos as u32,
                 n_tokens: chunk.len() as u32,
@@ -257,8 +262,8 @@ impl Model {
             return Err(Error::msg(format!("profile runs one call of at most {} tokens under this --kv policy", self.kv.max_call())));
         }
         let slots = plan_slots(n);
+        self.kv.make_room(&self.gpu, n)?;
         self.ensure_plan(slots)?;
-        self.kv.make_room(&self.gpu, n);
         let step = Step { pos: self.kv.pos as u32, n_tokens: n as u32, kv_len: (self.kv.len + n) as u32, _pad: 0 };
         self.gpu.write(&self.step, 0, bytemuck::bytes_of(&step));
         self.gpu.write(&self.acts.ids, 0, bytemuck::cast_slice(tokens));
@@ -280,7 +285,7 @@ impl Model {
         if self.kv.room().is_some_and(|room| tokens.len() > room) {
             return Err(Error::msg(format!(
                 "context full: {} cached + {} new tokens exceed the {}-token context (raise --ctx or choose a --kv eviction policy such as streaming or h2o)",
-                self.kv.len, tokens.len(), self.kv.max_seq
+                self.kv.len, tokens.len(), self.kv.capacity
             )));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
@@ -290,6 +295,10 @@ impl Model {
     }
 
     fn ensure_plan(&mut self, slots: usize) -> Result<()> {
+        if self.plans_generation != self.kv.generation() {
+            self.plans.clear(); // a cache buffer they bind was replaced
+            self.plans_generation = self.kv.generation();
+        }
         if !self.plans.contains_key(&slots) {
             let plan = self.record_forward(slots)?;
             self.plans.insert(slots, plan);
@@ -308,6 +317,10 @@ impl Model {
         let nt = n as u32;
         let (dim, hidden) = (c.dim as u32, c.hidden_dim as u32);
         let shape = attn_shape(c, self.kv.max_seq);
+        let dense = attn_shape(c, self.kv.capacity);
+        // Under Mustafar `k`/`v` are the dense window, which has its own step.
+        let must = self.kv.mustafar.as_ref();
+        let win = must.map_or(step, |m| &m.win_step);
         let layout = match c.rope_style {
             RopeStyle::Interleaved => RopeLayout::Interleaved,
             RopeStyle::HalfSplit => RopeLayout::HalfSplit,
@@ -332,7 +345,7 @@ impl Model {
             d.push(lin(&w.wv, &a.xn, &a.v, false));
             d.push(ew::rope(g, &a.q, step, &rope(c.n_heads), nt)?);
             d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads), nt)?);
-            d.push(attn::kv_append(g, &shape, &a.k, &a.v, kc, vc, step, nt));
+            d.push(attn::kv_append(g, &shape, &a.k, &a.v, kc, vc, win, nt));
             // Quest: page metadata follows every append; decode attends the selected pages.
             let quest = self.kv.quest.as_ref().filter(|q| q.is_sparse(l));
             if let Some(q) = quest {
@@ -342,11 +355,17 @@ impl Model {
                 match quest {
                     Some(q) => d.extend(q.decode(g, l, &a.q, kc, vc, &a.att, &self.lse, step)),
                     None => {
-                        let da = attn::attn_decode(g, &shape, &a.q, kc, vc, &self.scratch, &a.att, &self.lse, step);
+                        let da = attn::attn_decode(g, &shape, &a.q, kc, vc, &self.scratch, &a.att, &self.lse, win);
                         d.push(da.partial);
+                        if let Some(m) = must {
+                            d.push(m.decode_partial(g, l, &a.q, &self.scratch));
+                        }
                         d.push(da.merge);
                     }
                 }
+            } else if let Some(m) = must {
+                d.extend(m.prefill_dense(g, l, kc, vc, step));
+                d.extend(attn::attn_prefill(g, &dense, &a.q, &m.dense_k, &m.dense_v, &self.prefill, &a.att, step));
             } else {
                 d.extend(attn::attn_prefill(g, &shape, &a.q, kc, vc, &self.prefill, &a.att, step));
             }

@@ -127,7 +127,8 @@ fn compression_equals_the_reference_tiles_and_expands_to_the_pruned_rows() {
             let dst_seq = 200usize;
             let kd = g.buffer("kd", (c.n_kv_heads as usize * dst_seq * d * 4) as u64);
             let vd = g.buffer("vd", (c.n_kv_heads as usize * dst_seq * d * 4) as u64);
-            let exp = ops::expand(&g, &store, &kd, &vd, dst_seq as u32, 2, dst_block, n_blocks as u32);
+            let live = g.uniform("live", bytemuck::cast_slice(&[dst_block + n_blocks as u32, 0, 0, 0]));
+            let exp = ops::expand(&g, &store, &kd, &vd, dst_seq as u32, 2, dst_block, n_blocks as u32, &live);
             assert_eq!(exp.kernel, Kernel::MustafarExpand);
             g.run(&[&exp]);
             let (gk, gv) = (read_kv(&g, &kd, c.n_kv_heads as usize * dst_seq * d), read_kv(&g, &vd, c.n_kv_heads as usize * dst_seq * d));
@@ -235,4 +236,53 @@ fn bad_mustafar_shapes_are_refused() {
     assert_eq!(reference::keep_count(64, 0.7), 20);
     assert_eq!(reference::keep_count(128, 0.7), 39);
     assert_eq!(reference::keep_count(64, 0.0), 64);
+}
+
+#[test]
+fn window_placement_and_live_bound_equal_the_reference() {
+    // kv_place: windows of awkward lengths behind compressed prefixes, odd
+    // slot counts, a window longer than the room left (clipped), w = 0.
+    for g in contexts() {
+        let mut rng = Rng::new(4);
+        for &(heads, d, src_seq, dst_seq, c0, w) in
+            &[(3usize, 64usize, 37usize, 200usize, 128usize, 29usize), (2, 96, 13, 64, 51, 13), (1, 32, 70, 70, 0, 70), (2, 128, 9, 40, 36, 9), (3, 64, 20, 100, 64, 0)]
+        {
+            let shape = |seq: usize| AttnShape { n_heads: heads as u32, n_kv_heads: heads as u32, head_dim: d as u32, max_seq: seq as u32 };
+            let ((ks, kb), (vs, vb)) = (source(&g, &mut rng, heads * src_seq * d), source(&g, &mut rng, heads * src_seq * d));
+            let ((mut kd, kdb), (mut vd, vdb)) = (source(&g, &mut rng, heads * dst_seq * d), source(&g, &mut rng, heads * dst_seq * d));
+            let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: 0, n_tokens: 1, kv_len: (c0 + w) as u32, _pad: 0 }));
+            let win = g.uniform("win", bytemuck::bytes_of(&Step { pos: 0, n_tokens: 1, kv_len: w as u32, _pad: 0 }));
+            let place = ops::place(&g, &shape(src_seq), &shape(dst_seq), &kb, &vb, &kdb, &vdb, &step, &win);
+            assert_eq!(place.kernel, Kernel::KvPlace);
+            g.run(&[&place]);
+            reference::place_window(&ks, src_seq, &mut kd, dst_seq, heads, d, c0, w);
+            reference::place_window(&vs, src_seq, &mut vd, dst_seq, heads, d, c0, w);
+            let what = format!("heads {heads}, d {d}, window {w} of {src_seq} at {c0} of {dst_seq} on {}", label(&g));
+            assert_eq!(read_kv(&g, &kdb, heads * dst_seq * d), kd, "keys: {what}");
+            assert_eq!(read_kv(&g, &vdb, heads * dst_seq * d), vd, "values: {what}");
+        }
+
+        // expand skips blocks at or past the live count.
+        let c = &CASES[0];
+        let s = shape_of(c, 3 * T as u32);
+        let d = c.head_dim as usize;
+        let n = c.n_kv_heads as usize * 3 * T * d;
+        let ((k, kb), (v, vb)) = (source(&g, &mut rng, n), source(&g, &mut rng, n));
+        let store = Store::new(&g, &s, s.units_bound(3) as u32);
+        g.run(&[&ops::compress(&g, &store, &kb, &vb, 3 * T as u32, 0, 3, 0)]);
+        let ((mut kd, kdb), (mut vd, vdb)) = (source(&g, &mut rng, n), source(&g, &mut rng, n));
+        let live = g.uniform("live", bytemuck::cast_slice(&[2u32, 0, 0, 0]));
+        g.run(&[&ops::expand(&g, &store, &kdb, &vdb, 3 * T as u32, 0, 0, 3, &live)]);
+        for (h, blocks) in ref_blocks(&s, &k, &v, 3 * T, 0, 2).iter().enumerate() {
+            for (b, blk) in blocks.iter().enumerate() {
+                let (wk, wv) = reference::expand_block(blk, d);
+                let o = (h * 3 * T + b * T) * d;
+                kd[o..o + T * d].copy_from_slice(&wk);
+                vd[o..o + T * d].copy_from_slice(&wv);
+            }
+        }
+        let what = format!("expand with 2 live blocks of 3 on {}", label(&g));
+        assert_eq!(read_kv(&g, &kdb, n), kd, "keys: {what} (block 2 must stay as it was)");
+        assert_eq!(read_kv(&g, &vdb, n), vd, "values: {what}");
+    }
 }

@@ -121,12 +121,15 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                     };
                     println!(
                         "kv {}: {} tokens of {} ({:.2} MiB resident, {:.2} MiB allocated, {:.2} MiB read per decode step); tokens kept: {layers}",
-                        kv.spec, kv.len, kv.max_seq,
+                        kv.spec, kv.len, kv.capacity,
                         kv.bytes_resident() as f64 / 1048576.0, kv.bytes_allocated() as f64 / 1048576.0,
                         kv.bytes_read_per_step() as f64 / 1048576.0
                     );
                     if let Some(q) = &kv.quest {
                         println!("{}", q.describe(kv.len));
+                    }
+                    if let Some(m) = &kv.mustafar {
+                        println!("{}", m.describe(kv.len - m.compressed()));
                     }
                     if let Some(st) = &kv.streaming {
                         println!(
@@ -162,7 +165,7 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
             println!(
                 "(the {}-token context is full: {} tokens cached, {} new. /reset starts over; \
 a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a chat going)",
-                l.model.kv.max_seq, l.model.kv.len, ids.len()
+                l.model.kv.capacity, l.model.kv.len, ids.len()
             );
             s.messages.pop();
             continue;

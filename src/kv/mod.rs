@@ -2,10 +2,13 @@
 //!
 //! Dense storage: per layer one K and one V buffer of `kv_t` (f16 where the
 //! adapter has SHADER_F16, else f32), laid out `[n_kv_heads][max_seq][head_dim]`,
-//! allocated once: the whole context, or an eviction policy's budget. Keys are
-//! stored post-RoPE, so a slot need not equal a position (eviction compacts
-//! slots; `pos` counts positions, `len` slots).
+//! allocated once: the whole context, an eviction policy's budget, or under
+//! `mustafar` storage the dense window of recent tokens (older ones live in
+//! its compressed stores). Keys are stored post-RoPE, so a slot need not
+//! equal a position (eviction compacts slots; `pos` counts positions, `len`
+//! cached tokens).
 
+pub mod mustafar;
 pub mod quest;
 pub mod spec;
 pub mod streaming;
@@ -14,6 +17,7 @@ use crate::config::ModelConfig;
 use crate::gpu::Gpu;
 use crate::ops::attention::AttnShape;
 use crate::{Error, Result};
+pub use mustafar::{Mustafar, MustafarOptions};
 pub use quest::{Quest, QuestOptions};
 pub use spec::{Budget, Kind, KvSpec};
 pub use streaming::{Streaming, StreamingOptions};
@@ -25,9 +29,12 @@ pub struct KvCache {
     pub k: Vec<wgpu::Buffer>,
     /// Per layer: `[n_kv_heads][max_seq][head_dim]` values.
     pub v: Vec<wgpu::Buffer>,
-    /// Slots allocated per layer and head (the context size, or the eviction budget).
+    /// Slots of `k` / `v` per layer and head (the context size, the eviction
+    /// budget, or Mustafar's dense window).
     pub max_seq: usize,
-    /// Valid slots (the same in every layer for the dense cache).
+    /// Most tokens cached at once (`max_seq`, or the context under Mustafar).
+    pub capacity: usize,
+    /// Cached tokens (the same in every layer).
     pub len: usize,
     /// Position of the next token (= len until something is evicted).
     pub pos: usize,
@@ -36,6 +43,8 @@ pub struct KvCache {
     pub quest: Option<Quest>,
     /// The `streaming` eviction part, when the spec has one.
     pub streaming: Option<Streaming>,
+    /// The `mustafar` storage part, when the spec has one.
+    pub mustafar: Option<Mustafar>,
     /// Per layer: the compaction to the slots in `keep` / `counts`.
     compact: Vec<Dispatch>,
     keep: Option<(wgpu::Buffer, wgpu::Buffer)>,
@@ -51,11 +60,14 @@ impl KvCache {
     /// The eviction policy of `spec` for a context of `ctx` tokens, if any;
     /// refuses the parts this build lacks.
     pub fn streaming_of(spec: &KvSpec, ctx: usize) -> Result<Option<Streaming>> {
-        if let Some(p) = spec.parts.iter().find(|p| p.kind == Kind::Storage || (p.kind == Kind::Eviction && p.name != "streaming")) {
+        if let Some(p) = spec.parts.iter().find(|p| p.kind == Kind::Eviction && p.name != "streaming") {
             return Err(Error::msg(format!(
-                "--kv {spec}: `{}` is not available in this build yet (available: full, quest, streaming)",
+                "--kv {spec}: `{}` is not available in this build yet (available: full, quest, streaming, mustafar)",
                 p.name
             )));
+        }
+        if spec.part(Kind::Storage).is_some() && spec.parts.len() > 1 {
+            return Err(Error::msg(format!("--kv {spec}: mustafar with another part is not available in this build yet")));
         }
         match spec.part(Kind::Eviction) {
             Some(_) if spec.part(Kind::Selection).is_some() => {
@@ -66,15 +78,23 @@ impl KvCache {
         }
     }
 
-    /// Slots per layer the cache allocates for `spec` over `ctx` tokens.
+    /// The storage part of `spec`, if any.
+    pub fn mustafar_of(spec: &KvSpec) -> Result<Option<MustafarOptions>> {
+        spec.part(Kind::Storage).map(MustafarOptions::from_part).transpose()
+    }
+
+    /// Dense slots per layer the cache allocates for `spec` over `ctx` tokens.
     pub fn slots(spec: &KvSpec, ctx: usize) -> Result<usize> {
+        if let Some(m) = KvCache::mustafar_of(spec)? {
+            return Ok(m.window_slots(ctx));
+        }
         Ok(KvCache::streaming_of(spec, ctx)?.map_or(ctx, |s| s.budget))
     }
 
     /// `ctx`: the context in tokens (what a percentage budget is of).
     pub fn new(gpu: &Gpu, cfg: &ModelConfig, ctx: usize, spec: KvSpec) -> Result<KvCache> {
         let streaming = KvCache::streaming_of(&spec, ctx)?;
-        let max_seq = streaming.map_or(ctx, |s| s.budget);
+        let max_seq = KvCache::slots(&spec, ctx)?;
         let elem_bytes = if gpu.caps.f16 { 2 } else { 4 };
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
         // The binding limit was checked by `AttnShape::check` before this.
@@ -92,6 +112,11 @@ impl KvCache {
             None => None,
         };
         let attn = AttnShape { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32, max_seq: max_seq as u32 };
+        let mustafar = match KvCache::mustafar_of(&spec)? {
+            Some(o) => Some(Mustafar::new(gpu, o, AttnShape { max_seq: ctx as u32, ..attn }, cfg.n_layers)?),
+            None => None,
+        };
+        let capacity = if mustafar.is_some() { ctx } else { max_seq };
         let (mut compact, mut keep) = (Vec::new(), None);
         if streaming.is_some() {
             let list = gpu.buffer("kv.keep", 4 * (cfg.n_kv_heads * max_seq) as u64);
@@ -102,7 +127,7 @@ impl KvCache {
             keep = Some((list, counts));
         }
         Ok(KvCache {
-            k, v, max_seq, len: 0, pos: 0, spec, quest, streaming, compact, keep, evicted: 0,
+            k, v, max_seq, capacity, len: 0, pos: 0, spec, quest, streaming, mustafar, compact, keep, evicted: 0,
             elem_bytes, n_layers: cfg.n_layers, kv_dim, head_dim: cfg.head_dim,
         })
     }
@@ -112,7 +137,7 @@ impl KvCache {
     pub fn room(&self) -> Option<usize> {
         match self.streaming {
             Some(_) => None,
-            None => Some(self.max_seq - self.len),
+            None => Some(self.capacity - self.len),
         }
     }
 
@@ -121,10 +146,20 @@ impl KvCache {
         self.streaming.map_or(self.max_seq, |s| s.max_call())
     }
 
-    /// Before a call of `n` tokens: compact to the policy's kept slots when
-    /// the call would pass the budget (records the dispatches into `pass`'s
-    /// encoder via `gpu`). Returns the kept slots when it compacted.
-    pub fn make_room(&mut self, gpu: &Gpu, n: usize) -> Option<Vec<usize>> {
+    /// Before a call of `n` tokens: under Mustafar, compress what left the
+    /// window and set the window's step; under eviction, compact to the
+    /// policy's kept slots when the call would pass the budget. Returns the
+    /// kept slots when it compacted.
+    pub fn make_room(&mut self, gpu: &Gpu, n: usize) -> Result<Option<Vec<usize>>> {
+        if let Some(m) = &mut self.mustafar {
+            let w = self.len - m.compressed();
+            m.prepare(gpu, &self.k, &self.v, w, self.pos, n)?;
+            return Ok(None);
+        }
+        Ok(self.compact_to_budget(gpu, n))
+    }
+
+    fn compact_to_budget(&mut self, gpu: &Gpu, n: usize) -> Option<Vec<usize>> {
         let keep = self.streaming?.plan(self.len, n)?;
         let (list, counts) = self.keep.as_ref().expect("streaming caches have keep buffers");
         let heads = self.kv_dim / self.head_dim;
@@ -158,14 +193,23 @@ impl KvCache {
         self.head_dim * self.elem_bytes
     }
 
-    /// Bytes of KV holding valid tokens now, Quest's page metadata included.
+    /// Bytes of KV holding valid tokens now, Quest's page metadata included;
+    /// under Mustafar the dense window's tokens plus the compressed blocks.
     pub fn bytes_resident(&self) -> usize {
+        if let Some(m) = &self.mustafar {
+            return (self.len - m.compressed()) * self.bytes_per_token() + m.compressed_bytes();
+        }
         let meta = self.quest.as_ref().map_or(0, |q| q.sparse_layers() * q.meta_rows(self.len) * self.row_bytes());
         self.len * self.bytes_per_token() + meta
     }
 
-    /// Bytes allocated on the device for the cache and its metadata.
+    /// Bytes allocated on the device for the cache and its metadata (under
+    /// Mustafar: the window, the pools, the bitmaps and offsets of every
+    /// block the context can hold, and the one-layer prefill scratch).
     pub fn bytes_allocated(&self) -> usize {
+        if let Some(m) = &self.mustafar {
+            return self.max_seq * self.bytes_per_token() + m.allocated_bytes();
+        }
         let meta = self.quest.as_ref().map_or(0, |q| q.sparse_layers() * q.meta_rows(self.max_seq) * self.row_bytes());
         self.max_seq * self.bytes_per_token() + meta
     }
@@ -176,6 +220,9 @@ impl KvCache {
     pub fn bytes_read_per_step(&self) -> usize {
         let len = self.len;
         let dense_layer = len * 2 * self.kv_dim * self.elem_bytes;
+        if self.mustafar.is_some() {
+            return self.bytes_resident();
+        }
         match &self.quest {
             None => self.n_layers * dense_layer,
             Some(q) => {
@@ -191,7 +238,15 @@ impl KvCache {
         vec![self.len; self.n_layers]
     }
 
+    /// Bumped when a buffer the recorded forward plans bind is replaced.
+    pub fn generation(&self) -> u64 {
+        self.mustafar.as_ref().map_or(0, |m| m.generation)
+    }
+
     pub fn reset(&mut self) {
+        if let Some(m) = &mut self.mustafar {
+            m.reset();
+        }
         self.len = 0;
         self.pos = 0;
         self.evicted = 0;

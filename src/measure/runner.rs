@@ -145,12 +145,12 @@ fn run_once(model: &mut Model, case: &Case, ids: &[u32], decode_limit: usize) ->
 /// Runs `case`: one warm-up, then `reps` timed repetitions. `progress` is
 /// called after every run with its tokens per second (None for the warm-up).
 pub fn run_case(model: &mut Model, case: &Case, reps: usize, seed: u64, progress: &mut dyn FnMut(Option<f64>)) -> Result<Measured> {
-    if model.kv.room().is_some() && case.tokens() > model.kv.max_seq {
+    if model.kv.room().is_some() && case.tokens() > model.kv.capacity {
         return Err(Error::msg(format!(
             "{} needs {} cache slots but the model was loaded with --ctx {}",
             case.name(),
             case.tokens(),
-            model.kv.max_seq
+            model.kv.capacity
         )));
     }
     let ids = token_ids(seed ^ ((case.n_prompt as u64) << 32) ^ case.depth as u64, case.tokens(), model.cfg.vocab_size);
@@ -187,7 +187,7 @@ pub fn to_record(model: &Model, model_name: &str, m: &Measured) -> Record {
         model: model_name.to_string(),
         weight_type: model.weight_type.clone(),
         kv: model.kv.spec.to_string(),
-        ctx: model.kv.max_seq,
+        ctx: model.kv.capacity,
         test: m.case.name(),
         n_prompt: m.case.n_prompt,
         n_gen: m.case.n_gen,

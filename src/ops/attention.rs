@@ -383,6 +383,9 @@ pub struct DecodeScratch {
     pub n_split: u32,
     /// Partial states per chunk and query head.
     pub parts: u32,
+    /// Partial states per query head in the buffers: `n_split * parts`, plus
+    /// the extra parts another kernel (Mustafar's blocks) writes after them.
+    pub stride: u32,
 }
 
 impl DecodeScratch {
@@ -392,12 +395,20 @@ impl DecodeScratch {
     }
 
     pub fn with_kind(gpu: &Gpu, shape: &AttnShape, kind: AttnKind) -> DecodeScratch {
+        DecodeScratch::with_extra(gpu, shape, kind, 0)
+    }
+
+    /// Scratch with `extra` more partial states per query head, at
+    /// `h * stride + n_split * parts + i`, that `attn_merge` combines with the
+    /// decode chunks' (every one must be written each step).
+    pub fn with_extra(gpu: &Gpu, shape: &AttnShape, kind: AttnKind, extra: u32) -> DecodeScratch {
         let n_split = shape.n_split();
         let parts = match kind {
             AttnKind::Shared => shape.decode_parts(),
             AttnKind::Lanes => 1, // the lanes of a chunk combine in the kernel
         };
-        let total = shape.n_heads as u64 * n_split as u64 * parts as u64;
+        let stride = n_split * parts + extra;
+        let total = shape.n_heads as u64 * stride as u64;
         DecodeScratch {
             shape: *shape,
             kind,
@@ -405,6 +416,7 @@ impl DecodeScratch {
             part_ml: gpu.buffer("attn_decode.part_ml", total * 8),
             n_split,
             parts,
+            stride,
         }
     }
 }
@@ -429,6 +441,8 @@ struct DecodeParams {
     max_seq: u32,
     n_split: u32,
     scale: f32,
+    part_stride: u32,
+    _p: [u32; 3],
 }
 
 #[repr(C)]
@@ -459,7 +473,7 @@ pub fn attn_decode(
 ) -> DecodeAttn {
     debug_assert_eq!(scratch.shape, *shape, "decode scratch built for another shape");
     let n_split = scratch.n_split;
-    let params = DecodeParams { n_heads: shape.n_heads, max_seq: shape.max_seq, n_split, scale: shape.scale() };
+    let params = DecodeParams { n_heads: shape.n_heads, max_seq: shape.max_seq, n_split, scale: shape.scale(), part_stride: scratch.stride, _p: [0; 3] };
     let params = gpu.uniform("attn_decode.params", bytemuck::bytes_of(&params));
     let spec = match scratch.kind {
         AttnKind::Shared => decode_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
@@ -470,7 +484,7 @@ pub fn attn_decode(
         &[q, k_cache, v_cache, &scratch.part_o, &scratch.part_ml, &params, step],
         [n_split, shape.n_kv_heads, 1],
     );
-    let merge = attn_merge(gpu, shape, shape.n_heads, &scratch.part_o, &scratch.part_ml, n_split * scratch.parts, out, lse, step);
+    let merge = attn_merge(gpu, shape, shape.n_heads, &scratch.part_o, &scratch.part_ml, scratch.stride, out, lse, step);
     DecodeAttn { partial, merge }
 }
 

@@ -127,6 +127,10 @@ fn expand_spec(head_dim: u32) -> Spec {
     Spec::new(Kernel::MustafarExpand).with("HEAD_DIM", head_dim)
 }
 
+fn place_spec(head_dim: u32) -> Spec {
+    Spec::new(Kernel::KvPlace).with("WG", super::attention::WG).with("HEAD_DIM", head_dim)
+}
+
 fn attn_spec(head_dim: u32, group: u32) -> Spec {
     Spec::new(Kernel::MustafarAttn).with("HEAD_DIM", head_dim).with("GROUP", group)
 }
@@ -137,6 +141,7 @@ pub fn specs() -> Vec<Spec> {
     for &hd in super::attention::SPEC_HEAD_DIMS {
         v.push(compress_spec(hd));
         v.push(expand_spec(hd));
+        v.push(place_spec(hd));
         for &g in super::attention::SPEC_GROUPS {
             v.push(attn_spec(hd, g));
         }
@@ -179,7 +184,8 @@ pub fn compress(
 
 /// Write blocks `first_block .. first_block + n_blocks` of `store` as dense
 /// rows into `k_dst` / `v_dst` (`[n_kv_heads][dst_seq][head_dim]` kv_t) at
-/// slots `dst_slot ..`.
+/// slots `dst_slot ..`, skipping blocks at or past `live` (a uniform of 4
+/// u32 whose first is the live block count, written per call).
 #[allow(clippy::too_many_arguments)]
 pub fn expand(
     gpu: &Gpu,
@@ -190,13 +196,14 @@ pub fn expand(
     dst_slot: u32,
     first_block: u32,
     n_blocks: u32,
+    live: &wgpu::Buffer,
 ) -> Dispatch {
     let s = &store.shape;
     let params = ExpandParams { dst_seq, dst_slot, n_blocks, first_block, max_blocks: s.max_blocks(), _p: [0; 3] };
     let params = gpu.uniform("mustafar_expand.params", bytemuck::bytes_of(&params));
     gpu.dispatch(
         &expand_spec(s.attn.head_dim),
-        &[&store.bits, &store.offs, &store.pool, k_dst, v_dst, &params],
+        &[&store.bits, &store.offs, &store.pool, k_dst, v_dst, &params, live],
         [n_blocks.max(1), s.attn.n_kv_heads, 1],
     )
 }
@@ -230,5 +237,41 @@ pub fn attn_partial(
         &attn_spec(s.attn.head_dim, s.attn.group()),
         &[q, &store.bits, &store.offs, &store.pool, part_o, part_ml, &params, blocks],
         [s.max_blocks().max(1), s.attn.n_kv_heads, 1],
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PlaceParams {
+    n_kv_heads: u32,
+    src_seq: u32,
+    dst_seq: u32,
+    _p: u32,
+}
+
+/// Copy the dense window (`k_src` / `v_src`, `[n_kv_heads][src_seq][head_dim]`,
+/// `win.kv_len` valid slots) to slots `step.kv_len - win.kv_len ..` of the
+/// dense `k_dst` / `v_dst` (`dst` shape's `max_seq` slots per head): behind
+/// the compressed blocks `expand` wrote there. `step`, `win`: the
+/// [`Step`](super::Step) uniforms of the whole context and of the window.
+#[allow(clippy::too_many_arguments)]
+pub fn place(
+    gpu: &Gpu,
+    src: &AttnShape,
+    dst: &AttnShape,
+    k_src: &wgpu::Buffer,
+    v_src: &wgpu::Buffer,
+    k_dst: &wgpu::Buffer,
+    v_dst: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+    win: &wgpu::Buffer,
+) -> Dispatch {
+    let params = PlaceParams { n_kv_heads: src.n_kv_heads, src_seq: src.max_seq, dst_seq: dst.max_seq, _p: 0 };
+    let params = gpu.uniform("kv_place.params", bytemuck::bytes_of(&params));
+    let n = src.n_kv_heads * src.max_seq * src.head_dim / 4;
+    gpu.dispatch(
+        &place_spec(src.head_dim),
+        &[k_src, v_src, k_dst, v_dst, &params, step, win],
+        crate::kernels::grid_1d(n.div_ceil(super::attention::WG)),
     )
 }

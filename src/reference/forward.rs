@@ -164,6 +164,24 @@ impl RefModel {
         }
     }
 
+    /// Mustafar's pruning of the cached tokens `slots` in every layer: per
+    /// token and KV head, keys keep their `keep_k` and values their `keep_v`
+    /// largest magnitudes (`reference::mustafar::prune`).
+    pub fn prune(&mut self, slots: std::ops::Range<usize>, keep_k: usize, keep_v: usize) {
+        let (hd, kv_dim) = (self.cfg.head_dim, self.cfg.n_kv_heads * self.cfg.head_dim);
+        for (caches, keep) in [(&mut self.k_cache, keep_k), (&mut self.v_cache, keep_v)] {
+            for cache in caches.iter_mut() {
+                for t in slots.clone() {
+                    for h in 0..self.cfg.n_kv_heads {
+                        let row = &mut cache[t * kv_dim + h * hd..][..hd];
+                        let pruned = crate::reference::mustafar::prune(row, keep);
+                        row.copy_from_slice(&pruned);
+                    }
+                }
+            }
+        }
+    }
+
     /// Tokens cached per layer.
     pub fn cached(&self) -> usize {
         self.k_cache[0].len() / (self.cfg.n_kv_heads * self.cfg.head_dim)

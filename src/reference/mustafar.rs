@@ -118,3 +118,18 @@ pub fn block_bytes(b: &Block) -> usize {
     let tiles = b.k.len() + b.v.len();
     b.k.iter().chain(&b.v).map(|t| t.units() * 16).sum::<usize>() + tiles * 12
 }
+
+/// `kv_place`: the dense window `src` (`[heads][src_seq][d]`, first `w` slots
+/// valid) copied to slots `c0 .. c0 + w` of `dst` (`[heads][dst_seq][d]`);
+/// slots at or past `dst_seq` are dropped, the rest of `dst` is left alone.
+#[allow(clippy::too_many_arguments)]
+pub fn place_window(src: &[f32], src_seq: usize, dst: &mut [f32], dst_seq: usize, heads: usize, d: usize, c0: usize, w: usize) {
+    for h in 0..heads {
+        for i in 0..w.min(src_seq) {
+            if c0 + i < dst_seq {
+                let (s, o) = ((h * src_seq + i) * d, (h * dst_seq + c0 + i) * d);
+                dst[o..o + d].copy_from_slice(&src[s..s + d]);
+            }
+        }
+    }
+}

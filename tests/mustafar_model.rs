@@ -1,0 +1,162 @@
+//! `mustafar` storage in the whole forward pass, on the tiny random Llama:
+//! the GPU's logits follow the CPU reference forward that prunes the same
+//! tokens at the same points (decode over compressed blocks + the dense
+//! window, and prefill over expanded blocks); sparsity 0 gives `full`'s
+//! logits; resident bytes follow the pool; a reset starts clean.
+
+mod common;
+#[path = "common/tiny.rs"]
+mod tiny;
+
+use common::*;
+use wgkv::kv::KvSpec;
+use wgkv::model::{Model, Output, Readout};
+use wgkv::quant::WType;
+use wgkv::reference::forward::RefModel;
+use wgkv::reference::mustafar::{keep_count, T};
+use wgkv::weights::Weights;
+
+const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
+const CTX: usize = 256;
+
+fn logits(o: Output) -> Vec<f32> {
+    match o {
+        Output::Logits(v) => v,
+        other => panic!("expected logits, got {other:?}"),
+    }
+}
+
+fn tiny_weights(tag: &str) -> Weights {
+    let path = tiny::scratch(tag).join("tiny.gguf");
+    tiny::write_tiny_gguf(&path, 13, WType::Q8_0);
+    Weights::open(&path).unwrap()
+}
+
+/// The calls of every run: a 37-token prompt, 110 decode steps, a 20-token
+/// call (prefill over compressed blocks), then 60 decode steps: 227 tokens,
+/// so three blocks get compressed on the way (with window 8).
+fn calls() -> Vec<Vec<u32>> {
+    let tok = |i: u32| (i * 37 + 5) % 300;
+    let mut c = vec![(0..37).map(tok).collect::<Vec<u32>>()];
+    c.extend((37..147).map(|i| vec![tok(i)]));
+    c.push((147..167).map(tok).collect());
+    c.extend((167..227).map(|i| vec![tok(i)]));
+    c
+}
+
+/// The reference under Mustafar with `window` dense tokens: before a call,
+/// once `window + 64` or more tokens are uncompressed, the oldest whole
+/// 64-token blocks beyond the window are pruned. Logits after each call.
+fn reference_run(w: &Weights, kv_f16: bool, k: f64, v: f64, window: usize) -> (Vec<Vec<f32>>, usize) {
+    let mut r = RefModel::new(w).unwrap();
+    r.kv_f16 = kv_f16;
+    let (kk, kv) = (keep_count(tiny::HEAD_DIM, k), keep_count(tiny::HEAD_DIM, v));
+    let (mut compressed, mut out) = (0usize, Vec::new());
+    for call in calls() {
+        let nb = (r.cached() - compressed).saturating_sub(window) / T;
+        let nb = nb.min(CTX / T - compressed / T);
+        if nb > 0 {
+            r.prune(compressed..compressed + nb * T, kk, kv);
+            compressed += nb * T;
+        }
+        let mut last = Vec::new();
+        for &t in &call {
+            last = r.forward(t);
+        }
+        out.push(last);
+    }
+    (out, compressed)
+}
+
+fn gpu_run(m: &mut Model) -> Vec<Vec<f32>> {
+    calls().iter().map(|c| logits(m.forward(c, Readout::Logits).unwrap())).collect()
+}
+
+#[test]
+fn pruned_blocks_follow_the_reference() {
+    let w = tiny_weights("mustafar-ref");
+    for g in contexts() {
+        for (k, v, window) in [(0.7, 0.5, 8), (0.5, 0.75, 40)] {
+            let (want, compressed) = reference_run(&w, g.caps.f16, k, v, window);
+            let spec = format!("mustafar:k={k},v={v},window={window}");
+            let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(&spec).unwrap()).unwrap();
+            let got = gpu_run(&mut m);
+            let must = m.kv.mustafar.as_ref().unwrap();
+            assert_eq!(must.compressed(), compressed, "{spec} on {}", label(&g));
+            assert!(compressed >= 2 * T, "the run compresses at least two blocks ({spec})");
+            for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
+                assert_close(&format!("{spec}, call {i} on {}", label(&g)), gv, wv, LOGITS);
+            }
+            // The pool grew past its first two blocks, plans were rebuilt.
+            if compressed > 2 * T {
+                assert!(must.generation > 0, "{spec}: the pool never grew");
+            }
+        }
+    }
+}
+
+#[test]
+fn sparsity_zero_equals_full() {
+    let w = tiny_weights("mustafar-full");
+    for g in contexts() {
+        let mut f = Model::load(g.clone(), &w, CTX, KvSpec::full()).unwrap();
+        let want = gpu_run(&mut f);
+        let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0,v=0,window=8").unwrap()).unwrap();
+        let got = gpu_run(&mut m);
+        assert!(m.kv.mustafar.as_ref().unwrap().compressed() > 0);
+        for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
+            // Same values; only the split of the softmax sums differs.
+            assert_close(&format!("call {i} on {}", label(&g)), gv, wv, Tol { name: "same-sums", abs: 1e-4, rel: 1e-4 });
+        }
+    }
+}
+
+#[test]
+fn resident_bytes_follow_the_compressed_blocks_and_reset_starts_clean() {
+    let w = tiny_weights("mustafar-bytes");
+    let g = contexts().into_iter().next().expect("a GPU context");
+    let mut f = Model::load(g.clone(), &w, CTX, KvSpec::full()).unwrap();
+    gpu_run(&mut f);
+    let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0.75,v=0.75,window=8").unwrap()).unwrap();
+    let first = gpu_run(&mut m);
+    let kv = &m.kv;
+    let must = kv.mustafar.as_ref().unwrap();
+    let c = must.compressed();
+    // Window tokens dense, blocks as pool units + 12 bytes per tile.
+    let tiles = tiny::HEAD_DIM + T; // key tiles per channel + one value tile per token (d = 16)
+    let meta = tiny::LAYERS * tiny::KV_HEADS * (c / T) * tiles * 12;
+    let pool: usize = must.tops.iter().map(|&t| t as usize * 16).sum();
+    assert_eq!(kv.bytes_resident(), (kv.len - c) * kv.bytes_per_token() + pool + meta);
+    // 4 of 16 key and value elements kept per token: 512 halves per block
+    // and KV head, plus at most 7 halves of padding per tile.
+    let block_heads = tiny::LAYERS * tiny::KV_HEADS * (c / T);
+    let nz = T * (4 + 4);
+    assert!(pool >= block_heads * nz * 2 && pool <= block_heads * (nz + 7 * tiles) * 2, "pool {pool} bytes");
+    assert!(kv.bytes_resident() < f.kv.bytes_resident(), "{} vs full {}", kv.bytes_resident(), f.kv.bytes_resident());
+    assert_eq!(kv.len, f.kv.len);
+    // A reset forgets the blocks; the same run gives the same logits.
+    m.reset();
+    let again = gpu_run(&mut m);
+    for (i, (a, b)) in again.iter().zip(&first).enumerate() {
+        assert_close(&format!("after reset, call {i}"), a, b, Tol { name: "rerun", abs: 1e-6, rel: 1e-6 });
+    }
+}
+
+#[test]
+fn unusable_mustafar_options_are_errors() {
+    let w = tiny_weights("mustafar-opts");
+    let g = contexts().into_iter().next().expect("a GPU context");
+    for (spec, want) in [
+        ("mustafar:k=1", "not a sparsity"),
+        ("mustafar:v=-0.1", "not a sparsity"),
+        ("mustafar:window=x", "not a token count"),
+        ("mustafar+quest", "not available"),
+        ("mustafar+streaming", "not available"),
+    ] {
+        let e = match Model::load(g.clone(), &w, 64, KvSpec::parse(spec).unwrap()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{spec} was accepted"),
+        };
+        assert!(e.contains(want), "{spec}: {e}");
+    }
+}
