@@ -154,7 +154,9 @@ impl Model {
         let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;
         // Prefill attends the whole context: under Mustafar a dense scratch of it.
         let dense = attn_shape(&cfg, kv.capacity);
-        dense.check(&gpu)?;
+        if dense != shape {
+            dense.check(&gpu)?;
+        }
         let step = gpu.uniform("step", bytemuck::bytes_of(&Step::default()));
         let last = gpu.buffer("last", 4 * cfg.dim as u64);
         let logits = gpu.buffer("logits", 4 * cfg.vocab_size as u64);

@@ -104,21 +104,19 @@ impl KvCache {
             k.push(gpu.buffer(&format!("kv.k{l}"), per_layer));
             v.push(gpu.buffer(&format!("kv.v{l}"), per_layer));
         }
+        let attn = AttnShape { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32, max_seq: max_seq as u32 };
         let quest = match spec.part(Kind::Selection) {
-            Some(p) => {
-                let attn = AttnShape { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32, max_seq: max_seq as u32 };
-                Some(Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers)?)
-            }
+            Some(p) => Some(Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers)?),
             None => None,
         };
-        let attn = AttnShape { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32, max_seq: max_seq as u32 };
         let mustafar = match KvCache::mustafar_of(&spec)? {
             Some(o) => Some(Mustafar::new(gpu, o, AttnShape { max_seq: ctx as u32, ..attn }, cfg.n_layers)?),
             None => None,
         };
         let capacity = if mustafar.is_some() { ctx } else { max_seq };
+        // Eviction gathers kept slots; Mustafar shifts its window down the same way.
         let (mut compact, mut keep) = (Vec::new(), None);
-        if streaming.is_some() {
+        if streaming.is_some() || mustafar.is_some() {
             let list = gpu.buffer("kv.keep", 4 * (cfg.n_kv_heads * max_seq) as u64);
             let counts = gpu.buffer("kv.keep_counts", 4 * cfg.n_kv_heads as u64);
             for l in 0..cfg.n_layers {
@@ -153,15 +151,27 @@ impl KvCache {
     pub fn make_room(&mut self, gpu: &Gpu, n: usize) -> Result<Option<Vec<usize>>> {
         if let Some(m) = &mut self.mustafar {
             let w = self.len - m.compressed();
-            m.prepare(gpu, &self.k, &self.v, w, self.pos, n)?;
+            let moved = m.compress(gpu, &self.k, &self.v, w)?;
+            if moved > 0 {
+                self.gather(gpu, &(moved..w).collect::<Vec<_>>());
+            }
+            let m = self.mustafar.as_ref().expect("checked above");
+            m.begin_call(gpu, w - moved, self.pos, n);
             return Ok(None);
         }
-        Ok(self.compact_to_budget(gpu, n))
+        let Some(keep) = self.streaming.and_then(|s| s.plan(self.len, n)) else {
+            return Ok(None);
+        };
+        self.gather(gpu, &keep);
+        self.evicted += self.len - keep.len();
+        self.len = keep.len();
+        Ok(Some(keep))
     }
 
-    fn compact_to_budget(&mut self, gpu: &Gpu, n: usize) -> Option<Vec<usize>> {
-        let keep = self.streaming?.plan(self.len, n)?;
-        let (list, counts) = self.keep.as_ref().expect("streaming caches have keep buffers");
+    /// Gather the slots `keep` (increasing) of every layer and KV head to
+    /// slots `0 .. keep.len()` of the dense buffers (`kv_compact`).
+    fn gather(&self, gpu: &Gpu, keep: &[usize]) {
+        let (list, counts) = self.keep.as_ref().expect("evicting and Mustafar caches have keep buffers");
         let heads = self.kv_dim / self.head_dim;
         let words: Vec<u32> = (0..heads).flat_map(|_| {
             let mut row: Vec<u32> = keep.iter().map(|&s| s as u32).collect();
@@ -178,9 +188,6 @@ impl KvCache {
             }
         }
         gpu.submit(enc);
-        self.evicted += self.len - keep.len();
-        self.len = keep.len();
-        Some(keep)
     }
 
     /// Bytes one token occupies across all layers (K and V).
@@ -219,10 +226,10 @@ impl KvCache {
     /// and the metadata of the pages it scores.
     pub fn bytes_read_per_step(&self) -> usize {
         let len = self.len;
-        let dense_layer = len * 2 * self.kv_dim * self.elem_bytes;
         if self.mustafar.is_some() {
             return self.bytes_resident();
         }
+        let dense_layer = len * 2 * self.kv_dim * self.elem_bytes;
         match &self.quest {
             None => self.n_layers * dense_layer,
             Some(q) => {

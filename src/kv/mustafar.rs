@@ -11,9 +11,10 @@
 //! (`window + 64 + MAX_CHUNK` slots), and a [`Store`] holds the compressed
 //! 64-token blocks. Before a call, once the window holds `window + 64`
 //! tokens or more, its oldest whole blocks are pruned and compressed (one
-//! dispatch per layer) and the window is shifted down (`kv_compact`): the
-//! window then holds `window .. window + 63` tokens, the paper's kernel-path
-//! cadence with 64-token blocks instead of 256.
+//! dispatch per layer) and the cache shifts the window down (`kv_compact`,
+//! as eviction gathers its kept slots): the window then holds
+//! `window .. window + 63` tokens, the paper's kernel-path cadence with
+//! 64-token blocks instead of 256.
 //!
 //! The pool of non-zeros grows with what the blocks really hold: after each
 //! compression the host reads back each layer's pool top (8 bytes per
@@ -34,7 +35,6 @@ use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
 use crate::model::MAX_CHUNK;
 use crate::ops::attention::{AttnShape, DecodeScratch};
-use crate::ops::evict;
 use crate::ops::mustafar::{self as ops, MustafarShape, Store};
 use crate::ops::Step;
 use crate::reference::mustafar::{keep_count, T};
@@ -102,13 +102,12 @@ pub struct Mustafar {
     /// One layer's dense K/V of the whole context, for prefill.
     pub dense_k: wgpu::Buffer,
     pub dense_v: wgpu::Buffer,
-    /// Window-shift lists for `kv_compact`.
-    shift: (wgpu::Buffer, wgpu::Buffer),
+    /// Per layer the pool state `(top, overflow)`, gathered for one readback.
+    states: wgpu::Buffer,
     /// Bumped whenever a buffer the recorded plans bind is replaced.
     pub generation: u64,
     /// The stores' GPU state still holds a run from before a reset.
     stale: bool,
-    elem_bytes: usize,
 }
 
 impl Mustafar {
@@ -120,9 +119,7 @@ impl Mustafar {
         let first = shape.units_bound(FIRST_POOL_BLOCKS.min(shape.max_blocks()).max(1));
         let first = u32::try_from(first).map_err(|_| Error::msg("--kv mustafar: pool too large"))?;
         let stores = (0..n_layers).map(|_| Store::new(gpu, &shape, first)).collect();
-        let elem_bytes = if gpu.caps.f16 { 2 } else { 4 };
         let dense = ctx.cache_bytes(gpu.caps.f16);
-        let heads = ctx.n_kv_heads as u64;
         Ok(Mustafar {
             opts,
             shape,
@@ -134,10 +131,9 @@ impl Mustafar {
             win_step: gpu.uniform("mustafar.win_step", bytemuck::bytes_of(&Step::default())),
             dense_k: gpu.buffer("mustafar.dense_k", dense),
             dense_v: gpu.buffer("mustafar.dense_v", dense),
-            shift: (gpu.buffer("mustafar.shift", 4 * heads * window.max_seq as u64), gpu.buffer("mustafar.shift_n", 4 * heads)),
+            states: gpu.buffer("mustafar.states", 8 * n_layers as u64),
             generation: 0,
             stale: false,
-            elem_bytes,
         })
     }
 
@@ -158,61 +154,54 @@ impl Mustafar {
         self.shape.max_blocks()
     }
 
-    /// Before a call of `n` tokens when the window holds `w` tokens (in the
-    /// buffers `k` / `v`, one per layer): compress the window's oldest whole
-    /// blocks once it holds `window + 64` or more, then write the window step
-    /// for the call. Returns the window's length after compressing.
-    pub fn prepare(&mut self, gpu: &Gpu, k: &[wgpu::Buffer], v: &[wgpu::Buffer], w: usize, pos: usize, n: usize) -> Result<usize> {
+    /// Before a call, when the window holds `w` tokens (in the buffers `k` /
+    /// `v`, one per layer): once it holds `window + 64` or more, prune and
+    /// compress its oldest whole blocks into the stores and read back the
+    /// pools' tops. Returns the slots compressed; the caller then shifts the
+    /// window down by as many (`KvCache::gather`).
+    pub fn compress(&mut self, gpu: &Gpu, k: &[wgpu::Buffer], v: &[wgpu::Buffer], w: usize) -> Result<usize> {
         if self.stale {
             for store in &self.stores {
                 gpu.write(&store.state, 0, bytemuck::cast_slice(&[0u32, 0]));
             }
             self.stale = false;
         }
-        let mut w = w;
-        let nb = (w.saturating_sub(self.opts.window) / T) as u32;
-        let room = self.shape.max_blocks() - self.blocks;
-        let nb = nb.min(room);
-        if nb > 0 {
-            self.grow_pools(gpu, nb);
-            let moved = nb as usize * T;
-            let heads = self.window.n_kv_heads as usize;
-            let keep: Vec<u32> = (0..heads)
-                .flat_map(|_| (0..self.window.max_seq as usize).map(|i| if i + moved < w { (i + moved) as u32 } else { 0 }))
-                .collect();
-            gpu.write(&self.shift.0, 0, bytemuck::cast_slice(&keep));
-            gpu.write(&self.shift.1, 0, bytemuck::cast_slice(&vec![(w - moved) as u32; heads]));
-            let mut d: Vec<Dispatch> = Vec::new();
-            for (l, store) in self.stores.iter().enumerate() {
-                d.push(ops::compress(gpu, store, &k[l], &v[l], self.window.max_seq, 0, nb, self.blocks));
-                d.push(evict::kv_compact(gpu, &self.window, &k[l], &v[l], &self.shift.0, &self.shift.1, self.window.max_seq)?);
-            }
-            let states = gpu.buffer("mustafar.states", 8 * self.stores.len() as u64);
-            let mut enc = gpu.encoder();
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mustafar_compress"), timestamp_writes: None });
-                for x in &d {
-                    x.record(&mut pass);
-                }
-            }
-            for (l, store) in self.stores.iter().enumerate() {
-                enc.copy_buffer_to_buffer(&store.state, 0, &states, 8 * l as u64, 8);
-            }
-            let bytes = gpu.readback_with(Some(enc), &states, 0, 8 * self.stores.len() as u64);
-            let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
-            for (l, pair) in words.chunks(2).enumerate() {
-                if pair[1] != 0 {
-                    return Err(Error::msg(format!("mustafar: layer {l}'s pool overflowed (internal error: the pool was sized for the worst case)")));
-                }
-                self.tops[l] = pair[0];
-            }
-            self.blocks += nb;
-            w -= moved;
+        let nb = ((w.saturating_sub(self.opts.window) / T) as u32).min(self.shape.max_blocks() - self.blocks);
+        if nb == 0 {
+            return Ok(0);
         }
+        self.grow_pools(gpu, nb);
+        let d: Vec<Dispatch> = (0..self.stores.len())
+            .map(|l| ops::compress(gpu, &self.stores[l], &k[l], &v[l], self.window.max_seq, 0, nb, self.blocks))
+            .collect();
+        let mut enc = gpu.encoder();
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mustafar_compress"), timestamp_writes: None });
+            for x in &d {
+                x.record(&mut pass);
+            }
+        }
+        for (l, store) in self.stores.iter().enumerate() {
+            enc.copy_buffer_to_buffer(&store.state, 0, &self.states, 8 * l as u64, 8);
+        }
+        let bytes = gpu.readback_with(Some(enc), &self.states, 0, 8 * self.stores.len() as u64);
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        for (l, pair) in words.chunks(2).enumerate() {
+            if pair[1] != 0 {
+                return Err(Error::msg(format!("mustafar: layer {l}'s pool overflowed (internal error: the pool was sized for the worst case)")));
+            }
+            self.tops[l] = pair[0];
+        }
+        self.blocks += nb;
+        Ok(nb as usize * T)
+    }
+
+    /// Write the live block count and the window's step for a call of `n`
+    /// tokens at position `pos`, the window holding `w` tokens before it.
+    pub fn begin_call(&self, gpu: &Gpu, w: usize, pos: usize, n: usize) {
         gpu.write(&self.live, 0, bytemuck::cast_slice(&[self.blocks, 0, 0, 0]));
         let step = Step { pos: pos as u32, n_tokens: n as u32, kv_len: (w + n) as u32, _pad: 0 };
         gpu.write(&self.win_step, 0, bytemuck::bytes_of(&step));
-        Ok(w)
     }
 
     /// Make every layer's pool able to take `nb` more blocks at the worst
@@ -264,7 +253,7 @@ impl Mustafar {
     /// offsets, the prefill scratch.
     pub fn allocated_bytes(&self) -> usize {
         let meta = self.shape.max_blocks() as usize * self.shape.attn.n_kv_heads as usize * self.shape.tiles() as usize * 12;
-        let dense = 2 * self.shape.attn.cache_bytes(self.elem_bytes == 2) as usize;
+        let dense = (self.dense_k.size() + self.dense_v.size()) as usize;
         self.stores.iter().map(|s| s.units as usize * 16 + meta).sum::<usize>() + dense
     }
 
