@@ -16,17 +16,19 @@
 // mustafar_compress writes them; part_o [..][HEAD_DIM] f32; part_ml [..]
 // vec2 f32.
 // Bindings: q, bits, offs, pool (read), part_o, part_ml (read_write),
-// params, blocks (uniform: n_blocks, the live compressed blocks).
+// params, blocks (uniform: n_blocks, the live compressed blocks, and first:
+// the live blocks form a ring, live block b being store block
+// (first + b) % max_blocks).
 // Prelude consts: HEAD_DIM (a multiple of 4, at most 128), GROUP (query
-// Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
 // heads per KV head).
+// Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
 // Grid: (max_blocks, n_kv_heads, 1), 64 invocations.
 
 struct Params {
     n_heads: u32, max_blocks: u32, part_stride: u32, part_base: u32,
     scale: f32, _p0: u32, _p1: u32, _p2: u32,
 }
-struct Blocks { n_blocks: u32, _p0: u32, _p1: u32, _p2: u32 }
+struct Blocks { n_blocks: u32, first: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> bits: array<vec2<u32>>;
@@ -53,7 +55,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         return;
     }
-    let tbase = (kvh * p.max_blocks + b) * TILES;
+    let tbase = (kvh * p.max_blocks + (blocks.first + b) % p.max_blocks) * TILES;
     // scores of token t for the group's heads
     var s: array<f32, GROUP>;
     for (var c = 0u; c < HEAD_DIM; c++) {

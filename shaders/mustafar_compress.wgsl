@@ -10,9 +10,13 @@
 // (element j = bit j % 32 of word j / 32) and the non-zeros in element
 // order as f16 pairs (the lower element in the low half),
 // padded with zeros to 8 halves (one vec4<u32>, a 16-byte unit).
+// Blocks form a ring: block b of the call goes to store block
+// (dst_block + b) % max_blocks.
 // Placement: the block's tiles take one contiguous run of units in the pool;
-// one invocation reserves it with an atomicAdd on state.top, so blocks land
-// in any order. A run that would pass pool_cap is not written: state.overflow
+// one invocation reserves it with an atomicAdd on state.top (the host sets
+// top to the start of a free run of the pool before the dispatch, and
+// pool_cap to its end), so blocks land in any order. A run that would pass
+// pool_cap is not written: state.overflow
 // is set and the block's offsets are 0xffffffff (the host sizes the pool so
 // this does not happen; it checks the flag).
 //
@@ -166,7 +170,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let at = workgroupUniformLoad(&base);
     // 4. bitmaps, offsets and non-zeros
-    let tbase = (kvh * p.max_blocks + p.dst_block + b) * TILES;
+    let tbase = (kvh * p.max_blocks + (p.dst_block + b) % p.max_blocks) * TILES;
     for (var i = t; i < TILES; i += T) {
         bits[tbase + i] = tbits[i];
         offs[tbase + i] = select(at + start[i], NONE, at == NONE);

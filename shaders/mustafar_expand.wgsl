@@ -5,15 +5,17 @@
 // Layout: bits [n_kv_heads][max_blocks][TILES] vec2<u32>; offs likewise u32;
 // pool vec4<u32> (8 f16 per unit); k_dst, v_dst [n_kv_heads][dst_seq]
 // [HEAD_DIM] kv_t, block b of the call going to slots dst_slot + 64 b ...
-// Blocks at or past blocks.n_blocks (the live count, a uniform the cache
-// writes per call) are skipped, so a grid recorded once serves every length.
+// The live blocks form a ring: live block i (oldest first) is store block
+// (live.first + i) % max_blocks. Blocks at or past live.n_blocks (a uniform
+// the cache writes per call) are skipped, so a grid recorded once serves
+// every length.
 // Bindings: bits, offs, pool (read), k_dst, v_dst (read_write), params,
 // blocks (uniform).
 // Prelude consts: HEAD_DIM (a multiple of 4, at most 128).
 // Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
 // Grid: (n_blocks, n_kv_heads, 1), 64 invocations: invocation t writes token t.
 
-struct Blocks { n_blocks: u32, _p0: u32, _p1: u32, _p2: u32 }
+struct Blocks { n_blocks: u32, first: u32, _p1: u32, _p2: u32 }
 struct Params {
     dst_seq: u32, dst_slot: u32, n_blocks: u32, first_block: u32,
     max_blocks: u32, _p0: u32, _p1: u32, _p2: u32,
@@ -35,7 +37,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (b >= p.n_blocks || p.first_block + b >= live.n_blocks) {
         return;
     }
-    let tbase = (kvh * p.max_blocks + p.first_block + b) * TILES;
+    let phys = (live.first + p.first_block + b) % p.max_blocks;
+    let tbase = (kvh * p.max_blocks + phys) * TILES;
     let row = (kvh * p.dst_seq + p.dst_slot + b * T + t) * HEAD_DIM;
     for (var c = 0u; c < HEAD_DIM; c++) {
         k_dst[row + c] = kv_t(tile_get(bits[tbase + c], offs[tbase + c], t));

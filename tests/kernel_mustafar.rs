@@ -86,15 +86,17 @@ fn compression_equals_the_reference_tiles_and_expands_to_the_pruned_rows() {
     for g in contexts() {
         let mut rng = Rng::new(1);
         for c in CASES {
-            // 3 blocks from slot 5 of a 250-slot source, into blocks 1..4 of a 4-block store.
-            let (seq, first, n_blocks, dst_block) = (250usize, 5usize, 3usize, 1u32);
+            // 3 blocks from slot 5 of a 250-slot source, into blocks 2, 3, 0 of
+            // a 4-block store (a ring), the pool run starting at unit 5.
+            let (seq, first, n_blocks, dst_block, run0) = (250usize, 5usize, 3usize, 2u32, 5u32);
             let s = shape_of(c, 4 * T as u32);
             let d = c.head_dim as usize;
             let n = c.n_kv_heads as usize * seq * d;
             let ((k, kb), (v, vb)) = (source(&g, &mut rng, n), source(&g, &mut rng, n));
             let want = ref_blocks(&s, &k, &v, seq, first, n_blocks);
-            let store = Store::new(&g, &s, s.units_bound(4) as u32);
-            let comp = ops::compress(&g, &store, &kb, &vb, seq as u32, first as u32, n_blocks as u32, dst_block);
+            let store = Store::new(&g, &s, s.units_bound(4) as u32 + run0);
+            g.write(&store.state, 0, bytemuck::cast_slice(&[run0, 0]));
+            let comp = ops::compress(&g, &store, &kb, &vb, seq as u32, first as u32, n_blocks as u32, dst_block, store.units);
             assert_eq!(comp.kernel, Kernel::MustafarCompress);
             g.run(&[&comp]);
 
@@ -107,7 +109,7 @@ fn compression_equals_the_reference_tiles_and_expands_to_the_pruned_rows() {
             let mut units = 0;
             for (h, blocks) in want.iter().enumerate() {
                 for (b, blk) in blocks.iter().enumerate() {
-                    let meta = (h * 4 + dst_block as usize + b) * tiles;
+                    let meta = (h * 4 + (dst_block as usize + b) % 4) * tiles;
                     for (i, tile) in blk.k.iter().chain(&blk.v).enumerate() {
                         assert_eq!([bits[(meta + i) * 2], bits[(meta + i) * 2 + 1]], tile.bits, "bitmap of tile {i}, block {b}, head {h}: {what}");
                         let (nz, pad_zero) = pool_tile(&pool, offs[meta + i] as usize, tile.nz.len());
@@ -117,18 +119,19 @@ fn compression_equals_the_reference_tiles_and_expands_to_the_pruned_rows() {
                     }
                 }
             }
-            assert_eq!(state, [units as u32, 0], "pool units handed out / overflow: {what}");
+            assert_eq!(state, [run0 + units as u32, 0], "pool units handed out / overflow: {what}");
+            assert!(offs.iter().enumerate().all(|(i, &o)| o >= run0 || bits[2 * i..2 * i + 2] == [0, 0]), "a tile below the run: {what}");
             // Sparsity 0 keeps every element that is non-zero.
             if c.sparsity == 0.0 {
                 assert_eq!(units, want.iter().flatten().map(|b| b.k.iter().chain(&b.v).map(|t| t.units()).sum::<usize>()).sum::<usize>());
             }
 
-            // Expand blocks 1..4 to slots 2.. of a dense destination.
+            // Expand the ring's 3 live blocks (oldest at store block 2) to slots 2.. of a dense destination.
             let dst_seq = 200usize;
             let kd = g.buffer("kd", (c.n_kv_heads as usize * dst_seq * d * 4) as u64);
             let vd = g.buffer("vd", (c.n_kv_heads as usize * dst_seq * d * 4) as u64);
-            let live = g.uniform("live", bytemuck::cast_slice(&[dst_block + n_blocks as u32, 0, 0, 0]));
-            let exp = ops::expand(&g, &store, &kd, &vd, dst_seq as u32, 2, dst_block, n_blocks as u32, &live);
+            let live = g.uniform("live", bytemuck::cast_slice(&[n_blocks as u32, dst_block, 0, 0]));
+            let exp = ops::expand(&g, &store, &kd, &vd, dst_seq as u32, 2, 0, n_blocks as u32, &live);
             assert_eq!(exp.kernel, Kernel::MustafarExpand);
             g.run(&[&exp]);
             let (gk, gv) = (read_kv(&g, &kd, c.n_kv_heads as usize * dst_seq * d), read_kv(&g, &vd, c.n_kv_heads as usize * dst_seq * d));
@@ -164,7 +167,7 @@ fn a_pool_too_small_is_flagged_and_not_written_past() {
         let ((_, kb), (_, vb)) = (source(&g, &mut rng, n), source(&g, &mut rng, n));
         // Room for about one block of one head.
         let store = Store::new(&g, &s, (s.units_bound(1) / c.n_kv_heads as u64) as u32);
-        g.run(&[&ops::compress(&g, &store, &kb, &vb, 2 * T as u32, 0, 2, 0)]);
+        g.run(&[&ops::compress(&g, &store, &kb, &vb, 2 * T as u32, 0, 2, 0, store.units)]);
         let state = g.read_u32(&store.state, 2);
         assert_eq!(state[1], 1, "overflow flag on {}", label(&g));
         let offs = g.read_u32(&store.offs, (c.n_kv_heads * 2 * s.tiles()) as usize);
@@ -179,7 +182,8 @@ fn attention_over_tiles_equals_reference_attention_over_pruned_rows() {
     for g in contexts() {
         let mut rng = Rng::new(3);
         for c in CASES {
-            // 3 live blocks of a 5-block store: blocks 3 and 4 are empty partials.
+            // 3 live blocks of a 5-block ring from store block 3 (3, 4, 0):
+            // partials 3 and 4 are empty.
             let (max_blocks, live) = (5u32, 3usize);
             let s = shape_of(c, max_blocks * T as u32);
             let (d, kvh, nh) = (c.head_dim as usize, c.n_kv_heads as usize, s.attn.n_heads as usize);
@@ -187,7 +191,7 @@ fn attention_over_tiles_equals_reference_attention_over_pruned_rows() {
             let n = kvh * seq * d;
             let ((k, kb), (v, vb)) = (source(&g, &mut rng, n), source(&g, &mut rng, n));
             let store = Store::new(&g, &s, s.units_bound(max_blocks) as u32);
-            g.run(&[&ops::compress(&g, &store, &kb, &vb, seq as u32, 0, live as u32, 0)]);
+            g.run(&[&ops::compress(&g, &store, &kb, &vb, seq as u32, 0, live as u32, 3, store.units)]);
 
             let q = rng.vec(nh * d, -2.0, 2.0);
             let qb = upload_f32(&g, "q", &q);
@@ -195,7 +199,7 @@ fn attention_over_tiles_equals_reference_attention_over_pruned_rows() {
             let part_ml = g.buffer("part_ml", (nh * max_blocks as usize * 8) as u64);
             let out = poisoned(&g, "out", nh * d);
             let lse = g.buffer("lse", (nh * 4) as u64);
-            let blocks = g.uniform("blocks", bytemuck::cast_slice(&[live as u32, 0, 0, 0]));
+            let blocks = g.uniform("blocks", bytemuck::cast_slice(&[live as u32, 3, 0, 0]));
             let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: seq as u32 - 1, n_tokens: 1, kv_len: seq as u32, _pad: 0 }));
             let part = ops::attn_partial(&g, &store, &qb, &part_o, &part_ml, max_blocks, 0, &blocks);
             assert_eq!(part.kernel, Kernel::MustafarAttn);
@@ -269,7 +273,7 @@ fn window_placement_and_live_bound_equal_the_reference() {
         let n = c.n_kv_heads as usize * 3 * T * d;
         let ((k, kb), (v, vb)) = (source(&g, &mut rng, n), source(&g, &mut rng, n));
         let store = Store::new(&g, &s, s.units_bound(3) as u32);
-        g.run(&[&ops::compress(&g, &store, &kb, &vb, 3 * T as u32, 0, 3, 0)]);
+        g.run(&[&ops::compress(&g, &store, &kb, &vb, 3 * T as u32, 0, 3, 0, store.units)]);
         let ((mut kd, kdb), (mut vd, vdb)) = (source(&g, &mut rng, n), source(&g, &mut rng, n));
         let live = g.uniform("live", bytemuck::cast_slice(&[2u32, 0, 0, 0]));
         g.run(&[&ops::expand(&g, &store, &kdb, &vdb, 3 * T as u32, 0, 0, 3, &live)]);

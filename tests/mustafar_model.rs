@@ -125,7 +125,7 @@ fn resident_bytes_follow_the_compressed_blocks_and_reset_starts_clean() {
     // Window tokens dense, blocks as pool units + 12 bytes per tile.
     let tiles = tiny::HEAD_DIM + T; // key tiles per channel + one value tile per token (d = 16)
     let meta = tiny::LAYERS * tiny::KV_HEADS * (c / T) * tiles * 12;
-    let pool: usize = must.tops.iter().map(|&t| t as usize * 16).sum();
+    let pool = must.pool_units() * 16;
     assert_eq!(kv.bytes_resident(), (kv.len - c) * kv.bytes_per_token() + pool + meta);
     // 4 of 16 key and value elements kept per token: 512 halves per block
     // and KV head, plus at most 7 halves of padding per tile.
@@ -151,12 +151,107 @@ fn unusable_mustafar_options_are_errors() {
         ("mustafar:v=-0.1", "not a sparsity"),
         ("mustafar:window=x", "not a token count"),
         ("mustafar+quest", "not available"),
-        ("mustafar+streaming", "not available"),
+        ("streaming:budget=60,sinks=4+mustafar:window=8", "raise budget= to at least 76"),
     ] {
         let e = match Model::load(g.clone(), &w, 64, KvSpec::parse(spec).unwrap()) {
             Err(e) => e.to_string(),
             Ok(_) => panic!("{spec} was accepted"),
         };
         assert!(e.contains(want), "{spec}: {e}");
+    }
+}
+
+/// The reference under `streaming:budget=B,sinks=S+mustafar:...,window=R`:
+/// the first `S` tokens stay dense; before a call of `n` tokens, once
+/// `R + 64` or more tokens after the sinks are uncompressed, their oldest
+/// whole blocks are pruned; then the oldest pruned blocks are dropped while
+/// the call would pass the budget. Logits after each call, tokens evicted.
+fn reference_stream(w: &Weights, kv_f16: bool, calls: &[Vec<u32>], k: f64, v: f64, window: usize, budget: usize, sinks: usize) -> (Vec<Vec<f32>>, usize) {
+    let mut r = RefModel::new(w).unwrap();
+    r.kv_f16 = kv_f16;
+    let (kk, kv) = (keep_count(tiny::HEAD_DIM, k), keep_count(tiny::HEAD_DIM, v));
+    let (mut comp, mut evicted, mut out) = (0usize, 0usize, Vec::new());
+    for call in calls {
+        let cached = r.cached();
+        let s = sinks.min(cached);
+        let nb = (cached - s - comp).saturating_sub(window) / T;
+        if nb > 0 {
+            r.prune(s + comp..s + comp + nb * T, kk, kv);
+            comp += nb * T;
+        }
+        let drop = (cached + call.len()).saturating_sub(budget).div_ceil(T) * T;
+        if drop > 0 {
+            assert!(drop <= comp, "the reference evicts only pruned blocks");
+            r.keep(&(0..s).chain(s + drop..cached).collect::<Vec<_>>());
+            comp -= drop;
+            evicted += drop;
+        }
+        let mut last = Vec::new();
+        for &t in call {
+            last = r.forward(t);
+        }
+        out.push(last);
+    }
+    (out, evicted)
+}
+
+#[test]
+fn under_streaming_eviction_drops_the_oldest_blocks_as_the_reference_does() {
+    let w = tiny_weights("mustafar-streaming");
+    // Budget 128 = the context, 4 sinks, window 8: calls of at most
+    // 128 - 4 - 8 - 63 = 53 tokens, and 227 tokens run through it.
+    let spec = "streaming:budget=128,sinks=4+mustafar:k=0.7,v=0.5,window=8";
+    let calls = calls();
+    for g in contexts() {
+        let (want, evicted) = reference_stream(&w, g.caps.f16, &calls, 0.7, 0.5, 8, 128, 4);
+        assert!(evicted >= 2 * T, "the run evicts at least two blocks");
+        let mut m = Model::load(g.clone(), &w, 128, KvSpec::parse(spec).unwrap()).unwrap();
+        assert_eq!(m.kv.max_call(), 53);
+        for (i, (call, wv)) in calls.iter().zip(&want).enumerate() {
+            let gv = logits(m.forward(call, Readout::Logits).unwrap());
+            assert_close(&format!("{spec}, call {i} on {}", label(&g)), &gv, wv, LOGITS);
+            assert!(m.kv.len <= 128, "call {i}: {} tokens cached", m.kv.len);
+        }
+        assert_eq!(m.kv.evicted, evicted, "{spec} on {}", label(&g));
+        assert_eq!(m.kv.pos, 227);
+    }
+}
+
+#[test]
+fn under_streaming_memory_stays_flat_over_a_long_run() {
+    let w = tiny_weights("mustafar-flat");
+    let g = contexts().into_iter().next().expect("a GPU context");
+    let spec = "streaming:budget=160,sinks=4+mustafar:k=0.75,v=0.75,window=8";
+    let mut m = Model::load(g.clone(), &w, 256, KvSpec::parse(spec).unwrap()).unwrap();
+    let tok = |i: u32| (i * 29 + 3) % 300;
+    let units = |m: &Model| m.kv.mustafar.as_ref().unwrap().stores.iter().map(|s| s.units).sum::<u32>();
+    let mut seen = Vec::new();
+    for i in 0..1000u32 {
+        m.forward(&[tok(i)], Readout::Argmax).unwrap();
+        if i == 400 || i == 999 {
+            seen.push((m.kv.bytes_resident(), units(&m), m.kv.len));
+        }
+    }
+    let dense_budget = 160 * m.kv.bytes_per_token();
+    for &(resident, _, len) in &seen {
+        assert!(len <= 160 && resident < dense_budget, "{len} tokens, {resident} bytes resident against {dense_budget} for 160 dense tokens");
+    }
+    // The pools stopped growing once eviction started freeing runs.
+    assert_eq!(seen[0].1, seen[1].1, "pool units allocated at step 400 and 999");
+    assert_eq!(m.kv.evicted + m.kv.len, 1000);
+}
+
+#[test]
+fn under_streaming_a_budget_covering_the_context_equals_mustafar_alone() {
+    let w = tiny_weights("mustafar-streaming-full");
+    for g in contexts() {
+        let mut a = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0.5,v=0.5,window=8").unwrap()).unwrap();
+        let want = gpu_run(&mut a);
+        let mut b = Model::load(g.clone(), &w, CTX, KvSpec::parse("streaming:budget=256,sinks=0+mustafar:k=0.5,v=0.5,window=8").unwrap()).unwrap();
+        let got = gpu_run(&mut b);
+        assert_eq!(b.kv.evicted, 0);
+        for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
+            assert_close(&format!("call {i} on {}", label(&g)), gv, wv, Tol { name: "same", abs: 1e-6, rel: 1e-6 });
+        }
     }
 }

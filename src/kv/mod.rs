@@ -22,6 +22,8 @@ pub use quest::{Quest, QuestOptions};
 pub use spec::{Budget, Kind, KvSpec};
 pub use streaming::{Streaming, StreamingOptions};
 use crate::kernels::Dispatch;
+use crate::model;
+use crate::reference::mustafar::T as BLOCK;
 use crate::ops::evict;
 
 pub struct KvCache {
@@ -58,7 +60,7 @@ pub struct KvCache {
 
 impl KvCache {
     /// The eviction policy of `spec` for a context of `ctx` tokens, if any;
-    /// refuses the parts this build lacks.
+    /// refuses the parts and combinations this build lacks.
     pub fn streaming_of(spec: &KvSpec, ctx: usize) -> Result<Option<Streaming>> {
         if let Some(p) = spec.parts.iter().find(|p| p.kind == Kind::Eviction && p.name != "streaming") {
             return Err(Error::msg(format!(
@@ -66,8 +68,8 @@ impl KvCache {
                 p.name
             )));
         }
-        if spec.part(Kind::Storage).is_some() && spec.parts.len() > 1 {
-            return Err(Error::msg(format!("--kv {spec}: mustafar with another part is not available in this build yet")));
+        if spec.part(Kind::Storage).is_some() && spec.part(Kind::Selection).is_some() {
+            return Err(Error::msg(format!("--kv {spec}: mustafar with quest is not available in this build yet")));
         }
         match spec.part(Kind::Eviction) {
             Some(_) if spec.part(Kind::Selection).is_some() => {
@@ -78,17 +80,39 @@ impl KvCache {
         }
     }
 
-    /// The storage part of `spec`, if any.
-    pub fn mustafar_of(spec: &KvSpec) -> Result<Option<MustafarOptions>> {
-        spec.part(Kind::Storage).map(MustafarOptions::from_part).transpose()
+    /// The storage part of `spec`, if any, checked against the eviction
+    /// part's budget: the sinks, the dense window, a block waiting to be
+    /// compressed and at least one token must fit in it.
+    pub fn mustafar_of(spec: &KvSpec, ctx: usize) -> Result<Option<MustafarOptions>> {
+        let Some(m) = spec.part(Kind::Storage).map(MustafarOptions::from_part).transpose()? else {
+            return Ok(None);
+        };
+        if let Some(s) = KvCache::streaming_of(spec, ctx)? {
+            let least = s.sinks + m.window + BLOCK;
+            if s.budget < least {
+                return Err(Error::msg(format!(
+                    "--kv {spec}: a budget of {} tokens leaves no room for mustafar's {} sinks + window of {} + a {}-token block (raise budget= to at least {least}, or lower window=)",
+                    s.budget, s.sinks, m.window, BLOCK
+                )));
+            }
+        }
+        Ok(Some(m))
+    }
+
+    /// Most tokens cached at once for `spec` over `ctx` tokens: an eviction
+    /// budget, else the context.
+    fn capacity_of(spec: &KvSpec, ctx: usize) -> Result<usize> {
+        Ok(KvCache::streaming_of(spec, ctx)?.map_or(ctx, |s| s.budget))
     }
 
     /// Dense slots per layer the cache allocates for `spec` over `ctx` tokens.
     pub fn slots(spec: &KvSpec, ctx: usize) -> Result<usize> {
-        if let Some(m) = KvCache::mustafar_of(spec)? {
-            return Ok(m.window_slots(ctx));
+        let cap = KvCache::capacity_of(spec, ctx)?;
+        if let Some(m) = KvCache::mustafar_of(spec, ctx)? {
+            let sinks = KvCache::streaming_of(spec, ctx)?.map_or(0, |s| s.sinks);
+            return Ok(m.window_slots(cap, sinks));
         }
-        Ok(KvCache::streaming_of(spec, ctx)?.map_or(ctx, |s| s.budget))
+        Ok(cap)
     }
 
     /// `ctx`: the context in tokens (what a percentage budget is of).
@@ -109,11 +133,14 @@ impl KvCache {
             Some(p) => Some(Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers)?),
             None => None,
         };
-        let mustafar = match KvCache::mustafar_of(&spec)? {
-            Some(o) => Some(Mustafar::new(gpu, o, AttnShape { max_seq: ctx as u32, ..attn }, cfg.n_layers)?),
+        let capacity = KvCache::capacity_of(&spec, ctx)?;
+        let mustafar = match KvCache::mustafar_of(&spec, ctx)? {
+            Some(o) => {
+                let sinks = streaming.map_or(0, |s| s.sinks);
+                Some(Mustafar::new(gpu, o, AttnShape { max_seq: capacity as u32, ..attn }, cfg.n_layers, sinks)?)
+            }
             None => None,
         };
-        let capacity = if mustafar.is_some() { ctx } else { max_seq };
         // Eviction gathers kept slots; Mustafar shifts its window down the same way.
         let (mut compact, mut keep) = (Vec::new(), None);
         if streaming.is_some() || mustafar.is_some() {
@@ -141,22 +168,36 @@ impl KvCache {
 
     /// Most tokens one forward call may carry.
     pub fn max_call(&self) -> usize {
-        self.streaming.map_or(self.max_seq, |s| s.max_call())
+        match (&self.mustafar, self.streaming) {
+            // The window holds the sinks and up to `window + 63` tokens between calls.
+            (Some(m), Some(_)) => (self.max_seq - m.sinks - m.opts.window - (BLOCK - 1)).min(model::MAX_CHUNK),
+            (None, Some(s)) => s.max_call(),
+            _ => self.max_seq,
+        }
     }
 
     /// Before a call of `n` tokens: under Mustafar, compress what left the
-    /// window and set the window's step; under eviction, compact to the
-    /// policy's kept slots when the call would pass the budget. Returns the
-    /// kept slots when it compacted.
+    /// window, evict the oldest blocks the call would push past an eviction
+    /// budget, and set the window's step; under eviction alone, compact to
+    /// the policy's kept slots when the call would pass the budget. Returns
+    /// the kept slots when it compacted the dense cache for eviction.
     pub fn make_room(&mut self, gpu: &Gpu, n: usize) -> Result<Option<Vec<usize>>> {
         if let Some(m) = &mut self.mustafar {
             let w = self.len - m.compressed();
             let moved = m.compress(gpu, &self.k, &self.v, w)?;
-            if moved > 0 {
-                self.gather(gpu, &(moved..w).collect::<Vec<_>>());
+            let sinks = m.sinks.min(w);
+            if let Some(s) = self.streaming {
+                let over = (self.len + n).saturating_sub(s.budget);
+                let blocks = over.div_ceil(BLOCK) as u32;
+                debug_assert!(blocks <= m.blocks, "max_call keeps a call within the budget");
+                m.evict(blocks);
+                self.len -= blocks as usize * BLOCK;
+                self.evicted += blocks as usize * BLOCK;
             }
-            let m = self.mustafar.as_ref().expect("checked above");
             m.begin_call(gpu, w - moved, self.pos, n);
+            if moved > 0 {
+                self.gather(gpu, &(0..sinks).chain(sinks + moved..w).collect::<Vec<_>>());
+            }
             return Ok(None);
         }
         let Some(keep) = self.streaming.and_then(|s| s.plan(self.len, n)) else {

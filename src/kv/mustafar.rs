@@ -16,11 +16,18 @@
 //! `window .. window + 63` tokens, the paper's kernel-path cadence with
 //! 64-token blocks instead of 256.
 //!
-//! The pool of non-zeros grows with what the blocks really hold: after each
-//! compression the host reads back each layer's pool top (8 bytes per
-//! layer, once per 64 tokens), and a pool that could not take the next
-//! blocks is reallocated larger and copied; `generation` then changes and
-//! recorded plans are rebuilt.
+//! The pool of non-zeros grows with what the blocks really hold: each
+//! compression takes a free run of the pool sized for the worst case, its
+//! blocks reserve their units in it with an atomic bump, and the host reads
+//! back where the run ended (8 bytes per layer, once per 64 tokens). A pool
+//! without a large enough free run is reallocated larger and copied;
+//! `generation` then changes and recorded plans are rebuilt.
+//!
+//! Under an eviction part (`streaming`), its sinks stay dense at the head of
+//! the window and are never compressed, and a call that would pass the
+//! budget first drops the oldest compressed blocks: the blocks form a ring
+//! of `budget / 64` store blocks, and a pool run is freed (reused by later
+//! compressions) once every block it holds is gone, so memory stays flat.
 //!
 //! Decode: `attn_decode` over the window writes its chunks' partial states
 //! and `mustafar_attn` one per (head, live block) into the same buffers;
@@ -74,58 +81,75 @@ impl MustafarOptions {
         Ok(MustafarOptions { k: sparsity("k")?, v: sparsity("v")?, window })
     }
 
-    /// Dense window slots per layer and KV head for a context of `ctx`: the
-    /// window, a block waiting to be compressed, and one call's tokens.
-    pub fn window_slots(&self, ctx: usize) -> usize {
-        (self.window + T + MAX_CHUNK).min(ctx)
+    /// Dense window slots per layer and KV head when at most `cap` tokens
+    /// are cached: the sinks, the window, a block waiting to be compressed,
+    /// and one call's tokens.
+    pub fn window_slots(&self, cap: usize, sinks: usize) -> usize {
+        (sinks + self.window + T + MAX_CHUNK).min(cap)
     }
+}
+
+/// A run of one layer's pool taken by one compression: units
+/// `start .. end`, holding blocks with ids below `end_block`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Run {
+    end_block: u64,
+    start: u32,
+    end: u32,
 }
 
 /// Mustafar's state for one model.
 pub struct Mustafar {
     pub opts: MustafarOptions,
-    /// The compressed stores' geometry (`max_seq`: the context).
+    /// The compressed stores' geometry (`max_seq`: the most tokens cached,
+    /// the context or an eviction budget).
     pub shape: MustafarShape,
     /// The dense window's geometry (`max_seq`: `window_slots`).
     pub window: AttnShape,
+    /// Leading window slots never compressed (an eviction policy's sinks).
+    pub sinks: usize,
     /// Per layer: the compressed blocks.
     pub stores: Vec<Store>,
-    /// Per layer: pool units handed out (read back after each compression).
-    pub tops: Vec<u32>,
-    /// Live compressed blocks per KV head (the same in every layer); slots
-    /// `0 .. 64 * blocks` of the context are compressed.
+    /// Per layer: the pool runs of the live blocks, oldest first.
+    runs: Vec<Vec<Run>>,
+    /// Id of the oldest live block (ids count blocks since the last reset;
+    /// block id `i` lives in store block `i % max_blocks`).
+    pub first: u64,
+    /// Live compressed blocks per KV head (the same in every layer).
     pub blocks: u32,
-    /// Uniform `[blocks, 0, 0, 0]` the kernels read.
+    /// Uniform `[blocks, first % max_blocks, 0, 0]` the kernels read.
     pub live: wgpu::Buffer,
     /// The window's [`Step`] uniform (slots counted within the window).
     pub win_step: wgpu::Buffer,
-    /// One layer's dense K/V of the whole context, for prefill.
+    /// One layer's dense K/V of every cached token, for prefill.
     pub dense_k: wgpu::Buffer,
     pub dense_v: wgpu::Buffer,
     /// Per layer the pool state `(top, overflow)`, gathered for one readback.
     states: wgpu::Buffer,
     /// Bumped whenever a buffer the recorded plans bind is replaced.
     pub generation: u64,
-    /// The stores' GPU state still holds a run from before a reset.
-    stale: bool,
 }
 
 impl Mustafar {
-    pub fn new(gpu: &Gpu, opts: MustafarOptions, ctx: AttnShape, n_layers: usize) -> Result<Mustafar> {
-        let d = ctx.head_dim as usize;
+    /// `cap`: the most tokens cached (`max_seq`); `sinks`: leading tokens
+    /// the window keeps dense for good.
+    pub fn new(gpu: &Gpu, opts: MustafarOptions, cap: AttnShape, n_layers: usize, sinks: usize) -> Result<Mustafar> {
+        let d = cap.head_dim as usize;
         let (keep_k, keep_v) = (keep_count(d, opts.k) as u32, keep_count(d, opts.v) as u32);
-        let shape = MustafarShape::new(ctx, keep_k, keep_v).map_err(|e| Error::msg(format!("--kv {e}")))?;
-        let window = AttnShape { max_seq: opts.window_slots(ctx.max_seq as usize) as u32, ..ctx };
+        let shape = MustafarShape::new(cap, keep_k, keep_v).map_err(|e| Error::msg(format!("--kv {e}")))?;
+        let window = AttnShape { max_seq: opts.window_slots(cap.max_seq as usize, sinks) as u32, ..cap };
         let first = shape.units_bound(FIRST_POOL_BLOCKS.min(shape.max_blocks()).max(1));
         let first = u32::try_from(first).map_err(|_| Error::msg("--kv mustafar: pool too large"))?;
         let stores = (0..n_layers).map(|_| Store::new(gpu, &shape, first)).collect();
-        let dense = ctx.cache_bytes(gpu.caps.f16);
+        let dense = cap.cache_bytes(gpu.caps.f16);
         Ok(Mustafar {
             opts,
             shape,
             window,
+            sinks,
             stores,
-            tops: vec![0; n_layers],
+            runs: vec![Vec::new(); n_layers],
+            first: 0,
             blocks: 0,
             live: gpu.uniform("mustafar.live", bytemuck::cast_slice(&[0u32; 4])),
             win_step: gpu.uniform("mustafar.win_step", bytemuck::bytes_of(&Step::default())),
@@ -133,15 +157,14 @@ impl Mustafar {
             dense_v: gpu.buffer("mustafar.dense_v", dense),
             states: gpu.buffer("mustafar.states", 8 * n_layers as u64),
             generation: 0,
-            stale: false,
         })
     }
 
     /// Forget every block (the pools stay allocated).
     pub fn reset(&mut self) {
         self.blocks = 0;
-        self.tops.iter_mut().for_each(|t| *t = 0);
-        self.stale = true; // the stores' GPU-side tops restart at the next call
+        self.first = 0;
+        self.runs.iter_mut().for_each(Vec::clear);
     }
 
     /// Slots held compressed.
@@ -155,25 +178,28 @@ impl Mustafar {
     }
 
     /// Before a call, when the window holds `w` tokens (in the buffers `k` /
-    /// `v`, one per layer): once it holds `window + 64` or more, prune and
-    /// compress its oldest whole blocks into the stores and read back the
-    /// pools' tops. Returns the slots compressed; the caller then shifts the
-    /// window down by as many (`KvCache::gather`).
+    /// `v`, one per layer): once it holds `sinks + window + 64` or more,
+    /// prune and compress its oldest whole blocks after the sinks into the
+    /// stores and read back where their pool runs end. Returns the slots
+    /// compressed; the caller then shifts the window down by as many
+    /// (`KvCache::gather`, keeping the sinks).
     pub fn compress(&mut self, gpu: &Gpu, k: &[wgpu::Buffer], v: &[wgpu::Buffer], w: usize) -> Result<usize> {
-        if self.stale {
-            for store in &self.stores {
-                gpu.write(&store.state, 0, bytemuck::cast_slice(&[0u32, 0]));
-            }
-            self.stale = false;
-        }
-        let nb = ((w.saturating_sub(self.opts.window) / T) as u32).min(self.shape.max_blocks() - self.blocks);
+        let free = w.saturating_sub(self.sinks).saturating_sub(self.opts.window);
+        let nb = ((free / T) as u32).min(self.shape.max_blocks() - self.blocks);
         if nb == 0 {
             return Ok(0);
         }
-        self.grow_pools(gpu, nb);
-        let d: Vec<Dispatch> = (0..self.stores.len())
-            .map(|l| ops::compress(gpu, &self.stores[l], &k[l], &v[l], self.window.max_seq, 0, nb, self.blocks))
-            .collect();
+        let need = u32::try_from(self.shape.units_bound(nb)).map_err(|_| Error::msg("--kv mustafar: pool too large"))?;
+        let dst = ((self.first + self.blocks as u64) % self.shape.max_blocks() as u64) as u32;
+        let mut d = Vec::new();
+        let mut starts = Vec::new();
+        for l in 0..self.stores.len() {
+            let (start, end) = self.place_run(gpu, l, need)?;
+            let store = &self.stores[l];
+            gpu.write(&store.state, 0, bytemuck::cast_slice(&[start, 0u32]));
+            d.push(ops::compress(gpu, store, &k[l], &v[l], self.window.max_seq, self.sinks as u32, nb, dst, end));
+            starts.push(start);
+        }
         let mut enc = gpu.encoder();
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mustafar_compress"), timestamp_writes: None });
@@ -186,44 +212,71 @@ impl Mustafar {
         }
         let bytes = gpu.readback_with(Some(enc), &self.states, 0, 8 * self.stores.len() as u64);
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        let end_block = self.first + (self.blocks + nb) as u64;
         for (l, pair) in words.chunks(2).enumerate() {
             if pair[1] != 0 {
-                return Err(Error::msg(format!("mustafar: layer {l}'s pool overflowed (internal error: the pool was sized for the worst case)")));
+                return Err(Error::msg(format!("mustafar: layer {l}'s pool overflowed (internal error: the run was sized for the worst case)")));
             }
-            self.tops[l] = pair[0];
+            self.runs[l].push(Run { end_block, start: starts[l], end: pair[0] });
         }
         self.blocks += nb;
         Ok(nb as usize * T)
     }
 
-    /// Write the live block count and the window's step for a call of `n`
-    /// tokens at position `pos`, the window holding `w` tokens before it.
+    /// Drop the `n` oldest live blocks (eviction); a pool run is freed once
+    /// every block it holds is gone.
+    pub fn evict(&mut self, n: u32) {
+        let n = n.min(self.blocks);
+        self.first += n as u64;
+        self.blocks -= n;
+        let first = self.first;
+        self.runs.iter_mut().for_each(|r| r.retain(|run| run.end_block > first));
+    }
+
+    /// Write the live blocks and the window's step for a call of `n` tokens
+    /// at position `pos`, the window holding `w` tokens before it.
     pub fn begin_call(&self, gpu: &Gpu, w: usize, pos: usize, n: usize) {
-        gpu.write(&self.live, 0, bytemuck::cast_slice(&[self.blocks, 0, 0, 0]));
+        let ring = (self.first % self.shape.max_blocks() as u64) as u32;
+        gpu.write(&self.live, 0, bytemuck::cast_slice(&[self.blocks, ring, 0, 0]));
         let step = Step { pos: pos as u32, n_tokens: n as u32, kv_len: (w + n) as u32, _pad: 0 };
         gpu.write(&self.win_step, 0, bytemuck::bytes_of(&step));
     }
 
-    /// Make every layer's pool able to take `nb` more blocks at the worst
-    /// case (every tile padded by 7 halves): grow by half again or to what is
-    /// needed, copying the old units over.
-    fn grow_pools(&mut self, gpu: &Gpu, nb: u32) {
-        let need_more = self.shape.units_bound(nb);
-        let cap = self.shape.units_bound(self.shape.max_blocks());
-        for (l, store) in self.stores.iter_mut().enumerate() {
-            let need = self.tops[l] as u64 + need_more;
-            if need <= store.units as u64 {
-                continue;
+    /// A free run of `need` units in layer `l`'s pool, as `(start, end)`:
+    /// the first gap between live runs that is large enough, else the pool
+    /// grows (by half again, or to what is needed) and the run goes after
+    /// the last live one. Growing copies the live units to a new buffer at
+    /// the same offsets.
+    fn place_run(&mut self, gpu: &Gpu, l: usize, need: u32) -> Result<(u32, u32)> {
+        let mut live: Vec<(u32, u32)> = self.runs[l].iter().map(|r| (r.start, r.end)).collect();
+        live.sort_unstable();
+        let mut at = 0u32;
+        for &(s, e) in &live {
+            if s >= at && s - at >= need {
+                return Ok((at, s));
             }
-            let units = need.max(store.units as u64 * 3 / 2).min(cap) as u32;
-            let pool = gpu.buffer("mustafar.pool", units as u64 * 16);
-            let mut enc = gpu.encoder();
-            enc.copy_buffer_to_buffer(&store.pool, 0, &pool, 0, self.tops[l] as u64 * 16);
-            gpu.submit(enc);
-            store.pool = pool;
-            store.units = units;
-            self.generation += 1;
+            at = at.max(e);
         }
+        let store = &mut self.stores[l];
+        if store.units - at >= need {
+            return Ok((at, store.units));
+        }
+        let units = (at as u64 + need as u64).max(store.units as u64 * 3 / 2);
+        if units * 16 > gpu.caps.max_storage_binding {
+            return Err(Error::msg(format!(
+                "--kv mustafar: layer {l}'s pool would need {} MiB, above this adapter's storage binding limit of {} MiB (lower --ctx or the budget, or raise k= / v=)",
+                (units * 16) >> 20,
+                gpu.caps.max_storage_binding >> 20
+            )));
+        }
+        let pool = gpu.buffer("mustafar.pool", units * 16);
+        let mut enc = gpu.encoder();
+        enc.copy_buffer_to_buffer(&store.pool, 0, &pool, 0, at as u64 * 16);
+        gpu.submit(enc);
+        store.pool = pool;
+        store.units = units as u32;
+        self.generation += 1;
+        Ok((at, units as u32))
     }
 
     /// The decode dispatches between the window's `attn_decode` partial and
@@ -246,7 +299,12 @@ impl Mustafar {
     /// live block's bitmaps (8 bytes) and offsets (4 bytes) per tile.
     pub fn compressed_bytes(&self) -> usize {
         let meta = self.blocks as usize * self.shape.attn.n_kv_heads as usize * self.shape.tiles() as usize * 12;
-        self.tops.iter().map(|&t| t as usize * 16 + meta).sum()
+        self.pool_units() * 16 + self.stores.len() * meta
+    }
+
+    /// Pool units the live blocks' runs hold, summed over layers.
+    pub fn pool_units(&self) -> usize {
+        self.runs.iter().flatten().map(|r| (r.end - r.start) as usize).sum()
     }
 
     /// Bytes allocated beyond the dense window: pools, full-size bitmaps and

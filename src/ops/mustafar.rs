@@ -151,7 +151,9 @@ pub fn specs() -> Vec<Spec> {
 
 /// Prune and compress `n_blocks` blocks of 64 slots per KV head, read from
 /// `k_src` / `v_src` (`[n_kv_heads][src_seq][head_dim]` kv_t) at slots
-/// `first_slot ..`, into blocks `dst_block ..` of `store`.
+/// `first_slot ..`, into blocks `dst_block ..` of `store` (wrapping around
+/// its `max_blocks`). Their non-zeros go to the pool from unit
+/// `store.state.top` (the caller sets it) up to `pool_end`.
 #[allow(clippy::too_many_arguments)]
 pub fn compress(
     gpu: &Gpu,
@@ -162,6 +164,7 @@ pub fn compress(
     first_slot: u32,
     n_blocks: u32,
     dst_block: u32,
+    pool_end: u32,
 ) -> Dispatch {
     let s = &store.shape;
     let params = CompressParams {
@@ -170,7 +173,7 @@ pub fn compress(
         n_blocks,
         dst_block,
         max_blocks: s.max_blocks(),
-        pool_cap: store.units,
+        pool_cap: pool_end.min(store.units),
         keep_k: s.keep_k,
         keep_v: s.keep_v,
     };
@@ -185,7 +188,8 @@ pub fn compress(
 /// Write blocks `first_block .. first_block + n_blocks` of `store` as dense
 /// rows into `k_dst` / `v_dst` (`[n_kv_heads][dst_seq][head_dim]` kv_t) at
 /// slots `dst_slot ..`, skipping blocks at or past `live` (a uniform of 4
-/// u32 whose first is the live block count, written per call).
+/// u32, written per call: the live block count, and the store block of the
+/// oldest: live block `i` is store block `(first + i) % max_blocks`).
 #[allow(clippy::too_many_arguments)]
 pub fn expand(
     gpu: &Gpu,
@@ -209,8 +213,7 @@ pub fn expand(
 }
 
 /// Partial decode attention of `q` (row 0, `[n_heads][head_dim]` f32) over the
-/// first `blocks.n_blocks` compressed blocks (a uniform of 4 u32, written per
-/// step): one (m, l, o) state per (head, block) at part index
+/// live compressed blocks (`blocks`: a uniform of 4 u32 as `expand`'s `live`): one (m, l, o) state per (head, block) at part index
 /// `h * part_stride + part_base + b` of `part_o` / `part_ml`, for `attn_merge`.
 #[allow(clippy::too_many_arguments)]
 pub fn attn_partial(
