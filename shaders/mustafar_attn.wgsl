@@ -18,7 +18,10 @@
 // Bindings: q, bits, offs, pool (read), part_o, part_ml (read_write),
 // params, blocks (uniform: n_blocks, the live compressed blocks, and first:
 // the live blocks form a ring, live block b being store block
-// (first + b) % max_blocks).
+// (first + b) % max_blocks), list (read).
+// Selection (Quest over the blocks): with list_len > 0, workgroup x attends
+// live block list[kvh * list_len + x] for x < min(n_blocks, list_len)
+// (quest_select's page list, one per KV head), and writes partial x.
 // Prelude consts: HEAD_DIM (a multiple of 4, at most 128), GROUP (query
 // heads per KV head).
 // Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
@@ -26,7 +29,7 @@
 
 struct Params {
     n_heads: u32, max_blocks: u32, part_stride: u32, part_base: u32,
-    scale: f32, _p0: u32, _p1: u32, _p2: u32,
+    scale: f32, list_len: u32, _p1: u32, _p2: u32,
 }
 struct Blocks { n_blocks: u32, first: u32, _p1: u32, _p2: u32 }
 
@@ -38,6 +41,7 @@ struct Blocks { n_blocks: u32, first: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;
 @group(0) @binding(6) var<uniform> p: Params;
 @group(0) @binding(7) var<uniform> blocks: Blocks;
+@group(0) @binding(8) var<storage, read> list: array<u32>;
 
 const NEG: f32 = -1.0e30;
 
@@ -49,13 +53,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let b = wid.x;
     let kvh = wid.y;
     let h0 = kvh * GROUP;
-    if (b >= blocks.n_blocks) {
+    let count = select(blocks.n_blocks, min(blocks.n_blocks, p.list_len), p.list_len > 0u);
+    if (b >= count) {
         if (t < GROUP) {
             part_ml[(h0 + t) * p.part_stride + p.part_base + b] = vec2<f32>(NEG, 0.0);
         }
         return;
     }
-    let tbase = (kvh * p.max_blocks + (blocks.first + b) % p.max_blocks) * TILES;
+    var live = b;
+    if (p.list_len > 0u) {
+        live = list[kvh * p.list_len + b];
+    }
+    let tbase = (kvh * p.max_blocks + (blocks.first + live) % p.max_blocks) * TILES;
     // scores of token t for the group's heads
     var s: array<f32, GROUP>;
     for (var c = 0u; c < HEAD_DIM; c++) {

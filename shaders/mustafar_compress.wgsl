@@ -24,8 +24,12 @@
 // [n_kv_heads][max_blocks][TILES] vec2<u32>; offs [n_kv_heads][max_blocks]
 // [TILES] u32 (pool unit of the tile's first non-zero); pool [pool_cap]
 // vec4<u32>; state: (top, overflow) atomics.
+// With with_meta != 0 it also writes Quest's metadata of each block (a page of
+// 64 tokens): per key channel the max and min of the pruned keys as the
+// tiles hold them (f16, pruned elements 0), kmax / kmin [n_kv_heads]
+// [meta_stride][HEAD_DIM] kv_t (Quest's page layout, page = 64).
 // Bindings: k_src (read), v_src (read), bits, offs, pool, state (read_write),
-// params.
+// params, kmax, kmin (read_write; not touched when with_meta == 0).
 // Prelude consts: HEAD_DIM (a multiple of 4, at most 128).
 // Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
 // Grid: (n_blocks, n_kv_heads, 1), 64 invocations: invocation t prunes token
@@ -34,6 +38,7 @@
 struct Params {
     src_seq: u32, first_slot: u32, n_blocks: u32, dst_block: u32,
     max_blocks: u32, pool_cap: u32, keep_k: u32, keep_v: u32,
+    with_meta: u32, meta_stride: u32, _p1: u32, _p2: u32,
 }
 struct State { top: atomic<u32>, overflow: atomic<u32> }
 
@@ -44,6 +49,8 @@ struct State { top: atomic<u32>, overflow: atomic<u32> }
 @group(0) @binding(4) var<storage, read_write> pool: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> state: State;
 @group(0) @binding(6) var<uniform> p: Params;
+@group(0) @binding(7) var<storage, read_write> kmax: array<kv_t>;
+@group(0) @binding(8) var<storage, read_write> kmin: array<kv_t>;
 
 const DW: u32 = (HEAD_DIM + 31u) / 32u; // mask words per vector
 const NONE: u32 = 0xffffffffu;
@@ -134,6 +141,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         vmask[t * DW + w] = vm[w];
     }
     workgroupBarrier();
+    let block = (p.dst_block + b) % p.max_blocks;
+    // Quest's block metadata: channel c's max / min over the pruned keys
+    if (p.with_meta != 0u) {
+        for (var c = t; c < HEAD_DIM; c += T) {
+            var hi = 0.0;
+            var lo = 0.0;
+            for (var tt = 0u; tt < T; tt++) {
+                let on = (kmask[tt * DW + c / 32u] >> (c % 32u)) & 1u;
+                let x = select(0.0, half_to_f32(f32_to_half(src_elem(0u, (slot0 + tt) * HEAD_DIM, c))), on == 1u);
+                hi = select(max(hi, x), x, tt == 0u);
+                lo = select(min(lo, x), x, tt == 0u);
+            }
+            let o = (kvh * p.meta_stride + block) * HEAD_DIM + c;
+            kmax[o] = kv_t(hi);
+            kmin[o] = kv_t(lo);
+        }
+    }
     // 2. tile bitmaps and their sizes in units
     for (var c = t; c < HEAD_DIM; c += T) {
         var bm = vec2<u32>(0u);
@@ -170,7 +194,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let at = workgroupUniformLoad(&base);
     // 4. bitmaps, offsets and non-zeros
-    let tbase = (kvh * p.max_blocks + (p.dst_block + b) % p.max_blocks) * TILES;
+    let tbase = (kvh * p.max_blocks + block) * TILES;
     for (var i = t; i < TILES; i += T) {
         bits[tbase + i] = tbits[i];
         offs[tbase + i] = select(at + start[i], NONE, at == NONE);

@@ -348,22 +348,28 @@ impl Model {
             d.push(ew::rope(g, &a.q, step, &rope(c.n_heads), nt)?);
             d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads), nt)?);
             d.push(attn::kv_append(g, &shape, &a.k, &a.v, kc, vc, win, nt));
-            // Quest: page metadata follows every append; decode attends the selected pages.
+            // Quest: page metadata follows every append (under Mustafar it is
+            // written at compression); decode attends the selected pages.
             let quest = self.kv.quest.as_ref().filter(|q| q.is_sparse(l));
-            if let Some(q) = quest {
+            if let (Some(q), None) = (quest, must) {
                 d.push(q.meta(g, l, kc, step, nt));
             }
             if n == 1 {
-                match quest {
-                    Some(q) => d.extend(q.decode(g, l, &a.q, kc, vc, &a.att, &self.lse, step)),
-                    None => {
-                        let da = attn::attn_decode(g, &shape, &a.q, kc, vc, &self.scratch, &a.att, &self.lse, win);
-                        d.push(da.partial);
-                        if let Some(m) = must {
-                            d.push(m.decode_partial(g, l, &a.q, &self.scratch));
-                        }
-                        d.push(da.merge);
+                if let (Some(q), None) = (quest, must) {
+                    d.extend(q.decode(g, l, &a.q, kc, vc, &a.att, &self.lse, step));
+                } else {
+                    let da = attn::attn_decode(g, &shape, &a.q, kc, vc, &self.scratch, &a.att, &self.lse, win);
+                    d.push(da.partial);
+                    if let Some(m) = must {
+                        // The compressed blocks: all of them, or Quest's selection.
+                        let list = quest.map(|q| {
+                            let store = &m.stores[l];
+                            d.extend(q.score_blocks(g, &a.q, &store.kmax, &store.kmin, &m.quest_step));
+                            q.list()
+                        });
+                        d.push(m.decode_partial(g, l, &a.q, &self.scratch, list));
                     }
+                    d.push(da.merge);
                 }
             } else if let Some(m) = must {
                 d.extend(m.prefill_dense(g, l, kc, vc, step));

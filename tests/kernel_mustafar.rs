@@ -94,7 +94,7 @@ fn compression_equals_the_reference_tiles_and_expands_to_the_pruned_rows() {
             let n = c.n_kv_heads as usize * seq * d;
             let ((k, kb), (v, vb)) = (source(&g, &mut rng, n), source(&g, &mut rng, n));
             let want = ref_blocks(&s, &k, &v, seq, first, n_blocks);
-            let store = Store::new(&g, &s, s.units_bound(4) as u32 + run0);
+            let store = Store::with_meta(&g, &s, s.units_bound(4) as u32 + run0, true);
             g.write(&store.state, 0, bytemuck::cast_slice(&[run0, 0]));
             let comp = ops::compress(&g, &store, &kb, &vb, seq as u32, first as u32, n_blocks as u32, dst_block, store.units);
             assert_eq!(comp.kernel, Kernel::MustafarCompress);
@@ -124,6 +124,20 @@ fn compression_equals_the_reference_tiles_and_expands_to_the_pruned_rows() {
             // Sparsity 0 keeps every element that is non-zero.
             if c.sparsity == 0.0 {
                 assert_eq!(units, want.iter().flatten().map(|b| b.k.iter().chain(&b.v).map(|t| t.units()).sum::<usize>()).sum::<usize>());
+            }
+
+            // Quest's block metadata: per channel the max / min of the pruned keys.
+            let (kmax, kmin) = (read_kv(&g, &store.kmax, c.n_kv_heads as usize * 4 * d), read_kv(&g, &store.kmin, c.n_kv_heads as usize * 4 * d));
+            for (h, blocks) in want.iter().enumerate() {
+                for (b, blk) in blocks.iter().enumerate() {
+                    let (wk, _) = reference::expand_block(blk, d);
+                    let o = (h * 4 + (dst_block as usize + b) % 4) * d;
+                    for ch in 0..d {
+                        let col = (0..T).map(|t| wk[t * d + ch]);
+                        assert_eq!(kmax[o + ch], col.clone().fold(f32::NEG_INFINITY, f32::max), "kmax channel {ch}, block {b}, head {h}: {what}");
+                        assert_eq!(kmin[o + ch], col.fold(f32::INFINITY, f32::min), "kmin channel {ch}, block {b}, head {h}: {what}");
+                    }
+                }
             }
 
             // Expand the ring's 3 live blocks (oldest at store block 2) to slots 2.. of a dense destination.
@@ -201,7 +215,7 @@ fn attention_over_tiles_equals_reference_attention_over_pruned_rows() {
             let lse = g.buffer("lse", (nh * 4) as u64);
             let blocks = g.uniform("blocks", bytemuck::cast_slice(&[live as u32, 3, 0, 0]));
             let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: seq as u32 - 1, n_tokens: 1, kv_len: seq as u32, _pad: 0 }));
-            let part = ops::attn_partial(&g, &store, &qb, &part_o, &part_ml, max_blocks, 0, &blocks);
+            let part = ops::attn_partial(&g, &store, &qb, &part_o, &part_ml, max_blocks, 0, &blocks, None);
             assert_eq!(part.kernel, Kernel::MustafarAttn);
             let merge = attn::attn_merge(&g, &s.attn, s.attn.n_heads, &part_o, &part_ml, max_blocks, &out, &lse, &step);
             g.run(&[&part, &merge]);
@@ -227,6 +241,30 @@ fn attention_over_tiles_equals_reference_attention_over_pruned_rows() {
                 let full = attention(&dense, &q, &round_f16(&k), &round_f16(&v), 1, seq);
                 assert_close(&format!("sparsity 0 vs full: {what}"), &read_guarded_f32(&g, &out, nh * d), &full.out, F32_REDUCTION);
             }
+
+            // With a block list (Quest's selection): KV head h attends live
+            // blocks 2 and (h % 2).
+            let lists: Vec<[u32; 2]> = (0..kvh as u32).map(|h| [2, h % 2]).collect();
+            let list = g.upload("list", bytemuck::cast_slice(&lists));
+            let two = g.uniform("blocks", bytemuck::cast_slice(&[live as u32, 3, 0, 0]));
+            let part = ops::attn_partial(&g, &store, &qb, &part_o, &part_ml, max_blocks, 0, &two, Some((&list, 2)));
+            g.run(&[&part, &merge]);
+            let mut want = vec![0.0; nh * d];
+            for h in 0..kvh {
+                // The listed blocks' rows as a dense cache of 128 slots.
+                let sel = [2usize, h % 2];
+                let (mut kc2, mut vc2) = (vec![0.0; 2 * T * d], vec![0.0; 2 * T * d]);
+                for (i, &b) in sel.iter().enumerate() {
+                    let o = (h * seq + b * T) * d;
+                    kc2[i * T * d..(i + 1) * T * d].copy_from_slice(&kc[o..o + T * d]);
+                    vc2[i * T * d..(i + 1) * T * d].copy_from_slice(&vc[o..o + T * d]);
+                }
+                let one = AttnShape { n_heads: c.group, n_kv_heads: 1, max_seq: 2 * T as u32, ..s.attn };
+                let qh = &q[h * c.group as usize * d..(h + 1) * c.group as usize * d];
+                let r = attention(&one, qh, &kc2, &vc2, 1, 2 * T);
+                want[h * c.group as usize * d..(h + 1) * c.group as usize * d].copy_from_slice(&r.out);
+            }
+            assert_close(&format!("listed blocks: {what}"), &read_guarded_f32(&g, &out, nh * d), &want, F32_REDUCTION);
         }
     }
 }

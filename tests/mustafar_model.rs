@@ -12,7 +12,7 @@ use common::*;
 use wgkv::kv::KvSpec;
 use wgkv::model::{Model, Output, Readout};
 use wgkv::quant::WType;
-use wgkv::reference::forward::RefModel;
+use wgkv::reference::forward::{RefModel, RefQuest};
 use wgkv::reference::mustafar::{keep_count, T};
 use wgkv::weights::Weights;
 
@@ -48,6 +48,12 @@ fn calls() -> Vec<Vec<u32>> {
 /// once `window + 64` or more tokens are uncompressed, the oldest whole
 /// 64-token blocks beyond the window are pruned. Logits after each call.
 fn reference_run(w: &Weights, kv_f16: bool, k: f64, v: f64, window: usize) -> (Vec<Vec<f32>>, usize) {
+    reference_quest_run(w, kv_f16, k, v, window, None)
+}
+
+/// The same with Quest over the blocks: decode steps attend the window and
+/// the blocks `quest`'s rule selects among the pruned ones (pages of 64).
+fn reference_quest_run(w: &Weights, kv_f16: bool, k: f64, v: f64, window: usize, quest: Option<RefQuest>) -> (Vec<Vec<f32>>, usize) {
     let mut r = RefModel::new(w).unwrap();
     r.kv_f16 = kv_f16;
     let (kk, kv) = (keep_count(tiny::HEAD_DIM, k), keep_count(tiny::HEAD_DIM, v));
@@ -59,6 +65,7 @@ fn reference_run(w: &Weights, kv_f16: bool, k: f64, v: f64, window: usize) -> (V
             r.prune(compressed..compressed + nb * T, kk, kv);
             compressed += nb * T;
         }
+        r.quest = quest.map(|q| RefQuest { active: call.len() == 1, window_from: Some(compressed), ..q });
         let mut last = Vec::new();
         for &t in &call {
             last = r.forward(t);
@@ -150,7 +157,9 @@ fn unusable_mustafar_options_are_errors() {
         ("mustafar:k=1", "not a sparsity"),
         ("mustafar:v=-0.1", "not a sparsity"),
         ("mustafar:window=x", "not a token count"),
-        ("mustafar+quest", "not available"),
+        ("mustafar+quest:page=16", "pages are its 64-token blocks"),
+        ("mustafar+quest:group=head", "group=shared"),
+        ("streaming+mustafar+quest", "not available"),
         ("streaming:budget=60,sinks=4+mustafar:window=8", "raise budget= to at least 76"),
     ] {
         let e = match Model::load(g.clone(), &w, 64, KvSpec::parse(spec).unwrap()) {
@@ -252,6 +261,46 @@ fn under_streaming_a_budget_covering_the_context_equals_mustafar_alone() {
         assert_eq!(b.kv.evicted, 0);
         for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
             assert_close(&format!("call {i} on {}", label(&g)), gv, wv, Tol { name: "same", abs: 1e-6, rel: 1e-6 });
+        }
+    }
+}
+
+#[test]
+fn under_quest_decode_attends_the_selected_blocks_as_the_reference_does() {
+    let w = tiny_weights("mustafar-quest");
+    // 2 blocks per step (the newest and the best scored of the rest) from
+    // layer 1 on; the run ends with 3 compressed blocks, so it selects.
+    let spec = "mustafar:k=0.5,v=0.5,window=8+quest:budget=128,dense_layers=1";
+    let quest = RefQuest { page: T, budget_pages: 2, unit: tiny::HEADS / tiny::KV_HEADS, dense_layers: 1, active: false, window_from: None };
+    for g in contexts() {
+        let (want, compressed) = reference_quest_run(&w, g.caps.f16, 0.5, 0.5, 8, Some(quest));
+        assert!(compressed >= 3 * T, "the run selects among at least three blocks");
+        let (all, _) = reference_run(&w, g.caps.f16, 0.5, 0.5, 8);
+        assert!(
+            want.last().unwrap().iter().zip(all.last().unwrap()).any(|(a, b)| (a - b).abs() > 1e-2),
+            "selection changes the reference's logits (else this test could not fail)"
+        );
+        let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
+        let got = gpu_run(&mut m);
+        for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
+            assert_close(&format!("{spec}, call {i} on {}", label(&g)), gv, wv, LOGITS);
+        }
+        // Fewer KV bytes read than resident once it selects.
+        assert!(m.kv.bytes_read_per_step() < m.kv.bytes_resident());
+    }
+}
+
+#[test]
+fn under_quest_a_budget_covering_the_blocks_equals_mustafar_alone() {
+    let w = tiny_weights("mustafar-quest-all");
+    for g in contexts() {
+        let mut a = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0.5,v=0.5,window=8").unwrap()).unwrap();
+        let want = gpu_run(&mut a);
+        let mut b = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0.5,v=0.5,window=8+quest:budget=256").unwrap()).unwrap();
+        let got = gpu_run(&mut b);
+        for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
+            // The same blocks, listed in another order: only the sums' order differs.
+            assert_close(&format!("call {i} on {}", label(&g)), gv, wv, Tol { name: "same-sums", abs: 1e-4, rel: 1e-4 });
         }
     }
 }

@@ -126,7 +126,11 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                         kv.bytes_read_per_step() as f64 / 1048576.0
                     );
                     if let Some(q) = &kv.quest {
-                        println!("{}", q.describe(kv.len));
+                        match &kv.mustafar {
+                            // Under Mustafar the pages are its compressed blocks; the window is always attended.
+                            Some(m) => println!("{} (among the compressed blocks; the dense window is always attended)", q.describe(m.compressed())),
+                            None => println!("{}", q.describe(kv.len)),
+                        }
                     }
                     if let Some(m) = &kv.mustafar {
                         println!("{}", m.describe(kv.len - m.compressed()));

@@ -68,9 +68,6 @@ impl KvCache {
                 p.name
             )));
         }
-        if spec.part(Kind::Storage).is_some() && spec.part(Kind::Selection).is_some() {
-            return Err(Error::msg(format!("--kv {spec}: mustafar with quest is not available in this build yet")));
-        }
         match spec.part(Kind::Eviction) {
             Some(_) if spec.part(Kind::Selection).is_some() => {
                 Err(Error::msg(format!("--kv {spec}: streaming with quest is not available in this build yet")))
@@ -129,15 +126,28 @@ impl KvCache {
             v.push(gpu.buffer(&format!("kv.v{l}"), per_layer));
         }
         let attn = AttnShape { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32, max_seq: max_seq as u32 };
+        let capacity = KvCache::capacity_of(&spec, ctx)?;
+        let must_opts = KvCache::mustafar_of(&spec, ctx)?;
+        // Under Mustafar, Quest selects among its compressed 64-token blocks.
         let quest = match spec.part(Kind::Selection) {
-            Some(p) => Some(Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers)?),
+            Some(p) if must_opts.is_some() => {
+                let mut o = QuestOptions::from_part(p)?;
+                if p.get("page").is_some_and(|v| v != "64") {
+                    return Err(Error::msg(format!("--kv {spec}: under mustafar, quest's pages are its 64-token blocks (drop page= or set page=64)")));
+                }
+                if !o.shared {
+                    return Err(Error::msg(format!("--kv {spec}: under mustafar, quest selects blocks per KV head (group=shared)")));
+                }
+                o.page = BLOCK as u32;
+                Some(Quest::new(gpu, o, AttnShape { max_seq: capacity as u32, ..attn }, cfg.n_layers, false)?)
+            }
+            Some(p) => Some(Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers, true)?),
             None => None,
         };
-        let capacity = KvCache::capacity_of(&spec, ctx)?;
-        let mustafar = match KvCache::mustafar_of(&spec, ctx)? {
+        let mustafar = match must_opts {
             Some(o) => {
                 let sinks = streaming.map_or(0, |s| s.sinks);
-                Some(Mustafar::new(gpu, o, AttnShape { max_seq: capacity as u32, ..attn }, cfg.n_layers, sinks)?)
+                Some(Mustafar::new(gpu, o, AttnShape { max_seq: capacity as u32, ..attn }, cfg.n_layers, sinks, quest.is_some())?)
             }
             None => None,
         };
@@ -245,7 +255,8 @@ impl KvCache {
     /// under Mustafar the dense window's tokens plus the compressed blocks.
     pub fn bytes_resident(&self) -> usize {
         if let Some(m) = &self.mustafar {
-            return (self.len - m.compressed()) * self.bytes_per_token() + m.compressed_bytes();
+            let meta = self.quest.as_ref().map_or(0, |q| q.sparse_layers() * q.meta_rows(m.compressed()) * self.row_bytes());
+            return (self.len - m.compressed()) * self.bytes_per_token() + m.compressed_bytes() + meta;
         }
         let meta = self.quest.as_ref().map_or(0, |q| q.sparse_layers() * q.meta_rows(self.len) * self.row_bytes());
         self.len * self.bytes_per_token() + meta
@@ -267,8 +278,18 @@ impl KvCache {
     /// and the metadata of the pages it scores.
     pub fn bytes_read_per_step(&self) -> usize {
         let len = self.len;
-        if self.mustafar.is_some() {
-            return self.bytes_resident();
+        if let Some(m) = &self.mustafar {
+            let window = (len - m.compressed()) * self.bytes_per_token();
+            let Some(q) = &self.quest else {
+                return window + m.compressed_bytes();
+            };
+            // Sparse layers read the selected blocks (their share of the
+            // layer's average block bytes) and every block's metadata.
+            let (nb, per_layer) = (m.blocks as usize, m.compressed_bytes() / self.n_layers);
+            let selected = nb.min(q.shape.budget_pages as usize);
+            let sparse = q.sparse_layers();
+            let meta = q.meta_rows(m.compressed()) * self.row_bytes();
+            return window + (self.n_layers - sparse) * per_layer + sparse * (per_layer * selected / nb.max(1) + meta);
         }
         let dense_layer = len * 2 * self.kv_dim * self.elem_bytes;
         match &self.quest {

@@ -29,6 +29,12 @@
 //! of `budget / 64` store blocks, and a pool run is freed (reused by later
 //! compressions) once every block it holds is gone, so memory stays flat.
 //!
+//! Under a selection part (`quest`), the blocks are Quest's pages:
+//! compression also writes each block's per-channel key max / min (of the
+//! pruned keys), and a decode step of a sparse layer scores the blocks,
+//! selects `budget / 64` of them (the newest always) and attends those plus
+//! the whole dense window.
+//!
 //! Decode: `attn_decode` over the window writes its chunks' partial states
 //! and `mustafar_attn` one per (head, live block) into the same buffers;
 //! `attn_merge` makes them one softmax. Prefill: the live blocks are
@@ -121,6 +127,9 @@ pub struct Mustafar {
     pub live: wgpu::Buffer,
     /// The window's [`Step`] uniform (slots counted within the window).
     pub win_step: wgpu::Buffer,
+    /// Under Quest: a [`Step`] uniform whose `kv_len` is the compressed
+    /// slots, so Quest scores and selects the blocks as its pages.
+    pub quest_step: wgpu::Buffer,
     /// One layer's dense K/V of every cached token, for prefill.
     pub dense_k: wgpu::Buffer,
     pub dense_v: wgpu::Buffer,
@@ -132,15 +141,16 @@ pub struct Mustafar {
 
 impl Mustafar {
     /// `cap`: the most tokens cached (`max_seq`); `sinks`: leading tokens
-    /// the window keeps dense for good.
-    pub fn new(gpu: &Gpu, opts: MustafarOptions, cap: AttnShape, n_layers: usize, sinks: usize) -> Result<Mustafar> {
+    /// the window keeps dense for good; `quest`: compression also writes
+    /// each block's Quest metadata.
+    pub fn new(gpu: &Gpu, opts: MustafarOptions, cap: AttnShape, n_layers: usize, sinks: usize, quest: bool) -> Result<Mustafar> {
         let d = cap.head_dim as usize;
         let (keep_k, keep_v) = (keep_count(d, opts.k) as u32, keep_count(d, opts.v) as u32);
         let shape = MustafarShape::new(cap, keep_k, keep_v).map_err(|e| Error::msg(format!("--kv {e}")))?;
         let window = AttnShape { max_seq: opts.window_slots(cap.max_seq as usize, sinks) as u32, ..cap };
         let first = shape.units_bound(FIRST_POOL_BLOCKS.min(shape.max_blocks()).max(1));
         let first = u32::try_from(first).map_err(|_| Error::msg("--kv mustafar: pool too large"))?;
-        let stores = (0..n_layers).map(|_| Store::new(gpu, &shape, first)).collect();
+        let stores = (0..n_layers).map(|_| Store::with_meta(gpu, &shape, first, quest)).collect();
         let dense = cap.cache_bytes(gpu.caps.f16);
         Ok(Mustafar {
             opts,
@@ -153,6 +163,7 @@ impl Mustafar {
             blocks: 0,
             live: gpu.uniform("mustafar.live", bytemuck::cast_slice(&[0u32; 4])),
             win_step: gpu.uniform("mustafar.win_step", bytemuck::bytes_of(&Step::default())),
+            quest_step: gpu.uniform("mustafar.quest_step", bytemuck::bytes_of(&Step::default())),
             dense_k: gpu.buffer("mustafar.dense_k", dense),
             dense_v: gpu.buffer("mustafar.dense_v", dense),
             states: gpu.buffer("mustafar.states", 8 * n_layers as u64),
@@ -240,6 +251,8 @@ impl Mustafar {
         gpu.write(&self.live, 0, bytemuck::cast_slice(&[self.blocks, ring, 0, 0]));
         let step = Step { pos: pos as u32, n_tokens: n as u32, kv_len: (w + n) as u32, _pad: 0 };
         gpu.write(&self.win_step, 0, bytemuck::bytes_of(&step));
+        let quest = Step { pos: pos as u32, n_tokens: 1, kv_len: self.compressed() as u32, _pad: 0 };
+        gpu.write(&self.quest_step, 0, bytemuck::bytes_of(&quest));
     }
 
     /// A free run of `need` units in layer `l`'s pool, as `(start, end)`:
@@ -279,11 +292,12 @@ impl Mustafar {
         Ok((at, units as u32))
     }
 
-    /// The decode dispatches between the window's `attn_decode` partial and
-    /// its merge: every layer's compressed blocks into the same scratch.
-    pub fn decode_partial(&self, gpu: &Gpu, l: usize, q: &wgpu::Buffer, scratch: &DecodeScratch) -> Dispatch {
+    /// The decode dispatch between the window's `attn_decode` partial and
+    /// its merge: layer `l`'s compressed blocks (or, with Quest, those in
+    /// its block list) into the same scratch.
+    pub fn decode_partial(&self, gpu: &Gpu, l: usize, q: &wgpu::Buffer, scratch: &DecodeScratch, list: Option<(&wgpu::Buffer, u32)>) -> Dispatch {
         let base = scratch.n_split * scratch.parts;
-        ops::attn_partial(gpu, &self.stores[l], q, &scratch.part_o, &scratch.part_ml, scratch.stride, base, &self.live)
+        ops::attn_partial(gpu, &self.stores[l], q, &scratch.part_o, &scratch.part_ml, scratch.stride, base, &self.live, list)
     }
 
     /// Prefill: layer `l`'s blocks expanded and its window (`k`, `v`) placed
@@ -308,11 +322,12 @@ impl Mustafar {
     }
 
     /// Bytes allocated beyond the dense window: pools, full-size bitmaps and
-    /// offsets, the prefill scratch.
+    /// offsets, Quest's block metadata, the prefill scratch.
     pub fn allocated_bytes(&self) -> usize {
         let meta = self.shape.max_blocks() as usize * self.shape.attn.n_kv_heads as usize * self.shape.tiles() as usize * 12;
         let dense = (self.dense_k.size() + self.dense_v.size()) as usize;
-        self.stores.iter().map(|s| s.units as usize * 16 + meta).sum::<usize>() + dense
+        let quest = |s: &Store| (s.kmax.size() + s.kmin.size()) as usize;
+        self.stores.iter().map(|s| s.units as usize * 16 + meta + quest(s)).sum::<usize>() + dense
     }
 
     /// One line for `/kv`.

@@ -72,14 +72,16 @@ pub struct Quest {
 }
 
 impl Quest {
-    pub fn new(gpu: &Gpu, opts: QuestOptions, attn: AttnShape, n_layers: usize) -> Result<Quest> {
+    /// `own_meta`: allocate the page metadata (else it lives elsewhere: under
+    /// Mustafar each store keeps its blocks' metadata, see `score_blocks`).
+    pub fn new(gpu: &Gpu, opts: QuestOptions, attn: AttnShape, n_layers: usize, own_meta: bool) -> Result<Quest> {
         // A budget past the context reads everything: clamp it (buffers scale with it).
         let ctx = attn.max_seq as usize;
         let budget = opts.budget.tokens(ctx).min(ctx.next_multiple_of(opts.page as usize)) as u32;
         let unit = if opts.shared { attn.group() } else { 1 };
         let shape = QuestShape::new(attn, opts.page, budget, unit).map_err(|e| Error::msg(format!("--kv {e}")))?;
         let sparse = n_layers.saturating_sub(opts.dense_layers);
-        let bytes = shape.meta_bytes(gpu.caps.f16);
+        let bytes = if own_meta { shape.meta_bytes(gpu.caps.f16) } else { 16 };
         let kmax = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmax{i}"), bytes)).collect();
         let kmin = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmin{i}"), bytes)).collect();
         Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape) })
@@ -120,6 +122,20 @@ impl Quest {
         let select = ops::quest_select(gpu, s, &sc.score, &sc.list, step);
         let DecodeAttn { partial, merge } = ops::attn_decode_pages(gpu, s, q, k_cache, v_cache, sc, out, lse, step);
         [score, select, partial, merge]
+    }
+
+    /// Under Mustafar, layer `l`'s block scores and selection: the blocks are
+    /// Quest's pages (page = 64), their metadata `kmax` / `kmin` written at
+    /// compression, and `step`'s `kv_len` is the compressed slots. The list
+    /// (`list()`) then names the blocks `mustafar_attn` attends.
+    pub fn score_blocks(&self, gpu: &Gpu, q: &wgpu::Buffer, kmax: &wgpu::Buffer, kmin: &wgpu::Buffer, step: &wgpu::Buffer) -> [Dispatch; 2] {
+        let (s, sc) = (&self.shape, &self.scratch);
+        [ops::quest_score(gpu, s, q, kmax, kmin, &sc.score, step), ops::quest_select(gpu, s, &sc.score, &sc.list, step)]
+    }
+
+    /// The page list buffer and its entries per selection unit.
+    pub fn list(&self) -> (&wgpu::Buffer, u32) {
+        (&self.scratch.list, self.shape.budget_pages)
     }
 
     /// Slots one selection unit attends at a decode step over `len` slots.

@@ -46,6 +46,12 @@ impl MustafarShape {
         self.attn.max_seq / T as u32
     }
 
+    /// Pages of 64 slots per KV head in Quest's metadata layout over
+    /// `max_seq` slots (`QuestShape::max_pages` with page 64).
+    pub fn meta_pages(&self) -> u32 {
+        self.attn.max_seq.div_ceil(T as u32)
+    }
+
     /// Most pool units `n` blocks of every KV head can take: each tile's
     /// non-zeros rounded up to whole units.
     pub fn units_bound(&self, n: u32) -> u64 {
@@ -67,13 +73,29 @@ pub struct Store {
     pub units: u32,
     /// (top, overflow) u32: units handed out, and whether a block did not fit.
     pub state: wgpu::Buffer,
+    /// With Quest over the blocks: per block the max / min of its pruned
+    /// keys per channel, `[n_kv_heads][max_blocks][head_dim]` kv_t (else 16
+    /// bytes each, unused).
+    pub kmax: wgpu::Buffer,
+    pub kmin: wgpu::Buffer,
+    pub meta: bool,
 }
 
 impl Store {
     /// A store whose pool holds `units` 16-byte units.
     pub fn new(gpu: &Gpu, shape: &MustafarShape, units: u32) -> Store {
+        Store::with_meta(gpu, shape, units, false)
+    }
+
+    /// A store that also keeps Quest's block metadata when `quest` is set.
+    pub fn with_meta(gpu: &Gpu, shape: &MustafarShape, units: u32, quest: bool) -> Store {
         let meta = shape.attn.n_kv_heads as u64 * shape.max_blocks() as u64 * shape.tiles() as u64;
+        let elem = if gpu.caps.f16 { 2 } else { 4 };
+        let rows = if quest { shape.attn.n_kv_heads as u64 * shape.meta_pages() as u64 * shape.attn.head_dim as u64 * elem } else { 16 };
         Store {
+            kmax: gpu.buffer("mustafar.kmax", rows.max(16)),
+            kmin: gpu.buffer("mustafar.kmin", rows.max(16)),
+            meta: quest,
             shape: *shape,
             bits: gpu.buffer("mustafar.bits", (meta * 8).max(8)),
             offs: gpu.buffer("mustafar.offs", (meta * 4).max(4)),
@@ -95,6 +117,9 @@ struct CompressParams {
     pool_cap: u32,
     keep_k: u32,
     keep_v: u32,
+    meta: u32,
+    meta_stride: u32,
+    _p: [u32; 2],
 }
 
 #[repr(C)]
@@ -116,7 +141,8 @@ struct AttnParams {
     part_stride: u32,
     part_base: u32,
     scale: f32,
-    _p: [u32; 3],
+    list_len: u32,
+    _p: [u32; 2],
 }
 
 fn compress_spec(head_dim: u32) -> Spec {
@@ -176,11 +202,14 @@ pub fn compress(
         pool_cap: pool_end.min(store.units),
         keep_k: s.keep_k,
         keep_v: s.keep_v,
+        meta: store.meta as u32,
+        meta_stride: s.meta_pages(),
+        _p: [0; 2],
     };
     let params = gpu.uniform("mustafar_compress.params", bytemuck::bytes_of(&params));
     gpu.dispatch(
         &compress_spec(s.attn.head_dim),
-        &[k_src, v_src, &store.bits, &store.offs, &store.pool, &store.state, &params],
+        &[k_src, v_src, &store.bits, &store.offs, &store.pool, &store.state, &params, &store.kmax, &store.kmin],
         [n_blocks.max(1), s.attn.n_kv_heads, 1],
     )
 }
@@ -215,6 +244,8 @@ pub fn expand(
 /// Partial decode attention of `q` (row 0, `[n_heads][head_dim]` f32) over the
 /// live compressed blocks (`blocks`: a uniform of 4 u32 as `expand`'s `live`): one (m, l, o) state per (head, block) at part index
 /// `h * part_stride + part_base + b` of `part_o` / `part_ml`, for `attn_merge`.
+/// With `list = Some((buffer, len))`, only the live blocks it names:
+/// `len` per KV head (`quest_select`'s page list), partial `b` for entry `b`.
 #[allow(clippy::too_many_arguments)]
 pub fn attn_partial(
     gpu: &Gpu,
@@ -225,6 +256,7 @@ pub fn attn_partial(
     part_stride: u32,
     part_base: u32,
     blocks: &wgpu::Buffer,
+    list: Option<(&wgpu::Buffer, u32)>,
 ) -> Dispatch {
     let s = &store.shape;
     let params = AttnParams {
@@ -233,12 +265,15 @@ pub fn attn_partial(
         part_stride,
         part_base,
         scale: s.attn.scale(),
-        _p: [0; 3],
+        list_len: list.map_or(0, |l| l.1),
+        _p: [0; 2],
     };
     let params = gpu.uniform("mustafar_attn.params", bytemuck::bytes_of(&params));
+    // Without a list the kernel never reads it; any buffer fills the slot.
+    let list_buf = list.map_or(&store.state, |l| l.0);
     gpu.dispatch(
         &attn_spec(s.attn.head_dim, s.attn.group()),
-        &[q, &store.bits, &store.offs, &store.pool, part_o, part_ml, &params, blocks],
+        &[q, &store.bits, &store.offs, &store.pool, part_o, part_ml, &params, blocks, list_buf],
         [s.max_blocks().max(1), s.attn.n_kv_heads, 1],
     )
 }

@@ -46,6 +46,9 @@ pub struct RefQuest {
     pub unit: usize,
     pub dense_layers: usize,
     pub active: bool,
+    /// Under Mustafar: slots from here on (its dense window) are always
+    /// attended, and pages are selected among the slots before it only.
+    pub window_from: Option<usize>,
 }
 
 impl RefQuest {
@@ -214,7 +217,10 @@ impl RefModel {
             let n = kc.len() / kv_dim; // cached tokens (pos + 1 unless some were evicted)
             let slots = match self.quest {
                 Some(qs) if qs.active && l >= qs.dense_layers => {
-                    qs.slots(&q, nh, group, n, |kvh, t| &kc[t * kv_dim + kvh * hd..][..hd])
+                    let upto = qs.window_from.map_or(n, |c| c.min(n));
+                    let mut s = qs.slots(&q, nh, group, upto, |kvh, t| &kc[t * kv_dim + kvh * hd..][..hd]);
+                    s.iter_mut().for_each(|h| h.extend(upto..n));
+                    s
                 }
                 _ => vec![(0..n).collect::<Vec<usize>>(); nh],
             };
