@@ -1,8 +1,10 @@
 //! Weight-reading kernel throughput: matvec (decode) and matmul (512-token
-//! prefill) for every weight type at the default model's shapes.
+//! prefill) for every weight type at the default model's shapes; and one
+//! layer's decode attention at depth 4096, dense (`attn_decode`) against
+//! Mustafar's compressed blocks (`mustafar_attn`, k = v = 0.7).
 //!
 //! `cargo bench --bench kernels [-- FILTER...]` (FILTER matches a type name,
-//! `matvec` or `matmul`). `WGKV_BACKEND` / `WGKV_ADAPTER` pick the adapter.
+//! `matvec`, `matmul` or `attn`). `WGKV_BACKEND` / `WGKV_ADAPTER` pick the adapter.
 //! Every case is first checked against the CPU reference, then timed with
 //! many dispatches recorded into one pass and one submit (so submit and
 //! readback overhead is amortised away): matvec reports weight GB/s,
@@ -149,7 +151,7 @@ fn bench_matmul(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Resul
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(|a| a.to_lowercase()).collect();
     // Kernel names and type names filter independently; an empty group allows all.
-    let (kernels, types): (Vec<&String>, Vec<&String>) = filters.iter().partition(|f| f.starts_with("mat"));
+    let (kernels, types): (Vec<&String>, Vec<&String>) = filters.iter().partition(|f| f.starts_with("mat") || *f == "attn");
     let wanted = |kernel: &str, w: WType| {
         (kernels.is_empty() || kernels.iter().any(|k| *k == kernel))
             && (types.is_empty() || types.iter().any(|t| **t == w.name().to_lowercase()))
@@ -193,7 +195,83 @@ fn main() {
             }
         }
     }
+    if kernels.is_empty() || kernels.iter().any(|k| *k == "attn") {
+        if let Err(e) = bench_attention(&g, &mut rng) {
+            eprintln!("FAILED: {e}");
+            failed = true;
+        }
+    }
     if failed {
         std::process::exit(1);
     }
+}
+
+/// One layer's decode attention over `DEPTH` cached tokens at the model's
+/// shape (9 query heads, 3 KV heads, head_dim 64): the dense cache's
+/// partial pass, and the same tokens as Mustafar blocks at k = v = 0.7.
+fn bench_attention(g: &Gpu, rng: &mut Rng) -> Result<(), String> {
+    use wgkv::ops::attention::{self as attn, AttnShape, DecodeScratch};
+    use wgkv::ops::mustafar::{self as must, MustafarShape, Store};
+    use wgkv::reference::attention::attention;
+    use wgkv::reference::mustafar as mref;
+    const DEPTH: usize = 4096;
+    let shape = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: DEPTH as u32 };
+    let (nkv, d, nh) = (3usize, 64usize, 9usize);
+    let n = nkv * DEPTH * d;
+    // The cache as the adapter stores it (f16 where it can), kept in f32 for the references.
+    let round = |v: Vec<f32>| -> Vec<f32> { if g.caps.f16 { v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() } else { v } };
+    let (k, v) = (round(rng.vec(n)), round(rng.vec(n)));
+    let bytes = |x: &[f32]| -> Vec<u8> {
+        if g.caps.f16 { x.iter().flat_map(|&e| half::f16::from_f32(e).to_le_bytes()).collect() } else { bytemuck::cast_slice(x).to_vec() }
+    };
+    let (kb, vb) = (g.upload("k", &bytes(&k)), g.upload("v", &bytes(&v)));
+    let q = rng.vec(nh * d);
+    let qb = g.upload("q", bytemuck::cast_slice(&q));
+    let (out, lse) = (g.buffer("out", (nh * d * 4) as u64), g.buffer("lse", (nh * 4) as u64));
+    let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: DEPTH as u32 - 1, n_tokens: 1, kv_len: DEPTH as u32, _pad: 0 }));
+    let check = |what: &str, want: &[f32]| -> Result<(), String> {
+        let err = worst_error(&g.read_f32(&out, nh * d), want);
+        if err > 1e-3 { Err(format!("{what}: wrong result (error {err:e})")) } else { Ok(()) }
+    };
+
+    // Dense.
+    let scratch = DecodeScratch::new(g, &shape);
+    let da = attn::attn_decode(g, &shape, &qb, &kb, &vb, &scratch, &out, &lse, &step);
+    g.run(&[&da.partial, &da.merge]);
+    check("attn_decode", &attention(&shape, &q, &k, &v, 1, DEPTH).out)?;
+    let (s_dense, cpu_dense) = time(g, &da.partial, Duration::from_millis(800));
+    println!("attn    dense     d{DEPTH} {:>9.1} us {:>8.2} GB/s of K/V{}", s_dense * 1e6, 2.0 * bytes(&k).len() as f64 / s_dense / 1e9, cpu_col(cpu_dense));
+
+    // Mustafar blocks of the same tokens.
+    let keep = mref::keep_count(d, 0.7) as u32;
+    let ms = MustafarShape::new(shape, keep, keep).map_err(|e| e.to_string())?;
+    let blocks = (DEPTH / mref::T) as u32;
+    let store = Store::new(g, &ms, ms.units_bound(blocks) as u32);
+    g.run(&[&must::compress(g, &store, &kb, &vb, DEPTH as u32, 0, blocks, 0, store.units)]);
+    let live = g.uniform("live", bytemuck::cast_slice(&[blocks, 0, 0, 0]));
+    let mscratch = DecodeScratch::with_extra(g, &shape, attn::AttnKind::for_gpu(g), blocks);
+    let part = must::attn_partial(g, &store, &qb, &mscratch.part_o, &mscratch.part_ml, blocks, 0, &live, None);
+    let merge = attn::attn_merge(g, &shape, shape.n_heads, &mscratch.part_o, &mscratch.part_ml, blocks, &out, &lse, &step);
+    g.run(&[&part, &merge]);
+    let (mut kp, mut vp) = (vec![0.0; n], vec![0.0; n]);
+    for h in 0..nkv {
+        for b in 0..blocks as usize {
+            let o = (h * DEPTH + b * mref::T) * d;
+            let blk = mref::compress_block(&k[o..o + mref::T * d], &v[o..o + mref::T * d], d, keep as usize, keep as usize);
+            let (ek, ev) = mref::expand_block(&blk, d);
+            kp[o..o + mref::T * d].copy_from_slice(&ek);
+            vp[o..o + mref::T * d].copy_from_slice(&ev);
+        }
+    }
+    check("mustafar_attn", &attention(&shape, &q, &kp, &vp, 1, DEPTH).out)?;
+    let units = g.read_u32(&store.state, 1)[0] as f64;
+    let (s_m, cpu_m) = time(g, &part, Duration::from_millis(800));
+    println!(
+        "attn    mustafar  d{DEPTH} {:>9.1} us {:>8.2} GB/s of tiles{}  ({:.2}x dense)",
+        s_m * 1e6,
+        units * 16.0 / s_m / 1e9,
+        cpu_col(cpu_m),
+        s_dense / s_m
+    );
+    Ok(())
 }

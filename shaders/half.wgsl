@@ -39,18 +39,16 @@ fn f32_to_half(x: f32) -> u32 {
     return sign | h;
 }
 
-// The half in the low 16 bits of h, widened exactly.
+// The half in the low 16 bits of h, widened exactly. Branch-free (selects),
+// so SIMD lanes holding different kinds of values stay on one path.
 fn half_to_f32(h: u32) -> f32 {
     let sign = (h & 0x8000u) << 16u;
     let e = (h >> 10u) & 0x1Fu;
     let m = h & 0x3FFu;
-    if (e == 0u) {
-        return bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604645e-8)); // m * 2^-24
-    }
-    if (e == 31u) {
-        return bitcast<f32>(sign | 0x7F800000u | (m << 13u));
-    }
-    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+    let normal = bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+    let sub = bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604645e-8)); // m * 2^-24
+    let inf_nan = bitcast<f32>(sign | 0x7F800000u | (m << 13u));
+    return select(select(normal, inf_nan, e == 31u), sub, e == 0u);
 }
 
 // Two halves packed in a word, low half first (like unpack2x16float).
