@@ -116,7 +116,6 @@ impl Spec {
             s.push_str(f);
             s.push('\n');
         }
-
         if let Some(w) = self.wtype {
             s.push_str(QUANT_COMMON);
             s.push('\n');

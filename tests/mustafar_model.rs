@@ -250,18 +250,25 @@ fn under_streaming_memory_stays_flat_over_a_long_run() {
     assert_eq!(m.kv.evicted + m.kv.len, 1000);
 }
 
+/// Runs the calls under `want` and `got` and checks the logits agree within
+/// `tol`; returns the `got` model.
+fn assert_same_run(g: &std::sync::Arc<wgkv::gpu::Gpu>, w: &Weights, want: &str, got: &str, tol: Tol) -> Model {
+    let mut a = Model::load(g.clone(), w, CTX, KvSpec::parse(want).unwrap()).unwrap();
+    let want_logits = gpu_run(&mut a);
+    let mut b = Model::load(g.clone(), w, CTX, KvSpec::parse(got).unwrap()).unwrap();
+    for (i, (gv, wv)) in gpu_run(&mut b).iter().zip(&want_logits).enumerate() {
+        assert_close(&format!("{got} against {want}, call {i} on {}", label(g)), gv, wv, tol);
+    }
+    b
+}
+
 #[test]
 fn under_streaming_a_budget_covering_the_context_equals_mustafar_alone() {
     let w = tiny_weights("mustafar-streaming-full");
     for g in contexts() {
-        let mut a = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0.5,v=0.5,window=8").unwrap()).unwrap();
-        let want = gpu_run(&mut a);
-        let mut b = Model::load(g.clone(), &w, CTX, KvSpec::parse("streaming:budget=256,sinks=0+mustafar:k=0.5,v=0.5,window=8").unwrap()).unwrap();
-        let got = gpu_run(&mut b);
+        let spec = "streaming:budget=256,sinks=0+mustafar:k=0.5,v=0.5,window=8";
+        let b = assert_same_run(&g, &w, "mustafar:k=0.5,v=0.5,window=8", spec, Tol { name: "same", abs: 1e-6, rel: 1e-6 });
         assert_eq!(b.kv.evicted, 0);
-        for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
-            assert_close(&format!("call {i} on {}", label(&g)), gv, wv, Tol { name: "same", abs: 1e-6, rel: 1e-6 });
-        }
     }
 }
 
@@ -294,13 +301,8 @@ fn under_quest_decode_attends_the_selected_blocks_as_the_reference_does() {
 fn under_quest_a_budget_covering_the_blocks_equals_mustafar_alone() {
     let w = tiny_weights("mustafar-quest-all");
     for g in contexts() {
-        let mut a = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0.5,v=0.5,window=8").unwrap()).unwrap();
-        let want = gpu_run(&mut a);
-        let mut b = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0.5,v=0.5,window=8+quest:budget=256").unwrap()).unwrap();
-        let got = gpu_run(&mut b);
-        for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
-            // The same blocks, listed in another order: only the sums' order differs.
-            assert_close(&format!("call {i} on {}", label(&g)), gv, wv, Tol { name: "same-sums", abs: 1e-4, rel: 1e-4 });
-        }
+        // The same blocks, listed in another order: only the sums' order differs.
+        let spec = "mustafar:k=0.5,v=0.5,window=8+quest:budget=256";
+        assert_same_run(&g, &w, "mustafar:k=0.5,v=0.5,window=8", spec, Tol { name: "same-sums", abs: 1e-4, rel: 1e-4 });
     }
 }

@@ -251,8 +251,10 @@ impl Mustafar {
         gpu.write(&self.live, 0, bytemuck::cast_slice(&[self.blocks, ring, 0, 0]));
         let step = Step { pos: pos as u32, n_tokens: n as u32, kv_len: (w + n) as u32, _pad: 0 };
         gpu.write(&self.win_step, 0, bytemuck::bytes_of(&step));
-        let quest = Step { pos: pos as u32, n_tokens: 1, kv_len: self.compressed() as u32, _pad: 0 };
-        gpu.write(&self.quest_step, 0, bytemuck::bytes_of(&quest));
+        if self.stores.first().is_some_and(|s| s.meta) {
+            let quest = Step { pos: pos as u32, n_tokens: 1, kv_len: self.compressed() as u32, _pad: 0 };
+            gpu.write(&self.quest_step, 0, bytemuck::bytes_of(&quest));
+        }
     }
 
     /// A free run of `need` units in layer `l`'s pool, as `(start, end)`:
