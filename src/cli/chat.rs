@@ -128,7 +128,7 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                     if let Some(q) = &kv.quest {
                         match &kv.mustafar {
                             // Under Mustafar the pages are its compressed blocks; the window is always attended.
-                            Some(m) => println!("{} (among the compressed blocks; the dense window is always attended)", q.describe(m.compressed())),
+                            Some(m) => println!("{} [pages: mustafar's compressed blocks; its dense window is always attended]", q.describe(m.compressed())),
                             None => println!("{}", q.describe(kv.len)),
                         }
                     }
