@@ -16,8 +16,11 @@
 //
 // Layout: q [max_tokens][n_heads][HEAD_DIM] f32; caches
 // [n_kv_heads][max_seq][HEAD_DIM] kv_t (read as kv4_t); out like q.
-// Bindings: q (read), k_cache (read), v_cache (read), out (read_write),
-// params, step (ops::Step).
+// lse [max_tokens][n_heads] f32: each row's log-sum-exp, so the attention
+// probability of slot j is exp(scale * q[t, h] . K[j] - lse[t, h]) (what the
+// eviction scores accumulate; attn_merge writes the same for the lanes kernel).
+// Bindings: q (read), k_cache (read), v_cache (read), out (read_write), lse
+// (read_write), params, step (ops::Step).
 // Prelude consts: WG (rows per workgroup, a multiple of 4), HEAD_DIM (a
 // multiple of 4), BK (keys per tile). Shared memory: 2 * BK * HEAD_DIM * 4
 // bytes (8 KiB with BK * HEAD_DIM = 1024).
@@ -34,8 +37,9 @@ struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 @group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
 @group(0) @binding(2) var<storage, read> v_cache: array<kv4_t>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(4) var<uniform> p: Params;
-@group(0) @binding(5) var<uniform> step: Step;
+@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(6) var<uniform> step: Step;
 
 const D4: u32 = HEAD_DIM / 4u;
 // Stand-in for -inf that keeps exp(a - b) and max() free of NaN.
@@ -133,5 +137,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         for (var d = 0u; d < D4; d++) {
             out[oo + d] = acc[d] * inv;
         }
+        lse[t * p.n_heads + h] = m + log(l);
     }
 }

@@ -7,23 +7,29 @@
 // keep[h] must be strictly increasing (then keep[h][i] >= i, and walking i
 // upward never overwrites a row still to be read). Each invocation owns one
 // vec4 column of one head and walks the rows in order, so no two
-// invocations touch the same element.
+// invocations touch the same element. With p.has_acc, the invocation of a
+// head's first column moves the head's scores the same way
+// (acc[h][i] <- acc[h][keep[h][i]]) and zeroes the
+// freed rows past counts[h], so a slot filled later starts from 0.
 //
 // Layout: k_cache, v_cache [n_kv_heads][max_seq][HEAD_DIM] kv_t (as kv4_t);
-// keep [n_kv_heads][max_keep] u32; counts [n_kv_heads] u32.
-// Bindings: k_cache, v_cache (read_write), keep, counts (read), params.
+// keep [n_kv_heads][max_keep] u32; counts [n_kv_heads] u32; acc
+// [n_kv_heads][max_seq] f32 (a placeholder without scores).
+// Bindings: k_cache, v_cache (read_write), keep, counts (read), acc
+// (read_write), params.
 // Prelude consts: WG, HEAD_DIM (a multiple of 4).
 // Grid: ceil(n_kv_heads * HEAD_DIM / 4 / WG) workgroups. Loop length
-// counts[h] <= max_keep (llvmpipe caps an invocation at 65535 iterations:
+// counts[h] <= max_keep, plus max_seq - counts[h] to zero scores (llvmpipe caps an invocation at 65535 iterations:
 // the builder refuses max_keep above MAX_KEEP).
 
-struct Params { n_kv_heads: u32, max_seq: u32, max_keep: u32, _p: u32 }
+struct Params { n_kv_heads: u32, max_seq: u32, max_keep: u32, has_acc: u32 }
 
 @group(0) @binding(0) var<storage, read_write> k_cache: array<kv4_t>;
 @group(0) @binding(1) var<storage, read_write> v_cache: array<kv4_t>;
 @group(0) @binding(2) var<storage, read> keep: array<u32>;
 @group(0) @binding(3) var<storage, read> counts: array<u32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read_write> acc: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
 
 const D4: u32 = HEAD_DIM / 4u;
 
@@ -42,6 +48,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (src != r && src < p.max_seq) {
             k_cache[head + r * D4] = k_cache[head + src * D4];
             v_cache[head + r * D4] = v_cache[head + src * D4];
+        }
+    }
+    if (p.has_acc != 0u && d == 0u) {
+        let row = h * p.max_seq;
+        for (var r = 0u; r < n; r++) {
+            let src = keep[h * p.max_keep + r];
+            if (src < p.max_seq) {
+                acc[row + r] = acc[row + src];
+            }
+        }
+        for (var r = n; r < p.max_seq; r++) {
+            acc[row + r] = 0.0;
         }
     }
 }

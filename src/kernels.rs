@@ -43,6 +43,9 @@ kernels! {
     KvCompact => "kv_compact", false;
     KvPlace => "kv_place", false;
     AttnAccum => "attn_accum", false;
+    EvictScore => "evict_score", false;
+    EvictSelect => "evict_select", false;
+    EvictBudget => "evict_budget", false;
     AttnPrefill => "attn_prefill", false;
     AttnPrefillLanes => "attn_prefill_lanes", false;
     AttnDecode => "attn_decode", false;
@@ -62,13 +65,16 @@ kernels! {
 pub const QUANT_COMMON: &str = include_str!("../shaders/quant/common.wgsl");
 pub const HALF: &str = include_str!("../shaders/half.wgsl");
 pub const MUSTAFAR_TILES: &str = include_str!("../shaders/mustafar_tiles.wgsl");
+pub const RADIX_SELECT: &str = include_str!("../shaders/radix_select.wgsl");
 
 impl Kernel {
     /// Shared WGSL fragments the kernel's source is prepended with, in order:
-    /// Mustafar's kernels keep halves in u32 words and share the tile format.
+    /// Mustafar's kernels keep halves in u32 words and share the tile format;
+    /// eviction's selections share a radix select.
     pub fn fragments(self) -> &'static [&'static str] {
         match self {
             Kernel::MustafarCompress | Kernel::MustafarExpand | Kernel::MustafarAttn => &[HALF, MUSTAFAR_TILES],
+            Kernel::EvictSelect | Kernel::EvictBudget => &[RADIX_SELECT],
             _ => &[],
         }
     }

@@ -183,14 +183,15 @@ impl Model {
     }
 
     pub fn reset(&mut self) {
-        self.kv.reset();
+        self.kv.reset(&self.gpu);
     }
 
     /// Run `tokens` (appended after the cached ones) and read out the last
     /// token's prediction. Long inputs are prefilled in chunks.
     pub fn forward(&mut self, tokens: &[u32], out: Readout) -> Result<Output> {
         self.check_input(tokens)?;
-        let chunks: Vec<&[u32]> = tokens.chunks(MAX_CHUNK.min(self.kv.max_call())).collect();
+        let chunks = chunk_tokens(tokens, MAX_CHUNK.min(self.kv.max_call()), self.kv.min_last_chunk());
+        let last_len = chunks.last().map_or(0, |c| c.len());
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             let slots = plan_slots(chunk.len());
@@ -213,8 +214,7 @@ impl Model {
                     d.record(&mut pass);
                 }
             }
-            self.kv.len += chunk.len();
-            self.kv.pos += chunk.len();
+            self.kv.advance(chunk.len());
             if !last {
                 self.gpu.submit(enc);
                 continue;
@@ -233,7 +233,7 @@ impl Model {
                     d.record(&mut pass);
                 }
             }
-            return Ok(match out {
+            let output = match out {
                 Readout::Argmax => {
                     let b = self.gpu.readback_into(enc, &self.best, 0, 4, &self.staging);
                     Output::Argmax(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -247,7 +247,9 @@ impl Model {
                     let b = self.gpu.readback_into(enc, &self.logits, 0, 4 * self.cfg.vocab_size as u64, &self.staging);
                     Output::Logits(bytemuck::pod_collect_to_vec(&b))
                 }
-            });
+            };
+            self.kv.after_call(&self.gpu, tokens.len(), last_len)?;
+            return Ok(output);
         }
         unreachable!("chunks is non-empty")
     }
@@ -275,8 +277,8 @@ impl Model {
         items.push(Item::Copy { src: &self.acts.xn, offset: (n as u64 - 1) * dim4, dst: &self.last, bytes: dim4 });
         items.extend(plan.head.iter().chain(&plan.argmax).map(Item::Dispatch));
         let p = profile::run(&self.gpu, &items);
-        self.kv.len += n;
-        self.kv.pos += n;
+        self.kv.advance(n);
+        self.kv.after_call(&self.gpu, n, n)?;
         Ok(p)
     }
 
@@ -340,6 +342,8 @@ impl Model {
         d.push(linear::embed(g, self.embed.wtype, &self.embed.buf, &a.ids, &a.x, step, self.embed.rows, dim, nt));
         for (l, w) in self.layers.iter().enumerate() {
             let (kc, vc) = (&self.kv.k[l], &self.kv.v[l]);
+            // Under scored eviction every layer has its own cached length.
+            let win = self.kv.layer_step(l).unwrap_or(win);
             // attention block
             d.push(ew::rmsnorm(g, &a.x, &w.attn_norm, &a.xn, nt, dim, c.norm_eps));
             d.push(lin(&w.wq, &a.xn, &a.q, false));
@@ -375,7 +379,12 @@ impl Model {
                 d.extend(m.prefill_dense(g, l, kc, vc, step));
                 d.extend(attn::attn_prefill(g, &dense, &a.q, &m.dense_k, &m.dense_v, &self.prefill, &a.att, step));
             } else {
-                d.extend(attn::attn_prefill(g, &shape, &a.q, kc, vc, &self.prefill, &a.att, step));
+                d.extend(attn::attn_prefill(g, &shape, &a.q, kc, vc, &self.prefill, &a.att, win));
+            }
+            // Scored eviction: the attention this call gave every slot.
+            if let Some(s) = &self.kv.scored {
+                let lse = if n == 1 { &self.lse } else { &self.prefill.lse };
+                d.extend(s.accumulate(g, l, n, &a.q, kc, lse));
             }
             d.push(lin(&w.wo, &a.att, &a.x, true));
             // feed-forward block
@@ -418,6 +427,23 @@ fn alloc_acts(gpu: &Gpu, c: &ModelConfig, n: usize) -> Acts {
         up: f("up", c.hidden_dim),
         hb: f("hb", c.hidden_dim),
     }
+}
+
+/// `tokens` in chunks of at most `size`, the last one carrying at least
+/// `min_last` tokens where the input has them (an eviction policy's
+/// observation window must sit in one chunk).
+fn chunk_tokens(tokens: &[u32], size: usize, min_last: usize) -> Vec<&[u32]> {
+    let mut chunks: Vec<&[u32]> = tokens.chunks(size).collect();
+    let n = chunks.len();
+    if n > 1 && chunks[n - 1].len() < min_last.min(size) {
+        // Move the start of the last chunk back into the one before it.
+        let end = tokens.len();
+        let split = end - min_last.min(size);
+        let prev_start = (n - 2) * size;
+        chunks[n - 2] = &tokens[prev_start..split];
+        chunks[n - 1] = &tokens[split..end];
+    }
+    chunks
 }
 
 /// Token slots of the plan that runs a chunk of `n` tokens: 1 (decode) or a

@@ -1,5 +1,7 @@
 //! Eviction's kernels against their CPU references, on every context:
-//! compaction gathers exactly the kept rows per KV head and leaves the rest.
+//! compaction gathers exactly the kept rows (and scores) per KV head and
+//! leaves the rest; accumulated and window attention, slot scores, the
+//! per-head selection and DynamicKV's ranking equal the references.
 
 mod common;
 use common::*;
@@ -36,9 +38,19 @@ fn compaction_gathers_the_kept_rows_per_head() {
             }
             let counts: Vec<u32> = keep.iter().map(|k| k.len() as u32).collect();
             let (lb, cb) = (g.upload("keep", bytemuck::cast_slice(&words)), g.upload("counts", bytemuck::cast_slice(&counts)));
-            let d = ops::kv_compact(&g, &s, &kb, &vb, &lb, &cb, max_seq as u32).unwrap();
+            let acc0 = rng.vec(kvh * max_seq, 0.0, 5.0);
+            let acc = upload_f32(&g, "acc", &acc0);
+            let d = ops::kv_compact(&g, &s, &kb, &vb, &lb, &cb, Some(&acc), max_seq as u32).unwrap();
             assert_eq!(d.kernel, Kernel::KvCompact);
             g.run(&[&d]);
+            // Scores move with their rows; the freed ones are zeroed.
+            let mut want_acc = vec![0f32; kvh * max_seq];
+            for (h, kept) in keep.iter().enumerate() {
+                for (i, &slot) in kept.iter().enumerate() {
+                    want_acc[h * max_seq + i] = acc0[h * max_seq + slot];
+                }
+            }
+            assert_eq!(g.read_f32(&acc, kvh * max_seq), want_acc, "scores: {kvh} heads, {len} of {max_seq} on {}", label(&g));
             let (mut wk, mut wv) = (k.clone(), v.clone());
             reference::kv_compact(&s, &mut wk, &mut wv, &keep);
             let what = format!("{kvh} heads x {hd}, {len} of {max_seq} slots, kept {counts:?} on {}", label(&g));
@@ -61,7 +73,7 @@ fn compaction_refuses_lists_past_the_loop_cap() {
     if let Some(g) = contexts().into_iter().next() {
         let s = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: 4, max_seq: 8 };
         let b = g.buffer("b", 64);
-        let Err(e) = ops::kv_compact(&g, &s, &b, &b, &b, &b, ops::MAX_KEEP + 1) else { panic!("accepted a list past the cap") };
+        let Err(e) = ops::kv_compact(&g, &s, &b, &b, &b, &b, None, ops::MAX_KEEP + 1) else { panic!("accepted a list past the cap") };
         let e = e.to_string();
         assert!(e.contains("supported"), "{e}");
     }
@@ -88,7 +100,7 @@ fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
             let (out, lse) = (g.buffer("out", (nh * hd * 4) as u64), g.buffer("lse", (nh * 4) as u64));
             let scratch = DecodeScratch::new(&g, &s);
             let dec = attn_decode(&g, &s, &qb, &kb, &vb, &scratch, &out, &lse, &step);
-            let d = ops::attn_accum(&g, &s, &qb, &kb, &lse, &acc, &step);
+            let d = ops::attn_accum(&g, &s, &qb, &kb, &lse, &acc, &step, 1, ops::Accum::Add);
             assert_eq!(d.kernel, Kernel::AttnAccum);
             g.run(&[&dec.partial, &dec.merge, &d]);
             let got = g.read_f32(&acc, kvh * max_seq);
@@ -102,6 +114,178 @@ fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
                 let added: f64 = (0..len).map(|j| (got[h * max_seq + j] - init[h * max_seq + j]) as f64).sum();
                 assert!((added - (nh / kvh) as f64).abs() < 1e-3, "KV head {h} gained {added}: {what}");
                 assert!(got[h * max_seq + len..(h + 1) * max_seq] == init[h * max_seq + len..(h + 1) * max_seq], "slots past kv_len: {what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn window_attention_sums_the_last_rows_causally() {
+    use wgkv::ops::attention::{attn_prefill, PrefillScratch};
+    use wgkv::ops::Step;
+    for g in contexts() {
+        let mut rng = Rng::new(7);
+        // (heads, KV heads, head_dim, slots, cached before, call tokens, rows summed):
+        // a window, every row of a chunk, a window wider than the call.
+        for &(nh, kvh, hd, max_seq, before, n, rows) in
+            &[(9usize, 3usize, 64usize, 300usize, 150usize, 37usize, 8usize), (4, 2, 32, 64, 0, 40, 40), (8, 1, 96, 50, 30, 5, 8)]
+        {
+            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let len = before + n;
+            let k = kv_round(&g, &rng.vec(kvh * max_seq * hd, -1.0, 1.0));
+            let v = kv_round(&g, &rng.vec(kvh * max_seq * hd, -1.0, 1.0));
+            let (kb, vb) = (g.upload("k", &kv_bytes(&g, &k)), g.upload("v", &kv_bytes(&g, &v)));
+            let q = rng.vec(n * nh * hd, -2.0, 2.0);
+            let qb = upload_f32(&g, "q", &q);
+            let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: before as u32, n_tokens: n as u32, kv_len: len as u32, _pad: 0 }));
+            let scratch = PrefillScratch::new(&g, &s, n as u32).unwrap();
+            let out = g.buffer("out", (n * nh * hd * 4) as u64);
+            let pre = attn_prefill(&g, &s, &qb, &kb, &vb, &scratch, &out, &step);
+            let init = rng.vec(kvh * max_seq, 0.0, 2.0);
+            let what = format!("{nh}/{kvh} heads x {hd}, {n} tokens after {before}, {rows} rows on {}", label(&g));
+            for mode in [ops::Accum::Set, ops::Accum::Add] {
+                let acc = upload_f32(&g, "acc", &init);
+                let d = ops::attn_accum(&g, &s, &qb, &kb, &scratch.lse, &acc, &step, rows as u32, mode);
+                let mut list: Vec<&wgkv::kernels::Dispatch> = pre.iter().collect();
+                list.push(&d);
+                g.run(&list);
+                let lse = g.read_f32(&scratch.lse, n * nh);
+                let mut want = if mode == ops::Accum::Set {
+                    let mut w = init.clone();
+                    for h in 0..kvh {
+                        w[h * max_seq..h * max_seq + len].iter_mut().for_each(|x| *x = 0.0);
+                    }
+                    w
+                } else {
+                    init.clone()
+                };
+                reference::accumulate_rows(&s, &q, &k, &lse, len, n, rows, &mut want);
+                let got = g.read_f32(&acc, kvh * max_seq);
+                assert_close(&format!("{mode:?}: {what}"), &got, &want, F32_REDUCTION);
+                // Each summed row's probabilities add up to 1 per query head.
+                let total: f64 = (0..kvh)
+                    .flat_map(|h| (0..len).map(move |j| h * max_seq + j))
+                    .map(|o| (got[o] - if mode == ops::Accum::Add { init[o] } else { 0.0 }) as f64)
+                    .sum();
+                assert!((total - (rows.min(n) * nh) as f64).abs() < 1e-2 * (rows * nh) as f64, "{mode:?}: probabilities sum to {total}: {what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn slot_scores_equal_the_reference_for_every_mode() {
+    use wgkv::reference::evict::Score;
+    for g in contexts() {
+        let mut rng = Rng::new(8);
+        for &(kvh, hd, max_seq, len, prefix) in &[(3usize, 64usize, 200usize, 157usize, 149usize), (1, 32, 40, 40, 33), (2, 96, 30, 5, 0)] {
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let k = kv_round(&g, &rng.vec(kvh * max_seq * hd, -2.0, 2.0));
+            let v = kv_round(&g, &rng.vec(kvh * max_seq * hd, -2.0, 2.0));
+            let (kb, vb) = (g.upload("k", &kv_bytes(&g, &k)), g.upload("v", &kv_bytes(&g, &v)));
+            let acc_v = rng.vec(kvh * max_seq, 0.0, 3.0);
+            let acc = upload_f32(&g, "acc", &acc_v);
+            // This layer's rows sit after another layer's in the score buffer.
+            let base = kvh * max_seq;
+            let score = g.buffer("score", (8 * kvh * max_seq) as u64);
+            for (mode, how) in [
+                (ops::ScoreMode::Attention, Score::Attention),
+                (ops::ScoreMode::ValueAware, Score::ValueAware),
+                (ops::ScoreMode::KeyNorm, Score::KeyNorm),
+                (ops::ScoreMode::MaxPool, Score::MaxPool { radius: 3 }),
+                (ops::ScoreMode::AvgPool, Score::AvgPool { radius: 2 }),
+            ] {
+                let radius = match how {
+                    Score::MaxPool { radius } | Score::AvgPool { radius } => radius,
+                    _ => 0,
+                };
+                let p = ops::ScoreParams { max_seq: max_seq as u32, len: len as u32, prefix: prefix as u32, mode: mode as u32, radius: radius as u32, out_base: base as u32, _p: [0; 2] };
+                let pb = g.uniform("p", bytemuck::bytes_of(&p));
+                let d = ops::evict_score(&g, &s, &kb, &vb, &acc, &score, &pb);
+                assert_eq!(d.kernel, Kernel::EvictScore);
+                g.run(&[&d]);
+                let got = g.read_f32(&score, 2 * kvh * max_seq)[base..].to_vec();
+                let want = reference::slot_scores(&s, &k, &v, &acc_v, len, prefix, how);
+                let mask = |x: &[f32]| -> Vec<f32> { (0..kvh * max_seq).map(|o| if o % max_seq < len { x[o] } else { 0.0 }).collect() };
+                assert_close(&format!("{how:?}: {kvh} heads x {hd}, {len} of {max_seq} on {}", label(&g)), &mask(&got), &mask(&want), F32_REDUCTION);
+            }
+        }
+    }
+}
+
+#[test]
+fn selection_keeps_the_top_slots_with_protected_ends_and_late_ties() {
+    for g in contexts() {
+        let mut rng = Rng::new(9);
+        // (KV heads, slots, cached, keep, sinks, recent, distinct score values)
+        for &(kvh, max_seq, len, keep, sinks, recent, levels) in &[
+            (3usize, 300usize, 257usize, 40usize, 4usize, 8usize, 0u32),
+            (2, 600, 600, 100, 0, 50, 5),
+            (1, 64, 64, 64, 0, 0, 0),
+            (3, 1000, 999, 1, 0, 0, 3),
+            (1, 100, 90, 30, 20, 20, 0),
+            (2, 4096, 4000, 405, 20, 200, 0),
+        ] {
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32 };
+            // Scores: continuous, or few values (many ties), negative ones too.
+            let scores: Vec<f32> = (0..kvh * max_seq)
+                .map(|_| if levels == 0 { rng.uniform(-3.0, 3.0) } else { rng.below(levels) as f32 - 1.0 })
+                .collect();
+            let base = max_seq; // after one row of padding
+            let mut buf = vec![7.0f32; max_seq];
+            buf.extend_from_slice(&scores);
+            let sb = upload_f32(&g, "score", &buf);
+            let list = g.buffer("list", (4 * kvh * max_seq) as u64);
+            let counts = g.buffer("counts", 4 * kvh as u64);
+            let p = ops::SelectParams { max_seq: max_seq as u32, len: len as u32, keep: keep as u32, sinks: sinks as u32, recent: recent as u32, max_keep: max_seq as u32, score_base: base as u32, _p: 0 };
+            let pb = g.uniform("p", bytemuck::bytes_of(&p));
+            let d = ops::evict_select(&g, &s, &sb, &list, &counts, &pb);
+            assert_eq!(d.kernel, Kernel::EvictSelect);
+            g.run(&[&d]);
+            let got_counts = g.read_u32(&counts, kvh);
+            let got = g.read_u32(&list, kvh * max_seq);
+            for h in 0..kvh {
+                let want = reference::select_keep(&scores[h * max_seq..(h + 1) * max_seq], len, keep, sinks, recent);
+                let n = got_counts[h] as usize;
+                let have: Vec<usize> = got[h * max_seq..h * max_seq + n].iter().map(|&x| x as usize).collect();
+                assert_eq!(have, want, "head {h}: keep {keep} of {len}, sinks {sinks}, recent {recent}, {levels} levels on {}", label(&g));
+            }
+        }
+    }
+}
+
+#[test]
+fn dynamic_ranking_counts_each_layers_share_of_the_global_top() {
+    for g in contexts() {
+        let mut rng = Rng::new(10);
+        // (layers, KV heads, slots, ranked layers, keep, distinct values)
+        for &(layers, kvh, max_seq, ranked, keep, levels) in &[(6usize, 3usize, 128usize, 4usize, 300usize, 0u32), (6, 3, 128, 6, 77, 0), (5, 2, 64, 5, 40, 4), (2, 1, 4096, 2, 1, 0)] {
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32 };
+            let prefix: Vec<usize> = (0..layers).map(|l| max_seq - 3 * l).collect();
+            // Layers score on different scales, so the shares differ.
+            let flat: Vec<f32> = (0..layers * kvh * max_seq)
+                .map(|i| {
+                    let l = i / (kvh * max_seq);
+                    if levels == 0 { rng.uniform(0.0, 1.0 + l as f32) } else { rng.below(levels) as f32 }
+                })
+                .collect();
+            let sb = upload_f32(&g, "score", &flat);
+            let pw: Vec<u32> = prefix.iter().map(|&x| x as u32).collect();
+            let pb = g.upload("prefix", bytemuck::cast_slice(&pw));
+            let cb = g.buffer("counts", 4 * layers as u64);
+            let params = ops::BudgetParams { max_seq: max_seq as u32, n_kv_heads: kvh as u32, n_layers: ranked as u32, keep: keep as u32 };
+            let ub = g.uniform("p", bytemuck::bytes_of(&params));
+            let d = ops::evict_budget(&g, &s, layers as u32, &sb, &pb, &cb, &ub).unwrap();
+            assert_eq!(d.kernel, Kernel::EvictBudget);
+            g.run(&[&d]);
+            let got: Vec<usize> = g.read_u32(&cb, ranked).into_iter().map(|c| c as usize).collect();
+            let nested: Vec<Vec<Vec<f32>>> = (0..ranked)
+                .map(|l| (0..kvh).map(|h| flat[(l * kvh + h) * max_seq..(l * kvh + h + 1) * max_seq].to_vec()).collect())
+                .collect();
+            let want = reference::global_counts(&nested, &prefix[..ranked], keep);
+            assert_eq!(got, want, "{ranked} of {layers} layers, keep {keep}, {levels} levels on {}", label(&g));
+            if levels == 0 {
+                assert_eq!(got.iter().sum::<usize>(), keep, "distinct scores: exactly keep counted");
             }
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod mustafar;
 pub mod quest;
+pub mod scored;
 pub mod spec;
 pub mod streaming;
 
@@ -19,6 +20,7 @@ use crate::ops::attention::AttnShape;
 use crate::{Error, Result};
 pub use mustafar::{Mustafar, MustafarOptions};
 pub use quest::{Quest, QuestOptions};
+pub use scored::{Scored, ScoredOptions};
 pub use spec::{Budget, Kind, KvSpec};
 pub use streaming::{Streaming, StreamingOptions};
 use crate::kernels::Dispatch;
@@ -47,6 +49,8 @@ pub struct KvCache {
     pub streaming: Option<Streaming>,
     /// The `mustafar` storage part, when the spec has one.
     pub mustafar: Option<Mustafar>,
+    /// A scored eviction part (h2o, snapkv, ...), when the spec has one.
+    pub scored: Option<Scored>,
     /// Per layer: the compaction to the slots in `keep` / `counts`.
     compact: Vec<Dispatch>,
     keep: Option<(wgpu::Buffer, wgpu::Buffer)>,
@@ -62,19 +66,25 @@ impl KvCache {
     /// The eviction policy of `spec` for a context of `ctx` tokens, if any;
     /// refuses the parts and combinations this build lacks.
     pub fn streaming_of(spec: &KvSpec, ctx: usize) -> Result<Option<Streaming>> {
-        if let Some(p) = spec.parts.iter().find(|p| p.kind == Kind::Eviction && p.name != "streaming") {
-            return Err(Error::msg(format!(
-                "--kv {spec}: `{}` is not available in this build yet (available: full, quest, streaming, mustafar)",
-                p.name
-            )));
-        }
-        match spec.part(Kind::Eviction) {
+        match spec.part(Kind::Eviction).filter(|p| p.name == "streaming") {
             Some(_) if spec.part(Kind::Selection).is_some() => {
                 Err(Error::msg(format!("--kv {spec}: streaming with quest is not available in this build yet")))
             }
             Some(p) => Ok(Some(Streaming::new(StreamingOptions::from_part(p)?, ctx)?)),
             None => Ok(None),
         }
+    }
+
+    /// The scored eviction part of `spec` (every eviction part but
+    /// `streaming`), if any; refuses it beside storage or selection parts.
+    pub fn scored_of(spec: &KvSpec) -> Result<Option<ScoredOptions>> {
+        let Some(p) = spec.part(Kind::Eviction).filter(|p| p.name != "streaming") else {
+            return Ok(None);
+        };
+        if let Some(o) = spec.parts.iter().find(|o| matches!(o.kind, Kind::Storage | Kind::Selection)) {
+            return Err(Error::msg(format!("--kv {spec}: {} with {} is not available in this build yet (streaming is)", p.name, o.name)));
+        }
+        Ok(Some(ScoredOptions::from_part(p)?))
     }
 
     /// The storage part of `spec`, if any, checked against the eviction
@@ -115,6 +125,7 @@ impl KvCache {
     /// `ctx`: the context in tokens (what a percentage budget is of).
     pub fn new(gpu: &Gpu, cfg: &ModelConfig, ctx: usize, spec: KvSpec) -> Result<KvCache> {
         let streaming = KvCache::streaming_of(&spec, ctx)?;
+        let scored_opts = KvCache::scored_of(&spec)?;
         let max_seq = KvCache::slots(&spec, ctx)?;
         let elem_bytes = if gpu.caps.f16 { 2 } else { 4 };
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
@@ -157,12 +168,16 @@ impl KvCache {
             let list = gpu.buffer("kv.keep", 4 * (cfg.n_kv_heads * max_seq) as u64);
             let counts = gpu.buffer("kv.keep_counts", 4 * cfg.n_kv_heads as u64);
             for l in 0..cfg.n_layers {
-                compact.push(evict::kv_compact(gpu, &attn, &k[l], &v[l], &list, &counts, max_seq as u32)?);
+                compact.push(evict::kv_compact(gpu, &attn, &k[l], &v[l], &list, &counts, None, max_seq as u32)?);
             }
             keep = Some((list, counts));
         }
+        let scored = match scored_opts {
+            Some(o) => Some(Scored::new(gpu, o, attn, ctx, &k, &v)?),
+            None => None,
+        };
         Ok(KvCache {
-            k, v, max_seq, capacity, len: 0, pos: 0, spec, quest, streaming, mustafar, compact, keep, evicted: 0,
+            k, v, max_seq, capacity, len: 0, pos: 0, spec, quest, streaming, mustafar, scored, compact, keep, evicted: 0,
             elem_bytes, n_layers: cfg.n_layers, kv_dim, head_dim: cfg.head_dim,
         })
     }
@@ -170,9 +185,9 @@ impl KvCache {
     /// Tokens the next calls may still add: None when an eviction policy makes
     /// room as needed (`max_call` tokens per call at most).
     pub fn room(&self) -> Option<usize> {
-        match self.streaming {
-            Some(_) => None,
-            None => Some(self.capacity - self.len),
+        match (self.streaming, &self.scored) {
+            (None, None) => Some(self.capacity - self.len),
+            _ => None,
         }
     }
 
@@ -192,6 +207,11 @@ impl KvCache {
     /// the policy's kept slots when the call would pass the budget. Returns
     /// the kept slots when it compacted the dense cache for eviction.
     pub fn make_room(&mut self, gpu: &Gpu, n: usize) -> Result<Option<Vec<usize>>> {
+        if let Some(s) = &mut self.scored {
+            self.evicted += s.before_call(gpu, self.pos, n);
+            self.len = s.lens.iter().copied().max().unwrap_or(0);
+            return Ok(None);
+        }
         if let Some(m) = &mut self.mustafar {
             let w = self.len - m.compressed();
             let moved = m.compress(gpu, &self.k, &self.v, w)?;
@@ -217,6 +237,35 @@ impl KvCache {
         self.evicted += self.len - keep.len();
         self.len = keep.len();
         Ok(Some(keep))
+    }
+
+    /// Count a chunk of `n` tokens the forward pass appended.
+    pub fn advance(&mut self, n: usize) {
+        self.len += n;
+        self.pos += n;
+        if let Some(s) = &mut self.scored {
+            s.advance(n);
+        }
+    }
+
+    /// After a call of `n` tokens whose last chunk carried `last`: a scored
+    /// eviction policy cuts each layer to its budget after a prompt.
+    pub fn after_call(&mut self, gpu: &Gpu, n: usize, last: usize) -> Result<()> {
+        if let Some(s) = &mut self.scored {
+            self.evicted += s.after_call(gpu, n, last)?;
+            self.len = s.lens.iter().copied().max().unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// Fewest tokens the last chunk of a multi-token call should carry.
+    pub fn min_last_chunk(&self) -> usize {
+        self.scored.as_ref().map_or(1, |s| s.min_last_chunk())
+    }
+
+    /// The step uniform layer `l`'s cache kernels read, if it has its own.
+    pub fn layer_step(&self, l: usize) -> Option<&wgpu::Buffer> {
+        self.scored.as_ref().map(|s| s.step(l))
     }
 
     /// Gather the slots `keep` (increasing) of every layer and KV head to
@@ -254,6 +303,9 @@ impl KvCache {
     /// Bytes of KV holding valid tokens now, Quest's page metadata included;
     /// under Mustafar the dense window's tokens plus the compressed blocks.
     pub fn bytes_resident(&self) -> usize {
+        if let Some(s) = &self.scored {
+            return s.lens.iter().sum::<usize>() * self.bytes_per_token() / self.n_layers;
+        }
         if let Some(m) = &self.mustafar {
             let meta = self.quest.as_ref().map_or(0, |q| q.sparse_layers() * q.meta_rows(m.compressed()) * self.row_bytes());
             return (self.len - m.compressed()) * self.bytes_per_token() + m.compressed_bytes() + meta;
@@ -266,6 +318,9 @@ impl KvCache {
     /// Mustafar: the window, the pools, the bitmaps and offsets of every
     /// block the context can hold, and the one-layer prefill scratch).
     pub fn bytes_allocated(&self) -> usize {
+        if let Some(s) = &self.scored {
+            return self.max_seq * self.bytes_per_token() + s.allocated_bytes();
+        }
         if let Some(m) = &self.mustafar {
             return self.max_seq * self.bytes_per_token() + m.allocated_bytes();
         }
@@ -278,6 +333,9 @@ impl KvCache {
     /// and the metadata of the pages it scores.
     pub fn bytes_read_per_step(&self) -> usize {
         let len = self.len;
+        if self.scored.is_some() {
+            return self.bytes_resident();
+        }
         if let Some(m) = &self.mustafar {
             let window = (len - m.compressed()) * self.bytes_per_token();
             let Some(q) = &self.quest else {
@@ -304,7 +362,10 @@ impl KvCache {
 
     /// Tokens kept per layer.
     pub fn tokens_per_layer(&self) -> Vec<usize> {
-        vec![self.len; self.n_layers]
+        match &self.scored {
+            Some(s) => s.lens.clone(),
+            None => vec![self.len; self.n_layers],
+        }
     }
 
     /// Bumped when a buffer the recorded forward plans bind is replaced.
@@ -312,9 +373,12 @@ impl KvCache {
         self.mustafar.as_ref().map_or(0, |m| m.generation)
     }
 
-    pub fn reset(&mut self) {
+    pub fn reset(&mut self, gpu: &Gpu) {
         if let Some(m) = &mut self.mustafar {
             m.reset();
+        }
+        if let Some(s) = &mut self.scored {
+            s.reset(gpu);
         }
         self.len = 0;
         self.pos = 0;

@@ -272,8 +272,8 @@ pub struct PrefillScratch {
     pub part_o: Option<wgpu::Buffer>,
     /// Partial (max, sum of exp) `[max_tokens][n_heads][n_split][2]` f32.
     pub part_ml: Option<wgpu::Buffer>,
-    /// Log-sum-exp per (token, query head) of the last lanes prefill, `[max_tokens][n_heads]` f32.
-    pub lse: Option<wgpu::Buffer>,
+    /// Log-sum-exp per (token, query head) of the last prefill, `[max_tokens][n_heads]` f32.
+    pub lse: wgpu::Buffer,
 }
 
 impl PrefillScratch {
@@ -284,7 +284,8 @@ impl PrefillScratch {
 
     /// Fails when the partial outputs would not fit one storage binding.
     pub fn with_kind(gpu: &Gpu, shape: &AttnShape, kind: AttnKind, max_tokens: u32) -> Result<PrefillScratch> {
-        let mut s = PrefillScratch { shape: *shape, kind, max_tokens, n_split: 0, part_o: None, part_ml: None, lse: None };
+        let lse = gpu.buffer("attn_prefill.lse", max_tokens as u64 * shape.n_heads as u64 * 4);
+        let mut s = PrefillScratch { shape: *shape, kind, max_tokens, n_split: 0, part_o: None, part_ml: None, lse };
         if kind == AttnKind::Lanes {
             s.n_split = shape.prefill_lanes_split();
             let parts = max_tokens as u64 * shape.n_heads as u64 * s.n_split as u64;
@@ -297,7 +298,6 @@ impl PrefillScratch {
             }
             s.part_o = Some(gpu.buffer("attn_prefill.part_o", bytes));
             s.part_ml = Some(gpu.buffer("attn_prefill.part_ml", parts * 8));
-            s.lse = Some(gpu.buffer("attn_prefill.lse", max_tokens as u64 * shape.n_heads as u64 * 4));
         }
         Ok(s)
     }
@@ -333,8 +333,9 @@ pub fn attn_prefill(
         _p: 0,
     };
     let params = gpu.uniform("attn_prefill.params", bytemuck::bytes_of(&params));
-    match (&scratch.part_o, &scratch.part_ml, &scratch.lse) {
-        (Some(part_o), Some(part_ml), Some(lse)) => {
+    let lse = &scratch.lse;
+    match (&scratch.part_o, &scratch.part_ml) {
+        (Some(part_o), Some(part_ml)) => {
             let spec = prefill_lanes_spec(shape.head_dim, group, shape.prefill_lanes_chunk());
             let grid = [max_tokens.div_ceil(DECODE_LANES), shape.n_kv_heads, scratch.n_split];
             let partial = gpu.dispatch(&spec, &[q, k_cache, v_cache, part_o, part_ml, &params, step], grid);
@@ -345,7 +346,7 @@ pub fn attn_prefill(
         _ => {
             let spec = prefill_spec(shape.head_dim, shape.prefill_tile());
             let grid = [(max_tokens * group).div_ceil(WG), shape.n_kv_heads, 1];
-            vec![gpu.dispatch(&spec, &[q, k_cache, v_cache, out, &params, step], grid)]
+            vec![gpu.dispatch(&spec, &[q, k_cache, v_cache, out, lse, &params, step], grid)]
         }
     }
 }

@@ -1,0 +1,544 @@
+//! Score-based eviction with per-layer budgets (research/algorithms.md §3,
+//! §4, §5): `snapkv`, `pyramidkv`, `dynamickv` (observation-window scores,
+//! pooled), `h2o` (accumulated attention), `vatp` (accumulated attention ×
+//! the value's L1 norm, sinks protected) and `knorm` (low key norm kept), each
+//! with `alloc=uniform|pyramid|dynamic` budgets per layer.
+//!
+//! When it runs: after every multi-token call (a prompt, a chat turn) each
+//! layer is cut to its budget; `h2o` and `vatp` also evict during decode, a
+//! few slots at a time, whenever a layer would pass its budget. Every layer
+//! attends the full cache during prefill, as in the papers. The cache keeps
+//! the whole context's slots (the prompt is prefilled densely); resident
+//! bytes count the kept tokens.
+//!
+//! On the GPU: `attn_accum` sums the attention probabilities (the window's
+//! last rows, or every row and decode step), `evict_score` turns them into
+//! per-slot scores, `evict_select` picks each head's kept slots and
+//! `kv_compact` gathers them (and the scores) in place. DynamicKV's
+//! re-allocation reads back only per-layer counts (`evict_budget`).
+
+use super::spec::{Budget, Part};
+use crate::gpu::Gpu;
+use crate::kernels::Dispatch;
+use crate::ops::attention::AttnShape;
+use crate::ops::evict::{self, Accum, BudgetParams, ScoreMode, ScoreParams, SelectParams};
+use crate::ops::Step;
+use crate::{Error, Result};
+
+/// How slots are ranked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ranking {
+    /// H2O: accumulated attention of every query.
+    Attention,
+    /// VATP: accumulated attention × the value's L1 norm.
+    ValueAware,
+    /// Knorm: the lowest key L2 norms.
+    KeyNorm,
+    /// SnapKV's family: the observation window's attention, pooled.
+    Window { max_pool: bool },
+}
+
+/// How the budget is shared among layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alloc {
+    Uniform,
+    /// PyramidKV: linearly fewer tokens in deeper layers.
+    Pyramid,
+    /// DynamicKV: from a global ranking of every layer's scores.
+    Dynamic,
+}
+
+/// Options of a scored eviction part. Defaults per preset:
+/// `snapkv`/`pyramidkv` window 8, kernel 7, max pooling (KVCache-Factory's
+/// runner); `dynamickv` window 8, kernel 7, average pooling (DynamicKV's
+/// Llama script); `h2o` half the budget recent; `vatp` half recent, 20
+/// sinks (its README); `knorm` nothing protected.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoredOptions {
+    pub ranking: Ranking,
+    pub alloc: Alloc,
+    pub budget: Budget,
+    /// Observation window (window family): its tokens are always kept.
+    pub window: usize,
+    /// Pooling kernel (odd).
+    pub kernel: usize,
+    /// First tokens always kept.
+    pub sinks: usize,
+    /// Most recent tokens always kept (h2o, vatp); None: half the layer's budget.
+    pub recent: Option<usize>,
+}
+
+/// DynamicKV's per-layer temporary maximum, in multiples of the average.
+pub const R_MAX: usize = 10;
+/// DynamicKV re-allocates after every `M`-th layer.
+pub const M: usize = 4;
+/// PyramidKV's ratio of the average to the smallest budget.
+pub const BETA: f64 = 20.0;
+
+impl ScoredOptions {
+    pub fn from_part(p: &Part) -> Result<ScoredOptions> {
+        let window_family = matches!(p.name.as_str(), "snapkv" | "pyramidkv" | "dynamickv");
+        let (ranking, alloc) = match p.name.as_str() {
+            "snapkv" => (Ranking::Window { max_pool: true }, Alloc::Uniform),
+            "pyramidkv" => (Ranking::Window { max_pool: true }, Alloc::Pyramid),
+            "dynamickv" => (Ranking::Window { max_pool: false }, Alloc::Dynamic),
+            "h2o" => (Ranking::Attention, Alloc::Uniform),
+            "vatp" => (Ranking::ValueAware, Alloc::Uniform),
+            "knorm" => (Ranking::KeyNorm, Alloc::Uniform),
+            other => return Err(Error::msg(format!("--kv {other} is not a scored eviction policy"))),
+        };
+        let mut o = ScoredOptions {
+            ranking,
+            alloc,
+            budget: p.budget()?.unwrap_or(Budget::Tokens(1024)),
+            window: if window_family { 8 } else { 0 },
+            kernel: 7,
+            sinks: if p.name == "vatp" { 20 } else { 0 },
+            recent: None,
+        };
+        let name = &p.name;
+        let count = |k: &str, v: &str| -> Result<usize> { v.parse().map_err(|_| Error::msg(format!("--kv {name}: {k}={v} is not a count"))) };
+        for (k, v) in &p.options {
+            let applies = match k.as_str() {
+                "budget" => true,
+                "alloc" => {
+                    o.alloc = match v.as_str() {
+                        "uniform" => Alloc::Uniform,
+                        "pyramid" => Alloc::Pyramid,
+                        "dynamic" => Alloc::Dynamic,
+                        _ => return Err(Error::msg(format!("--kv {name}: alloc={v} is not uniform, pyramid or dynamic"))),
+                    };
+                    true
+                }
+                "window" => {
+                    o.window = count(k, v)?;
+                    window_family
+                }
+                "kernel" => {
+                    o.kernel = count(k, v)?;
+                    if o.kernel % 2 == 0 {
+                        return Err(Error::msg(format!("--kv {name}: kernel={v} must be odd")));
+                    }
+                    window_family
+                }
+                "pool" => {
+                    let max_pool = match v.as_str() {
+                        "max" => true,
+                        "avg" => false,
+                        _ => return Err(Error::msg(format!("--kv {name}: pool={v} is not max or avg"))),
+                    };
+                    o.ranking = Ranking::Window { max_pool };
+                    window_family
+                }
+                "sinks" => {
+                    o.sinks = count(k, v)?;
+                    matches!(ranking, Ranking::Attention | Ranking::ValueAware)
+                }
+                "recent" => {
+                    o.recent = Some(count(k, v)?);
+                    matches!(ranking, Ranking::Attention | Ranking::ValueAware)
+                }
+                _ => false,
+            };
+            if !applies {
+                return Err(Error::msg(format!("--kv {name} has no option '{k}'")));
+            }
+        }
+        if window_family && o.window == 0 {
+            return Err(Error::msg(format!("--kv {name}: window= must be at least 1")));
+        }
+        Ok(o)
+    }
+
+    /// Whether this policy also evicts during decode.
+    pub fn evicts_in_decode(&self) -> bool {
+        matches!(self.ranking, Ranking::Attention | Ranking::ValueAware)
+    }
+}
+
+/// PyramidKV's budgets (tokens before the window) for `layers` layers with
+/// an average `base` and at most `limit` each: from `2·base − base/β` down
+/// to `base/β` in equal steps (rounded down), capped at `limit`.
+pub fn pyramid_budgets(base: usize, limit: usize, layers: usize) -> Vec<usize> {
+    if base >= limit {
+        return vec![limit; layers];
+    }
+    let b = base as f64;
+    let mut min = b / BETA;
+    let mut max = 2.0 * b - min;
+    if max >= limit as f64 {
+        max = limit as f64;
+        min = 2.0 * b - max;
+    }
+    let step = if layers > 1 { (max - min) / (layers - 1) as f64 } else { 0.0 };
+    (0..layers).map(|l| ((max - l as f64 * step).floor().max(0.0) as usize).min(limit)).collect()
+}
+
+/// DynamicKV's re-allocation (research/algorithms.md §3.3) from the counts
+/// of each update: `updates` holds, for an update after layer `l`, how many
+/// of the global top `base · heads · (l + 1)` scores each layer `0..=l` had.
+/// Every layer starts at `b_max`; an update sets `b_k = ⌊b_max · c_k / Σc⌋`,
+/// rescales them to sum to `base · layers` (`⌊b_k / s⌋`, the rounding
+/// remainder to layer `l`), caps them at `limit` and keeps each layer's
+/// smallest budget so far. Returns tokens before the window per layer.
+pub fn dynamic_budgets(updates: &[Vec<usize>], base: usize, b_max: usize, limit: usize, layers: usize) -> Vec<usize> {
+    let mut cur = vec![b_max.min(limit); layers];
+    let target = base * layers;
+    for counts in updates {
+        let total: usize = counts.iter().sum();
+        if total == 0 {
+            continue;
+        }
+        let mut b: Vec<usize> = counts.iter().map(|&c| b_max * c / total).collect();
+        let sum: usize = b.iter().sum();
+        if sum == 0 {
+            continue;
+        }
+        // ⌊b_k / (sum / target)⌋ = ⌊b_k · target / sum⌋
+        for x in b.iter_mut() {
+            *x = *x * target / sum;
+        }
+        let rest = target.saturating_sub(b.iter().sum());
+        *b.last_mut().expect("an update covers at least one layer") += rest;
+        for (k, x) in b.iter().enumerate() {
+            cur[k] = cur[k].min((*x).min(limit));
+        }
+    }
+    cur
+}
+
+/// The layers after which DynamicKV re-allocates: every `M`-th, and the last
+/// one (which the paper's models, with a multiple of `M` layers, reach anyway).
+pub fn update_layers(layers: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..layers).filter(|l| l % M == M - 1).collect();
+    if layers > 0 && v.last() != Some(&(layers - 1)) {
+        v.push(layers - 1);
+    }
+    v
+}
+
+/// Per-layer GPU state of the policy.
+struct Layer {
+    /// Accumulated attention `[n_kv_heads][max_seq]` f32.
+    acc: wgpu::Buffer,
+    list: wgpu::Buffer,
+    counts: wgpu::Buffer,
+    step: wgpu::Buffer,
+    score_params: wgpu::Buffer,
+    select_params: wgpu::Buffer,
+    score: Dispatch,
+    select: Dispatch,
+    compact: Dispatch,
+}
+
+/// The policy for one cache.
+pub struct Scored {
+    pub opts: ScoredOptions,
+    /// Average tokens per layer.
+    pub budget: usize,
+    /// Tokens each layer is cut to, from the last allocation.
+    pub budgets: Vec<usize>,
+    /// Cached tokens per layer.
+    pub lens: Vec<usize>,
+    /// Per layer, the cached tokens the last window scoring saw.
+    scored: Vec<usize>,
+    /// Tokens in the last chunk of the last multi-token call (its window).
+    last_chunk: usize,
+    shape: AttnShape,
+    layers: Vec<Layer>,
+    /// `[layers][n_kv_heads][max_seq]` f32: every layer's slot scores.
+    score: wgpu::Buffer,
+    /// DynamicKV's ranking: dispatch, params, per-layer prefix and counts.
+    ranking: Option<(Dispatch, wgpu::Buffer, wgpu::Buffer, wgpu::Buffer)>,
+}
+
+impl Scored {
+    /// The policy over a context of `ctx` tokens; `shape.max_seq` slots.
+    pub fn new(gpu: &Gpu, opts: ScoredOptions, shape: AttnShape, ctx: usize, k: &[wgpu::Buffer], v: &[wgpu::Buffer]) -> Result<Scored> {
+        let budget = opts.budget.tokens(ctx).min(ctx);
+        let least = opts.sinks + opts.window + 1;
+        if budget < least {
+            return Err(Error::msg(format!(
+                "--kv: a budget of {budget} tokens per layer leaves no room beside {} sinks and a window of {} (raise budget=)",
+                opts.sinks, opts.window
+            )));
+        }
+        let n_layers = k.len();
+        let ms = shape.max_seq as usize;
+        let heads = shape.n_kv_heads as usize;
+        let score = gpu.buffer("evict.score", (4 * n_layers * heads * ms) as u64);
+        let mut layers = Vec::with_capacity(n_layers);
+        for l in 0..n_layers {
+            let acc = gpu.buffer(&format!("evict.acc{l}"), (4 * heads * ms) as u64);
+            let list = gpu.buffer(&format!("evict.keep{l}"), (4 * heads * ms) as u64);
+            let counts = gpu.buffer(&format!("evict.counts{l}"), 4 * heads as u64);
+            let step = gpu.uniform(&format!("evict.step{l}"), bytemuck::bytes_of(&Step::default()));
+            let score_params = gpu.uniform("evict_score.params", bytemuck::bytes_of(&ScoreParams::default()));
+            let select_params = gpu.uniform("evict_select.params", bytemuck::bytes_of(&SelectParams::default()));
+            let score_d = evict::evict_score(gpu, &shape, &k[l], &v[l], &acc, &score, &score_params);
+            let select = evict::evict_select(gpu, &shape, &score, &list, &counts, &select_params);
+            let compact = evict::kv_compact(gpu, &shape, &k[l], &v[l], &list, &counts, Some(&acc), shape.max_seq)?;
+            layers.push(Layer { acc, list, counts, step, score_params, select_params, score: score_d, select, compact });
+        }
+        let ranking = if opts.alloc == Alloc::Dynamic {
+            let params = gpu.uniform("evict_budget.params", bytemuck::bytes_of(&BudgetParams { max_seq: 0, n_kv_heads: 0, n_layers: 0, keep: 0 }));
+            let prefix = gpu.buffer("evict_budget.prefix", 4 * n_layers as u64);
+            let counts = gpu.buffer("evict_budget.counts", 4 * n_layers as u64);
+            let d = evict::evict_budget(gpu, &shape, n_layers as u32, &score, &prefix, &counts, &params)?;
+            Some((d, params, prefix, counts))
+        } else {
+            None
+        };
+        Ok(Scored {
+            opts, budget, budgets: vec![budget; n_layers], lens: vec![0; n_layers], scored: vec![0; n_layers], last_chunk: 0,
+            shape, layers, score, ranking,
+        })
+    }
+
+    /// Layer `l`'s step uniform (its own cached length).
+    pub fn step(&self, l: usize) -> &wgpu::Buffer {
+        &self.layers[l].step
+    }
+
+    /// Layer `l`'s accumulated scores (`[n_kv_heads][max_seq]` f32).
+    pub fn acc(&self, l: usize) -> &wgpu::Buffer {
+        &self.layers[l].acc
+    }
+
+    /// Layer `l`'s kept slots after its last cut: `[n_kv_heads][max_seq]` u32 lists.
+    pub fn kept(&self, l: usize) -> (&wgpu::Buffer, &wgpu::Buffer) {
+        (&self.layers[l].list, &self.layers[l].counts)
+    }
+
+    /// Every layer's slot scores from the last ranking (`[layers][n_kv_heads][max_seq]` f32).
+    pub fn scores(&self) -> &wgpu::Buffer {
+        &self.score
+    }
+
+    /// The dispatch that feeds this layer's scores in a call of `n` tokens:
+    /// the window's last rows (prefill, window family) or every query row and
+    /// decode step (h2o, vatp); `lse` is the attention's log-sum-exp.
+    pub fn accumulate(&self, gpu: &Gpu, l: usize, n: usize, q: &wgpu::Buffer, k: &wgpu::Buffer, lse: &wgpu::Buffer) -> Option<Dispatch> {
+        let (rows, mode) = match self.opts.ranking {
+            Ranking::KeyNorm => return None,
+            Ranking::Window { .. } if n == 1 => return None,
+            Ranking::Window { .. } => (self.opts.window as u32, Accum::Set),
+            Ranking::Attention | Ranking::ValueAware => (n as u32, Accum::Add),
+        };
+        Some(evict::attn_accum(gpu, &self.shape, q, k, lse, &self.layers[l].acc, &self.layers[l].step, rows, mode))
+    }
+
+    /// Fewest tokens the last chunk of a multi-token call should carry (the
+    /// observation window).
+    pub fn min_last_chunk(&self) -> usize {
+        self.opts.window.max(1)
+    }
+
+    /// Before a call of `n` tokens at position `pos`: cut the layers that
+    /// would pass their budget (decode under h2o/vatp) or the cache's slots,
+    /// then write every layer's step.
+    pub fn before_call(&mut self, gpu: &Gpu, pos: usize, n: usize) -> usize {
+        let ms = self.shape.max_seq as usize;
+        let mut cuts = Vec::new();
+        for l in 0..self.lens.len() {
+            let len = self.lens[l];
+            let b = self.budgets[l];
+            if n == 1 && self.opts.evicts_in_decode() && len + 1 > b {
+                // Free a few slots at once so a compaction runs every few steps.
+                let slack = (b / 8).clamp(1, 32).min(b.saturating_sub(self.protected(b, 0)).max(1));
+                cuts.push((l, b - slack, 0));
+            } else if len + n > ms {
+                let target = b.min(ms - n);
+                let unscored = len - self.scored[l].min(len);
+                cuts.push((l, target, unscored));
+            }
+        }
+        let evicted = self.cut(gpu, &cuts);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let step = Step { pos: pos as u32, n_tokens: n as u32, kv_len: (self.lens[l] + n) as u32, _pad: 0 };
+            gpu.write(&layer.step, 0, bytemuck::bytes_of(&step));
+        }
+        evicted
+    }
+
+    /// Count `n` tokens appended to every layer.
+    pub fn advance(&mut self, n: usize) {
+        for len in self.lens.iter_mut() {
+            *len += n;
+        }
+    }
+
+    /// After a call of `n` tokens whose last chunk carried `last`: after a
+    /// multi-token call, share out the budget and cut every layer to it.
+    /// Returns the tokens evicted per layer on average.
+    pub fn after_call(&mut self, gpu: &Gpu, n: usize, last: usize) -> Result<usize> {
+        if n == 1 {
+            return Ok(0);
+        }
+        self.last_chunk = last;
+        let w = self.window_now();
+        self.scores_all(gpu, w);
+        self.budgets = self.allocate(gpu, w)?;
+        self.scored = self.lens.clone();
+        let cuts: Vec<(usize, usize, usize)> = (0..self.lens.len()).map(|l| (l, self.budgets[l], w)).collect();
+        Ok(self.cut(gpu, &cuts))
+    }
+
+    /// The observation window of the last multi-token call.
+    fn window_now(&self) -> usize {
+        self.opts.window.min(self.last_chunk)
+    }
+
+    /// Slots a layer cut to `keep` protects at its tail beyond `extra`.
+    fn protected(&self, keep: usize, extra: usize) -> usize {
+        let recent = match self.opts.ranking {
+            Ranking::Attention | Ranking::ValueAware => self.opts.recent.unwrap_or(keep / 2),
+            _ => 0,
+        };
+        (recent.max(extra) + self.opts.sinks).min(keep)
+    }
+
+    /// Write every layer's slot scores (`w`: the window at the tail).
+    fn scores_all(&self, gpu: &Gpu, w: usize) {
+        let mut enc = gpu.encoder();
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("evict_score"), timestamp_writes: None });
+            for l in 0..self.layers.len() {
+                self.write_score_params(gpu, l, w);
+                self.layers[l].score.record(&mut pass);
+            }
+        }
+        gpu.submit(enc);
+    }
+
+    fn write_score_params(&self, gpu: &Gpu, l: usize, w: usize) {
+        let (mode, radius) = match self.opts.ranking {
+            Ranking::Attention => (ScoreMode::Attention, 0),
+            Ranking::ValueAware => (ScoreMode::ValueAware, 0),
+            Ranking::KeyNorm => (ScoreMode::KeyNorm, 0),
+            Ranking::Window { max_pool: true } => (ScoreMode::MaxPool, self.opts.kernel / 2),
+            Ranking::Window { max_pool: false } => (ScoreMode::AvgPool, self.opts.kernel / 2),
+        };
+        let ms = self.shape.max_seq;
+        let len = self.lens[l];
+        let p = ScoreParams {
+            max_seq: ms,
+            len: len as u32,
+            prefix: len.saturating_sub(w) as u32,
+            mode: mode as u32,
+            radius: radius as u32,
+            out_base: (l * self.shape.n_kv_heads as usize) as u32 * ms,
+            _p: [0; 2],
+        };
+        gpu.write(&self.layers[l].score_params, 0, bytemuck::bytes_of(&p));
+    }
+
+    /// Per-layer budgets for the cached lengths, `w` window slots at the tail.
+    fn allocate(&self, gpu: &Gpu, w: usize) -> Result<Vec<usize>> {
+        let layers = self.lens.len();
+        let base = self.budget.saturating_sub(w);
+        let limits: Vec<usize> = self.lens.iter().map(|&len| len.saturating_sub(w)).collect();
+        let limit = *limits.iter().max().unwrap_or(&0);
+        // A budget covering every layer keeps everything, and stays the
+        // layers' budget while they grow.
+        if self.opts.alloc == Alloc::Uniform || base >= limit {
+            return Ok(vec![self.budget; layers]);
+        }
+        let prefix = match self.opts.alloc {
+            Alloc::Pyramid => pyramid_budgets(base, limit, layers),
+            _ => {
+                let updates = self.rank(gpu, &limits, base)?;
+                dynamic_budgets(&updates, base, (R_MAX * base).min(limit), limit, layers)
+            }
+        };
+        Ok(prefix.iter().map(|&b| b + w).collect())
+    }
+
+    /// DynamicKV's ranking counts for every update layer.
+    fn rank(&self, gpu: &Gpu, limits: &[usize], base: usize) -> Result<Vec<Vec<usize>>> {
+        let (d, params, prefix, counts) = self.ranking.as_ref().expect("dynamic allocation builds its ranking");
+        let heads = self.shape.n_kv_heads as usize;
+        let words: Vec<u32> = limits.iter().map(|&x| x as u32).collect();
+        gpu.write(prefix, 0, bytemuck::cast_slice(&words));
+        let mut out = Vec::new();
+        for l in update_layers(limits.len()) {
+            let valid: usize = limits[..=l].iter().sum::<usize>() * heads;
+            let keep = (base * heads * (l + 1)).clamp(1, valid.max(1));
+            let p = BudgetParams { max_seq: self.shape.max_seq, n_kv_heads: heads as u32, n_layers: (l + 1) as u32, keep: keep as u32 };
+            gpu.write(params, 0, bytemuck::bytes_of(&p));
+            let mut enc = gpu.encoder();
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("evict_budget"), timestamp_writes: None });
+                d.record(&mut pass);
+            }
+            let b = gpu.readback_with(Some(enc), counts, 0, 4 * (l + 1) as u64);
+            out.push(bytemuck::pod_collect_to_vec::<u8, u32>(&b).into_iter().map(|c| c as usize).collect());
+        }
+        Ok(out)
+    }
+
+    /// Cut each `(layer, keep, tail)`: select the layer's `keep` best slots
+    /// (its sinks, its recent share and the last `tail` slots protected) and
+    /// gather them. Returns the tokens evicted (summed over layers, divided
+    /// by the layer count).
+    fn cut(&mut self, gpu: &Gpu, cuts: &[(usize, usize, usize)]) -> usize {
+        let cuts: Vec<_> = cuts.iter().filter(|&&(l, keep, _)| keep < self.lens[l]).copied().collect();
+        if cuts.is_empty() {
+            return 0;
+        }
+        let ms = self.shape.max_seq;
+        let heads = self.shape.n_kv_heads as usize;
+        let mut enc = gpu.encoder();
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("evict"), timestamp_writes: None });
+            for &(l, keep, tail) in &cuts {
+                let prot = self.protected(keep, tail);
+                let sinks = self.opts.sinks.min(keep);
+                let p = SelectParams {
+                    max_seq: ms,
+                    len: self.lens[l] as u32,
+                    keep: keep as u32,
+                    sinks: sinks as u32,
+                    recent: (prot - sinks) as u32,
+                    max_keep: ms,
+                    score_base: (l * heads) as u32 * ms,
+                    _p: 0,
+                };
+                gpu.write(&self.layers[l].select_params, 0, bytemuck::bytes_of(&p));
+                // Decode cuts rank by the scores as they are now.
+                if tail == 0 || self.lens[l] != self.scored[l] {
+                    self.write_score_params(gpu, l, tail);
+                    self.layers[l].score.record(&mut pass);
+                }
+                self.layers[l].select.record(&mut pass);
+                self.layers[l].compact.record(&mut pass);
+            }
+        }
+        gpu.submit(enc);
+        let mut evicted = 0;
+        for &(l, keep, _) in &cuts {
+            evicted += self.lens[l] - keep;
+            self.lens[l] = keep;
+            self.scored[l] = self.scored[l].min(keep);
+        }
+        evicted / self.lens.len()
+    }
+
+    /// Bytes of the policy's own buffers: scores, kept lists, counts.
+    pub fn allocated_bytes(&self) -> usize {
+        let per_layer = 3 * 4 * self.shape.n_kv_heads as usize * self.shape.max_seq as usize + 4 * self.shape.n_kv_heads as usize;
+        per_layer * self.layers.len()
+    }
+
+    /// Forget every token: lengths to 0, accumulated scores cleared.
+    pub fn reset(&mut self, gpu: &Gpu) {
+        self.lens.iter_mut().for_each(|x| *x = 0);
+        self.scored.iter_mut().for_each(|x| *x = 0);
+        self.budgets = vec![self.budget; self.lens.len()];
+        let mut enc = gpu.encoder();
+        for layer in &self.layers {
+            enc.clear_buffer(&layer.acc, 0, None);
+        }
+        gpu.submit(enc);
+    }
+}
