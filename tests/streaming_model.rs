@@ -143,7 +143,8 @@ fn unusable_streaming_options_are_errors() {
         ("streaming:alloc=pyramid", "not available"),
         ("streaming:sinks=x", "not a count"),
         ("streaming+quest", "not available"),
-        ("h2o:budget=10%", "not available"),
+        ("h2o:budget=10%+quest", "not available"),
+        ("snapkv+mustafar", "not available"),
     ] {
         let e = match Model::load(g.clone(), &w, 64, KvSpec::parse(spec).unwrap()) {
             Err(e) => e.to_string(),

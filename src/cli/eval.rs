@@ -22,11 +22,13 @@ pub enum EvalCommand {
         /// Score only the first N chunks.
         #[arg(long)]
         chunks: Option<usize>,
-        /// KV cache policy.
+        /// KV cache policy, or several separated by `;` (scored in one pass
+        /// over the text, each in its own cache).
         #[arg(long, default_value = "full")]
         kv: String,
-        /// Also run a `full`-cache model on the same tokens and report mean
-        /// KL(full || policy) over the scored positions and top-1 agreement.
+        /// Also run a `full`-cache model on the same tokens (once for every
+        /// policy) and report mean KL(full || policy) over the scored
+        /// positions and top-1 agreement.
         #[arg(long)]
         compare_full: bool,
         #[arg(long)]
@@ -86,14 +88,15 @@ fn argmax_of(v: &[f32]) -> usize {
     v.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (j, &x)| if x > b.1 { (j, x) } else { b }).0
 }
 
-/// The model under `run.kv`, and with `compare_full` a second, `full`-cache
-/// model on the same GPU and weights; the tokenizer and the model's name.
-fn load_pair(global: &super::Global, run: &RunArgs, compare_full: bool) -> Result<(Model, Option<Model>, crate::tokenizer::Tokenizer, String)> {
-    if !compare_full {
+/// A model per policy of `run.kv` (`;`-separated), and with `compare_full`
+/// a `full`-cache model beside them on the same GPU and weights; the
+/// tokenizer and the model's name.
+fn load_models(global: &super::Global, run: &RunArgs, compare_full: bool) -> Result<(Vec<Model>, Option<Model>, crate::tokenizer::Tokenizer, String)> {
+    let specs: Vec<KvSpec> = run.kv.split(';').map(KvSpec::parse).collect::<Result<_>>()?;
+    if specs.len() == 1 && !compare_full {
         let l = load(global, run)?;
-        return Ok((l.model, None, l.tokenizer, l.model_name));
+        return Ok((vec![l.model], None, l.tokenizer, l.model_name));
     }
-    let spec = KvSpec::parse(&run.kv)?;
     let (_, weights, name) = super::bench::open_weights(global)?;
     let tok = load::tokenizer(&weights)?;
     let ctx = run.ctx.unwrap_or(weights.cfg.max_seq.min(8192));
@@ -101,9 +104,17 @@ fn load_pair(global: &super::Global, run: &RunArgs, compare_full: bool) -> Resul
         return Err(Error::msg(format!("--ctx {ctx} exceeds the model's context length {}", weights.cfg.max_seq)));
     }
     let gpu = load::gpu(global)?;
-    let policy = Model::load(gpu.clone(), &weights, ctx, spec)?;
-    let full = Model::load(gpu, &weights, ctx, KvSpec::full())?;
-    Ok((policy, Some(full), tok, name))
+    let models = specs.into_iter().map(|s| Model::load(gpu.clone(), &weights, ctx, s)).collect::<Result<Vec<_>>>()?;
+    let full = if compare_full { Some(Model::load(gpu, &weights, ctx, KvSpec::full())?) } else { None };
+    Ok((models, full, tok, name))
+}
+
+/// One policy's sums over the scored tokens.
+#[derive(Default)]
+struct Sums {
+    nll: f64,
+    kl: f64,
+    agree: usize,
 }
 
 fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usize>, as_json: bool, compare_full: bool, run: RunArgs) -> Result<()> {
@@ -111,7 +122,7 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
         return Err(Error::msg("--ctx must be at least 4"));
     }
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-    let (mut model, mut full, tokenizer, model_name) = load_pair(global, &run, compare_full)?;
+    let (mut models, mut full, tokenizer, model_name) = load_models(global, &run, compare_full)?;
     let ids = tokenizer.encode(&text, false)?;
     let available = ids.len() / n_ctx;
     let n_chunks = max_chunks.map_or(available, |c| c.min(available));
@@ -119,55 +130,66 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
         return Err(Error::msg(format!("{file}: {} tokens, fewer than one chunk of {n_ctx}", ids.len())));
     }
     let first = n_ctx / 2;
-    let (mut nll, mut count) = (0f64, 0usize);
-    // Against the full cache: NLL of the full model, summed KL, top-1 agreements.
-    let (mut nll_full, mut kl, mut agree) = (0f64, 0f64, 0usize);
+    let mut sums: Vec<Sums> = models.iter().map(|_| Sums::default()).collect();
+    let (mut count, mut nll_full) = (0usize, 0f64);
     let t0 = Instant::now();
     for c in 0..n_chunks {
         let tokens = &ids[c * n_ctx..(c + 1) * n_ctx];
-        model.reset();
-        model.forward(&tokens[..first], Readout::Argmax)?;
-        if let Some(f) = full.as_mut() {
-            f.reset();
-            f.forward(&tokens[..first], Readout::Argmax)?;
+        for m in models.iter_mut().chain(full.as_mut()) {
+            m.reset();
+            m.forward(&tokens[..first], Readout::Argmax)?;
         }
         for j in first..n_ctx - 1 {
-            let lg = logits(model.forward(&[tokens[j]], Readout::Logits)?);
-            nll += log_sum_exp(&lg) - lg[tokens[j + 1] as usize] as f64;
-            count += 1;
-            if let Some(f) = full.as_mut() {
-                let lf = logits(f.forward(&[tokens[j]], Readout::Logits)?);
-                nll_full += log_sum_exp(&lf) - lf[tokens[j + 1] as usize] as f64;
-                kl += kl_logits(&lf, &lg);
-                agree += (argmax_of(&lf) == argmax_of(&lg)) as usize;
+            // The full cache's logits once per token, against every policy's.
+            let lf = match full.as_mut() {
+                Some(f) => {
+                    let lf = logits(f.forward(&[tokens[j]], Readout::Logits)?);
+                    nll_full += log_sum_exp(&lf) - lf[tokens[j + 1] as usize] as f64;
+                    Some(lf)
+                }
+                None => None,
+            };
+            for (m, s) in models.iter_mut().zip(sums.iter_mut()) {
+                let lg = logits(m.forward(&[tokens[j]], Readout::Logits)?);
+                s.nll += log_sum_exp(&lg) - lg[tokens[j + 1] as usize] as f64;
+                if let Some(lf) = &lf {
+                    s.kl += kl_logits(lf, &lg);
+                    s.agree += (argmax_of(lf) == argmax_of(&lg)) as usize;
+                }
             }
+            count += 1;
         }
         if !as_json {
-            eprint!("\r[{}/{}] ppl {:.4}", c + 1, n_chunks, (nll / count as f64).exp());
+            eprint!("\r[{}/{}] ppl {:.4}", c + 1, n_chunks, (sums[0].nll / count as f64).exp());
         }
     }
-    let ppl = (nll / count as f64).exp();
     let n = count as f64;
-    if as_json {
-        let mut o = json!({"file": file, "ctx": n_ctx, "chunks": n_chunks, "scored": count, "ppl": ppl, "kv": model.kv.spec.to_string(), "model": model_name, "adapter": model.gpu.describe(), "seconds": t0.elapsed().as_secs_f64()});
-        if full.is_some() {
-            o["ppl_full"] = json!((nll_full / n).exp());
-            o["kl_mean"] = json!(kl / n);
-            o["top1_agree"] = json!(agree);
-            o["top1_rate"] = json!(agree as f64 / n);
-        }
-        println!("{o}");
-    } else {
+    if !as_json {
         eprintln!();
-        println!("ppl {ppl:.4} over {count} tokens ({n_chunks} chunks of {n_ctx}, kv {}, model {model_name}, {})", model.kv.spec, model.gpu.describe());
-        if full.is_some() {
-            println!(
-                "vs full cache: mean KL(full || {}) {:.6} nats, top-1 agreement {agree}/{count} ({:.2}%), full-cache ppl {:.4}",
-                model.kv.spec,
-                kl / n,
-                100.0 * agree as f64 / n,
-                (nll_full / n).exp()
-            );
+    }
+    for (model, s) in models.iter().zip(&sums) {
+        let ppl = (s.nll / n).exp();
+        if as_json {
+            let mut o = json!({"file": file, "ctx": n_ctx, "chunks": n_chunks, "scored": count, "ppl": ppl, "kv": model.kv.spec.to_string(), "model": model_name, "adapter": model.gpu.describe(), "seconds": t0.elapsed().as_secs_f64()});
+            if full.is_some() {
+                o["ppl_full"] = json!((nll_full / n).exp());
+                o["kl_mean"] = json!(s.kl / n);
+                o["top1_agree"] = json!(s.agree);
+                o["top1_rate"] = json!(s.agree as f64 / n);
+            }
+            println!("{o}");
+        } else {
+            println!("ppl {ppl:.4} over {count} tokens ({n_chunks} chunks of {n_ctx}, kv {}, model {model_name}, {})", model.kv.spec, model.gpu.describe());
+            if full.is_some() {
+                println!(
+                    "vs full cache: mean KL(full || {}) {:.6} nats, top-1 agreement {}/{count} ({:.2}%), full-cache ppl {:.4}",
+                    model.kv.spec,
+                    s.kl / n,
+                    s.agree,
+                    100.0 * s.agree as f64 / n,
+                    (nll_full / n).exp()
+                );
+            }
         }
     }
     Ok(())

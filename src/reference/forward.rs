@@ -167,6 +167,24 @@ impl RefModel {
         }
     }
 
+    /// Keep, in layer `layer`, per KV head `h` the cached slots `keep[h]`
+    /// (increasing, as many for every head): slot `i` of head `h` takes its
+    /// old slot `keep[h][i]`, as `kv_compact` gathers them.
+    pub fn keep_heads(&mut self, layer: usize, keep: &[Vec<usize>]) {
+        let hd = self.cfg.head_dim;
+        let kv_dim = self.cfg.n_kv_heads * hd;
+        for cache in [&mut self.k_cache[layer], &mut self.v_cache[layer]] {
+            let old = cache.clone();
+            let n = keep[0].len();
+            *cache = vec![0.0; n * kv_dim];
+            for (h, kept) in keep.iter().enumerate() {
+                for (i, &s) in kept.iter().enumerate() {
+                    cache[i * kv_dim + h * hd..][..hd].copy_from_slice(&old[s * kv_dim + h * hd..][..hd]);
+                }
+            }
+        }
+    }
+
     /// Mustafar's pruning of the cached tokens `slots` in every layer: per
     /// token and KV head, keys keep their `keep_k` and values their `keep_v`
     /// largest magnitudes (`reference::mustafar::prune`).
