@@ -137,7 +137,7 @@ fn quest_options_are_checked() {
         ("quest:budget=2,page=4", "below one page"),
         ("quest:group=pair", "group=pair"),
         ("quest:page=x", "page=x"),
-        ("h2o:budget=10", "not available"),
+        ("h2o:budget=10+quest", "not available"),
     ] {
         let e = Model::load(g.clone(), &w, 64, KvSpec::parse(spec).unwrap()).err().expect(spec).to_string();
         assert!(e.contains(needle), "{spec}: {e}");

@@ -141,6 +141,9 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                             st.sinks, st.budget, kv.pos, kv.evicted
                         );
                     }
+                    if let Some(sc) = &kv.scored {
+                        println!("{}; {} tokens run, {} evicted per layer on average", sc.describe(), kv.pos, kv.evicted);
+                    }
                 }
                 "stats" => match &s.last {
                     Some(st) => println!(

@@ -82,7 +82,7 @@ impl KvCache {
             return Ok(None);
         };
         if let Some(o) = spec.parts.iter().find(|o| matches!(o.kind, Kind::Storage | Kind::Selection)) {
-            return Err(Error::msg(format!("--kv {spec}: {} with {} is not available in this build yet (streaming is)", p.name, o.name)));
+            return Err(Error::msg(format!("--kv {spec}: {} with {} is not available in this build yet", p.name, o.name)));
         }
         Ok(Some(ScoredOptions::from_part(p)?))
     }

@@ -524,6 +524,26 @@ impl Scored {
         evicted / self.lens.len()
     }
 
+    /// One line for `/kv`: ranking, allocation and per-layer budgets.
+    pub fn describe(&self) -> String {
+        let o = &self.opts;
+        let ranking = match o.ranking {
+            Ranking::Attention => "accumulated attention (h2o)".to_string(),
+            Ranking::ValueAware => format!("accumulated attention x value L1 norm (vatp), {} sinks", o.sinks),
+            Ranking::KeyNorm => "lowest key L2 norm (knorm)".to_string(),
+            Ranking::Window { max_pool } => {
+                format!("window of {} queries, {}-pooled over {} (snapkv family)", o.window, if max_pool { "max" } else { "avg" }, o.kernel)
+            }
+        };
+        let alloc = match o.alloc {
+            Alloc::Uniform => "uniform",
+            Alloc::Pyramid => "pyramid",
+            Alloc::Dynamic => "dynamic",
+        };
+        let when = if o.evicts_in_decode() { "after each prompt and while decoding" } else { "after each prompt" };
+        format!("evict by {ranking}, {alloc} budgets averaging {} tokens per layer, cut {when}; budgets now {:?}", self.budget, self.budgets)
+    }
+
     /// Bytes of the policy's own buffers: scores, kept lists, counts.
     pub fn allocated_bytes(&self) -> usize {
         let per_layer = 3 * 4 * self.shape.n_kv_heads as usize * self.shape.max_seq as usize + 4 * self.shape.n_kv_heads as usize;
