@@ -459,3 +459,20 @@ fn norm_weight(gpu: &Gpu, w: &Weights, name: &str) -> Result<wgpu::Buffer> {
     let v = crate::quant::dequantize(t.wtype, &t.data, n)?;
     Ok(gpu.upload(name, bytemuck::cast_slice(&v)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_tokens;
+
+    #[test]
+    fn the_last_chunk_carries_the_window() {
+        let t: Vec<u32> = (0..1030).collect();
+        let sizes = |c: Vec<&[u32]>| c.iter().map(|c| c.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(chunk_tokens(&t, 512, 8)), vec![512, 510, 8]);
+        assert_eq!(sizes(chunk_tokens(&t, 512, 1)), vec![512, 512, 6]);
+        assert_eq!(sizes(chunk_tokens(&t[..5], 512, 8)), vec![5]);
+        assert_eq!(sizes(chunk_tokens(&t[..20], 16, 32)), vec![4, 16]);
+        let c = chunk_tokens(&t, 512, 8);
+        assert_eq!(c.concat(), t, "chunks cover the input in order");
+    }
+}
