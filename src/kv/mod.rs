@@ -209,7 +209,7 @@ impl KvCache {
     pub fn make_room(&mut self, gpu: &Gpu, n: usize) -> Result<Option<Vec<usize>>> {
         if let Some(s) = &mut self.scored {
             self.evicted += s.before_call(gpu, self.pos, n);
-            self.len = s.lens.iter().copied().max().unwrap_or(0);
+            self.len = s.max_len();
             return Ok(None);
         }
         if let Some(m) = &mut self.mustafar {
@@ -253,7 +253,7 @@ impl KvCache {
     pub fn after_call(&mut self, gpu: &Gpu, n: usize, last: usize) -> Result<()> {
         if let Some(s) = &mut self.scored {
             self.evicted += s.after_call(gpu, n, last)?;
-            self.len = s.lens.iter().copied().max().unwrap_or(0);
+            self.len = s.max_len();
         }
         Ok(())
     }

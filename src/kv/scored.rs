@@ -116,7 +116,7 @@ impl ScoredOptions {
                 }
                 "kernel" => {
                     o.kernel = count(k, v)?;
-                    if o.kernel % 2 == 0 {
+                    if o.kernel.is_multiple_of(2) {
                         return Err(Error::msg(format!("--kv {name}: kernel={v} must be odd")));
                     }
                     window_family
@@ -242,8 +242,6 @@ pub struct Scored {
     pub lens: Vec<usize>,
     /// Per layer, the cached tokens the last window scoring saw.
     scored: Vec<usize>,
-    /// Tokens in the last chunk of the last multi-token call (its window).
-    last_chunk: usize,
     shape: AttnShape,
     layers: Vec<Layer>,
     /// `[layers][n_kv_heads][max_seq]` f32: every layer's slot scores.
@@ -290,7 +288,7 @@ impl Scored {
             None
         };
         Ok(Scored {
-            opts, budget, budgets: vec![budget; n_layers], lens: vec![0; n_layers], scored: vec![0; n_layers], last_chunk: 0,
+            opts, budget, budgets: vec![budget; n_layers], lens: vec![0; n_layers], scored: vec![0; n_layers],
             shape, layers, score, ranking,
         })
     }
@@ -298,11 +296,6 @@ impl Scored {
     /// Layer `l`'s step uniform (its own cached length).
     pub fn step(&self, l: usize) -> &wgpu::Buffer {
         &self.layers[l].step
-    }
-
-    /// Layer `l`'s accumulated scores (`[n_kv_heads][max_seq]` f32).
-    pub fn acc(&self, l: usize) -> &wgpu::Buffer {
-        &self.layers[l].acc
     }
 
     /// Layer `l`'s kept slots after its last cut: `[n_kv_heads][max_seq]` u32 lists.
@@ -353,7 +346,7 @@ impl Scored {
                 cuts.push((l, target, unscored));
             }
         }
-        let evicted = self.cut(gpu, &cuts);
+        let evicted = self.cut(gpu, &cuts, true);
         for (l, layer) in self.layers.iter().enumerate() {
             let step = Step { pos: pos as u32, n_tokens: n as u32, kv_len: (self.lens[l] + n) as u32, _pad: 0 };
             gpu.write(&layer.step, 0, bytemuck::bytes_of(&step));
@@ -375,18 +368,13 @@ impl Scored {
         if n == 1 {
             return Ok(0);
         }
-        self.last_chunk = last;
-        let w = self.window_now();
+        // The observation window: the last chunk's tail.
+        let w = self.opts.window.min(last);
         self.scores_all(gpu, w);
         self.budgets = self.allocate(gpu, w)?;
         self.scored = self.lens.clone();
         let cuts: Vec<(usize, usize, usize)> = (0..self.lens.len()).map(|l| (l, self.budgets[l], w)).collect();
-        Ok(self.cut(gpu, &cuts))
-    }
-
-    /// The observation window of the last multi-token call.
-    fn window_now(&self) -> usize {
-        self.opts.window.min(self.last_chunk)
+        Ok(self.cut(gpu, &cuts, false))
     }
 
     /// Slots a layer cut to `keep` protects at its tail beyond `extra`.
@@ -479,9 +467,10 @@ impl Scored {
 
     /// Cut each `(layer, keep, tail)`: select the layer's `keep` best slots
     /// (its sinks, its recent share and the last `tail` slots protected) and
-    /// gather them. Returns the tokens evicted (summed over layers, divided
-    /// by the layer count).
-    fn cut(&mut self, gpu: &Gpu, cuts: &[(usize, usize, usize)]) -> usize {
+    /// gather them; `rescore` first ranks by the scores as they are now
+    /// (otherwise `scores_all` just did). Returns the tokens evicted (summed
+    /// over layers, divided by the layer count).
+    fn cut(&mut self, gpu: &Gpu, cuts: &[(usize, usize, usize)], rescore: bool) -> usize {
         let cuts: Vec<_> = cuts.iter().filter(|&&(l, keep, _)| keep < self.lens[l]).copied().collect();
         if cuts.is_empty() {
             return 0;
@@ -505,8 +494,7 @@ impl Scored {
                     _p: 0,
                 };
                 gpu.write(&self.layers[l].select_params, 0, bytemuck::bytes_of(&p));
-                // Decode cuts rank by the scores as they are now.
-                if tail == 0 || self.lens[l] != self.scored[l] {
+                if rescore {
                     self.write_score_params(gpu, l, tail);
                     self.layers[l].score.record(&mut pass);
                 }
@@ -542,6 +530,11 @@ impl Scored {
         };
         let when = if o.evicts_in_decode() { "after each prompt and while decoding" } else { "after each prompt" };
         format!("evict by {ranking}, {alloc} budgets averaging {} tokens per layer, cut {when}; budgets now {:?}", self.budget, self.budgets)
+    }
+
+    /// The most tokens any layer holds.
+    pub fn max_len(&self) -> usize {
+        self.lens.iter().copied().max().unwrap_or(0)
     }
 
     /// Bytes of the policy's own buffers: scores, kept lists, counts.

@@ -214,10 +214,17 @@ pub fn kv_compact(
     }
     let params = CompactParams { n_kv_heads: shape.n_kv_heads, max_seq: shape.max_seq, max_keep, has_acc: acc.is_some() as u32 };
     let params = gpu.uniform("kv_compact.params", bytemuck::bytes_of(&params));
-    let none = gpu.buffer("kv_compact.no_acc", 16);
+    let placeholder;
+    let acc = match acc {
+        Some(a) => a,
+        None => {
+            placeholder = gpu.buffer("kv_compact.no_acc", 16);
+            &placeholder
+        }
+    };
     Ok(gpu.dispatch(
         &compact_spec(shape.head_dim),
-        &[k_cache, v_cache, keep, counts, acc.unwrap_or(&none), &params],
+        &[k_cache, v_cache, keep, counts, acc, &params],
         grid_1d((shape.n_kv_heads * shape.head_dim / 4).div_ceil(WG)),
     ))
 }

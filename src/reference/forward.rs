@@ -161,9 +161,9 @@ impl RefModel {
     /// Keep only the cached tokens at `slots` (increasing), in every layer:
     /// eviction's compaction; positions stay as they were.
     pub fn keep(&mut self, slots: &[usize]) {
-        let kv_dim = self.cfg.n_kv_heads * self.cfg.head_dim;
-        for cache in self.k_cache.iter_mut().chain(self.v_cache.iter_mut()) {
-            *cache = slots.iter().flat_map(|&s| cache[s * kv_dim..(s + 1) * kv_dim].to_vec()).collect();
+        let per_head = vec![slots.to_vec(); self.cfg.n_kv_heads];
+        for l in 0..self.k_cache.len() {
+            self.keep_heads(l, &per_head);
         }
     }
 
