@@ -10,6 +10,15 @@ use wgkv::ops::attention::AttnShape;
 use wgkv::ops::evict as ops;
 use wgkv::reference::evict as reference;
 
+/// Keys and values of `n` elements each, uniform in ±`amp` and rounded to
+/// the cache type, and their GPU caches.
+fn random_caches(g: &wgkv::gpu::Gpu, rng: &mut Rng, n: usize, amp: f32) -> (Vec<f32>, Vec<f32>, wgpu::Buffer, wgpu::Buffer) {
+    let k = kv_round(g, &rng.vec(n, -amp, amp));
+    let v = kv_round(g, &rng.vec(n, -amp, amp));
+    let (kb, vb) = (g.upload("k", &kv_bytes(g, &k)), g.upload("v", &kv_bytes(g, &v)));
+    (k, v, kb, vb)
+}
+
 #[test]
 fn compaction_gathers_the_kept_rows_per_head() {
     for g in contexts() {
@@ -18,9 +27,7 @@ fn compaction_gathers_the_kept_rows_per_head() {
         for &(kvh, hd, max_seq, len) in &[(3usize, 64usize, 200usize, 157usize), (2, 32, 50, 50), (1, 96, 70, 9), (4, 128, 40, 33)] {
             let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
             let n = kvh * max_seq * hd;
-            let k = kv_round(&g, &rng.vec(n, -1.0, 1.0));
-            let v = kv_round(&g, &rng.vec(n, -1.0, 1.0));
-            let (kb, vb) = (g.upload("k", &kv_bytes(&g, &k)), g.upload("v", &kv_bytes(&g, &v)));
+            let (k, v, kb, vb) = random_caches(&g, &mut rng, n, 1.0);
             // Per head its own increasing subset of 0..len (head 0 keeps none
             // when there are several heads, head 1 everything).
             let keep: Vec<Vec<usize>> = (0..kvh)
@@ -89,9 +96,7 @@ fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
         for &(nh, kvh, hd, max_seq, len) in &[(9usize, 3usize, 64usize, 300usize, 257usize), (4, 4, 32, 100, 1), (8, 1, 96, 80, 80)] {
             let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
             let n = kvh * max_seq * hd;
-            let k = kv_round(&g, &rng.vec(n, -1.0, 1.0));
-            let v = kv_round(&g, &rng.vec(n, -1.0, 1.0));
-            let (kb, vb) = (g.upload("k", &kv_bytes(&g, &k)), g.upload("v", &kv_bytes(&g, &v)));
+            let (k, _v, kb, vb) = random_caches(&g, &mut rng, n, 1.0);
             let q = rng.vec(nh * hd, -3.0, 3.0);
             let qb = upload_f32(&g, "q", &q);
             let init = rng.vec(kvh * max_seq, 0.0, 2.0);
@@ -132,9 +137,7 @@ fn window_attention_sums_the_last_rows_causally() {
         {
             let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
             let len = before + n;
-            let k = kv_round(&g, &rng.vec(kvh * max_seq * hd, -1.0, 1.0));
-            let v = kv_round(&g, &rng.vec(kvh * max_seq * hd, -1.0, 1.0));
-            let (kb, vb) = (g.upload("k", &kv_bytes(&g, &k)), g.upload("v", &kv_bytes(&g, &v)));
+            let (k, _v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 1.0);
             let q = rng.vec(n * nh * hd, -2.0, 2.0);
             let qb = upload_f32(&g, "q", &q);
             let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: before as u32, n_tokens: n as u32, kv_len: len as u32, _pad: 0 }));
@@ -180,9 +183,7 @@ fn slot_scores_equal_the_reference_for_every_mode() {
         let mut rng = Rng::new(8);
         for &(kvh, hd, max_seq, len, prefix) in &[(3usize, 64usize, 200usize, 157usize, 149usize), (1, 32, 40, 40, 33), (2, 96, 30, 5, 0)] {
             let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
-            let k = kv_round(&g, &rng.vec(kvh * max_seq * hd, -2.0, 2.0));
-            let v = kv_round(&g, &rng.vec(kvh * max_seq * hd, -2.0, 2.0));
-            let (kb, vb) = (g.upload("k", &kv_bytes(&g, &k)), g.upload("v", &kv_bytes(&g, &v)));
+            let (k, v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 2.0);
             let acc_v = rng.vec(kvh * max_seq, 0.0, 3.0);
             let acc = upload_f32(&g, "acc", &acc_v);
             // This layer's rows sit after another layer's in the score buffer.

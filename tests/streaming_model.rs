@@ -138,18 +138,17 @@ fn generation_runs_past_the_context_within_the_budget() {
 fn unusable_streaming_options_are_errors() {
     let w = tiny_weights("streaming-opts");
     let g = contexts().into_iter().next().expect("a GPU context");
-    for (spec, want) in [
-        ("streaming:budget=4,sinks=4", "no room"),
-        ("streaming:alloc=pyramid", "not available"),
-        ("streaming:sinks=x", "not a count"),
-        ("streaming+quest", "not available"),
-        ("h2o:budget=10%+quest", "not available"),
-        ("snapkv+mustafar", "not available"),
-    ] {
-        let e = match Model::load(g.clone(), &w, 64, KvSpec::parse(spec).unwrap()) {
-            Err(e) => e.to_string(),
-            Ok(_) => panic!("{spec} was accepted"),
-        };
-        assert!(e.contains(want), "{spec}: {e}");
-    }
+    assert_load_errors(
+        &g,
+        &w,
+        64,
+        &[
+            ("streaming:budget=4,sinks=4", "no room"),
+            ("streaming:alloc=pyramid", "not available"),
+            ("streaming:sinks=x", "not a count"),
+            ("streaming+quest", "not available"),
+            ("h2o:budget=10%+quest", "not available"),
+            ("snapkv+mustafar", "not available"),
+        ],
+    );
 }

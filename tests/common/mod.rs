@@ -243,3 +243,15 @@ pub fn read_kv(g: &Gpu, buf: &wgpu::Buffer, n: usize) -> Vec<f32> {
         g.read_f32(buf, n)
     }
 }
+
+/// Asserts that loading `w` with a `ctx`-token cache under each spec fails
+/// with an error containing its needle.
+pub fn assert_load_errors(g: &Arc<Gpu>, w: &wgkv::weights::Weights, ctx: usize, cases: &[(&str, &str)]) {
+    for &(spec, want) in cases {
+        let e = match wgkv::model::Model::load(g.clone(), w, ctx, wgkv::kv::KvSpec::parse(spec).unwrap()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{spec} was accepted"),
+        };
+        assert!(e.contains(want), "{spec}: {e}");
+    }
+}
