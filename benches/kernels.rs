@@ -159,7 +159,7 @@ fn main() {
     let opts = GpuOptions {
         backend: std::env::var("WGKV_BACKEND").ok(),
         adapter: std::env::var("WGKV_ADAPTER").ok(),
-        force_f32: false,
+        ..Default::default()
     };
     let g = match Gpu::new(&opts) {
         Ok(g) => g,

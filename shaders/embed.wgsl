@@ -1,6 +1,9 @@
 // embed: out[t, :] = table[ids[t], :] dequantized to f32, for
-// t < min(step.n_tokens, p.n_tokens). An id >= vocab writes zeros (the host
-// validates ids; this only stops a bad id from reading past the table).
+// t < min(step.n_tokens, p.n_tokens). The table may be one row block of a
+// split matrix: it holds ids p.first .. p.first + p.vocab, and ids outside
+// it are left to the other blocks. An id >= p.total (no block's) is written
+// as zeros by the block with p.first == 0 (the host validates ids; this
+// only stops a bad id from reading past the table).
 // Each invocation decodes one 32-element chunk of one token's row.
 // Bindings: w (read, binding 0: the table, declared in quant/common.wgsl),
 //   ids (read, u32), out (read_write, [n_tokens, dim] f32), params,
@@ -8,7 +11,7 @@
 // Prelude consts: WG (workgroup size).
 // Grid: grid_1d(ceil(n_tokens * ceil(dim / 32) / WG)).
 
-struct Params { vocab: u32, dim: u32, n_tokens: u32, _p0: u32 }
+struct Params { vocab: u32, dim: u32, n_tokens: u32, first: u32, total: u32, _p0: u32, _p1: u32, _p2: u32 }
 struct Step { pos: u32, n_tokens: u32, kv_len: u32, _p0: u32 }
 
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
@@ -40,9 +43,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let id = ids[t];
+    let mine = id >= p.first && id - p.first < p.vocab;
+    if (!mine && !(id >= p.total && p.first == 0u)) {
+        return;
+    }
     var v: array<vec4<f32>, 8>;
-    if (id < p.vocab) {
-        v = dequant32(id * row_bytes(p.dim), p.dim, sb);
+    if (mine) {
+        v = dequant32((id - p.first) * row_bytes(p.dim), p.dim, sb);
     }
     let o = t * p.dim;
     let k = sb * 32u;

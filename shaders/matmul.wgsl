@@ -9,13 +9,15 @@
 // MT = 8 is faster still there but takes LLVM ~5x longer to compile.
 // Bindings: w (read, binding 0, declared in quant/common.wgsl), x (read,
 //   [n_tokens, xs] f32 with row stride xs = cols rounded up to 4, read as
-//   vec4; values past cols are ignored), y (read_write, [n_tokens, rows] f32),
+//   vec4; values past cols are ignored), y (read_write, [n_tokens, p.y_stride] f32;
+//   row r of token t is y[t * p.y_stride + p.row0 + r]: a matrix split into
+//   row blocks writes one y),
 //   params, step (ops::Step uniform; only n_tokens is used).
 // Prelude consts: TR (multiple of 8), MT (4 or 8), TT (multiple of MT).
 // Grid: [ceil(rows / TR), ceil(n_tokens / TT), 1] workgroups of
 //   (TR / 8) * (TT / MT) invocations; token tiles past step.n_tokens exit.
 
-struct Params { rows: u32, cols: u32, n_tokens: u32, accum: u32 }
+struct Params { rows: u32, cols: u32, n_tokens: u32, accum: u32, y_stride: u32, row0: u32, _p0: u32, _p1: u32 }
 struct Step { pos: u32, n_tokens: u32, kv_len: u32, _p0: u32 }
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -51,7 +53,7 @@ fn put(o: u32, v: f32) {
 
 fn store4(v: vec4<f32>, r: u32, t: u32, n: u32) {
     if (t < n) {
-        let o = t * p.rows + r;
+        let o = t * p.y_stride + p.row0 + r;
         if (r + 3u < p.rows) {
             put(o, v.x);
             put(o + 1u, v.y);

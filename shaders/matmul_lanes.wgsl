@@ -12,14 +12,16 @@
 // MT 2 17, MT 8 21; TT 16 ran slower than TT 8 at every MT tried.
 // Bindings: w (read, binding 0, declared in quant/common.wgsl), x (read,
 //   [n_tokens, xs] f32 with row stride xs = cols rounded up to 4, read as
-//   vec4; values past cols are ignored), y (read_write, [n_tokens, rows] f32),
+//   vec4; values past cols are ignored), y (read_write, [n_tokens, p.y_stride] f32;
+//   row r of token t is y[t * p.y_stride + p.row0 + r]: a matrix split into
+//   row blocks writes one y),
 //   params, step (ops::Step uniform; only n_tokens is used).
 // Prelude consts: TR rows per workgroup, TT invocations per workgroup, MT
 //   tokens per invocation (token t0 + j * TT + li for j < MT).
 // Grid: [ceil(rows / TR), ceil(n_tokens / (TT * MT)), 1]; workgroups past
 //   step.n_tokens exit.
 
-struct Params { rows: u32, cols: u32, n_tokens: u32, accum: u32 }
+struct Params { rows: u32, cols: u32, n_tokens: u32, accum: u32, y_stride: u32, row0: u32, _p0: u32, _p1: u32 }
 struct Step { pos: u32, n_tokens: u32, kv_len: u32, _p0: u32 }
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -68,7 +70,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var i = 0u; i < TR; i++) {
                 let r = r0 + i;
                 if (r < p.rows) {
-                    let o = t * p.rows + r;
+                    let o = t * p.y_stride + p.row0 + r;
                     if (p.accum == 1u) {
                         y[o] += acc[i][j];
                     } else {

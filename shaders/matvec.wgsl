@@ -11,12 +11,13 @@
 //
 // Bindings: w (read, binding 0, declared in quant/common.wgsl), x (read,
 //   cols f32 read as vec4: the buffer holds at least ceil(cols / 4) * 4 f32;
-//   values past cols are ignored), y (read_write, rows f32), params.
+//   values past cols are ignored), y (read_write: row r of this call is
+//   y[p.row0 + r], so a matrix split into row blocks writes one y), params.
 // Prelude consts: WG invocations per workgroup, TPR lanes per row (1 or a
 //   power of two dividing WG), RPI rows per invocation.
 // Grid: grid_1d(ceil(rows / (WG / TPR * RPI))) workgroups.
 
-struct Params { rows: u32, cols: u32, accum: u32, _p0: u32 }
+struct Params { rows: u32, cols: u32, accum: u32, row0: u32 }
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -67,9 +68,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let r = r0 + i;
         if (lane == 0u && r < p.rows) {
             if (p.accum == 1u) {
-                y[r] += sum;
+                y[p.row0 + r] += sum;
             } else {
-                y[r] = sum;
+                y[p.row0 + r] = sum;
             }
         }
     }

@@ -15,6 +15,9 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// Do not request SHADER_F16 even when present: exercises the f32 path.
     pub force_f32: bool,
+    /// Open the device with at most this storage binding limit (bytes):
+    /// exercises the split of weights above the limit on any adapter.
+    pub max_storage_binding: Option<u64>,
 }
 
 /// What the shaders may use on this device.
@@ -109,10 +112,11 @@ impl Gpu {
                 }
             },
         };
-        Self::from_adapter(adapter, opts.force_f32)
+        Self::from_adapter(adapter, opts)
     }
 
-    pub fn from_adapter(adapter: wgpu::Adapter, force_f32: bool) -> Result<Arc<Gpu>> {
+    pub fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        let force_f32 = opts.force_f32;
         let info = adapter.get_info();
         let have = adapter.features();
         let mut want = wgpu::Features::empty();
@@ -121,7 +125,15 @@ impl Gpu {
                 want |= f;
             }
         }
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(cap) = opts.max_storage_binding {
+            // Below a page the kernels' own small buffers would not fit.
+            if cap < 65536 {
+                return Err(Error::msg(format!("a storage binding limit of {cap} bytes is below the 64 KiB wgkv needs")));
+            }
+            let cap = cap / 256 * 256;
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgkv"),
             required_features: want,

@@ -8,7 +8,8 @@ use crate::kernels::Dispatch;
 use crate::kv::{KvCache, KvSpec};
 use crate::ops::attention::{self as attn, AttnShape};
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
-use crate::ops::{linear, sample, Step};
+use crate::ops::linear::{self, MatmulShape, MatvecShape, Rows};
+use crate::ops::{sample, Step};
 use crate::profile::{self, Item, Profile};
 use crate::quant::WType;
 use crate::weights::Weights;
@@ -21,12 +22,36 @@ pub const MAX_CHUNK: usize = 512;
 /// Candidates the GPU returns for sampling.
 pub const TOPK: usize = 64;
 
-/// A weight matrix on the GPU: raw GGUF bytes, type and shape.
+/// A weight matrix on the GPU: raw GGUF bytes, type and shape, in row
+/// blocks that each fit the adapter's storage binding limit (one block
+/// unless the matrix is larger than the limit).
 pub struct Matrix {
-    pub buf: wgpu::Buffer,
+    pub blocks: Vec<(wgpu::Buffer, Rows)>,
     pub wtype: WType,
     pub rows: u32,
     pub cols: u32,
+}
+
+impl Matrix {
+    /// Upload `t` (`[rows, cols]`), split into row blocks of at most `limit` bytes.
+    fn upload(gpu: &Gpu, name: &str, t: &crate::weights::Tensor, limit: u64) -> Result<Matrix> {
+        let (cols, rows) = (t.dims[0] as u32, t.dims.get(1).copied().unwrap_or(1) as u32);
+        let rb = t.wtype.row_bytes(cols as usize) as u64;
+        let per = (limit / rb.max(1)).min(rows as u64) as u32;
+        if per == 0 {
+            return Err(Error::msg(format!(
+                "tensor {name}: one row is {rb} bytes, above this adapter's storage binding limit of {limit} bytes"
+            )));
+        }
+        let blocks = Rows::split(rows, per)
+            .into_iter()
+            .map(|r| {
+                let bytes = &t.data[(r.first as u64 * rb) as usize..((r.first + r.count) as u64 * rb) as usize];
+                (gpu.upload(name, bytes), r)
+            })
+            .collect();
+        Ok(Matrix { blocks, wtype: t.wtype, rows, cols })
+    }
 }
 
 struct Layer {
@@ -118,17 +143,10 @@ impl Model {
         let mut types = std::collections::BTreeMap::<&str, usize>::new();
         let mut matrix = |name: &str| -> Result<Matrix> {
             let t = w.get(name)?;
-            let (cols, rows) = (t.dims[0] as u32, t.dims.get(1).copied().unwrap_or(1) as u32);
-            if t.data.len() as u64 > gpu.caps.max_storage_binding {
-                return Err(Error::msg(format!(
-                    "tensor {name} is {} MiB, above this adapter's storage binding limit of {} MiB",
-                    t.data.len() >> 20,
-                    gpu.caps.max_storage_binding >> 20
-                )));
-            }
+            check_finite(name, t)?;
             weight_bytes += t.data.len() as u64;
             *types.entry(t.wtype.name()).or_default() += 1;
-            Ok(Matrix { buf: gpu.upload(name, &t.data), wtype: t.wtype, rows, cols })
+            Matrix::upload(&gpu, name, t, gpu.caps.max_storage_binding.min(gpu.caps.max_buffer))
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
@@ -175,6 +193,13 @@ impl Model {
         // Record the decode plan now so the first token pays no pipeline builds.
         m.ensure_plan(1)?;
         Ok(m)
+    }
+
+    /// Weight buffers on the GPU: one per matrix, more where a matrix
+    /// above the storage binding limit is split into row blocks.
+    pub fn weight_blocks(&self) -> usize {
+        let mats = self.layers.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]);
+        mats.chain(std::iter::once(&self.embed)).chain(&self.output).map(|m| m.blocks.len()).sum()
     }
 
     /// Position of the next token (tokens run since the last reset).
@@ -331,24 +356,27 @@ impl Model {
         };
         let rope = |heads: usize| Rope { n_heads: heads as u32, head_dim: c.head_dim as u32, rot_dim: c.head_dim as u32, base: c.rope_theta as f64, layout };
         // Decode (one token) uses matrix-vector kernels, prefill tiled matmuls.
-        let lin = |m: &Matrix, x: &wgpu::Buffer, y: &wgpu::Buffer, accum: bool| {
-            if n == 1 {
-                linear::matvec(g, m.wtype, &m.buf, x, y, m.rows, m.cols, accum)
-            } else {
-                linear::matmul(g, m.wtype, &m.buf, x, y, step, m.rows, m.cols, nt, accum)
-            }
+        // A matrix split into row blocks is one dispatch per block.
+        let (mv, mm) = (MatvecShape::for_gpu(g), MatmulShape::for_gpu(g));
+        let lin = |m: &Matrix, x: &wgpu::Buffer, y: &wgpu::Buffer, accum: bool| -> Vec<Dispatch> {
+            let one = |(w, rows): &(wgpu::Buffer, Rows)| match n {
+                1 => linear::matvec_with(g, mv, m.wtype, w, x, y, *rows, m.cols, accum),
+                _ => linear::matmul_with(g, mm, m.wtype, w, x, y, step, *rows, m.cols, nt, accum),
+            };
+            m.blocks.iter().map(one).collect()
         };
-        let mut d = Vec::new();
-        d.push(linear::embed(g, self.embed.wtype, &self.embed.buf, &a.ids, &a.x, step, self.embed.rows, dim, nt));
+        let e = &self.embed;
+        let mut d: Vec<Dispatch> =
+            e.blocks.iter().map(|(w, r)| linear::embed_rows(g, e.wtype, w, &a.ids, &a.x, step, *r, dim, nt)).collect();
         for (l, w) in self.layers.iter().enumerate() {
             let (kc, vc) = (&self.kv.k[l], &self.kv.v[l]);
             // Under scored eviction every layer has its own cached length.
             let win = self.kv.layer_step(l).unwrap_or(win);
             // attention block
             d.push(ew::rmsnorm(g, &a.x, &w.attn_norm, &a.xn, nt, dim, c.norm_eps));
-            d.push(lin(&w.wq, &a.xn, &a.q, false));
-            d.push(lin(&w.wk, &a.xn, &a.k, false));
-            d.push(lin(&w.wv, &a.xn, &a.v, false));
+            d.extend(lin(&w.wq, &a.xn, &a.q, false));
+            d.extend(lin(&w.wk, &a.xn, &a.k, false));
+            d.extend(lin(&w.wv, &a.xn, &a.v, false));
             d.push(ew::rope(g, &a.q, step, &rope(c.n_heads), nt)?);
             d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads), nt)?);
             d.push(attn::kv_append(g, &shape, &a.k, &a.v, kc, vc, win, nt));
@@ -386,20 +414,20 @@ impl Model {
                 let lse = if n == 1 { &self.lse } else { &self.prefill.lse };
                 d.extend(s.accumulate(g, l, n, &a.q, kc, lse));
             }
-            d.push(lin(&w.wo, &a.att, &a.x, true));
+            d.extend(lin(&w.wo, &a.att, &a.x, true));
             // feed-forward block
             d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
-            d.push(lin(&w.gate, &a.xn, &a.gate, false));
-            d.push(lin(&w.up, &a.xn, &a.up, false));
+            d.extend(lin(&w.gate, &a.xn, &a.gate, false));
+            d.extend(lin(&w.up, &a.xn, &a.up, false));
             d.push(ew::swiglu(g, &a.gate, &a.up, &a.hb, nt * hidden));
-            d.push(lin(&w.down, &a.hb, &a.x, true));
+            d.extend(lin(&w.down, &a.hb, &a.x, true));
         }
         d.push(ew::rmsnorm(g, &a.x, &self.output_norm, &a.xn, nt, dim, c.norm_eps));
         let hw = self.output.as_ref().unwrap_or(&self.embed);
         let vocab = c.vocab_size as u32;
         Ok(Plan {
             body: d,
-            head: vec![linear::matvec(g, hw.wtype, &hw.buf, &self.last, &self.logits, hw.rows, hw.cols, false)],
+            head: hw.blocks.iter().map(|(w, r)| linear::matvec_with(g, mv, hw.wtype, w, &self.last, &self.logits, *r, hw.cols, false)).collect(),
             argmax: sample::argmax(g, &self.logits, &self.best, vocab),
             topk: sample::topk(g, &self.logits, &self.topk, vocab, TOPK as u32)?,
         })
@@ -453,8 +481,20 @@ fn plan_slots(n: usize) -> usize {
 }
 
 /// Norm weights as f32 whatever their stored type.
+/// A NaN or infinite weight would turn every output into NaN: refuse the file.
+fn check_finite(name: &str, t: &crate::weights::Tensor) -> Result<()> {
+    match crate::quant::first_non_finite_block(t.wtype, &t.data) {
+        Some(i) => Err(Error::msg(format!(
+            "tensor {name} holds a NaN or infinite weight ({} block {i}): the model file is corrupt",
+            t.wtype.name()
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn norm_weight(gpu: &Gpu, w: &Weights, name: &str) -> Result<wgpu::Buffer> {
     let t = w.get(name)?;
+    check_finite(name, t)?;
     let n = t.dims.iter().product::<u64>() as usize;
     let v = crate::quant::dequantize(t.wtype, &t.data, n)?;
     Ok(gpu.upload(name, bytemuck::cast_slice(&v)))

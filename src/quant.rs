@@ -185,6 +185,24 @@ fn q4k_scale_min(s: &[u8], j: usize) -> (u8, u8) {
     }
 }
 
+/// The index of the first block of `bytes` (whole blocks of type `w`) whose
+/// weights are not all finite, if any. A quantized block's weights are finite
+/// exactly when its f16 scales are (the quants are small integers), so only
+/// the scales are read; float tensors are checked element by element.
+pub fn first_non_finite_block(w: WType, bytes: &[u8]) -> Option<usize> {
+    let bad16 = |b: &[u8], i: usize| b[i + 1] & 0x7c == 0x7c; // f16 exponent all ones: Inf or NaN
+    let scales: &[usize] = match w {
+        WType::F32 => {
+            return bytes.chunks_exact(4).position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+        }
+        WType::BF16 => return bytes.chunks_exact(2).position(|b| b[1] & 0x7f == 0x7f && b[0] & 0x80 != 0),
+        WType::F16 | WType::Q8_0 | WType::Q4_0 => &[0],
+        WType::Q4_1 | WType::Q4_K => &[0, 2],
+        WType::Q6_K => &[208],
+    };
+    bytes.chunks_exact(w.block_bytes()).position(|b| scales.iter().any(|&i| bad16(b, i)))
+}
+
 /// The first `n` weights stored in `bytes` as type `w`, exactly as ggml
 /// dequantizes them. `n` must be whole blocks and `bytes` must hold them.
 pub fn dequantize(w: WType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {

@@ -260,18 +260,33 @@ fn embed_real_vocab_q8_0() {
 // ---------------------------------------------------------------- matvec
 
 fn check_matvec(g: &Gpu, shape: MatvecShape, w: WType, rows: usize, cols: usize, accum: bool, rng: &mut Rng) {
+    check_matvec_split(g, shape, w, rows, cols, rows, accum, rng)
+}
+
+/// The matrix's rows uploaded as blocks of `per` rows (one buffer and one
+/// dispatch each, as the model splits a weight above the binding limit).
+fn row_blocks(g: &Gpu, w: WType, bytes: &[u8], rows: usize, cols: usize, per: usize) -> Vec<(wgpu::Buffer, ops::Rows)> {
+    let rb = w.row_bytes(cols);
+    ops::Rows::split(rows as u32, per as u32)
+        .into_iter()
+        .map(|r| (g.upload("w", &bytes[r.first as usize * rb..(r.first + r.count) as usize * rb]), r))
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_matvec_split(g: &Gpu, shape: MatvecShape, w: WType, rows: usize, cols: usize, per: usize, accum: bool, rng: &mut Rng) {
     let (bytes, deq) = weights(rng, w, rows, cols);
     let x = rng.vec(cols, -1.0, 1.0);
     let init = rng.vec(rows, -1.0, 1.0);
-    let wb = g.upload("w", &bytes);
+    let blocks = row_blocks(g, w, &bytes, rows, cols, per);
     let xb = upload_f32(g, "x", &padded(&x, cols));
     let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", rows) };
-    let d = ops::matvec_with(g, shape, w, &wb, &xb, &yb, rows as u32, cols as u32, accum);
-    assert_eq!(d.kernel, Kernel::Matvec);
-    g.run(&[&d]);
+    let ds: Vec<_> = blocks.iter().map(|(wb, r)| ops::matvec_with(g, shape, w, wb, &xb, &yb, *r, cols as u32, accum)).collect();
+    assert!(ds.iter().all(|d| d.kernel == Kernel::Matvec));
+    g.run(&ds.iter().collect::<Vec<_>>());
     let got = read_guarded_f32(g, &yb, rows);
     let want = reference::matvec(&deq, &x, rows, cols, accum.then_some(&init[..]));
-    let what = format!("matvec {} {rows}x{cols} accum={accum} {shape:?} on {}", w.name(), label(g));
+    let what = format!("matvec {} {rows}x{cols} in blocks of {per} accum={accum} {shape:?} on {}", w.name(), label(g));
     assert_close(&what, &got, &want, F32_DOT);
 }
 
@@ -317,20 +332,28 @@ fn matvec_lm_head_q8_0() {
 /// `tokens` valid tokens (the Step) in buffers sized for `cap` tokens.
 #[allow(clippy::too_many_arguments)]
 fn check_matmul(g: &Gpu, shape: MatmulShape, w: WType, rows: usize, cols: usize, tokens: usize, cap: usize, accum: bool, rng: &mut Rng) {
+    check_matmul_split(g, shape, w, [rows, cols, rows], tokens, cap, accum, rng)
+}
+
+/// `check_matmul` with the weight in blocks of `per` rows (`[rows, cols, per]`).
+#[allow(clippy::too_many_arguments)]
+fn check_matmul_split(g: &Gpu, shape: MatmulShape, w: WType, [rows, cols, per]: [usize; 3], tokens: usize, cap: usize, accum: bool, rng: &mut Rng) {
     let (bytes, deq) = weights(rng, w, rows, cols);
     let x = rng.vec(cap * cols, -1.0, 1.0);
     let init = rng.vec(cap * rows, -1.0, 1.0);
-    let wb = g.upload("w", &bytes);
+    let blocks = row_blocks(g, w, &bytes, rows, cols, per);
     let xb = upload_f32(g, "x", &padded(&x, cols));
     let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", cap * rows) };
     let st = step(g, tokens as u32);
-    let d = ops::matmul_with(g, shape, w, &wb, &xb, &yb, &st, rows as u32, cols as u32, cap as u32, accum);
-    assert_eq!(d.kernel, shape.kernel);
-    assert!(matches!(d.kernel, Kernel::Matmul | Kernel::MatmulLanes));
-    g.run(&[&d]);
+    let ds: Vec<_> = blocks
+        .iter()
+        .map(|(wb, r)| ops::matmul_with(g, shape, w, wb, &xb, &yb, &st, *r, cols as u32, cap as u32, accum))
+        .collect();
+    assert!(ds.iter().all(|d| d.kernel == shape.kernel && matches!(d.kernel, Kernel::Matmul | Kernel::MatmulLanes)));
+    g.run(&ds.iter().collect::<Vec<_>>());
     let got = read_guarded_f32(g, &yb, cap * rows);
     let want = reference::matmul(&deq, &x, rows, cols, tokens, accum.then_some(&init[..]));
-    let what = format!("matmul {} {rows}x{cols} tokens {tokens}/{cap} accum={accum} {shape:?} on {}", w.name(), label(g));
+    let what = format!("matmul {} {rows}x{cols} in blocks of {per} tokens {tokens}/{cap} accum={accum} {shape:?} on {}", w.name(), label(g));
     assert_close(&what, &got[..tokens * rows], &want, F32_DOT);
     // Tokens past step.n_tokens are untouched.
     let rest = &got[tokens * rows..];
@@ -350,6 +373,52 @@ fn matmul_matches_reference() {
             check_matmul(&g, shape, w, 193, cols[1], 33, 40, true, &mut rng);
             check_matmul(&g, shape, w, 7, cols[2], 1, 1, false, &mut rng);
             check_matmul(&g, shape, w, 192, cols[1], 65, 65, true, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn split_weights_match_the_whole() {
+    // A weight above the storage binding limit is uploaded as row blocks, one
+    // dispatch each, writing one output: blocks of awkward sizes (1, 7, 64,
+    // 100 of 193 rows) give the unsplit reference.
+    for g in contexts() {
+        let mut rng = Rng::new(19);
+        for &w in &[WType::Q8_0, WType::Q4_1, WType::Q4_K, WType::F16] {
+            let cols = *col_choices(w).last().unwrap();
+            for per in [1, 7, 64, 100] {
+                check_matvec_split(&g, MatvecShape::for_gpu(&g), w, 193, cols, per, per == 7, &mut rng);
+                check_matmul_split(&g, MatmulShape::for_gpu(&g), w, [193, cols, per], 33, 40, per == 64, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn embed_from_row_blocks() {
+    // The table in blocks of 10 of 37 rows: each block writes its own ids,
+    // the first block zeros for an id past the table, and every token is written once.
+    for g in contexts() {
+        let mut rng = Rng::new(20);
+        for &w in &[WType::Q8_0, WType::Q4_1, WType::F32] {
+            let (vocab, dim) = (37, col_choices(w)[0]);
+            let (bytes, deq) = weights(&mut rng, w, vocab, dim);
+            let ids: Vec<u32> = vec![0, 36, 9, 10, 1000, 19, 20, 29, 30];
+            let idb = g.upload("ids", bytemuck::cast_slice(&ids));
+            let out = poisoned(&g, "out", ids.len() * dim);
+            let st = step(&g, ids.len() as u32);
+            let rb = w.row_bytes(dim);
+            let ds: Vec<_> = ops::Rows::split(vocab as u32, 10)
+                .into_iter()
+                .map(|r| {
+                    let table = g.upload("table", &bytes[r.first as usize * rb..(r.first + r.count) as usize * rb]);
+                    ops::embed_rows(&g, w, &table, &idb, &out, &st, r, dim as u32, ids.len() as u32)
+                })
+                .collect();
+            g.run(&ds.iter().collect::<Vec<_>>());
+            let got = read_guarded_f32(&g, &out, ids.len() * dim);
+            let what = format!("embed {} {vocab}x{dim} in blocks of 10 on {}", w.name(), label(&g));
+            assert_close(&what, &got, &reference::embed(&deq, &ids, dim), dequant_tol(w));
         }
     }
 }

@@ -166,3 +166,30 @@ fn real_model_matches_exact_reference() {
     assert!(agree as f64 >= 0.97 * n as f64, "top-1 agreement {agree}/{n} < 97%");
     assert_eq!(margin_agree, margin_n, "disagreement where the reference margin exceeds 0.25");
 }
+
+/// An adapter whose storage binding limit is below a weight's size gets the
+/// weight in row blocks (here the 30 MiB token embedding, which is also the
+/// LM head, under a forced 8 MiB limit) and computes the same logits, bit
+/// for bit: each output row is the same dot product either way.
+#[test]
+fn real_model_split_weights_give_the_same_logits() {
+    let Some(path) = real_model() else { return };
+    let w = Weights::open(&path).unwrap();
+    let Some(g) = contexts().into_iter().next() else { return };
+    let limit = 8u64 << 20;
+    let opts = wgkv::gpu::GpuOptions { max_storage_binding: Some(limit), ..Default::default() };
+    let small = wgkv::gpu::Gpu::new(&opts).unwrap();
+    assert_eq!(small.caps.max_storage_binding, limit);
+    let mut whole = Model::load(g.clone(), &w, 256, KvSpec::full()).unwrap();
+    let mut split = Model::load(small.clone(), &w, 256, KvSpec::full()).unwrap();
+    assert_eq!(whole.weight_blocks(), 30 * 7 + 1, "the default adapter binds every weight whole");
+    assert_eq!(split.weight_blocks(), 30 * 7 + 4, "token_embd (30.4 MiB) in 4 blocks of at most 8 MiB");
+    let prompt: Vec<u32> = (0..37).map(|i| (i * 1031 + 17) % 49152).collect();
+    let mut input = prompt;
+    for step in 0..4 {
+        let a = logits(whole.forward(&input, Readout::Logits).unwrap());
+        let b = logits(split.forward(&input, Readout::Logits).unwrap());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "step {step}: split logits differ");
+        input = vec![argmax(&a)];
+    }
+}

@@ -33,7 +33,13 @@ pub struct Loaded {
 /// (validation, out of memory, device lost) ends the run with one line
 /// instead of wgpu's panic.
 pub fn gpu(global: &super::Global) -> Result<Arc<Gpu>> {
-    let gpu = Gpu::new(&GpuOptions { backend: global.backend.clone(), adapter: global.adapter.clone(), force_f32: false })?;
+    let opts = GpuOptions {
+        backend: global.backend.clone(),
+        adapter: global.adapter.clone(),
+        force_f32: false,
+        max_storage_binding: global.max_binding,
+    };
+    let gpu = Gpu::new(&opts)?;
     gpu.device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
         let first = e.to_string().lines().find(|l| !l.trim().is_empty()).unwrap_or("unknown").trim().to_string();
         eprintln!("wgkv: error: GPU: {first}");

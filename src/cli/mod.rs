@@ -34,6 +34,25 @@ pub struct Global {
     /// Adapter name (substring) or index as listed by `wgkv devices`.
     #[arg(long, global = true)]
     pub adapter: Option<String>,
+    /// Use at most this storage binding limit, in bytes (suffix K, M or G):
+    /// weights above it are split into row blocks, as on adapters with small limits.
+    #[arg(long, global = true, value_parser = parse_bytes)]
+    pub max_binding: Option<u64>,
+}
+
+/// `1234`, `64K`, `8M`, `2G` (binary multiples) as bytes.
+pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("'{s}' is not a byte count (e.g. 65536, 64K, 8M)"))
 }
 
 #[derive(Subcommand, Debug)]

@@ -95,7 +95,7 @@ struct MatvecParams {
     rows: u32,
     cols: u32,
     accum: u32,
-    _p: u32,
+    row0: u32,
 }
 
 #[repr(C)]
@@ -105,6 +105,9 @@ struct MatmulParams {
     cols: u32,
     n_tokens: u32,
     accum: u32,
+    y_stride: u32,
+    row0: u32,
+    _p: [u32; 2],
 }
 
 #[repr(C)]
@@ -113,7 +116,32 @@ struct EmbedParams {
     vocab: u32,
     dim: u32,
     n_tokens: u32,
-    _p: u32,
+    first: u32,
+    total: u32,
+    _p: [u32; 3],
+}
+
+/// Rows `first .. first + count` of a matrix of `total` rows: the block of
+/// a weight that one buffer holds when the weight is split to fit the
+/// adapter's storage binding limit (`Rows::all`: the whole matrix). The
+/// kernels read the block's own rows and write (or, for `embed`, read ids
+/// of) rows `first ..` of the whole matrix's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rows {
+    pub first: u32,
+    pub count: u32,
+    pub total: u32,
+}
+
+impl Rows {
+    pub fn all(rows: u32) -> Rows {
+        Rows { first: 0, count: rows, total: rows }
+    }
+
+    /// `total` rows cut into blocks of at most `per` rows (`per` > 0).
+    pub fn split(total: u32, per: u32) -> Vec<Rows> {
+        (0..total.div_ceil(per)).map(|i| Rows { first: i * per, count: per.min(total - i * per), total }).collect()
+    }
 }
 
 #[track_caller]
@@ -158,7 +186,7 @@ pub fn matvec(
     cols: u32,
     accum: bool,
 ) -> Dispatch {
-    matvec_with(gpu, MatvecShape::for_gpu(gpu), wtype, w, x, y, rows, cols, accum)
+    matvec_with(gpu, MatvecShape::for_gpu(gpu), wtype, w, x, y, Rows::all(rows), cols, accum)
 }
 
 /// Floats between consecutive input rows of `matmul` (and the floats a
@@ -172,7 +200,9 @@ pub fn x_bytes(cols: u32) -> u64 {
     x_stride(cols) as u64 * 4
 }
 
-/// `matvec` with an explicit parallelisation (tests exercise both).
+/// `matvec` with an explicit parallelisation (tests exercise both) over
+/// one row block `rows` of the matrix: `w` holds only that block's rows,
+/// `y` the whole matrix's output.
 pub fn matvec_with(
     gpu: &Gpu,
     shape: MatvecShape,
@@ -180,14 +210,15 @@ pub fn matvec_with(
     w: &wgpu::Buffer,
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
-    rows: u32,
+    rows: Rows,
     cols: u32,
     accum: bool,
 ) -> Dispatch {
-    assert_shape(wtype, rows, cols);
+    assert_shape(wtype, rows.count, cols);
     assert!(x.size() >= x_bytes(cols), "matvec: x holds {} bytes, needs {} (cols rounded up to 4 floats)", x.size(), x_bytes(cols));
-    let params = gpu.uniform("matvec.params", bytemuck::bytes_of(&MatvecParams { rows, cols, accum: accum as u32, _p: 0 }));
-    let groups = grid_1d(rows.div_ceil(shape.rows_per_group()));
+    let p = MatvecParams { rows: rows.count, cols, accum: accum as u32, row0: rows.first };
+    let params = gpu.uniform("matvec.params", bytemuck::bytes_of(&p));
+    let groups = grid_1d(rows.count.div_ceil(shape.rows_per_group()));
     gpu.dispatch(&matvec_spec(wtype, shape), &[w, x, y, &params], groups)
 }
 
@@ -208,10 +239,11 @@ pub fn matmul(
     n_tokens: u32,
     accum: bool,
 ) -> Dispatch {
-    matmul_with(gpu, MatmulShape::for_gpu(gpu), wtype, w, x, y, step, rows, cols, n_tokens, accum)
+    matmul_with(gpu, MatmulShape::for_gpu(gpu), wtype, w, x, y, step, Rows::all(rows), cols, n_tokens, accum)
 }
 
-/// `matmul` with an explicit tile (tests exercise both).
+/// `matmul` with an explicit tile (tests exercise both) over one row block
+/// `rows`: `w` holds only its rows, `y` is `[n_tokens, rows.total]`.
 pub fn matmul_with(
     gpu: &Gpu,
     shape: MatmulShape,
@@ -220,21 +252,23 @@ pub fn matmul_with(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
     step: &wgpu::Buffer,
-    rows: u32,
+    rows: Rows,
     cols: u32,
     n_tokens: u32,
     accum: bool,
 ) -> Dispatch {
-    assert_shape(wtype, rows, cols);
+    assert_shape(wtype, rows.count, cols);
     let need = n_tokens as u64 * x_bytes(cols);
     assert!(x.size() >= need, "matmul: x holds {} bytes, needs {need} ({n_tokens} rows of stride {})", x.size(), x_stride(cols));
-    let params = gpu.uniform("matmul.params", bytemuck::bytes_of(&MatmulParams { rows, cols, n_tokens, accum: accum as u32 }));
-    let groups = matmul_groups_for(shape, rows, n_tokens);
+    let p = MatmulParams { rows: rows.count, cols, n_tokens, accum: accum as u32, y_stride: rows.total, row0: rows.first, _p: [0; 2] };
+    let params = gpu.uniform("matmul.params", bytemuck::bytes_of(&p));
+    let groups = matmul_groups_for(shape, rows.count, n_tokens);
     gpu.dispatch(&matmul_spec(wtype, shape), &[w, x, y, &params, step], groups)
 }
 
-/// The grid of a `matmul` dispatch on `gpu` covering `n_tokens` tokens (for
-/// `Dispatch::record_groups` when a call has fewer tokens than the buffers).
+/// The grid of a `matmul` dispatch on `gpu` over `rows` weight rows (a
+/// block's count) covering `n_tokens` tokens (for `Dispatch::record_groups`
+/// when a call has fewer tokens than the buffers).
 pub fn matmul_groups(gpu: &Gpu, rows: u32, n_tokens: u32) -> [u32; 3] {
     matmul_groups_for(MatmulShape::for_gpu(gpu), rows, n_tokens)
 }
@@ -259,8 +293,26 @@ pub fn embed(
     dim: u32,
     n_tokens: u32,
 ) -> Dispatch {
-    assert_shape(wtype, vocab, dim);
-    let params = gpu.uniform("embed.params", bytemuck::bytes_of(&EmbedParams { vocab, dim, n_tokens, _p: 0 }));
+    embed_rows(gpu, wtype, table, ids, out, step, Rows::all(vocab), dim, n_tokens)
+}
+
+/// `embed` from one row block `rows` of the table: writes the tokens whose
+/// ids fall in the block (and, the block with `first == 0`, zeros for ids
+/// past `rows.total`), leaving the others' rows to the other blocks.
+pub fn embed_rows(
+    gpu: &Gpu,
+    wtype: WType,
+    table: &wgpu::Buffer,
+    ids: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+    rows: Rows,
+    dim: u32,
+    n_tokens: u32,
+) -> Dispatch {
+    assert_shape(wtype, rows.count, dim);
+    let p = EmbedParams { vocab: rows.count, dim, n_tokens, first: rows.first, total: rows.total, _p: [0; 3] };
+    let params = gpu.uniform("embed.params", bytemuck::bytes_of(&p));
     gpu.dispatch(&embed_spec(wtype), &[table, ids, out, &params, step], embed_groups(dim, n_tokens))
 }
 
