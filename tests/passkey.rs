@@ -14,11 +14,10 @@ mod tiny;
 
 use serde_json::Value;
 use std::path::Path;
-use wgkv::gguf::Value as G;
 use wgkv::measure::passkey::{self, Frame, Prompt, ANSWER_LEAD, FILLER, QUESTION, TASK};
-use wgkv::quant::WType;
 use wgkv::template::ChatTemplate;
-use wgkv::tokenizer::{GgufVocab, Tokenizer, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED};
+use wgkv::quant::WType;
+use wgkv::tokenizer::Tokenizer;
 use wgkv::Result;
 
 // ---------------------------------------------------------------- helpers
@@ -50,73 +49,6 @@ fn words(text: &str) -> Result<Vec<u32>> {
 
 fn build_words(budget: usize, depth: f64, key: u32) -> Prompt {
     passkey::build(&mut words, &Frame::default(), budget, depth, key).unwrap()
-}
-
-/// GPT-2's byte alphabet, in byte order.
-fn byte_alphabet() -> Vec<String> {
-    let mut extra = 0;
-    (0..=255u32)
-        .map(|b| {
-            let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
-            let c = if printable {
-                b
-            } else {
-                extra += 1;
-                255 + extra
-            };
-            char::from_u32(c).unwrap().to_string()
-        })
-        .collect()
-}
-
-const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-
-/// A byte-level vocabulary of exactly the tiny model's 300 ids: three
-/// control tokens, the 256 bytes, a few merges of the filler's words, then
-/// unused ids.
-fn tiny_vocab() -> GgufVocab {
-    let merges = [
-        "h e", "Ġ T", "ĠT he", "Ġ i", "Ġi s", "Ġ p", "a s", "Ġp as", "Ġpas s", "Ġ k", "e y", "Ġk ey", "Ġ g", "r e", "e n", "Ġ s",
-    ];
-    let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(String::from).to_vec();
-    tokens.extend(byte_alphabet());
-    tokens.extend(merges.iter().map(|m| m.replace(' ', "")));
-    let mut types = vec![TOKEN_CONTROL; 3];
-    types.resize(tokens.len(), TOKEN_NORMAL);
-    while tokens.len() < tiny::VOCAB {
-        tokens.push(format!("<unused{}>", tokens.len()));
-        types.push(TOKEN_UNUSED);
-    }
-    GgufVocab {
-        model: "gpt2".into(),
-        pre: "smollm".into(),
-        tokens,
-        merges: merges.map(String::from).to_vec(),
-        token_types: types,
-        bos: Some(1),
-        eos: Some(2),
-        add_bos: Some(false),
-        chat_template: Some(CHATML.into()),
-        ..Default::default()
-    }
-}
-
-/// The tiny model with `tiny_vocab` and a 1024-token context in its metadata.
-fn write_tiny_with_vocab(path: &Path) {
-    let v = tiny_vocab();
-    let mut w = tiny::tiny_gguf_writer(&tiny::TinyOpts { quant: WType::Q8_0, ..tiny::TinyOpts::new(11) });
-    let strs = |v: &[String]| G::Array(v.iter().map(|s| G::Str(s.clone())).collect());
-    w.add("llama.context_length", G::U32(1024))
-        .add("tokenizer.ggml.model", G::Str(v.model.clone()))
-        .add("tokenizer.ggml.pre", G::Str(v.pre.clone()))
-        .add("tokenizer.ggml.tokens", strs(&v.tokens))
-        .add("tokenizer.ggml.merges", strs(&v.merges))
-        .add("tokenizer.ggml.token_type", G::Array(v.token_types.iter().map(|&t| G::I32(t)).collect()))
-        .add("tokenizer.ggml.bos_token_id", G::U32(1))
-        .add("tokenizer.ggml.eos_token_id", G::U32(2))
-        .add("tokenizer.ggml.add_bos_token", G::Bool(false))
-        .add("tokenizer.chat_template", G::Str(CHATML.into()));
-    w.write(path).unwrap();
 }
 
 // ---------------------------------------------------------------- prompt builder (no GPU)
@@ -166,7 +98,7 @@ fn prompt_fills_the_budget_without_exceeding_it() {
 
 #[test]
 fn prompt_text_survives_a_real_byte_level_tokenizer() {
-    let tok = Tokenizer::from_gguf_vocab(tiny_vocab()).unwrap();
+    let tok = Tokenizer::from_gguf_vocab(tiny::tiny_vocab()).unwrap();
     let key = 40817;
     let p = passkey::build(&mut |s| tok.encode(s, true), &Frame::default(), 700, 50.0, key).unwrap();
     let text = tok.decode(&p.context);
@@ -185,7 +117,7 @@ fn prompt_text_survives_a_real_byte_level_tokenizer() {
 
 #[test]
 fn chat_frame_wraps_the_prompt_in_one_user_turn() {
-    let t = ChatTemplate::new(CHATML, "<|im_start|>", "<|im_end|>").unwrap();
+    let t = ChatTemplate::new(tiny::CHATML, "<|im_start|>", "<|im_end|>").unwrap();
     let (head, tail) = passkey::chat_parts(&t).unwrap();
     assert_eq!(head, "<|im_start|>user\n");
     assert_eq!(tail, "<|im_end|>\n<|im_start|>assistant\n");
@@ -237,7 +169,7 @@ fn passkey_cli_on_the_tiny_model() {
     }
     let dir = tiny::scratch("passkey-cli");
     let model = dir.join("tiny.gguf");
-    write_tiny_with_vocab(&model);
+    tiny::write_tiny_with_vocab(&model);
     let m = model.to_str().unwrap();
     let svg = dir.join("p.svg");
     let o = wgkv(&[
@@ -300,7 +232,7 @@ fn passkey_cli_on_the_tiny_model() {
 fn passkey_cli_errors_are_one_line() {
     let dir = tiny::scratch("passkey-errors");
     let model = dir.join("tiny.gguf");
-    write_tiny_with_vocab(&model);
+    tiny::write_tiny_with_vocab(&model);
     let m = model.to_str().unwrap();
     assert_one_line_error(&wgkv(&["--model", m, "eval", "passkey", "--ctx", "4096"]), "exceeds the model's context length 1024");
     assert_one_line_error(&wgkv(&["--model", m, "eval", "passkey", "--depths", "50,150"]), "150 is not a percentage");
@@ -320,7 +252,7 @@ fn ppl_compare_full_of_full_is_exact() {
     }
     let dir = tiny::scratch("ppl-compare");
     let model = dir.join("tiny.gguf");
-    write_tiny_with_vocab(&model);
+    tiny::write_tiny_with_vocab(&model);
     let text = dir.join("text.txt");
     std::fs::write(&text, "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ".repeat(8)).unwrap();
     let (m, f) = (model.to_str().unwrap(), text.to_str().unwrap());

@@ -24,7 +24,8 @@
 
 use std::path::{Path, PathBuf};
 use wgkv::config::{ModelConfig, RopeStyle};
-use wgkv::gguf::{GgufWriter, Value};
+use wgkv::gguf::{GgufWriter, Value, Value as G};
+use wgkv::tokenizer::{GgufVocab, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED};
 use wgkv::quant::{dequantize, quantize, WType};
 use wgkv::safetensors::SafeTensorsWriter;
 use wgkv::weights::canonical_to_hf;
@@ -308,4 +309,78 @@ pub fn scratch(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+// ---------------------------------------------------------------- a tokenizer for the tiny model
+
+/// GPT-2's byte alphabet, in byte order.
+pub fn byte_alphabet() -> Vec<String> {
+    let mut extra = 0;
+    (0..=255u32)
+        .map(|b| {
+            let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+            let c = if printable {
+                b
+            } else {
+                extra += 1;
+                255 + extra
+            };
+            char::from_u32(c).unwrap().to_string()
+        })
+        .collect()
+}
+
+pub const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// A byte-level vocabulary of exactly the tiny model's 300 ids: three
+/// control tokens, the 256 bytes, a few merges of the filler's words, then
+/// unused ids.
+pub fn tiny_vocab() -> GgufVocab {
+    let merges = [
+        "h e", "Ġ T", "ĠT he", "Ġ i", "Ġi s", "Ġ p", "a s", "Ġp as", "Ġpas s", "Ġ k", "e y", "Ġk ey", "Ġ g", "r e", "e n", "Ġ s",
+    ];
+    let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(String::from).to_vec();
+    tokens.extend(byte_alphabet());
+    tokens.extend(merges.iter().map(|m| m.replace(' ', "")));
+    let mut types = vec![TOKEN_CONTROL; 3];
+    types.resize(tokens.len(), TOKEN_NORMAL);
+    while tokens.len() < VOCAB {
+        tokens.push(format!("<unused{}>", tokens.len()));
+        types.push(TOKEN_UNUSED);
+    }
+    GgufVocab {
+        model: "gpt2".into(),
+        pre: "smollm".into(),
+        tokens,
+        merges: merges.map(String::from).to_vec(),
+        token_types: types,
+        bos: Some(1),
+        eos: Some(2),
+        add_bos: Some(false),
+        chat_template: Some(CHATML.into()),
+        ..Default::default()
+    }
+}
+
+/// The tiny model with `tiny_vocab` and a 1024-token context in its metadata.
+pub fn write_tiny_with_vocab(path: &Path) {
+    tiny_writer_with_vocab().write(path).unwrap();
+}
+
+/// `write_tiny_with_vocab`'s file, not yet written.
+pub fn tiny_writer_with_vocab() -> GgufWriter {
+    let v = tiny_vocab();
+    let mut w = tiny_gguf_writer(&TinyOpts { quant: WType::Q8_0, ..TinyOpts::new(11) });
+    let strs = |v: &[String]| G::Array(v.iter().map(|s| G::Str(s.clone())).collect());
+    w.add("llama.context_length", G::U32(1024))
+        .add("tokenizer.ggml.model", G::Str(v.model.clone()))
+        .add("tokenizer.ggml.pre", G::Str(v.pre.clone()))
+        .add("tokenizer.ggml.tokens", strs(&v.tokens))
+        .add("tokenizer.ggml.merges", strs(&v.merges))
+        .add("tokenizer.ggml.token_type", G::Array(v.token_types.iter().map(|&t| G::I32(t)).collect()))
+        .add("tokenizer.ggml.bos_token_id", G::U32(1))
+        .add("tokenizer.ggml.eos_token_id", G::U32(2))
+        .add("tokenizer.ggml.add_bos_token", G::Bool(false))
+        .add("tokenizer.chat_template", G::Str(CHATML.into()));
+    w
 }
