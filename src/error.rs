@@ -10,6 +10,9 @@ pub enum Error {
     Io { path: String, source: std::io::Error },
     #[error("{path}: {msg}")]
     Format { path: String, msg: String },
+    /// The run's cancel flag (Ctrl-C) was set between two prefill chunks.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {

@@ -1,9 +1,28 @@
 //! The `wgkv` command line.
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() {
-    let cli = wgkv::cli::Cli::parse();
+    // A closed stdout (`wgkv tokenize ... | head`) ends the process quietly,
+    // as for any Unix filter, instead of failing a print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match wgkv::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => {
+            // clap's message without its usage block: one line, like every other error.
+            let text = e.render().to_string();
+            let first = text.trim().split("\n\n").next().unwrap_or("error: invalid arguments");
+            eprintln!("wgkv: {} (see wgkv --help)", first.split_whitespace().collect::<Vec<_>>().join(" "));
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = wgkv::cli::run(cli) {
         eprintln!("wgkv: error: {e}");
         std::process::exit(1);

@@ -15,6 +15,7 @@ use crate::quant::WType;
 use crate::weights::Weights;
 use crate::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Largest prefill chunk; longer prompts are prefilled in chunks of this size.
@@ -130,6 +131,9 @@ pub struct Model {
     acts: Acts,           // sized for MAX_CHUNK tokens, shared by every plan
     plans: HashMap<usize, Plan>,
     plans_generation: u64, // the KV cache's generation the plans were recorded for
+    /// Checked between prefill chunks: when set, `forward` stops with
+    /// `Error::Interrupted`, leaving a partly filled cache to `reset`.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Model {
@@ -189,6 +193,7 @@ impl Model {
         let mut m = Model {
             cfg, gpu, kv, weight_bytes, weight_type, embed, output, output_norm, layers, step, last, logits, best, topk,
             lse, staging, scratch, prefill, acts, plans: HashMap::new(), plans_generation: 0,
+            cancel: None,
         };
         // Record the decode plan now so the first token pays no pipeline builds.
         m.ensure_plan(1)?;
@@ -218,6 +223,9 @@ impl Model {
         let chunks = chunk_tokens(tokens, MAX_CHUNK.min(self.kv.max_call()), self.kv.min_last_chunk());
         let last_len = chunks.last().map_or(0, |c| c.len());
         for (i, chunk) in chunks.iter().enumerate() {
+            if i > 0 && self.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+                return Err(Error::Interrupted);
+            }
             let last = i + 1 == chunks.len();
             let slots = plan_slots(chunk.len());
             self.kv.make_room(&self.gpu, chunk.len())?;

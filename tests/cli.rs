@@ -118,3 +118,111 @@ fn invalid_utf8_on_chat_stdin_is_one_line() {
     let o = wgkv_with_stdin_bytes(&["--model", model.to_str().unwrap(), "chat", "-n", "4"], b"Hi \xff\xfe there\n");
     assert_one_line_error(&o, "valid UTF-8");
 }
+
+#[test]
+fn argument_errors_are_one_line() {
+    let o = wgkv_with_stdin(&["generate"], None);
+    assert_one_line_error(&o, "--prompt");
+    let o = wgkv_with_stdin(&["generate", "-p", "hi", "--temp", "warm"], None);
+    assert_one_line_error(&o, "'warm'");
+    let o = wgkv_with_stdin(&["--max-binding", "lots", "devices"], None);
+    assert_one_line_error(&o, "not a byte count");
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_wgkv")).arg("generate").arg("-p").arg(bad).output().unwrap();
+        assert_one_line_error(&o, "UTF-8");
+    }
+}
+
+#[test]
+fn empty_prompts_are_one_line() {
+    let Some(model) = common::real_model() else { return };
+    let m = model.to_str().unwrap();
+    let o = wgkv_with_stdin(&["--model", m, "generate", "-p", ""], None);
+    assert_one_line_error(&o, "empty");
+    // In chat an empty line is skipped, and an empty stdin is a session with no turns.
+    let o = wgkv_with_stdin(&["--model", m, "chat", "-n", "4"], Some("\n\n   \n"));
+    assert!(o.status.success() && o.stdout.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A reader that closes its end of stdout after `keep` bytes.
+fn run_with_closed_stdout(args: &[&str], stdin: &str, keep: usize) -> std::process::ExitStatus {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgkv"));
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; keep];
+    let _ = out.read_exact(&mut buf);
+    drop(out);
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(err.lines().all(|l| !l.contains("Broken pipe")), "{args:?}: {err}");
+    status
+}
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    let Some(model) = common::real_model() else { return };
+    let m = model.to_str().unwrap();
+    // Far more output than a pipe buffers, so the writes hit the closed pipe.
+    let text = "word ".repeat(20000);
+    let status = run_with_closed_stdout(&["--model", m, "tokenize", &text], "", 16);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(status.success() || status.signal() == Some(libc::SIGPIPE), "{status:?}");
+    }
+    let status = run_with_closed_stdout(&["--model", m, "chat", "-n", "48", "--temp", "0"], "Tell me a story.\nAnother one.\n", 4);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(status.success() || status.signal() == Some(libc::SIGPIPE), "{status:?}");
+    }
+}
+
+/// Ctrl-C while a long prompt is prefilled stops that turn (between prefill
+/// chunks on a slow adapter, or in the answer on a fast one) and the chat
+/// goes on to its next line; the process exits 0 at the end of stdin.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_a_long_prompt_stops_the_turn_and_chat_goes_on() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let Some(model) = common::real_model() else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgkv"))
+        .args(["--model", model.to_str().unwrap(), "chat", "--temp", "0", "-n", "8", "--ctx", "4096"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // A first short turn: once it is answered the model is loaded and the
+    // Ctrl-C handler installed.
+    writeln!(input, "Say hi.").unwrap();
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    writeln!(input, "{}", "Count the words in this text: word ".repeat(300)).unwrap();
+    input.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signals our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    writeln!(input, "Say bye.").unwrap();
+    drop(input);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{:?}: {err}", o.status);
+    assert!(err.contains("(stopped"), "the long turn was not stopped: {err}");
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    eprintln!("ctrl-c: {}", err.lines().find(|l| l.contains("(stopped")).unwrap());
+}

@@ -70,6 +70,7 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
         ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
             .map_err(|e| Error::msg(format!("cannot install the Ctrl-C handler: {e}")))?;
     }
+    l.model.cancel = Some(interrupted.clone());
     let tty = std::io::stdin().is_terminal();
     let mut editor = if tty { rustyline::DefaultEditor::new().ok() } else { None };
     let mut piped = std::io::stdin().lock().lines();
@@ -182,11 +183,24 @@ a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a 
         let mut stdout = std::io::stdout().lock();
         let flag = interrupted.clone();
         let budget = l.model.kv.room().map_or(a.n, |room| a.n.min(room - ids.len()));
-        let (answer, stop, stats) = generate(&mut l.model, &mut sampler, &ids, budget, &eog, |id| {
+        let run = generate(&mut l.model, &mut sampler, &ids, budget, &eog, |id| {
             let piece = dec.push(tok, id);
             let ok = stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_ok();
             ok && !flag.load(Ordering::SeqCst)
-        })?;
+        });
+        let (answer, stop, stats) = match run {
+            Err(Error::Interrupted) => {
+                // Ctrl-C during the prompt: drop this message and the partly
+                // filled cache; the next turn prefills the history again.
+                drop(stdout);
+                eprintln!("(stopped during the prompt; message dropped)");
+                s.messages.pop();
+                s.fed.clear();
+                l.model.reset();
+                continue;
+            }
+            other => other?,
+        };
         let tail = dec.finish();
         let _ = writeln!(stdout, "{tail}");
         drop(stdout);
