@@ -18,6 +18,9 @@ pub struct GpuOptions {
     /// Open the device with at most this storage binding limit (bytes):
     /// exercises the split of weights above the limit on any adapter.
     pub max_storage_binding: Option<u64>,
+    /// The device's memory in bytes, as the user states it (`--gpu-memory`):
+    /// models that need more are refused before allocating.
+    pub memory: Option<u64>,
 }
 
 /// What the shaders may use on this device.
@@ -43,6 +46,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub caps: Caps,
     pub kernels: Registry,
+    /// `GpuOptions::memory`.
+    pub stated_memory: Option<u64>,
 }
 
 pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
@@ -157,7 +162,7 @@ impl Gpu {
             cpu: info.device_type == wgpu::DeviceType::Cpu,
         };
         let kernels = Registry::new(caps.f16, info.backend);
-        Ok(Arc::new(Gpu { device, queue, info, caps, kernels }))
+        Ok(Arc::new(Gpu { device, queue, info, caps, kernels, stated_memory: opts.memory }))
     }
 
     /// A storage buffer of `bytes` (rounded up to 4), usable as copy source and target.

@@ -13,6 +13,7 @@
 //! - `fetch`: the default model, fetched on first use and cached.
 //! - `measure`: bench timing loop and JSON records, markdown tables, SVG plots, the pass-key prompt.
 //! - `profile`: per-kernel timing of one forward call.
+//! - `memory`: what a model needs on the device, checked before allocating; GPU error scopes.
 
 pub mod error;
 pub mod gpu;
@@ -24,6 +25,7 @@ pub mod generate;
 pub mod gguf;
 pub mod kv;
 pub mod measure;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod profile;

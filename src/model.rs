@@ -6,6 +6,7 @@ use crate::config::{ModelConfig, RopeStyle};
 use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
 use crate::kv::{KvCache, KvSpec};
+use crate::memory;
 use crate::ops::attention::{self as attn, AttnShape};
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
 use crate::ops::linear::{self, MatmulShape, MatvecShape, Rows};
@@ -137,12 +138,22 @@ pub struct Model {
 }
 
 impl Model {
-    /// Upload `w` and allocate a KV cache of `ctx` tokens under `spec`.
+    /// Upload `w` and allocate a KV cache of `ctx` tokens under `spec`,
+    /// after checking that they fit the device's memory where it is known;
+    /// GPU errors while allocating (out of memory, validation) are returned.
     pub fn load(gpu: Arc<Gpu>, w: &Weights, ctx: usize, spec: KvSpec) -> Result<Model> {
-        let cfg = w.cfg.clone();
-        if ctx == 0 || ctx > cfg.max_seq {
-            return Err(Error::msg(format!("--ctx {ctx} is outside 1..={} (the model's context length)", cfg.max_seq)));
+        if ctx == 0 || ctx > w.cfg.max_seq {
+            return Err(Error::msg(format!("--ctx {ctx} is outside 1..={} (the model's context length)", w.cfg.max_seq)));
         }
+        let lanes = attn::AttnKind::for_gpu(&gpu) == attn::AttnKind::Lanes;
+        let need_at = |c: usize| Ok(memory::Need::new(&w.cfg, w.total_bytes(), KvCache::slots(&spec, c)?, gpu.caps.f16, lanes));
+        memory::check(need_at, memory::available(&gpu, gpu.stated_memory), ctx)?;
+        let g = gpu.clone();
+        memory::scoped(&g, "loading the model", || Model::upload(gpu, w, ctx, spec))
+    }
+
+    fn upload(gpu: Arc<Gpu>, w: &Weights, ctx: usize, spec: KvSpec) -> Result<Model> {
+        let cfg = w.cfg.clone();
         let mut weight_bytes = 0u64;
         let mut types = std::collections::BTreeMap::<&str, usize>::new();
         let mut matrix = |name: &str| -> Result<Matrix> {

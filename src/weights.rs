@@ -237,6 +237,11 @@ impl Weights {
         Ok(w)
     }
 
+    /// Bytes of all tensors as stored (what uploading them takes).
+    pub fn total_bytes(&self) -> u64 {
+        self.tensors.values().map(|t| t.data.len() as u64).sum()
+    }
+
     /// A tensor by canonical name.
     pub fn get(&self, name: &str) -> Result<&Tensor> {
         self.tensors.get(name).ok_or_else(|| self.err(format!("missing tensor {}", self.shown_name(name))))

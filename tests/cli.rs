@@ -226,3 +226,21 @@ fn ctrl_c_during_a_long_prompt_stops_the_turn_and_chat_goes_on() {
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
     eprintln!("ctrl-c: {}", err.lines().find(|l| l.contains("(stopped")).unwrap());
 }
+
+#[test]
+fn a_model_too_big_for_the_stated_gpu_memory_is_refused_before_loading() {
+    let Some(model) = common::real_model() else { return };
+    let m = model.to_str().unwrap();
+    let o = wgkv_with_stdin(&["--model", m, "--gpu-memory", "64M", "generate", "-p", "hi", "-n", "1"], None);
+    assert_one_line_error(&o, "even a 256-token context does not fit");
+    // 200 MiB: the weights fit, an 8192-token KV cache does not; the context
+    // the message suggests then loads.
+    let o = wgkv_with_stdin(&["--model", m, "--gpu-memory", "200M", "generate", "-p", "hi", "-n", "1", "--ctx", "8192"], None);
+    assert_one_line_error(&o, "lower --ctx to at most ");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let fit: usize = err.split("at most ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!((1024..8192).contains(&fit), "{err}");
+    let ctx = fit.to_string();
+    let o = wgkv_with_stdin(&["--model", m, "--gpu-memory", "200M", "generate", "-p", "hi", "-n", "1", "--ctx", &ctx], None);
+    assert!(o.status.success(), "--ctx {ctx}: {}", String::from_utf8_lossy(&o.stderr));
+}

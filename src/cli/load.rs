@@ -38,13 +38,20 @@ pub fn gpu(global: &super::Global) -> Result<Arc<Gpu>> {
         adapter: global.adapter.clone(),
         force_f32: false,
         max_storage_binding: global.max_binding,
+        memory: global.gpu_memory,
     };
     let gpu = Gpu::new(&opts)?;
     gpu.device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
-        let first = e.to_string().lines().find(|l| !l.trim().is_empty()).unwrap_or("unknown").trim().to_string();
-        eprintln!("wgkv: error: GPU: {first}");
+        eprintln!("wgkv: error: GPU: {}", crate::memory::one_line(&e));
         std::process::exit(2);
     }));
+    gpu.device.set_device_lost_callback(|reason, msg| {
+        // Dropping the device at exit reports `Destroyed`: not an error.
+        if reason != wgpu::DeviceLostReason::Destroyed {
+            eprintln!("wgkv: error: the GPU device was lost ({reason:?}): {msg}");
+            std::process::exit(3);
+        }
+    });
     Ok(gpu)
 }
 

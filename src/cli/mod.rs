@@ -38,6 +38,10 @@ pub struct Global {
     /// weights above it are split into row blocks, as on adapters with small limits.
     #[arg(long, global = true, value_parser = parse_bytes)]
     pub max_binding: Option<u64>,
+    /// The GPU's memory in bytes (suffix K, M or G), where wgpu cannot tell:
+    /// a model and context that need more are refused before allocating.
+    #[arg(long, global = true, value_parser = parse_bytes)]
+    pub gpu_memory: Option<u64>,
 }
 
 /// `1234`, `64K`, `8M`, `2G` (binary multiples) as bytes.

@@ -1,0 +1,136 @@
+//! Device memory: how much a model at a context needs, checked against what
+//! the device has before anything large is allocated, and GPU errors caught
+//! around allocation (error scopes) and reported as one line.
+//!
+//! wgpu reports no memory size. Where the device's memory is the system's
+//! (a CPU adapter such as lavapipe, or an integrated GPU) the available
+//! system memory is the bound; elsewhere the user may state it with
+//! `--gpu-memory`, and without it only the allocation's own errors remain.
+
+use crate::config::ModelConfig;
+use crate::gpu::Gpu;
+use crate::model::MAX_CHUNK;
+use crate::ops::attention::AttnShape;
+use crate::{Error, Result};
+
+/// Bytes a model needs on the device, by part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Need {
+    pub weights: u64,
+    /// The KV cache's dense storage for `slots` tokens.
+    pub kv: u64,
+    /// KV bytes per slot (all layers, K and V).
+    pub kv_per_slot: u64,
+    /// Activations for one prefill chunk, attention scratch, logits.
+    pub buffers: u64,
+}
+
+impl Need {
+    /// `slots`: the KV cache's dense slots; `lanes`: the adapter's prefill
+    /// keeps per-split partials (`AttnKind::Lanes`, CPU adapters).
+    pub fn new(cfg: &ModelConfig, weights: u64, slots: usize, f16: bool, lanes: bool) -> Need {
+        let elem = if f16 { 2 } else { 4 };
+        let kv_dim = (cfg.n_kv_heads * cfg.head_dim) as u64;
+        let kv_per_slot = 2 * cfg.n_layers as u64 * kv_dim * elem;
+        let n = MAX_CHUNK as u64;
+        let q = (cfg.n_heads * cfg.head_dim) as u64;
+        let acts = 4 * n * (1 + 2 * cfg.dim as u64 + 2 * q + 2 * kv_dim + 3 * cfg.hidden_dim as u64);
+        let shape = AttnShape {
+            n_heads: cfg.n_heads as u32,
+            n_kv_heads: cfg.n_kv_heads as u32,
+            head_dim: cfg.head_dim as u32,
+            max_seq: slots.min(u32::MAX as usize) as u32,
+        };
+        let partials = if lanes { n * cfg.n_heads as u64 * shape.prefill_lanes_split() as u64 * (cfg.head_dim as u64 + 2) * 4 } else { 0 };
+        let buffers = acts + partials + 12 * cfg.vocab_size as u64;
+        Need { weights, kv: kv_per_slot * slots as u64, kv_per_slot, buffers }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv + self.buffers
+    }
+}
+
+/// Device memory in bytes and where the figure comes from, if known:
+/// `stated` (the user's `--gpu-memory`), else the system's available
+/// memory for adapters that use it.
+pub fn available(gpu: &Gpu, stated: Option<u64>) -> Option<(u64, String)> {
+    if let Some(b) = stated {
+        return Some((b, "--gpu-memory".into()));
+    }
+    match gpu.info.device_type {
+        wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu => {
+            system_available().map(|b| (b, format!("available system memory, which a {:?} adapter uses", gpu.info.device_type)))
+        }
+        _ => None,
+    }
+}
+
+/// MemAvailable from /proc/meminfo (Linux); None elsewhere.
+fn system_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+/// Fails, saying what to lower, when the model at `ctx` needs more than
+/// `avail` bytes; `need_at(c)` is what it needs at context `c`. The largest
+/// context that would fit is suggested, in whole 256-token steps.
+pub fn check(need_at: impl Fn(usize) -> Result<Need>, avail: Option<(u64, String)>, ctx: usize) -> Result<()> {
+    let Some((avail, source)) = avail else { return Ok(()) };
+    let need = need_at(ctx)?;
+    if need.total() <= avail {
+        return Ok(());
+    }
+    let head = format!(
+        "the model needs about {} of GPU memory (weights {}, KV cache {} at --ctx {ctx}, buffers {}) but {} are available ({source})",
+        mib(need.total()),
+        mib(need.weights),
+        mib(need.kv),
+        mib(need.buffers),
+        mib(avail)
+    );
+    let fits = |c: usize| need_at(c).is_ok_and(|n| n.total() <= avail);
+    let (mut lo, mut hi) = (0, ctx / 256); // in 256-token steps: lo fits (or is 0), hi does not
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(mid * 256) { lo = mid } else { hi = mid }
+    }
+    if lo == 0 {
+        return Err(Error::msg(format!("{head}: even a 256-token context does not fit; use a smaller or more quantized model")));
+    }
+    Err(Error::msg(format!("{head}: lower --ctx to at most {}, or choose a --kv policy with a smaller budget", lo * 256)))
+}
+
+/// A wgpu error's message on one line: its non-empty lines joined, without
+/// the "Caused by:" headings.
+pub fn one_line(e: &wgpu::Error) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "Caused by:").collect();
+    if parts.is_empty() { "unknown error".into() } else { parts.join(": ") }
+}
+
+/// Run `f` (which creates GPU objects) inside out-of-memory and validation
+/// error scopes; an error either caught becomes one line naming `what`.
+pub fn scoped<T>(gpu: &Gpu, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let invalid = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let out = f();
+    let invalid = pollster::block_on(invalid.pop());
+    let oom = pollster::block_on(oom.pop());
+    if let Some(e) = oom {
+        return Err(Error::msg(format!(
+            "out of GPU memory while {what} ({}): lower --ctx, choose a smaller --kv budget or a smaller model",
+            one_line(&e)
+        )));
+    }
+    if let Some(e) = invalid {
+        return Err(Error::msg(format!("GPU validation error while {what}: {}", one_line(&e))));
+    }
+    out
+}
