@@ -45,6 +45,8 @@ pub enum EvalCommand {
     },
     /// Pass-key retrieval accuracy per KV policy and depth (Quest's protocol).
     Passkey(super::passkey::PasskeyArgs),
+    /// A chat of thousands of turns: memory and decode speed at checkpoints.
+    Soak(super::soak::SoakArgs),
 }
 
 pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
@@ -54,6 +56,7 @@ pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
         }
         EvalCommand::Compare { reference, json, run } => compare(global, &reference, json, run),
         EvalCommand::Passkey(a) => super::passkey::run(global, a),
+        EvalCommand::Soak(a) => super::soak::run(global, a),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod load;
 pub mod passkey;
 pub mod sampling;
+pub mod soak;
 pub mod tokenize;
 
 use crate::Result;
