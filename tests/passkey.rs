@@ -178,10 +178,11 @@ fn passkey_cli_on_the_tiny_model() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
-    for k in ["schema", "wgkv_version", "git_commit", "model", "adapter", "backend", "device_type", "ctx", "prompt_tokens", "trials", "seed", "format", "answer_tokens"] {
+    for k in ["schema", "wgkv_version", "git_commit", "model", "adapter", "backend", "device_type", "ctx", "prompt_tokens", "trials", "seed", "format", "question", "answer_tokens"] {
         assert!(v.get(k).is_some(), "missing '{k}' in {v}");
     }
     assert_eq!(v["format"], "raw");
+    assert_eq!(v["question"], "decode");
     assert_eq!(v["ctx"], 320);
     let prompt_tokens = v["prompt_tokens"].as_u64().unwrap();
     assert!(prompt_tokens <= 320 - 8 && prompt_tokens > 250, "{prompt_tokens}");
@@ -225,6 +226,17 @@ fn passkey_cli_on_the_tiny_model() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["format"], "chat");
+
+    // The question prefilled with the context: the same prompts and keys.
+    let keys = |v: &Value| v["results"][0]["detail"].as_array().unwrap().iter().map(|t| t["key"].clone()).collect::<Vec<_>>();
+    let args = ["--model", m, "eval", "passkey", "--ctx", "300", "--depths", "50", "--trials", "2", "--kv", "snapkv:budget=64", "--json"];
+    let o = wgkv(&args);
+    let o2 = wgkv(&[&args[..], &["--question", "prefill"]].concat());
+    assert!(o.status.success() && o2.status.success(), "{}", String::from_utf8_lossy(&o2.stderr));
+    let (v, v2): (Value, Value) = (serde_json::from_slice(&o.stdout).unwrap(), serde_json::from_slice(&o2.stdout).unwrap());
+    assert_eq!((&v["question"], &v2["question"]), (&Value::from("decode"), &Value::from("prefill")));
+    assert_eq!(v["prompt_tokens"], v2["prompt_tokens"]);
+    assert_eq!(keys(&v), keys(&v2));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

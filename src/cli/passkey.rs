@@ -4,7 +4,8 @@
 //! Per trial: the context (task, filler, key line) is prefilled in one
 //! `forward` call, the question tokens go through the decode path one at a
 //! time (so a selection policy is active while the model reads the
-//! question), then up to `--answer-tokens` greedy tokens are decoded; the
+//! question; `--question prefill` feeds them in the context's call
+//! instead), then up to `--answer-tokens` greedy tokens are decoded; the
 //! first integer of the answer is compared with the key. Every policy is
 //! asked the same keys at the same positions.
 
@@ -30,6 +31,18 @@ pub enum Format {
     Chat,
 }
 
+/// How the question after the context reaches the model.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Question {
+    /// One token at a time through the decode path (Quest's protocol: a
+    /// selection policy is active while the model reads the question).
+    Decode,
+    /// In the same prefill call as the context, as a user's prompt arrives:
+    /// eviction that scores a prompt's last tokens (SnapKV's observation
+    /// window) then sees the question.
+    Prefill,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct PasskeyArgs {
     /// KV cache size; the prompt fills it up to the answer's room.
@@ -50,6 +63,9 @@ pub struct PasskeyArgs {
     /// Prompt format (raw works with SmolLM2-135M-Instruct; see README: Measuring).
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
+    /// How the question is fed after the context.
+    #[arg(long, value_enum, default_value_t = Question::Decode)]
+    pub question: Question,
     /// Greedy answer tokens at most (decoding stops early once a number is complete).
     #[arg(long, default_value_t = 8)]
     pub answer_tokens: usize,
@@ -107,7 +123,7 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
         let mut trials = Vec::new();
         for (di, t, p) in &prompts {
             bar.set_message(format!("kv {spec}: depth {}%, trial {}", depths[*di], t + 1));
-            let answer = answer(&mut model, &tok, p, a.answer_tokens, &eog)?;
+            let answer = answer(&mut model, &tok, p, a.question, a.answer_tokens, &eog)?;
             let correct = passkey::is_correct(&answer, p.key);
             trials.push(Trial { depth_index: *di, trial: *t, key: p.key, prompt_tokens: p.len(), key_depth: p.depth(), answer, correct });
             bar.inc(1);
@@ -149,7 +165,7 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
             "schema": record::SCHEMA, "wgkv_version": env!("CARGO_PKG_VERSION"), "git_commit": record::git_commit(),
             "model": model_name, "adapter": device.adapter, "backend": device.backend, "device_type": device.device_type,
             "f16": device.f16, "ctx": a.ctx, "prompt_tokens": prompt_tokens, "trials": a.trials, "seed": a.seed,
-            "format": format!("{:?}", a.format).to_lowercase(), "answer_tokens": a.answer_tokens, "results": rows,
+            "format": format!("{:?}", a.format).to_lowercase(), "question": format!("{:?}", a.question).to_lowercase(), "answer_tokens": a.answer_tokens, "results": rows,
         });
         println!("{o}");
     } else {
@@ -182,12 +198,18 @@ fn argmax(o: Output) -> Result<u32> {
     }
 }
 
-/// Prefill the context, decode the question, then the greedy answer text.
-fn answer(model: &mut Model, tok: &Tokenizer, p: &Prompt, max_tokens: usize, eog: &[u32]) -> Result<String> {
+/// Prefill the context, feed the question (decoded or prefilled with the
+/// context), then the greedy answer text.
+fn answer(model: &mut Model, tok: &Tokenizer, p: &Prompt, question: Question, max_tokens: usize, eog: &[u32]) -> Result<String> {
     model.reset();
-    let mut next = argmax(model.forward(&p.context, Readout::Argmax)?)?;
-    for &q in &p.question {
-        next = argmax(model.forward(&[q], Readout::Argmax)?)?;
+    let mut next;
+    if question == Question::Prefill {
+        next = argmax(model.forward(&[&p.context[..], &p.question[..]].concat(), Readout::Argmax)?)?;
+    } else {
+        next = argmax(model.forward(&p.context, Readout::Argmax)?)?;
+        for &q in &p.question {
+            next = argmax(model.forward(&[q], Readout::Argmax)?)?;
+        }
     }
     let mut ids = Vec::new();
     for i in 0..max_tokens {
