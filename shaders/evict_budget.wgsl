@@ -18,7 +18,10 @@ struct Params { max_seq: u32, n_kv_heads: u32, n_layers: u32, keep: u32 }
 @group(0) @binding(0) var<storage, read> score: array<f32>;
 @group(0) @binding(1) var<storage, read> prefix: array<u32>;
 @group(0) @binding(2) var<storage, read_write> counts: array<u32>;
-@group(0) @binding(3) var<uniform> p: Params;
+// Params come in a storage buffer, not a uniform: lavapipe inlines small
+// uniforms into the shader and compiles (and keeps) a variant per value, so
+// per-cut values in a uniform grew its memory by megabytes per cut.
+@group(0) @binding(3) var<storage, read> p: Params;
 
 var<workgroup> per_layer: array<atomic<u32>, 256>;
 

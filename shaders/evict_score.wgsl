@@ -22,7 +22,10 @@ struct Params { max_seq: u32, len: u32, prefix: u32, mode: u32, radius: u32, out
 @group(0) @binding(1) var<storage, read> v_cache: array<kv4_t>;
 @group(0) @binding(2) var<storage, read> acc: array<f32>;
 @group(0) @binding(3) var<storage, read_write> score: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+// Params come in a storage buffer, not a uniform: lavapipe inlines small
+// uniforms into the shader and compiles (and keeps) a variant per value, so
+// per-cut values in a uniform grew its memory by megabytes per cut.
+@group(0) @binding(4) var<storage, read> p: Params;
 
 const D4: u32 = HEAD_DIM / 4u;
 

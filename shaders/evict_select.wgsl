@@ -18,7 +18,10 @@ struct Params { max_seq: u32, len: u32, keep: u32, sinks: u32, recent: u32, max_
 @group(0) @binding(0) var<storage, read> score: array<f32>;
 @group(0) @binding(1) var<storage, read_write> list: array<u32>;
 @group(0) @binding(2) var<storage, read_write> counts: array<u32>;
-@group(0) @binding(3) var<uniform> p: Params;
+// Params come in a storage buffer, not a uniform: lavapipe inlines small
+// uniforms into the shader and compiles (and keeps) a variant per value, so
+// per-cut values in a uniform grew its memory by megabytes per cut.
+@group(0) @binding(3) var<storage, read> p: Params;
 
 var<private> row: u32;
 var<workgroup> seg_gt: array<u32, 256>;

@@ -201,7 +201,7 @@ fn slot_scores_equal_the_reference_for_every_mode() {
                     _ => 0,
                 };
                 let p = ops::ScoreParams { max_seq: max_seq as u32, len: len as u32, prefix: prefix as u32, mode: mode as u32, radius: radius as u32, out_base: base as u32, _p: [0; 2] };
-                let pb = g.uniform("p", bytemuck::bytes_of(&p));
+                let pb = g.upload("p", bytemuck::bytes_of(&p));
                 let d = ops::evict_score(&g, &s, &kb, &vb, &acc, &score, &pb);
                 assert_eq!(d.kernel, Kernel::EvictScore);
                 g.run(&[&d]);
@@ -239,7 +239,7 @@ fn selection_keeps_the_top_slots_with_protected_ends_and_late_ties() {
             let list = g.buffer("list", (4 * kvh * max_seq) as u64);
             let counts = g.buffer("counts", 4 * kvh as u64);
             let p = ops::SelectParams { max_seq: max_seq as u32, len: len as u32, keep: keep as u32, sinks: sinks as u32, recent: recent as u32, max_keep: max_seq as u32, score_base: base as u32, _p: 0 };
-            let pb = g.uniform("p", bytemuck::bytes_of(&p));
+            let pb = g.upload("p", bytemuck::bytes_of(&p));
             let d = ops::evict_select(&g, &s, &sb, &list, &counts, &pb);
             assert_eq!(d.kernel, Kernel::EvictSelect);
             g.run(&[&d]);
@@ -275,7 +275,7 @@ fn dynamic_ranking_counts_each_layers_share_of_the_global_top() {
             let pb = g.upload("prefix", bytemuck::cast_slice(&pw));
             let cb = g.buffer("counts", 4 * layers as u64);
             let params = ops::BudgetParams { max_seq: max_seq as u32, n_kv_heads: kvh as u32, n_layers: ranked as u32, keep: keep as u32 };
-            let ub = g.uniform("p", bytemuck::bytes_of(&params));
+            let ub = g.upload("p", bytemuck::bytes_of(&params));
             let d = ops::evict_budget(&g, &s, layers as u32, &sb, &pb, &cb, &ub).unwrap();
             assert_eq!(d.kernel, Kernel::EvictBudget);
             g.run(&[&d]);

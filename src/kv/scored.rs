@@ -271,15 +271,15 @@ impl Scored {
             let list = gpu.buffer(&format!("evict.keep{l}"), (4 * heads * ms) as u64);
             let counts = gpu.buffer(&format!("evict.counts{l}"), 4 * heads as u64);
             let step = gpu.uniform(&format!("evict.step{l}"), bytemuck::bytes_of(&Step::default()));
-            let score_params = gpu.uniform("evict_score.params", bytemuck::bytes_of(&ScoreParams::default()));
-            let select_params = gpu.uniform("evict_select.params", bytemuck::bytes_of(&SelectParams::default()));
+            let score_params = gpu.upload("evict_score.params", bytemuck::bytes_of(&ScoreParams::default()));
+            let select_params = gpu.upload("evict_select.params", bytemuck::bytes_of(&SelectParams::default()));
             let score_d = evict::evict_score(gpu, &shape, &k[l], &v[l], &acc, &score, &score_params);
             let select = evict::evict_select(gpu, &shape, &score, &list, &counts, &select_params);
             let compact = evict::kv_compact(gpu, &shape, &k[l], &v[l], &list, &counts, Some(&acc), shape.max_seq)?;
             layers.push(Layer { acc, list, counts, step, score_params, select_params, score: score_d, select, compact });
         }
         let ranking = if opts.alloc == Alloc::Dynamic {
-            let params = gpu.uniform("evict_budget.params", bytemuck::bytes_of(&BudgetParams { max_seq: 0, n_kv_heads: 0, n_layers: 0, keep: 0 }));
+            let params = gpu.upload("evict_budget.params", bytemuck::bytes_of(&BudgetParams { max_seq: 0, n_kv_heads: 0, n_layers: 0, keep: 0 }));
             let prefix = gpu.buffer("evict_budget.prefix", 4 * n_layers as u64);
             let counts = gpu.buffer("evict_budget.counts", 4 * n_layers as u64);
             let d = evict::evict_budget(gpu, &shape, n_layers as u32, &score, &prefix, &counts, &params)?;

@@ -110,6 +110,10 @@ pub enum ScoreMode {
 }
 
 /// `evict_score`'s parameters, written by the host before each ranking.
+/// The three eviction kernels read their parameters from a storage buffer
+/// (`Gpu::upload`), not a uniform: lavapipe inlines small uniforms into the
+/// shader and keeps a compiled variant per value, so values that change with
+/// every cut grew the process by megabytes per cut (`wgkv eval soak`).
 #[repr(C)]
 #[derive(Clone, Copy, Default, Pod, Zeroable)]
 pub struct ScoreParams {
