@@ -385,15 +385,15 @@ impl Gguf {
     }
 
     fn need(&self, key: &str) -> Result<&Value> {
-        self.get(key).ok_or_else(|| Error::format(&self.path, format!("missing metadata key '{key}'")))
+        self.get(key).ok_or_else(|| Error::format(&self.path, format!("missing metadata key '{}'", show(key))))
     }
 
     fn wrong(&self, key: &str, v: &Value, want: &str) -> Error {
-        Error::format(&self.path, format!("metadata key '{key}' is {}, expected {want}", v.type_name()))
+        Error::format(&self.path, format!("metadata key '{}' is {}, expected {want}", show(key), v.type_name()))
     }
 
     fn wrong_elem(&self, key: &str, v: &Value, want: &str) -> Error {
-        Error::format(&self.path, format!("metadata key '{key}' has a {} element, expected an array of {want}", v.type_name()))
+        Error::format(&self.path, format!("metadata key '{}' has a {} element, expected an array of {want}", show(key), v.type_name()))
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str> {
@@ -407,7 +407,7 @@ impl Gguf {
     pub fn get_u64(&self, key: &str) -> Result<u64> {
         let v = self.need(key)?;
         match v.as_int() {
-            Some(i) => u64::try_from(i).map_err(|_| Error::format(&self.path, format!("metadata key '{key}' is negative ({i})"))),
+            Some(i) => u64::try_from(i).map_err(|_| Error::format(&self.path, format!("metadata key '{}' is negative ({i})", show(key)))),
             None => Err(self.wrong(key, v, "an integer")),
         }
     }

@@ -8,6 +8,12 @@
 //! compatibility hook, so no extra crate is needed. Without minijinja's
 //! `loop_controls` / `json` features, templates using `{% break %}` or `tojson`
 //! fail to compile with a one-line error.
+//!
+//! A template comes with the model file, so it is untrusted: every render runs
+//! on a budget of minijinja fuel (about one per instruction and per 64 bytes
+//! of data made), which grows with the conversation, and the Python methods
+//! charge for what they are about to allocate. A template that loops for ever
+//! or builds huge strings fails with one line ("ran out of fuel").
 
 use crate::error::{Error, Result};
 use minijinja::value::{Kwargs, Value, ValueKind};
@@ -34,6 +40,19 @@ pub struct ChatTemplate {
 }
 
 const NAME: &str = "chat_template";
+
+/// Fuel of a render: a base, plus some per message and per byte of the
+/// messages. Real templates spend a few dozen per message and a few per 64
+/// bytes of content, so long chats render; a hostile template stops within
+/// about `FUEL_BASE` instructions or `64 * FUEL_BASE` bytes beyond what the
+/// messages pay for.
+const FUEL_BASE: u64 = 1 << 20;
+const FUEL_PER_MESSAGE: u64 = 1 << 10;
+
+fn fuel_for(messages: &[Message]) -> u64 {
+    let bytes: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
+    FUEL_BASE + FUEL_PER_MESSAGE * messages.len() as u64 + bytes as u64
+}
 
 /// A minijinja error as one line.
 fn one_line(prefix: &str, e: &minijinja::Error) -> Error {
@@ -81,7 +100,10 @@ impl ChatTemplate {
             tools => (),
             documents => (),
         };
-        let tmpl = self.env.get_template(NAME).map_err(|e| one_line("chat template", &e))?;
+        // A clone shares the compiled template; only the fuel differs.
+        let mut env = self.env.clone();
+        env.set_fuel(Some(fuel_for(messages)));
+        let tmpl = env.get_template(NAME).map_err(|e| one_line("chat template", &e))?;
         tmpl.render(ctx).map_err(|e| one_line("chat template failed", &e))
     }
 
@@ -125,7 +147,7 @@ fn python_method(
     match value.kind() {
         ValueKind::String => {
             let s = value.as_str().unwrap_or_default();
-            string_method(s, method, args)
+            string_method(state, s, method, args)
         }
         ValueKind::Map => match method {
             "items" => state.apply_filter("items", std::slice::from_ref(value)),
@@ -148,18 +170,31 @@ fn python_method(
     }
 }
 
-fn string_method(s: &str, method: &str, args: &[Value]) -> std::result::Result<Value, minijinja::Error> {
-    let strip_set = |i: usize| arg_str(args, i);
+/// Charges the fuel for `bytes` of work or data before it is done.
+fn charge(state: &State, bytes: usize) -> std::result::Result<(), minijinja::Error> {
+    state.consume_fuel((bytes as u64).div_ceil(64))
+}
+
+fn string_method(state: &State, s: &str, method: &str, args: &[Value]) -> std::result::Result<Value, minijinja::Error> {
+    let strip_set = |i: usize| {
+        let cs = arg_str(args, i);
+        // Each character of `s` may be looked up in the whole set.
+        charge(state, s.len().saturating_mul(1 + cs.as_ref().map_or(0, String::len))).map(|_| cs)
+    };
+    if matches!(method, "upper" | "lower" | "capitalize" | "title") {
+        // Changing case at most triples the length.
+        charge(state, 3 * s.len())?;
+    }
     let v = match method {
-        "strip" => match strip_set(0) {
+        "strip" => match strip_set(0)? {
             Some(cs) => s.trim_matches(|c| cs.contains(c)).to_string(),
             None => s.trim().to_string(),
         },
-        "lstrip" => match strip_set(0) {
+        "lstrip" => match strip_set(0)? {
             Some(cs) => s.trim_start_matches(|c| cs.contains(c)).to_string(),
             None => s.trim_start().to_string(),
         },
-        "rstrip" => match strip_set(0) {
+        "rstrip" => match strip_set(0)? {
             Some(cs) => s.trim_end_matches(|c| cs.contains(c)).to_string(),
             None => s.trim_end().to_string(),
         },
@@ -195,6 +230,8 @@ fn string_method(s: &str, method: &str, args: &[Value]) -> std::result::Result<V
             let (Some(from), Some(to)) = (arg_str(args, 0), arg_str(args, 1)) else {
                 return Err(minijinja::Error::new(ErrorKind::MissingArgument, "replace(old, new)"));
             };
+            let n = s.matches(from.as_str()).count();
+            charge(state, s.len().saturating_add(n.saturating_mul(to.len())))?;
             s.replace(&from, &to)
         }
         "find" => {
@@ -215,6 +252,11 @@ fn string_method(s: &str, method: &str, args: &[Value]) -> std::result::Result<V
                 .or_else(|| kwargs.as_ref().and_then(|k| k.get::<i64>("maxsplit").ok()))
                 .filter(|&m| m >= 0)
                 .map(|m| m as usize);
+            let n = match &sep {
+                Some(sep) => s.matches(sep.as_str()).count() + 1,
+                None => s.split_whitespace().count(),
+            };
+            charge(state, s.len().saturating_add(n.saturating_mul(32)))?;
             let parts: Vec<Value> = match (sep, max) {
                 (Some(sep), Some(m)) => s.splitn(m + 1, sep.as_str()).map(Value::from).collect(),
                 (Some(sep), None) => s.split(sep.as_str()).map(Value::from).collect(),

@@ -20,6 +20,7 @@
 //! `<|im_end|>`), so no BOS is added, as in the reference ids.
 
 use crate::error::{Error, Result};
+use crate::gguf::show;
 use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::models::bpe::{BPE, Vocab};
@@ -117,7 +118,8 @@ fn pre_rules(pre: &str) -> Result<PreRules> {
         "llama-bpe" | "llama3" | "llama-v3" => r(&[LLAMA3_RE], true, true),
         "qwen2" => r(&[QWEN2_RE], false, false),
         other => Err(Error::msg(format!(
-            "unsupported pre-tokenizer '{other}' (supported: smollm, starcoder, refact, gpt2, default, llama-bpe, qwen2)"
+            "unsupported pre-tokenizer '{}' (supported: smollm, starcoder, refact, gpt2, default, llama-bpe, qwen2)",
+            show(other)
         ))),
     }
 }
@@ -173,9 +175,17 @@ fn piece_bytes(text: &str, kind: Kind, style: Style, table: &HashMap<char, u8>) 
     }
 }
 
-fn tk_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::msg(format!("{what}: {e}"))
+/// A dependency's error message on one line (it may quote the file's text).
+fn flat(e: impl std::fmt::Display) -> String {
+    e.to_string().chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
+
+fn tk_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::msg(format!("{what}: {}", flat(e)))
+}
+
+/// Most ids a tokenizer.json may span (the model config's vocabulary cap).
+const MAX_IDS: usize = 1 << 22;
 
 impl Tokenizer {
     /// Builds the tokenizer llama.cpp would build from these GGUF fields.
@@ -189,7 +199,8 @@ impl Tokenizer {
             }
             other => {
                 return Err(Error::msg(format!(
-                    "GGUF tokenizer model '{other}' is not supported; only 'gpt2' (byte-level BPE) is"
+                    "GGUF tokenizer model '{}' is not supported; only 'gpt2' (byte-level BPE) is",
+                    show(other)
                 )));
             }
         }
@@ -283,16 +294,16 @@ impl Tokenizer {
         let path = dir.join("tokenizer.json");
         let bytes = std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
         let json: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::format(path.display().to_string(), e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| Error::format(path.display().to_string(), flat(e)))?;
         let mut inner = tokenizers::Tokenizer::from_bytes(&bytes)
-            .map_err(|e| Error::format(path.display().to_string(), e.to_string()))?;
+            .map_err(|e| Error::format(path.display().to_string(), flat(e)))?;
         // Special added tokens are cut out by `encode` itself, only when asked.
         inner.set_encode_special_tokens(true);
 
         let config_path = dir.join("tokenizer_config.json");
         let config: serde_json::Value = match std::fs::read(&config_path) {
             Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| Error::format(config_path.display().to_string(), e.to_string()))?,
+                .map_err(|e| Error::format(config_path.display().to_string(), flat(e)))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
             Err(e) => return Err(Error::io(config_path.display().to_string(), e)),
         };
@@ -305,7 +316,15 @@ impl Tokenizer {
         let byte_fallback = json["model"]["byte_fallback"].as_bool().unwrap_or(false);
 
         let added = inner.get_added_tokens_decoder();
-        let n = inner.get_vocab_size(true).max(added.keys().map(|&id| id as usize + 1).max().unwrap_or(0));
+        // Ids may have gaps: cover the largest, so every id encode gives decodes.
+        let max_id = inner.get_vocab(true).into_values().chain(added.keys().copied()).max();
+        let n = inner.get_vocab_size(true).max(max_id.map_or(0, |id| id as usize + 1));
+        if n > MAX_IDS {
+            return Err(Error::format(
+                path.display().to_string(),
+                format!("token id {} is beyond the largest vocabulary supported ({MAX_IDS} ids)", n - 1),
+            ));
+        }
         let mut texts = Vec::with_capacity(n);
         let mut kinds = Vec::with_capacity(n);
         let mut specials = Vec::new();

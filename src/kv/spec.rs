@@ -68,6 +68,10 @@ impl KvSpec {
         if text.is_empty() {
             return Err(Error::msg("empty --kv spec (try `full`)"));
         }
+        // Parts and options are echoed in errors: keep those one line.
+        if let Some(c) = text.chars().find(|c| c.is_control()) {
+            return Err(Error::msg(format!("--kv spec has a control character {c:?}")));
+        }
         let mut parts: Vec<Part> = Vec::new();
         for raw in text.split('+') {
             let raw = raw.trim();
@@ -207,6 +211,7 @@ mod tests {
             ("h2o:budget=150%", "budget '150%'"),
             ("h2o:budget=abc", "budget 'abc'"),
             ("quest:budget=1,budget=2", "given twice"),
+            ("quest:page=1\n2", "control character '\\n'"),
         ] {
             let e = KvSpec::parse(spec).unwrap_err().to_string();
             assert!(e.contains(needle), "{spec:?}: {e}");

@@ -56,7 +56,7 @@ impl Streaming {
     /// The policy for a context of `ctx` tokens (a percentage budget is of it).
     pub fn new(o: StreamingOptions, ctx: usize) -> Result<Streaming> {
         let budget = o.budget.tokens(ctx).min(ctx);
-        if budget <= o.sinks + 1 {
+        if budget <= o.sinks.saturating_add(1) {
             return Err(Error::msg(format!(
                 "--kv streaming: a budget of {budget} tokens leaves no room beside {} sinks (raise budget= or lower sinks=)",
                 o.sinks
