@@ -10,7 +10,7 @@
 use crate::config::ModelConfig;
 use crate::gpu::Gpu;
 use crate::model::MAX_CHUNK;
-use crate::ops::attention::AttnShape;
+use crate::ops::attention::{AttnKind, AttnShape, PrefillScratch};
 use crate::{Error, Result};
 
 /// Bytes a model needs on the device, by part.
@@ -26,9 +26,9 @@ pub struct Need {
 }
 
 impl Need {
-    /// `slots`: the KV cache's dense slots; `lanes`: the adapter's prefill
-    /// keeps per-split partials (`AttnKind::Lanes`, CPU adapters).
-    pub fn new(cfg: &ModelConfig, weights: u64, slots: usize, f16: bool, lanes: bool) -> Need {
+    /// `slots`: the KV cache's dense slots; `kind`: the adapter's prefill
+    /// kernel (CPU adapters' `Lanes` keeps per-split partials).
+    pub fn new(cfg: &ModelConfig, weights: u64, slots: usize, f16: bool, kind: AttnKind) -> Need {
         let elem = if f16 { 2 } else { 4 };
         let kv_dim = (cfg.n_kv_heads * cfg.head_dim) as u64;
         let kv_per_slot = 2 * cfg.n_layers as u64 * kv_dim * elem;
@@ -41,8 +41,8 @@ impl Need {
             head_dim: cfg.head_dim as u32,
             max_seq: slots.min(u32::MAX as usize) as u32,
         };
-        let partials = if lanes { n * cfg.n_heads as u64 * shape.prefill_lanes_split() as u64 * (cfg.head_dim as u64 + 2) * 4 } else { 0 };
-        let buffers = acts + partials + 12 * cfg.vocab_size as u64;
+        let (part_o, part_ml) = PrefillScratch::partial_bytes(&shape, kind, MAX_CHUNK as u32);
+        let buffers = acts + part_o + part_ml + 12 * cfg.vocab_size as u64;
         Need { weights, kv: kv_per_slot * slots as u64, kv_per_slot, buffers }
     }
 

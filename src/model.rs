@@ -145,8 +145,8 @@ impl Model {
         if ctx == 0 || ctx > w.cfg.max_seq {
             return Err(Error::msg(format!("--ctx {ctx} is outside 1..={} (the model's context length)", w.cfg.max_seq)));
         }
-        let lanes = attn::AttnKind::for_gpu(&gpu) == attn::AttnKind::Lanes;
-        let need_at = |c: usize| Ok(memory::Need::new(&w.cfg, w.total_bytes(), KvCache::slots(&spec, c)?, gpu.caps.f16, lanes));
+        let (weights, kind) = (w.total_bytes(), attn::AttnKind::for_gpu(&gpu));
+        let need_at = |c: usize| Ok(memory::Need::new(&w.cfg, weights, KvCache::slots(&spec, c)?, gpu.caps.f16, kind));
         memory::check(need_at, memory::available(&gpu, gpu.stated_memory), ctx)?;
         let g = gpu.clone();
         memory::scoped(&g, "loading the model", || Model::upload(gpu, w, ctx, spec))

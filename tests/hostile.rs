@@ -59,6 +59,11 @@ fn put_u64(b: &mut [u8], at: usize, x: u64) {
     b[at..at + 8].copy_from_slice(&x.to_le_bytes());
 }
 
+/// Byte position of metadata `key`'s value (past its u32 type).
+fn value_of(b: &[u8], key: &str) -> usize {
+    after_str(b, key) + 4
+}
+
 /// Positions in tensor `name`'s info: (n_dims, first dim, type, offset).
 fn info(b: &[u8], name: &str) -> (usize, usize, usize, usize) {
     let at = after_str(b, name);
@@ -99,18 +104,12 @@ fn gguf_cases() -> Vec<Case> {
         gguf("lying-metadata-count.gguf", edited(|b| put_u64(b, 16, 1 << 40)), "metadata count"),
         gguf(
             "lying-string-length.gguf",
-            edited(|b| {
-                let at = after_str(&b0, "general.architecture") + 4;
-                put_u64(b, at, 1 << 60)
-            }),
+            edited(|b| put_u64(b, value_of(&b0, "general.architecture"), 1 << 60)),
             "string",
         ),
         gguf(
             "lying-array-length.gguf",
-            edited(|b| {
-                let at = after_str(&b0, "tokenizer.ggml.tokens") + 8; // type u32, element type u32
-                put_u64(b, at, 1 << 50)
-            }),
+            edited(|b| put_u64(b, value_of(&b0, "tokenizer.ggml.tokens") + 4, 1 << 50)), // past the element type
             "array",
         ),
         // Lying offsets, overlapping tensors.
@@ -148,26 +147,17 @@ fn gguf_cases() -> Vec<Case> {
         ),
         gguf(
             "huge-embedding-length.gguf",
-            edited(|b| {
-                let at = after_str(&b0, "llama.embedding_length") + 4;
-                put_u32(b, at, 1 << 31)
-            }),
+            edited(|b| put_u32(b, value_of(&b0, "llama.embedding_length"), 1 << 31)),
             "embedding",
         ),
         gguf(
             "huge-block-count.gguf",
-            edited(|b| {
-                let at = after_str(&b0, "llama.block_count") + 4;
-                put_u32(b, at, 4_000_000_000)
-            }),
+            edited(|b| put_u32(b, value_of(&b0, "llama.block_count"), 4_000_000_000)),
             "block",
         ),
         gguf(
             "huge-vocab.gguf",
-            edited(|b| {
-                let at = after_str(&b0, "llama.vocab_size") + 4;
-                put_u32(b, at, u32::MAX)
-            }),
+            edited(|b| put_u32(b, value_of(&b0, "llama.vocab_size"), u32::MAX)),
             "vocab",
         ),
         // Non-UTF-8 strings: a key, a token, the chat template.
@@ -176,7 +166,7 @@ fn gguf_cases() -> Vec<Case> {
         gguf(
             "non-utf8-template.gguf",
             edited(|b| {
-                let at = after_str(&b0, "tokenizer.chat_template") + 4 + 8 + 3;
+                let at = value_of(&b0, "tokenizer.chat_template") + 8 + 3; // past the string's length
                 b[at] = 0xc3; // a lead byte followed by an ASCII byte
             }),
             "UTF-8",

@@ -8,6 +8,7 @@ mod tiny;
 
 use wgkv::config::ModelConfig;
 use wgkv::memory::{check, scoped, Need};
+use wgkv::ops::attention::AttnKind::{Lanes, Shared};
 use wgkv::Error;
 
 fn smollm2() -> ModelConfig {
@@ -26,13 +27,13 @@ fn smollm2() -> ModelConfig {
 fn kv_bytes_follow_the_config() {
     let c = smollm2();
     // 30 layers x (K + V) x 3 KV heads x 64 x f16.
-    let n = Need::new(&c, 1000, 8192, true, false);
+    let n = Need::new(&c, 1000, 8192, true, Shared);
     assert_eq!(n.kv_per_slot, 30 * 2 * 192 * 2);
     assert_eq!(n.kv, 8192 * 23040);
-    assert_eq!(Need::new(&c, 1000, 8192, false, false).kv, 2 * n.kv, "f32 KV is twice f16");
+    assert_eq!(Need::new(&c, 1000, 8192, false, Shared).kv, 2 * n.kv, "f32 KV is twice f16");
     assert_eq!(n.total(), n.weights + n.kv + n.buffers);
     // CPU adapters keep prefill partials that grow with the slots.
-    assert!(Need::new(&c, 1000, 8192, true, true).buffers > Need::new(&c, 1000, 1024, true, true).buffers);
+    assert!(Need::new(&c, 1000, 8192, true, Lanes).buffers > Need::new(&c, 1000, 1024, true, Lanes).buffers);
 }
 
 /// A made-up need: 100 bytes of weights and buffers plus 10 per token.

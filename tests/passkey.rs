@@ -13,7 +13,6 @@ use common::cli::{assert_one_line_error, wgkv};
 mod tiny;
 
 use serde_json::Value;
-use std::path::Path;
 use wgkv::measure::passkey::{self, Frame, Prompt, ANSWER_LEAD, FILLER, QUESTION, TASK};
 use wgkv::template::ChatTemplate;
 use wgkv::quant::WType;

@@ -3,6 +3,8 @@
 //! hand-made vocabularies, the tokenizer.json route, and template rendering.
 
 mod common;
+#[path = "common/tiny.rs"]
+mod tiny;
 
 use common::real_model;
 use std::path::PathBuf;
@@ -190,27 +192,10 @@ fn stream_decoder_bytes() {
 
 // ---------------------------------------------------------------- tiny GGUF vocabularies
 
-/// GPT-2's byte alphabet, in byte order.
-fn byte_alphabet() -> Vec<String> {
-    let mut extra = 0;
-    (0..=255u32)
-        .map(|b| {
-            let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
-            let c = if printable {
-                b
-            } else {
-                extra += 1;
-                255 + extra
-            };
-            char::from_u32(c).unwrap().to_string()
-        })
-        .collect()
-}
-
 /// 256 byte tokens, then `extra` tokens; `<|ctl|>` is a control token, `<usr>` user-defined.
 fn tiny_vocab(pre: &str, extra: &[&str], merges: &[&str]) -> GgufVocab {
     let mut tokens = vec!["<|ctl|>".to_string(), "<usr>".to_string()];
-    tokens.extend(byte_alphabet());
+    tokens.extend(tiny::byte_alphabet());
     tokens.extend(extra.iter().map(|s| s.to_string()));
     let mut token_types = vec![TOKEN_NORMAL; tokens.len()];
     token_types[0] = TOKEN_CONTROL;

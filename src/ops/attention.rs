@@ -277,6 +277,16 @@ pub struct PrefillScratch {
 }
 
 impl PrefillScratch {
+    /// Bytes of the `(part_o, part_ml)` partial states a `kind` prefill of
+    /// `max_tokens` tokens keeps for `shape` (none for `Shared`).
+    pub fn partial_bytes(shape: &AttnShape, kind: AttnKind, max_tokens: u32) -> (u64, u64) {
+        if kind != AttnKind::Lanes {
+            return (0, 0);
+        }
+        let parts = max_tokens as u64 * shape.n_heads as u64 * shape.prefill_lanes_split() as u64;
+        (parts * shape.head_dim as u64 * 4, parts * 8)
+    }
+
     /// Scratch for the adapter's prefill kernel.
     pub fn new(gpu: &Gpu, shape: &AttnShape, max_tokens: u32) -> Result<PrefillScratch> {
         PrefillScratch::with_kind(gpu, shape, AttnKind::for_gpu(gpu), max_tokens)
@@ -288,8 +298,7 @@ impl PrefillScratch {
         let mut s = PrefillScratch { shape: *shape, kind, max_tokens, n_split: 0, part_o: None, part_ml: None, lse };
         if kind == AttnKind::Lanes {
             s.n_split = shape.prefill_lanes_split();
-            let parts = max_tokens as u64 * shape.n_heads as u64 * s.n_split as u64;
-            let bytes = parts * shape.head_dim as u64 * 4;
+            let (bytes, ml_bytes) = PrefillScratch::partial_bytes(shape, kind, max_tokens);
             if bytes > gpu.caps.max_storage_binding {
                 return Err(Error::msg(format!(
                     "attention: prefill partials for {max_tokens} tokens over {} slots need {bytes} bytes; the adapter binds at most {} (lower --ctx)",
@@ -297,7 +306,7 @@ impl PrefillScratch {
                 )));
             }
             s.part_o = Some(gpu.buffer("attn_prefill.part_o", bytes));
-            s.part_ml = Some(gpu.buffer("attn_prefill.part_ml", parts * 8));
+            s.part_ml = Some(gpu.buffer("attn_prefill.part_ml", ml_bytes));
         }
         Ok(s)
     }
