@@ -230,7 +230,28 @@ impl Model {
     /// Run `tokens` (appended after the cached ones) and read out the last
     /// token's prediction. Long inputs are prefilled in chunks.
     pub fn forward(&mut self, tokens: &[u32], out: Readout) -> Result<Output> {
+        self.forward_shared(tokens, out, &mut [])
+    }
+
+    /// `forward` on an empty cache, once, for `forks` too: empty models on
+    /// the same GPU whose caches have this one's prefill key (the same
+    /// policy family and context, other budgets or allocations). Each fork
+    /// copies the cache before its own eviction cut; the readout, taken
+    /// before any cut, is theirs as well. Measurement runs many policies
+    /// over one long prompt this way, paying for the prefill once.
+    pub fn forward_shared(&mut self, tokens: &[u32], out: Readout, forks: &mut [Model]) -> Result<Output> {
         self.check_input(tokens)?;
+        if !forks.is_empty() {
+            let key = self.kv.prefill_key();
+            let fits = |f: &Model| Arc::ptr_eq(&f.gpu, &self.gpu) && f.kv.pos == 0 && key.is_some() && f.kv.prefill_key() == key;
+            if self.kv.pos != 0 || !forks.iter().all(fits) {
+                return Err(Error::msg(format!(
+                    "internal: a shared prefill needs empty caches of one family on one GPU (--kv {} with {})",
+                    self.kv.spec,
+                    forks.iter().map(|f| f.kv.spec.to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
         let chunks = chunk_tokens(tokens, MAX_CHUNK.min(self.kv.max_call()), self.kv.min_last_chunk());
         let last_len = chunks.last().map_or(0, |c| c.len());
         for (i, chunk) in chunks.iter().enumerate() {
@@ -292,6 +313,10 @@ impl Model {
                     Output::Logits(bytemuck::pod_collect_to_vec(&b))
                 }
             };
+            for f in forks.iter_mut() {
+                f.kv.copy_prefill_from(&f.gpu, &self.kv);
+                f.kv.after_call(&f.gpu, tokens.len(), last_len)?;
+            }
             self.kv.after_call(&self.gpu, tokens.len(), last_len)?;
             return Ok(output);
         }

@@ -228,3 +228,55 @@ fn unusable_scored_options_are_errors() {
         ],
     );
 }
+
+#[test]
+fn a_shared_prefill_equals_separate_runs() {
+    let w = tiny_weights("evict-shared");
+    let groups: [&[&str]; 3] = [
+        &["h2o:budget=30%", "vatp:budget=20%", "vatp:budget=25%,alloc=dynamic", "h2o:budget=10,recent=3"],
+        &["snapkv:budget=25%", "pyramidkv:budget=30%", "dynamickv:budget=20%", "snapkv:budget=12,alloc=dynamic"],
+        &["full", "knorm:budget=30%", "knorm:budget=12"],
+    ];
+    for g in contexts() {
+        // Per model: logits after the prompt, 4 decode steps and a second
+        // prompt, the tokens kept per layer and the kept slots.
+        let rest = |m: &mut Model, first: Vec<f32>| {
+            let mut out = vec![first];
+            for t in prompt(4, 1) {
+                out.push(logits(m.forward(&[t], Readout::Logits).unwrap()));
+            }
+            out.push(logits(m.forward(&prompt(20, 2), Readout::Logits).unwrap()));
+            let kept = m.kv.scored.as_ref().map(|s| kept(&g, s, 2, 2));
+            (out, m.kv.tokens_per_layer(), m.kv.evicted, kept)
+        };
+        for group in groups {
+            let load = |spec: &str| Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
+            let alone: Vec<_> = group
+                .iter()
+                .map(|spec| {
+                    let mut m = load(spec);
+                    let first = logits(m.forward(&prompt(PROMPT, 0), Readout::Logits).unwrap());
+                    rest(&mut m, first)
+                })
+                .collect();
+            let mut models: Vec<Model> = group.iter().map(|spec| load(spec)).collect();
+            let (lead, forks) = models.split_first_mut().unwrap();
+            let first = logits(lead.forward_shared(&prompt(PROMPT, 0), Readout::Logits, forks).unwrap());
+            for (i, m) in models.iter_mut().enumerate() {
+                let shared = rest(m, first.clone());
+                assert_eq!(shared, alone[i], "{} on {}", group[i], label(&g));
+            }
+            assert!(alone.iter().skip(1).any(|a| a.1 != alone[0].1), "the group's cuts differ: {group:?}");
+        }
+        // Policies whose prefills differ are refused, as is a fork with tokens.
+        let mut lead = Model::load(g.clone(), &w, CTX, KvSpec::parse("full").unwrap()).unwrap();
+        for spec in ["h2o:budget=20", "snapkv:budget=20", "streaming:budget=40"] {
+            let mut fork = vec![Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap()];
+            let e = lead.forward_shared(&prompt(PROMPT, 0), Readout::Argmax, &mut fork).unwrap_err();
+            assert!(e.to_string().contains("shared prefill"), "{spec}: {e}");
+        }
+        let mut fork = vec![Model::load(g.clone(), &w, CTX, KvSpec::parse("knorm:budget=20").unwrap()).unwrap()];
+        fork[0].forward(&prompt(3, 4), Readout::Argmax).unwrap();
+        assert!(lead.forward_shared(&prompt(PROMPT, 0), Readout::Argmax, &mut fork).is_err());
+    }
+}

@@ -2,7 +2,8 @@
 //! (Quest's protocol; the prompt is built by `measure::passkey`).
 //!
 //! Per trial: the context (task, filler, key line) is prefilled in one
-//! `forward` call, the question tokens go through the decode path one at a
+//! `forward` call (shared by the policies that differ only in the cut
+//! they make after it: `Model::forward_shared`), the question tokens go through the decode path one at a
 //! time (so a selection policy is active while the model reads the
 //! question; `--question prefill` feeds them in the context's call
 //! instead), then up to `--answer-tokens` greedy tokens are decoded; the
@@ -16,6 +17,7 @@ use crate::measure::plot::{Figure, Panel, Point, Scale, Series};
 use crate::measure::record::{self, Device};
 use crate::measure::table::{Align, Table};
 use crate::measure::{parse_list, parse_specs};
+use crate::kv::{KvCache, KvSpec};
 use crate::model::{Model, Output, Readout};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
@@ -116,19 +118,23 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
     let gpu = load::gpu(global)?;
     let eog = tok.eog_ids();
     let bar = progress((prompts.len() * specs.len()) as u64);
-    let mut results: Vec<(String, Vec<Trial>)> = Vec::new();
-    for spec in &specs {
-        bar.set_message(format!("kv {spec}: loading"));
-        let mut model = Model::load(gpu.clone(), &weights, a.ctx, spec.clone())?;
-        let mut trials = Vec::new();
+    let mut results: Vec<(String, Vec<Trial>)> = specs.iter().map(|s| (s.to_string(), Vec::new())).collect();
+    // Policies that differ only in their cut after the prompt (budget,
+    // allocation) share its prefill; a group's models are loaded together.
+    for group in prefill_groups(&specs, a.ctx)? {
+        let names: Vec<String> = group.iter().map(|&i| specs[i].to_string()).collect();
+        bar.set_message(format!("kv {}: loading", names.join("; ")));
+        let mut models = group.iter().map(|&i| Model::load(gpu.clone(), &weights, a.ctx, specs[i].clone())).collect::<Result<Vec<_>>>()?;
         for (di, t, p) in &prompts {
-            bar.set_message(format!("kv {spec}: depth {}%, trial {}", depths[*di], t + 1));
-            let answer = answer(&mut model, &tok, p, a.question, a.answer_tokens, &eog)?;
-            let correct = passkey::is_correct(&answer, p.key);
-            trials.push(Trial { depth_index: *di, trial: *t, key: p.key, prompt_tokens: p.len(), key_depth: p.depth(), answer, correct });
-            bar.inc(1);
+            bar.set_message(format!("kv {}: depth {}%, trial {}", names.join("; "), depths[*di], t + 1));
+            let next = prefill(&mut models, p, a.question)?;
+            for (&i, model) in group.iter().zip(models.iter_mut()) {
+                let answer = answer(model, &tok, p, a.question, next, a.answer_tokens, &eog)?;
+                let correct = passkey::is_correct(&answer, p.key);
+                results[i].1.push(Trial { depth_index: *di, trial: *t, key: p.key, prompt_tokens: p.len(), key_depth: p.depth(), answer, correct });
+                bar.inc(1);
+            }
         }
-        results.push((spec.to_string(), trials));
     }
     bar.finish_and_clear();
     let device = Device::of(&gpu);
@@ -198,15 +204,38 @@ fn argmax(o: Output) -> Result<u32> {
     }
 }
 
-/// Prefill the context, feed the question (decoded or prefilled with the
-/// context), then the greedy answer text.
-fn answer(model: &mut Model, tok: &Tokenizer, p: &Prompt, question: Question, max_tokens: usize, eog: &[u32]) -> Result<String> {
-    model.reset();
-    let mut next;
-    if question == Question::Prefill {
-        next = argmax(model.forward(&[&p.context[..], &p.question[..]].concat(), Readout::Argmax)?)?;
-    } else {
-        next = argmax(model.forward(&p.context, Readout::Argmax)?)?;
+/// Spec indices grouped by prefill key (`KvCache::prefill_key_of`), in
+/// order of first appearance; a spec without one is alone.
+fn prefill_groups(specs: &[KvSpec], ctx: usize) -> Result<Vec<Vec<usize>>> {
+    let mut groups: Vec<(Option<_>, Vec<usize>)> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let key = KvCache::prefill_key_of(spec, ctx)?;
+        match groups.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
+            Some((_, g)) => g.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    Ok(groups.into_iter().map(|(_, g)| g).collect())
+}
+
+/// Reset every model and prefill the context (with the question under
+/// `--question prefill`) once, shared by the group; the first answer token.
+fn prefill(models: &mut [Model], p: &Prompt, question: Question) -> Result<u32> {
+    for m in models.iter_mut() {
+        m.reset();
+    }
+    let (lead, forks) = models.split_first_mut().expect("a group has a model");
+    let tokens = match question {
+        Question::Prefill => [&p.context[..], &p.question[..]].concat(),
+        Question::Decode => p.context.clone(),
+    };
+    argmax(lead.forward_shared(&tokens, Readout::Argmax, forks)?)
+}
+
+/// After `prefill` (whose first answer token is `next`): feed the question
+/// one token at a time under `--question decode`, then the greedy answer text.
+fn answer(model: &mut Model, tok: &Tokenizer, p: &Prompt, question: Question, mut next: u32, max_tokens: usize, eog: &[u32]) -> Result<String> {
+    if question == Question::Decode {
         for &q in &p.question {
             next = argmax(model.forward(&[q], Readout::Argmax)?)?;
         }

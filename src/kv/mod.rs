@@ -373,6 +373,45 @@ impl KvCache {
         self.mustafar.as_ref().map_or(0, |m| m.generation)
     }
 
+    /// Equal for caches that hold the same state after the same
+    /// multi-token call from empty, up to a scored policy's cut (its budget
+    /// and allocation): the dense cache alone or with a scored eviction part
+    /// whose accumulators match, over the same context. None under quest,
+    /// streaming or mustafar.
+    pub fn prefill_key_of(spec: &KvSpec, ctx: usize) -> Result<Option<(usize, (u8, usize))>> {
+        if spec.parts.iter().any(|p| p.name == "streaming" || matches!(p.kind, Kind::Storage | Kind::Selection)) {
+            return Ok(None);
+        }
+        let accum = KvCache::scored_of(spec)?.map_or((0, 0), |o| o.accum_key());
+        Ok(Some((KvCache::slots(spec, ctx)?, accum)))
+    }
+
+    /// This cache's `prefill_key_of`.
+    pub fn prefill_key(&self) -> Option<(usize, (u8, usize))> {
+        KvCache::prefill_key_of(&self.spec, self.capacity).ok().flatten()
+    }
+
+    /// Take `src`'s state after a multi-token call (before its cut): the K/V
+    /// slots, lengths, positions and a scored policy's accumulators. The
+    /// prefill keys must be equal.
+    pub fn copy_prefill_from(&mut self, gpu: &Gpu, src: &KvCache) {
+        debug_assert_eq!(self.prefill_key(), src.prefill_key());
+        let mut enc = gpu.encoder();
+        let used = (src.len * self.row_bytes()) as u64;
+        let heads = self.kv_dim / self.head_dim;
+        let stride = (self.max_seq * self.row_bytes()) as u64;
+        for (d, s) in self.k.iter().chain(&self.v).zip(src.k.iter().chain(&src.v)) {
+            for h in 0..heads as u64 {
+                enc.copy_buffer_to_buffer(s, h * stride, d, h * stride, used);
+            }
+        }
+        if let Some(s) = &mut self.scored {
+            s.copy_from(&mut enc, src.scored.as_ref(), src.len);
+        }
+        gpu.submit(enc);
+        (self.len, self.pos, self.evicted) = (src.len, src.pos, src.evicted);
+    }
+
     pub fn reset(&mut self, gpu: &Gpu) {
         if let Some(m) = &mut self.mustafar {
             m.reset();

@@ -150,6 +150,17 @@ impl ScoredOptions {
         Ok(o)
     }
 
+    /// What a multi-token call leaves in the accumulators before the cut:
+    /// nothing (knorm), the window's attention (the window family), or every
+    /// row's (h2o, vatp). Policies with equal keys differ only in their cut.
+    pub fn accum_key(&self) -> (u8, usize) {
+        match self.ranking {
+            Ranking::KeyNorm => (0, 0),
+            Ranking::Window { .. } => (1, self.window),
+            Ranking::Attention | Ranking::ValueAware => (2, 0),
+        }
+    }
+
     /// Whether this policy also evicts during decode.
     pub fn evicts_in_decode(&self) -> bool {
         matches!(self.ranking, Ranking::Attention | Ranking::ValueAware)
@@ -541,6 +552,23 @@ impl Scored {
     pub fn allocated_bytes(&self) -> usize {
         let per_layer = 3 * 4 * self.shape.n_kv_heads as usize * self.shape.max_seq as usize + 4 * self.shape.n_kv_heads as usize;
         per_layer * self.layers.len()
+    }
+
+    /// Take the lengths and accumulators a call left in `src` (equal
+    /// `accum_key` and shape), or, from no policy, `len` tokens per layer.
+    pub fn copy_from(&mut self, enc: &mut wgpu::CommandEncoder, src: Option<&Scored>, len: usize) {
+        let Some(src) = src else {
+            self.lens.iter_mut().for_each(|x| *x = len);
+            return;
+        };
+        self.lens.clone_from(&src.lens);
+        self.scored.clone_from(&src.scored);
+        self.budgets.clone_from(&src.budgets);
+        if self.opts.accum_key().0 != 0 {
+            for (d, s) in self.layers.iter().zip(&src.layers) {
+                enc.copy_buffer_to_buffer(&s.acc, 0, &d.acc, 0, s.acc.size());
+            }
+        }
     }
 
     /// Forget every token: lengths to 0, accumulated scores cleared.
