@@ -244,3 +244,29 @@ fn a_model_too_big_for_the_stated_gpu_memory_is_refused_before_loading() {
     let o = wgkv_with_stdin(&["--model", m, "--gpu-memory", "200M", "generate", "-p", "hi", "-n", "1", "--ctx", &ctx], None);
     assert!(o.status.success(), "--ctx {ctx}: {}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn ppl_plot_draws_the_budget_axis_and_refuses_bad_files_in_one_line() {
+    let dir = std::env::temp_dir().join(format!("wgkv-cli-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = |kv: &str, kl: f64| {
+        format!(r#"{{"kv":"{kv}","ctx":2048,"ppl":21.0,"ppl_full":20.2,"kl_mean":{kl},"top1_rate":0.9,"model":"m","adapter":"a"}}"#)
+    };
+    let (a, b, svg) = (dir.join("a.jsonl"), dir.join("b.jsonl"), dir.join("p.svg"));
+    std::fs::write(&a, [rec("h2o:budget=5%", 0.4), rec("full", 0.0), rec("snapkv:budget=5%", 0.06)].join("\n")).unwrap();
+    std::fs::write(&b, [rec("h2o:budget=25%", 0.06), rec("vatp:budget=10%,alloc=dynamic", 0.39)].join("\n")).unwrap();
+    let (a, b, svg) = (a.to_str().unwrap(), b.to_str().unwrap(), svg.to_str().unwrap());
+    let o = wgkv_with_stdin(&["eval", "ppl-plot", a, b, "--out", svg], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{svg}: 4 points of 3 policies"));
+    let text = std::fs::read_to_string(svg).unwrap();
+    for name in ["h2o", "snapkv", "vatp:alloc=dynamic"] {
+        assert_eq!(text.matches(&format!(r#"data-name="{name}""#)).count(), 3, "{name}: a series in each panel");
+    }
+    let o = wgkv_with_stdin(&["eval", "ppl-plot", "/nonexistent/x.jsonl", "--out", svg], None);
+    assert_one_line_error(&o, "/nonexistent/x.jsonl");
+    std::fs::write(dir.join("c.jsonl"), rec("full", 0.0)).unwrap();
+    let o = wgkv_with_stdin(&["eval", "ppl-plot", dir.join("c.jsonl").to_str().unwrap(), "--out", svg], None);
+    assert_one_line_error(&o, "no record with a budget= policy");
+    let _ = std::fs::remove_dir_all(&dir);
+}

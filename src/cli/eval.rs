@@ -1,9 +1,10 @@
-//! `wgkv eval ppl`, `wgkv eval compare` and `wgkv eval passkey`: numbers
+//! `wgkv eval ppl`, `ppl-plot`, `compare` and `passkey`: numbers
 //! that say how close the engine is to the exact model, and what a KV
 //! policy costs in quality.
 
 use super::load::{self, load, RunArgs};
 use crate::kv::KvSpec;
+use crate::measure::budget;
 use crate::model::{Model, Output, Readout};
 use crate::{Error, Result};
 use serde_json::json;
@@ -34,6 +35,17 @@ pub enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Plot KL to full, perplexity and top-1 agreement against the KV
+    /// budget, one line per policy, from `eval ppl --compare-full --json`
+    /// output files (several runs' files together).
+    PplPlot {
+        /// Files of `eval ppl --json` lines.
+        #[arg(required = true, value_name = "FILE.jsonl")]
+        files: Vec<String>,
+        /// The SVG to write.
+        #[arg(long, value_name = "FILE.svg")]
+        out: String,
+    },
     /// Teacher-force a reference file's tokens and compare logits with its top-20.
     Compare {
         #[arg(long)]
@@ -54,10 +66,27 @@ pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
         EvalCommand::Ppl { file, ctx, chunks, kv, compare_full, json } => {
             ppl(global, &file, ctx, chunks, json, compare_full, RunArgs { kv, ctx: Some(ctx) })
         }
+        EvalCommand::PplPlot { files, out } => ppl_plot(&files, &out),
         EvalCommand::Compare { reference, json, run } => compare(global, &reference, json, run),
         EvalCommand::Passkey(a) => super::passkey::run(global, a),
         EvalCommand::Soak(a) => super::soak::run(global, a),
     }
+}
+
+/// `eval ppl-plot`: read every file's records, write the figure.
+fn ppl_plot(files: &[String], out: &str) -> Result<()> {
+    let mut points = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        budget::parse_lines(f, &text, &mut points)?;
+    }
+    if points.is_empty() {
+        return Err(Error::msg("ppl-plot: no record with a budget= policy in the files"));
+    }
+    std::fs::write(out, budget::budget_figure(&points).to_svg()).map_err(|e| Error::io(out, e))?;
+    let families = points.iter().map(|p| p.family.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    println!("{out}: {} points of {families} policies", points.len());
+    Ok(())
 }
 
 /// log(sum(exp(logits))) in f64.

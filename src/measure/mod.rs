@@ -1,8 +1,10 @@
 //! Measuring instruments: the `wgkv bench` timing loop and its JSON records,
-//! markdown tables, SVG plots, and Quest's pass-key prompt. Nothing here
+//! markdown tables, SVG plots (speed, and quality against the KV budget),
+//! and Quest's pass-key prompt. Nothing here
 //! parses flags or prints; `cli::bench` and `cli::passkey` (and
 //! `benches/e2e.rs`) put the pieces together.
 
+pub mod budget;
 pub mod passkey;
 pub mod plot;
 pub mod record;
