@@ -13,7 +13,7 @@ use wgkv::kv::KvSpec;
 use wgkv::model::{Model, Output, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::evict::streaming_keep;
-use wgkv::reference::forward::RefModel;
+use wgkv::reference::forward::{RefModel, RefQuest};
 use wgkv::weights::Weights;
 
 const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
@@ -44,11 +44,14 @@ fn tiny_weights(tag: &str) -> Weights {
 /// `slack`, fed in calls of the given sizes: before a call of n tokens that
 /// would pass the budget it keeps the sinks and the most recent
 /// `budget - max(n, slack) - sinks` tokens. Logits after each call.
-fn reference_run(w: &Weights, kv_f16: bool, calls: &[Vec<u32>], budget: usize, sinks: usize, slack: usize) -> Vec<Vec<f32>> {
+/// With `quest`, single-token calls (decode) select pages among the slots
+/// left after the compactions.
+fn reference_run(w: &Weights, kv_f16: bool, calls: &[Vec<u32>], budget: usize, sinks: usize, slack: usize, quest: Option<RefQuest>) -> Vec<Vec<f32>> {
     let mut r = RefModel::new(w).unwrap();
     r.kv_f16 = kv_f16;
     let mut out = Vec::new();
     for call in calls {
+        r.quest = quest.map(|q| RefQuest { active: call.len() == 1, ..q });
         let len = r.cached();
         if len + call.len() > budget {
             r.keep(&streaming_keep(len, budget - call.len().max(slack), sinks));
@@ -72,7 +75,7 @@ fn small_budget_follows_the_reference_eviction() {
     let mut calls: Vec<Vec<u32>> = prompt().chunks(max_call).map(|c| c.to_vec()).collect();
     calls.extend(decode_tokens(30).into_iter().map(|t| vec![t]));
     for g in contexts() {
-        let want = reference_run(&w, g.caps.f16, &calls, budget, sinks, slack);
+        let want = reference_run(&w, g.caps.f16, &calls, budget, sinks, slack, None);
         let mut m = Model::load(g.clone(), &w, 64, KvSpec::parse("streaming:budget=24,sinks=2").unwrap()).unwrap();
         assert_eq!(m.kv.max_call(), max_call);
         let mut got = Vec::new();
@@ -91,6 +94,59 @@ fn small_budget_follows_the_reference_eviction() {
         assert_eq!(m.pos(), PROMPT + 30);
         assert!(m.kv.evicted > 0);
         assert_eq!(m.kv.len + m.kv.evicted, m.pos());
+    }
+}
+
+#[test]
+fn quest_on_streaming_selects_among_the_kept_slots_as_the_reference_does() {
+    let w = tiny_weights("streaming-quest");
+    // As above (budget 24, 2 sinks, slack 5), with Quest selecting 2 pages
+    // of 4 slots (1 chosen + the current one) of up to 6 in every layer at
+    // each decode step: after each compaction every page's metadata must
+    // describe the keys now in it.
+    let (budget, sinks, slack, max_call) = (24, 2, 5, 21);
+    let mut calls: Vec<Vec<u32>> = prompt().chunks(max_call).map(|c| c.to_vec()).collect();
+    calls.extend(decode_tokens(30).into_iter().map(|t| vec![t]));
+    for (spec, unit) in [("streaming:budget=24,sinks=2+quest:budget=8,page=4,dense_layers=0", 2), ("streaming:budget=24,sinks=2+quest:budget=8,page=4,dense_layers=1,group=head", 1)] {
+        let dense_layers = if unit == 2 { 0 } else { 1 };
+        let q = RefQuest { page: 4, budget_pages: 2, unit, dense_layers, active: false, window_from: None };
+        for g in contexts() {
+            let want = reference_run(&w, g.caps.f16, &calls, budget, sinks, slack, Some(q));
+            let plain = reference_run(&w, g.caps.f16, &calls, budget, sinks, slack, None);
+            let mut m = Model::load(g.clone(), &w, 64, KvSpec::parse(spec).unwrap()).unwrap();
+            let mut got = vec![logits(m.forward(&prompt(), Readout::Logits).unwrap())];
+            for call in &calls[2..] {
+                got.push(logits(m.forward(call, Readout::Logits).unwrap()));
+                assert!(m.kv.len <= budget);
+            }
+            let mut differs = false;
+            for (i, (gv, wv)) in got.iter().zip(&want[1..]).enumerate() {
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), gv, wv, LOGITS);
+                differs |= wv.iter().zip(&plain[i + 1]).any(|(a, b)| (a - b).abs() > 1e-2);
+            }
+            assert!(differs, "{spec}: the selection changes the logits (else this test checks nothing)");
+            assert!(m.kv.evicted > 0);
+        }
+    }
+}
+
+#[test]
+fn quest_covering_a_streaming_budget_equals_streaming_alone() {
+    let w = tiny_weights("streaming-quest-full");
+    for g in contexts() {
+        let run = |spec: &str| {
+            let mut m = Model::load(g.clone(), &w, 64, KvSpec::parse(spec).unwrap()).unwrap();
+            let mut out = vec![logits(m.forward(&prompt(), Readout::Logits).unwrap())];
+            for t in decode_tokens(30) {
+                out.push(logits(m.forward(&[t], Readout::Logits).unwrap()));
+            }
+            out
+        };
+        let want = run("streaming:budget=24,sinks=2");
+        let got = run("streaming:budget=24,sinks=2+quest:budget=100%,page=4,dense_layers=0");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_close(&format!("step {i} on {}", label(&g)), a, b, LOGITS);
+        }
     }
 }
 
@@ -146,7 +202,7 @@ fn unusable_streaming_options_are_errors() {
             ("streaming:budget=4,sinks=4", "no room"),
             ("streaming:alloc=pyramid", "not available"),
             ("streaming:sinks=x", "not a count"),
-            ("streaming+quest", "not available"),
+            ("streaming+quest+mustafar", "not available"),
             ("h2o:budget=10%+quest", "not available"),
             ("snapkv+mustafar", "not available"),
         ],

@@ -67,8 +67,8 @@ impl KvCache {
     /// refuses the parts and combinations this build lacks.
     pub fn streaming_of(spec: &KvSpec, ctx: usize) -> Result<Option<Streaming>> {
         match spec.part(Kind::Eviction).filter(|p| p.name == "streaming") {
-            Some(_) if spec.part(Kind::Selection).is_some() => {
-                Err(Error::msg(format!("--kv {spec}: streaming with quest is not available in this build yet")))
+            Some(_) if spec.part(Kind::Selection).is_some() && spec.part(Kind::Storage).is_some() => {
+                Err(Error::msg(format!("--kv {spec}: streaming with quest and mustafar together is not available in this build yet")))
             }
             Some(p) => Ok(Some(Streaming::new(StreamingOptions::from_part(p)?, ctx)?)),
             None => Ok(None),
@@ -152,7 +152,10 @@ impl KvCache {
                 o.page = BLOCK as u32;
                 Some(Quest::new(gpu, o, AttnShape { max_seq: capacity as u32, ..attn }, cfg.n_layers, false)?)
             }
-            Some(p) => Some(Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers, true)?),
+            Some(p) => {
+                let q = Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers, true)?;
+                Some(if streaming.is_some() { q.with_rebuild(gpu, &k) } else { q })
+            }
             None => None,
         };
         let mustafar = match must_opts {
@@ -234,6 +237,9 @@ impl KvCache {
             return Ok(None);
         };
         self.gather(gpu, &keep);
+        if let Some(q) = &self.quest {
+            q.rebuild(gpu, keep.len());
+        }
         self.evicted += self.len - keep.len();
         self.len = keep.len();
         Ok(Some(keep))

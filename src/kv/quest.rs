@@ -12,7 +12,8 @@
 //!   the paper's rule, reading up to `n_heads / n_kv_heads` times more KV.
 //!
 //! Prefill always attends densely; metadata is written for every appended
-//! token, prefill included.
+//! token, prefill included. Under `streaming` eviction every page's
+//! metadata is recomputed after each compaction (`rebuild`).
 
 use super::spec::{Budget, Part};
 use crate::gpu::Gpu;
@@ -69,6 +70,9 @@ pub struct Quest {
     kmax: Vec<wgpu::Buffer>,
     kmin: Vec<wgpu::Buffer>,
     scratch: QuestScratch,
+    /// Under eviction: a step uniform and every sparse layer's metadata
+    /// update over the whole cache, run after each compaction.
+    rebuild: Option<(wgpu::Buffer, Vec<Dispatch>)>,
 }
 
 impl Quest {
@@ -84,7 +88,7 @@ impl Quest {
         let bytes = if own_meta { shape.meta_bytes(gpu.caps.f16) } else { 16 };
         let kmax = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmax{i}"), bytes)).collect();
         let kmin = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmin{i}"), bytes)).collect();
-        Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape) })
+        Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape), rebuild: None })
     }
 
     /// Whether layer `l` selects pages (else it attends densely).
@@ -101,6 +105,35 @@ impl Quest {
     pub fn meta(&self, gpu: &Gpu, l: usize, k_cache: &wgpu::Buffer, step: &wgpu::Buffer, max_tokens: u32) -> Dispatch {
         let i = l - self.opts.dense_layers;
         ops::quest_meta(gpu, &self.shape, k_cache, &self.kmax[i], &self.kmin[i], step, max_tokens)
+    }
+
+    /// Prepare `rebuild` over the layers' key caches `k` (an eviction part
+    /// moves slots, so every page's metadata must follow).
+    pub fn with_rebuild(mut self, gpu: &Gpu, k: &[wgpu::Buffer]) -> Quest {
+        let step = gpu.uniform("quest.rebuild_step", bytemuck::bytes_of(&crate::ops::Step::default()));
+        let all = self.shape.attn.max_seq;
+        let d = (self.opts.dense_layers..k.len()).map(|l| self.meta(gpu, l, &k[l], &step, all)).collect();
+        self.rebuild = Some((step, d));
+        self
+    }
+
+    /// After a compaction left `len` slots: recompute the metadata of every
+    /// page from the keys now in them.
+    pub fn rebuild(&self, gpu: &Gpu, len: usize) {
+        let Some((step, dispatches)) = &self.rebuild else { return };
+        if len == 0 {
+            return;
+        }
+        let s = crate::ops::Step { pos: 0, n_tokens: len as u32, kv_len: len as u32, _pad: 0 };
+        gpu.write(step, 0, bytemuck::bytes_of(&s));
+        let mut enc = gpu.encoder();
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("quest_rebuild"), timestamp_writes: None });
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        gpu.submit(enc);
     }
 
     /// Layer `l`'s decode attention: page scores, selection, then attention
