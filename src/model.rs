@@ -428,11 +428,11 @@ impl Model {
             // written at compression); decode attends the selected pages.
             let quest = self.kv.quest.as_ref().filter(|q| q.is_sparse(l));
             if let (Some(q), None) = (quest, must) {
-                d.push(q.meta(g, l, kc, step, nt));
+                d.push(q.meta(g, l, kc, win, nt));
             }
             if n == 1 {
                 if let (Some(q), None) = (quest, must) {
-                    d.extend(q.decode(g, l, &a.q, kc, vc, &a.att, &self.lse, step));
+                    d.extend(q.decode(g, l, &a.q, kc, vc, &a.att, &self.lse, win));
                 } else {
                     let da = attn::attn_decode(g, &shape, &a.q, kc, vc, &self.scratch, &a.att, &self.lse, win);
                     d.push(da.partial);

@@ -16,7 +16,7 @@ use wgkv::kv::KvSpec;
 use wgkv::model::{Model, Output, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::evict::{global_counts, select_keep};
-use wgkv::reference::forward::RefModel;
+use wgkv::reference::forward::{RefModel, RefQuest};
 use wgkv::weights::Weights;
 
 const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
@@ -278,5 +278,67 @@ fn a_shared_prefill_equals_separate_runs() {
         let mut fork = vec![Model::load(g.clone(), &w, CTX, KvSpec::parse("knorm:budget=20").unwrap()).unwrap()];
         fork[0].forward(&prompt(3, 4), Readout::Argmax).unwrap();
         assert!(lead.forward_shared(&prompt(PROMPT, 0), Readout::Argmax, &mut fork).is_err());
+    }
+}
+
+#[test]
+fn quest_selects_among_the_slots_each_layer_kept() {
+    let w = tiny_weights("evict-quest");
+    let (layers, heads) = (tiny::LAYERS, tiny::KV_HEADS);
+    for g in contexts() {
+        // After the prompt each layer keeps its own slots per head; Quest
+        // then picks 2 of its pages of 4 (1 chosen + the current one) at
+        // every decode step, as the reference does over the same slots.
+        for (spec, unit, dense_layers) in [
+            ("snapkv:budget=20+quest:budget=8,page=4,dense_layers=0", 2, 0),
+            ("pyramidkv:budget=20+quest:budget=8,page=4,dense_layers=0", 2, 0),
+            ("knorm:budget=16+quest:budget=8,page=4,dense_layers=1,group=head", 1, 1),
+        ] {
+            let what = format!("{spec} on {}", label(&g));
+            let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
+            let mut r = RefModel::new(&w).unwrap();
+            r.kv_f16 = g.caps.f16;
+            let p = prompt(PROMPT, 3);
+            m.forward(&p, Readout::Logits).unwrap();
+            for &t in &p {
+                r.forward(t);
+            }
+            let s = m.kv.scored.as_ref().unwrap();
+            let got = kept(&g, s, layers, heads);
+            for (l, keep) in got.iter().enumerate() {
+                r.keep_heads(l, keep);
+            }
+            let mut plain = RefModel::new(&w).unwrap();
+            plain.kv_f16 = g.caps.f16;
+            for &t in &p {
+                plain.forward(t);
+            }
+            for (l, keep) in got.iter().enumerate() {
+                plain.keep_heads(l, keep);
+            }
+            r.quest = Some(RefQuest { page: 4, budget_pages: 2, unit, dense_layers, active: true, window_from: None });
+            let mut differs = false;
+            for t in prompt(6, 4) {
+                let gl = logits(m.forward(&[t], Readout::Logits).unwrap());
+                let want = r.forward(t);
+                assert_close(&format!("decode: {what}"), &gl, &want, LOGITS);
+                differs |= want.iter().zip(&plain.forward(t)).any(|(a, b)| (a - b).abs() > 1e-2);
+            }
+            assert!(differs, "{what}: the selection changes the logits (else this test checks nothing)");
+            assert!(m.kv.bytes_read_per_step() < m.kv.bytes_resident(), "{what}: a step reads less than is kept");
+        }
+        // A budget covering every kept slot reads them all: the scored policy alone.
+        let run = |spec: &str| {
+            let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
+            let mut out = vec![logits(m.forward(&prompt(PROMPT, 0), Readout::Logits).unwrap())];
+            for t in prompt(6, 1) {
+                out.push(logits(m.forward(&[t], Readout::Logits).unwrap()));
+            }
+            out
+        };
+        let (want, got) = (run("snapkv:budget=20"), run("snapkv:budget=20+quest:budget=100%,page=4,dense_layers=0"));
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_close(&format!("covering quest, step {i} on {}", label(&g)), a, b, LOGITS);
+        }
     }
 }

@@ -81,10 +81,19 @@ impl KvCache {
         let Some(p) = spec.part(Kind::Eviction).filter(|p| p.name != "streaming") else {
             return Ok(None);
         };
-        if let Some(o) = spec.parts.iter().find(|o| matches!(o.kind, Kind::Storage | Kind::Selection)) {
+        if let Some(o) = spec.parts.iter().find(|o| o.kind == Kind::Storage) {
             return Err(Error::msg(format!("--kv {spec}: {} with {} is not available in this build yet", p.name, o.name)));
         }
-        Ok(Some(ScoredOptions::from_part(p)?))
+        let o = ScoredOptions::from_part(p)?;
+        if o.evicts_in_decode() && spec.part(Kind::Selection).is_some() {
+            // Its decode scores need the attention every slot got; Quest's
+            // sparse attention gives none to the pages it skipped.
+            return Err(Error::msg(format!(
+                "--kv {spec}: {} with quest is not available in this build yet (its decode scores need dense attention; snapkv, pyramidkv, dynamickv and knorm combine with quest)",
+                p.name
+            )));
+        }
+        Ok(Some(o))
     }
 
     /// The storage part of `spec`, if any, checked against the eviction
@@ -154,7 +163,7 @@ impl KvCache {
             }
             Some(p) => {
                 let q = Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers, true)?;
-                Some(if streaming.is_some() { q.with_rebuild(gpu, &k) } else { q })
+                Some(if streaming.is_some() || scored_opts.is_some() { q.with_rebuild(gpu, &k) } else { q })
             }
             None => None,
         };
@@ -211,8 +220,12 @@ impl KvCache {
     /// the kept slots when it compacted the dense cache for eviction.
     pub fn make_room(&mut self, gpu: &Gpu, n: usize) -> Result<Option<Vec<usize>>> {
         if let Some(s) = &mut self.scored {
-            self.evicted += s.before_call(gpu, self.pos, n);
+            let cut = s.before_call(gpu, self.pos, n);
+            self.evicted += cut;
             self.len = s.max_len();
+            if let (Some(q), true) = (&self.quest, cut > 0) {
+                q.rebuild(gpu, &s.lens);
+            }
             return Ok(None);
         }
         if let Some(m) = &mut self.mustafar {
@@ -238,7 +251,7 @@ impl KvCache {
         };
         self.gather(gpu, &keep);
         if let Some(q) = &self.quest {
-            q.rebuild(gpu, keep.len());
+            q.rebuild(gpu, &vec![keep.len(); self.n_layers]);
         }
         self.evicted += self.len - keep.len();
         self.len = keep.len();
@@ -258,8 +271,12 @@ impl KvCache {
     /// eviction policy cuts each layer to its budget after a prompt.
     pub fn after_call(&mut self, gpu: &Gpu, n: usize, last: usize) -> Result<()> {
         if let Some(s) = &mut self.scored {
-            self.evicted += s.after_call(gpu, n, last)?;
+            let cut = s.after_call(gpu, n, last)?;
+            self.evicted += cut;
             self.len = s.max_len();
+            if let (Some(q), true) = (&self.quest, cut > 0) {
+                q.rebuild(gpu, &s.lens);
+            }
         }
         Ok(())
     }
@@ -310,7 +327,8 @@ impl KvCache {
     /// under Mustafar the dense window's tokens plus the compressed blocks.
     pub fn bytes_resident(&self) -> usize {
         if let Some(s) = &self.scored {
-            return s.lens.iter().sum::<usize>() * self.bytes_per_token() / self.n_layers;
+            let meta = self.quest.as_ref().map_or(0, |q| (0..self.n_layers).filter(|&l| q.is_sparse(l)).map(|l| q.meta_rows(s.lens[l])).sum::<usize>());
+            return s.lens.iter().sum::<usize>() * self.bytes_per_token() / self.n_layers + meta * self.row_bytes();
         }
         if let Some(m) = &self.mustafar {
             let meta = self.quest.as_ref().map_or(0, |q| q.sparse_layers() * q.meta_rows(m.compressed()) * self.row_bytes());
@@ -339,8 +357,16 @@ impl KvCache {
     /// and the metadata of the pages it scores.
     pub fn bytes_read_per_step(&self) -> usize {
         let len = self.len;
-        if self.scored.is_some() {
-            return self.bytes_resident();
+        if let Some(s) = &self.scored {
+            let Some(q) = &self.quest else { return self.bytes_resident() };
+            let layer = |(l, &n): (usize, &usize)| match q.is_sparse(l) {
+                true => {
+                    let (rows, meta) = q.rows_read(n);
+                    (2 * rows + meta) * self.row_bytes()
+                }
+                false => n * 2 * self.kv_dim * self.elem_bytes,
+            };
+            return s.lens.iter().enumerate().map(layer).sum();
         }
         if let Some(m) = &self.mustafar {
             let window = (len - m.compressed()) * self.bytes_per_token();

@@ -12,8 +12,9 @@
 //!   the paper's rule, reading up to `n_heads / n_kv_heads` times more KV.
 //!
 //! Prefill always attends densely; metadata is written for every appended
-//! token, prefill included. Under `streaming` eviction every page's
-//! metadata is recomputed after each compaction (`rebuild`).
+//! token, prefill included. Under eviction (`streaming`, or a scored part
+//! that does not evict while decoding) every page's metadata is recomputed
+//! after each compaction (`rebuild`).
 
 use super::spec::{Budget, Part};
 use crate::gpu::Gpu;
@@ -70,9 +71,9 @@ pub struct Quest {
     kmax: Vec<wgpu::Buffer>,
     kmin: Vec<wgpu::Buffer>,
     scratch: QuestScratch,
-    /// Under eviction: a step uniform and every sparse layer's metadata
-    /// update over the whole cache, run after each compaction.
-    rebuild: Option<(wgpu::Buffer, Vec<Dispatch>)>,
+    /// Under eviction: per sparse layer a step uniform and the metadata
+    /// update over its whole cache, run after each compaction.
+    rebuild: Vec<(wgpu::Buffer, Dispatch)>,
 }
 
 impl Quest {
@@ -88,7 +89,7 @@ impl Quest {
         let bytes = if own_meta { shape.meta_bytes(gpu.caps.f16) } else { 16 };
         let kmax = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmax{i}"), bytes)).collect();
         let kmin = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmin{i}"), bytes)).collect();
-        Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape), rebuild: None })
+        Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape), rebuild: Vec::new() })
     }
 
     /// Whether layer `l` selects pages (else it attends densely).
@@ -110,26 +111,31 @@ impl Quest {
     /// Prepare `rebuild` over the layers' key caches `k` (an eviction part
     /// moves slots, so every page's metadata must follow).
     pub fn with_rebuild(mut self, gpu: &Gpu, k: &[wgpu::Buffer]) -> Quest {
-        let step = gpu.uniform("quest.rebuild_step", bytemuck::bytes_of(&crate::ops::Step::default()));
         let all = self.shape.attn.max_seq;
-        let d = (self.opts.dense_layers..k.len()).map(|l| self.meta(gpu, l, &k[l], &step, all)).collect();
-        self.rebuild = Some((step, d));
+        self.rebuild = (self.opts.dense_layers..k.len())
+            .map(|l| {
+                let step = gpu.uniform(&format!("quest.rebuild_step{l}"), bytemuck::bytes_of(&crate::ops::Step::default()));
+                let d = self.meta(gpu, l, &k[l], &step, all);
+                (step, d)
+            })
+            .collect();
         self
     }
 
-    /// After a compaction left `len` slots: recompute the metadata of every
-    /// page from the keys now in them.
-    pub fn rebuild(&self, gpu: &Gpu, len: usize) {
-        let Some((step, dispatches)) = &self.rebuild else { return };
-        if len == 0 {
+    /// After a compaction left `lens[l]` slots in layer `l`: recompute the
+    /// metadata of every page of the sparse layers from the keys now in them.
+    pub fn rebuild(&self, gpu: &Gpu, lens: &[usize]) {
+        if self.rebuild.is_empty() {
             return;
         }
-        let s = crate::ops::Step { pos: 0, n_tokens: len as u32, kv_len: len as u32, _pad: 0 };
-        gpu.write(step, 0, bytemuck::bytes_of(&s));
+        for ((step, _), &len) in self.rebuild.iter().zip(&lens[self.opts.dense_layers..]) {
+            let s = crate::ops::Step { pos: 0, n_tokens: len as u32, kv_len: len as u32, _pad: 0 };
+            gpu.write(step, 0, bytemuck::bytes_of(&s));
+        }
         let mut enc = gpu.encoder();
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("quest_rebuild"), timestamp_writes: None });
-            for d in dispatches {
+            for (_, d) in &self.rebuild {
                 d.record(&mut pass);
             }
         }
