@@ -220,10 +220,10 @@ impl KvCache {
     /// the kept slots when it compacted the dense cache for eviction.
     pub fn make_room(&mut self, gpu: &Gpu, n: usize) -> Result<Option<Vec<usize>>> {
         if let Some(s) = &mut self.scored {
-            let cut = s.before_call(gpu, self.pos, n);
-            self.evicted += cut;
+            let before = s.lens.clone();
+            self.evicted += s.before_call(gpu, self.pos, n);
             self.len = s.max_len();
-            if let (Some(q), true) = (&self.quest, cut > 0) {
+            if let (Some(q), true) = (&self.quest, s.lens != before) {
                 q.rebuild(gpu, &s.lens);
             }
             return Ok(None);
@@ -271,10 +271,12 @@ impl KvCache {
     /// eviction policy cuts each layer to its budget after a prompt.
     pub fn after_call(&mut self, gpu: &Gpu, n: usize, last: usize) -> Result<()> {
         if let Some(s) = &mut self.scored {
-            let cut = s.after_call(gpu, n, last)?;
-            self.evicted += cut;
+            let before = s.lens.clone();
+            self.evicted += s.after_call(gpu, n, last)?;
             self.len = s.max_len();
-            if let (Some(q), true) = (&self.quest, cut > 0) {
+            // Any layer that lost slots has moved keys (the average evicted
+            // count can round to 0).
+            if let (Some(q), true) = (&self.quest, s.lens != before) {
                 q.rebuild(gpu, &s.lens);
             }
         }
