@@ -263,6 +263,11 @@ fn ppl_plot_draws_the_budget_axis_and_refuses_bad_files_in_one_line() {
     for name in ["h2o", "snapkv", "vatp:alloc=dynamic"] {
         assert_eq!(text.matches(&format!(r#"data-name="{name}""#)).count(), 3, "{name}: a series in each panel");
     }
+    let o = wgkv_with_stdin(&["eval", "ppl-plot", a, b, "--out", svg, "--skip", "vatp:alloc=dynamic"], None);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{svg}: 3 points of 2 policies"));
+    assert!(!std::fs::read_to_string(svg).unwrap().contains("vatp"));
+    let o = wgkv_with_stdin(&["eval", "ppl-plot", a, b, "--out", svg, "--skip", "knorm"], None);
+    assert_one_line_error(&o, "--skip knorm: no such policy");
     let o = wgkv_with_stdin(&["eval", "ppl-plot", "/nonexistent/x.jsonl", "--out", svg], None);
     assert_one_line_error(&o, "/nonexistent/x.jsonl");
     std::fs::write(dir.join("c.jsonl"), rec("full", 0.0)).unwrap();

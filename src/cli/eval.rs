@@ -45,6 +45,10 @@ pub enum EvalCommand {
         /// The SVG to write.
         #[arg(long, value_name = "FILE.svg")]
         out: String,
+        /// Leave out a policy family (the spec without its budget, e.g.
+        /// `vatp:alloc=dynamic`) whose values would flatten the others.
+        #[arg(long, value_name = "SPEC")]
+        skip: Vec<String>,
     },
     /// Teacher-force a reference file's tokens and compare logits with its top-20.
     Compare {
@@ -66,7 +70,7 @@ pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
         EvalCommand::Ppl { file, ctx, chunks, kv, compare_full, json } => {
             ppl(global, &file, ctx, chunks, json, compare_full, RunArgs { kv, ctx: Some(ctx) })
         }
-        EvalCommand::PplPlot { files, out } => ppl_plot(&files, &out),
+        EvalCommand::PplPlot { files, out, skip } => ppl_plot(&files, &out, &skip),
         EvalCommand::Compare { reference, json, run } => compare(global, &reference, json, run),
         EvalCommand::Passkey(a) => super::passkey::run(global, a),
         EvalCommand::Soak(a) => super::soak::run(global, a),
@@ -74,11 +78,18 @@ pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
 }
 
 /// `eval ppl-plot`: read every file's records, write the figure.
-fn ppl_plot(files: &[String], out: &str) -> Result<()> {
+fn ppl_plot(files: &[String], out: &str, skip: &[String]) -> Result<()> {
     let mut points = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
         budget::parse_lines(f, &text, &mut points)?;
+    }
+    for s in skip {
+        let family = KvSpec::parse(s)?.to_string();
+        if !points.iter().any(|p| p.family == family) {
+            return Err(Error::msg(format!("ppl-plot --skip {s}: no such policy in the files")));
+        }
+        points.retain(|p| p.family != family);
     }
     if points.is_empty() {
         return Err(Error::msg("ppl-plot: no record with a budget= policy in the files"));
