@@ -52,6 +52,20 @@ fn kept(g: &wgkv::gpu::Gpu, s: &Scored, layers: usize, heads: usize) -> Vec<Vec<
         .collect()
 }
 
+/// `spec`'s model and the CPU reference, both after the same prompt
+/// (the model has made its cut; the reference holds every token).
+fn prefilled(g: &std::sync::Arc<wgkv::gpu::Gpu>, w: &Weights, spec: &str) -> (Model, RefModel) {
+    let mut m = Model::load(g.clone(), w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
+    let mut r = RefModel::new(w).unwrap();
+    r.kv_f16 = g.caps.f16;
+    let p = prompt(PROMPT, 3);
+    m.forward(&p, Readout::Logits).unwrap();
+    for &t in &p {
+        r.forward(t);
+    }
+    (m, r)
+}
+
 #[test]
 fn every_preset_with_a_covering_budget_equals_full() {
     let w = tiny_weights("evict-full");
@@ -89,14 +103,7 @@ fn kept_slots_budgets_and_logits_follow_the_reference() {
             ("vatp:budget=30,sinks=3", 30),
         ] {
             let what = format!("{spec} on {}", label(&g));
-            let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
-            let mut r = RefModel::new(&w).unwrap();
-            r.kv_f16 = g.caps.f16;
-            let p = prompt(PROMPT, 3);
-            m.forward(&p, Readout::Logits).unwrap();
-            for &t in &p {
-                r.forward(t);
-            }
+            let (mut m, mut r) = prefilled(&g, &w, spec);
             let s = m.kv.scored.as_ref().unwrap();
             let o = s.opts;
             let w_len = o.window;
@@ -295,27 +302,13 @@ fn quest_selects_among_the_slots_each_layer_kept() {
             ("knorm:budget=16+quest:budget=8,page=4,dense_layers=1,group=head", 1, 1),
         ] {
             let what = format!("{spec} on {}", label(&g));
-            let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
-            let mut r = RefModel::new(&w).unwrap();
-            r.kv_f16 = g.caps.f16;
-            let p = prompt(PROMPT, 3);
-            m.forward(&p, Readout::Logits).unwrap();
-            for &t in &p {
-                r.forward(t);
-            }
+            let (mut m, mut r) = prefilled(&g, &w, spec);
             let s = m.kv.scored.as_ref().unwrap();
             let got = kept(&g, s, layers, heads);
             for (l, keep) in got.iter().enumerate() {
                 r.keep_heads(l, keep);
             }
-            let mut plain = RefModel::new(&w).unwrap();
-            plain.kv_f16 = g.caps.f16;
-            for &t in &p {
-                plain.forward(t);
-            }
-            for (l, keep) in got.iter().enumerate() {
-                plain.keep_heads(l, keep);
-            }
+            let mut plain = r.clone();
             r.quest = Some(RefQuest { page: 4, budget_pages: 2, unit, dense_layers, active: true, window_from: None });
             let mut differs = false;
             for t in prompt(6, 4) {

@@ -225,11 +225,15 @@ fn prefill(models: &mut [Model], p: &Prompt, question: Question) -> Result<u32> 
         m.reset();
     }
     let (lead, forks) = models.split_first_mut().expect("a group has a model");
-    let tokens = match question {
-        Question::Prefill => [&p.context[..], &p.question[..]].concat(),
-        Question::Decode => p.context.clone(),
+    let joined;
+    let tokens: &[u32] = match question {
+        Question::Prefill => {
+            joined = [&p.context[..], &p.question[..]].concat();
+            &joined
+        }
+        Question::Decode => &p.context,
     };
-    argmax(lead.forward_shared(&tokens, Readout::Argmax, forks)?)
+    argmax(lead.forward_shared(tokens, Readout::Argmax, forks)?)
 }
 
 /// After `prefill` (whose first answer token is `next`): feed the question

@@ -8,6 +8,7 @@ use crate::weights::Weights;
 use crate::Result;
 
 /// One layer's weights as f32, row-major `[rows][cols]`.
+#[derive(Clone)]
 struct Layer {
     attn_norm: Vec<f32>,
     wq: Vec<f32>,
@@ -20,6 +21,7 @@ struct Layer {
     down: Vec<f32>,
 }
 
+#[derive(Clone)]
 pub struct RefModel {
     pub cfg: ModelConfig,
     embed: Vec<f32>,  // [vocab][dim]
