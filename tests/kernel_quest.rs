@@ -130,9 +130,13 @@ fn scores_and_selected_pages_equal_the_reference_exactly() {
             (8, 1, 16, 48, true, &[200]),
             // More pages than one select workgroup (64) holds.
             (3, 1, 2, 40, true, &[150, 301]),
+            // The default model's shape at a 4096 context (255 full pages).
+            (9, 3, 16, 256, true, &[4090]),
+            (9, 3, 16, 512, false, &[4096]),
         ];
         for &(nh, nkv, page, budget, shared, lens) in cases {
-            let s = qshape(nh, nkv, 64, 320, page, budget, shared);
+            let max_seq = lens.iter().max().unwrap().next_multiple_of(64).max(320) as u32;
+            let s = qshape(nh, nkv, 64, max_seq, page, budget, shared);
             let mut layer = Layer::new(&g, s);
             let scratch = QuestScratch::new(&g, &s);
             for &len in lens {
@@ -215,8 +219,10 @@ fn attention_over_selected_pages_equals_reference_on_those_pages() {
             (9, 3, 16, 256, true, 1000),
             (4, 4, 5, 23, false, 77),
             (8, 1, 16, 48, true, 50),
+            // The default model's shape at a 4096 context.
+            (9, 3, 16, 512, true, 4090),
         ] {
-            let s = qshape(nh, nkv, 64, 1024, page, budget, shared);
+            let s = qshape(nh, nkv, 64, len.next_multiple_of(1024) as u32, page, budget, shared);
             let mut layer = Layer::new(&g, s);
             layer.append(&g, len - 1, &mut |m| rng.vec(m, -1.0, 1.0));
             layer.append(&g, 1, &mut |m| rng.vec(m, -1.0, 1.0));
