@@ -5,7 +5,7 @@
 //! integer), keys; and end to end on the tiny random Llama with a small
 //! byte-level vocabulary: `eval passkey` (JSON, table, plot, chat format,
 //! errors) and `eval ppl --compare-full` (a policy compared with itself has
-//! KL 0 and full top-1 agreement).
+//! KL 0 and full top-1 agreement); `eval passkey --compare` merging runs.
 
 mod common;
 use common::cli::{assert_one_line_error, wgkv};
@@ -284,5 +284,89 @@ fn ppl_compare_full_of_full_is_exact() {
     let o = wgkv(&["--model", m, "eval", "ppl", "--file", f, "--ctx", "48", "--chunks", "1", "--compare-full"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("vs full cache: mean KL(full || full) 0.000000 nats, top-1 agreement 23/23 (100.00%)"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------- --compare
+
+/// An `eval passkey --json` output with one trial per (policy, depth) cell:
+/// `(kv, depth, key, answer, correct)`. Every row's summary says 99 correct,
+/// so a merge that copied summaries instead of counting trials shows.
+fn passkey_json(ctx: usize, question: &str, commit: &str, cells: &[(&str, usize, u32, &str, bool)]) -> Value {
+    let results: Vec<Value> = cells
+        .iter()
+        .map(|&(kv, depth, key, answer, correct)| {
+            serde_json::json!({
+                "kv": kv, "depth": depth, "trials": 1, "correct": 99, "accuracy": 99.0,
+                "detail": [{ "trial": 0, "key": key, "answer": answer, "parsed": null, "correct": correct,
+                             "prompt_tokens": ctx - 9, "key_depth": depth as f64 / 100.0 }],
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "schema": 1, "wgkv_version": "0.1.0", "git_commit": commit, "model": "m.gguf",
+        "adapter": "some adapter", "backend": "Vulkan", "device_type": "Cpu", "f16": true,
+        "ctx": ctx, "prompt_tokens": ctx - 9, "trials": 1, "seed": 1, "format": "raw",
+        "question": question, "answer_tokens": 8, "results": results,
+    })
+}
+
+#[test]
+fn passkey_compare_merges_runs_and_refuses_mismatches() {
+    let dir = tiny::scratch("passkey-compare");
+    let write = |name: &str, v: &Value| {
+        let p = dir.join(name);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let a = write("a.json", &passkey_json(4096, "prefill", "aaa", &[
+        ("full", 0, 21518, " 21518.", true),
+        ("full", 50, 61432, " 61432.", true),
+        ("quest:budget=256", 0, 21518, " 2111.", false),
+        ("quest:budget=256", 50, 61432, " 61432.", true),
+    ]));
+    let b = write("b.json", &passkey_json(4096, "prefill", "bbb", &[
+        ("quest:budget=512", 0, 21518, " 21518.", true),
+        ("quest:budget=512", 50, 61432, " 6141.", false),
+    ]));
+    let svg = dir.join("m.svg");
+    let o = wgkv(&["eval", "passkey", "--compare", &a, &b, "--json", "--plot", svg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!((v["ctx"].as_u64(), v["question"].as_str(), v["adapter"].as_str()), (Some(4096), Some("prefill"), Some("some adapter")));
+    let rows = v["results"].as_array().unwrap();
+    let got: Vec<(&str, u64, u64)> = rows.iter().map(|r| (r["kv"].as_str().unwrap(), r["depth"].as_u64().unwrap(), r["correct"].as_u64().unwrap())).collect();
+    assert_eq!(got, [("full", 0, 1), ("full", 50, 1), ("quest:budget=256", 0, 0), ("quest:budget=256", 50, 1), ("quest:budget=512", 0, 1), ("quest:budget=512", 50, 0)]);
+    assert_eq!(rows[2]["detail"][0]["answer"], " 2111.");
+    assert_eq!(rows[2]["detail"][0]["parsed"], 2111);
+    let sources: Vec<&str> = v["sources"].as_array().unwrap().iter().map(|s| s["git_commit"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["aaa", "bbb"]);
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    for kv in ["full", "quest:budget=256", "quest:budget=512"] {
+        assert_eq!(svg.matches(&format!(r#"<g class="series" data-name="{kv}">"#)).count(), 1, "{kv}");
+    }
+
+    // Text mode: the header line and one table row per policy.
+    let o = wgkv(&["eval", "passkey", "--compare", &a, &b]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("pass key: ctx 4096"), "{out}");
+    let row = out.lines().find(|l| l.starts_with("| quest:budget=256 ")).expect(&out);
+    let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+    assert_eq!(cells, ["quest:budget=256", "0% (0/1)", "100% (1/1)", "50% (1/2)"]);
+
+    // Runs that cannot be read together.
+    let other_ctx = write("c.json", &passkey_json(2048, "prefill", "ccc", &[("snapkv", 0, 1, " 1.", true), ("snapkv", 50, 2, " 2.", true)]));
+    assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", &a, &other_ctx]), "ctx 2048");
+    let other_q = write("d.json", &passkey_json(4096, "decode", "ddd", &[("snapkv", 0, 1, " 1.", true), ("snapkv", 50, 2, " 2.", true)]));
+    assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", &a, &other_q]), "format/question raw/decode");
+    let other_depths = write("e.json", &passkey_json(4096, "prefill", "eee", &[("snapkv", 25, 1, " 1.", true)]));
+    assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", &a, &other_depths]), "depths [25]");
+    assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", &a, &a]), "policy full appears again");
+    let garbage = write("f.json", &serde_json::json!({ "results": [{ "kv": "full" }] }));
+    assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", &garbage]), "not an `eval passkey --json` output");
+    std::fs::write(dir.join("g.json"), "{ trunc").unwrap();
+    assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", dir.join("g.json").to_str().unwrap()]), "not an `eval passkey --json` output");
+    assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", dir.join("missing.json").to_str().unwrap()]), "missing.json");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -77,6 +77,10 @@ pub struct PasskeyArgs {
     /// Write an SVG plot: accuracy against depth, one line per policy.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<String>,
+    /// Merge earlier `--json` outputs (same context, depths, format and
+    /// question feed) into one table, JSON and plot instead of running.
+    #[arg(long, num_args = 1.., value_name = "FILE.json")]
+    pub compare: Vec<String>,
 }
 
 /// One trial's outcome.
@@ -91,7 +95,27 @@ struct Trial {
     correct: bool,
 }
 
+/// What a table, JSON object or plot says besides the trials.
+struct Meta {
+    model: String,
+    device: Device,
+    git_commit: String,
+    ctx: usize,
+    prompt_tokens: usize,
+    trials: usize,
+    seed: u64,
+    format: String,
+    question: String,
+    answer_tokens: usize,
+    /// Under `--compare`: each file and the commit its run was built from.
+    sources: Vec<(String, String)>,
+}
+
 pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
+    if !a.compare.is_empty() {
+        let (results, depths, meta) = read_runs(&a.compare)?;
+        return emit(&results, &depths, &meta, a.json, a.plot.as_deref());
+    }
     let depths = parse_list("--depths", &a.depths)?;
     if let Some(d) = depths.iter().find(|&&d| d > 100) {
         return Err(Error::msg(format!("--depths: {d} is not a percentage (0..=100)")));
@@ -137,13 +161,29 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    let device = Device::of(&gpu);
-    let prompt_tokens = prompts.iter().map(|(_, _, p)| p.len()).max().unwrap_or(0);
-    if let Some(path) = &a.plot {
-        let fig = figure(&results, &depths, &model_name, &device, a.ctx);
+    let meta = Meta {
+        model: model_name,
+        device: Device::of(&gpu),
+        git_commit: record::git_commit().to_string(),
+        ctx: a.ctx,
+        prompt_tokens: prompts.iter().map(|(_, _, p)| p.len()).max().unwrap_or(0),
+        trials: a.trials,
+        seed: a.seed,
+        format: format!("{:?}", a.format).to_lowercase(),
+        question: format!("{:?}", a.question).to_lowercase(),
+        answer_tokens: a.answer_tokens,
+        sources: Vec::new(),
+    };
+    emit(&results, &depths, &meta, a.json, a.plot.as_deref())
+}
+
+/// The plot, then the JSON object or the table.
+fn emit(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta, json: bool, plot: Option<&str>) -> Result<()> {
+    if let Some(path) = plot {
+        let fig = figure(results, depths, meta);
         std::fs::write(path, fig.to_svg()).map_err(|e| Error::io(path, e))?;
     }
-    if a.json {
+    if json {
         let rows: Vec<serde_json::Value> = results
             .iter()
             .flat_map(|(kv, trials)| {
@@ -167,21 +207,123 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
                 })
             })
             .collect();
-        let o = json!({
-            "schema": record::SCHEMA, "wgkv_version": env!("CARGO_PKG_VERSION"), "git_commit": record::git_commit(),
-            "model": model_name, "adapter": device.adapter, "backend": device.backend, "device_type": device.device_type,
-            "f16": device.f16, "ctx": a.ctx, "prompt_tokens": prompt_tokens, "trials": a.trials, "seed": a.seed,
-            "format": format!("{:?}", a.format).to_lowercase(), "question": format!("{:?}", a.question).to_lowercase(), "answer_tokens": a.answer_tokens, "results": rows,
+        let d = &meta.device;
+        let mut o = json!({
+            "schema": record::SCHEMA, "wgkv_version": env!("CARGO_PKG_VERSION"), "git_commit": meta.git_commit,
+            "model": meta.model, "adapter": d.adapter, "backend": d.backend, "device_type": d.device_type,
+            "f16": d.f16, "ctx": meta.ctx, "prompt_tokens": meta.prompt_tokens, "trials": meta.trials, "seed": meta.seed,
+            "format": meta.format, "question": meta.question, "answer_tokens": meta.answer_tokens, "results": rows,
         });
+        if !meta.sources.is_empty() {
+            o["sources"] = meta.sources.iter().map(|(file, commit)| json!({ "file": file, "git_commit": commit })).collect();
+        }
         println!("{o}");
     } else {
         println!(
-            "pass key: ctx {}, prompts up to {prompt_tokens} tokens, {} trial(s) per depth, format {}, {model_name}, {} ({})",
-            a.ctx, a.trials, format!("{:?}", a.format).to_lowercase(), device.adapter, device.backend
+            "pass key: ctx {}, prompts up to {} tokens, {} trial(s) per depth, format {}, {}, {} ({})",
+            meta.ctx, meta.prompt_tokens, meta.trials, meta.format, meta.model, meta.device.adapter, meta.device.backend
         );
-        print!("{}", accuracy_table(&results, &depths));
+        print!("{}", accuracy_table(results, depths));
     }
     Ok(())
+}
+
+/// `--compare`: the trials of every file's policies, in file order, with
+/// their depths and the first file's description. The files must agree on
+/// context, depths, format and question feed; a policy may appear once.
+fn read_runs(files: &[String]) -> Result<(Vec<(String, Vec<Trial>)>, Vec<usize>, Meta)> {
+    let mut results: Vec<(String, Vec<Trial>)> = Vec::new();
+    let mut first: Option<(Meta, Vec<usize>)> = None;
+    let mut sources = Vec::new();
+    for f in files {
+        let (meta, depths, runs) = read_run(f)?;
+        sources.push((f.clone(), meta.git_commit.clone()));
+        match &mut first {
+            None => first = Some((meta, depths)),
+            Some((m0, d0)) => {
+                let differ = |what: &str, a: String, b: String| Error::msg(format!("--compare: {f} has {what} {a}, {} has {b}", files[0]));
+                if meta.ctx != m0.ctx {
+                    return Err(differ("ctx", meta.ctx.to_string(), m0.ctx.to_string()));
+                }
+                if depths != *d0 {
+                    return Err(differ("depths", format!("{depths:?}"), format!("{d0:?}")));
+                }
+                if (&meta.format, &meta.question) != (&m0.format, &m0.question) {
+                    return Err(differ("format/question", format!("{}/{}", meta.format, meta.question), format!("{}/{}", m0.format, m0.question)));
+                }
+                m0.trials = m0.trials.max(meta.trials);
+                m0.prompt_tokens = m0.prompt_tokens.max(meta.prompt_tokens);
+            }
+        }
+        for (kv, trials) in runs {
+            if results.iter().any(|(k, _)| *k == kv) {
+                return Err(Error::msg(format!("--compare: policy {kv} appears again in {f}")));
+            }
+            results.push((kv, trials));
+        }
+    }
+    let (mut meta, depths) = first.ok_or_else(|| Error::msg("--compare: no files"))?;
+    meta.sources = sources;
+    Ok((results, depths, meta))
+}
+
+/// One `eval passkey --json` output: its description, depths (in the order
+/// of its rows) and trials per policy.
+fn read_run(f: &str) -> Result<(Meta, Vec<usize>, Vec<(String, Vec<Trial>)>)> {
+    use serde_json::Value;
+    let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+    let bad = |what: String| Error::msg(format!("--compare: {f} is not an `eval passkey --json` output ({what})"));
+    let v: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let num = |o: &Value, k: &str| o.get(k).and_then(Value::as_u64).ok_or_else(|| bad(format!("no number '{k}'")));
+    let st = |o: &Value, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| bad(format!("no text '{k}'")));
+    let flag = |o: &Value, k: &str| o.get(k).and_then(Value::as_bool).ok_or_else(|| bad(format!("no true/false '{k}'")));
+    let rows = v.get("results").and_then(Value::as_array).ok_or_else(|| bad("no 'results' list".into()))?;
+    let mut depths: Vec<usize> = Vec::new();
+    let mut runs: Vec<(String, Vec<Trial>)> = Vec::new();
+    for row in rows {
+        let kv = st(row, "kv")?;
+        let depth = num(row, "depth")? as usize;
+        if depth > 100 {
+            return Err(bad(format!("depth {depth} is not a percentage")));
+        }
+        let di = depths.iter().position(|&d| d == depth).unwrap_or_else(|| {
+            depths.push(depth);
+            depths.len() - 1
+        });
+        let at = match runs.iter().position(|(k, _)| *k == kv) {
+            Some(i) => i,
+            None => {
+                runs.push((kv, Vec::new()));
+                runs.len() - 1
+            }
+        };
+        for t in row.get("detail").and_then(Value::as_array).ok_or_else(|| bad("a row without 'detail'".into()))? {
+            let key = u32::try_from(num(t, "key")?).map_err(|_| bad("a key past 32 bits".into()))?;
+            runs[at].1.push(Trial {
+                depth_index: di,
+                trial: num(t, "trial")? as usize,
+                key,
+                prompt_tokens: num(t, "prompt_tokens")? as usize,
+                key_depth: t.get("key_depth").and_then(Value::as_f64).ok_or_else(|| bad("no number 'key_depth'".into()))?,
+                answer: st(t, "answer")?,
+                correct: flag(t, "correct")?,
+            });
+        }
+    }
+    let meta = Meta {
+        model: st(&v, "model")?,
+        device: Device { adapter: st(&v, "adapter")?, backend: st(&v, "backend")?, device_type: st(&v, "device_type")?, f16: flag(&v, "f16")? },
+        git_commit: st(&v, "git_commit")?,
+        ctx: num(&v, "ctx")? as usize,
+        prompt_tokens: num(&v, "prompt_tokens")? as usize,
+        trials: num(&v, "trials")? as usize,
+        seed: num(&v, "seed")?,
+        format: st(&v, "format")?,
+        question: st(&v, "question")?,
+        answer_tokens: num(&v, "answer_tokens")? as usize,
+        sources: Vec::new(),
+    };
+    Ok((meta, depths, runs))
 }
 
 /// BOS / chat framing of the prompt.
@@ -289,7 +431,7 @@ fn accuracy_table(results: &[(String, Vec<Trial>)], depths: &[usize]) -> String 
 }
 
 /// Accuracy against depth, one line per policy.
-fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], model: &str, device: &Device, ctx: usize) -> Figure {
+fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta) -> Figure {
     let series = results
         .iter()
         .map(|(kv, trials)| Series {
@@ -305,10 +447,16 @@ fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], model: &str, devic
                 .collect(),
         })
         .collect();
-    let trials = results.first().map_or(0, |(_, t)| t.len() / depths.len().max(1));
+    let commits = match meta.sources.len() {
+        0 => meta.git_commit.clone(),
+        n => format!("{n} runs"),
+    };
     Figure {
-        title: format!("Pass-key retrieval: {model} on {}", device.key()),
-        subtitle: format!("context {ctx} tokens, {trials} trial(s) per depth; wgkv {} ({})", env!("CARGO_PKG_VERSION"), record::git_commit()),
+        title: format!("Pass-key retrieval: {} on {}", meta.model, meta.device.key()),
+        subtitle: format!(
+            "context {} tokens, {} trial(s) per depth, question by {}; wgkv {} ({commits})",
+            meta.ctx, meta.trials, meta.question, env!("CARGO_PKG_VERSION")
+        ),
         panels: vec![Panel {
             title: "Accuracy".into(),
             x_label: "depth of the key in the filler (%)".into(),
