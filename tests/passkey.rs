@@ -355,6 +355,14 @@ fn passkey_compare_merges_runs_and_refuses_mismatches() {
     let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
     assert_eq!(cells, ["quest:budget=256", "0% (0/1)", "100% (1/1)", "50% (1/2)"]);
 
+    // --kv picks policies of the files, in its order.
+    let o = wgkv(&["eval", "passkey", "--compare", &a, &b, "--kv", "quest:budget=512;full", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kvs: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["kv"].as_str().unwrap()).collect();
+    assert_eq!(kvs, ["quest:budget=512", "quest:budget=512", "full", "full"]);
+    assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", &a, "--kv", "quest:budget=512"]), "no file holds policy quest:budget=512");
+
     // Runs that cannot be read together.
     let other_ctx = write("c.json", &passkey_json(2048, "prefill", "ccc", &[("snapkv", 0, 1, " 1.", true), ("snapkv", 50, 2, " 2.", true)]));
     assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", &a, &other_ctx]), "ctx 2048");

@@ -59,9 +59,10 @@ pub struct PasskeyArgs {
     /// Seed of the keys.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// KV policies to compare, separated by `;`.
-    #[arg(long, default_value = "full", value_name = "SPEC;SPEC...")]
-    pub kv: String,
+    /// KV policies to compare, separated by `;` (default `full`); with
+    /// `--compare`, the policies of the files to show (default all).
+    #[arg(long, value_name = "SPEC;SPEC...")]
+    pub kv: Option<String>,
     /// Prompt format (raw works with SmolLM2-135M-Instruct; see README: Measuring).
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
@@ -113,7 +114,10 @@ struct Meta {
 
 pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
     if !a.compare.is_empty() {
-        let (results, depths, meta) = read_runs(&a.compare)?;
+        let (mut results, depths, meta) = read_runs(&a.compare)?;
+        if let Some(kv) = &a.kv {
+            results = pick(results, &parse_specs(kv)?)?;
+        }
         return emit(&results, &depths, &meta, a.json, a.plot.as_deref());
     }
     let depths = parse_list("--depths", &a.depths)?;
@@ -123,7 +127,7 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
     if a.trials == 0 || a.answer_tokens == 0 {
         return Err(Error::msg("--trials and --answer-tokens must be at least 1"));
     }
-    let specs = parse_specs(&a.kv)?;
+    let specs = parse_specs(a.kv.as_deref().unwrap_or("full"))?;
     let (_, weights, model_name) = open_weights(global)?;
     if a.ctx > weights.cfg.max_seq {
         return Err(Error::msg(format!("--ctx {} exceeds the model's context length {}", a.ctx, weights.cfg.max_seq)));
@@ -265,6 +269,17 @@ fn read_runs(files: &[String]) -> Result<(Vec<(String, Vec<Trial>)>, Vec<usize>,
     let (mut meta, depths) = first.ok_or_else(|| Error::msg("--compare: no files"))?;
     meta.sources = sources;
     Ok((results, depths, meta))
+}
+
+/// `--compare --kv`: the merged runs of these policies, in the order named.
+fn pick(mut results: Vec<(String, Vec<Trial>)>, specs: &[KvSpec]) -> Result<Vec<(String, Vec<Trial>)>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let name = spec.to_string();
+        let i = results.iter().position(|(kv, _)| *kv == name).ok_or_else(|| Error::msg(format!("--compare: no file holds policy {name}")))?;
+        out.push(results.remove(i));
+    }
+    Ok(out)
 }
 
 /// One `eval passkey --json` output: its description, depths (in the order
