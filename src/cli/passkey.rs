@@ -22,7 +22,7 @@ use crate::model::{Model, Output, Readout};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 /// How the prompt is wrapped.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,23 +84,41 @@ pub struct PasskeyArgs {
     pub compare: Vec<String>,
 }
 
-/// One trial's outcome.
+/// One trial's outcome, as the JSON's `detail` entries hold it.
+#[derive(Clone, Serialize, Deserialize)]
 struct Trial {
+    /// The depth's index in the run's depth list (the JSON groups trials by depth instead).
+    #[serde(skip)]
     depth_index: usize,
     trial: usize,
     key: u32,
+    answer: String,
+    /// The answer's first integer.
+    parsed: Option<u64>,
+    correct: bool,
     /// Context + question tokens, and where the key line sits (share of the filler).
     prompt_tokens: usize,
     key_depth: f64,
-    answer: String,
-    correct: bool,
+}
+
+/// One policy at one depth in the JSON.
+#[derive(Serialize, Deserialize)]
+struct Row {
+    kv: String,
+    depth: usize,
+    trials: usize,
+    correct: usize,
+    accuracy: f64,
+    detail: Vec<Trial>,
 }
 
 /// What a table, JSON object or plot says besides the trials.
+#[derive(Clone, Serialize, Deserialize)]
 struct Meta {
-    model: String,
-    device: Device,
     git_commit: String,
+    model: String,
+    #[serde(flatten)]
+    device: Device,
     ctx: usize,
     prompt_tokens: usize,
     trials: usize,
@@ -109,7 +127,24 @@ struct Meta {
     question: String,
     answer_tokens: usize,
     /// Under `--compare`: each file and the commit its run was built from.
-    sources: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<Source>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Source {
+    file: String,
+    git_commit: String,
+}
+
+/// The `--json` output, which `--compare` reads back.
+#[derive(Serialize, Deserialize)]
+struct Report {
+    schema: u32,
+    wgkv_version: String,
+    #[serde(flatten)]
+    meta: Meta,
+    results: Vec<Row>,
 }
 
 pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
@@ -159,7 +194,7 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
             for (&i, model) in group.iter().zip(models.iter_mut()) {
                 let answer = answer(model, &tok, p, a.question, next, a.answer_tokens, &eog)?;
                 let correct = passkey::is_correct(&answer, p.key);
-                results[i].1.push(Trial { depth_index: *di, trial: *t, key: p.key, prompt_tokens: p.len(), key_depth: p.depth(), answer, correct });
+                results[i].1.push(Trial { depth_index: *di, trial: *t, key: p.key, parsed: passkey::first_integer(&answer), answer, correct, prompt_tokens: p.len(), key_depth: p.depth() });
                 bar.inc(1);
             }
         }
@@ -188,40 +223,20 @@ fn emit(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta, json: b
         std::fs::write(path, fig.to_svg()).map_err(|e| Error::io(path, e))?;
     }
     if json {
-        let rows: Vec<serde_json::Value> = results
+        let rows = results
             .iter()
             .flat_map(|(kv, trials)| {
-                depths.iter().enumerate().map(move |(di, &d)| {
-                    let cell: Vec<&Trial> = trials.iter().filter(|t| t.depth_index == di).collect();
-                    let correct = cell.iter().filter(|t| t.correct).count();
-                    let detail: Vec<serde_json::Value> = cell
-                        .iter()
-                        .map(|t| {
-                            json!({
-                                "trial": t.trial, "key": t.key, "answer": t.answer,
-                                "parsed": passkey::first_integer(&t.answer), "correct": t.correct,
-                                "prompt_tokens": t.prompt_tokens, "key_depth": t.key_depth,
-                            })
-                        })
-                        .collect();
-                    json!({
-                        "kv": kv, "depth": d, "trials": cell.len(), "correct": correct,
-                        "accuracy": correct as f64 / cell.len().max(1) as f64, "detail": detail,
-                    })
+                depths.iter().enumerate().map(move |(di, &depth)| {
+                    let detail: Vec<Trial> = trials.iter().filter(|t| t.depth_index == di).cloned().collect();
+                    let correct = detail.iter().filter(|t| t.correct).count();
+                    let accuracy = correct as f64 / detail.len().max(1) as f64;
+                    Row { kv: kv.clone(), depth, trials: detail.len(), correct, accuracy, detail }
                 })
             })
             .collect();
-        let d = &meta.device;
-        let mut o = json!({
-            "schema": record::SCHEMA, "wgkv_version": env!("CARGO_PKG_VERSION"), "git_commit": meta.git_commit,
-            "model": meta.model, "adapter": d.adapter, "backend": d.backend, "device_type": d.device_type,
-            "f16": d.f16, "ctx": meta.ctx, "prompt_tokens": meta.prompt_tokens, "trials": meta.trials, "seed": meta.seed,
-            "format": meta.format, "question": meta.question, "answer_tokens": meta.answer_tokens, "results": rows,
-        });
-        if !meta.sources.is_empty() {
-            o["sources"] = meta.sources.iter().map(|(file, commit)| json!({ "file": file, "git_commit": commit })).collect();
-        }
-        println!("{o}");
+        let report = Report { schema: record::SCHEMA, wgkv_version: env!("CARGO_PKG_VERSION").into(), meta: meta.clone(), results: rows };
+        // Serialising plain data (strings, integers, finite floats) cannot fail.
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         println!(
             "pass key: ctx {}, prompts up to {} tokens, {} trial(s) per depth, format {}, {}, {} ({})",
@@ -241,7 +256,7 @@ fn read_runs(files: &[String]) -> Result<(Vec<(String, Vec<Trial>)>, Vec<usize>,
     let mut sources = Vec::new();
     for f in files {
         let (meta, depths, runs) = read_run(f)?;
-        sources.push((f.clone(), meta.git_commit.clone()));
+        sources.push(Source { file: f.clone(), git_commit: meta.git_commit.clone() });
         match &mut first {
             None => first = Some((meta, depths)),
             Some((m0, d0)) => {
@@ -283,62 +298,35 @@ fn pick(mut results: Vec<(String, Vec<Trial>)>, specs: &[KvSpec]) -> Result<Vec<
 }
 
 /// One `eval passkey --json` output: its description, depths (in the order
-/// of its rows) and trials per policy.
+/// of its rows) and trials per policy. The rows' counts and each answer's
+/// parsed integer are not taken from the file: they are derived again.
 fn read_run(f: &str) -> Result<(Meta, Vec<usize>, Vec<(String, Vec<Trial>)>)> {
-    use serde_json::Value;
     let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
-    let bad = |what: String| Error::msg(format!("--compare: {f} is not an `eval passkey --json` output ({what})"));
-    let v: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let num = |o: &Value, k: &str| o.get(k).and_then(Value::as_u64).ok_or_else(|| bad(format!("no number '{k}'")));
-    let st = |o: &Value, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| bad(format!("no text '{k}'")));
-    let flag = |o: &Value, k: &str| o.get(k).and_then(Value::as_bool).ok_or_else(|| bad(format!("no true/false '{k}'")));
-    let rows = v.get("results").and_then(Value::as_array).ok_or_else(|| bad("no 'results' list".into()))?;
+    let bad = |what: String| Error::format(f, format!("--compare: not an `eval passkey --json` output ({what})"));
+    let report: Report = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if report.schema > record::SCHEMA {
+        return Err(bad(format!("schema {}; this wgkv reads up to {} (upgrade wgkv)", report.schema, record::SCHEMA)));
+    }
     let mut depths: Vec<usize> = Vec::new();
     let mut runs: Vec<(String, Vec<Trial>)> = Vec::new();
-    for row in rows {
-        let kv = st(row, "kv")?;
-        let depth = num(row, "depth")? as usize;
-        if depth > 100 {
-            return Err(bad(format!("depth {depth} is not a percentage")));
+    for row in report.results {
+        if row.depth > 100 {
+            return Err(bad(format!("depth {} is not a percentage", row.depth)));
         }
-        let di = depths.iter().position(|&d| d == depth).unwrap_or_else(|| {
-            depths.push(depth);
+        let di = depths.iter().position(|&d| d == row.depth).unwrap_or_else(|| {
+            depths.push(row.depth);
             depths.len() - 1
         });
-        let at = match runs.iter().position(|(k, _)| *k == kv) {
+        let at = match runs.iter().position(|(k, _)| *k == row.kv) {
             Some(i) => i,
             None => {
-                runs.push((kv, Vec::new()));
+                runs.push((row.kv, Vec::new()));
                 runs.len() - 1
             }
         };
-        for t in row.get("detail").and_then(Value::as_array).ok_or_else(|| bad("a row without 'detail'".into()))? {
-            let key = u32::try_from(num(t, "key")?).map_err(|_| bad("a key past 32 bits".into()))?;
-            runs[at].1.push(Trial {
-                depth_index: di,
-                trial: num(t, "trial")? as usize,
-                key,
-                prompt_tokens: num(t, "prompt_tokens")? as usize,
-                key_depth: t.get("key_depth").and_then(Value::as_f64).ok_or_else(|| bad("no number 'key_depth'".into()))?,
-                answer: st(t, "answer")?,
-                correct: flag(t, "correct")?,
-            });
-        }
+        runs[at].1.extend(row.detail.into_iter().map(|t| Trial { depth_index: di, parsed: passkey::first_integer(&t.answer), ..t }));
     }
-    let meta = Meta {
-        model: st(&v, "model")?,
-        device: Device { adapter: st(&v, "adapter")?, backend: st(&v, "backend")?, device_type: st(&v, "device_type")?, f16: flag(&v, "f16")? },
-        git_commit: st(&v, "git_commit")?,
-        ctx: num(&v, "ctx")? as usize,
-        prompt_tokens: num(&v, "prompt_tokens")? as usize,
-        trials: num(&v, "trials")? as usize,
-        seed: num(&v, "seed")?,
-        format: st(&v, "format")?,
-        question: st(&v, "question")?,
-        answer_tokens: num(&v, "answer_tokens")? as usize,
-        sources: Vec::new(),
-    };
-    Ok((meta, depths, runs))
+    Ok((report.meta, depths, runs))
 }
 
 /// BOS / chat framing of the prompt.
