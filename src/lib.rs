@@ -29,6 +29,7 @@ pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod profile;
+pub mod progress;
 pub mod quant;
 pub mod reference;
 pub mod safetensors;

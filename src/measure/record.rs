@@ -44,6 +44,38 @@ impl Device {
     }
 }
 
+/// What every `--json` output carries, whichever command wrote it: the
+/// build, the device and the model (`device` is absent where a command
+/// opens none, as `tokenize`; `model` is empty for `devices`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub wgkv_version: String,
+    pub git_commit: String,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
+    pub model: String,
+}
+
+impl Stamp {
+    pub fn new(gpu: Option<&Gpu>, model: &str) -> Stamp {
+        Stamp {
+            wgkv_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: git_commit().to_string(),
+            device: gpu.map(Device::of),
+            model: model.to_string(),
+        }
+    }
+
+    /// The stamp's fields merged into a JSON object `o` (other values are left as they are).
+    pub fn merge_into(&self, o: &mut serde_json::Value) {
+        if let (Some(map), Ok(serde_json::Value::Object(stamp))) = (o.as_object_mut(), serde_json::to_value(self)) {
+            for (k, v) in stamp {
+                map.entry(k).or_insert(v);
+            }
+        }
+    }
+}
+
 /// One row of `wgkv bench`: one test under one KV policy on one device.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
