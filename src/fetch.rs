@@ -276,7 +276,7 @@ fn write_marker(dest: &Path, sha: &str) -> Result<()> {
         .map_err(|e| Error::io(marker.display().to_string(), e))
 }
 
-fn hash_file(path: &Path) -> Result<String> {
+pub fn hash_file(path: &Path) -> Result<String> {
     let name = path.display().to_string();
     let mut f = File::open(path).map_err(|e| Error::io(&name, e))?;
     let len = f.metadata().map_err(|e| Error::io(&name, e))?.len();
@@ -292,6 +292,30 @@ fn hash_file(path: &Path) -> Result<String> {
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The sha256 of a model: of the file, or for a Hugging Face folder of
+/// its `config.json`, `tokenizer.json` and `*.safetensors` files' hashes in
+/// name order. A saved conversation names the model it belongs to this way.
+pub fn model_checksum(path: &Path) -> Result<String> {
+    if !path.is_dir() {
+        return hash_file(path);
+    }
+    let name = path.display().to_string();
+    let mut files: Vec<PathBuf> = fs::read_dir(path)
+        .map_err(|e| Error::io(&name, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let f = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
+            f == "config.json" || f == "tokenizer.json" || f.ends_with(".safetensors")
+        })
+        .collect();
+    files.sort();
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(hash_file(&f)?.as_bytes());
+    }
     Ok(hex(&hasher.finalize()))
 }
 

@@ -1,6 +1,7 @@
 //! The prefill/decode loop shared by `generate`, `chat`, `bench` and the
 //! evaluations: feed a prompt, then one token at a time, with the sampler,
-//! stop rules, streaming callback and timing.
+//! stop rules, streaming callback and timing; and [`StopText`], which cuts
+//! streamed text before a stop string.
 
 use crate::model::{Model, Output, Readout};
 use crate::sampler::{Candidate, Sampler};
@@ -36,12 +37,50 @@ fn rate(n: usize, secs: f64) -> f64 {
 pub enum Stop {
     /// An end-of-generation token was produced (not emitted).
     EndOfText,
-    /// `max_new` tokens were produced.
+    /// The most tokens asked for (`-n`) were produced.
     Length,
-    /// The callback asked to stop (e.g. Ctrl-C).
+    /// The callback asked to stop (e.g. Ctrl-C, a closed output).
     Interrupted,
     /// The context is full.
     ContextFull,
+    /// The text reached a stop string (`--stop`).
+    StopString,
+}
+
+impl Stop {
+    /// The name used in `--json` output: `eos`, `length`, `interrupted`, `context_full`, `stop_string`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::EndOfText => "eos",
+            Stop::Length => "length",
+            Stop::Interrupted => "interrupted",
+            Stop::ContextFull => "context_full",
+            Stop::StopString => "stop_string",
+        }
+    }
+
+    /// Why it stopped, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stop::EndOfText => "the model ended its answer",
+            Stop::Length => "reached the token limit (-n)",
+            Stop::Interrupted => "interrupted",
+            Stop::ContextFull => "the context is full",
+            Stop::StopString => "reached a stop string",
+        }
+    }
+}
+
+/// One prompt's answer.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// Ids produced, without an end-of-generation token.
+    pub tokens: Vec<u32>,
+    pub stop: Stop,
+    pub stats: Stats,
+    /// How many of `tokens` are in the KV cache: all after an end token
+    /// (the model read the last one to produce it), else all but the last.
+    pub cached: usize,
 }
 
 /// Next token from the model's readout through the sampler.
@@ -50,6 +89,15 @@ fn choose(model: &mut Model, sampler: &mut Sampler, input: &[u32]) -> Result<u32
         match model.forward(input, Readout::Argmax)? {
             Output::Argmax(id) => return Ok(id),
             _ => unreachable!("argmax readout"),
+        }
+    }
+    if sampler.wants_every_logit() {
+        match model.forward(input, Readout::Logits)? {
+            Output::Logits(l) => {
+                let c: Vec<Candidate> = l.into_iter().enumerate().map(|(id, logit)| Candidate { id: id as u32, logit }).collect();
+                return Ok(sampler.sample(&c));
+            }
+            _ => unreachable!("logits readout"),
         }
     }
     match model.forward(input, Readout::TopK)? {
@@ -61,22 +109,23 @@ fn choose(model: &mut Model, sampler: &mut Sampler, input: &[u32]) -> Result<u32
     }
 }
 
-/// Feed `prompt` after what is cached, then generate up to `max_new` tokens.
-/// `on_token(id)` is called for every produced token that is not an
-/// end-of-generation id; returning `false` stops. Returns the ids produced
-/// (without the end token), why it stopped, and timings.
+/// Feed `prompt` after what is cached, then generate up to `max_new` tokens
+/// (`None`: until the model stops or the context is full). An id in `eog`
+/// ends the answer (the sampler's banned ids are never drawn, see
+/// `--ignore-eos`). `on_token(id)` is called for every produced token that
+/// is not an end-of-generation id; returning `Some(reason)` stops there.
 pub fn generate(
     model: &mut Model,
     sampler: &mut Sampler,
     prompt: &[u32],
-    max_new: usize,
+    max_new: Option<usize>,
     eog: &[u32],
-    mut on_token: impl FnMut(u32) -> bool,
-) -> Result<(Vec<u32>, Stop, Stats)> {
+    mut on_token: impl FnMut(u32) -> Option<Stop>,
+) -> Result<Generation> {
     let mut stats = Stats { prompt_tokens: prompt.len(), ..Default::default() };
     let mut out = Vec::new();
-    if max_new == 0 {
-        return Ok((out, Stop::Length, stats));
+    if max_new == Some(0) {
+        return Ok(Generation { tokens: out, stop: Stop::Length, stats, cached: 0 });
     }
     let t0 = Instant::now();
     let mut next = choose(model, sampler, prompt)?;
@@ -89,10 +138,10 @@ pub fn generate(
         }
         sampler.accept(next);
         out.push(next);
-        if !on_token(next) {
-            break Stop::Interrupted;
+        if let Some(reason) = on_token(next) {
+            break reason;
         }
-        if out.len() >= max_new {
+        if max_new.is_some_and(|m| out.len() >= m) {
             break Stop::Length;
         }
         if model.kv.room() == Some(0) {
@@ -101,5 +150,100 @@ pub fn generate(
         next = choose(model, sampler, &[next])?;
     };
     stats.decode_secs = t1.elapsed().as_secs_f64();
-    Ok((out, stop, stats))
+    let cached = if stop == Stop::EndOfText { out.len() } else { out.len().saturating_sub(1) };
+    Ok(Generation { tokens: out, stop, stats, cached })
+}
+
+/// Streamed text cut before the first stop string: `push` returns what can
+/// be shown now, holding back a tail that may still begin a stop string.
+#[derive(Clone, Debug, Default)]
+pub struct StopText {
+    stops: Vec<String>,
+    held: String,
+    /// Every piece of text let through so far.
+    pub text: String,
+    /// Whether a stop string was reached (nothing more is let through).
+    pub matched: bool,
+}
+
+impl StopText {
+    /// Empty stop strings are ignored.
+    pub fn new(stops: &[String]) -> StopText {
+        StopText { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), ..StopText::default() }
+    }
+
+    /// Adds `piece`; returns the text that can no longer be part of a stop string.
+    pub fn push(&mut self, piece: &str) -> String {
+        if self.matched {
+            return String::new();
+        }
+        self.held.push_str(piece);
+        let first = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min();
+        let emit = match first {
+            Some(at) => {
+                self.matched = true;
+                let out = self.held[..at].to_string();
+                self.held.clear();
+                out
+            }
+            None => {
+                // The longest tail that begins some stop string stays back.
+                let keep = self
+                    .held
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .find(|&i| self.stops.iter().any(|s| s.starts_with(&self.held[i..])))
+                    .unwrap_or(self.held.len());
+                let out = self.held[..keep].to_string();
+                self.held.drain(..keep);
+                out
+            }
+        };
+        self.text.push_str(&emit);
+        emit
+    }
+
+    /// The held-back tail, at the end of the stream (none after a match).
+    pub fn finish(&mut self) -> String {
+        let out = std::mem::take(&mut self.held);
+        self.text.push_str(&out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopText;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, String, bool) {
+        let mut s = StopText::new(&stops.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let mut shown: Vec<String> = pieces.iter().map(|p| s.push(p)).collect();
+        shown.push(s.finish());
+        (shown, s.text.clone(), s.matched)
+    }
+
+    #[test]
+    fn cuts_before_a_stop_string_split_over_pieces() {
+        let (shown, text, matched) = run(&["\nUser:"], &["Hello", " there\n", "Us", "er: more", " ignored"]);
+        assert_eq!(shown, ["Hello", " there", "", "", "", ""]);
+        assert_eq!(text, "Hello there");
+        assert!(matched);
+    }
+
+    #[test]
+    fn a_false_start_is_let_through_once_it_diverges() {
+        let (shown, text, matched) = run(&["END"], &["the E", "N", "d of it"]);
+        assert_eq!(shown, ["the ", "", "ENd of it", ""]);
+        assert_eq!(text, "the ENd of it");
+        assert!(!matched);
+    }
+
+    #[test]
+    fn earliest_of_several_stops_wins_and_unicode_is_kept_whole() {
+        let (_, text, matched) = run(&["zz", "é!"], &["caf", "é", "!zz"]);
+        assert_eq!(text, "caf");
+        assert!(matched);
+        let (_, text, matched) = run(&[], &["a", "b"]);
+        assert_eq!((text.as_str(), matched), ("ab", false));
+    }
 }

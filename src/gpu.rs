@@ -248,6 +248,23 @@ impl Gpu {
         self.readback_into(enc.unwrap_or_else(|| self.encoder()), src, offset, bytes, &staging)
     }
 
+    /// The byte ranges `(offset, len)` of `src` (each a multiple of 4), one after another.
+    pub fn read_ranges(&self, src: &wgpu::Buffer, ranges: &[(u64, u64)]) -> Vec<u8> {
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        if total == 0 {
+            return Vec::new();
+        }
+        let staging = self.staging(total);
+        let mut enc = self.encoder();
+        let mut at = 0;
+        for &(offset, len) in ranges {
+            enc.copy_buffer_to_buffer(src, offset, &staging, at, len);
+            at += len;
+        }
+        self.queue.submit([enc.finish()]);
+        read_mapped(self, &staging, total.div_ceil(4) * 4)[..total as usize].to_vec()
+    }
+
     pub fn readback(&self, src: &wgpu::Buffer, offset: u64, bytes: u64) -> Vec<u8> {
         self.readback_with(None, src, offset, bytes)
     }

@@ -135,6 +135,9 @@ pub struct Model {
     /// Checked between prefill chunks: when set, `forward` stops with
     /// `Error::Interrupted`, leaving a partly filled cache to `reset`.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Called after each chunk of a multi-chunk call with (tokens done,
+    /// tokens in the call), once the chunk has run: a progress bar.
+    pub on_prefill: Option<Box<dyn FnMut(usize, usize) + Send>>,
 }
 
 impl Model {
@@ -205,6 +208,7 @@ impl Model {
             cfg, gpu, kv, weight_bytes, weight_type, embed, output, output_norm, layers, step, last, logits, best, topk,
             lse, staging, scratch, prefill, acts, plans: HashMap::new(), plans_generation: 0,
             cancel: None,
+            on_prefill: None,
         };
         // Record the decode plan now so the first token pays no pipeline builds.
         m.ensure_plan(1)?;
@@ -282,6 +286,11 @@ impl Model {
             self.kv.advance(chunk.len());
             if !last {
                 self.gpu.submit(enc);
+                if let Some(report) = self.on_prefill.as_mut() {
+                    self.gpu.wait();
+                    let done: usize = chunks[..=i].iter().map(|c| c.len()).sum();
+                    report(done, tokens.len());
+                }
                 continue;
             }
             // The last token's normed state feeds the LM head.
@@ -313,6 +322,9 @@ impl Model {
                     Output::Logits(bytemuck::pod_collect_to_vec(&b))
                 }
             };
+            if let (Some(report), true) = (self.on_prefill.as_mut(), chunks.len() > 1) {
+                report(tokens.len(), tokens.len());
+            }
             for f in forks.iter_mut() {
                 f.kv.copy_prefill_from(&f.gpu, &self.kv);
                 f.kv.after_call(&f.gpu, tokens.len(), last_len)?;

@@ -16,7 +16,12 @@
 //! token can fall out of the top-k set but nothing from beyond K can enter.
 //! Hence K must be >= top_k, and a few more than top_k (64 by default, see
 //! [`Sampler::candidates_needed`]) leaves room for penalised tokens to be
-//! replaced. With `top_k = 0` ("no limit") the limit is K itself.
+//! replaced. With `top_k = 0` (no limit) the GPU narrows nothing: every logit
+//! is read back ([`Sampler::wants_every_logit`]), so top-p and min-p see the
+//! whole vocabulary.
+//!
+//! Banned ids (`--ignore-eos` bans the end-of-generation tokens, as
+//! llama.cpp's logit bias of -inf does) are never drawn, greedy included.
 
 /// Candidates to ask the GPU for when sampling (>= the default top_k of 40).
 pub const DEFAULT_CANDIDATES: usize = 64;
@@ -62,8 +67,8 @@ impl SamplerConfig {
     /// Checks user-given values; one line per problem, naming the CLI flag.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::msg(m));
-        if self.temperature.is_nan() {
-            return bad("--temp must be a number (0 for greedy)".into());
+        if !(self.temperature >= 0.0) {
+            return bad(format!("--temp must be 0 (greedy) or more, got {}", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("--top-p must be in (0, 1], got {}", self.top_p));
@@ -103,6 +108,8 @@ pub struct Sampler {
     /// Scratch reused across calls (one allocation per sampler).
     work: Vec<Candidate>,
     probs: Vec<f64>,
+    /// Ids never drawn.
+    banned: Vec<u32>,
 }
 
 impl Sampler {
@@ -112,12 +119,18 @@ impl Sampler {
             recent: std::collections::VecDeque::with_capacity(cfg.repeat_last_n),
             work: Vec::new(),
             probs: Vec::new(),
+            banned: Vec::new(),
             cfg,
         }
     }
 
     pub fn config(&self) -> &SamplerConfig {
         &self.cfg
+    }
+
+    /// Never draw `ids` (e.g. the end-of-generation tokens under `--ignore-eos`).
+    pub fn ban(&mut self, ids: &[u32]) {
+        self.banned.extend_from_slice(ids);
     }
 
     /// Temperature <= 0 (or NaN): always the highest penalised logit.
@@ -130,14 +143,19 @@ impl Sampler {
     }
 
     /// How many candidates (K) the GPU should return: 1 for greedy without a
-    /// penalty (the argmax is enough), else max(top_k, 64) so K >= top_k with
-    /// spare room for penalised tokens to be replaced.
+    /// penalty or banned ids (the argmax is enough), else max(top_k, 64) so
+    /// K >= top_k with spare room for penalised and banned tokens.
     pub fn candidates_needed(&self) -> usize {
-        if self.is_greedy() && !self.penalty_active() {
+        if self.is_greedy() && !self.penalty_active() && self.banned.is_empty() {
             1
         } else {
-            self.cfg.top_k.max(DEFAULT_CANDIDATES)
+            self.cfg.top_k.max(DEFAULT_CANDIDATES + self.banned.len())
         }
+    }
+
+    /// Whether the draw needs every logit: sampling with no top-k limit.
+    pub fn wants_every_logit(&self) -> bool {
+        !self.is_greedy() && self.cfg.top_k == 0
     }
 
     /// Picks the next token from `cands` (any order; the GPU sends them
@@ -229,6 +247,9 @@ impl Sampler {
             let mut logit = if c.logit.is_nan() { f32::NEG_INFINITY } else { c.logit };
             if on && self.recent.contains(&c.id) {
                 logit = if logit > 0.0 { logit / pen } else { logit * pen };
+            }
+            if self.banned.contains(&c.id) {
+                logit = f32::NEG_INFINITY;
             }
             Candidate { id: c.id, logit }
         }));

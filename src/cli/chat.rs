@@ -1,11 +1,14 @@
 //! `wgkv chat`: multi-turn chat with the model's own template. Each turn
 //! prefills only the new text (the KV cache is kept across turns), answers
-//! stream token by token, Ctrl-C stops the answer, not the program.
+//! stream token by token, Ctrl-C stops the answer, not the program;
+//! `/save` and `/load` keep a conversation with its cache.
 
-use super::load::{load, RunArgs};
-use super::sampling::SamplingArgs;
-use crate::generate::{generate, Stats, Stop};
+use super::load::{load, Loaded, RunArgs};
+use super::sampling::{parse_max_tokens, MaxTokens, SamplingArgs};
+use super::saved::{self, Saved};
+use crate::generate::{generate, Stats, Stop, StopText};
 use crate::model::Model;
+use crate::progress::PrefillBar;
 use crate::sampler::Sampler;
 use crate::template::Message;
 use crate::tokenizer::StreamDecoder;
@@ -19,17 +22,20 @@ pub struct ChatArgs {
     /// System message (default: the template's own, if any).
     #[arg(long)]
     pub system: Option<String>,
-    /// Most tokens per answer.
-    #[arg(short = 'n', long, default_value_t = 512)]
-    pub n: usize,
+    /// Most tokens per answer; -1: until the model stops or the context is full.
+    #[arg(short = 'n', long, default_value = "512", allow_negative_numbers = true, value_parser = parse_max_tokens)]
+    pub n: MaxTokens,
+    /// No speed line after each answer.
+    #[arg(long)]
+    pub quiet: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }
 
-const HELP: &str = "commands: /help, /reset (forget the conversation), /system TEXT (set the system message and reset), \
-/kv (cache policy and size), /stats (speed of the last answer), /quit (or Ctrl-D)";
+const HELP: &str = "commands: /help, /reset (forget the conversation), /system TEXT (set the system message and reset; no TEXT clears it), \
+/kv (cache policy and size), /stats (speed of the last answer), /save FILE and /load FILE (the conversation with its KV cache), /quit (or Ctrl-D)";
 
 /// The conversation and what of it is already in the KV cache.
 struct Session {
@@ -38,6 +44,8 @@ struct Session {
     /// The exact text whose tokens are in the cache (rendered prompt + answers).
     fed: String,
     last: Option<Stats>,
+    /// The model's sha256, computed on the first `/save` or `/load`.
+    checksum: Option<String>,
 }
 
 impl Session {
@@ -54,15 +62,25 @@ impl Session {
         self.fed.clear();
         model.reset();
     }
+    fn checksum(&mut self, l: &Loaded) -> Result<String> {
+        if self.checksum.is_none() {
+            self.checksum = Some(crate::fetch::model_checksum(&l.path)?);
+        }
+        Ok(self.checksum.clone().unwrap_or_default())
+    }
 }
 
 pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
-    let cfg = a.sampling.config();
+    let (cfg, random_seed) = a.sampling.config();
     cfg.validate()?;
     let mut l = load(global, &a.run)?;
     let template = l.template.take().ok_or_else(|| Error::msg("this model has no chat template; use `wgkv generate`"))?;
+    let seed = cfg.seed;
     let mut sampler = Sampler::new(cfg);
     let eog = l.tokenizer.eog_ids();
+    if a.sampling.ignore_eos {
+        sampler.ban(&eog);
+    }
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -72,11 +90,15 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
     }
     l.model.cancel = Some(interrupted.clone());
     let tty = std::io::stdin().is_terminal();
+    let dim = std::io::stderr().is_terminal();
     let mut editor = if tty { rustyline::DefaultEditor::new().ok() } else { None };
     let mut piped = std::io::stdin().lock().lines();
-    let mut s = Session { system: a.system.clone(), messages: Vec::new(), fed: String::new(), last: None };
+    let mut s = Session { system: a.system.clone(), messages: Vec::new(), fed: String::new(), last: None, checksum: None };
     if tty {
         eprintln!("wgkv chat — {} on {} (kv {}). {HELP}", l.model_name, l.model.gpu.describe(), l.model.kv.spec);
+    }
+    if random_seed && a.sampling.temp > 0.0 && !a.quiet {
+        eprintln!("(seed {seed}; --seed {seed} repeats this chat)");
     }
     loop {
         interrupted.store(false, Ordering::SeqCst);
@@ -101,6 +123,7 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
         }
         if let Some(cmd) = line.strip_prefix('/') {
             let (name, arg) = cmd.split_once(' ').unwrap_or((cmd, ""));
+            let arg = arg.trim();
             match name {
                 "quit" | "exit" => break,
                 "help" => println!("{HELP}"),
@@ -109,49 +132,29 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                     println!("(conversation reset)");
                 }
                 "system" => {
-                    s.system = if arg.trim().is_empty() { None } else { Some(arg.trim().to_string()) };
+                    s.system = (!arg.is_empty()).then(|| arg.to_string());
                     s.reset(&mut l.model);
-                    println!("(system message set; conversation reset)");
-                }
-                "kv" => {
-                    let kv = &l.model.kv;
-                    let per_layer = kv.tokens_per_layer();
-                    let layers = match per_layer.iter().all(|&n| n == per_layer[0]) {
-                        true => format!("{} in each of {} layers", per_layer[0], per_layer.len()),
-                        false => format!("{per_layer:?} per layer"),
-                    };
-                    println!(
-                        "kv {}: {} tokens of {} ({:.2} MiB resident, {:.2} MiB allocated, {:.2} MiB read per decode step); tokens kept: {layers}",
-                        kv.spec, kv.len, kv.capacity,
-                        kv.bytes_resident() as f64 / 1048576.0, kv.bytes_allocated() as f64 / 1048576.0,
-                        kv.bytes_read_per_step() as f64 / 1048576.0
-                    );
-                    if let Some(q) = &kv.quest {
-                        match &kv.mustafar {
-                            // Under Mustafar the pages are its compressed blocks; the window is always attended.
-                            Some(m) => println!("{} [pages: mustafar's compressed blocks; its dense window is always attended]", q.describe(m.compressed())),
-                            None => println!("{}", q.describe(kv.len)),
-                        }
-                    }
-                    if let Some(m) = &kv.mustafar {
-                        println!("{}", m.describe(kv.len - m.compressed()));
-                    }
-                    if let Some(st) = &kv.streaming {
-                        println!(
-                            "streaming: {} sinks + the most recent tokens in {} slots per layer; {} tokens run, {} evicted",
-                            st.sinks, st.budget, kv.pos, kv.evicted
-                        );
-                    }
-                    if let Some(sc) = &kv.scored {
-                        println!("{}; {} tokens run, {} evicted per layer on average", sc.describe(), kv.pos, kv.evicted);
+                    match &s.system {
+                        Some(_) => println!("(system message set; conversation reset)"),
+                        None => println!("(system message cleared; conversation reset)"),
                     }
                 }
+                "kv" => print_kv(&l.model),
                 "stats" => match &s.last {
                     Some(st) => println!(
                         "last answer: prefill {} tokens at {:.1} t/s, decode {} tokens at {:.1} t/s",
                         st.prompt_tokens, st.prefill_tok_s(), st.gen_tokens, st.decode_tok_s()
                     ),
                     None => println!("no answer yet"),
+                },
+                "save" | "load" if arg.is_empty() => println!("usage: /{name} FILE"),
+                "save" => match save(&mut s, &l, arg) {
+                    Ok(msg) => println!("{msg}"),
+                    Err(e) => println!("(not saved: {e})"),
+                },
+                "load" => match load_saved(&mut s, &mut l, arg) {
+                    Ok(msg) => println!("{msg}"),
+                    Err(e) => println!("(not loaded: {e})"),
                 },
                 _ => println!("unknown command /{name}; {HELP}"),
             }
@@ -179,16 +182,27 @@ a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a 
             continue;
         }
         let mut dec = StreamDecoder::new();
+        let mut cut = StopText::new(&a.sampling.stop);
         let tok = &l.tokenizer;
         let mut stdout = std::io::stdout().lock();
         let flag = interrupted.clone();
-        let budget = l.model.kv.room().map_or(a.n, |room| a.n.min(room - ids.len()));
-        let run = generate(&mut l.model, &mut sampler, &ids, budget, &eog, |id| {
-            let piece = dec.push(tok, id);
-            let ok = stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_ok();
-            ok && !flag.load(Ordering::SeqCst)
+        // Every answer token but the last is fed to the cache: the answer
+        // may fill what room is left after its prompt, no more.
+        let room = l.model.kv.room().map(|room| room - ids.len());
+        let budget = match (a.n.0, room) {
+            (Some(n), Some(r)) => Some(n.min(r)),
+            (n, r) => n.or(r),
+        };
+        let mut bar = PrefillBar::new(&mut l.model, ids.len());
+        let run = generate(bar.model(), &mut sampler, &ids, budget, &eog, |id| {
+            let shown = cut.push(&dec.push(tok, id));
+            if stdout.write_all(shown.as_bytes()).and_then(|_| stdout.flush()).is_err() || flag.load(Ordering::SeqCst) {
+                return Some(Stop::Interrupted);
+            }
+            cut.matched.then_some(Stop::StopString)
         });
-        let (answer, stop, stats) = match run {
+        drop(bar);
+        let g = match run {
             Err(Error::Interrupted) => {
                 // Ctrl-C during the prompt: drop this message and the partly
                 // filled cache; the next turn prefills the history again.
@@ -201,18 +215,128 @@ a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a 
             }
             other => other?,
         };
-        let tail = dec.finish();
+        let tail = if cut.matched { String::new() } else { cut.push(&dec.finish()) + &cut.finish() };
         let _ = writeln!(stdout, "{tail}");
         drop(stdout);
+        // The room ran out before -n did: the context is what stopped it.
+        let stop = match g.stop {
+            Stop::Length if a.n.0 != budget => Stop::ContextFull,
+            other => other,
+        };
         match stop {
             Stop::Interrupted => eprintln!("(stopped)"),
-            Stop::ContextFull => eprintln!("(context full: /reset, a larger --ctx, or an eviction --kv policy)"),
+            Stop::ContextFull => eprintln!(
+                "(stopped: the {}-token context is full; /reset, a larger --ctx, or an eviction --kv policy such as streaming:budget=1024)",
+                l.model.kv.capacity
+            ),
             _ => {}
         }
-        let answer_text = l.tokenizer.decode(&answer);
-        s.fed = format!("{new_prefix}{answer_text}", new_prefix = if s.fed.is_empty() { full } else { format!("{}{new_text}", s.fed) });
-        s.messages.push(Message { role: "assistant".into(), content: answer_text });
-        s.last = Some(stats);
+        if !a.quiet {
+            let st = &g.stats;
+            let limit = if stop == Stop::Length { "; stopped at the -n limit" } else { "" };
+            let line = format!(
+                "[{} tokens at {:.1} t/s; prompt {} tokens at {:.1} t/s{limit}]",
+                g.tokens.len(), st.decode_tok_s(), st.prompt_tokens, st.prefill_tok_s()
+            );
+            if dim { eprintln!("\x1b[2m{line}\x1b[0m") } else { eprintln!("{line}") }
+        }
+        // The cache holds the answer's tokens but (unless it ended on an end
+        // token) the last; what it holds is what the next turn builds on.
+        let prefix = if s.fed.is_empty() { full } else { format!("{}{new_text}", s.fed) };
+        s.fed = prefix + &l.tokenizer.decode(&g.tokens[..g.cached]);
+        let answer = if cut.matched { cut.text.clone() } else { l.tokenizer.decode(&g.tokens) };
+        s.messages.push(Message { role: "assistant".into(), content: answer });
+        s.last = Some(g.stats);
     }
     Ok(())
+}
+
+fn print_kv(model: &Model) {
+    let kv = &model.kv;
+    let per_layer = kv.tokens_per_layer();
+    let layers = match per_layer.iter().all(|&n| n == per_layer[0]) {
+        true => format!("{} in each of {} layers", per_layer[0], per_layer.len()),
+        false => format!("{per_layer:?} per layer"),
+    };
+    println!(
+        "kv {}: {} tokens of {} ({:.2} MiB resident, {:.2} MiB allocated, {:.2} MiB read per decode step); tokens kept: {layers}; {} bytes resident",
+        kv.spec, kv.len, kv.capacity,
+        kv.bytes_resident() as f64 / 1048576.0, kv.bytes_allocated() as f64 / 1048576.0,
+        kv.bytes_read_per_step() as f64 / 1048576.0, kv.bytes_resident()
+    );
+    if let Some(q) = &kv.quest {
+        match &kv.mustafar {
+            // Under Mustafar the pages are its compressed blocks; the window is always attended.
+            Some(m) => println!("{} [pages: mustafar's compressed blocks; its dense window is always attended]", q.describe(m.compressed())),
+            None => println!("{}", q.describe(kv.len)),
+        }
+    }
+    if let Some(m) = &kv.mustafar {
+        println!("{}", m.describe(kv.len - m.compressed()));
+    }
+    if let Some(st) = &kv.streaming {
+        println!(
+            "streaming: {} sinks + the most recent tokens in {} slots per layer; {} tokens run, {} evicted",
+            st.sinks, st.budget, kv.pos, kv.evicted
+        );
+    }
+    if let Some(sc) = &kv.scored {
+        println!("{}; {} tokens run, {} evicted per layer on average", sc.describe(), kv.pos, kv.evicted);
+    }
+}
+
+/// `/save FILE`: the messages, and the cache where its policy allows.
+fn save(s: &mut Session, l: &Loaded, path: &str) -> Result<String> {
+    let kv = &l.model.kv;
+    let (cache, bytes) = match kv.can_save() && !s.fed.is_empty() {
+        true => {
+            let (st, b) = kv.save(&l.model.gpu)?;
+            (Some(st), b)
+        }
+        false => (None, Vec::new()),
+    };
+    let saved = Saved {
+        wgkv_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: l.model_name.clone(),
+        model_sha256: s.checksum(l)?,
+        kv: kv.spec.to_string(),
+        ctx: kv.capacity,
+        system: s.system.clone(),
+        messages: s.messages.clone(),
+        fed: if cache.is_some() { s.fed.clone() } else { String::new() },
+        cache,
+    };
+    let size = saved::write(path, &saved, &bytes)?;
+    let what = match (&saved.cache, kv.can_save()) {
+        (Some(_), _) => format!("and {} of KV cache", crate::measure::fmt_bytes(bytes.len() as u64)),
+        (None, true) => "(no cache yet)".to_string(),
+        (None, false) => format!("without the cache ({} keeps no saved cache: /load prefills the messages again)", kv.spec),
+    };
+    Ok(format!("(saved {} messages {what} to {path}, {})", saved.messages.len(), crate::measure::fmt_bytes(size)))
+}
+
+/// `/load FILE`: a conversation `/save` wrote with this model; its cache is
+/// restored when it was saved under this run's policy and context.
+fn load_saved(s: &mut Session, l: &mut Loaded, path: &str) -> Result<String> {
+    let (saved, bytes) = saved::read(path)?;
+    let sum = s.checksum(l)?;
+    if saved.model_sha256 != sum {
+        return Err(Error::msg(format!("{path} was saved with another model ({}); this chat runs {}", saved.model, l.model_name)));
+    }
+    let spec = l.model.kv.spec.to_string();
+    if saved.cache.is_some() && (saved.kv != spec || saved.ctx != l.model.kv.capacity) {
+        return Err(Error::msg(format!(
+            "{path} holds a cache saved under --kv {} --ctx {}; run chat with those to load it (this run: --kv {spec} --ctx {})",
+            saved.kv, saved.ctx, l.model.kv.capacity
+        )));
+    }
+    match &saved.cache {
+        Some(st) => l.model.kv.restore(&l.model.gpu, st, &bytes)?,
+        None => l.model.reset(),
+    }
+    s.system = saved.system;
+    s.messages = saved.messages;
+    s.fed = if saved.cache.is_some() { saved.fed } else { String::new() };
+    let how = if saved.cache.is_some() { format!("with its cache of {} tokens", l.model.kv.len) } else { "(the next turn prefills them)".into() };
+    Ok(format!("(loaded {} messages {how} from {path})", s.messages.len()))
 }

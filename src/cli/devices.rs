@@ -32,7 +32,9 @@ pub fn run(backend: Option<&str>, as_json: bool) -> Result<()> {
         }));
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        let stamp = crate::measure::record::Stamp::new(None, "");
+        let o = json!({ "wgkv_version": stamp.wgkv_version, "git_commit": stamp.git_commit, "adapters": rows });
+        println!("{}", serde_json::to_string_pretty(&o).unwrap_or_default());
         return Ok(());
     }
     if rows.is_empty() {

@@ -7,6 +7,8 @@ use crate::kv::KvSpec;
 use crate::measure::budget;
 use crate::model::{Model, Output, Readout};
 use crate::{Error, Result};
+use crate::measure::record::Stamp;
+use crate::progress;
 use serde_json::json;
 use std::time::Instant;
 
@@ -176,6 +178,8 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
     let mut sums: Vec<Sums> = models.iter().map(|_| Sums::default()).collect();
     let (mut count, mut nll_full) = (0usize, 0f64);
     let t0 = Instant::now();
+    let per_chunk = (n_ctx - 1 - first) as u64;
+    let bar = progress::bar(n_chunks as u64 * per_chunk, "ppl {bar:30} {pos}/{len} tokens, {elapsed}, eta {eta} | {msg}");
     for c in 0..n_chunks {
         let tokens = &ids[c * n_ctx..(c + 1) * n_ctx];
         for m in models.iter_mut().chain(full.as_mut()) {
@@ -201,19 +205,17 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
                 }
             }
             count += 1;
+            bar.inc(1);
         }
-        if !as_json {
-            eprint!("\r[{}/{}] ppl {:.4}", c + 1, n_chunks, (sums[0].nll / count as f64).exp());
-        }
+        bar.set_message(format!("chunk {}/{n_chunks}, ppl {:.4}", c + 1, (sums[0].nll / count as f64).exp()));
     }
+    bar.finish_and_clear();
     let n = count as f64;
-    if !as_json {
-        eprintln!();
-    }
     for (model, s) in models.iter().zip(&sums) {
         let ppl = (s.nll / n).exp();
         if as_json {
-            let mut o = json!({"file": file, "ctx": n_ctx, "chunks": n_chunks, "scored": count, "ppl": ppl, "kv": model.kv.spec.to_string(), "model": model_name, "adapter": model.gpu.describe(), "seconds": t0.elapsed().as_secs_f64()});
+            let mut o = json!({"file": file, "ctx": n_ctx, "chunks": n_chunks, "scored": count, "ppl": ppl, "kv": model.kv.spec.to_string(), "seconds": t0.elapsed().as_secs_f64()});
+            Stamp::new(Some(&model.gpu), &model_name).merge_into(&mut o);
             if full.is_some() {
                 o["ppl_full"] = json!((nll_full / n).exp());
                 o["kl_mean"] = json!(s.kl / n);
@@ -288,9 +290,11 @@ fn compare(global: &super::Global, reference: &str, as_json: bool, run: RunArgs)
         "reference": reference, "steps": n, "top1_agree": agree, "top1_rate": agree as f64 / n.max(1) as f64,
         "margin_steps": margin_n, "margin_agree": margin_agree,
         "mean_abs_diff_top20": mean, "max_abs_diff_top20": max_diff,
-        "model": l.model_name, "adapter": l.model.gpu.describe(), "kv": l.model.kv.spec.to_string(),
+        "kv": l.model.kv.spec.to_string(),
     });
     if as_json {
+        let mut o = o;
+        Stamp::new(Some(&l.model.gpu), &l.model_name).merge_into(&mut o);
         println!("{o}");
     } else {
         println!(

@@ -27,6 +27,8 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
     pub template: Option<ChatTemplate>,
     pub model_name: String,
+    /// The model's file or folder.
+    pub path: std::path::PathBuf,
 }
 
 /// The GPU the command runs on. A device error that escapes the checks
@@ -71,7 +73,7 @@ pub fn load(global: &super::Global, run: &RunArgs) -> Result<Loaded> {
     let gpu = gpu(global)?;
     let model = Model::load(gpu, &weights, ctx, spec)?;
     let model_name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    Ok(Loaded { model, tokenizer, template, model_name })
+    Ok(Loaded { model, tokenizer, template, model_name, path })
 }
 
 /// The model's own tokenizer: from the GGUF metadata or the HF folder's tokenizer.json.

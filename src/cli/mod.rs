@@ -8,6 +8,7 @@ pub mod generate;
 pub mod load;
 pub mod passkey;
 pub mod sampling;
+pub mod saved;
 pub mod soak;
 pub mod tokenize;
 
@@ -86,8 +87,69 @@ pub enum Command {
     Fetch,
 }
 
+/// The global flags a command reads: model, GPU choice, GPU limits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Uses {
+    /// Every global flag (the commands that run the model).
+    All,
+    /// `--backend` only (`devices`).
+    Backend,
+    /// `--model` only (`fetch`, `tokenize`).
+    Model,
+    /// None (commands that read earlier outputs).
+    Nothing,
+}
+
+impl Command {
+    fn uses(&self) -> Uses {
+        match self {
+            Command::Devices { .. } => Uses::Backend,
+            Command::Fetch | Command::Tokenize { .. } => Uses::Model,
+            Command::Eval(eval::EvalCommand::PplPlot { .. }) => Uses::Nothing,
+            Command::Eval(eval::EvalCommand::Passkey(a)) if !a.compare.is_empty() => Uses::Nothing,
+            Command::Bench(a) if !a.compare.is_empty() => Uses::Nothing,
+            _ => Uses::All,
+        }
+    }
+}
+
+/// Refuses a global flag the command would ignore (e.g. `--model` with
+/// `devices`), so a flag never silently does nothing.
+fn check_globals(g: &Global, cmd: &Command) -> Result<()> {
+    let uses = cmd.uses();
+    let given = [
+        ("--model", g.model.is_some(), matches!(uses, Uses::All | Uses::Model)),
+        ("--backend", g.backend.is_some(), matches!(uses, Uses::All | Uses::Backend)),
+        ("--adapter", g.adapter.is_some(), uses == Uses::All),
+        ("--max-binding", g.max_binding.is_some(), uses == Uses::All),
+        ("--gpu-memory", g.gpu_memory.is_some(), uses == Uses::All),
+    ];
+    match given.iter().find(|(_, set, used)| *set && !*used) {
+        Some((flag, ..)) => Err(crate::Error::msg(format!("{flag} does not apply to `wgkv {}` (drop it)", cmd.name()))),
+        None => Ok(()),
+    }
+}
+
+impl Command {
+    /// The command as typed, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Chat(_) => "chat",
+            Command::Generate(_) => "generate",
+            Command::Tokenize { .. } => "tokenize",
+            Command::Eval(eval::EvalCommand::PplPlot { .. }) => "eval ppl-plot",
+            Command::Eval(eval::EvalCommand::Passkey(_)) => "eval passkey --compare",
+            Command::Eval(_) => "eval",
+            Command::Bench(_) => "bench --compare",
+            Command::Devices { .. } => "devices",
+            Command::Fetch => "fetch",
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
+    check_globals(g, &cli.command)?;
     match cli.command {
         Command::Chat(a) => chat::run(g, a),
         Command::Generate(a) => generate::run(g, a),

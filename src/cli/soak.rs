@@ -97,13 +97,15 @@ pub fn run(global: &super::Global, a: SoakArgs) -> Result<()> {
             new_text = None;
             ids = l.tokenizer.encode_prompt(&full)?;
         }
-        let (answer, _stop, stats) = generate(&mut l.model, &mut sampler, &ids, a.n, &eog, |_| true)?;
-        let text = l.tokenizer.decode(&answer);
+        let g = generate(&mut l.model, &mut sampler, &ids, Some(a.n), &eog, |_| None)?;
+        let stats = g.stats;
+        // The cache holds every answer token but the last (unless it ended on an end token).
+        let cached = l.tokenizer.decode(&g.tokens[..g.cached]);
         fed = match new_text {
-            Some(t) => format!("{fed}{t}{text}"),
-            None => format!("{full}{text}"),
+            Some(t) => format!("{fed}{t}{cached}"),
+            None => format!("{full}{cached}"),
         };
-        messages.push(Message::new("assistant", text));
+        messages.push(Message::new("assistant", l.tokenizer.decode(&g.tokens)));
         win_tokens += stats.gen_tokens;
         win_secs += stats.decode_secs;
         if turn == 10 || turn % a.every == 0 || turn == a.turns {
@@ -134,8 +136,7 @@ pub fn run(global: &super::Global, a: SoakArgs) -> Result<()> {
     }
     let secs = t0.elapsed().as_secs_f64();
     if a.json {
-        let out = json!({
-            "model": l.model_name,
+        let mut out = json!({
             "adapter": l.model.gpu.describe(),
             "kv": l.model.kv.spec.to_string(),
             "ctx": l.model.kv.capacity,
@@ -144,6 +145,7 @@ pub fn run(global: &super::Global, a: SoakArgs) -> Result<()> {
             "seconds": secs,
             "rows": rows,
         });
+        crate::measure::record::Stamp::new(Some(&l.model.gpu), &l.model_name).merge_into(&mut out);
         println!("{out}");
     } else {
         eprintln!("{} turns in {secs:.0} s under --kv {}", a.turns, l.model.kv.spec);

@@ -11,6 +11,7 @@
 pub mod mustafar;
 pub mod quest;
 pub mod scored;
+pub mod snapshot;
 pub mod spec;
 pub mod streaming;
 
@@ -163,7 +164,8 @@ impl KvCache {
             }
             Some(p) => {
                 let q = Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers, true)?;
-                Some(if streaming.is_some() || scored_opts.is_some() { q.with_rebuild(gpu, &k) } else { q })
+                // Rebuilt after each compaction, and after a saved cache is restored.
+                Some(q.with_rebuild(gpu, &k))
             }
             None => None,
         };

@@ -242,6 +242,14 @@ struct Layer {
     compact: Dispatch,
 }
 
+/// The per-layer counts of a [`Scored`] policy, as a saved cache holds them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScoredState {
+    pub lens: Vec<usize>,
+    pub scored: Vec<usize>,
+    pub budgets: Vec<usize>,
+}
+
 /// The policy for one cache.
 pub struct Scored {
     pub opts: ScoredOptions,
@@ -569,6 +577,25 @@ impl Scored {
                 enc.copy_buffer_to_buffer(&s.acc, 0, &d.acc, 0, s.acc.size());
             }
         }
+    }
+
+    /// What a saved cache needs besides its K/V rows: the lengths, budgets
+    /// and scored counts per layer.
+    pub fn state(&self) -> ScoredState {
+        ScoredState { lens: self.lens.clone(), scored: self.scored.clone(), budgets: self.budgets.clone() }
+    }
+
+    /// Take a saved `state` (same layer count, checked by the caller).
+    pub fn set_state(&mut self, st: &ScoredState) {
+        self.lens.clone_from(&st.lens);
+        self.scored.clone_from(&st.scored);
+        self.budgets.clone_from(&st.budgets);
+    }
+
+    /// Layer `l`'s accumulated attention `[n_kv_heads][max_seq]` f32, when
+    /// the ranking carries it from call to call (h2o, vatp).
+    pub fn carried_scores(&self, l: usize) -> Option<&wgpu::Buffer> {
+        self.opts.evicts_in_decode().then(|| &self.layers[l].acc)
     }
 
     /// Forget every token: lengths to 0, accumulated scores cleared.
