@@ -10,7 +10,7 @@ use crate::generate::{generate, Stats, Stop, StopText};
 use crate::model::Model;
 use crate::progress::PrefillBar;
 use crate::sampler::Sampler;
-use crate::template::Message;
+use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::StreamDecoder;
 use crate::{Error, Result};
 use std::io::{BufRead, IsTerminal, Write};
@@ -148,11 +148,11 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                     None => println!("no answer yet"),
                 },
                 "save" | "load" if arg.is_empty() => println!("usage: /{name} FILE"),
-                "save" => match save(&mut s, &l, arg) {
+                "save" => match save(&mut s, &l, &template, arg) {
                     Ok(msg) => println!("{msg}"),
                     Err(e) => println!("(not saved: {e})"),
                 },
-                "load" => match load_saved(&mut s, &mut l, arg) {
+                "load" => match load_saved(&mut s, &mut l, &template, arg) {
                     Ok(msg) => println!("{msg}"),
                     Err(e) => println!("(not loaded: {e})"),
                 },
@@ -286,9 +286,11 @@ fn print_kv(model: &Model) {
 }
 
 /// `/save FILE`: the messages, and the cache where its policy allows.
-fn save(s: &mut Session, l: &Loaded, path: &str) -> Result<String> {
+fn save(s: &mut Session, l: &Loaded, template: &ChatTemplate, path: &str) -> Result<String> {
     let kv = &l.model.kv;
-    let (cache, bytes) = match kv.can_save() && !s.fed.is_empty() {
+    // The cached text is a prefix of the rendered conversation: its length says it.
+    let rendered = template.render(&s.history(), false)?;
+    let (cache, bytes) = match kv.can_save() && !s.fed.is_empty() && rendered.starts_with(&s.fed) {
         true => {
             let (st, b) = kv.save(&l.model.gpu)?;
             (Some(st), b)
@@ -300,10 +302,10 @@ fn save(s: &mut Session, l: &Loaded, path: &str) -> Result<String> {
         model: l.model_name.clone(),
         model_sha256: s.checksum(l)?,
         kv: kv.spec.to_string(),
-        ctx: kv.capacity,
+        ctx: kv.ctx,
         system: s.system.clone(),
         messages: s.messages.clone(),
-        fed: if cache.is_some() { s.fed.clone() } else { String::new() },
+        fed_len: if cache.is_some() { s.fed.len() } else { 0 },
         cache,
     };
     let size = saved::write(path, &saved, &bytes)?;
@@ -317,26 +319,34 @@ fn save(s: &mut Session, l: &Loaded, path: &str) -> Result<String> {
 
 /// `/load FILE`: a conversation `/save` wrote with this model; its cache is
 /// restored when it was saved under this run's policy and context.
-fn load_saved(s: &mut Session, l: &mut Loaded, path: &str) -> Result<String> {
+fn load_saved(s: &mut Session, l: &mut Loaded, template: &ChatTemplate, path: &str) -> Result<String> {
     let (saved, bytes) = saved::read(path)?;
     let sum = s.checksum(l)?;
     if saved.model_sha256 != sum {
         return Err(Error::msg(format!("{path} was saved with another model ({}); this chat runs {}", saved.model, l.model_name)));
     }
     let spec = l.model.kv.spec.to_string();
-    if saved.cache.is_some() && (saved.kv != spec || saved.ctx != l.model.kv.capacity) {
+    if saved.cache.is_some() && (saved.kv != spec || saved.ctx != l.model.kv.ctx) {
         return Err(Error::msg(format!(
             "{path} holds a cache saved under --kv {} --ctx {}; run chat with those to load it (this run: --kv {spec} --ctx {})",
-            saved.kv, saved.ctx, l.model.kv.capacity
+            saved.kv, saved.ctx, l.model.kv.ctx
         )));
     }
+    let mut history: Vec<Message> = saved.system.iter().map(|t| Message::new("system", t.as_str())).collect();
+    history.extend(saved.messages.iter().cloned());
+    let rendered = template.render(&history, false)?;
+    let fed = match rendered.get(..saved.fed_len) {
+        Some(fed) if saved.cache.is_some() => fed.to_string(),
+        None if saved.cache.is_some() => return Err(Error::format(path, "its cached length is past the conversation's text")),
+        _ => String::new(),
+    };
     match &saved.cache {
         Some(st) => l.model.kv.restore(&l.model.gpu, st, &bytes)?,
         None => l.model.reset(),
     }
     s.system = saved.system;
     s.messages = saved.messages;
-    s.fed = if saved.cache.is_some() { saved.fed } else { String::new() };
+    s.fed = fed;
     let how = if saved.cache.is_some() { format!("with its cache of {} tokens", l.model.kv.len) } else { "(the next turn prefills them)".into() };
     Ok(format!("(loaded {} messages {how} from {path})", s.messages.len()))
 }

@@ -28,8 +28,9 @@ pub struct Saved {
     pub ctx: usize,
     pub system: Option<String>,
     pub messages: Vec<Message>,
-    /// The exact text whose tokens are in the cache.
-    pub fed: String,
+    /// The cache holds the tokens of the conversation's rendered text
+    /// (the template over `system` and `messages`) up to this byte.
+    pub fed_len: usize,
     /// The cache's counts; `None` when the policy's cache cannot be saved
     /// (the messages are prefilled again on load).
     pub cache: Option<KvState>,

@@ -39,6 +39,8 @@ pub struct KvCache {
     pub max_seq: usize,
     /// Most tokens cached at once (`max_seq`, or the context under Mustafar).
     pub capacity: usize,
+    /// The context the cache was made for (`--ctx`: what a percentage budget is of).
+    pub ctx: usize,
     /// Cached tokens (the same in every layer).
     pub len: usize,
     /// Position of the next token (= len until something is evicted).
@@ -191,7 +193,7 @@ impl KvCache {
             None => None,
         };
         Ok(KvCache {
-            k, v, max_seq, capacity, len: 0, pos: 0, spec, quest, streaming, mustafar, scored, compact, keep, evicted: 0,
+            k, v, max_seq, capacity, ctx, len: 0, pos: 0, spec, quest, streaming, mustafar, scored, compact, keep, evicted: 0,
             elem_bytes, n_layers: cfg.n_layers, kv_dim, head_dim: cfg.head_dim,
         })
     }

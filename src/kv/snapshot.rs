@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 pub struct KvState {
     /// The `--kv` policy, canonical.
     pub spec: String,
-    /// The context it was loaded with (what percentage budgets are of).
-    pub capacity: usize,
+    /// The context it was loaded with (`--ctx`).
+    pub ctx: usize,
     pub n_layers: usize,
     pub kv_dim: usize,
     pub head_dim: usize,
@@ -67,7 +67,7 @@ impl KvCache {
         let carried = self.scored.as_ref().is_some_and(|s| s.carried_scores(0).is_some());
         let state = KvState {
             spec: self.spec.to_string(),
-            capacity: self.capacity,
+            ctx: self.ctx,
             n_layers: self.n_layers,
             kv_dim: self.kv_dim,
             head_dim: self.head_dim,
@@ -96,10 +96,10 @@ impl KvCache {
     /// shape (f16 and f32 elements convert). The cache is reset first.
     pub fn restore(&mut self, gpu: &Gpu, st: &KvState, data: &[u8]) -> Result<()> {
         let spec = self.spec.to_string();
-        if st.spec != spec || st.capacity != self.capacity {
+        if st.spec != spec || st.ctx != self.ctx {
             return Err(Error::msg(format!(
                 "the saved cache is for --kv {} --ctx {}; this run has --kv {spec} --ctx {}",
-                st.spec, st.capacity, self.capacity
+                st.spec, st.ctx, self.ctx
             )));
         }
         if (st.n_layers, st.kv_dim, st.head_dim) != (self.n_layers, self.kv_dim, self.head_dim) || !matches!(st.elem_bytes, 2 | 4) {
