@@ -378,3 +378,47 @@ fn passkey_compare_merges_runs_and_refuses_mismatches() {
     assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", dir.join("missing.json").to_str().unwrap()]), "missing.json");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every measurement file committed in docs/ reads back through the reader
+/// of the command that made it: `bench-*.json` through `bench --compare`,
+/// `passkey-*.json` through `eval passkey --compare`, `*.jsonl` through
+/// `eval ppl-plot`. Runs from before `--question` existed carry no
+/// `question`: they decoded it, and read back saying so.
+#[test]
+fn every_json_file_in_docs_reads_back() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let dir = tiny::scratch("docs-read-back");
+    let mut files: Vec<_> = std::fs::read_dir(&docs).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let (mut bench, mut passkey, mut ppl) = (0, 0, 0);
+    let mut failed = Vec::new();
+    for path in &files {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let p = path.to_str().unwrap();
+        let o = if name.ends_with(".jsonl") {
+            ppl += 1;
+            wgkv(&["eval", "ppl-plot", p, "--out", dir.join("ppl.svg").to_str().unwrap()])
+        } else if !name.ends_with(".json") {
+            continue;
+        } else if name.starts_with("bench-") {
+            bench += 1;
+            wgkv(&["bench", "--compare", p])
+        } else if name.starts_with("passkey-") {
+            passkey += 1;
+            wgkv(&["eval", "passkey", "--compare", p, "--json"])
+        } else {
+            panic!("{name}: no reader known for this JSON file in docs/");
+        };
+        if !o.status.success() || o.stdout.is_empty() {
+            failed.push(format!("{name}: {}", String::from_utf8_lossy(&o.stderr).trim()));
+        }
+    }
+    assert!(failed.is_empty(), "docs/ files that do not read back:\n{}", failed.join("\n"));
+    assert!(bench >= 4 && passkey >= 10 && ppl >= 4, "bench {bench}, passkey {passkey}, ppl {ppl} files found");
+    for name in ["passkey-lavapipe-2048.json", "passkey-lavapipe-2048-evict-10pct.json", "passkey-lavapipe-4096-quest.json", "passkey-lavapipe-4096-mustafar.json"] {
+        let o = wgkv(&["eval", "passkey", "--compare", docs.join(name).to_str().unwrap(), "--json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+        assert_eq!(v["question"], "decode", "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -124,11 +124,17 @@ struct Meta {
     trials: usize,
     seed: u64,
     format: String,
+    /// Absent from runs before `--question` existed, which all decoded the question.
+    #[serde(default = "question_decode")]
     question: String,
     answer_tokens: usize,
     /// Under `--compare`: each file and the commit its run was built from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sources: Vec<Source>,
+}
+
+fn question_decode() -> String {
+    "decode".into()
 }
 
 #[derive(Clone, Serialize, Deserialize)]
