@@ -186,7 +186,7 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
     }
     let gpu = load::gpu(global)?;
     let eog = tok.eog_ids();
-    let bar = progress((prompts.len() * specs.len()) as u64);
+    let bar = crate::progress::bar((prompts.len() * specs.len()) as u64, "passkey {bar:30} {pos}/{len} trials, {elapsed} | {msg}");
     let mut results: Vec<(String, Vec<Trial>)> = specs.iter().map(|s| (s.to_string(), Vec::new())).collect();
     // Policies that differ only in their cut after the prompt (budget,
     // allocation) share its prefill; a group's models are loaded together.
@@ -475,12 +475,4 @@ fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta) -> Fi
             series,
         }],
     }
-}
-
-fn progress(len: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("passkey {bar:30} {pos}/{len} trials, {elapsed} | {msg}") {
-        bar.set_style(style);
-    }
-    bar
 }
