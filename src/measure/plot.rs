@@ -257,13 +257,22 @@ fn panel(s: &mut String, p: &Panel, left: f64, top: f64, names: &[&str]) {
     let _ = writeln!(s, "</g>");
 }
 
-/// Label of a record's series: the policy, plus the device when several are compared.
-fn series_name(r: &Record, many_devices: bool) -> String {
-    if many_devices { format!("{} — {}", r.kv, r.device.key()) } else { r.kv.clone() }
+/// Label of a record's series: the policy, plus the device when several
+/// are compared, plus the file and commit when several runs are.
+fn series_name(r: &Record, many_devices: bool, many_origins: bool) -> String {
+    let mut name = r.kv.clone();
+    if many_devices {
+        name = format!("{name} — {}", r.device.key());
+    }
+    if many_origins {
+        name = format!("{name} — {}", r.origin());
+    }
+    name
 }
 
 /// `wgkv bench --plot`: decode tokens/s against depth, and KV bytes resident
-/// against depth, one line per policy (per policy and device with `--compare`).
+/// against depth, one line per policy (with `--compare`, per policy, device
+/// and file: runs of one policy on one device stay apart).
 pub fn bench_figure(records: &[Record]) -> Figure {
     let mut devices: Vec<String> = Vec::new();
     for r in records {
@@ -272,10 +281,11 @@ pub fn bench_figure(records: &[Record]) -> Figure {
         }
     }
     let many = devices.len() > 1;
+    let origins = super::record::origins(records);
     let mut speed: Vec<Series> = Vec::new();
     let mut bytes: Vec<Series> = Vec::new();
     for r in records.iter().filter(|r| r.is_decode()) {
-        let name = series_name(r, many);
+        let name = series_name(r, many, origins.len() > 1);
         let at = |v: &mut Vec<Series>| -> usize {
             match v.iter().position(|s| s.name == name) {
                 Some(i) => i,
@@ -303,7 +313,10 @@ pub fn bench_figure(records: &[Record]) -> Figure {
         g
     };
     let tests = if gens.is_empty() { "no decode tests".to_string() } else { format!("decode of {} tokens after `depth` cached tokens", gens.join("/")) };
-    let version = records.first().map(|r| format!("wgkv {} ({})", r.wgkv_version, r.git_commit)).unwrap_or_default();
+    let version = match origins.len() {
+        0 | 1 => records.first().map(|r| format!("wgkv {} ({})", r.wgkv_version, r.git_commit)).unwrap_or_default(),
+        _ => format!("runs of {}", origins.join(", ")),
+    };
     Figure {
         title: format!("{} on {}", models.join(", "), devices.join(" vs ")),
         subtitle: format!("{tests}; {version}"),
