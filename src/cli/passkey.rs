@@ -13,7 +13,7 @@
 use super::bench::open_weights;
 use super::load;
 use crate::measure::passkey::{self, Frame, Prompt};
-use crate::measure::plot::{Figure, Panel, Point, Scale, Series};
+use crate::measure::plot::{self, Figure, Panel, Point, Scale, Series};
 use crate::measure::record::{self, Device};
 use crate::measure::table::{Align, Table};
 use crate::measure::{parse_list, parse_specs};
@@ -439,7 +439,11 @@ fn accuracy_table(results: &[(String, Vec<Trial>)], depths: &[usize]) -> String 
     t.render()
 }
 
-/// Accuracy against depth, one line per policy.
+/// Policy families drawn in every panel of a figure split by family.
+const REFERENCES: [&str; 2] = ["full", "streaming"];
+
+/// Accuracy against depth, one line per policy; more than 8 policies are
+/// split into a panel per family, each with `full` and `streaming` too.
 fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta) -> Figure {
     let series = results
         .iter()
@@ -458,7 +462,15 @@ fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta) -> Fi
         .collect();
     let commits = match meta.sources.len() {
         0 => meta.git_commit.clone(),
-        n => format!("{n} runs"),
+        _ => {
+            let mut c: Vec<&str> = Vec::new();
+            for s in &meta.sources {
+                if !c.contains(&s.git_commit.as_str()) {
+                    c.push(&s.git_commit);
+                }
+            }
+            c.join(", ")
+        }
     };
     Figure {
         title: format!("Pass-key retrieval: {} on {}", meta.model, meta.device.key()),
@@ -466,13 +478,17 @@ fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta) -> Fi
             "context {} tokens, {} trial(s) per depth, question by {}; wgkv {} ({commits})",
             meta.ctx, meta.trials, meta.question, env!("CARGO_PKG_VERSION")
         ),
-        panels: vec![Panel {
-            title: "Accuracy".into(),
-            x_label: "depth of the key in the filler (%)".into(),
-            y_label: "pass keys retrieved (%)".into(),
-            x_scale: Scale::Percent,
-            y_scale: Scale::Percent,
-            series,
-        }],
+        panels: plot::by_family(
+            Panel {
+                title: "Accuracy".into(),
+                x_label: "depth of the key in the filler (%)".into(),
+                y_label: "pass keys retrieved (%)".into(),
+                x_scale: Scale::Percent,
+                y_scale: Scale::Percent,
+                series,
+            },
+            8,
+            &REFERENCES,
+        ),
     }
 }
