@@ -50,6 +50,7 @@ fn rec(kv: &str, n_prompt: usize, n_gen: usize, depth: usize, adapter: &str) -> 
         kv_bytes_read_per_step: tokens as u64 * 46080,
         kv_bytes_allocated: 4096 * 46080,
         kv_tokens_per_layer: vec![tokens; 30],
+        source: String::new(),
     }
 }
 
@@ -311,7 +312,7 @@ fn bench_svg_is_well_formed_with_a_line_per_policy() {
             let start = panel.find(&format!(r#"<g class="series" data-name="{kv}">"#)).unwrap_or_else(|| panic!("no series for {kv}"));
             let series = &panel[start..panel[start..].find("</g>").unwrap() + start];
             assert_eq!(series.matches("<polyline").count(), 1);
-            assert_eq!(series.matches("<circle").count(), 3, "one marker per depth");
+            assert_eq!(series.matches("<title>").count(), 3, "one marker per depth");
         }
     }
     // Byte ticks carry units; a legend entry per policy.
@@ -345,6 +346,82 @@ fn svg_handles_empty_and_single_point_panels() {
     // Prefill-only records: the decode panels are empty but the file is valid.
     let svg = plot::bench_figure(&[rec("full", 512, 0, 0, "a")]).to_svg();
     xml_elements(&svg);
+}
+
+/// The `<g class="series">` groups of a panel: (data-name, the group's text).
+fn series_of(panel: &str) -> Vec<(String, &str)> {
+    let mut out = Vec::new();
+    let mut rest = panel;
+    while let Some(i) = rest.find(r#"<g class="series" data-name=""#) {
+        let body = &rest[i..];
+        let end = body.find("</g>").expect("series group closed");
+        let name = body.split('"').nth(3).unwrap().to_string();
+        out.push((name, &body[..end]));
+        rest = &body[end..];
+    }
+    out
+}
+
+#[test]
+fn compare_keeps_runs_of_different_files_apart() {
+    // Two runs of one policy on one device, from different commits: tg16
+    // at depth 0 in one file, tg128 at depths 0 and 1024 in the other.
+    let dir = tiny::scratch("bench-compare-files");
+    let file = |name: &str, commit: &str, rows: Vec<Record>| {
+        let rows: Vec<Record> = rows.into_iter().map(|r| Record { git_commit: commit.into(), ..r }).collect();
+        let p = dir.join(name);
+        std::fs::write(&p, record::to_json(&rows)).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let a = file("a.json", "aaa1111", vec![rec("full", 0, 16, 0, "GPU A")]);
+    let b = file("b.json", "bbb2222", vec![rec("full", 0, 128, 0, "GPU A"), rec("full", 0, 128, 1024, "GPU A")]);
+    let svg_path = dir.join("cmp.svg");
+    let o = wgkv(&["bench", "--compare", &a, &b, "--plot", svg_path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let cells = |l: &str| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2 + 3, "{out}");
+    assert_eq!(cells(lines[0])[0], "source", "{out}");
+    assert_eq!(cells(lines[0]).len(), 11, "{out}");
+    let sources: Vec<String> = lines[2..].iter().map(|l| cells(l)[0].clone()).collect();
+    assert_eq!(sources, [format!("{a} (aaa1111)"), format!("{b} (bbb2222)"), format!("{b} (bbb2222)")]);
+    let tests: Vec<String> = lines[2..].iter().map(|l| cells(l)[6].clone()).collect();
+    assert_eq!(tests, ["tg16", "tg128", "tg128@d1024"]);
+
+    // One line per file in each panel: one point from a.json, two from b.json.
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    xml_elements(&svg);
+    let p = panels(&svg);
+    assert_eq!(p.len(), 2);
+    for panel in &p {
+        let got: Vec<(String, usize)> = series_of(panel).into_iter().map(|(n, body)| (n, body.matches("<title>").count())).collect();
+        assert_eq!(got, [(format!("full — {a} (aaa1111)"), 1), (format!("full — {b} (bbb2222)"), 2)], "{panel}");
+    }
+    let subtitle = svg.lines().nth(3).unwrap();
+    assert!(subtitle.contains(&format!("{a} (aaa1111)")) && subtitle.contains(&format!("{b} (bbb2222)")), "{subtitle}");
+
+    // The merged JSON names each record's file; merging it again keeps them apart.
+    let o = wgkv(&["bench", "--compare", &a, &b, "--json", "-"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got: Vec<&str> = v.as_array().unwrap().iter().map(|r| r["source"].as_str().unwrap()).collect();
+    assert_eq!(got, [a.as_str(), &b, &b]);
+    let merged = dir.join("merged.json");
+    std::fs::write(&merged, &o.stdout).unwrap();
+    let o = wgkv(&["bench", "--compare", merged.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(cells(out.lines().nth(3).unwrap())[0], format!("{b} (bbb2222)"), "{out}");
+
+    // One file: the table and plot of a single run, as `bench` prints them.
+    let one_svg = dir.join("one.svg");
+    let o = wgkv(&["bench", "--compare", &b, "--plot", one_svg.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out, table::bench_table(&[rec("full", 0, 128, 0, "GPU A"), rec("full", 0, 128, 1024, "GPU A")]));
+    assert_eq!(cells(out.lines().next().unwrap())[0], "model");
+    let svg = std::fs::read_to_string(&one_svg).unwrap();
+    assert!(svg.lines().nth(3).unwrap().contains("; wgkv 0.1.0 (bbb2222)</text>"), "{svg}");
+    assert_eq!(series_of(panels(&svg)[0]).into_iter().map(|(n, _)| n).collect::<Vec<_>>(), ["full"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------- end to end on the tiny model
@@ -420,8 +497,15 @@ fn bench_cli_on_the_tiny_model() {
     let o = wgkv(&["bench", "--compare", a.to_str().unwrap(), b.to_str().unwrap(), "--json", "-", "--plot", merged_svg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let merged: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let want: Vec<Value> = v.as_array().unwrap().iter().chain(other.as_array().unwrap()).cloned().collect();
-    assert_eq!(merged, Value::Array(want), "--compare passes records through unchanged");
+    let sourced = |rows: &Value, file: &std::path::Path| -> Vec<Value> {
+        let mut rows = rows.as_array().unwrap().clone();
+        for r in &mut rows {
+            r["source"] = file.to_str().unwrap().into();
+        }
+        rows
+    };
+    let want: Vec<Value> = sourced(&v, &a).into_iter().chain(sourced(&other, &b)).collect();
+    assert_eq!(merged, Value::Array(want), "--compare passes records through, each naming its file");
     let svg_text = std::fs::read_to_string(&merged_svg).unwrap();
     xml_elements(&svg_text);
     assert!(svg_text.contains("Other GPU (Metal)"));

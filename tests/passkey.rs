@@ -378,3 +378,91 @@ fn passkey_compare_merges_runs_and_refuses_mismatches() {
     assert_one_line_error(&wgkv(&["eval", "passkey", "--compare", dir.join("missing.json").to_str().unwrap()]), "missing.json");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every measurement file committed in docs/ reads back through the reader
+/// of the command that made it: `bench-*.json` through `bench --compare`,
+/// `passkey-*.json` through `eval passkey --compare`, `*.jsonl` through
+/// `eval ppl-plot`. Runs from before `--question` existed carry no
+/// `question`: they decoded it, and read back saying so.
+#[test]
+fn every_json_file_in_docs_reads_back() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let dir = tiny::scratch("docs-read-back");
+    let mut files: Vec<_> = std::fs::read_dir(&docs).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let (mut bench, mut passkey, mut ppl) = (0, 0, 0);
+    let mut failed = Vec::new();
+    for path in &files {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let p = path.to_str().unwrap();
+        let o = if name.ends_with(".jsonl") {
+            ppl += 1;
+            wgkv(&["eval", "ppl-plot", p, "--out", dir.join("ppl.svg").to_str().unwrap()])
+        } else if !name.ends_with(".json") {
+            continue;
+        } else if name.starts_with("bench-") {
+            bench += 1;
+            wgkv(&["bench", "--compare", p])
+        } else if name.starts_with("passkey-") {
+            passkey += 1;
+            wgkv(&["eval", "passkey", "--compare", p, "--json"])
+        } else {
+            panic!("{name}: no reader known for this JSON file in docs/");
+        };
+        if !o.status.success() || o.stdout.is_empty() {
+            failed.push(format!("{name}: {}", String::from_utf8_lossy(&o.stderr).trim()));
+        }
+    }
+    assert!(failed.is_empty(), "docs/ files that do not read back:\n{}", failed.join("\n"));
+    assert!(bench >= 4 && passkey >= 10 && ppl >= 4, "bench {bench}, passkey {passkey}, ppl {ppl} files found");
+    let before_question =
+        ["passkey-lavapipe-2048.json", "passkey-lavapipe-2048-evict-10pct.json", "passkey-lavapipe-4096-quest.json", "passkey-lavapipe-4096-mustafar.json"];
+    for name in before_question {
+        let o = wgkv(&["eval", "passkey", "--compare", docs.join(name).to_str().unwrap(), "--json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+        assert_eq!(v["question"], "decode", "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `eval passkey --plot` of the 25 policies of docs/passkey-lavapipe-4096-evict.json:
+/// small multiples of at most 8 lines each, every policy of the file drawn,
+/// `full` and `streaming` in every panel, each panel's legend naming its lines.
+#[test]
+fn passkey_plot_of_many_policies_has_readable_panels() {
+    let json = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/passkey-lavapipe-4096-evict.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mut policies: Vec<String> = Vec::new();
+    for r in v["results"].as_array().unwrap() {
+        let kv = r["kv"].as_str().unwrap().to_string();
+        if !policies.contains(&kv) {
+            policies.push(kv);
+        }
+    }
+    assert_eq!(policies.len(), 25);
+    let dir = tiny::scratch("passkey-plot-many");
+    let svg_path = dir.join("evict.svg");
+    let o = wgkv(&["eval", "passkey", "--compare", json.to_str().unwrap(), "--plot", svg_path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let panels: Vec<&str> = svg.split(r#"<g class="panel">"#).skip(1).collect();
+    assert!(panels.len() > 1, "one panel for 25 lines");
+    let mut drawn: Vec<String> = Vec::new();
+    for p in &panels {
+        let names: Vec<String> = p.split(r#"<g class="series" data-name=""#).skip(1).map(|s| s[..s.find('"').unwrap()].to_string()).collect();
+        assert!(names.len() <= 8, "{} lines in a panel: {names:?}", names.len());
+        for r in ["full", "streaming:budget=5%", "streaming:budget=10%", "streaming:budget=25%"] {
+            assert!(names.iter().any(|n| n == r), "{r} missing from a panel: {names:?}");
+        }
+        let legend = &p[p.find(r#"<g class="legend">"#).expect("a legend per panel")..];
+        let legend = &legend[..legend.find("</g>").unwrap()];
+        let entries: Vec<String> = legend.split("</text>").filter_map(|t| t.rfind('>').map(|i| t[i + 1..].to_string())).filter(|t| !t.is_empty()).collect();
+        assert_eq!(entries, names);
+        drawn.extend(names);
+    }
+    drawn.sort();
+    drawn.dedup();
+    policies.sort();
+    assert_eq!(drawn, policies, "every policy of the file is drawn");
+    let _ = std::fs::remove_dir_all(&dir);
+}

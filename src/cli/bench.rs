@@ -123,7 +123,7 @@ fn measure(global: &super::Global, a: &BenchArgs, records: &mut Vec<Record>) -> 
     }
     let gpu = load::gpu(global)?;
     let cases = plan.cases();
-    let bar = progress((plan.runs() * specs.len()) as u64);
+    let bar = crate::progress::bar((plan.runs() * specs.len()) as u64, "bench {bar:30} {pos}/{len} runs, {elapsed} | {msg}");
     let mut profiles = String::new();
     for spec in specs {
         bar.set_message(format!("kv {spec}: loading"));
@@ -180,13 +180,4 @@ fn profile(model: &mut Model, plan: &Plan, spec: &KvSpec) -> Result<String> {
     }
     model.reset();
     Ok(out)
-}
-
-/// Runs done / to do on stderr (hidden when stderr is not a terminal).
-fn progress(len: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("bench {bar:30} {pos}/{len} runs, {elapsed} | {msg}") {
-        bar.set_style(style);
-    }
-    bar
 }

@@ -13,7 +13,7 @@
 use super::bench::open_weights;
 use super::load;
 use crate::measure::passkey::{self, Frame, Prompt};
-use crate::measure::plot::{Figure, Panel, Point, Scale, Series};
+use crate::measure::plot::{self, Figure, Panel, Point, Scale, Series};
 use crate::measure::record::{self, Device};
 use crate::measure::table::{Align, Table};
 use crate::measure::{parse_list, parse_specs};
@@ -124,11 +124,17 @@ struct Meta {
     trials: usize,
     seed: u64,
     format: String,
+    /// Absent from runs before `--question` existed, which all decoded the question.
+    #[serde(default = "question_decode")]
     question: String,
     answer_tokens: usize,
     /// Under `--compare`: each file and the commit its run was built from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sources: Vec<Source>,
+}
+
+fn question_decode() -> String {
+    "decode".into()
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -180,7 +186,7 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
     }
     let gpu = load::gpu(global)?;
     let eog = tok.eog_ids();
-    let bar = progress((prompts.len() * specs.len()) as u64);
+    let bar = crate::progress::bar((prompts.len() * specs.len()) as u64, "passkey {bar:30} {pos}/{len} trials, {elapsed} | {msg}");
     let mut results: Vec<(String, Vec<Trial>)> = specs.iter().map(|s| (s.to_string(), Vec::new())).collect();
     // Policies that differ only in their cut after the prompt (budget,
     // allocation) share its prefill; a group's models are loaded together.
@@ -433,7 +439,11 @@ fn accuracy_table(results: &[(String, Vec<Trial>)], depths: &[usize]) -> String 
     t.render()
 }
 
-/// Accuracy against depth, one line per policy.
+/// Policy families drawn in every panel of a figure split by family.
+const REFERENCES: [&str; 2] = ["full", "streaming"];
+
+/// Accuracy against depth, one line per policy; more than 8 policies are
+/// split into a panel per family, each with `full` and `streaming` too.
 fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta) -> Figure {
     let series = results
         .iter()
@@ -452,7 +462,15 @@ fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta) -> Fi
         .collect();
     let commits = match meta.sources.len() {
         0 => meta.git_commit.clone(),
-        n => format!("{n} runs"),
+        _ => {
+            let mut c: Vec<&str> = Vec::new();
+            for s in &meta.sources {
+                if !c.contains(&s.git_commit.as_str()) {
+                    c.push(&s.git_commit);
+                }
+            }
+            c.join(", ")
+        }
     };
     Figure {
         title: format!("Pass-key retrieval: {} on {}", meta.model, meta.device.key()),
@@ -460,21 +478,17 @@ fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta) -> Fi
             "context {} tokens, {} trial(s) per depth, question by {}; wgkv {} ({commits})",
             meta.ctx, meta.trials, meta.question, env!("CARGO_PKG_VERSION")
         ),
-        panels: vec![Panel {
-            title: "Accuracy".into(),
-            x_label: "depth of the key in the filler (%)".into(),
-            y_label: "pass keys retrieved (%)".into(),
-            x_scale: Scale::Percent,
-            y_scale: Scale::Percent,
-            series,
-        }],
+        panels: plot::by_family(
+            Panel {
+                title: "Accuracy".into(),
+                x_label: "depth of the key in the filler (%)".into(),
+                y_label: "pass keys retrieved (%)".into(),
+                x_scale: Scale::Percent,
+                y_scale: Scale::Percent,
+                series,
+            },
+            8,
+            &REFERENCES,
+        ),
     }
-}
-
-fn progress(len: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("passkey {bar:30} {pos}/{len} trials, {elapsed} | {msg}") {
-        bar.set_style(style);
-    }
-    bar
 }

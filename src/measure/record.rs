@@ -117,11 +117,22 @@ pub struct Record {
     pub kv_bytes_allocated: u64,
     /// Tokens the cache keeps per layer at the end of the test.
     pub kv_tokens_per_layer: Vec<usize>,
+    /// The file `--compare` read the record from (empty for a record this
+    /// run measured); a merged file's records keep the file they first came from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 impl Record {
     pub fn is_decode(&self) -> bool {
         self.n_gen > 0
+    }
+
+    /// The run a record comes from, as tables and plots name it when they
+    /// compare several: `a.json (abc1234)`, the commit alone for a record
+    /// this run measured.
+    pub fn origin(&self) -> String {
+        if self.source.is_empty() { self.git_commit.clone() } else { format!("{} ({})", self.source, self.git_commit) }
     }
 }
 
@@ -181,10 +192,27 @@ pub fn from_json(path: &str, text: &str) -> Result<Vec<Record>> {
     Ok(out)
 }
 
-/// Reads a `--json` file.
+/// Reads a `--json` file; its records name `path` as their source unless
+/// they name one already (a file `--compare` merged).
 pub fn read_file(path: &str) -> Result<Vec<Record>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    from_json(path, &text)
+    let mut records = from_json(path, &text)?;
+    for r in records.iter_mut().filter(|r| r.source.is_empty()) {
+        r.source = path.to_string();
+    }
+    Ok(records)
+}
+
+/// The distinct origins of `records` (`Record::origin`), in first-seen order.
+pub fn origins(records: &[Record]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in records {
+        let o = r.origin();
+        if !out.contains(&o) {
+            out.push(o);
+        }
+    }
+    out
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

@@ -200,5 +200,6 @@ pub fn to_record(model: &Model, model_name: &str, m: &Measured) -> Record {
         kv_bytes_read_per_step: m.kv_bytes_read_per_step,
         kv_bytes_allocated: m.kv_bytes_allocated,
         kv_tokens_per_layer: m.kv_tokens_per_layer.clone(),
+        source: String::new(),
     }
 }

@@ -68,10 +68,13 @@ pub fn fmt_rate(mean: f64, std: f64) -> String {
 }
 
 /// The bench table, llama-bench style: one row per record, grouped by
-/// device (adapter + backend) in order of first appearance.
+/// device (adapter + backend) in order of first appearance. Records of
+/// several runs (`--compare` of files, or of a merged file holding several
+/// commits) get a first column naming each row's file and commit.
 pub fn bench_table(records: &[Record]) -> String {
     use Align::*;
-    let mut t = Table::new(&[
+    let sourced = super::record::origins(records).len() > 1;
+    let mut header = vec![
         ("model", Left),
         ("weights", Left),
         ("adapter", Left),
@@ -82,9 +85,13 @@ pub fn bench_table(records: &[Record]) -> String {
         ("KV resident", Right),
         ("KV read/step", Right),
         ("depth", Right),
-    ]);
+    ];
+    if sourced {
+        header.insert(0, ("source", Left));
+    }
+    let mut t = Table::new(&header);
     for r in grouped_by_device(records) {
-        t.row(vec![
+        let mut row = vec![
             r.model.clone(),
             r.weight_type.clone(),
             r.device.adapter.clone(),
@@ -95,7 +102,11 @@ pub fn bench_table(records: &[Record]) -> String {
             fmt_bytes(r.kv_bytes_resident),
             fmt_bytes(r.kv_bytes_read_per_step),
             r.depth.to_string(),
-        ]);
+        ];
+        if sourced {
+            row.insert(0, r.origin());
+        }
+        t.row(row);
     }
     t.render()
 }
