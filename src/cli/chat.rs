@@ -97,9 +97,8 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
     if tty {
         eprintln!("wgkv chat — {} on {} (kv {}). {HELP}", l.model_name, l.model.gpu.describe(), l.model.kv.spec);
     }
-    if random_seed && a.sampling.temp > 0.0 && !a.quiet {
-        eprintln!("(seed {seed}; --seed {seed} repeats this chat)");
-    }
+    // A drawn seed is said once, with the first answer's speed line.
+    let mut seed_note = (random_seed && a.sampling.temp > 0.0).then(|| format!("; seed {seed} (--seed {seed} repeats it)"));
     loop {
         interrupted.store(false, Ordering::SeqCst);
         let line = match editor.as_mut() {
@@ -235,8 +234,8 @@ a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a 
             let st = &g.stats;
             let limit = if stop == Stop::Length { "; stopped at the -n limit" } else { "" };
             let line = format!(
-                "[{} tokens at {:.1} t/s; prompt {} tokens at {:.1} t/s{limit}]",
-                g.tokens.len(), st.decode_tok_s(), st.prompt_tokens, st.prefill_tok_s()
+                "[{} tokens at {:.1} t/s; prompt {} tokens at {:.1} t/s{limit}{}]",
+                g.tokens.len(), st.decode_tok_s(), st.prompt_tokens, st.prefill_tok_s(), seed_note.take().unwrap_or_default()
             );
             if dim { eprintln!("\x1b[2m{line}\x1b[0m") } else { eprintln!("{line}") }
         }
