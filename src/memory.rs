@@ -9,7 +9,7 @@
 
 use crate::config::ModelConfig;
 use crate::gpu::Gpu;
-use crate::model::MAX_CHUNK;
+use crate::kv::MAX_CHUNK;
 use crate::ops::attention::{AttnKind, AttnShape, PrefillScratch};
 use crate::{Error, Result};
 

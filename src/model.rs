@@ -5,7 +5,7 @@
 use crate::config::{ModelConfig, RopeStyle};
 use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
-use crate::kv::{KvCache, KvSpec};
+use crate::kv::{KvCache, KvSpec, LayerIo};
 use crate::memory;
 use crate::ops::attention::{self as attn, AttnShape};
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
@@ -19,8 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Largest prefill chunk; longer prompts are prefilled in chunks of this size.
-pub const MAX_CHUNK: usize = 512;
+pub use crate::kv::MAX_CHUNK;
 /// Candidates the GPU returns for sampling.
 pub const TOPK: usize = 64;
 
@@ -125,10 +124,7 @@ pub struct Model {
     logits: wgpu::Buffer, // [vocab]
     best: wgpu::Buffer,   // argmax: [id, max logit]
     topk: wgpu::Buffer,   // top-k: see ops::sample::topk
-    lse: wgpu::Buffer,    // [n_heads] decode attention log-sum-exp
     staging: wgpu::Buffer, // MAP_READ, the largest readout (all logits)
-    scratch: attn::DecodeScratch,
-    prefill: attn::PrefillScratch,
     acts: Acts,           // sized for MAX_CHUNK tokens, shared by every plan
     plans: HashMap<usize, Plan>,
     plans_generation: u64, // the KV cache's generation the plans were recorded for
@@ -198,15 +194,11 @@ impl Model {
         let logits = gpu.buffer("logits", 4 * cfg.vocab_size as u64);
         let best = gpu.buffer("best", 4 * sample::ARGMAX_WORDS as u64);
         let topk = gpu.buffer("topk", 4 * sample::topk_words(TOPK as u32) as u64);
-        let lse = gpu.buffer("lse", 4 * cfg.n_heads as u64);
-        let extra = kv.mustafar.as_ref().map_or(0, |m| m.decode_parts());
-        let scratch = attn::DecodeScratch::with_extra(&gpu, &shape, attn::AttnKind::for_gpu(&gpu), extra);
-        let prefill = attn::PrefillScratch::new(&gpu, &dense, MAX_CHUNK as u32)?;
         let acts = alloc_acts(&gpu, &cfg, MAX_CHUNK);
         let staging = gpu.staging(4 * cfg.vocab_size.max(sample::topk_words(TOPK as u32)) as u64);
         let mut m = Model {
             cfg, gpu, kv, weight_bytes, weight_type, embed, output, output_norm, layers, step, last, logits, best, topk,
-            lse, staging, scratch, prefill, acts, plans: HashMap::new(), plans_generation: 0,
+            staging, acts, plans: HashMap::new(), plans_generation: 0,
             cancel: None,
             on_prefill: None,
         };
@@ -401,11 +393,6 @@ impl Model {
         let (g, c, a, step) = (&*self.gpu, &self.cfg, &self.acts, &self.step);
         let nt = n as u32;
         let (dim, hidden) = (c.dim as u32, c.hidden_dim as u32);
-        let shape = attn_shape(c, self.kv.max_seq);
-        let dense = attn_shape(c, self.kv.capacity);
-        // Under Mustafar `k`/`v` are the dense window, which has its own step.
-        let must = self.kv.mustafar.as_ref();
-        let win = must.map_or(step, |m| &m.win_step);
         let layout = match c.rope_style {
             RopeStyle::Interleaved => RopeLayout::Interleaved,
             RopeStyle::HalfSplit => RopeLayout::HalfSplit,
@@ -424,10 +411,8 @@ impl Model {
         let e = &self.embed;
         let mut d: Vec<Dispatch> =
             e.blocks.iter().map(|(w, r)| linear::embed_rows(g, e.wtype, w, &a.ids, &a.x, step, *r, dim, nt)).collect();
+        let io = LayerIo { q: &a.q, k: &a.k, v: &a.v, out: &a.att, step };
         for (l, w) in self.layers.iter().enumerate() {
-            let (kc, vc) = (&self.kv.k[l], &self.kv.v[l]);
-            // Under scored eviction every layer has its own cached length.
-            let win = self.kv.layer_step(l).unwrap_or(win);
             // attention block
             d.push(ew::rmsnorm(g, &a.x, &w.attn_norm, &a.xn, nt, dim, c.norm_eps));
             d.extend(lin(&w.wq, &a.xn, &a.q, false));
@@ -435,41 +420,7 @@ impl Model {
             d.extend(lin(&w.wv, &a.xn, &a.v, false));
             d.push(ew::rope(g, &a.q, step, &rope(c.n_heads), nt)?);
             d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads), nt)?);
-            d.push(attn::kv_append(g, &shape, &a.k, &a.v, kc, vc, win, nt));
-            // Quest: page metadata follows every append (under Mustafar it is
-            // written at compression); decode attends the selected pages.
-            let quest = self.kv.quest.as_ref().filter(|q| q.is_sparse(l));
-            if let (Some(q), None) = (quest, must) {
-                d.push(q.meta(g, l, kc, win, nt));
-            }
-            if n == 1 {
-                if let (Some(q), None) = (quest, must) {
-                    d.extend(q.decode(g, l, &a.q, kc, vc, &a.att, &self.lse, win));
-                } else {
-                    let da = attn::attn_decode(g, &shape, &a.q, kc, vc, &self.scratch, &a.att, &self.lse, win);
-                    d.push(da.partial);
-                    if let Some(m) = must {
-                        // The compressed blocks: all of them, or Quest's selection.
-                        let list = quest.map(|q| {
-                            let store = &m.stores[l];
-                            d.extend(q.score_blocks(g, &a.q, &store.kmax, &store.kmin, &m.quest_step));
-                            q.list()
-                        });
-                        d.push(m.decode_partial(g, l, &a.q, &self.scratch, list));
-                    }
-                    d.push(da.merge);
-                }
-            } else if let Some(m) = must {
-                d.extend(m.prefill_dense(g, l, kc, vc, step));
-                d.extend(attn::attn_prefill(g, &dense, &a.q, &m.dense_k, &m.dense_v, &self.prefill, &a.att, step));
-            } else {
-                d.extend(attn::attn_prefill(g, &shape, &a.q, kc, vc, &self.prefill, &a.att, win));
-            }
-            // Scored eviction: the attention this call gave every slot.
-            if let Some(s) = &self.kv.scored {
-                let lse = if n == 1 { &self.lse } else { &self.prefill.lse };
-                d.extend(s.accumulate(g, l, n, &a.q, kc, lse));
-            }
+            d.extend(self.kv.record_layer(g, l, n, &io));
             d.extend(lin(&w.wo, &a.att, &a.x, true));
             // feed-forward block
             d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));

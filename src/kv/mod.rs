@@ -8,6 +8,7 @@
 //! equal a position (eviction compacts slots; `pos` counts positions, `len`
 //! cached tokens).
 
+pub mod attend;
 pub mod mustafar;
 pub mod quest;
 pub mod scored;
@@ -19,13 +20,13 @@ use crate::config::ModelConfig;
 use crate::gpu::Gpu;
 use crate::ops::attention::AttnShape;
 use crate::{Error, Result};
+pub use attend::{AttnScratch, LayerIo, MAX_CHUNK};
 pub use mustafar::{Mustafar, MustafarOptions};
 pub use quest::{Quest, QuestOptions};
 pub use scored::{Scored, ScoredOptions};
 pub use spec::{Budget, Kind, KvSpec};
 pub use streaming::{Streaming, StreamingOptions};
 use crate::kernels::Dispatch;
-use crate::model;
 use crate::reference::mustafar::T as BLOCK;
 use crate::ops::evict;
 
@@ -59,6 +60,10 @@ pub struct KvCache {
     keep: Option<(wgpu::Buffer, wgpu::Buffer)>,
     /// Tokens evicted since the last reset.
     pub evicted: usize,
+    /// The attention's shape over the dense slots (`max_seq`).
+    pub attn: AttnShape,
+    /// Scratch the attention kernels of every layer reuse.
+    pub scratch: AttnScratch,
     elem_bytes: usize,
     n_layers: usize,
     kv_dim: usize,
@@ -192,8 +197,12 @@ impl KvCache {
             Some(o) => Some(Scored::new(gpu, o, attn, ctx, &k, &v)?),
             None => None,
         };
+        // Prefill attends the whole context: under Mustafar a dense scratch of it.
+        let context = AttnShape { max_seq: capacity as u32, ..attn };
+        let scratch = AttnScratch::new(gpu, &attn, &context, mustafar.as_ref().map_or(0, |m| m.decode_parts()))?;
         Ok(KvCache {
             k, v, max_seq, capacity, ctx, len: 0, pos: 0, spec, quest, streaming, mustafar, scored, compact, keep, evicted: 0,
+            attn, scratch,
             elem_bytes, n_layers: cfg.n_layers, kv_dim, head_dim: cfg.head_dim,
         })
     }
@@ -211,7 +220,7 @@ impl KvCache {
     pub fn max_call(&self) -> usize {
         match (&self.mustafar, self.streaming) {
             // The window holds the sinks and up to `window + 63` tokens between calls.
-            (Some(m), Some(_)) => (self.max_seq - m.sinks - m.opts.window - (BLOCK - 1)).min(model::MAX_CHUNK),
+            (Some(m), Some(_)) => (self.max_seq - m.sinks - m.opts.window - (BLOCK - 1)).min(MAX_CHUNK),
             (None, Some(s)) => s.max_call(),
             _ => self.max_seq,
         }

@@ -46,7 +46,7 @@
 use super::spec::Part;
 use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
-use crate::model::MAX_CHUNK;
+use super::MAX_CHUNK;
 use crate::ops::attention::{AttnShape, DecodeScratch};
 use crate::ops::mustafar::{self as ops, MustafarShape, Store};
 use crate::ops::Step;
