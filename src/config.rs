@@ -1,5 +1,6 @@
 //! One `ModelConfig` for the Llama family, from GGUF metadata or an HF config.json.
 
+use crate::arch::Arch;
 use crate::error::{Error, Result};
 use crate::gguf::{show, Gguf, Value};
 
@@ -16,7 +17,10 @@ pub enum RopeStyle {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
+    /// The file's name for the architecture (`llama`, `mistral`).
     pub arch: String,
+    /// The recipe that runs it.
+    pub family: Arch,
     pub dim: usize,
     pub hidden_dim: usize,
     pub n_layers: usize,
@@ -64,9 +68,9 @@ impl ModelConfig {
         let err = |m: String| Error::format(&g.path, m);
         let arch = g.get_str("general.architecture")?;
         // llama.cpp writes Mistral and other Llama-layout models as "llama".
-        if arch != "llama" {
-            return Err(err(format!("architecture '{}' is not supported (only 'llama')", show(arch))));
-        }
+        let Some(family) = Arch::from_gguf(arch) else {
+            return Err(err(format!("architecture '{}' is not supported (this build runs {})", show(arch), Arch::GGUF_NAMES)));
+        };
         let key = |k: &str| format!("{arch}.{k}");
         let size = |k: &str| -> Result<usize> {
             let v = g.get_u64(&key(k))?;
@@ -107,6 +111,7 @@ impl ModelConfig {
         };
         let cfg = ModelConfig {
             arch: arch.to_string(),
+            family,
             dim,
             hidden_dim: size("feed_forward_length")?,
             n_layers: size("block_count")?,
@@ -117,7 +122,7 @@ impl ModelConfig {
             max_seq: size("context_length")?,
             rope_theta: if g.get(&key("rope.freq_base")).is_some() { g.get_f32(&key("rope.freq_base"))? } else { 10000.0 },
             norm_eps: g.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
-            rope_style: RopeStyle::Interleaved,
+            rope_style: family.rope_style(true),
             tied_embeddings: g.tensor("output.weight").is_none(),
         };
         cfg.check().map_err(err)?;
@@ -138,14 +143,11 @@ impl ModelConfig {
             .and_then(|a| a.as_array())
             .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
             .unwrap_or_default();
-        let arch = if archs.contains(&"LlamaForCausalLM") {
-            "llama"
-        } else if archs.contains(&"MistralForCausalLM") {
-            "mistral"
-        } else {
+        let Some(family) = Arch::from_hf(&archs) else {
             let named = if archs.is_empty() { "none".to_string() } else { archs.iter().map(|a| show(a)).collect::<Vec<_>>().join(", ") };
-            return Err(err(format!("architectures [{named}] not supported (LlamaForCausalLM, MistralForCausalLM are)")));
+            return Err(err(format!("architectures [{named}] not supported ({} are)", Arch::HF_NAMES)));
         };
+        let arch = if archs.contains(&"MistralForCausalLM") && !archs.contains(&"LlamaForCausalLM") { "mistral" } else { family.name() };
         let int = |k: &str| -> Result<Option<usize>> {
             match j.get(k) {
                 None | Some(serde_json::Value::Null) => Ok(None),
@@ -181,6 +183,7 @@ impl ModelConfig {
         let n_heads = need("num_attention_heads")?;
         let cfg = ModelConfig {
             arch: arch.to_string(),
+            family,
             dim,
             hidden_dim: need("intermediate_size")?,
             n_layers: need("num_hidden_layers")?,
@@ -194,7 +197,7 @@ impl ModelConfig {
             max_seq,
             rope_theta: float("rope_theta", 10000.0)?,
             norm_eps: float("rms_norm_eps", 1e-6)?,
-            rope_style: RopeStyle::HalfSplit,
+            rope_style: family.rope_style(false),
             tied_embeddings: flag("tie_word_embeddings"),
         };
         cfg.check().map_err(err)?;

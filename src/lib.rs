@@ -8,6 +8,7 @@
 //! - `quant`: GGUF weight types, block layouts, CPU dequantization.
 //! - `reference`: plain-Rust CPU version of every kernel and of the forward.
 //! - `gguf`, `safetensors`, `weights`, `config`: model files to tensors and one `ModelConfig`.
+//! - `arch`: each model family's recipe: its one tensor table, its RoPE pairing.
 //! - `tokenizer`, `template`: text to ids and chat messages to a prompt.
 //! - `sampler`: next-token choice on the CPU from a GPU-narrowed candidate list.
 //! - `fetch`: the default model, fetched on first use and cached.
@@ -15,6 +16,7 @@
 //! - `profile`: per-kernel timing of one forward call.
 //! - `memory`: what a model needs on the device, checked before allocating; GPU error scopes.
 
+pub mod arch;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

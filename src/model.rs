@@ -2,6 +2,7 @@
 //! allocated once, and the forward pass recorded once per phase as a list
 //! of dispatches whose bind groups never change.
 
+use crate::arch::Role;
 use crate::config::{ModelConfig, RopeStyle};
 use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
@@ -162,25 +163,27 @@ impl Model {
             *types.entry(t.wtype.name()).or_default() += 1;
             Matrix::upload(&gpu, name, t, gpu.caps.max_storage_binding.min(gpu.caps.max_buffer))
         };
+        let arch = cfg.family;
+        let name = |role: Role, l: Option<usize>| arch.tensor_name(role, l);
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
-            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let n = |role: Role| name(role, Some(i));
             layers.push(Layer {
-                attn_norm: norm_weight(&gpu, w, &n("attn_norm"))?,
-                wq: matrix(&n("attn_q"))?,
-                wk: matrix(&n("attn_k"))?,
-                wv: matrix(&n("attn_v"))?,
-                wo: matrix(&n("attn_output"))?,
-                ffn_norm: norm_weight(&gpu, w, &n("ffn_norm"))?,
-                gate: matrix(&n("ffn_gate"))?,
-                up: matrix(&n("ffn_up"))?,
-                down: matrix(&n("ffn_down"))?,
+                attn_norm: norm_weight(&gpu, w, &n(Role::AttnNorm))?,
+                wq: matrix(&n(Role::Wq))?,
+                wk: matrix(&n(Role::Wk))?,
+                wv: matrix(&n(Role::Wv))?,
+                wo: matrix(&n(Role::Wo))?,
+                ffn_norm: norm_weight(&gpu, w, &n(Role::FfnNorm))?,
+                gate: matrix(&n(Role::Gate))?,
+                up: matrix(&n(Role::Up))?,
+                down: matrix(&n(Role::Down))?,
             });
         }
-        let embed = matrix("token_embd.weight")?;
-        let output = if cfg.tied_embeddings { None } else { Some(matrix("output.weight")?) };
+        let embed = matrix(&name(Role::Embed, None))?;
+        let output = if cfg.tied_embeddings { None } else { Some(matrix(&name(Role::Output, None))?) };
         let weight_type = types.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
-        let output_norm = norm_weight(&gpu, w, "output_norm.weight")?;
+        let output_norm = norm_weight(&gpu, w, &name(Role::OutputNorm, None))?;
         let shape = attn_shape(&cfg, KvCache::slots(&spec, ctx)?);
         shape.check(&gpu)?;
         let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;

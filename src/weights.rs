@@ -93,46 +93,6 @@ impl Tensor {
     }
 }
 
-/// Canonical (GGUF) names and their HF counterparts, without ".weight".
-const GLOBAL_NAMES: [(&str, &str); 3] =
-    [("token_embd", "model.embed_tokens"), ("output_norm", "model.norm"), ("output", "lm_head")];
-const LAYER_NAMES: [(&str, &str); 9] = [
-    ("attn_norm", "input_layernorm"),
-    ("attn_q", "self_attn.q_proj"),
-    ("attn_k", "self_attn.k_proj"),
-    ("attn_v", "self_attn.v_proj"),
-    ("attn_output", "self_attn.o_proj"),
-    ("ffn_norm", "post_attention_layernorm"),
-    ("ffn_gate", "mlp.gate_proj"),
-    ("ffn_up", "mlp.up_proj"),
-    ("ffn_down", "mlp.down_proj"),
-];
-
-/// HF tensor name to canonical name; `None` when it is not a Llama weight.
-pub fn hf_to_canonical(hf: &str) -> Option<String> {
-    let base = hf.strip_suffix(".weight")?;
-    if let Some((g, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == base) {
-        return Some(format!("{g}.weight"));
-    }
-    let (layer, rest) = base.strip_prefix("model.layers.")?.split_once('.')?;
-    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) || (layer.len() > 1 && layer.starts_with('0')) {
-        return None;
-    }
-    let (g, _) = LAYER_NAMES.iter().find(|(_, h)| *h == rest)?;
-    Some(format!("blk.{layer}.{g}.weight"))
-}
-
-/// Canonical name to HF name (for error messages about HF folders).
-pub fn canonical_to_hf(name: &str) -> Option<String> {
-    let base = name.strip_suffix(".weight")?;
-    if let Some((_, h)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == base) {
-        return Some(format!("{h}.weight"));
-    }
-    let (layer, rest) = base.strip_prefix("blk.")?.split_once('.')?;
-    let (_, h) = LAYER_NAMES.iter().find(|(g, _)| *g == rest)?;
-    Some(format!("model.layers.{layer}.{h}.weight"))
-}
-
 /// A loaded model: config, tensors by canonical name, and what the tokenizer needs.
 pub struct Weights {
     pub cfg: ModelConfig,
@@ -220,8 +180,8 @@ impl Weights {
                 if t.name.ends_with(".rotary_emb.inv_freq") {
                     continue; // a cached RoPE table some checkpoints carry; recomputed from the config
                 }
-                let Some(name) = hf_to_canonical(&t.name) else {
-                    return Err(Error::format(&st.path, format!("unexpected tensor '{}' (not a Llama weight)", show(&t.name))));
+                let Some(name) = cfg.family.hf_to_canonical(&t.name) else {
+                    return Err(Error::format(&st.path, format!("unexpected tensor '{}' (not a {} weight)", show(&t.name), cfg.family.title())));
                 };
                 if name == "output.weight" && cfg.tied_embeddings {
                     continue; // a copy of the embeddings; tied models read token_embd
@@ -264,28 +224,10 @@ impl Weights {
         self.hf_dir.as_ref().map(|d| d.join("tokenizer.json"))
     }
 
-    /// Every tensor a model with `cfg` needs, with its dims (ne0 first).
+    /// Every tensor a model with `cfg` needs, with its dims (ne0 first):
+    /// the family's tensor table (`arch`) over the config.
     pub fn expected(cfg: &ModelConfig) -> Vec<(String, Vec<u64>)> {
-        let [d, h, q, kv, v] = [cfg.dim, cfg.hidden_dim, cfg.q_dim(), cfg.kv_dim(), cfg.vocab_size].map(|x| x as u64);
-        let mut e = vec![("token_embd.weight".to_string(), vec![d, v]), ("output_norm.weight".to_string(), vec![d])];
-        if !cfg.tied_embeddings {
-            e.push(("output.weight".into(), vec![d, v]));
-        }
-        for i in 0..cfg.n_layers {
-            let shapes: [(&str, Vec<u64>); 9] = [
-                ("attn_norm", vec![d]),
-                ("attn_q", vec![d, q]),
-                ("attn_k", vec![d, kv]),
-                ("attn_v", vec![d, kv]),
-                ("attn_output", vec![q, d]),
-                ("ffn_norm", vec![d]),
-                ("ffn_gate", vec![d, h]),
-                ("ffn_up", vec![d, h]),
-                ("ffn_down", vec![h, d]),
-            ];
-            e.extend(shapes.into_iter().map(|(n, s)| (format!("blk.{i}.{n}.weight"), s)));
-        }
-        e
+        cfg.family.needed(cfg).into_iter().map(|n| (n.name, n.dims)).collect()
     }
 
     /// Every expected tensor present with the config's shape and a layout the
@@ -315,7 +257,7 @@ impl Weights {
             let mut extra: Vec<&str> = self.names().into_iter().filter(|n| !known.contains(n)).collect();
             extra.truncate(3);
             let extra: Vec<String> = extra.iter().map(|n| self.shown_name(n)).collect();
-            return Err(self.err(format!("unexpected tensor(s) {} for a {}-layer Llama", extra.join(", "), self.cfg.n_layers)));
+            return Err(self.err(format!("unexpected tensor(s) {} for a {}-layer {}", extra.join(", "), self.cfg.n_layers, self.cfg.family.title())));
         }
         Ok(())
     }
@@ -326,7 +268,7 @@ impl Weights {
 
     /// The name quoted, with the HF spelling for HF folders: `'canonical' (HF 'name')`.
     fn shown_name(&self, name: &str) -> String {
-        match (self.format, canonical_to_hf(name)) {
+        match (self.format, self.cfg.family.canonical_to_hf(name)) {
             ("safetensors", Some(hf)) => format!("'{}' (HF '{}')", show(name), show(&hf)),
             _ => format!("'{}'", show(name)),
         }

@@ -2,6 +2,7 @@
 //! one token at a time, f64 accumulation in dot products, softmax and norms.
 //! The GPU forward is checked against it; it is never used by the GPU path.
 
+use crate::arch::Role;
 use crate::config::{ModelConfig, RopeStyle};
 use crate::quant::dequantize;
 use crate::weights::Weights;
@@ -124,25 +125,26 @@ impl RefModel {
             let t = w.get(name)?;
             dequantize(t.wtype, &t.data, t.dims.iter().product::<u64>() as usize)
         };
+        let name = |role: Role, l: Option<usize>| cfg.family.tensor_name(role, l);
         let mut layers = Vec::new();
         for i in 0..cfg.n_layers {
-            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let n = |role: Role| name(role, Some(i));
             layers.push(Layer {
-                attn_norm: f(&n("attn_norm"))?,
-                wq: f(&n("attn_q"))?,
-                wk: f(&n("attn_k"))?,
-                wv: f(&n("attn_v"))?,
-                wo: f(&n("attn_output"))?,
-                ffn_norm: f(&n("ffn_norm"))?,
-                gate: f(&n("ffn_gate"))?,
-                up: f(&n("ffn_up"))?,
-                down: f(&n("ffn_down"))?,
+                attn_norm: f(&n(Role::AttnNorm))?,
+                wq: f(&n(Role::Wq))?,
+                wk: f(&n(Role::Wk))?,
+                wv: f(&n(Role::Wv))?,
+                wo: f(&n(Role::Wo))?,
+                ffn_norm: f(&n(Role::FfnNorm))?,
+                gate: f(&n(Role::Gate))?,
+                up: f(&n(Role::Up))?,
+                down: f(&n(Role::Down))?,
             });
         }
-        let output = if cfg.tied_embeddings { None } else { Some(f("output.weight")?) };
+        let output = if cfg.tied_embeddings { None } else { Some(f(&name(Role::Output, None))?) };
         Ok(RefModel {
-            embed: f("token_embd.weight")?,
-            out_norm: f("output_norm.weight")?,
+            embed: f(&name(Role::Embed, None))?,
+            out_norm: f(&name(Role::OutputNorm, None))?,
             output,
             layers,
             kv_f16: true,

@@ -28,7 +28,7 @@ use wgkv::gguf::{GgufWriter, Value, Value as G};
 use wgkv::tokenizer::{GgufVocab, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED};
 use wgkv::quant::{dequantize, quantize, WType};
 use wgkv::safetensors::SafeTensorsWriter;
-use wgkv::weights::canonical_to_hf;
+use wgkv::arch::{Arch, Role};
 
 pub const DIM: usize = 64;
 pub const HIDDEN: usize = 96;
@@ -64,6 +64,7 @@ impl TinyOpts {
 pub fn tiny_config(rope_style: RopeStyle, tied: bool) -> ModelConfig {
     ModelConfig {
         arch: "llama".into(),
+        family: Arch::Llama,
         dim: DIM,
         hidden_dim: HIDDEN,
         n_layers: LAYERS,
@@ -115,31 +116,18 @@ impl Mix {
     }
 }
 
-/// (name, dims ne0 first, scale) of every tensor, in file order.
+/// (name, dims ne0 first, scale) of every tensor, in file order: the
+/// recipe's tensor table over the tiny config.
 fn layout(tied: bool) -> Vec<(String, Vec<u64>, f32)> {
-    let (d, h, q, kv, v) = (DIM as u64, HIDDEN as u64, (HEADS * HEAD_DIM) as u64, (KV_HEADS * HEAD_DIM) as u64, VOCAB as u64);
-    // Matrices scaled ~1/sqrt(cols) so activations stay O(1) through the layers.
-    let m = |cols: u64| 1.0 / (cols as f32).sqrt();
-    let mut out = vec![("token_embd.weight".to_string(), vec![d, v], 1.0)];
-    for i in 0..LAYERS {
-        let t = |n: &str, dims: Vec<u64>, s: f32| (format!("blk.{i}.{n}.weight"), dims, s);
-        out.extend([
-            t("attn_norm", vec![d], 0.2),
-            t("attn_q", vec![d, q], m(d)),
-            t("attn_k", vec![d, kv], m(d)),
-            t("attn_v", vec![d, kv], m(d)),
-            t("attn_output", vec![q, d], m(q)),
-            t("ffn_norm", vec![d], 0.2),
-            t("ffn_gate", vec![d, h], m(d)),
-            t("ffn_up", vec![d, h], m(d)),
-            t("ffn_down", vec![h, d], m(h)),
-        ]);
-    }
-    out.push(("output_norm.weight".to_string(), vec![d], 0.2));
-    if !tied {
-        out.push(("output.weight".to_string(), vec![d, v], m(d)));
-    }
-    out
+    let cfg = tiny_config(RopeStyle::Interleaved, tied);
+    // Norms around 1; matrices scaled ~1/sqrt(cols) so activations stay O(1)
+    // through the layers; the embedding as drawn.
+    let scale = |role: Role, dims: &[u64]| match (role, dims.len()) {
+        (_, 1) => 0.2,
+        (Role::Embed, _) => 1.0,
+        _ => 1.0 / (dims[0] as f32).sqrt(),
+    };
+    Arch::Llama.needed(&cfg).into_iter().map(|n| { let s = scale(n.role, &n.dims); (n.name, n.dims, s) }).collect()
 }
 
 /// The model's values as a file written with `o` holds them (HF row order).
@@ -287,7 +275,7 @@ pub fn write_tiny_hf_opts(dir: &Path, o: &TinyOpts) {
     let file = |i: usize| if shards == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{shards:05}.safetensors", i + 1) };
     let mut weight_map = serde_json::Map::new();
     for (i, t) in tensors.iter().enumerate() {
-        let hf = canonical_to_hf(&t.name).unwrap();
+        let hf = Arch::Llama.canonical_to_hf(&t.name).unwrap();
         let dt = hf_dtype(&t.name, o.quant);
         let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
         writers[i % shards].add(&hf, dt, &shape, quantize(dt, &t.values));
