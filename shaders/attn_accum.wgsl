@@ -19,7 +19,6 @@
 // walks rows * (HEAD_DIM / 4) loop iterations (rows <= 512).
 
 struct Params { max_seq: u32, scale: f32, rows: u32, overwrite: u32 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;

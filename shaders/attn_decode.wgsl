@@ -38,7 +38,6 @@ struct Params {
     n_heads: u32, max_seq: u32, n_split: u32, scale: f32,
     part_stride: u32, _p0: u32, _p1: u32, _p2: u32,
 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
@@ -50,7 +49,6 @@ struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 const D4: u32 = HEAD_DIM / 4u;
 const P: u32 = WG / D4; // key parts of phase (4)
-const NEG: f32 = -1.0e30; // neutral max: exp(NEG - m) == 0, never NaN
 
 var<workgroup> qs: array<vec4<f32>, GROUP * D4>;
 var<workgroup> sc: array<f32, GROUP * CHUNK>;

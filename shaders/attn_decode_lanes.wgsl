@@ -34,7 +34,6 @@ struct Params {
     n_heads: u32, max_seq: u32, n_split: u32, scale: f32,
     part_stride: u32, _p0: u32, _p1: u32, _p2: u32,
 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
@@ -45,7 +44,6 @@ struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 @group(0) @binding(6) var<uniform> step: Step;
 
 const D4: u32 = HEAD_DIM / 4u;
-const NEG: f32 = -1.0e30; // neutral max: exp(NEG - m) == 0, never NaN
 
 var<workgroup> wml: array<vec2<f32>, LANES>;
 var<workgroup> wacc: array<vec4<f32>, LANES * D4>;
@@ -85,11 +83,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var pj: array<f32, GROUP>;
         for (var g = 0u; g < GROUP; g++) {
             let s = (dp[g].x + dp[g].y) + (dp[g].z + dp[g].w);
-            let m_new = max(m[g], s);
-            alpha[g] = exp(m[g] - m_new);
-            pj[g] = exp(s - m_new);
-            l[g] = l[g] * alpha[g] + pj[g];
-            m[g] = m_new;
+            let u = online_push(m[g], l[g], s, true);
+            alpha[g] = u.alpha;
+            pj[g] = u.p;
+            l[g] = u.l;
+            m[g] = u.m;
         }
         for (var d = 0u; d < D4; d++) {
             let v = vec4<f32>(v_cache[row + d]);

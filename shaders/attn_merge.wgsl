@@ -24,7 +24,6 @@
 // small: 8 * 32 for the real model's decode at 8192 slots).
 
 struct Params { n_heads: u32, n_parts: u32, max_rows: u32, _p: u32 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> part_o: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> part_ml: array<vec2<f32>>;
@@ -34,7 +33,6 @@ struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 @group(0) @binding(5) var<uniform> step: Step;
 
 const D4: u32 = HEAD_DIM / 4u;
-const NEG: f32 = -1.0e30;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -31,7 +31,6 @@ struct Params {
     n_heads: u32, n_kv_heads: u32, max_seq: u32, group: u32,
     scale: f32, max_tokens: u32, _p0: u32, _p1: u32,
 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
@@ -42,8 +41,6 @@ struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 @group(0) @binding(6) var<uniform> step: Step;
 
 const D4: u32 = HEAD_DIM / 4u;
-// Stand-in for -inf that keeps exp(a - b) and max() free of NaN.
-const NEG: f32 = -1.0e30;
 
 var<workgroup> k_tile: array<vec4<f32>, BK * D4>;
 var<workgroup> v_tile: array<vec4<f32>, BK * D4>;
@@ -114,8 +111,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             s[j] = sj;
             tmax = max(tmax, sj);
         }
-        let m_new = max(m, tmax);
-        let alpha = exp(m - m_new);
+        let r = softmax_rescale(m, tmax);
+        let m_new = r.x;
+        let alpha = r.y;
         l *= alpha;
         for (var d = 0u; d < D4; d++) {
             acc[d] *= alpha;

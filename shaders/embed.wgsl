@@ -12,7 +12,6 @@
 // Grid: grid_1d(ceil(n_tokens * ceil(dim / 32) / WG)).
 
 struct Params { vocab: u32, dim: u32, n_tokens: u32, first: u32, total: u32, _p0: u32, _p1: u32, _p2: u32 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _p0: u32 }
 
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;

@@ -12,7 +12,6 @@
 // a grid_1d; tokens >= step.n_tokens and slots >= max_seq write nothing.
 
 struct Params { n_kv_heads: u32, max_seq: u32, max_tokens: u32, _p0: u32 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> k_new: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> v_new: array<vec4<f32>>;

@@ -13,7 +13,6 @@
 // Grid: grid_1d(ceil(n_kv_heads * src_seq * HEAD_DIM / 4 / WG)), one vec4 each.
 
 struct Params { n_kv_heads: u32, src_seq: u32, dst_seq: u32, _p: u32 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> k_src: array<kv4_t>;
 @group(0) @binding(1) var<storage, read> v_src: array<kv4_t>;

@@ -18,7 +18,6 @@
 //   (TR / 8) * (TT / MT) invocations; token tiles past step.n_tokens exit.
 
 struct Params { rows: u32, cols: u32, n_tokens: u32, accum: u32, y_stride: u32, row0: u32, _p0: u32, _p1: u32 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _p0: u32 }
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;

@@ -43,7 +43,6 @@ struct Blocks { n_blocks: u32, first: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(7) var<uniform> blocks: Blocks;
 @group(0) @binding(8) var<storage, read> list: array<u32>;
 
-const NEG: f32 = -1.0e30;
 
 var<workgroup> prob: array<f32, GROUP * T>; // scores, then exp(s - m)
 var<workgroup> ml: array<vec2<f32>, GROUP>;

@@ -17,7 +17,6 @@
 // a call of max_tokens tokens touches. Pages past kv_len are skipped.
 
 struct Params { n_kv_heads: u32, max_seq: u32, max_pages: u32, span: u32 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> k_cache: array<kv4_t>;
 @group(0) @binding(1) var<storage, read_write> kmax: array<kv4_t>;

@@ -20,7 +20,6 @@
 // Grid: (ceil(max_pages / WG), n_units, 1).
 
 struct Params { max_seq: u32, max_pages: u32, budget_pages: u32, _p0: u32 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> kmax: array<kv4_t>;

@@ -27,7 +27,6 @@
 // grid_1d; invocations of tokens >= step.n_tokens exit at once.
 
 struct Params { n_heads: u32, head_dim: u32, rot_dim: u32, max_tokens: u32 }
-struct Step { pos: u32, n_tokens: u32, kv_len: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read> freqs: array<vec4<f32>>;

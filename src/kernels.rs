@@ -3,6 +3,8 @@
 //!
 //! A shader's final source is
 //!   prelude (f16 or f32 storage aliases + the spec's `const` lines)
+//!   + `shaders/step.wgsl` (the step uniform's struct)
+//!   + shared fragments (`shaders/attn_core.wgsl` for attention, ...)
 //!   + `shaders/quant/common.wgsl` + `shaders/quant/<wtype>.wgsl` (weight-reading kernels only)
 //!   + `shaders/<kernel>.wgsl`.
 //! Bindings are numbered in argument order: inputs, outputs, then the params
@@ -63,17 +65,27 @@ kernels! {
 }
 
 pub const QUANT_COMMON: &str = include_str!("../shaders/quant/common.wgsl");
+pub const STEP: &str = include_str!("../shaders/step.wgsl");
+pub const ATTN_CORE: &str = include_str!("../shaders/attn_core.wgsl");
 pub const HALF: &str = include_str!("../shaders/half.wgsl");
 pub const MUSTAFAR_TILES: &str = include_str!("../shaders/mustafar_tiles.wgsl");
 pub const RADIX_SELECT: &str = include_str!("../shaders/radix_select.wgsl");
 
 impl Kernel {
-    /// Shared WGSL fragments the kernel's source is prepended with, in order:
-    /// Mustafar's kernels keep halves in u32 words and share the tile format;
-    /// eviction's selections share a radix select.
+    /// Shared WGSL fragments the kernel's source is prepended with, in order
+    /// (after `step.wgsl`, which every kernel gets): the attention kernels
+    /// share the attention core; Mustafar's kernels keep halves in u32 words
+    /// and share the tile format; eviction's selections share a radix select.
     pub fn fragments(self) -> &'static [&'static str] {
         match self {
-            Kernel::MustafarCompress | Kernel::MustafarExpand | Kernel::MustafarAttn => &[HALF, MUSTAFAR_TILES],
+            Kernel::MustafarAttn => &[ATTN_CORE, HALF, MUSTAFAR_TILES],
+            Kernel::AttnPrefill
+            | Kernel::AttnPrefillLanes
+            | Kernel::AttnDecode
+            | Kernel::AttnDecodeLanes
+            | Kernel::AttnDecodePages
+            | Kernel::AttnMerge => &[ATTN_CORE],
+            Kernel::MustafarCompress | Kernel::MustafarExpand => &[HALF, MUSTAFAR_TILES],
             Kernel::EvictSelect | Kernel::EvictBudget => &[RADIX_SELECT],
             _ => &[],
         }
@@ -118,6 +130,7 @@ impl Spec {
         for (name, v) in &self.consts {
             s.push_str(&format!("const {name}: u32 = {v}u;\n"));
         }
+        s.push_str(STEP);
         for f in self.kernel.fragments() {
             s.push_str(f);
             s.push('\n');
