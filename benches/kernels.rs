@@ -159,7 +159,8 @@ fn bench_matmul(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Resul
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(|a| a.to_lowercase()).collect();
     // Kernel names and type names filter independently; an empty group allows all.
-    let (kernels, types): (Vec<&String>, Vec<&String>) = filters.iter().partition(|f| f.starts_with("mat") || *f == "attn" || *f == "sample");
+    let (kernels, types): (Vec<&String>, Vec<&String>) =
+        filters.iter().partition(|f| f.starts_with("mat") || *f == "attn" || *f == "sample");
     let wanted = |kernel: &str, w: WType| {
         (kernels.is_empty() || kernels.iter().any(|k| *k == kernel))
             && (types.is_empty() || types.iter().any(|t| **t == w.name().to_lowercase()))

@@ -498,7 +498,11 @@ fn reduced_grids_write_each_valid_output_once() {
                 let want = reference::matmul(&deq, &x, rows, cols, n, accum.then_some(&init[..]));
                 assert_close(&format!("{what} accum={accum}"), &got[..n * rows], &want, F32_DOT);
                 let rest = &got[n * rows..];
-                let untouched = if accum { rest.iter().zip(&init[n * rows..]).all(|(a, b)| a == b) } else { rest.iter().all(|v| v.to_bits() == GUARD) };
+                let untouched = if accum {
+                    rest.iter().zip(&init[n * rows..]).all(|(a, b)| a == b)
+                } else {
+                    rest.iter().all(|v| v.to_bits() == GUARD)
+                };
                 assert!(untouched, "{what} accum={accum}: wrote past the valid tokens");
             }
             for axis in 0..3 {
@@ -510,7 +514,7 @@ fn reduced_grids_write_each_valid_output_once() {
                 let y = poisoned(&g, "y", cap * rows);
                 let d = ops::matmul(&g, w, &wb, &xb, &y, &st, rows as u32, cols as u32, cap as u32, false);
                 let got = run_grid(&g, &d, less, &y, cap * rows);
-                assert!(got[..n * rows].iter().any(|v| v.to_bits() == GUARD), "{what}: {less:?} writes them all, so {groups:?} has idle workgroups");
+                assert!(got[..n * rows].iter().any(|v| v.to_bits() == GUARD), "{what}: {less:?} writes them all: {groups:?} has idle workgroups");
             }
         }
 
@@ -538,7 +542,7 @@ fn reduced_grids_write_each_valid_output_once() {
                 let out = poisoned(&g, "out", cap * dim);
                 let d = ops::embed(&g, WType::Q8_0, &table, &idb, &out, &st, vocab as u32, dim as u32, cap as u32);
                 let got = run_grid(&g, &d, less, &out, cap * dim);
-                assert!(got[..n * dim].iter().any(|v| v.to_bits() == GUARD), "{what}: {less:?} writes them all, so {groups:?} has idle workgroups");
+                assert!(got[..n * dim].iter().any(|v| v.to_bits() == GUARD), "{what}: {less:?} writes them all: {groups:?} has idle workgroups");
             }
         }
     }

@@ -64,7 +64,9 @@ impl Measured {
     /// context of the same size either way.
     fn off(&self, got: u64) -> Option<String> {
         let slack = self.need / 100 + (64 << 10);
-        (got.abs_diff(self.need) > slack).then(|| format!("{}: the check's figure is {} bytes, the allocator holds {got} ({:+.1}%)", self.what, self.need, 100.0 * (got as f64 / self.need as f64 - 1.0)))
+        let pct = 100.0 * (got as f64 / self.need as f64 - 1.0);
+        (got.abs_diff(self.need) > slack)
+            .then(|| format!("{}: the check's figure is {} bytes, the allocator holds {got} ({pct:+.1}%)", self.what, self.need))
     }
 }
 
