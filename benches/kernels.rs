@@ -1,10 +1,12 @@
 //! Weight-reading kernel throughput: matvec (decode) and matmul (512-token
-//! prefill) for every weight type at the default model's shapes; and one
+//! prefill) for every weight type at the default model's shapes; one
 //! layer's decode attention at depth 4096, dense (`attn_decode`) against
-//! Mustafar's compressed blocks (`mustafar_attn`, k = v = 0.7).
+//! Mustafar's compressed blocks (`mustafar_attn`, k = v = 0.7); and the
+//! decode step's readback kernels (argmax, top-k) over the real vocabulary
+//! for each first-stage block size.
 //!
 //! `cargo bench --bench kernels [-- FILTER...]` (FILTER matches a type name,
-//! `matvec`, `matmul` or `attn`). `WGKV_BACKEND` / `WGKV_ADAPTER` pick the adapter.
+//! `matvec`, `matmul`, `attn` or `sample`). `WGKV_BACKEND` / `WGKV_ADAPTER` pick the adapter.
 //! Every case is first checked against the CPU reference, then timed with
 //! many dispatches recorded into one pass and one submit (so submit and
 //! readback overhead is amortised away): matvec reports weight GB/s,
@@ -59,12 +61,18 @@ fn cpu_seconds() -> Option<f64> {
 /// in one submit until at least `budget` has elapsed; the fastest pass
 /// counts. Also the process CPU seconds per dispatch over all passes.
 fn time(g: &Gpu, d: &Dispatch, budget: Duration) -> (f64, Option<f64>) {
-    g.run(&[d]);
+    time_all(g, &[d], budget)
+}
+
+/// `time` for a sequence of dispatches run in order (e.g. a kernel's
+/// blocks and their merge): seconds per run of the whole sequence.
+fn time_all(g: &Gpu, ds: &[&Dispatch], budget: Duration) -> (f64, Option<f64>) {
+    g.run(ds);
     let t = Instant::now();
-    g.run(&[d]);
+    g.run(ds);
     let once = t.elapsed().as_secs_f64().max(1e-6);
     let reps = ((0.1 / once) as usize).clamp(1, 2000);
-    let list: Vec<&Dispatch> = std::iter::repeat_n(d, reps).collect();
+    let list: Vec<&Dispatch> = (0..reps).flat_map(|_| ds.iter().copied()).collect();
     let start = Instant::now();
     let cpu0 = cpu_seconds();
     let mut best = f64::INFINITY;
@@ -151,7 +159,8 @@ fn bench_matmul(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Resul
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(|a| a.to_lowercase()).collect();
     // Kernel names and type names filter independently; an empty group allows all.
-    let (kernels, types): (Vec<&String>, Vec<&String>) = filters.iter().partition(|f| f.starts_with("mat") || *f == "attn");
+    let (kernels, types): (Vec<&String>, Vec<&String>) =
+        filters.iter().partition(|f| f.starts_with("mat") || *f == "attn" || *f == "sample");
     let wanted = |kernel: &str, w: WType| {
         (kernels.is_empty() || kernels.iter().any(|k| *k == kernel))
             && (types.is_empty() || types.iter().any(|t| **t == w.name().to_lowercase()))
@@ -201,9 +210,57 @@ fn main() {
             failed = true;
         }
     }
+    if kernels.is_empty() || kernels.iter().any(|k| *k == "sample") {
+        if let Err(e) = bench_sample(&g, &mut rng) {
+            eprintln!("FAILED: {e}");
+            failed = true;
+        }
+    }
     if failed {
         std::process::exit(1);
     }
+}
+
+/// The decode step's readback kernels over the real vocabulary (49152
+/// logits): greedy argmax and the top-k candidates sampling reads, for the
+/// engine's first-stage block (one block) and smaller ones (several blocks
+/// and a merge), each checked against the CPU reference first.
+fn bench_sample(g: &Gpu, rng: &mut Rng) -> Result<(), String> {
+    use wgkv::ops::sample as ops;
+    use wgkv::reference::sample as reference;
+    let n = 49152u32;
+    let logits: Vec<f32> = rng.vec(n as usize).iter().map(|v| 10.0 * v).collect();
+    let lb = g.upload("logits", bytemuck::cast_slice(&logits));
+    let k = ops::TOPK_K;
+    let words = ops::topk_words(k) as usize;
+    let out = g.buffer("out", 4 * words.max(ops::ARGMAX_WORDS) as u64);
+    let want_arg = reference::argmax(&logits);
+    let want_top = reference::topk(&logits, k as usize);
+    for block in [ops::ARGMAX_BLOCK, 24576, 16384, 8192, 4096] {
+        let groups = n.div_ceil(block);
+        let what = format!("n={n} in {groups} block(s) of {block}");
+        let arg = ops::argmax_blocks(g, &lb, &out, n, block);
+        let arg: Vec<&Dispatch> = arg.iter().collect();
+        g.run(&arg);
+        let got = g.read_u32(&out, ops::ARGMAX_WORDS);
+        if got[0] != want_arg || f32::from_bits(got[1]) != logits[want_arg as usize] {
+            return Err(format!("argmax {what}: got id {} value {}, want {want_arg}", got[0], f32::from_bits(got[1])));
+        }
+        let (s_arg, cpu_arg) = time_all(g, &arg, Duration::from_millis(500));
+        let top = ops::topk_blocks(g, &lb, &out, n, k, block).map_err(|e| e.to_string())?;
+        let top: Vec<&Dispatch> = top.iter().collect();
+        g.run(&top);
+        let got = ops::TopK::parse(&g.read_u32(&out, words), k).map_err(|e| e.to_string())?;
+        let bits = |c: &[(u32, f32)]| c.iter().map(|&(i, v)| (i, v.to_bits())).collect::<Vec<_>>();
+        if bits(&got.candidates) != bits(&want_top.candidates[..k as usize]) {
+            return Err(format!("top-{k} {what}: candidates differ from the reference"));
+        }
+        let (s_top, cpu_top) = time_all(g, &top, Duration::from_millis(500));
+        let merge = if groups > 1 { "+ merge" } else { "" };
+        println!("sample  argmax    {what:<29} {merge:<7} {:>9.1} us{}", s_arg * 1e6, cpu_col(cpu_arg));
+        println!("sample  top-{k:<4}  {what:<29} {merge:<7} {:>9.1} us{}", s_top * 1e6, cpu_col(cpu_top));
+    }
+    Ok(())
 }
 
 /// One layer's decode attention over `DEPTH` cached tokens at the model's

@@ -17,7 +17,8 @@
 //! the default is "no" (a few pre-tokenizers, e.g. Llama 3's `llama-bpe`, default
 //! to "yes"), and `tokenizer.ggml.add_bos_token` overrides the default. The
 //! SmolLM2 GGUF stores `add_bos_token = false` (bos = `<|im_start|>`, eos =
-//! `<|im_end|>`), so no BOS is added, as in the reference ids.
+//! `<|im_end|>`), so no BOS is added, as in llama.cpp's ids for it
+//! (`tests/reference/smollm2-135m/tokenize.json`).
 
 use crate::error::{Error, Result};
 use crate::gguf::show;

@@ -453,17 +453,99 @@ fn matmul_model_shapes() {
     }
 }
 
-#[test]
-fn launch_grids() {
-    for g in contexts() {
-        assert_eq!(MatvecShape::for_gpu(&g) == MATVEC_CPU, g.caps.cpu);
-        assert_eq!(MatmulShape::for_gpu(&g) == MATMUL_CPU, g.caps.cpu);
-        assert_eq!(MATMUL_CPU.kernel, Kernel::MatmulLanes);
-        let t = MatmulShape::for_gpu(&g);
-        assert_eq!(ops::matmul_groups(&g, 100, 33), [100u32.div_ceil(t.tile_rows), 33u32.div_ceil(t.tokens_per_group()), 1]);
+/// `y` holds `cap` tokens of `rows` outputs; the dispatch was built for
+/// `cap` tokens and re-recorded with the grid `groups` for the first `n`.
+/// Returns the tokens' outputs, after checking the guard words.
+fn run_grid(g: &Gpu, d: &wgkv::kernels::Dispatch, groups: [u32; 3], y: &wgpu::Buffer, words: usize) -> Vec<f32> {
+    let mut enc = g.encoder();
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        d.record_groups(&mut pass, groups);
     }
-    assert_eq!(ops::embed_groups(576, 3), [(3 * 18u32).div_ceil(ops::EMBED_WG), 1, 1]);
-    assert_eq!(ops::x_stride(33), 36);
+    g.submit(enc);
+    read_guarded_f32(g, y, words)
+}
+
+/// The grids for fewer tokens than the buffers hold (`matmul_groups`,
+/// `embed_groups`, for re-recording a dispatch): on every context, the grid
+/// for `n` of `cap` tokens writes every output of the `n` tokens exactly
+/// once (an ACCUM run adds each product once to its initial value) and
+/// nothing past them, and it has no idle workgroups: one fewer along any
+/// axis leaves some of the `n` tokens' outputs unwritten.
+#[test]
+fn reduced_grids_write_each_valid_output_once() {
+    for g in contexts() {
+        let mut rng = Rng::new(21);
+        // Matmul: 100 rows (not a whole tile), token counts around a
+        // workgroup's share of tokens.
+        let shape = MatmulShape::for_gpu(&g);
+        let (w, rows, cols) = (WType::Q4_1, 100usize, 64usize);
+        let per = shape.tokens_per_group() as usize;
+        let cap = 2 * per + 3;
+        let (bytes, deq) = weights(&mut rng, w, rows, cols);
+        let wb = g.upload("w", &bytes);
+        let x = rng.vec(cap * cols, -1.0, 1.0);
+        let xb = upload_f32(&g, "x", &padded(&x, cols));
+        let init = rng.vec(cap * rows, -1.0, 1.0);
+        for n in [1, per - 1, per, per + 1, cap] {
+            let st = step(&g, n as u32);
+            let groups = ops::matmul_groups(&g, rows as u32, n as u32);
+            let what = format!("matmul grid {groups:?} for {n} of {cap} tokens, {rows} rows, on {}", label(&g));
+            for accum in [false, true] {
+                let y = if accum { guarded_with(&g, &init) } else { poisoned(&g, "y", cap * rows) };
+                let d = ops::matmul(&g, w, &wb, &xb, &y, &st, rows as u32, cols as u32, cap as u32, accum);
+                let got = run_grid(&g, &d, groups, &y, cap * rows);
+                let want = reference::matmul(&deq, &x, rows, cols, n, accum.then_some(&init[..]));
+                assert_close(&format!("{what} accum={accum}"), &got[..n * rows], &want, F32_DOT);
+                let rest = &got[n * rows..];
+                let untouched = if accum {
+                    rest.iter().zip(&init[n * rows..]).all(|(a, b)| a == b)
+                } else {
+                    rest.iter().all(|v| v.to_bits() == GUARD)
+                };
+                assert!(untouched, "{what} accum={accum}: wrote past the valid tokens");
+            }
+            for axis in 0..3 {
+                let mut less = groups;
+                if less[axis] == 0 {
+                    continue;
+                }
+                less[axis] -= 1;
+                let y = poisoned(&g, "y", cap * rows);
+                let d = ops::matmul(&g, w, &wb, &xb, &y, &st, rows as u32, cols as u32, cap as u32, false);
+                let got = run_grid(&g, &d, less, &y, cap * rows);
+                assert!(got[..n * rows].iter().any(|v| v.to_bits() == GUARD), "{what}: {less:?} writes them all: {groups:?} has idle workgroups");
+            }
+        }
+
+        // Embed: the model's 576-wide rows (18 chunks of 32) for up to 9 tokens.
+        let (vocab, dim, cap) = (37usize, 576usize, 9usize);
+        let (bytes, deq) = weights(&mut rng, WType::Q8_0, vocab, dim);
+        let table = g.upload("table", &bytes);
+        let ids: Vec<u32> = (0..cap as u32).map(|i| (i * 7 + 3) % vocab as u32).collect();
+        let idb = g.upload("ids", bytemuck::cast_slice(&ids));
+        for n in 1..=cap {
+            let st = step(&g, n as u32);
+            let groups = ops::embed_groups(dim as u32, n as u32);
+            let what = format!("embed grid {groups:?} for {n} of {cap} tokens of {dim} on {}", label(&g));
+            let out = poisoned(&g, "out", cap * dim);
+            let d = ops::embed(&g, WType::Q8_0, &table, &idb, &out, &st, vocab as u32, dim as u32, cap as u32);
+            let got = run_grid(&g, &d, groups, &out, cap * dim);
+            assert_close(&what, &got[..n * dim], &reference::embed(&deq, &ids[..n], dim), EXACT);
+            assert!(got[n * dim..].iter().all(|v| v.to_bits() == GUARD), "{what}: wrote past the valid tokens");
+            for axis in 0..3 {
+                let mut less = groups;
+                if less[axis] == 0 {
+                    continue;
+                }
+                less[axis] -= 1;
+                let out = poisoned(&g, "out", cap * dim);
+                let d = ops::embed(&g, WType::Q8_0, &table, &idb, &out, &st, vocab as u32, dim as u32, cap as u32);
+                let got = run_grid(&g, &d, less, &out, cap * dim);
+                assert!(got[..n * dim].iter().any(|v| v.to_bits() == GUARD), "{what}: {less:?} writes them all: {groups:?} has idle workgroups");
+            }
+        }
+    }
 }
 
 #[test]

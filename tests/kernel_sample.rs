@@ -146,38 +146,3 @@ fn empty_input() {
         assert!(got.candidates.is_empty() && want.candidates.is_empty());
     }
 }
-
-/// Not an assertion: what the decode step's readback kernels cost on this
-/// adapter for the real vocabulary, per first-stage split (best of 20 runs,
-/// each one submit and wait, the empty submit shown for scale).
-#[test]
-fn sample_kernel_timings() {
-    let Some(g) = contexts().into_iter().next() else { return };
-    let n = 49152u32;
-    let logits = Rng::new(9).vec(n as usize, -10.0, 10.0);
-    let lb = upload_f32(&g, "logits", &logits);
-    let out = g.buffer("out", 4 * ops::topk_words(ops::TOPK_K) as u64);
-    let time = |ds: &[wgkv::kernels::Dispatch]| {
-        let refs: Vec<_> = ds.iter().collect();
-        g.run(&refs);
-        (0..20)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                g.run(&refs);
-                t.elapsed().as_secs_f64() * 1e6
-            })
-            .fold(f64::MAX, f64::min)
-    };
-    let empty = time(&[]);
-    for block in [ops::ARGMAX_BLOCK, 24576, 16384, 8192, 4096] {
-        let a = time(&ops::argmax_blocks(&g, &lb, &out, n, block));
-        let t = time(&ops::topk_blocks(&g, &lb, &out, n, ops::TOPK_K, block).unwrap());
-        let groups = n.div_ceil(block);
-        eprintln!(
-            "{}: n={n} in {groups:>2} block(s){}: argmax {a:5.0} us, top-{} {t:5.0} us (empty submit {empty:.0} us)",
-            label(&g),
-            if groups > 1 { " + merge" } else { "        " },
-            ops::TOPK_K
-        );
-    }
-}

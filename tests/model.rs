@@ -2,7 +2,7 @@
 //! time as GGUF (quantized) and as a safetensors folder gives the same logits
 //! through both loaders and matches the CPU reference forward at several
 //! positions (prefill and decode); the real model's teacher-forced logits
-//! match the exact float64 reference in ../shared/reference/.
+//! match the exact float64 reference in tests/reference/smollm2-135m/.
 
 mod common;
 #[path = "common/tiny.rs"]
@@ -131,11 +131,10 @@ fn real_model_matches_exact_reference() {
     let w = Weights::open(&path).unwrap();
     let Some(g) = contexts().into_iter().next() else { return };
     let mut m = Model::load(g.clone(), &w, 512, KvSpec::full()).unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
     let (mut n, mut agree, mut margin_n, mut margin_agree) = (0, 0, 0, 0);
     let (mut sum, mut cnt, mut max) = (0f64, 0usize, 0f64);
     for file in ["compare_1.json", "compare_2.json", "compare_3.json"] {
-        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference_path(&format!("smollm2-135m/{file}"))).unwrap()).unwrap();
         let ids = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect::<Vec<_>>();
         let (prompt, generated) = (ids("prompt_ids"), ids("generated_ids"));
         m.reset();

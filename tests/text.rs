@@ -1,19 +1,18 @@
 //! Tokenizer and chat template: the real model's ids against llama.cpp's
-//! (shared/reference), decoding and streaming, pre-tokenizer rules on tiny
+//! (tests/reference/smollm2-135m), decoding and streaming, pre-tokenizer rules on tiny
 //! hand-made vocabularies, the tokenizer.json route, and template rendering.
 
 mod common;
 #[path = "common/tiny.rs"]
 mod tiny;
 
-use common::real_model;
-use std::path::PathBuf;
+use common::{real_model, reference_path};
 use wgkv::gguf::Gguf;
 use wgkv::template::{ChatTemplate, Message};
 use wgkv::tokenizer::*;
 
 fn reference(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference").join(name);
+    let path = reference_path(&format!("smollm2-135m/{name}"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
@@ -58,7 +57,7 @@ fn real_model_ids_match_llama_cpp() {
     assert!(checked >= 17, "only {checked} reference strings");
 
     // llama.cpp's count for the perplexity text (reference README: 33,457 tokens).
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/ppl.txt");
+    let path = reference_path("smollm2-135m/ppl.txt");
     let ppl = std::fs::read_to_string(path).unwrap();
     let ids = tok.encode(&ppl, true).unwrap();
     assert_eq!(ids.len(), 33457);

@@ -220,6 +220,13 @@ pub fn real_model() -> Option<std::path::PathBuf> {
     }
 }
 
+/// A file of the golden reference data vendored in `tests/reference/`
+/// (see its README): `rel` is relative to that folder, e.g.
+/// `"smollm2-135m/compare_1.json"` for the default model's.
+pub fn reference_path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference").join(rel)
+}
+
 /// Bytes of `x` as a KV cache stores them on `g` (f16 with SHADER_F16, else f32).
 pub fn kv_bytes(g: &Gpu, x: &[f32]) -> Vec<u8> {
     if g.caps.f16 {
