@@ -1,7 +1,7 @@
 //! One `ModelConfig` for the Llama family, from GGUF metadata or an HF config.json.
 
-use crate::error::{Error, Result};
-use crate::gguf::{show, Gguf, Value};
+use crate::error::{show, Error, Result};
+use crate::gguf::{Gguf, Value};
 
 /// Which elements RoPE rotates together. Choosing wrong corrupts output
 /// silently, so the loader sets it explicitly:

@@ -24,6 +24,7 @@ pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod kv;
+pub mod mapped;
 pub mod measure;
 pub mod memory;
 pub mod model;

@@ -19,8 +19,7 @@
 //! SmolLM2 GGUF stores `add_bos_token = false` (bos = `<|im_start|>`, eos =
 //! `<|im_end|>`), so no BOS is added, as in the reference ids.
 
-use crate::error::{Error, Result};
-use crate::gguf::show;
+use crate::error::{show, Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::models::bpe::{BPE, Vocab};
