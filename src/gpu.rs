@@ -395,6 +395,46 @@ impl Gpu {
     }
 }
 
+/// GPU errors `Gpu::catch` saw while its closure ran, each on one line.
+#[derive(Clone, Debug, Default)]
+pub struct Caught {
+    pub out_of_memory: Option<String>,
+    pub validation: Option<String>,
+}
+
+impl Gpu {
+    /// Run `f` (which creates GPU objects) inside out-of-memory and
+    /// validation error scopes, and return what they caught with its result.
+    pub fn catch<T>(&self, f: impl FnOnce() -> T) -> (T, Caught) {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let validation = pollster::block_on(invalid.pop()).map(|e| one_line(&e));
+        let out_of_memory = pollster::block_on(oom.pop()).map(|e| one_line(&e));
+        (out, Caught { out_of_memory, validation })
+    }
+
+    /// Call `uncaught` with every GPU error no scope caught (on one line),
+    /// and `lost` with the reason and message when the device is lost
+    /// (dropping it at exit reports `Destroyed`, which is not a loss).
+    pub fn on_failure(&self, uncaught: impl Fn(String) + Send + Sync + 'static, lost: impl Fn(String, String) + Send + 'static) {
+        self.device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| uncaught(one_line(&e))));
+        self.device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                lost(format!("{reason:?}"), msg);
+            }
+        });
+    }
+}
+
+/// A wgpu error's message on one line: its non-empty lines joined, without
+/// the "Caused by:" headings.
+pub fn one_line(e: &wgpu::Error) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "Caused by:").collect();
+    if parts.is_empty() { "unknown error".into() } else { parts.join(": ") }
+}
+
 /// Timestamp queries for `Gpu::record_timed`: two per pass.
 pub struct PassTimer {
     set: wgpu::QuerySet,
