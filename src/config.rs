@@ -1,19 +1,9 @@
 //! One `ModelConfig` for the Llama family, from GGUF metadata or an HF config.json.
 
-use crate::arch::Arch;
-use crate::error::{Error, Result};
-use crate::gguf::{show, Gguf, Value};
-
-/// Which elements RoPE rotates together. Choosing wrong corrupts output
-/// silently, so the loader sets it explicitly:
-/// - GGUF llama files: llama.cpp's converter permutes the rows of Q and K so
-///   each head's pairs are adjacent, `(2j, 2j+1)`.
-/// - HF checkpoints: pairs are `(j, j + head_dim/2)` ("rotate_half").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeStyle {
-    Interleaved,
-    HalfSplit,
-}
+use crate::arch::{Arch, Dim, Needed, Presence, TensorSpec};
+pub use crate::arch::RopeStyle;
+use crate::error::{show, Error, Result};
+use crate::gguf::{Gguf, Value};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
@@ -56,6 +46,45 @@ impl ModelConfig {
     /// Width of K and V rows: `n_kv_heads * head_dim`.
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+
+    /// A tensor dimension of the family's table, in elements.
+    pub fn size(&self, d: Dim) -> u64 {
+        (match d {
+            Dim::Embd => self.dim,
+            Dim::Hidden => self.hidden_dim,
+            Dim::Q => self.q_dim(),
+            Dim::Kv => self.kv_dim(),
+            Dim::Vocab => self.vocab_size,
+        }) as u64
+    }
+
+    /// Every tensor this model needs, in file order: its family's tensor
+    /// table over this config (a run of per-layer rows repeats per layer).
+    pub fn tensors(&self) -> Vec<Needed> {
+        let mut out = Vec::new();
+        let table = self.family.table();
+        let push = |out: &mut Vec<Needed>, t: &TensorSpec, layer: Option<usize>| {
+            if t.presence == Presence::UnlessTied && self.tied_embeddings {
+                return;
+            }
+            let dims = t.dims.iter().map(|&d| self.size(d)).collect();
+            out.push(Needed { name: t.name(layer), dims, role: t.role, layer });
+        };
+        let mut i = 0;
+        while i < table.len() {
+            let run = table[i..].iter().take_while(|t| t.per_layer).count();
+            if run == 0 {
+                push(&mut out, &table[i], None);
+                i += 1;
+                continue;
+            }
+            for l in 0..self.n_layers {
+                table[i..i + run].iter().for_each(|t| push(&mut out, t, Some(l)));
+            }
+            i += run;
+        }
+        out
     }
 
     /// Width of Q rows and of the attention output: `n_heads * head_dim`

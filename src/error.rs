@@ -28,3 +28,13 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A name from the file, fit for a one-line error: control characters
+/// escaped, at most 80 characters.
+pub(crate) fn show(s: &str) -> String {
+    let mut out: String = s.chars().take(80).flat_map(char::escape_debug).collect();
+    if s.chars().nth(80).is_some() {
+        out.push_str("...");
+    }
+    out
+}

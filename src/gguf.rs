@@ -10,9 +10,9 @@
 //! so a hostile or truncated file gives one error line, never a panic or a
 //! huge allocation.
 
-use crate::error::{Error, Result};
+use crate::error::{show, Error, Result};
+use crate::mapped::Storage;
 use crate::quant::WType;
-use crate::weights::Storage;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -160,16 +160,6 @@ impl std::fmt::Debug for Gguf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Gguf({}, v{}, {} kvs, {} tensors)", self.path, self.version, self.metadata.len(), self.tensors.len())
     }
-}
-
-/// A name from the file, fit for a one-line error: control characters
-/// escaped, at most 80 characters.
-pub(crate) fn show(s: &str) -> String {
-    let mut out: String = s.chars().take(80).flat_map(char::escape_debug).collect();
-    if s.chars().nth(80).is_some() {
-        out.push_str("...");
-    }
-    out
 }
 
 /// Cursor over the header; every read is bounds-checked.

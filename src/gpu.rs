@@ -1,9 +1,14 @@
 //! GPU context: instance, adapter choice, device with the adapter's real limits,
-//! buffer creation, upload, readback and submit. Every version-sensitive wgpu
-//! call lives here (wgpu 30).
+//! buffer creation, upload, readback and submit; pipelines, bind groups,
+//! compute passes and timestamps. Every version-sensitive wgpu call lives
+//! here (wgpu 30): other modules build `Dispatch`es with `Gpu::dispatch` and
+//! record them with `Gpu::record` / `Gpu::run`.
+//!
+//! `gpu` imports `kernels` (the shader registry and `Dispatch`), never the
+//! other way round.
 
 use crate::error::{Error, Result};
-use crate::kernels::Registry;
+use crate::kernels::{Dispatch, Registry, Spec};
 use std::sync::Arc;
 
 /// How the context is created.
@@ -161,7 +166,7 @@ impl Gpu {
             max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
             cpu: info.device_type == wgpu::DeviceType::Cpu,
         };
-        let kernels = Registry::new(caps.f16, info.backend);
+        let kernels = Registry::new(caps.f16);
         Ok(Arc::new(Gpu { device, queue, info, caps, kernels, stated_memory: opts.memory }))
     }
 
@@ -279,6 +284,205 @@ impl Gpu {
 
     pub fn describe(&self) -> String {
         format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// The pipeline for `spec`, compiled on first use and kept in `kernels`.
+    pub fn pipeline(&self, spec: &Spec) -> Arc<wgpu::ComputePipeline> {
+        if let Some(p) = self.kernels.get(spec) {
+            return p;
+        }
+        let src = spec.source(self.kernels.f16());
+        let label = spec.kernel.name();
+        let desc = wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) };
+        // SAFETY: `runtime_checks` (see there) drops only checks whose
+        // preconditions every kernel in shaders/ meets.
+        let module = unsafe { self.device.create_shader_module_trusted(desc, runtime_checks(self.info.backend)) };
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(label),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            // Every kernel writes its workgroup memory before reading it; zero
+            // filling it costs run time everywhere and, on Mesa's GL, compile
+            // time that grows with the square of its size.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: false,
+                ..Default::default()
+            },
+            cache: None,
+        });
+        self.kernels.insert(spec, pipeline)
+    }
+
+    /// Build a dispatch: `buffers[i]` is bound (whole) at `@binding(i)`.
+    pub fn dispatch(&self, spec: &Spec, buffers: &[&wgpu::Buffer], groups: [u32; 3]) -> Dispatch {
+        let pipeline = self.pipeline(spec);
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(spec.kernel.name()),
+            layout: &layout,
+            entries: &entries,
+        });
+        Dispatch { kernel: spec.kernel, wtype: spec.wtype, pipeline, bind, groups }
+    }
+
+    /// Record `dispatches`, in order, into one compute pass of `enc` named `label`.
+    pub fn record<'d>(&self, enc: &mut wgpu::CommandEncoder, label: &str, dispatches: impl IntoIterator<Item = &'d Dispatch>) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+
+    /// Run `dispatches` in one pass, one submit, and wait.
+    pub fn run(&self, dispatches: &[&Dispatch]) {
+        let mut enc = self.encoder();
+        self.record(&mut enc, "run", dispatches.iter().copied());
+        self.submit(enc);
+    }
+
+    /// Copy `bytes` (a multiple of 4) from `src` at `offset` to `dst` at
+    /// `dst_offset`, after the passes `enc` already holds.
+    pub fn copy(&self, enc: &mut wgpu::CommandEncoder, src: &wgpu::Buffer, offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
+        enc.copy_buffer_to_buffer(src, offset, dst, dst_offset, bytes);
+    }
+
+    /// A timer for up to `passes` compute passes, or `None` when the device
+    /// has no TIMESTAMP_QUERY or one query set cannot hold them.
+    pub fn timer(&self, passes: usize) -> Option<PassTimer> {
+        if !self.caps.timestamps || passes == 0 || 2 * passes > wgpu::QUERY_SET_MAX_QUERIES as usize {
+            return None;
+        }
+        let queries = 2 * passes as u32;
+        let set = self.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("timer"), ty: wgpu::QueryType::Timestamp, count: queries });
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timer.resolve"),
+            size: 8 * queries as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.staging(8 * queries as u64);
+        Some(PassTimer { set, resolve, staging, queries })
+    }
+
+    /// Record `d` alone in a compute pass of `enc` whose beginning and end
+    /// write timestamps into pass `i` (`0..passes`) of `timer`.
+    pub fn record_timed(&self, enc: &mut wgpu::CommandEncoder, timer: &PassTimer, i: u32, d: &Dispatch) {
+        let writes = wgpu::ComputePassTimestampWrites {
+            query_set: &timer.set,
+            beginning_of_pass_write_index: Some(2 * i),
+            end_of_pass_write_index: Some(2 * i + 1),
+        };
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.kernel.name()), timestamp_writes: Some(writes) });
+        d.record(&mut pass);
+    }
+
+    /// Submit `enc` (holding `timer`'s passes), wait, and return each pass's
+    /// GPU time in microseconds, in pass order.
+    pub fn read_timer(&self, mut enc: wgpu::CommandEncoder, timer: &PassTimer) -> Vec<f64> {
+        let bytes = 8 * timer.queries as u64;
+        enc.resolve_query_set(&timer.set, 0..timer.queries, &timer.resolve, 0);
+        enc.copy_buffer_to_buffer(&timer.resolve, 0, &timer.staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let raw: Vec<u64> = bytemuck::pod_collect_to_vec(&read_mapped(self, &timer.staging, bytes));
+        let ns = self.queue.get_timestamp_period() as f64;
+        raw.chunks(2).map(|p| p[1].saturating_sub(p[0]) as f64 * ns / 1e3).collect()
+    }
+}
+
+/// GPU errors `Gpu::catch` saw while its closure ran, each on one line.
+#[derive(Clone, Debug, Default)]
+pub struct Caught {
+    pub out_of_memory: Option<String>,
+    pub validation: Option<String>,
+}
+
+impl Gpu {
+    /// Run `f` (which creates GPU objects) inside out-of-memory and
+    /// validation error scopes, and return what they caught with its result.
+    pub fn catch<T>(&self, f: impl FnOnce() -> T) -> (T, Caught) {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let validation = pollster::block_on(invalid.pop()).map(|e| one_line(&e));
+        let out_of_memory = pollster::block_on(oom.pop()).map(|e| one_line(&e));
+        (out, Caught { out_of_memory, validation })
+    }
+
+    /// Call `uncaught` with every GPU error no scope caught (on one line),
+    /// and `lost` with the reason and message when the device is lost
+    /// (dropping it at exit reports `Destroyed`, which is not a loss).
+    pub fn on_failure(&self, uncaught: impl Fn(String) + Send + Sync + 'static, lost: impl Fn(String, String) + Send + 'static) {
+        self.device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| uncaught(one_line(&e))));
+        self.device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                lost(format!("{reason:?}"), msg);
+            }
+        });
+    }
+}
+
+/// A wgpu error's message on one line: its non-empty lines joined, without
+/// the "Caused by:" headings.
+pub fn one_line(e: &wgpu::Error) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "Caused by:").collect();
+    if parts.is_empty() { "unknown error".into() } else { parts.join(": ") }
+}
+
+/// Timestamp queries for `Gpu::record_timed`: two per pass.
+pub struct PassTimer {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    queries: u32,
+}
+
+/// The checks wgpu adds to our kernels on `backend`.
+///
+/// - Loop bounding is off everywhere: every loop in shaders/ ends (counted
+///   loops over uniform bounds; topk's digit scan counts down to 0), and it
+///   costs a counter in every inner loop. With it on, attn_prefill_lanes
+///   went wrong past ~2050 cached slots on lavapipe; the cause, found later,
+///   is llvmpipe's cap of 65535 loop iterations per invocation (all loops
+///   together): the counters most likely kept the inner loops from being
+///   unrolled, so each slot cost more iterations. Kernels that run on CPU
+///   adapters now bound their own loop counts (see LANES_LOOP_BUDGET).
+/// - Bounds checks are off on Vulkan only, where wgpu enables the driver's
+///   robustBufferAccess, so storage-buffer accesses stay bounded by the
+///   driver; what goes is naga's clamping of private and workgroup array
+///   indices, which in our kernels are loop counters below constant bounds.
+///   On lavapipe that clamping cost about 25% of a Q4_1 matvec
+///   (`cargo bench --bench kernels`, CPU time). Other backends keep them.
+pub fn runtime_checks(backend: wgpu::Backend) -> wgpu::ShaderRuntimeChecks {
+    let mut c = wgpu::ShaderRuntimeChecks::checked();
+    c.force_loop_bounding = false;
+    c.bounds_checks = backend != wgpu::Backend::Vulkan;
+    c
+}
+
+impl Dispatch {
+    /// Record this launch into an open pass. `Gpu::record` is the way in;
+    /// this stays public for the passes src/model.rs and src/kv/ still
+    /// open by hand, and goes when they use `Gpu::record`.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.record_groups(pass, self.groups);
+    }
+
+    /// Record with a different grid (e.g. fewer tokens than the buffers hold);
+    /// a grid with a zero records nothing.
+    pub fn record_groups(&self, pass: &mut wgpu::ComputePass<'_>, groups: [u32; 3]) {
+        if groups.iter().any(|&g| g == 0) {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
     }
 }
 

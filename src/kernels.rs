@@ -1,5 +1,7 @@
 //! Shader registry: one `shaders/*.wgsl` file per kernel, specialised by a
-//! small generated `const` prelude, pipelines built once and cached.
+//! small generated `const` prelude; the cache of built pipelines; `Dispatch`,
+//! one launch. No wgpu calls here: `Gpu` (gpu.rs) compiles, binds and
+//! records, and this module does not import it.
 //!
 //! A shader's final source is
 //!   prelude (f16 or f32 storage aliases + the spec's `const` lines)
@@ -146,72 +148,30 @@ impl Spec {
     }
 }
 
-/// Pipeline cache of one device.
+/// Pipeline cache of one device; `Gpu::pipeline` compiles what is missing.
 pub struct Registry {
     f16: bool,
-    checks: wgpu::ShaderRuntimeChecks,
     cache: Mutex<HashMap<Spec, Arc<wgpu::ComputePipeline>>>,
 }
 
-/// The checks wgpu adds to our kernels on `backend`.
-///
-/// - Loop bounding is off everywhere: every loop in shaders/ ends (counted
-///   loops over uniform bounds; topk's digit scan counts down to 0), and it
-///   costs a counter in every inner loop. With it on, attn_prefill_lanes
-///   went wrong past ~2050 cached slots on lavapipe; the cause, found later,
-///   is llvmpipe's cap of 65535 loop iterations per invocation (all loops
-///   together): the counters most likely kept the inner loops from being
-///   unrolled, so each slot cost more iterations. Kernels that run on CPU
-///   adapters now bound their own loop counts (see LANES_LOOP_BUDGET).
-/// - Bounds checks are off on Vulkan only, where wgpu enables the driver's
-///   robustBufferAccess, so storage-buffer accesses stay bounded by the
-///   driver; what goes is naga's clamping of private and workgroup array
-///   indices, which in our kernels are loop counters below constant bounds.
-///   On lavapipe that clamping cost about 25% of a Q4_1 matvec
-///   (`cargo bench --bench kernels`, CPU time). Other backends keep them.
-pub fn runtime_checks(backend: wgpu::Backend) -> wgpu::ShaderRuntimeChecks {
-    let mut c = wgpu::ShaderRuntimeChecks::checked();
-    c.force_loop_bounding = false;
-    c.bounds_checks = backend != wgpu::Backend::Vulkan;
-    c
-}
-
 impl Registry {
-    pub fn new(f16: bool, backend: wgpu::Backend) -> Registry {
-        Registry { f16, checks: runtime_checks(backend), cache: Mutex::new(HashMap::new()) }
+    pub fn new(f16: bool) -> Registry {
+        Registry { f16, cache: Mutex::new(HashMap::new()) }
     }
 
     pub fn f16(&self) -> bool {
         self.f16
     }
 
-    /// The pipeline for `spec`, compiled on first use.
-    pub fn pipeline(&self, device: &wgpu::Device, spec: &Spec) -> Arc<wgpu::ComputePipeline> {
-        if let Some(p) = self.cache.lock().unwrap().get(spec) {
-            return p.clone();
-        }
-        let src = spec.source(self.f16);
-        let label = spec.kernel.name();
-        let desc = wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) };
-        // SAFETY: `runtime_checks` (see there) drops only checks whose
-        // preconditions every kernel in shaders/ meets.
-        let module = unsafe { device.create_shader_module_trusted(desc, self.checks) };
-        let pipeline = Arc::new(device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(label),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            // Every kernel writes its workgroup memory before reading it; zero
-            // filling it costs run time everywhere and, on Mesa's GL, compile
-            // time that grows with the square of its size.
-            compilation_options: wgpu::PipelineCompilationOptions {
-                zero_initialize_workgroup_memory: false,
-                ..Default::default()
-            },
-            cache: None,
-        }));
-        self.cache.lock().unwrap().insert(spec.clone(), pipeline.clone());
-        pipeline
+    /// The cached pipeline for `spec`, if it was built.
+    pub fn get(&self, spec: &Spec) -> Option<Arc<wgpu::ComputePipeline>> {
+        self.cache.lock().unwrap().get(spec).cloned()
+    }
+
+    /// Keep `pipeline` as `spec`'s; returns the one kept (the first, when
+    /// two threads built it at once).
+    pub fn insert(&self, spec: &Spec, pipeline: wgpu::ComputePipeline) -> Arc<wgpu::ComputePipeline> {
+        self.cache.lock().unwrap().entry(spec.clone()).or_insert_with(|| Arc::new(pipeline)).clone()
     }
 
     pub fn len(&self) -> usize {
@@ -220,6 +180,7 @@ impl Registry {
 }
 
 /// One recorded kernel launch: pipeline, bind group (built once) and grid.
+/// `Gpu::dispatch` builds it and `Gpu::record` records it into a pass.
 pub struct Dispatch {
     pub kernel: Kernel,
     /// The weight type the kernel reads, if any (profiles group by it).
@@ -236,54 +197,6 @@ impl Dispatch {
             Some(w) => format!("{} {}", self.kernel.name(), w.name()),
             None => self.kernel.name().to_string(),
         }
-    }
-
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.record_groups(pass, self.groups);
-    }
-
-    /// Record with a different grid (e.g. fewer tokens than the buffers hold).
-    pub fn record_groups(&self, pass: &mut wgpu::ComputePass<'_>, groups: [u32; 3]) {
-        if groups.iter().any(|&g| g == 0) {
-            return;
-        }
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-    }
-}
-
-impl crate::gpu::Gpu {
-    /// Build a dispatch: `buffers[i]` is bound (whole) at `@binding(i)`.
-    pub fn dispatch(&self, spec: &Spec, buffers: &[&wgpu::Buffer], groups: [u32; 3]) -> Dispatch {
-        let pipeline = self.kernels.pipeline(&self.device, spec);
-        let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(spec.kernel.name()),
-            layout: &layout,
-            entries: &entries,
-        });
-        Dispatch { kernel: spec.kernel, wtype: spec.wtype, pipeline, bind, groups }
-    }
-
-    /// Record `dispatches` into one compute pass of `enc`.
-    pub fn record(&self, enc: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-        for d in dispatches {
-            d.record(&mut pass);
-        }
-    }
-
-    /// Run `dispatches` in one pass, one submit, and wait.
-    pub fn run(&self, dispatches: &[&Dispatch]) {
-        let mut enc = self.encoder();
-        self.record(&mut enc, dispatches);
-        self.submit(enc);
     }
 }
 

@@ -1,20 +1,28 @@
 //! wgkv: an LLM inference engine whose every kernel is a WGSL compute shader
 //! run through wgpu, with a compressible KV cache.
 //!
-//! Layers, top to bottom (data flows one way):
-//! - `gpu`: instance, adapter, device, buffers, submit, readback.
-//! - `kernels`: the shader registry (`shaders/*.wgsl`), pipelines, dispatches.
-//! - `ops`: one launch builder per kernel (params, bindings, grid).
+//! Layers, bottom first: each module imports only modules listed above it
+//! (tests/layering.rs holds the exact table and checks it):
+//! - `error`: the one error type; `show` makes names from files fit a one-line message.
 //! - `quant`: GGUF weight types, block layouts, CPU dequantization.
-//! - `reference`: plain-Rust CPU version of every kernel and of the forward.
-//! - `gguf`, `safetensors`, `weights`, `config`: model files to tensors and one `ModelConfig`.
+//! - `mapped`: a model file's bytes (memory-mapped or owned) and views into them.
+//! - `kernels`: the shader registry (`shaders/*.wgsl`), pipeline cache, `Dispatch`.
+//! - `gpu`: instance, adapter, device, buffers, pipelines, passes, submit, readback:
+//!   every version-sensitive wgpu call.
+//! - `ops`: one launch builder per kernel (params, bindings, grid).
 //! - `arch`: each model family's recipe: its one tensor table, its RoPE pairing.
+//! - `gguf`, `safetensors`, `config`, `weights`: model files to tensors and one `ModelConfig`.
 //! - `tokenizer`, `template`: text to ids and chat messages to a prompt.
 //! - `sampler`: next-token choice on the CPU from a GPU-narrowed candidate list.
 //! - `fetch`: the default model, fetched on first use and cached.
-//! - `measure`: bench timing loop and JSON records, markdown tables, SVG plots, the pass-key prompt.
-//! - `profile`: per-kernel timing of one forward call.
+//! - `kv`: the KV cache and its policies.
+//! - `reference`: plain-Rust CPU version of every kernel and of the forward,
+//!   for tests only: production code never imports it.
 //! - `memory`: what a model needs on the device, checked before allocating; GPU error scopes.
+//! - `profile`: per-kernel timing of one forward call.
+//! - `model`: the forward; `generate`: the decode loop; `progress`: the prefill bar.
+//! - `measure`: bench timing loop and JSON records, markdown tables, SVG plots, the pass-key prompt.
+//! - `cli`: the `wgkv` commands.
 
 pub mod arch;
 pub mod error;
@@ -26,6 +34,7 @@ pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod kv;
+pub mod mapped;
 pub mod measure;
 pub mod memory;
 pub mod model;

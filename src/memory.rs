@@ -107,30 +107,17 @@ pub fn check(need_at: impl Fn(usize) -> Result<Need>, avail: Option<(u64, String
     Err(Error::msg(format!("{head}: lower --ctx to at most {}, or choose a --kv policy with a smaller budget", lo * 256)))
 }
 
-/// A wgpu error's message on one line: its non-empty lines joined, without
-/// the "Caused by:" headings.
-pub fn one_line(e: &wgpu::Error) -> String {
-    let text = e.to_string();
-    let parts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "Caused by:").collect();
-    if parts.is_empty() { "unknown error".into() } else { parts.join(": ") }
-}
-
 /// Run `f` (which creates GPU objects) inside out-of-memory and validation
 /// error scopes; an error either caught becomes one line naming `what`.
 pub fn scoped<T>(gpu: &Gpu, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let invalid = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let out = f();
-    let invalid = pollster::block_on(invalid.pop());
-    let oom = pollster::block_on(oom.pop());
-    if let Some(e) = oom {
+    let (out, caught) = gpu.catch(f);
+    if let Some(e) = caught.out_of_memory {
         return Err(Error::msg(format!(
-            "out of GPU memory while {what} ({}): lower --ctx, choose a smaller --kv budget or a smaller model",
-            one_line(&e)
+            "out of GPU memory while {what} ({e}): lower --ctx, choose a smaller --kv budget or a smaller model"
         )));
     }
-    if let Some(e) = invalid {
-        return Err(Error::msg(format!("GPU validation error while {what}: {}", one_line(&e))));
+    if let Some(e) = caught.validation {
+        return Err(Error::msg(format!("GPU validation error while {what}: {e}")));
     }
     out
 }

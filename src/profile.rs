@@ -6,7 +6,7 @@
 //! submitted and waited on alone and timed on the host, which includes the
 //! submit cost of each (documented as the `host` method).
 
-use crate::gpu::{read_mapped, Gpu};
+use crate::gpu::{Gpu, PassTimer};
 use crate::kernels::Dispatch;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -44,10 +44,9 @@ pub fn run(gpu: &Gpu, items: &[Item]) -> Profile {
             Item::Copy { .. } => None,
         })
         .collect();
-    let (method, times) = if gpu.caps.timestamps && 2 * dispatches.len() <= wgpu::QUERY_SET_MAX_QUERIES as usize {
-        ("timestamps", with_timestamps(gpu, items, dispatches.len()))
-    } else {
-        ("host", with_host_clock(gpu, items))
+    let (method, times) = match gpu.timer(dispatches.len()) {
+        Some(timer) => ("timestamps", with_timestamps(gpu, items, &timer)),
+        None => ("host", with_host_clock(gpu, items)),
     };
     let mut by: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     for (d, t) in dispatches.iter().zip(&times) {
@@ -60,45 +59,25 @@ pub fn run(gpu: &Gpu, items: &[Item]) -> Profile {
     Profile { method, total_us: times.iter().sum(), rows }
 }
 
-fn record_copy(enc: &mut wgpu::CommandEncoder, item: &Item) {
+fn record_copy(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, item: &Item) {
     if let Item::Copy { src, offset, dst, bytes } = item {
-        enc.copy_buffer_to_buffer(src, *offset, dst, 0, *bytes);
+        gpu.copy(enc, src, *offset, dst, 0, *bytes);
     }
 }
 
-fn with_timestamps(gpu: &Gpu, items: &[Item], n: usize) -> Vec<f64> {
-    let queries = (2 * n) as u32;
-    let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count: queries });
-    let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("profile.resolve"),
-        size: 8 * queries as u64,
-        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let staging = gpu.staging(8 * queries as u64);
+fn with_timestamps(gpu: &Gpu, items: &[Item], timer: &PassTimer) -> Vec<f64> {
     let mut enc = gpu.encoder();
     let mut i = 0u32;
     for item in items {
         match item {
             Item::Dispatch(d) => {
-                let writes = wgpu::ComputePassTimestampWrites {
-                    query_set: &set,
-                    beginning_of_pass_write_index: Some(2 * i),
-                    end_of_pass_write_index: Some(2 * i + 1),
-                };
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(writes) });
-                d.record(&mut pass);
+                gpu.record_timed(&mut enc, timer, i, d);
                 i += 1;
             }
-            copy => record_copy(&mut enc, copy),
+            copy => record_copy(gpu, &mut enc, copy),
         }
     }
-    enc.resolve_query_set(&set, 0..queries, &resolve, 0);
-    enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 8 * queries as u64);
-    gpu.queue.submit([enc.finish()]);
-    let raw: Vec<u64> = bytemuck::pod_collect_to_vec(&read_mapped(gpu, &staging, 8 * queries as u64));
-    let ns = gpu.queue.get_timestamp_period() as f64;
-    raw.chunks(2).map(|p| p[1].saturating_sub(p[0]) as f64 * ns / 1e3).collect()
+    gpu.read_timer(enc, timer)
 }
 
 fn with_host_clock(gpu: &Gpu, items: &[Item]) -> Vec<f64> {
@@ -107,16 +86,13 @@ fn with_host_clock(gpu: &Gpu, items: &[Item]) -> Vec<f64> {
         let mut enc = gpu.encoder();
         match item {
             Item::Dispatch(d) => {
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-                    d.record(&mut pass);
-                }
+                gpu.record(&mut enc, "profile", [*d]);
                 let t = Instant::now();
                 gpu.submit(enc);
                 times.push(t.elapsed().as_secs_f64() * 1e6);
             }
             copy => {
-                record_copy(&mut enc, copy);
+                record_copy(gpu, &mut enc, copy);
                 gpu.submit(enc);
             }
         }

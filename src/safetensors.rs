@@ -5,10 +5,9 @@
 //! then the data section; offsets are relative to its start. Only float
 //! dtypes a Llama checkpoint uses are accepted (F32, F16, BF16).
 
-use crate::error::{Error, Result};
-use crate::gguf::show;
+use crate::error::{show, Error, Result};
+use crate::mapped::Storage;
 use crate::quant::WType;
-use crate::weights::Storage;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -20,8 +20,7 @@
 //! `<|im_end|>`), so no BOS is added, as in llama.cpp's ids for it
 //! (`tests/reference/smollm2-135m/tokenize.json`).
 
-use crate::error::{Error, Result};
-use crate::gguf::show;
+use crate::error::{show, Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::models::bpe::{BPE, Vocab};

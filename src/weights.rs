@@ -6,68 +6,13 @@
 //! `RopeStyle::HalfSplit` (GGUF llama files: `Interleaved`).
 
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
-use crate::gguf::{show, Gguf};
+use crate::error::{show, Error, Result};
+use crate::gguf::Gguf;
+use crate::mapped::Bytes;
 use crate::quant::WType;
 use crate::safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-/// The bytes of one model file: memory-mapped from disk, or owned (tests, fuzzing).
-pub enum Storage {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Storage {
-    /// Map `path` read-only.
-    pub fn map(path: &Path) -> Result<Arc<Storage>> {
-        let shown = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| Error::io(&shown, e))?;
-        // SAFETY: the map is read-only and private to this process; like every
-        // mmap-based loader we assume the model file is not truncated or
-        // rewritten while it is open (that would be a bus error, not UB we can check).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&shown, e))?;
-        Ok(Arc::new(Storage::Mapped(map)))
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            Storage::Mapped(m) => m,
-            Storage::Owned(v) => v,
-        }
-    }
-}
-
-/// A view of one tensor's bytes inside a kept file (mmap or owned); derefs to `&[u8]`.
-/// Cloning shares the file, so views outlive the `Gguf`/`SafeTensors` they came from.
-#[derive(Clone)]
-pub struct Bytes {
-    storage: Arc<Storage>,
-    start: usize,
-    len: usize,
-}
-
-impl Bytes {
-    /// `start..start+len` of `storage`; callers pass ranges their parser checked.
-    pub fn new(storage: &Arc<Storage>, start: u64, len: u64) -> Bytes {
-        Bytes { storage: storage.clone(), start: start as usize, len: len as usize }
-    }
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.storage.bytes().get(self.start..self.start.saturating_add(self.len)).unwrap_or(&[])
-    }
-}
-
-impl std::fmt::Debug for Bytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Bytes({} at {})", self.len, self.start)
-    }
-}
 
 /// One weight tensor. `dims` are ne0 first: a matrix is `[cols, rows]`
 /// (`cols` = input features, rows stored contiguously).
@@ -227,7 +172,7 @@ impl Weights {
     /// Every tensor a model with `cfg` needs, with its dims (ne0 first):
     /// the family's tensor table (`arch`) over the config.
     pub fn expected(cfg: &ModelConfig) -> Vec<(String, Vec<u64>)> {
-        cfg.family.needed(cfg).into_iter().map(|n| (n.name, n.dims)).collect()
+        cfg.tensors().into_iter().map(|n| (n.name, n.dims)).collect()
     }
 
     /// Every expected tensor present with the config's shape and a layout the

@@ -10,7 +10,17 @@
 
 mod llama;
 
-use crate::config::{ModelConfig, RopeStyle};
+/// Which elements RoPE rotates together. Choosing wrong corrupts output
+/// silently, so the recipe says it ([`Arch::rope_style`]):
+/// - GGUF llama files: llama.cpp's converter permutes the rows of Q and K so
+///   each head's pairs are adjacent, `(2j, 2j+1)`.
+/// - HF checkpoints (and GGUF files of the NeoX-style families): pairs are
+///   `(j, j + head_dim/2)` ("rotate_half").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    Interleaved,
+    HalfSplit,
+}
 
 /// A supported model family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,18 +60,6 @@ pub enum Dim {
     Vocab,
 }
 
-impl Dim {
-    pub fn size(self, c: &ModelConfig) -> u64 {
-        (match self {
-            Dim::Embd => c.dim,
-            Dim::Hidden => c.hidden_dim,
-            Dim::Q => c.q_dim(),
-            Dim::Kv => c.kv_dim(),
-            Dim::Vocab => c.vocab_size,
-        }) as u64
-    }
-}
-
 /// When a tensor is in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Presence {
@@ -85,7 +83,7 @@ pub struct TensorSpec {
     pub presence: Presence,
 }
 
-/// A tensor a model with some config needs: canonical (GGUF) name, shape, role.
+/// A tensor a model needs (`ModelConfig::tensors`): canonical (GGUF) name, shape, role.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Needed {
     pub name: String,
@@ -146,33 +144,10 @@ impl Arch {
         }
     }
 
-    /// Every tensor a model with `cfg` needs, in file order.
-    pub fn needed(self, cfg: &ModelConfig) -> Vec<Needed> {
-        let mut out = Vec::new();
-        let table = self.table();
-        let mut i = 0;
-        while i < table.len() {
-            if !table[i].per_layer {
-                push(&mut out, &table[i], None, cfg);
-                i += 1;
-                continue;
-            }
-            // A run of per-layer rows repeats over the layers.
-            let run = table[i..].iter().take_while(|t| t.per_layer).count();
-            for l in 0..cfg.n_layers {
-                for t in &table[i..i + run] {
-                    push(&mut out, t, Some(l), cfg);
-                }
-            }
-            i += run;
-        }
-        out
-    }
-
     /// The canonical (GGUF) name of `role`'s tensor (in `layer` for a layer's).
     pub fn tensor_name(self, role: Role, layer: Option<usize>) -> String {
         let t = self.table().iter().find(|t| t.role == role).expect("every role used is in the table");
-        gguf_name(t, layer)
+        t.name(layer)
     }
 
     /// HF tensor name to canonical name; `None` when it is not one of the family's.
@@ -180,14 +155,14 @@ impl Arch {
         let base = hf.strip_suffix(".weight")?;
         let table = self.table();
         if let Some(t) = table.iter().find(|t| !t.per_layer && t.hf == base) {
-            return Some(gguf_name(t, None));
+            return Some(t.name(None));
         }
         let (layer, rest) = base.strip_prefix("model.layers.")?.split_once('.')?;
         if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) || (layer.len() > 1 && layer.starts_with('0')) {
             return None;
         }
         let t = table.iter().find(|t| t.per_layer && t.hf == rest)?;
-        Some(gguf_name(t, Some(layer.parse().ok()?)))
+        Some(t.name(Some(layer.parse().ok()?)))
     }
 
     /// Canonical name to HF name (for messages about HF folders).
@@ -203,18 +178,14 @@ impl Arch {
     }
 }
 
-fn gguf_name(t: &TensorSpec, layer: Option<usize>) -> String {
-    match layer {
-        Some(l) => format!("blk.{l}.{}.weight", t.gguf),
-        None => format!("{}.weight", t.gguf),
+impl TensorSpec {
+    /// The canonical (GGUF) name, in `layer` for a layer's tensor.
+    pub fn name(&self, layer: Option<usize>) -> String {
+        match layer {
+            Some(l) => format!("blk.{l}.{}.weight", self.gguf),
+            None => format!("{}.weight", self.gguf),
+        }
     }
-}
-
-fn push(out: &mut Vec<Needed>, t: &TensorSpec, layer: Option<usize>, cfg: &ModelConfig) {
-    if t.presence == Presence::UnlessTied && cfg.tied_embeddings {
-        return;
-    }
-    out.push(Needed { name: gguf_name(t, layer), dims: t.dims.iter().map(|d| d.size(cfg)).collect(), role: t.role, layer });
 }
 
 #[cfg(test)]

@@ -43,17 +43,16 @@ pub fn gpu(global: &super::Global) -> Result<Arc<Gpu>> {
         memory: global.gpu_memory,
     };
     let gpu = Gpu::new(&opts)?;
-    gpu.device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
-        eprintln!("wgkv: error: GPU: {}", crate::memory::one_line(&e));
-        std::process::exit(2);
-    }));
-    gpu.device.set_device_lost_callback(|reason, msg| {
-        // Dropping the device at exit reports `Destroyed`: not an error.
-        if reason != wgpu::DeviceLostReason::Destroyed {
-            eprintln!("wgkv: error: the GPU device was lost ({reason:?}): {msg}");
+    gpu.on_failure(
+        |e| {
+            eprintln!("wgkv: error: GPU: {e}");
+            std::process::exit(2);
+        },
+        |reason, msg| {
+            eprintln!("wgkv: error: the GPU device was lost ({reason}): {msg}");
             std::process::exit(3);
-        }
-    });
+        },
+    );
     Ok(gpu)
 }
 

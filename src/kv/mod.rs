@@ -27,7 +27,7 @@ pub use scored::{Scored, ScoredOptions};
 pub use spec::{Budget, Kind, KvSpec};
 pub use streaming::{Streaming, StreamingOptions};
 use crate::kernels::Dispatch;
-use crate::reference::mustafar::T as BLOCK;
+use crate::ops::mustafar::T as BLOCK;
 use crate::ops::evict;
 
 pub struct KvCache {

@@ -50,7 +50,7 @@ use super::MAX_CHUNK;
 use crate::ops::attention::{AttnShape, DecodeScratch};
 use crate::ops::mustafar::{self as ops, MustafarShape, Store};
 use crate::ops::Step;
-use crate::reference::mustafar::{keep_count, T};
+use crate::ops::mustafar::{keep_count, T};
 use crate::{Error, Result};
 
 pub const DEFAULT_SPARSITY: f64 = 0.5;

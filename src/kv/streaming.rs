@@ -12,7 +12,6 @@
 
 use super::spec::{Budget, Part};
 use crate::ops::evict::MAX_KEEP;
-use crate::reference::evict::streaming_keep;
 use crate::{Error, Result};
 
 /// Options of the `streaming` part: `budget=N|P%` (default 1024), `sinks=4`.
@@ -83,4 +82,15 @@ impl Streaming {
         let target = self.budget - n.max(self.slack).min(self.budget - self.sinks);
         Some(streaming_keep(len, target, self.sinks))
     }
+}
+
+/// StreamingLLM's kept slots when `len` cached tokens must shrink to `target`:
+/// the first `sinks` (attention sinks) and the most recent `target - sinks`,
+/// in slot order. Everything when `len <= target`.
+pub fn streaming_keep(len: usize, target: usize, sinks: usize) -> Vec<usize> {
+    if len <= target {
+        return (0..len).collect();
+    }
+    let sinks = sinks.min(target);
+    (0..sinks).chain(len - (target - sinks)..len).collect()
 }

@@ -6,20 +6,36 @@
 //! fixed set of tile bitmaps and offsets, and one pool of 16-byte units that
 //! grows with the non-zeros the blocks really have (compress reserves each
 //! block's run with an atomic bump; nothing is reserved for zeros). The
-//! tile format is defined by `reference::mustafar`.
+//! tile format is defined here (`T`, `keep_count`, `v_tiles`) and in the
+//! shaders; `reference::mustafar` is an independent CPU version of it.
 
 use super::attention::AttnShape;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{Dispatch, Kernel, Spec};
-use crate::reference::mustafar::{v_tiles, T};
 use bytemuck::{Pod, Zeroable};
+
+/// Tokens per block, and elements per tile.
+pub const T: usize = 64;
+
+/// Elements kept of a `d`-element vector at sparsity `s` (0 <= s < 1):
+/// `d - floor(s * d)`, at least 1. The paper's code keeps one more (its
+/// threshold is the k-th smallest magnitude, kept inclusively); wgkv keeps
+/// exactly this many, so `s = 0.7` at `d = 64` keeps 20 of 64.
+pub fn keep_count(d: usize, s: f64) -> usize {
+    (d - (s * d as f64).floor() as usize).max(1)
+}
+
+/// Value tiles per token.
+pub fn v_tiles(d: usize) -> usize {
+    d.div_ceil(T)
+}
 
 /// Mustafar's geometry on top of an [`AttnShape`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MustafarShape {
     pub attn: AttnShape,
-    /// Elements kept per key / value vector (`reference::mustafar::keep_count`).
+    /// Elements kept per key / value vector (`keep_count`).
     pub keep_k: u32,
     pub keep_v: u32,
 }

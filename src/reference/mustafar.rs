@@ -4,7 +4,9 @@
 //! (`ops::mustafar`) place tiles anywhere in their pool; what must match is
 //! each tile's bitmap and non-zeros, which this module defines.
 
-/// Tokens per block, and elements per tile.
+/// Tokens per block, and elements per tile. This module keeps its own `T`,
+/// `keep_count` and `v_tiles`, independent of production's in `ops::mustafar`
+/// (tests/layering.rs checks that they agree).
 pub const T: usize = 64;
 
 /// Elements kept of a `d`-element vector at sparsity `s` (0 <= s < 1):

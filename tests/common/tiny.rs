@@ -127,7 +127,7 @@ fn layout(tied: bool) -> Vec<(String, Vec<u64>, f32)> {
         (Role::Embed, _) => 1.0,
         _ => 1.0 / (dims[0] as f32).sqrt(),
     };
-    Arch::Llama.needed(&cfg).into_iter().map(|n| { let s = scale(n.role, &n.dims); (n.name, n.dims, s) }).collect()
+    cfg.tensors().into_iter().map(|n| { let s = scale(n.role, &n.dims); (n.name, n.dims, s) }).collect()
 }
 
 /// The model's values as a file written with `o` holds them (HF row order).
