@@ -467,10 +467,8 @@ pub fn runtime_checks(backend: wgpu::Backend) -> wgpu::ShaderRuntimeChecks {
 }
 
 impl Dispatch {
-    /// Record this launch into an open pass. `Gpu::record` is the way in;
-    /// this stays public for the passes src/model.rs and src/kv/ still
-    /// open by hand, and goes when they use `Gpu::record`.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    /// Record this launch into an open pass (`Gpu::record` opens them).
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.record_groups(pass, self.groups);
     }
 

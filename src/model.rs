@@ -272,12 +272,7 @@ impl Model {
             self.gpu.write(&acts.ids, 0, bytemuck::cast_slice(chunk));
             let plan = &self.plans[&slots];
             let mut enc = self.gpu.encoder();
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-                for d in &plan.body {
-                    d.record(&mut pass);
-                }
-            }
+            self.gpu.record(&mut enc, "forward", &plan.body);
             self.kv.advance(chunk.len());
             if !last {
                 self.gpu.submit(enc);
@@ -290,18 +285,13 @@ impl Model {
             }
             // The last token's normed state feeds the LM head.
             let dim4 = 4 * self.cfg.dim as u64;
-            enc.copy_buffer_to_buffer(&acts.xn, (chunk.len() as u64 - 1) * dim4, &self.last, 0, dim4);
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-                let select: &[Dispatch] = match out {
-                    Readout::Argmax => &plan.argmax,
-                    Readout::TopK => &plan.topk,
-                    Readout::Logits => &[],
-                };
-                for d in plan.head.iter().chain(select) {
-                    d.record(&mut pass);
-                }
-            }
+            self.gpu.copy(&mut enc, &acts.xn, (chunk.len() as u64 - 1) * dim4, &self.last, 0, dim4);
+            let select: &[Dispatch] = match out {
+                Readout::Argmax => &plan.argmax,
+                Readout::TopK => &plan.topk,
+                Readout::Logits => &[],
+            };
+            self.gpu.record(&mut enc, "head", plan.head.iter().chain(select));
             let output = match out {
                 Readout::Argmax => {
                     let b = self.gpu.readback_into(enc, &self.best, 0, 4, &self.staging);

@@ -319,12 +319,7 @@ impl KvCache {
         gpu.write(list, 0, bytemuck::cast_slice(&words));
         gpu.write(counts, 0, bytemuck::cast_slice(&vec![keep.len() as u32; heads]));
         let mut enc = gpu.encoder();
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kv_compact"), timestamp_writes: None });
-            for d in &self.compact {
-                d.record(&mut pass);
-            }
-        }
+        gpu.record(&mut enc, "kv_compact", &self.compact);
         gpu.submit(enc);
     }
 
@@ -449,11 +444,11 @@ impl KvCache {
         let stride = (self.max_seq * self.row_bytes()) as u64;
         for (d, s) in self.k.iter().chain(&self.v).zip(src.k.iter().chain(&src.v)) {
             for h in 0..heads as u64 {
-                enc.copy_buffer_to_buffer(s, h * stride, d, h * stride, used);
+                gpu.copy(&mut enc, s, h * stride, d, h * stride, used);
             }
         }
         if let Some(s) = &mut self.scored {
-            s.copy_from(&mut enc, src.scored.as_ref(), src.len);
+            s.copy_from(gpu, &mut enc, src.scored.as_ref(), src.len);
         }
         gpu.submit(enc);
         (self.len, self.pos, self.evicted) = (src.len, src.pos, src.evicted);

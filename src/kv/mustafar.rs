@@ -212,14 +212,9 @@ impl Mustafar {
             starts.push(start);
         }
         let mut enc = gpu.encoder();
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("mustafar_compress"), timestamp_writes: None });
-            for x in &d {
-                x.record(&mut pass);
-            }
-        }
+        gpu.record(&mut enc, "mustafar_compress", &d);
         for (l, store) in self.stores.iter().enumerate() {
-            enc.copy_buffer_to_buffer(&store.state, 0, &self.states, 8 * l as u64, 8);
+            gpu.copy(&mut enc, &store.state, 0, &self.states, 8 * l as u64, 8);
         }
         let bytes = gpu.readback_with(Some(enc), &self.states, 0, 8 * self.stores.len() as u64);
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
@@ -286,7 +281,7 @@ impl Mustafar {
         }
         let pool = gpu.buffer("mustafar.pool", units * 16);
         let mut enc = gpu.encoder();
-        enc.copy_buffer_to_buffer(&store.pool, 0, &pool, 0, at as u64 * 16);
+        gpu.copy(&mut enc, &store.pool, 0, &pool, 0, at as u64 * 16);
         gpu.submit(enc);
         store.pool = pool;
         store.units = units as u32;

@@ -133,12 +133,7 @@ impl Quest {
             gpu.write(step, 0, bytemuck::bytes_of(&s));
         }
         let mut enc = gpu.encoder();
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("quest_rebuild"), timestamp_writes: None });
-            for (_, d) in &self.rebuild {
-                d.record(&mut pass);
-            }
-        }
+        gpu.record(&mut enc, "quest_rebuild", self.rebuild.iter().map(|(_, d)| d));
         gpu.submit(enc);
     }
 

@@ -407,14 +407,11 @@ impl Scored {
 
     /// Write every layer's slot scores (`w`: the window at the tail).
     fn scores_all(&self, gpu: &Gpu, w: usize) {
-        let mut enc = gpu.encoder();
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("evict_score"), timestamp_writes: None });
-            for l in 0..self.layers.len() {
-                self.write_score_params(gpu, l, w);
-                self.layers[l].score.record(&mut pass);
-            }
+        for l in 0..self.layers.len() {
+            self.write_score_params(gpu, l, w);
         }
+        let mut enc = gpu.encoder();
+        gpu.record(&mut enc, "evict_score", self.layers.iter().map(|x| &x.score));
         gpu.submit(enc);
     }
 
@@ -474,10 +471,7 @@ impl Scored {
             let p = BudgetParams { max_seq: self.shape.max_seq, n_kv_heads: heads as u32, n_layers: (l + 1) as u32, keep: keep as u32 };
             gpu.write(params, 0, bytemuck::bytes_of(&p));
             let mut enc = gpu.encoder();
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("evict_budget"), timestamp_writes: None });
-                d.record(&mut pass);
-            }
+            gpu.record(&mut enc, "evict_budget", [d]);
             let b = gpu.readback_with(Some(enc), counts, 0, 4 * (l + 1) as u64);
             out.push(bytemuck::pod_collect_to_vec::<u8, u32>(&b).into_iter().map(|c| c as usize).collect());
         }
@@ -496,31 +490,29 @@ impl Scored {
         }
         let ms = self.shape.max_seq;
         let heads = self.shape.n_kv_heads as usize;
-        let mut enc = gpu.encoder();
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("evict"), timestamp_writes: None });
-            for &(l, keep, tail) in &cuts {
-                let prot = self.protected(keep, tail);
-                let sinks = self.opts.sinks.min(keep);
-                let p = SelectParams {
-                    max_seq: ms,
-                    len: self.lens[l] as u32,
-                    keep: keep as u32,
-                    sinks: sinks as u32,
-                    recent: (prot - sinks) as u32,
-                    max_keep: ms,
-                    score_base: (l * heads) as u32 * ms,
-                    _p: 0,
-                };
-                gpu.write(&self.layers[l].select_params, 0, bytemuck::bytes_of(&p));
-                if rescore {
-                    self.write_score_params(gpu, l, tail);
-                    self.layers[l].score.record(&mut pass);
-                }
-                self.layers[l].select.record(&mut pass);
-                self.layers[l].compact.record(&mut pass);
+        let mut list: Vec<&Dispatch> = Vec::new();
+        for &(l, keep, tail) in &cuts {
+            let prot = self.protected(keep, tail);
+            let sinks = self.opts.sinks.min(keep);
+            let p = SelectParams {
+                max_seq: ms,
+                len: self.lens[l] as u32,
+                keep: keep as u32,
+                sinks: sinks as u32,
+                recent: (prot - sinks) as u32,
+                max_keep: ms,
+                score_base: (l * heads) as u32 * ms,
+                _p: 0,
+            };
+            gpu.write(&self.layers[l].select_params, 0, bytemuck::bytes_of(&p));
+            if rescore {
+                self.write_score_params(gpu, l, tail);
+                list.push(&self.layers[l].score);
             }
+            list.extend([&self.layers[l].select, &self.layers[l].compact]);
         }
+        let mut enc = gpu.encoder();
+        gpu.record(&mut enc, "evict", list);
         gpu.submit(enc);
         let mut evicted = 0;
         for &(l, keep, _) in &cuts {
@@ -564,7 +556,7 @@ impl Scored {
 
     /// Take the lengths and accumulators a call left in `src` (equal
     /// `accum_key` and shape), or, from no policy, `len` tokens per layer.
-    pub fn copy_from(&mut self, enc: &mut wgpu::CommandEncoder, src: Option<&Scored>, len: usize) {
+    pub fn copy_from(&mut self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, src: Option<&Scored>, len: usize) {
         let Some(src) = src else {
             self.lens.iter_mut().for_each(|x| *x = len);
             return;
@@ -574,7 +566,7 @@ impl Scored {
         self.budgets.clone_from(&src.budgets);
         if self.opts.accum_key().0 != 0 {
             for (d, s) in self.layers.iter().zip(&src.layers) {
-                enc.copy_buffer_to_buffer(&s.acc, 0, &d.acc, 0, s.acc.size());
+                gpu.copy(enc, &s.acc, 0, &d.acc, 0, s.acc.size());
             }
         }
     }
