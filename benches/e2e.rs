@@ -29,11 +29,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    let opts = GpuOptions {
-        backend: std::env::var("WGKV_BACKEND").ok(),
-        adapter: std::env::var("WGKV_ADAPTER").ok(),
-        ..Default::default()
-    };
+    let opts = GpuOptions { backend: std::env::var("WGKV_BACKEND").ok(), adapter: std::env::var("WGKV_ADAPTER").ok(), ..Default::default() };
     let gpu = match Gpu::new(&opts) {
         Ok(g) => g,
         Err(e) => {

@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 use wgkv::gpu::{Gpu, GpuOptions};
 use wgkv::kernels::Dispatch;
-use wgkv::ops::linear as ops;
 use wgkv::ops::Step;
+use wgkv::ops::linear as ops;
 use wgkv::quant::{self, WType};
 use wgkv::reference::linear as reference;
 
@@ -111,15 +111,7 @@ fn bench_matvec(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Resul
         return Err(format!("matvec {} {rows}x{cols}: wrong result (error {err:e})", w.name()));
     }
     let (s, cpu) = time(g, &d, Duration::from_millis(500));
-    println!(
-        "matvec  {:5} {:>5}x{:<5} {:>9.1} us {:>8.2} GB/s{}",
-        w.name(),
-        rows,
-        cols,
-        s * 1e6,
-        bytes.len() as f64 / s / 1e9,
-        cpu_col(cpu)
-    );
+    println!("matvec  {:5} {:>5}x{:<5} {:>9.1} us {:>8.2} GB/s{}", w.name(), rows, cols, s * 1e6, bytes.len() as f64 / s / 1e9, cpu_col(cpu));
     Ok(())
 }
 
@@ -144,32 +136,18 @@ fn bench_matmul(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Resul
     }
     let (s, cpu) = time(g, &d, Duration::from_millis(800));
     let flops = 2.0 * rows as f64 * cols as f64 * PREFILL as f64;
-    println!(
-        "matmul  {:5} {:>5}x{:<5} x{PREFILL} {:>9.1} us {:>8.2} GFLOP/s{}",
-        w.name(),
-        rows,
-        cols,
-        s * 1e6,
-        flops / s / 1e9,
-        cpu_col(cpu)
-    );
+    println!("matmul  {:5} {:>5}x{:<5} x{PREFILL} {:>9.1} us {:>8.2} GFLOP/s{}", w.name(), rows, cols, s * 1e6, flops / s / 1e9, cpu_col(cpu));
     Ok(())
 }
 
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(|a| a.to_lowercase()).collect();
     // Kernel names and type names filter independently; an empty group allows all.
-    let (kernels, types): (Vec<&String>, Vec<&String>) =
-        filters.iter().partition(|f| f.starts_with("mat") || *f == "attn" || *f == "sample");
+    let (kernels, types): (Vec<&String>, Vec<&String>) = filters.iter().partition(|f| f.starts_with("mat") || *f == "attn" || *f == "sample");
     let wanted = |kernel: &str, w: WType| {
-        (kernels.is_empty() || kernels.iter().any(|k| *k == kernel))
-            && (types.is_empty() || types.iter().any(|t| **t == w.name().to_lowercase()))
+        (kernels.is_empty() || kernels.iter().any(|k| *k == kernel)) && (types.is_empty() || types.iter().any(|t| **t == w.name().to_lowercase()))
     };
-    let opts = GpuOptions {
-        backend: std::env::var("WGKV_BACKEND").ok(),
-        adapter: std::env::var("WGKV_ADAPTER").ok(),
-        ..Default::default()
-    };
+    let opts = GpuOptions { backend: std::env::var("WGKV_BACKEND").ok(), adapter: std::env::var("WGKV_ADAPTER").ok(), ..Default::default() };
     let g = match Gpu::new(&opts) {
         Ok(g) => g,
         Err(e) => {
@@ -178,11 +156,7 @@ fn main() {
         }
     };
     println!("adapter: {}", g.describe());
-    println!(
-        "matvec {:?}, matmul {:?}",
-        ops::MatvecShape::for_gpu(&g),
-        ops::MatmulShape::for_gpu(&g)
-    );
+    println!("matvec {:?}, matmul {:?}", ops::MatvecShape::for_gpu(&g), ops::MatmulShape::for_gpu(&g));
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut failed = false;
     for &w in WType::ALL {

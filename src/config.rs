@@ -1,8 +1,8 @@
 //! One `ModelConfig` for the Llama family, from GGUF metadata or an HF config.json.
 
-use crate::arch::{Arch, Dim, Needed, Presence, TensorSpec};
 pub use crate::arch::RopeStyle;
-use crate::error::{show, Error, Result};
+use crate::arch::{Arch, Dim, Needed, Presence, TensorSpec};
+use crate::error::{Error, Result, show};
 use crate::gguf::{Gguf, Value};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -167,11 +167,7 @@ impl ModelConfig {
         let err = |m: String| Error::format(path, m);
         let j: serde_json::Value = serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
         let j = j.as_object().ok_or_else(|| err("not a JSON object".into()))?;
-        let archs: Vec<&str> = j
-            .get("architectures")
-            .and_then(|a| a.as_array())
-            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
+        let archs: Vec<&str> = j.get("architectures").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
         let Some(family) = Arch::from_hf(&archs) else {
             let named = if archs.is_empty() { "none".to_string() } else { archs.iter().map(|a| show(a)).collect::<Vec<_>>().join(", ") };
             return Err(err(format!("architectures [{named}] not supported ({} are)", Arch::HF_NAMES)));

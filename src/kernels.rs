@@ -81,12 +81,9 @@ impl Kernel {
     pub fn fragments(self) -> &'static [&'static str] {
         match self {
             Kernel::MustafarAttn => &[ATTN_CORE, HALF, MUSTAFAR_TILES],
-            Kernel::AttnPrefill
-            | Kernel::AttnPrefillLanes
-            | Kernel::AttnDecode
-            | Kernel::AttnDecodeLanes
-            | Kernel::AttnDecodePages
-            | Kernel::AttnMerge => &[ATTN_CORE],
+            Kernel::AttnPrefill | Kernel::AttnPrefillLanes | Kernel::AttnDecode | Kernel::AttnDecodeLanes | Kernel::AttnDecodePages | Kernel::AttnMerge => {
+                &[ATTN_CORE]
+            }
             Kernel::MustafarCompress | Kernel::MustafarExpand => &[HALF, MUSTAFAR_TILES],
             Kernel::EvictSelect | Kernel::EvictBudget => &[RADIX_SELECT],
             _ => &[],

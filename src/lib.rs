@@ -25,14 +25,14 @@
 //! - `cli`: the `wgkv` commands.
 
 pub mod arch;
-pub mod error;
-pub mod gpu;
-pub mod kernels;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
+pub mod gpu;
+pub mod kernels;
 pub mod kv;
 pub mod mapped;
 pub mod measure;

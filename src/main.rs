@@ -1,7 +1,7 @@
 //! The `wgkv` command line.
 
-use clap::error::ErrorKind;
 use clap::Parser;
+use clap::error::ErrorKind;
 
 fn main() {
     // A closed stdout (`wgkv tokenize ... | head`) ends the process quietly,

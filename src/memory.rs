@@ -112,9 +112,7 @@ pub fn check(need_at: impl Fn(usize) -> Result<Need>, avail: Option<(u64, String
 pub fn scoped<T>(gpu: &Gpu, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let (out, caught) = gpu.catch(f);
     if let Some(e) = caught.out_of_memory {
-        return Err(Error::msg(format!(
-            "out of GPU memory while {what} ({e}): lower --ctx, choose a smaller --kv budget or a smaller model"
-        )));
+        return Err(Error::msg(format!("out of GPU memory while {what} ({e}): lower --ctx, choose a smaller --kv budget or a smaller model")));
     }
     if let Some(e) = caught.validation {
         return Err(Error::msg(format!("GPU validation error while {what}: {e}")));

@@ -11,14 +11,14 @@ use crate::memory;
 use crate::ops::attention::{self as attn, AttnShape};
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
 use crate::ops::linear::{self, MatmulShape, MatvecShape, Rows};
-use crate::ops::{sample, Step};
+use crate::ops::{Step, sample};
 use crate::profile::{self, Item, Profile};
 use crate::quant::WType;
 use crate::weights::Weights;
 use crate::{Error, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::kv::MAX_CHUNK;
 /// Candidates the GPU returns for sampling.
@@ -41,9 +41,7 @@ impl Matrix {
         let rb = t.wtype.row_bytes(cols as usize) as u64;
         let per = (limit / rb.max(1)).min(rows as u64) as u32;
         if per == 0 {
-            return Err(Error::msg(format!(
-                "tensor {name}: one row is {rb} bytes, above this adapter's storage binding limit of {limit} bytes"
-            )));
+            return Err(Error::msg(format!("tensor {name}: one row is {rb} bytes, above this adapter's storage binding limit of {limit} bytes")));
         }
         let blocks = Rows::split(rows, per)
             .into_iter()
@@ -70,16 +68,16 @@ struct Layer {
 
 /// Activations for up to `tokens` tokens; each field's shape in comments.
 struct Acts {
-    ids: wgpu::Buffer,    // [tokens] u32
-    x: wgpu::Buffer,      // [tokens, dim] residual stream
-    xn: wgpu::Buffer,     // [tokens, dim] normed
-    q: wgpu::Buffer,      // [tokens, n_heads * head_dim]
-    k: wgpu::Buffer,      // [tokens, kv_dim]
-    v: wgpu::Buffer,      // [tokens, kv_dim]
-    att: wgpu::Buffer,    // [tokens, n_heads * head_dim] attention output
-    gate: wgpu::Buffer,   // [tokens, hidden]
-    up: wgpu::Buffer,     // [tokens, hidden]
-    hb: wgpu::Buffer,     // [tokens, hidden] silu(gate) * up
+    ids: wgpu::Buffer,  // [tokens] u32
+    x: wgpu::Buffer,    // [tokens, dim] residual stream
+    xn: wgpu::Buffer,   // [tokens, dim] normed
+    q: wgpu::Buffer,    // [tokens, n_heads * head_dim]
+    k: wgpu::Buffer,    // [tokens, kv_dim]
+    v: wgpu::Buffer,    // [tokens, kv_dim]
+    att: wgpu::Buffer,  // [tokens, n_heads * head_dim] attention output
+    gate: wgpu::Buffer, // [tokens, hidden]
+    up: wgpu::Buffer,   // [tokens, hidden]
+    hb: wgpu::Buffer,   // [tokens, hidden] silu(gate) * up
 }
 
 /// What a forward call reads back.
@@ -121,12 +119,12 @@ pub struct Model {
     output_norm: wgpu::Buffer,
     layers: Vec<Layer>,
     step: wgpu::Buffer,
-    last: wgpu::Buffer,   // [dim] the last token's normed state
-    logits: wgpu::Buffer, // [vocab]
-    best: wgpu::Buffer,   // argmax: [id, max logit]
-    topk: wgpu::Buffer,   // top-k: see ops::sample::topk
+    last: wgpu::Buffer,    // [dim] the last token's normed state
+    logits: wgpu::Buffer,  // [vocab]
+    best: wgpu::Buffer,    // argmax: [id, max logit]
+    topk: wgpu::Buffer,    // top-k: see ops::sample::topk
     staging: wgpu::Buffer, // MAP_READ, the largest readout (all logits)
-    acts: Acts,           // sized for MAX_CHUNK tokens, shared by every plan
+    acts: Acts,            // sized for MAX_CHUNK tokens, shared by every plan
     plans: HashMap<usize, Plan>,
     plans_generation: u64, // the KV cache's generation the plans were recorded for
     /// Checked between prefill chunks: when set, `forward` stops with
@@ -200,8 +198,24 @@ impl Model {
         let acts = alloc_acts(&gpu, &cfg, MAX_CHUNK);
         let staging = gpu.staging(4 * cfg.vocab_size.max(sample::topk_words(TOPK as u32)) as u64);
         let mut m = Model {
-            cfg, gpu, kv, weight_bytes, weight_type, embed, output, output_norm, layers, step, last, logits, best, topk,
-            staging, acts, plans: HashMap::new(), plans_generation: 0,
+            cfg,
+            gpu,
+            kv,
+            weight_bytes,
+            weight_type,
+            embed,
+            output,
+            output_norm,
+            layers,
+            step,
+            last,
+            logits,
+            best,
+            topk,
+            staging,
+            acts,
+            plans: HashMap::new(),
+            plans_generation: 0,
             cancel: None,
             on_prefill: None,
         };
@@ -261,12 +275,7 @@ impl Model {
             let slots = plan_slots(chunk.len());
             self.kv.make_room(&self.gpu, chunk.len())?;
             self.ensure_plan(slots)?;
-            let step = Step {
-                pos: self.kv.pos as u32,
-                n_tokens: chunk.len() as u32,
-                kv_len: (self.kv.len + chunk.len()) as u32,
-                _pad: 0,
-            };
+            let step = Step { pos: self.kv.pos as u32, n_tokens: chunk.len() as u32, kv_len: (self.kv.len + chunk.len()) as u32, _pad: 0 };
             let acts = &self.acts;
             self.gpu.write(&self.step, 0, bytemuck::bytes_of(&step));
             self.gpu.write(&acts.ids, 0, bytemuck::cast_slice(chunk));
@@ -355,7 +364,9 @@ impl Model {
         if self.kv.room().is_some_and(|room| tokens.len() > room) {
             return Err(Error::msg(format!(
                 "context full: {} cached + {} new tokens exceed the {}-token context (raise --ctx or choose a --kv eviction policy such as streaming or h2o)",
-                self.kv.len, tokens.len(), self.kv.capacity
+                self.kv.len,
+                tokens.len(),
+                self.kv.capacity
             )));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
@@ -402,8 +413,7 @@ impl Model {
             m.blocks.iter().map(one).collect()
         };
         let e = &self.embed;
-        let mut d: Vec<Dispatch> =
-            e.blocks.iter().map(|(w, r)| linear::embed_rows(g, e.wtype, w, &a.ids, &a.x, step, *r, dim, nt)).collect();
+        let mut d: Vec<Dispatch> = e.blocks.iter().map(|(w, r)| linear::embed_rows(g, e.wtype, w, &a.ids, &a.x, step, *r, dim, nt)).collect();
         let io = LayerIo { q: &a.q, k: &a.k, v: &a.v, out: &a.att, step };
         for (l, w) in self.layers.iter().enumerate() {
             // attention block
@@ -484,10 +494,7 @@ fn plan_slots(n: usize) -> usize {
 /// A NaN or infinite weight would turn every output into NaN: refuse the file.
 fn check_finite(name: &str, t: &crate::weights::Tensor) -> Result<()> {
     match crate::quant::first_non_finite_block(t.wtype, &t.data) {
-        Some(i) => Err(Error::msg(format!(
-            "tensor {name} holds a NaN or infinite weight ({} block {i}): the model file is corrupt",
-            t.wtype.name()
-        ))),
+        Some(i) => Err(Error::msg(format!("tensor {name} holds a NaN or infinite weight ({} block {i}): the model file is corrupt", t.wtype.name()))),
         None => Ok(()),
     }
 }

@@ -16,8 +16,7 @@ pub enum WType {
 }
 
 impl WType {
-    pub const ALL: &'static [WType] =
-        &[WType::F32, WType::F16, WType::BF16, WType::Q8_0, WType::Q4_0, WType::Q4_1, WType::Q4_K, WType::Q6_K];
+    pub const ALL: &'static [WType] = &[WType::F32, WType::F16, WType::BF16, WType::Q8_0, WType::Q4_0, WType::Q4_1, WType::Q4_K, WType::Q6_K];
 
     /// ggml's type id as stored in GGUF tensor infos.
     pub fn ggml_id(self) -> u32 {
@@ -104,11 +103,7 @@ pub fn check_shape(w: WType, rows: usize, cols: usize) -> Result<()> {
         return Err(Error::msg(format!("{} matrix {rows}x{cols} is empty", w.name())));
     }
     if !cols.is_multiple_of(w.block_elems()) {
-        return Err(Error::msg(format!(
-            "{} matrix {rows}x{cols}: row length {cols} is not a multiple of the {}-weight block",
-            w.name(),
-            w.block_elems()
-        )));
+        return Err(Error::msg(format!("{} matrix {rows}x{cols}: row length {cols} is not a multiple of the {}-weight block", w.name(), w.block_elems())));
     }
     // The shaders address bytes with u32; keep one extra word of headroom for funnel reads.
     let bytes = (rows as u128) * (w.row_bytes(cols) as u128);
@@ -178,11 +173,7 @@ fn dequant_block(w: WType, b: &[u8], out: &mut [f32]) {
 
 /// Q4_K's 6-bit (scale, min) of sub-block `j` from the 12 packed bytes `s`.
 fn q4k_scale_min(s: &[u8], j: usize) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        ((s[j + 4] & 15) | (s[j - 4] >> 6) << 4, (s[j + 4] >> 4) | (s[j] >> 6) << 4)
-    }
+    if j < 4 { (s[j] & 63, s[j + 4] & 63) } else { ((s[j + 4] & 15) | (s[j - 4] >> 6) << 4, (s[j + 4] >> 4) | (s[j] >> 6) << 4) }
 }
 
 /// The index of the first block of `bytes` (whole blocks of type `w`) whose

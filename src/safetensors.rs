@@ -5,7 +5,7 @@
 //! then the data section; offsets are relative to its start. Only float
 //! dtypes a Llama checkpoint uses are accepted (F32, F16, BF16).
 
-use crate::error::{show, Error, Result};
+use crate::error::{Error, Result, show};
 use crate::mapped::Storage;
 use crate::quant::WType;
 use std::collections::HashMap;
@@ -92,8 +92,7 @@ impl SafeTensors {
             return Err(err(format!("truncated: header length {n} extends beyond the end of the file ({file_len} bytes)")));
         }
         let header = &b[8..8 + n as usize];
-        let json: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(header).map_err(|e| err(format!("header is not a JSON object: {e}")))?;
+        let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).map_err(|e| err(format!("header is not a JSON object: {e}")))?;
         let data_start = 8 + n;
         let data_len = file_len - data_start;
 
@@ -111,8 +110,7 @@ impl SafeTensors {
             }
             let bad = |m: String| err(format!("tensor '{shown}': {m}"));
             let e: Entry = serde_json::from_value(v).map_err(|e| bad(format!("bad header entry: {e}")))?;
-            let wtype = dtype(&e.dtype)
-                .ok_or_else(|| bad(format!("dtype {} is not supported (F32, F16, BF16 are)", show(&e.dtype))))?;
+            let wtype = dtype(&e.dtype).ok_or_else(|| bad(format!("dtype {} is not supported (F32, F16, BF16 are)", show(&e.dtype))))?;
             if e.shape.len() > MAX_DIMS {
                 return Err(bad(format!("{} dimensions (at most {MAX_DIMS} supported)", e.shape.len())));
             }
@@ -126,12 +124,7 @@ impl SafeTensors {
                 .try_fold(wtype.block_bytes() as u64, |acc, &d| acc.checked_mul(d))
                 .ok_or_else(|| bad(format!("size of shape {:?} overflows", e.shape)))?;
             if bytes != end - begin {
-                return Err(bad(format!(
-                    "shape {:?} of {} needs {bytes} bytes, data_offsets [{begin}, {end}] hold {}",
-                    e.shape,
-                    e.dtype,
-                    end - begin
-                )));
+                return Err(bad(format!("shape {:?} of {} needs {bytes} bytes, data_offsets [{begin}, {end}] hold {}", e.shape, e.dtype, end - begin)));
             }
             tensors.push(SafeTensor { name, wtype, shape: e.shape, offset: data_start + begin, bytes });
         }

@@ -46,15 +46,7 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig {
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            seed: random_seed(),
-        }
+        SamplerConfig { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: random_seed() }
     }
 }
 
@@ -85,10 +77,7 @@ impl SamplerConfig {
 
 /// A seed from the clock and the process id, for runs that did not pick one.
 pub fn random_seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     splitmix64(t ^ (u64::from(std::process::id()) << 32))
 }
 
@@ -146,11 +135,7 @@ impl Sampler {
     /// penalty or banned ids (the argmax is enough), else max(top_k, 64) so
     /// K >= top_k with spare room for penalised and banned tokens.
     pub fn candidates_needed(&self) -> usize {
-        if self.is_greedy() && !self.penalty_active() && self.banned.is_empty() {
-            1
-        } else {
-            self.cfg.top_k.max(DEFAULT_CANDIDATES + self.banned.len())
-        }
+        if self.is_greedy() && !self.penalty_active() && self.banned.is_empty() { 1 } else { self.cfg.top_k.max(DEFAULT_CANDIDATES + self.banned.len()) }
     }
 
     /// Whether the draw needs every logit: sampling with no top-k limit.

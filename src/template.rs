@@ -69,28 +69,20 @@ impl ChatTemplate {
     /// Compiles `source`; a syntax error is returned as one line.
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<ChatTemplate> {
         let mut env = Environment::new();
-        let syntax = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .map_err(|e| one_line("chat template", &e))?;
+        let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(|e| one_line("chat template", &e))?;
         env.set_syntax(syntax);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.set_unknown_method_callback(python_method);
-        env.add_template_owned(NAME, source.to_string())
-            .map_err(|e| one_line("chat template does not compile", &e))?;
+        env.add_template_owned(NAME, source.to_string()).map_err(|e| one_line("chat template does not compile", &e))?;
         Ok(ChatTemplate { env, bos: bos.to_string(), eos: eos.to_string() })
     }
 
     /// The prompt for `messages`, ending with the assistant's header when
     /// `add_generation_prompt` is set.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let msgs: Vec<Value> = messages
-            .iter()
-            .map(|m| context! { role => m.role.clone(), content => m.content.clone() })
-            .collect();
+        let msgs: Vec<Value> = messages.iter().map(|m| context! { role => m.role.clone(), content => m.content.clone() }).collect();
         let ctx = context! {
             messages => msgs,
             add_generation_prompt => add_generation_prompt,
@@ -122,9 +114,7 @@ impl ChatTemplate {
         let full = self.render(after, add_generation_prompt)?;
         match full.strip_prefix(prefix.as_str()) {
             Some(rest) => Ok(rest.to_string()),
-            None => Err(Error::msg(
-                "chat template renders earlier turns differently once a turn is added; the whole prompt must be re-fed",
-            )),
+            None => Err(Error::msg("chat template renders earlier turns differently once a turn is added; the whole prompt must be re-fed")),
         }
     }
 }
@@ -138,12 +128,7 @@ fn arg_str(args: &[Value], i: usize) -> Option<String> {
 }
 
 /// Python `str` / `dict` methods used by chat templates.
-fn python_method(
-    state: &mut State,
-    value: &Value,
-    method: &str,
-    args: &[Value],
-) -> std::result::Result<Value, minijinja::Error> {
+fn python_method(state: &mut State, value: &Value, method: &str, args: &[Value]) -> std::result::Result<Value, minijinja::Error> {
     match value.kind() {
         ValueKind::String => {
             let s = value.as_str().unwrap_or_default();
@@ -211,7 +196,11 @@ fn string_method(state: &State, s: &str, method: &str, args: &[Value]) -> std::r
             let mut out = String::with_capacity(s.len());
             let mut start = true;
             for c in s.chars() {
-                if start { out.extend(c.to_uppercase()) } else { out.extend(c.to_lowercase()) }
+                if start {
+                    out.extend(c.to_uppercase())
+                } else {
+                    out.extend(c.to_lowercase())
+                }
                 start = !c.is_alphanumeric();
             }
             out
@@ -219,11 +208,7 @@ fn string_method(state: &State, s: &str, method: &str, args: &[Value]) -> std::r
         "startswith" | "endswith" => {
             let hit = |p: &str| if method == "startswith" { s.starts_with(p) } else { s.ends_with(p) };
             let arg = args.first().ok_or_else(|| minijinja::Error::new(ErrorKind::MissingArgument, method.to_string()))?;
-            let yes = if arg.kind() == ValueKind::Seq {
-                arg.try_iter()?.any(|p| hit(&p.to_string()))
-            } else {
-                hit(&arg.to_string())
-            };
+            let yes = if arg.kind() == ValueKind::Seq { arg.try_iter()?.any(|p| hit(&p.to_string())) } else { hit(&arg.to_string()) };
             return Ok(Value::from(yes));
         }
         "replace" => {

@@ -20,7 +20,7 @@
 //! `<|im_end|>`), so no BOS is added, as in llama.cpp's ids for it
 //! (`tests/reference/smollm2-135m/tokenize.json`).
 
-use crate::error::{show, Error, Result};
+use crate::error::{Error, Result, show};
 use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::models::bpe::{BPE, Vocab};
@@ -104,8 +104,10 @@ struct PreRules {
 }
 
 const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_RE: &str =
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_RE: &str =
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The split rules llama.cpp uses for a `tokenizer.ggml.pre` name.
 fn pre_rules(pre: &str) -> Result<PreRules> {
@@ -117,10 +119,9 @@ fn pre_rules(pre: &str) -> Result<PreRules> {
         "" | "default" => r(&[r"[\p{P}\$\+<=>\^~\|]+", GPT2_RE, r"\p{N}+", "[0-9][0-9][0-9]"], false, false),
         "llama-bpe" | "llama3" | "llama-v3" => r(&[LLAMA3_RE], true, true),
         "qwen2" => r(&[QWEN2_RE], false, false),
-        other => Err(Error::msg(format!(
-            "unsupported pre-tokenizer '{}' (supported: smollm, starcoder, refact, gpt2, default, llama-bpe, qwen2)",
-            show(other)
-        ))),
+        other => {
+            Err(Error::msg(format!("unsupported pre-tokenizer '{}' (supported: smollm, starcoder, refact, gpt2, default, llama-bpe, qwen2)", show(other))))
+        }
     }
 }
 
@@ -193,15 +194,10 @@ impl Tokenizer {
         match v.model.as_str() {
             "gpt2" => {}
             "llama" => {
-                return Err(Error::msg(
-                    "GGUF tokenizer model 'llama' (SentencePiece) is not supported; only 'gpt2' (byte-level BPE) is",
-                ));
+                return Err(Error::msg("GGUF tokenizer model 'llama' (SentencePiece) is not supported; only 'gpt2' (byte-level BPE) is"));
             }
             other => {
-                return Err(Error::msg(format!(
-                    "GGUF tokenizer model '{}' is not supported; only 'gpt2' (byte-level BPE) is",
-                    show(other)
-                )));
+                return Err(Error::msg(format!("GGUF tokenizer model '{}' is not supported; only 'gpt2' (byte-level BPE) is", show(other))));
             }
         }
         let rules = pre_rules(&v.pre)?;
@@ -210,10 +206,7 @@ impl Tokenizer {
             return Err(Error::msg("GGUF vocabulary has no tokens"));
         }
         if !v.token_types.is_empty() && v.token_types.len() != n {
-            return Err(Error::msg(format!(
-                "GGUF vocabulary has {n} tokens but {} token types",
-                v.token_types.len()
-            )));
+            return Err(Error::msg(format!("GGUF vocabulary has {n} tokens but {} token types", v.token_types.len())));
         }
         for (what, id) in [("bos", v.bos), ("eos", v.eos), ("unknown", v.unk), ("padding", v.pad)] {
             if let Some(id) = id.filter(|&id| id as usize >= n) {
@@ -247,8 +240,8 @@ impl Tokenizer {
 
         let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
         for re in rules.regexes {
-            let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(|e| tk_err("pre-tokenizer regex", e))?;
+            let split =
+                Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| tk_err("pre-tokenizer regex", e))?;
             steps.push(split.into());
         }
         steps.push(ByteLevel::new(false, false, false).into());
@@ -293,17 +286,14 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         let bytes = std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::format(path.display().to_string(), flat(e)))?;
-        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes)
-            .map_err(|e| Error::format(path.display().to_string(), flat(e)))?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::format(path.display().to_string(), flat(e)))?;
+        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::format(path.display().to_string(), flat(e)))?;
         // Special added tokens are cut out by `encode` itself, only when asked.
         inner.set_encode_special_tokens(true);
 
         let config_path = dir.join("tokenizer_config.json");
         let config: serde_json::Value = match std::fs::read(&config_path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| Error::format(config_path.display().to_string(), flat(e)))?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::format(config_path.display().to_string(), flat(e)))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
             Err(e) => return Err(Error::io(config_path.display().to_string(), e)),
         };
@@ -320,10 +310,7 @@ impl Tokenizer {
         let max_id = inner.get_vocab(true).into_values().chain(added.keys().copied()).max();
         let n = inner.get_vocab_size(true).max(max_id.map_or(0, |id| id as usize + 1));
         if n > MAX_IDS {
-            return Err(Error::format(
-                path.display().to_string(),
-                format!("token id {} is beyond the largest vocabulary supported ({MAX_IDS} ids)", n - 1),
-            ));
+            return Err(Error::format(path.display().to_string(), format!("token id {} is beyond the largest vocabulary supported ({MAX_IDS} ids)", n - 1)));
         }
         let mut texts = Vec::with_capacity(n);
         let mut kinds = Vec::with_capacity(n);
@@ -496,16 +483,7 @@ impl Tokenizer {
     /// Ids that end generation: eos plus the end-of-turn tokens of the common
     /// chat formats found in the vocabulary, sorted.
     pub fn eog_ids(&self) -> Vec<u32> {
-        const END_OF_TURN: &[&str] = &[
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<|end|>",
-            "</s>",
-            "<|endoftext|>",
-            "<|end_of_text|>",
-            "<end_of_turn>",
-            "<|eom_id|>",
-        ];
+        const END_OF_TURN: &[&str] = &["<|im_end|>", "<|eot_id|>", "<|end|>", "</s>", "<|endoftext|>", "<|end_of_text|>", "<end_of_turn>", "<|eom_id|>"];
         let mut ids: Vec<u32> = self.eos.into_iter().collect();
         for t in END_OF_TURN {
             if let Some(id) = self.token_id(t) {
@@ -567,9 +545,7 @@ fn split_special<'a>(frags: Vec<Frag<'a>>, special: &str, id: u32, lstrip: bool,
 /// Whether a JSON tree has `"type": name` anywhere (decoders may be nested in a Sequence).
 fn json_mentions(v: &serde_json::Value, name: &str) -> bool {
     match v {
-        serde_json::Value::Object(m) => {
-            m.get("type").and_then(|t| t.as_str()) == Some(name) || m.values().any(|x| json_mentions(x, name))
-        }
+        serde_json::Value::Object(m) => m.get("type").and_then(|t| t.as_str()) == Some(name) || m.values().any(|x| json_mentions(x, name)),
         serde_json::Value::Array(a) => a.iter().any(|x| json_mentions(x, name)),
         _ => false,
     }
@@ -658,16 +634,10 @@ impl GgufVocab {
             let id = g.get_u64(&key(k))?;
             u32::try_from(id).map(Some).map_err(|_| Error::msg(format!("GGUF {P}{k} = {id} is not a token id")))
         };
-        let strings = |k: &str| -> Result<Vec<String>> {
-            Ok(g.get_str_array(&key(k))?.into_iter().map(str::to_string).collect())
-        };
+        let strings = |k: &str| -> Result<Vec<String>> { Ok(g.get_str_array(&key(k))?.into_iter().map(str::to_string).collect()) };
         let model = g.get_str(&key("model"))?.to_string();
         let merges = if has("merges") { strings("merges")? } else { Vec::new() };
-        let token_types = if has("token_type") {
-            g.get_i64_array(&key("token_type"))?.into_iter().map(|t| t as i32).collect()
-        } else {
-            Vec::new()
-        };
+        let token_types = if has("token_type") { g.get_i64_array(&key("token_type"))?.into_iter().map(|t| t as i32).collect() } else { Vec::new() };
         Ok(GgufVocab {
             pre: if has("pre") { g.get_str(&key("pre"))?.to_string() } else { String::new() },
             tokens: strings("tokens")?,

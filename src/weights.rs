@@ -6,7 +6,7 @@
 //! `RopeStyle::HalfSplit` (GGUF llama files: `Interleaved`).
 
 use crate::config::ModelConfig;
-use crate::error::{show, Error, Result};
+use crate::error::{Error, Result, show};
 use crate::gguf::Gguf;
 use crate::mapped::Bytes;
 use crate::quant::WType;
@@ -187,15 +187,10 @@ impl Weights {
                 found = &found[..found.len() - 1];
             }
             if found != want.as_slice() {
-                return Err(self.err(format!(
-                    "tensor {} has shape {:?}, expected {want:?} for this config (dims ne0 first)",
-                    self.shown_name(name),
-                    t.dims
-                )));
+                return Err(self.err(format!("tensor {} has shape {:?}, expected {want:?} for this config (dims ne0 first)", self.shown_name(name), t.dims)));
             }
             // Readable by the GPU kernels: whole blocks per row, byte offsets within u32.
-            crate::quant::check_shape(t.wtype, t.rows(), t.cols())
-                .map_err(|e| self.err(format!("tensor {}: {e}", self.shown_name(name))))?;
+            crate::quant::check_shape(t.wtype, t.rows(), t.cols()).map_err(|e| self.err(format!("tensor {}: {e}", self.shown_name(name))))?;
         }
         if self.tensors.len() != expected.len() {
             let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();

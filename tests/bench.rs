@@ -151,10 +151,7 @@ fn check_text(t: &str) {
     let mut r = t;
     while let Some(i) = r.find('&') {
         let ent = &r[i..];
-        assert!(
-            ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"].iter().any(|e| ent.starts_with(e)),
-            "bad entity in {t:?}"
-        );
+        assert!(["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"].iter().any(|e| ent.starts_with(e)), "bad entity in {t:?}");
         r = &r[i + 1..];
     }
 }
@@ -187,9 +184,7 @@ fn panels(svg: &str) -> Vec<&str> {
 /// float parser may be one ulp off the written value.
 fn rounded(v: &[Record]) -> Vec<Record> {
     let r = |x: f64| format!("{x:.9e}").parse::<f64>().unwrap();
-    v.iter()
-        .map(|x| Record { mean: r(x.mean), std: r(x.std), tokens_per_s: x.tokens_per_s.iter().map(|&t| r(t)).collect(), ..x.clone() })
-        .collect()
+    v.iter().map(|x| Record { mean: r(x.mean), std: r(x.std), tokens_per_s: x.tokens_per_s.iter().map(|&t| r(t)).collect(), ..x.clone() }).collect()
 }
 
 #[test]
@@ -441,10 +436,7 @@ fn bench_cli_on_the_tiny_model() {
     tiny::write_tiny_gguf(&model, 7, WType::Q4_1);
     let m = model.to_str().unwrap();
     let svg = dir.join("b.svg");
-    let o = wgkv(&[
-        "--model", m, "bench", "-p", "16", "-n", "4", "--depth", "0,8", "-r", "2", "--kv", "full", "--json", "-", "--plot",
-        svg.to_str().unwrap(),
-    ]);
+    let o = wgkv(&["--model", m, "bench", "-p", "16", "-n", "4", "--depth", "0,8", "-r", "2", "--kv", "full", "--json", "-", "--plot", svg.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     let v: Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON array");

@@ -83,10 +83,7 @@ fn piped_chat_answers_reuses_the_cache_and_exits_at_eof() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.to_lowercase().contains("blue"), "first answer should name the colour: {out}");
     // Prefill token counts: the second turn feeds only its new text, not the history.
-    let prefills: Vec<usize> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("last answer: prefill ")?.split(' ').next()?.parse().ok())
-        .collect();
+    let prefills: Vec<usize> = out.lines().filter_map(|l| l.strip_prefix("last answer: prefill ")?.split(' ').next()?.parse().ok()).collect();
     assert_eq!(prefills.len(), 2, "{out}");
     assert!(prefills[1] < prefills[0], "turn 2 re-read the history: {prefills:?}\n{out}");
     assert!(out.contains("kv full:"), "{out}");
@@ -97,7 +94,8 @@ fn piped_chat_goes_on_past_the_context_under_streaming() {
     // A 96-token context, 64 slots of streaming: four turns asking for a
     // sentence each run past both; `full` would stop at the context's end.
     let Some(model) = common::real_model() else { return };
-    let script = "Describe the sea in one sentence.\nDescribe a forest in one sentence.\nDescribe a city in one sentence.\nDescribe the sky in one sentence.\n/kv\n";
+    let script =
+        "Describe the sea in one sentence.\nDescribe a forest in one sentence.\nDescribe a city in one sentence.\nDescribe the sky in one sentence.\n/kv\n";
     let args = ["--model", model.to_str().unwrap(), "chat", "--temp", "0", "-n", "32", "--ctx", "96", "--kv", "streaming:budget=64"];
     let o = wgkv_with_stdin(&args, Some(script));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -249,9 +247,7 @@ fn a_model_too_big_for_the_stated_gpu_memory_is_refused_before_loading() {
 fn ppl_plot_draws_the_budget_axis_and_refuses_bad_files_in_one_line() {
     let dir = std::env::temp_dir().join(format!("wgkv-cli-plot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let rec = |kv: &str, kl: f64| {
-        format!(r#"{{"kv":"{kv}","ctx":2048,"ppl":21.0,"ppl_full":20.2,"kl_mean":{kl},"top1_rate":0.9,"model":"m","adapter":"a"}}"#)
-    };
+    let rec = |kv: &str, kl: f64| format!(r#"{{"kv":"{kv}","ctx":2048,"ppl":21.0,"ppl_full":20.2,"kl_mean":{kl},"top1_rate":0.9,"model":"m","adapter":"a"}}"#);
     let (a, b, svg) = (dir.join("a.jsonl"), dir.join("b.jsonl"), dir.join("p.svg"));
     std::fs::write(&a, [rec("h2o:budget=5%", 0.4), rec("full", 0.0), rec("snapkv:budget=5%", 0.06)].join("\n")).unwrap();
     std::fs::write(&b, [rec("h2o:budget=25%", 0.06), rec("vatp:budget=10%,alloc=dynamic", 0.39)].join("\n")).unwrap();

@@ -93,7 +93,8 @@ fn stop_strings_end_the_text_before_them() {
     let chars: Vec<char> = text.chars().collect();
     assert!(chars.len() >= 20, "{text:?}");
     let stop: String = chars[12..15].iter().collect();
-    let v = json(&wgkv(&["--model", m, "generate", "-p", "Once", "-n", "40", "--temp", "0", "--ignore-eos", "--json", "--stop", &stop, "--stop", "never-there"]));
+    let v =
+        json(&wgkv(&["--model", m, "generate", "-p", "Once", "-n", "40", "--temp", "0", "--ignore-eos", "--json", "--stop", &stop, "--stop", "never-there"]));
     let want = &text[..text.find(&stop).unwrap()];
     assert_eq!((v["text"].as_str().unwrap(), v["stop"].as_str().unwrap()), (want, "stop_string"), "stop {stop:?} in {text:?}");
     let (out, _) = ok(&wgkv(&["--model", m, "generate", "-p", "Once", "-n", "40", "--temp", "0", "--ignore-eos", "--stop", &stop]));
@@ -116,12 +117,7 @@ fn a_headless_start_prints_nothing_on_stderr() {
     if common::contexts().into_iter().next().is_none() {
         return;
     }
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_wgkv"))
-        .arg("devices")
-        .env_remove("XDG_RUNTIME_DIR")
-        .env_remove("WAYLAND_DISPLAY")
-        .output()
-        .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_wgkv")).arg("devices").env_remove("XDG_RUNTIME_DIR").env_remove("WAYLAND_DISPLAY").output().unwrap();
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
     assert!(String::from_utf8_lossy(&o.stdout).contains("[0] "));

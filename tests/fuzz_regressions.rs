@@ -150,13 +150,8 @@ fn gguf_getter_errors_escape_the_key() {
 
 #[test]
 fn gguf_vocab_names_are_escaped() {
-    let vocab = |model: &str, pre: &str| GgufVocab {
-        model: model.into(),
-        pre: pre.into(),
-        tokens: vec!["a".into()],
-        merges: vec!["a a".into()],
-        ..Default::default()
-    };
+    let vocab =
+        |model: &str, pre: &str| GgufVocab { model: model.into(), pre: pre.into(), tokens: vec!["a".into()], merges: vec!["a a".into()], ..Default::default() };
     for (v, needle) in [(vocab("x\ny", ""), "'x\\ny'"), (vocab("gpt2", "p\nq"), "'p\\nq'")] {
         let e = Tokenizer::from_gguf_vocab(v).err().unwrap().to_string();
         assert!(e.contains(needle) && !e.contains('\n'), "{e}");
@@ -169,8 +164,7 @@ fn template_fuel_allows_long_chats() {
     let chatml = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] | trim + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
     let t = ChatTemplate::new(chatml, "", "").unwrap();
     let line = "word ".repeat(200);
-    let msgs: Vec<Message> =
-        (0..20_000).map(|i| Message::new(if i % 2 == 0 { "user" } else { "assistant" }, line.as_str())).collect();
+    let msgs: Vec<Message> = (0..20_000).map(|i| Message::new(if i % 2 == 0 { "user" } else { "assistant" }, line.as_str())).collect();
     let out = t.render(&msgs, true).unwrap();
     assert_eq!(out.matches("<|im_start|>").count(), msgs.len() + 1);
     // One huge message (16 MiB) too.

@@ -102,11 +102,7 @@ fn gguf_cases() -> Vec<Case> {
         // Lying counts and lengths.
         gguf("lying-tensor-count.gguf", edited(|b| put_u64(b, 8, 1 << 40)), "tensor count"),
         gguf("lying-metadata-count.gguf", edited(|b| put_u64(b, 16, 1 << 40)), "metadata count"),
-        gguf(
-            "lying-string-length.gguf",
-            edited(|b| put_u64(b, value_of(&b0, "general.architecture"), 1 << 60)),
-            "string",
-        ),
+        gguf("lying-string-length.gguf", edited(|b| put_u64(b, value_of(&b0, "general.architecture"), 1 << 60)), "string"),
         gguf(
             "lying-array-length.gguf",
             edited(|b| put_u64(b, value_of(&b0, "tokenizer.ggml.tokens") + 4, 1 << 50)), // past the element type
@@ -145,21 +141,9 @@ fn gguf_cases() -> Vec<Case> {
             }),
             "blk.0.attn_q.weight",
         ),
-        gguf(
-            "huge-embedding-length.gguf",
-            edited(|b| put_u32(b, value_of(&b0, "llama.embedding_length"), 1 << 31)),
-            "embedding",
-        ),
-        gguf(
-            "huge-block-count.gguf",
-            edited(|b| put_u32(b, value_of(&b0, "llama.block_count"), 4_000_000_000)),
-            "block",
-        ),
-        gguf(
-            "huge-vocab.gguf",
-            edited(|b| put_u32(b, value_of(&b0, "llama.vocab_size"), u32::MAX)),
-            "vocab",
-        ),
+        gguf("huge-embedding-length.gguf", edited(|b| put_u32(b, value_of(&b0, "llama.embedding_length"), 1 << 31)), "embedding"),
+        gguf("huge-block-count.gguf", edited(|b| put_u32(b, value_of(&b0, "llama.block_count"), 4_000_000_000)), "block"),
+        gguf("huge-vocab.gguf", edited(|b| put_u32(b, value_of(&b0, "llama.vocab_size"), u32::MAX)), "vocab"),
         // Non-UTF-8 strings: a key, a token, the chat template.
         gguf("non-utf8-key.gguf", edited(|b| b[after_str(&b0, "general.name") - 2] = 0xff), "UTF-8"),
         gguf("non-utf8-token.gguf", edited(|b| b[after_str(&b0, "<unused299>") - 3] = 0xfe), "UTF-8"),
@@ -220,32 +204,14 @@ fn hf_cases() -> Vec<Case> {
         hf(
             "st-overlapping",
             cfg.clone(),
-            st(
-                r#"{"a":{"dtype":"F32","shape":[64],"data_offsets":[0,256]},"b":{"dtype":"F32","shape":[64],"data_offsets":[128,384]}}"#,
-                384,
-            ),
+            st(r#"{"a":{"dtype":"F32","shape":[64],"data_offsets":[0,256]},"b":{"dtype":"F32","shape":[64],"data_offsets":[128,384]}}"#, 384),
             "overlap",
         ),
         hf("st-unknown-dtype", cfg.clone(), st(r#"{"a":{"dtype":"Q9","shape":[64],"data_offsets":[0,256]}}"#, 256), "Q9"),
-        hf(
-            "st-size-mismatch",
-            cfg.clone(),
-            st(r#"{"a":{"dtype":"F32","shape":[64,64],"data_offsets":[0,256]}}"#, 256),
-            "a",
-        ),
-        hf(
-            "st-huge-shape",
-            cfg.clone(),
-            st(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,256]}}"#, 256),
-            "a",
-        ),
+        hf("st-size-mismatch", cfg.clone(), st(r#"{"a":{"dtype":"F32","shape":[64,64],"data_offsets":[0,256]}}"#, 256), "a"),
+        hf("st-huge-shape", cfg.clone(), st(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,256]}}"#, 256), "a"),
         hf("hf-config-not-json", "{\"hidden_size\": ".into(), st(one, 256), "config.json"),
-        hf(
-            "hf-config-huge-dims",
-            cfg.replace("\"hidden_size\":64", "\"hidden_size\":1099511627776"),
-            st(one, 256),
-            "embedding size",
-        ),
+        hf("hf-config-huge-dims", cfg.replace("\"hidden_size\":64", "\"hidden_size\":1099511627776"), st(one, 256), "embedding size"),
     ]
 }
 

@@ -8,7 +8,7 @@ use common::*;
 use wgkv::gpu::Gpu;
 use wgkv::kernels::Kernel;
 use wgkv::ops::Step;
-use wgkv::ops::attention::{self as ops, AttnShape, AttnKind, DecodeScratch, PrefillScratch};
+use wgkv::ops::attention::{self as ops, AttnKind, AttnShape, DecodeScratch, PrefillScratch};
 use wgkv::reference::attention as reference;
 
 /// Attention outputs are convex combinations of V rows (|v| <= 1), computed from
@@ -99,7 +99,10 @@ fn kv_append_stores_exact_rows_and_nothing_else() {
                 assert!(
                     bad.is_none(),
                     "kv_append {name} kvh={kvh} hd={hd} prior={prior} n={n} on {}: word {} is {:08x}, want {:08x}",
-                    label(&g), bad.unwrap(), got[bad.unwrap()], want[bad.unwrap()]
+                    label(&g),
+                    bad.unwrap(),
+                    got[bad.unwrap()],
+                    want[bad.unwrap()]
                 );
             }
         }
@@ -261,7 +264,8 @@ fn chunked_prefill_then_decode_reuse_bind_groups() {
     for g in contexts() {
         let mut rng = Rng::new(40);
         let mut cache = Cache::new(&g, &s);
-        let (qb, kb, vb) = (g.buffer("q", (max_tokens * qrow * 4) as u64), g.buffer("k", (max_tokens * kvrow * 4) as u64), g.buffer("v", (max_tokens * kvrow * 4) as u64));
+        let (qb, kb, vb) =
+            (g.buffer("q", (max_tokens * qrow * 4) as u64), g.buffer("k", (max_tokens * kvrow * 4) as u64), g.buffer("v", (max_tokens * kvrow * 4) as u64));
         let out = g.buffer("out", (max_tokens * qrow * 4) as u64);
         let lse = g.buffer("lse", s.n_heads as u64 * 4);
         let step = g.uniform("step", &step_bytes(0, 0, 0));
@@ -329,4 +333,3 @@ fn shapes_are_checked_and_specs_cover_the_model() {
         assert!(specs.iter().any(|s| s.kernel == k && s.get("HEAD_DIM") == Some(64)), "{k:?} for head_dim 64 missing");
     }
 }
-

@@ -64,8 +64,8 @@ const ROPE: Tol = Tol { name: "rope", abs: 3e-6, rel: 1e-6 };
 
 #[test]
 fn rope_matches_reference() {
-    use wgkv::ops::elementwise::{Rope, RopeLayout};
     use wgkv::ops::Step;
+    use wgkv::ops::elementwise::{Rope, RopeLayout};
     // (heads, head_dim, rot_dim, base): q and k of the real model, partial
     // rotary, a tiny head, an odd head count with a small rotary part.
     let shapes = [(9, 64, 64, 1e5), (3, 64, 64, 1e5), (2, 64, 32, 1e4), (1, 2, 2, 1e4), (5, 10, 6, 5e5)];

@@ -88,8 +88,8 @@ fn compaction_refuses_lists_past_the_loop_cap() {
 
 #[test]
 fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
-    use wgkv::ops::attention::{attn_decode, DecodeScratch};
     use wgkv::ops::Step;
+    use wgkv::ops::attention::{DecodeScratch, attn_decode};
     for g in contexts() {
         let mut rng = Rng::new(6);
         // (heads, KV heads, head_dim, slots, cached): GQA groups 3, 1 and 8.
@@ -126,8 +126,8 @@ fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
 
 #[test]
 fn window_attention_sums_the_last_rows_causally() {
-    use wgkv::ops::attention::{attn_prefill, PrefillScratch};
     use wgkv::ops::Step;
+    use wgkv::ops::attention::{PrefillScratch, attn_prefill};
     for g in contexts() {
         let mut rng = Rng::new(7);
         // (heads, KV heads, head_dim, slots, cached before, call tokens, rows summed):
@@ -200,7 +200,15 @@ fn slot_scores_equal_the_reference_for_every_mode() {
                     Score::MaxPool { radius } | Score::AvgPool { radius } => radius,
                     _ => 0,
                 };
-                let p = ops::ScoreParams { max_seq: max_seq as u32, len: len as u32, prefix: prefix as u32, mode: mode as u32, radius: radius as u32, out_base: base as u32, _p: [0; 2] };
+                let p = ops::ScoreParams {
+                    max_seq: max_seq as u32,
+                    len: len as u32,
+                    prefix: prefix as u32,
+                    mode: mode as u32,
+                    radius: radius as u32,
+                    out_base: base as u32,
+                    _p: [0; 2],
+                };
                 let pb = g.upload("p", bytemuck::bytes_of(&p));
                 let d = ops::evict_score(&g, &s, &kb, &vb, &acc, &score, &pb);
                 assert_eq!(d.kernel, Kernel::EvictScore);
@@ -229,16 +237,23 @@ fn selection_keeps_the_top_slots_with_protected_ends_and_late_ties() {
         ] {
             let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32 };
             // Scores: continuous, or few values (many ties), negative ones too.
-            let scores: Vec<f32> = (0..kvh * max_seq)
-                .map(|_| if levels == 0 { rng.uniform(-3.0, 3.0) } else { rng.below(levels) as f32 - 1.0 })
-                .collect();
+            let scores: Vec<f32> = (0..kvh * max_seq).map(|_| if levels == 0 { rng.uniform(-3.0, 3.0) } else { rng.below(levels) as f32 - 1.0 }).collect();
             let base = max_seq; // after one row of padding
             let mut buf = vec![7.0f32; max_seq];
             buf.extend_from_slice(&scores);
             let sb = upload_f32(&g, "score", &buf);
             let list = g.buffer("list", (4 * kvh * max_seq) as u64);
             let counts = g.buffer("counts", 4 * kvh as u64);
-            let p = ops::SelectParams { max_seq: max_seq as u32, len: len as u32, keep: keep as u32, sinks: sinks as u32, recent: recent as u32, max_keep: max_seq as u32, score_base: base as u32, _p: 0 };
+            let p = ops::SelectParams {
+                max_seq: max_seq as u32,
+                len: len as u32,
+                keep: keep as u32,
+                sinks: sinks as u32,
+                recent: recent as u32,
+                max_keep: max_seq as u32,
+                score_base: base as u32,
+                _p: 0,
+            };
             let pb = g.upload("p", bytemuck::bytes_of(&p));
             let d = ops::evict_select(&g, &s, &sb, &list, &counts, &pb);
             assert_eq!(d.kernel, Kernel::EvictSelect);
@@ -260,7 +275,9 @@ fn dynamic_ranking_counts_each_layers_share_of_the_global_top() {
     for g in contexts() {
         let mut rng = Rng::new(10);
         // (layers, KV heads, slots, ranked layers, keep, distinct values)
-        for &(layers, kvh, max_seq, ranked, keep, levels) in &[(6usize, 3usize, 128usize, 4usize, 300usize, 0u32), (6, 3, 128, 6, 77, 0), (5, 2, 64, 5, 40, 4), (2, 1, 4096, 2, 1, 0)] {
+        for &(layers, kvh, max_seq, ranked, keep, levels) in
+            &[(6usize, 3usize, 128usize, 4usize, 300usize, 0u32), (6, 3, 128, 6, 77, 0), (5, 2, 64, 5, 40, 4), (2, 1, 4096, 2, 1, 0)]
+        {
             let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32 };
             let prefix: Vec<usize> = (0..layers).map(|l| max_seq - 3 * l).collect();
             // Layers score on different scales, so the shares differ.
@@ -280,9 +297,8 @@ fn dynamic_ranking_counts_each_layers_share_of_the_global_top() {
             assert_eq!(d.kernel, Kernel::EvictBudget);
             g.run(&[&d]);
             let got: Vec<usize> = g.read_u32(&cb, ranked).into_iter().map(|c| c as usize).collect();
-            let nested: Vec<Vec<Vec<f32>>> = (0..ranked)
-                .map(|l| (0..kvh).map(|h| flat[(l * kvh + h) * max_seq..(l * kvh + h + 1) * max_seq].to_vec()).collect())
-                .collect();
+            let nested: Vec<Vec<Vec<f32>>> =
+                (0..ranked).map(|l| (0..kvh).map(|h| flat[(l * kvh + h) * max_seq..(l * kvh + h + 1) * max_seq].to_vec()).collect()).collect();
             let want = reference::global_counts(&nested, &prefix[..ranked], keep);
             assert_eq!(got, want, "{ranked} of {layers} layers, keep {keep}, {levels} levels on {}", label(&g));
             if levels == 0 {

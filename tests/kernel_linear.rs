@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use wgkv::gpu::Gpu;
 use wgkv::kernels::Kernel;
-use wgkv::ops::linear::{self as ops, MatmulShape, MatvecShape, MATMUL_CPU, MATMUL_GPU, MATVEC_CPU, MATVEC_GPU};
 use wgkv::ops::Step;
+use wgkv::ops::linear::{self as ops, MATMUL_CPU, MATMUL_GPU, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape};
 use wgkv::quant::{self, WType};
 use wgkv::reference::linear as reference;
 
@@ -345,10 +345,7 @@ fn check_matmul_split(g: &Gpu, shape: MatmulShape, w: WType, [rows, cols, per]: 
     let xb = upload_f32(g, "x", &padded(&x, cols));
     let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", cap * rows) };
     let st = step(g, tokens as u32);
-    let ds: Vec<_> = blocks
-        .iter()
-        .map(|(wb, r)| ops::matmul_with(g, shape, w, wb, &xb, &yb, &st, *r, cols as u32, cap as u32, accum))
-        .collect();
+    let ds: Vec<_> = blocks.iter().map(|(wb, r)| ops::matmul_with(g, shape, w, wb, &xb, &yb, &st, *r, cols as u32, cap as u32, accum)).collect();
     assert!(ds.iter().all(|d| d.kernel == shape.kernel && matches!(d.kernel, Kernel::Matmul | Kernel::MatmulLanes)));
     g.run(&ds.iter().collect::<Vec<_>>());
     let got = read_guarded_f32(g, &yb, cap * rows);
@@ -498,11 +495,7 @@ fn reduced_grids_write_each_valid_output_once() {
                 let want = reference::matmul(&deq, &x, rows, cols, n, accum.then_some(&init[..]));
                 assert_close(&format!("{what} accum={accum}"), &got[..n * rows], &want, F32_DOT);
                 let rest = &got[n * rows..];
-                let untouched = if accum {
-                    rest.iter().zip(&init[n * rows..]).all(|(a, b)| a == b)
-                } else {
-                    rest.iter().all(|v| v.to_bits() == GUARD)
-                };
+                let untouched = if accum { rest.iter().zip(&init[n * rows..]).all(|(a, b)| a == b) } else { rest.iter().all(|v| v.to_bits() == GUARD) };
                 assert!(untouched, "{what} accum={accum}: wrote past the valid tokens");
             }
             for axis in 0..3 {

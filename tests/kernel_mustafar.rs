@@ -9,9 +9,9 @@ mod common;
 use common::*;
 use wgkv::gpu::Gpu;
 use wgkv::kernels::Kernel;
+use wgkv::ops::Step;
 use wgkv::ops::attention::{self as attn, AttnShape};
 use wgkv::ops::mustafar::{self as ops, MustafarShape, Store};
-use wgkv::ops::Step;
 use wgkv::reference::attention::{attention, round_f16};
 use wgkv::reference::mustafar::{self as reference, Block, T};
 
@@ -21,13 +21,7 @@ use wgkv::reference::mustafar::{self as reference, Block, T};
 /// rounding to f16 (ties to even, subnormals, values that round to 0).
 fn source(g: &Gpu, rng: &mut Rng, n: usize) -> (Vec<f32>, wgpu::Buffer) {
     let vals: Vec<f32> = (0..n)
-        .map(|_| {
-            if rng.below(3) == 0 {
-                (rng.below(17) as f32 - 8.0) / 4.0
-            } else {
-                rng.uniform(-1.0, 1.0) * 10f32.powi(-(rng.below(8) as i32))
-            }
-        })
+        .map(|_| if rng.below(3) == 0 { (rng.below(17) as f32 - 8.0) / 4.0 } else { rng.uniform(-1.0, 1.0) * 10f32.powi(-(rng.below(8) as i32)) })
         .collect();
     let vals = kv_round(g, &vals);
     let buf = g.upload("src", &kv_bytes(g, &vals));
@@ -286,9 +280,13 @@ fn window_placement_and_live_bound_equal_the_reference() {
     // slot counts, a window longer than the room left (clipped), w = 0.
     for g in contexts() {
         let mut rng = Rng::new(4);
-        for &(heads, d, src_seq, dst_seq, c0, w) in
-            &[(3usize, 64usize, 37usize, 200usize, 128usize, 29usize), (2, 96, 13, 64, 51, 13), (1, 32, 70, 70, 0, 70), (2, 128, 9, 40, 36, 9), (3, 64, 20, 100, 64, 0)]
-        {
+        for &(heads, d, src_seq, dst_seq, c0, w) in &[
+            (3usize, 64usize, 37usize, 200usize, 128usize, 29usize),
+            (2, 96, 13, 64, 51, 13),
+            (1, 32, 70, 70, 0, 70),
+            (2, 128, 9, 40, 36, 9),
+            (3, 64, 20, 100, 64, 0),
+        ] {
             let shape = |seq: usize| AttnShape { n_heads: heads as u32, n_kv_heads: heads as u32, head_dim: d as u32, max_seq: seq as u32 };
             let ((ks, kb), (vs, vb)) = (source(&g, &mut rng, heads * src_seq * d), source(&g, &mut rng, heads * src_seq * d));
             let ((mut kd, kdb), (mut vd, vdb)) = (source(&g, &mut rng, heads * dst_seq * d), source(&g, &mut rng, heads * dst_seq * d));

@@ -8,9 +8,9 @@ mod common;
 use common::*;
 use wgkv::gpu::Gpu;
 use wgkv::kernels::Kernel;
+use wgkv::ops::Step;
 use wgkv::ops::attention::{self as attn, AttnShape, DecodeScratch};
 use wgkv::ops::quest::{self as ops, QuestScratch, QuestShape};
-use wgkv::ops::Step;
 use wgkv::reference::attention::attention;
 use wgkv::reference::quest as reference;
 
@@ -201,7 +201,10 @@ fn decode_pages(g: &Gpu, layer: &Layer, q: &[f32]) -> (Vec<f32>, Vec<Vec<u32>>) 
     let sc = ops::quest_score(g, s, &qb, &layer.kmax, &layer.kmin, &scratch.score, &st);
     let sel = ops::quest_select(g, s, &scratch.score, &scratch.list, &st);
     let da = ops::attn_decode_pages(g, s, &qb, &layer.k, &layer.v, &scratch, &out, &lse, &st);
-    assert_eq!([sc.kernel, sel.kernel, da.partial.kernel, da.merge.kernel], [Kernel::QuestScore, Kernel::QuestSelect, Kernel::AttnDecodePages, Kernel::AttnMerge]);
+    assert_eq!(
+        [sc.kernel, sel.kernel, da.partial.kernel, da.merge.kernel],
+        [Kernel::QuestScore, Kernel::QuestSelect, Kernel::AttnDecodePages, Kernel::AttnMerge]
+    );
     g.run(&[&sc, &sel, &da.partial, &da.merge]);
     let n_sel = reference::n_pages(s, layer.len).min(s.budget_pages as usize);
     let lists = g.read_u32(&scratch.list, (s.n_units() * s.budget_pages) as usize);

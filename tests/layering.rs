@@ -363,7 +363,11 @@ fn no_cycles_between_top_level_modules() {
 
 #[test]
 fn production_code_does_not_import_the_reference() {
-    let bad: Vec<String> = edges(&src_dir()).into_iter().filter(|e| e.to == "reference" && e.from != "reference").map(|e| format!("{} ({} imports reference)", e.at, e.from)).collect();
+    let bad: Vec<String> = edges(&src_dir())
+        .into_iter()
+        .filter(|e| e.to == "reference" && e.from != "reference")
+        .map(|e| format!("{} ({} imports reference)", e.at, e.from))
+        .collect();
     assert!(bad.is_empty(), "production code imports the CPU reference (move the item into the production module that owns it):\n  {}", bad.join("\n  "));
 }
 
@@ -418,7 +422,11 @@ fn copies_agree_with_the_reference() {
     for len in 0..40 {
         for target in 0..40 {
             for sinks in 0..6 {
-                assert_eq!(wgkv::kv::streaming::streaming_keep(len, target, sinks), re::streaming_keep(len, target, sinks), "streaming_keep({len}, {target}, {sinks})");
+                assert_eq!(
+                    wgkv::kv::streaming::streaming_keep(len, target, sinks),
+                    re::streaming_keep(len, target, sinks),
+                    "streaming_keep({len}, {target}, {sinks})"
+                );
             }
         }
     }

@@ -12,7 +12,7 @@ use std::cell::Cell;
 use tiny::*;
 use wgkv::config::{ModelConfig, RopeStyle};
 use wgkv::gguf::{self, Gguf, GgufWriter, Value};
-use wgkv::quant::{dequantize, quantize, WType};
+use wgkv::quant::{WType, dequantize, quantize};
 use wgkv::safetensors::{SafeTensors, SafeTensorsWriter};
 use wgkv::weights::Weights;
 
@@ -176,9 +176,12 @@ fn small_writer() -> GgufWriter {
         .add("t.empty", Value::Array(vec![]))
         .add("t.nested", Value::Array(vec![Value::Array(vec![Value::U8(1), Value::U8(2)]), Value::Array(vec![Value::U8(3)])]));
     let vals: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) / 17.0).collect();
-    w.add_tensor("a", &[32, 2], WType::Q8_0, quantize(WType::Q8_0, &vals))
-        .add_tensor("b", &[3], WType::F32, quantize(WType::F32, &vals[..3]))
-        .add_tensor("c", &[2, 2, 2, 2], WType::F16, quantize(WType::F16, &vals[..16]));
+    w.add_tensor("a", &[32, 2], WType::Q8_0, quantize(WType::Q8_0, &vals)).add_tensor("b", &[3], WType::F32, quantize(WType::F32, &vals[..3])).add_tensor(
+        "c",
+        &[2, 2, 2, 2],
+        WType::F16,
+        quantize(WType::F16, &vals[..16]),
+    );
     w
 }
 
@@ -303,10 +306,7 @@ fn gguf_every_prefix_of_a_small_file_is_an_error() {
         }
         let msg = r.map(|_| ()).unwrap_err().to_string();
         check_msg(&msg, "bad.gguf", &[]);
-        assert!(
-            msg.contains(TRUNCATED) || msg.contains("beyond the end of the file"),
-            "prefix {len}: {msg}"
-        );
+        assert!(msg.contains(TRUNCATED) || msg.contains("beyond the end of the file"), "prefix {len}: {msg}");
     }
 }
 
@@ -404,7 +404,11 @@ fn gguf_bad_metadata_values() {
     r.str("k").u32(4).u32(1).str("k").u32(4).u32(2);
     gguf_err(r.data(0), &["duplicate metadata 'k'"]);
     // Alignment that is not a power of two, or not an integer.
-    for (ty, payload, want) in [(4u32, 0u32.to_le_bytes().to_vec(), "alignment 0"), (4, 48u32.to_le_bytes().to_vec(), "alignment 48"), (6, 32f32.to_le_bytes().to_vec(), "expected an integer")] {
+    for (ty, payload, want) in [
+        (4u32, 0u32.to_le_bytes().to_vec(), "alignment 0"),
+        (4, 48u32.to_le_bytes().to_vec(), "alignment 48"),
+        (6, 32f32.to_le_bytes().to_vec(), "expected an integer"),
+    ] {
         let mut r = Raw::header(3, 0, 1);
         r.str("general.alignment").u32(ty).bytes(&payload);
         gguf_err(r.data(0), &["general.alignment", want]);
@@ -523,10 +527,7 @@ fn safetensors_every_prefix_is_an_error() {
     let full = small_st();
     for len in 0..full.len() {
         let msg = st_err(full[..len].to_vec(), &[]);
-        assert!(
-            msg.contains(TRUNCATED) || msg.contains("outside the data section") || msg.contains("JSON"),
-            "prefix {len}: {msg}"
-        );
+        assert!(msg.contains(TRUNCATED) || msg.contains("outside the data section") || msg.contains("JSON"), "prefix {len}: {msg}");
     }
 }
 
@@ -551,7 +552,10 @@ fn safetensors_malformed_headers() {
     st_err(st_bytes(r#"{"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}"#, 2), &["dtype F8_E4M3 is not supported"]);
     st_err(st_bytes(r#"{"w": {"shape": [2], "data_offsets": [0, 8]}}"#, 8), &["tensor 'w'", "missing field `dtype`"]);
     st_err(st_bytes(r#"{"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}"#, 8), &["tensor 'w'", "bad header entry"]);
-    st_err(st_bytes(r#"{"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 32]}}"#, 16), &["tensor 'w'", "data_offsets [0, 32] are outside the data section (16 bytes)"]);
+    st_err(
+        st_bytes(r#"{"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 32]}}"#, 16),
+        &["tensor 'w'", "data_offsets [0, 32] are outside the data section (16 bytes)"],
+    );
     st_err(st_bytes(r#"{"w": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}}"#, 16), &["data_offsets [8, 4] are outside"]);
     st_err(st_bytes(r#"{"w": {"dtype": "F32", "shape": [18446744073709551615], "data_offsets": [0, 16]}}"#, 16), &["tensor 'w'", "overflows"]);
     st_err(st_bytes(r#"{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}"#, 16), &["tensor 'w'", "shape [3] of F32 needs 12 bytes", "hold 16"]);
@@ -616,19 +620,82 @@ fn config_from_gguf() {
 #[test]
 fn config_from_gguf_refusals() {
     let s = |x: &str| Value::Str(x.into());
-    cfg_err(&tiny_gguf_with(|w| { w.add("general.architecture", s("qwen2")); }), &["architecture 'qwen2' is not supported"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.rope.scaling.type", s("yarn")); }), &["RoPE scaling 'yarn' is not supported"]);
-    ModelConfig::from_gguf(&tiny_gguf_with(|w| { w.add("llama.rope.scaling.type", s("none")); })).unwrap();
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.rope.scale_linear", Value::F32(4.0)); }), &["rope.scale_linear"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.rope.dimension_count", Value::U32(8)); }), &["rope.dimension_count 8 != head_dim 16"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add_tensor("rope_freqs.weight", &[8], WType::F32, vec![0; 32]); }), &["rope_freqs.weight"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.attention.head_count_kv", Value::U32(3)); }), &["4 heads are not a multiple of 3 KV heads"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.attention.head_count", Value::U32(5)); }), &["embedding size 64 is not a multiple of 5 heads"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.block_count", Value::U64(1 << 40)); }), &["layer count 1099511627776 is outside 1..=1024"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.embedding_length", Value::U32(0)); }), &["embedding size 0"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.block_count", Value::I32(-2)); }), &["'llama.block_count' is negative"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.attention.layer_norm_rms_epsilon", Value::F32(f32::NAN)); }), &["RMS norm epsilon NaN"]);
-    cfg_err(&tiny_gguf_with(|w| { w.add("llama.rope.freq_base", Value::F32(-1.0)); }), &["RoPE base -1"]);
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("general.architecture", s("qwen2"));
+        }),
+        &["architecture 'qwen2' is not supported"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.rope.scaling.type", s("yarn"));
+        }),
+        &["RoPE scaling 'yarn' is not supported"],
+    );
+    ModelConfig::from_gguf(&tiny_gguf_with(|w| {
+        w.add("llama.rope.scaling.type", s("none"));
+    }))
+    .unwrap();
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.rope.scale_linear", Value::F32(4.0));
+        }),
+        &["rope.scale_linear"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.rope.dimension_count", Value::U32(8));
+        }),
+        &["rope.dimension_count 8 != head_dim 16"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add_tensor("rope_freqs.weight", &[8], WType::F32, vec![0; 32]);
+        }),
+        &["rope_freqs.weight"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.attention.head_count_kv", Value::U32(3));
+        }),
+        &["4 heads are not a multiple of 3 KV heads"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.attention.head_count", Value::U32(5));
+        }),
+        &["embedding size 64 is not a multiple of 5 heads"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.block_count", Value::U64(1 << 40));
+        }),
+        &["layer count 1099511627776 is outside 1..=1024"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.embedding_length", Value::U32(0));
+        }),
+        &["embedding size 0"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.block_count", Value::I32(-2));
+        }),
+        &["'llama.block_count' is negative"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.attention.layer_norm_rms_epsilon", Value::F32(f32::NAN));
+        }),
+        &["RMS norm epsilon NaN"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("llama.rope.freq_base", Value::F32(-1.0));
+        }),
+        &["RoPE base -1"],
+    );
     let g = tiny_gguf_with(|_| {});
     let mut w = GgufWriter::new();
     for (k, v) in g.metadata.iter().filter(|(k, _)| k != "llama.feed_forward_length") {
@@ -655,31 +722,100 @@ fn config_from_hf_json() {
     assert_eq!(ModelConfig::from_hf_json("c", &hf_config_json(false)).unwrap(), tiny_config(RopeStyle::HalfSplit, false));
     assert!(ModelConfig::from_hf_json("c", &hf_config_json(true)).unwrap().tied_embeddings);
     // Optional keys: KV heads default to heads, head_dim to hidden/heads, rope_scaling "default" accepted.
-    let c = ModelConfig::from_hf_json("c", &hf_json(|j| {
-        j.remove("num_key_value_heads");
-        j.remove("head_dim");
-        j.insert("rope_scaling".into(), json!({"rope_type": "default"}));
-        j.insert("architectures".into(), json!(["MistralForCausalLM"]));
-        j.insert("sliding_window".into(), json!(null));
-    }))
+    let c = ModelConfig::from_hf_json(
+        "c",
+        &hf_json(|j| {
+            j.remove("num_key_value_heads");
+            j.remove("head_dim");
+            j.insert("rope_scaling".into(), json!({"rope_type": "default"}));
+            j.insert("architectures".into(), json!(["MistralForCausalLM"]));
+            j.insert("sliding_window".into(), json!(null));
+        }),
+    )
     .unwrap();
     assert_eq!((c.n_kv_heads, c.head_dim, c.arch.as_str()), (HEADS, HEAD_DIM, "mistral"));
     // An explicit head_dim that differs from hidden/heads.
-    let c = ModelConfig::from_hf_json("c", &hf_json(|j| { j.insert("head_dim".into(), json!(32)); })).unwrap();
+    let c = ModelConfig::from_hf_json(
+        "c",
+        &hf_json(|j| {
+            j.insert("head_dim".into(), json!(32));
+        }),
+    )
+    .unwrap();
     assert_eq!((c.head_dim, c.q_dim(), c.kv_dim()), (32, 128, 64));
 
-    hf_err(&hf_json(|j| { j.insert("architectures".into(), json!(["Qwen2ForCausalLM"])); }), &["architectures [Qwen2ForCausalLM] not supported"]);
-    hf_err(&hf_json(|j| { j.remove("architectures"); }), &["architectures [none] not supported"]);
-    hf_err(&hf_json(|j| { j.insert("rope_scaling".into(), json!({"rope_type": "llama3", "factor": 8.0})); }), &["rope_scaling 'llama3' is not supported"]);
-    hf_err(&hf_json(|j| { j.insert("rope_scaling".into(), json!({"type": "linear", "factor": 2.0})); }), &["rope_scaling 'linear'"]);
-    hf_err(&hf_json(|j| { j.remove("hidden_size"); }), &["missing key 'hidden_size'"]);
-    hf_err(&hf_json(|j| { j.insert("vocab_size".into(), json!(-5)); }), &["'vocab_size' is not a non-negative integer"]);
-    hf_err(&hf_json(|j| { j.insert("rms_norm_eps".into(), json!("small")); }), &["'rms_norm_eps' is not a number"]);
-    hf_err(&hf_json(|j| { j.insert("num_key_value_heads".into(), json!(3)); }), &["not a multiple of 3 KV heads"]);
-    hf_err(&hf_json(|j| { j.insert("hidden_size".into(), json!(1u64 << 40)); }), &["embedding size 1099511627776 is outside"]);
-    hf_err(&hf_json(|j| { j.insert("attention_bias".into(), json!(true)); }), &["attention_bias"]);
-    hf_err(&hf_json(|j| { j.insert("hidden_act".into(), json!("gelu")); }), &["hidden_act 'gelu'"]);
-    hf_err(&hf_json(|j| { j.insert("sliding_window".into(), json!(128)); }), &["sliding_window 128 is not supported"]);
+    hf_err(
+        &hf_json(|j| {
+            j.insert("architectures".into(), json!(["Qwen2ForCausalLM"]));
+        }),
+        &["architectures [Qwen2ForCausalLM] not supported"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.remove("architectures");
+        }),
+        &["architectures [none] not supported"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("rope_scaling".into(), json!({"rope_type": "llama3", "factor": 8.0}));
+        }),
+        &["rope_scaling 'llama3' is not supported"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("rope_scaling".into(), json!({"type": "linear", "factor": 2.0}));
+        }),
+        &["rope_scaling 'linear'"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.remove("hidden_size");
+        }),
+        &["missing key 'hidden_size'"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("vocab_size".into(), json!(-5));
+        }),
+        &["'vocab_size' is not a non-negative integer"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("rms_norm_eps".into(), json!("small"));
+        }),
+        &["'rms_norm_eps' is not a number"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("num_key_value_heads".into(), json!(3));
+        }),
+        &["not a multiple of 3 KV heads"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("hidden_size".into(), json!(1u64 << 40));
+        }),
+        &["embedding size 1099511627776 is outside"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("attention_bias".into(), json!(true));
+        }),
+        &["attention_bias"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("hidden_act".into(), json!("gelu"));
+        }),
+        &["hidden_act 'gelu'"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("sliding_window".into(), json!(128));
+        }),
+        &["sliding_window 128 is not supported"],
+    );
     hf_err("{ not json", &["not valid JSON"]);
     hf_err("[]", &["not a JSON object"]);
 }

@@ -7,14 +7,14 @@ mod common;
 #[path = "common/tiny.rs"]
 mod tiny;
 
+use wgkv::Error;
 use wgkv::config::ModelConfig;
 use wgkv::gpu::Gpu;
 use wgkv::kv::{KvCache, KvSpec};
-use wgkv::memory::{check, scoped, Need};
+use wgkv::memory::{Need, check, scoped};
 use wgkv::model::{Model, Readout};
 use wgkv::ops::attention::AttnKind::{self, Lanes, Shared};
 use wgkv::weights::Weights;
-use wgkv::Error;
 
 fn smollm2() -> ModelConfig {
     let mut c = tiny::tiny_config(wgkv::config::RopeStyle::Interleaved, true);
@@ -65,8 +65,7 @@ impl Measured {
     fn off(&self, got: u64) -> Option<String> {
         let slack = self.need / 100 + (64 << 10);
         let pct = 100.0 * (got as f64 / self.need as f64 - 1.0);
-        (got.abs_diff(self.need) > slack)
-            .then(|| format!("{}: the check's figure is {} bytes, the allocator holds {got} ({pct:+.1}%)", self.what, self.need))
+        (got.abs_diff(self.need) > slack).then(|| format!("{}: the check's figure is {} bytes, the allocator holds {got} ({pct:+.1}%)", self.what, self.need))
     }
 }
 
@@ -187,4 +186,3 @@ fn error_scopes_turn_gpu_errors_into_one_line() {
     // Nothing leaks out of the scope: the next scope is clean.
     assert!(scoped(&g, "nothing", || Ok(())).is_ok());
 }
-

@@ -13,7 +13,7 @@ use wgkv::kv::KvSpec;
 use wgkv::model::{Model, Output, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::forward::{RefModel, RefQuest};
-use wgkv::reference::mustafar::{keep_count, T};
+use wgkv::reference::mustafar::{T, keep_count};
 use wgkv::weights::Weights;
 
 const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };

@@ -13,11 +13,11 @@ use common::cli::{assert_one_line_error, wgkv};
 mod tiny;
 
 use serde_json::Value;
-use wgkv::measure::passkey::{self, Frame, Prompt, ANSWER_LEAD, FILLER, QUESTION, TASK};
-use wgkv::template::ChatTemplate;
-use wgkv::quant::WType;
-use wgkv::tokenizer::Tokenizer;
 use wgkv::Result;
+use wgkv::measure::passkey::{self, ANSWER_LEAD, FILLER, Frame, Prompt, QUESTION, TASK};
+use wgkv::quant::WType;
+use wgkv::template::ChatTemplate;
+use wgkv::tokenizer::Tokenizer;
 
 // ---------------------------------------------------------------- helpers
 
@@ -171,13 +171,25 @@ fn passkey_cli_on_the_tiny_model() {
     tiny::write_tiny_with_vocab(&model);
     let m = model.to_str().unwrap();
     let svg = dir.join("p.svg");
-    let o = wgkv(&[
-        "--model", m, "eval", "passkey", "--ctx", "320", "--depths", "0,50,100", "--trials", "2", "--json", "--plot",
-        svg.to_str().unwrap(),
-    ]);
+    let o = wgkv(&["--model", m, "eval", "passkey", "--ctx", "320", "--depths", "0,50,100", "--trials", "2", "--json", "--plot", svg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
-    for k in ["schema", "wgkv_version", "git_commit", "model", "adapter", "backend", "device_type", "ctx", "prompt_tokens", "trials", "seed", "format", "question", "answer_tokens"] {
+    for k in [
+        "schema",
+        "wgkv_version",
+        "git_commit",
+        "model",
+        "adapter",
+        "backend",
+        "device_type",
+        "ctx",
+        "prompt_tokens",
+        "trials",
+        "seed",
+        "format",
+        "question",
+        "answer_tokens",
+    ] {
         assert!(v.get(k).is_some(), "missing '{k}' in {v}");
     }
     assert_eq!(v["format"], "raw");
@@ -319,16 +331,24 @@ fn passkey_compare_merges_runs_and_refuses_mismatches() {
         std::fs::write(&p, v.to_string()).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let a = write("a.json", &passkey_json(4096, "prefill", "aaa", &[
-        ("full", 0, 21518, " 21518.", true),
-        ("full", 50, 61432, " 61432.", true),
-        ("quest:budget=256", 0, 21518, " 2111.", false),
-        ("quest:budget=256", 50, 61432, " 61432.", true),
-    ]));
-    let b = write("b.json", &passkey_json(4096, "prefill", "bbb", &[
-        ("quest:budget=512", 0, 21518, " 21518.", true),
-        ("quest:budget=512", 50, 61432, " 6141.", false),
-    ]));
+    let a = write(
+        "a.json",
+        &passkey_json(
+            4096,
+            "prefill",
+            "aaa",
+            &[
+                ("full", 0, 21518, " 21518.", true),
+                ("full", 50, 61432, " 61432.", true),
+                ("quest:budget=256", 0, 21518, " 2111.", false),
+                ("quest:budget=256", 50, 61432, " 61432.", true),
+            ],
+        ),
+    );
+    let b = write(
+        "b.json",
+        &passkey_json(4096, "prefill", "bbb", &[("quest:budget=512", 0, 21518, " 21518.", true), ("quest:budget=512", 50, 61432, " 6141.", false)]),
+    );
     let svg = dir.join("m.svg");
     let o = wgkv(&["eval", "passkey", "--compare", &a, &b, "--json", "--plot", svg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -336,7 +356,10 @@ fn passkey_compare_merges_runs_and_refuses_mismatches() {
     assert_eq!((v["ctx"].as_u64(), v["question"].as_str(), v["adapter"].as_str()), (Some(4096), Some("prefill"), Some("some adapter")));
     let rows = v["results"].as_array().unwrap();
     let got: Vec<(&str, u64, u64)> = rows.iter().map(|r| (r["kv"].as_str().unwrap(), r["depth"].as_u64().unwrap(), r["correct"].as_u64().unwrap())).collect();
-    assert_eq!(got, [("full", 0, 1), ("full", 50, 1), ("quest:budget=256", 0, 0), ("quest:budget=256", 50, 1), ("quest:budget=512", 0, 1), ("quest:budget=512", 50, 0)]);
+    assert_eq!(
+        got,
+        [("full", 0, 1), ("full", 50, 1), ("quest:budget=256", 0, 0), ("quest:budget=256", 50, 1), ("quest:budget=512", 0, 1), ("quest:budget=512", 50, 0)]
+    );
     assert_eq!(rows[2]["detail"][0]["answer"], " 2111.");
     assert_eq!(rows[2]["detail"][0]["parsed"], 2111);
     let sources: Vec<&str> = v["sources"].as_array().unwrap().iter().map(|s| s["git_commit"].as_str().unwrap()).collect();

@@ -16,18 +16,13 @@ fn translate(spec: &Spec, f16: bool) -> Result<(), String> {
     let src = spec.source(f16);
     let module = naga::front::wgsl::parse_str(&src).map_err(|e| format!("parse: {}", e.emit_to_string(&src)))?;
     let caps = if f16 { Capabilities::SHADER_FLOAT16 } else { Capabilities::empty() };
-    let info = Validator::new(ValidationFlags::all(), caps)
-        .validate(&module)
-        .map_err(|e| format!("validate: {}", e.emit_to_string(&src)))?;
+    let info = Validator::new(ValidationFlags::all(), caps).validate(&module).map_err(|e| format!("validate: {}", e.emit_to_string(&src)))?;
 
     let spv_pipe = spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
     spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipe)).map_err(|e| format!("SPIR-V: {e}"))?;
 
     let msl_opts = msl::Options { lang_version: (2, 4), ..Default::default() };
-    let msl_pipe = msl::PipelineOptions {
-        entry_point: Some((naga::ShaderStage::Compute, "main".into())),
-        ..Default::default()
-    };
+    let msl_pipe = msl::PipelineOptions { entry_point: Some((naga::ShaderStage::Compute, "main".into())), ..Default::default() };
     msl::write_string(&module, &info, &msl_opts, &msl_pipe).map_err(|e| format!("MSL: {e}"))?;
 
     let hlsl_opts = hlsl::Options { shader_model: hlsl::ShaderModel::V6_2, ..Default::default() };

@@ -68,10 +68,7 @@ fn small_budget_follows_the_reference_selection() {
     let w = tiny_weights("quest-ref");
     // 37..45 tokens in pages of 4: 10..12 pages, 3 attended (2 chosen + the
     // current one); the tiny model has 4 query heads over 2 KV heads.
-    for (spec, unit, dense) in [
-        ("quest:budget=12,page=4,dense_layers=0", 2, 0),
-        ("quest:budget=12,page=4,dense_layers=1,group=head", 1, 1),
-    ] {
+    for (spec, unit, dense) in [("quest:budget=12,page=4,dense_layers=0", 2, 0), ("quest:budget=12,page=4,dense_layers=1,group=head", 1, 1)] {
         let q = RefQuest { page: 4, budget_pages: 3, unit, dense_layers: dense, active: false, window_from: None };
         for g in contexts() {
             let want = run_reference(&w, g.caps.f16, q);

@@ -107,7 +107,10 @@ fn quest_on_streaming_selects_among_the_kept_slots_as_the_reference_does() {
     let (budget, sinks, slack, max_call) = (24, 2, 5, 21);
     let mut calls: Vec<Vec<u32>> = prompt().chunks(max_call).map(|c| c.to_vec()).collect();
     calls.extend(decode_tokens(30).into_iter().map(|t| vec![t]));
-    for (spec, unit) in [("streaming:budget=24,sinks=2+quest:budget=8,page=4,dense_layers=0", 2), ("streaming:budget=24,sinks=2+quest:budget=8,page=4,dense_layers=1,group=head", 1)] {
+    for (spec, unit) in [
+        ("streaming:budget=24,sinks=2+quest:budget=8,page=4,dense_layers=0", 2),
+        ("streaming:budget=24,sinks=2+quest:budget=8,page=4,dense_layers=1,group=head", 1),
+    ] {
         let dense_layers = if unit == 2 { 0 } else { 1 };
         let q = RefQuest { page: 4, budget_pages: 2, unit, dense_layers, active: false, window_from: None };
         for g in contexts() {

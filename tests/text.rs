@@ -148,11 +148,7 @@ fn real_model_chat_template() {
                     <|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n";
     assert_eq!(one, want_one);
 
-    let three = [
-        Message::new("system", "Be brief."),
-        Message::new("user", "Hi"),
-        Message::new("assistant", "Hello!"),
-    ];
+    let three = [Message::new("system", "Be brief."), Message::new("user", "Hi"), Message::new("assistant", "Hello!")];
     let want_three = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
                       <|im_start|>assistant\nHello!<|im_end|>\n";
     assert_eq!(t.render(&three, false).unwrap(), want_three);
@@ -293,12 +289,8 @@ fn unsupported_gguf_vocabularies_are_refused() {
 fn hf_tokenizer_json_route() {
     let dir = std::env::temp_dir().join(format!("wgkv-text-hf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let vocab = [
-        "<|im_start|>", "<|im_end|>", "h", "e", "l", "o", "Ġ", "w", "r", "d", "he", "ll", "hell", "hello", "Ġw",
-        "or", "Ġwor", "ld", "Ġworld",
-    ];
-    let vocab_json: serde_json::Map<String, serde_json::Value> =
-        vocab.iter().enumerate().map(|(i, t)| (t.to_string(), serde_json::json!(i))).collect();
+    let vocab = ["<|im_start|>", "<|im_end|>", "h", "e", "l", "o", "Ġ", "w", "r", "d", "he", "ll", "hell", "hello", "Ġw", "or", "Ġwor", "ld", "Ġworld"];
+    let vocab_json: serde_json::Map<String, serde_json::Value> = vocab.iter().enumerate().map(|(i, t)| (t.to_string(), serde_json::json!(i))).collect();
     let added = |id: u32, content: &str| {
         serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
                            "rstrip": false, "normalized": false, "special": true})
@@ -414,10 +406,7 @@ fn template_whitespace_control_and_python_methods() {
                {% for k, v in messages[0].items() %}{{ k }}={{ v }};{% endfor %} {{ messages[0].get('nope', 'dflt') }} \
                {{ 'a-b-c'.split('-', 1) | join('+') }} {{ '  q  '.rstrip() }}!";
     let t = ChatTemplate::new(src, "", "").unwrap();
-    assert_eq!(
-        t.render(&[Message::new("user", "/x a b")], false).unwrap(),
-        "True 3 /X A B /y a b role=user;content=/x a b; dflt a+b-c   q!"
-    );
+    assert_eq!(t.render(&[Message::new("user", "/x a b")], false).unwrap(), "True 3 /X A B /y a b role=user;content=/x a b; dflt a+b-c   q!");
 }
 
 #[test]

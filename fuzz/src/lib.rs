@@ -16,7 +16,7 @@ use wgkv::gguf::{Gguf, GgufWriter, Value};
 use wgkv::kv::{Budget, KvCache, KvSpec};
 use wgkv::safetensors::SafeTensors;
 use wgkv::template::{ChatTemplate, Message};
-use wgkv::tokenizer::{GgufVocab, StreamDecoder, Tokenizer, TOKEN_NORMAL};
+use wgkv::tokenizer::{GgufVocab, StreamDecoder, TOKEN_NORMAL, Tokenizer};
 
 /// `r`, after checking that its error is one line.
 fn one_line<T>(r: wgkv::Result<T>) -> wgkv::Result<T> {
@@ -179,8 +179,7 @@ pub fn tokenizer(data: &[u8]) -> wgkv::Result<()> {
         }
     }
     let all_normal = token_types.iter().all(|&t| t == TOKEN_NORMAL);
-    let ids: Vec<u32> =
-        field(5).chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).map(|i| if i == 0xFFFF { u32::MAX } else { i as u32 }).collect();
+    let ids: Vec<u32> = field(5).chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).map(|i| if i == 0xFFFF { u32::MAX } else { i as u32 }).collect();
     let v = GgufVocab {
         model: if flags & 4 != 0 { "llama" } else { "gpt2" }.into(),
         pre: PRES[head[0] as usize % PRES.len()].into(),
@@ -277,8 +276,7 @@ pub fn template(data: &[u8]) -> wgkv::Result<String> {
     let f: Vec<String> = fields(rest).into_iter().map(text).collect();
     let get = |i: usize| f.get(i).map_or("", String::as_str);
     let t = one_line(ChatTemplate::new(get(0), get(1), get(2)))?;
-    let msgs: Vec<Message> =
-        f.get(3..).unwrap_or(&[]).chunks(2).map(|c| Message::new(c[0].as_str(), c.get(1).map_or("", String::as_str))).collect();
+    let msgs: Vec<Message> = f.get(3..).unwrap_or(&[]).chunks(2).map(|c| Message::new(c[0].as_str(), c.get(1).map_or("", String::as_str))).collect();
     let gen_prompt = flags & 1 != 0;
     let out = one_line(t.render(&msgs, gen_prompt));
     if let Some((_, before)) = msgs.split_last() {

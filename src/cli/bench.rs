@@ -116,10 +116,7 @@ fn measure(global: &super::Global, a: &BenchArgs, records: &mut Vec<Record>) -> 
         return Err(Error::msg(format!("--ctx {ctx} is below the {needed} tokens the tests need (max(p, max depth + n + 1))")));
     }
     if ctx > weights.cfg.max_seq {
-        return Err(Error::msg(format!(
-            "the tests need a {ctx}-token context but the model's is {}: lower -p, -n or --depth",
-            weights.cfg.max_seq
-        )));
+        return Err(Error::msg(format!("the tests need a {ctx}-token context but the model's is {}: lower -p, -n or --depth", weights.cfg.max_seq)));
     }
     let gpu = load::gpu(global)?;
     let cases = plan.cases();

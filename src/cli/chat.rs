@@ -3,10 +3,10 @@
 //! stream token by token, Ctrl-C stops the answer, not the program;
 //! `/save` and `/load` keep a conversation with its cache.
 
-use super::load::{load, Loaded, RunArgs};
-use super::sampling::{parse_max_tokens, MaxTokens, SamplingArgs};
+use super::load::{Loaded, RunArgs, load};
+use super::sampling::{MaxTokens, SamplingArgs, parse_max_tokens};
 use super::saved::{self, Saved};
-use crate::generate::{generate, Stats, Stop, StopText};
+use crate::generate::{Stats, Stop, StopText, generate};
 use crate::model::Model;
 use crate::progress::PrefillBar;
 use crate::sampler::Sampler;
@@ -14,8 +14,8 @@ use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::StreamDecoder;
 use crate::{Error, Result};
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
@@ -85,8 +85,7 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
     {
         let flag = interrupted.clone();
         // Ctrl-C sets the flag; the decode loop checks it after every token.
-        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-            .map_err(|e| Error::msg(format!("cannot install the Ctrl-C handler: {e}")))?;
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| Error::msg(format!("cannot install the Ctrl-C handler: {e}")))?;
     }
     l.model.cancel = Some(interrupted.clone());
     let tty = std::io::stdin().is_terminal();
@@ -142,7 +141,10 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                 "stats" => match &s.last {
                     Some(st) => println!(
                         "last answer: prefill {} tokens at {:.1} t/s, decode {} tokens at {:.1} t/s",
-                        st.prompt_tokens, st.prefill_tok_s(), st.gen_tokens, st.decode_tok_s()
+                        st.prompt_tokens,
+                        st.prefill_tok_s(),
+                        st.gen_tokens,
+                        st.decode_tok_s()
                     ),
                     None => println!("no answer yet"),
                 },
@@ -175,7 +177,9 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
             println!(
                 "(the {}-token context is full: {} tokens cached, {} new. /reset starts over; \
 a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a chat going)",
-                l.model.kv.capacity, l.model.kv.len, ids.len()
+                l.model.kv.capacity,
+                l.model.kv.len,
+                ids.len()
             );
             s.messages.pop();
             continue;
@@ -235,7 +239,11 @@ a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a 
             let limit = if stop == Stop::Length { "; stopped at the -n limit" } else { "" };
             let line = format!(
                 "[{} tokens at {:.1} t/s; prompt {} tokens at {:.1} t/s{limit}{}]",
-                g.tokens.len(), st.decode_tok_s(), st.prompt_tokens, st.prefill_tok_s(), seed_note.take().unwrap_or_default()
+                g.tokens.len(),
+                st.decode_tok_s(),
+                st.prompt_tokens,
+                st.prefill_tok_s(),
+                seed_note.take().unwrap_or_default()
             );
             if dim { eprintln!("\x1b[2m{line}\x1b[0m") } else { eprintln!("{line}") }
         }
@@ -259,9 +267,13 @@ fn print_kv(model: &Model) {
     };
     println!(
         "kv {}: {} tokens of {} ({:.2} MiB resident, {:.2} MiB allocated, {:.2} MiB read per decode step); tokens kept: {layers}; {} bytes resident",
-        kv.spec, kv.len, kv.capacity,
-        kv.bytes_resident() as f64 / 1048576.0, kv.bytes_allocated() as f64 / 1048576.0,
-        kv.bytes_read_per_step() as f64 / 1048576.0, kv.bytes_resident()
+        kv.spec,
+        kv.len,
+        kv.capacity,
+        kv.bytes_resident() as f64 / 1048576.0,
+        kv.bytes_allocated() as f64 / 1048576.0,
+        kv.bytes_read_per_step() as f64 / 1048576.0,
+        kv.bytes_resident()
     );
     if let Some(q) = &kv.quest {
         match &kv.mustafar {
@@ -274,10 +286,7 @@ fn print_kv(model: &Model) {
         println!("{}", m.describe(kv.len - m.compressed()));
     }
     if let Some(st) = &kv.streaming {
-        println!(
-            "streaming: {} sinks + the most recent tokens in {} slots per layer; {} tokens run, {} evicted",
-            st.sinks, st.budget, kv.pos, kv.evicted
-        );
+        println!("streaming: {} sinks + the most recent tokens in {} slots per layer; {} tokens run, {} evicted", st.sinks, st.budget, kv.pos, kv.evicted);
     }
     if let Some(sc) = &kv.scored {
         println!("{}; {} tokens run, {} evicted per layer on average", sc.describe(), kv.pos, kv.evicted);

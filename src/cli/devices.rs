@@ -1,8 +1,8 @@
 //! `wgkv devices [--json]`: every adapter with backend, device type,
 //! f16/subgroup support and the binding/buffer limits.
 
-use crate::gpu::adapters;
 use crate::Result;
+use crate::gpu::adapters;
 use serde_json::json;
 
 pub fn run(backend: Option<&str>, as_json: bool) -> Result<()> {
@@ -44,14 +44,22 @@ pub fn run(backend: Option<&str>, as_json: bool) -> Result<()> {
     for r in &rows {
         println!(
             "[{}] {} — {} {}, f16 {}, subgroups {} (sizes {}..{}), timestamps {}",
-            r["index"], r["name"].as_str().unwrap_or(""), r["backend"].as_str().unwrap_or(""),
-            r["device_type"].as_str().unwrap_or(""), yes(&r["shader_f16"]), yes(&r["subgroups"]),
-            r["subgroup_sizes"][0], r["subgroup_sizes"][1], yes(&r["timestamp_query"]),
+            r["index"],
+            r["name"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or(""),
+            r["device_type"].as_str().unwrap_or(""),
+            yes(&r["shader_f16"]),
+            yes(&r["subgroups"]),
+            r["subgroup_sizes"][0],
+            r["subgroup_sizes"][1],
+            yes(&r["timestamp_query"]),
         );
         println!(
             "    max storage binding {} MiB, max buffer {} MiB, {} storage buffers/stage, workgroup storage {} KiB, {} invocations/workgroup",
-            mib(&r["max_storage_buffer_binding_size"]), mib(&r["max_buffer_size"]),
-            r["max_storage_buffers_per_shader_stage"], r["max_compute_workgroup_storage_size"].as_u64().unwrap_or(0) / 1024,
+            mib(&r["max_storage_buffer_binding_size"]),
+            mib(&r["max_buffer_size"]),
+            r["max_storage_buffers_per_shader_stage"],
+            r["max_compute_workgroup_storage_size"].as_u64().unwrap_or(0) / 1024,
             r["max_compute_invocations_per_workgroup"],
         );
     }

@@ -2,13 +2,13 @@
 //! that say how close the engine is to the exact model, and what a KV
 //! policy costs in quality.
 
-use super::load::{self, load, RunArgs};
+use super::load::{self, RunArgs, load};
 use crate::kv::KvSpec;
 use crate::measure::budget;
-use crate::model::{Model, Output, Readout};
-use crate::{Error, Result};
 use crate::measure::record::Stamp;
+use crate::model::{Model, Output, Readout};
 use crate::progress;
+use crate::{Error, Result};
 use serde_json::json;
 use std::time::Instant;
 
@@ -69,9 +69,7 @@ pub enum EvalCommand {
 
 pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
     match cmd {
-        EvalCommand::Ppl { file, ctx, chunks, kv, compare_full, json } => {
-            ppl(global, &file, ctx, chunks, json, compare_full, RunArgs { kv, ctx: Some(ctx) })
-        }
+        EvalCommand::Ppl { file, ctx, chunks, kv, compare_full, json } => ppl(global, &file, ctx, chunks, json, compare_full, RunArgs { kv, ctx: Some(ctx) }),
         EvalCommand::PplPlot { files, out, skip } => ppl_plot(&files, &out, &skip),
         EvalCommand::Compare { reference, json, run } => compare(global, &reference, json, run),
         EvalCommand::Passkey(a) => super::passkey::run(global, a),
@@ -299,7 +297,8 @@ fn compare(global: &super::Global, reference: &str, as_json: bool, run: RunArgs)
     } else {
         println!(
             "{reference}: top-1 agreement {agree}/{n}, {margin_agree}/{margin_n} where the reference margin > 0.25; top-20 logit |diff| mean {mean:.4} max {max_diff:.4} ({}, {})",
-            l.model_name, l.model.gpu.describe()
+            l.model_name,
+            l.model.gpu.describe()
         );
     }
     Ok(())

@@ -1,9 +1,9 @@
 //! `wgkv generate -p TEXT`: one prompt in (or `-p -` / `-f FILE`), streamed
 //! text out (or one JSON object), with why it stopped.
 
-use super::load::{load, RunArgs};
-use super::sampling::{parse_max_tokens, MaxTokens, SamplingArgs};
-use crate::generate::{generate, Stop, StopText};
+use super::load::{RunArgs, load};
+use super::sampling::{MaxTokens, SamplingArgs, parse_max_tokens};
+use crate::generate::{Stop, StopText, generate};
 use crate::measure::record::Stamp;
 use crate::progress::PrefillBar;
 use crate::sampler::Sampler;
@@ -107,8 +107,12 @@ pub fn run(global: &super::Global, a: GenerateArgs) -> Result<()> {
         let seed = if random_seed && a.sampling.temp > 0.0 { format!(", seed {seed}") } else { String::new() };
         eprintln!(
             "[{} prompt tokens at {:.1} t/s, {} generated at {:.1} t/s, KV {:.1} MiB{seed}; stopped: {}]",
-            stats.prompt_tokens, stats.prefill_tok_s(), g.tokens.len(), stats.decode_tok_s(),
-            kv.bytes_resident() as f64 / (1 << 20) as f64, g.stop.describe()
+            stats.prompt_tokens,
+            stats.prefill_tok_s(),
+            g.tokens.len(),
+            stats.decode_tok_s(),
+            kv.bytes_resident() as f64 / (1 << 20) as f64,
+            g.stop.describe()
         );
     }
     Ok(())

@@ -55,10 +55,7 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
         Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
         _ => (t, 1),
     };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("'{s}' is not a byte count (e.g. 65536, 64K, 8M)"))
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("'{s}' is not a byte count (e.g. 65536, 64K, 8M)"))
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,12 +12,12 @@
 
 use super::bench::open_weights;
 use super::load;
+use crate::kv::{KvCache, KvSpec};
 use crate::measure::passkey::{self, Frame, Prompt};
 use crate::measure::plot::{self, Figure, Panel, Point, Scale, Series};
 use crate::measure::record::{self, Device};
 use crate::measure::table::{Align, Table};
 use crate::measure::{parse_list, parse_specs};
-use crate::kv::{KvCache, KvSpec};
 use crate::model::{Model, Output, Readout};
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
@@ -200,7 +200,16 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
             for (&i, model) in group.iter().zip(models.iter_mut()) {
                 let answer = answer(model, &tok, p, a.question, next, a.answer_tokens, &eog)?;
                 let correct = passkey::is_correct(&answer, p.key);
-                results[i].1.push(Trial { depth_index: *di, trial: *t, key: p.key, parsed: passkey::first_integer(&answer), answer, correct, prompt_tokens: p.len(), key_depth: p.depth() });
+                results[i].1.push(Trial {
+                    depth_index: *di,
+                    trial: *t,
+                    key: p.key,
+                    parsed: passkey::first_integer(&answer),
+                    answer,
+                    correct,
+                    prompt_tokens: p.len(),
+                    key_depth: p.depth(),
+                });
                 bar.inc(1);
             }
         }
@@ -476,7 +485,10 @@ fn figure(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta) -> Fi
         title: format!("Pass-key retrieval: {} on {}", meta.model, meta.device.key()),
         subtitle: format!(
             "context {} tokens, {} trial(s) per depth, question by {}; wgkv {} ({commits})",
-            meta.ctx, meta.trials, meta.question, env!("CARGO_PKG_VERSION")
+            meta.ctx,
+            meta.trials,
+            meta.question,
+            env!("CARGO_PKG_VERSION")
         ),
         panels: plot::by_family(
             Panel {

@@ -1,7 +1,7 @@
 //! Flags shared by `generate` and `chat`: sampling, the token limit and the
 //! stop rules.
 
-use crate::sampler::{random_seed, SamplerConfig};
+use crate::sampler::{SamplerConfig, random_seed};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {

@@ -6,7 +6,7 @@
 //! resident and allocated bytes and the turn's decode speed, so a leak or a
 //! slowdown over thousands of turns shows as a trend.
 
-use super::load::{load, RunArgs};
+use super::load::{RunArgs, load};
 use crate::generate::generate;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::template::Message;
@@ -123,7 +123,9 @@ pub fn run(global: &super::Global, a: SoakArgs) -> Result<()> {
             (win_tokens, win_secs) = (0, 0.0);
             if !a.json {
                 if rows.is_empty() {
-                    println!("| turn | RSS MiB | KV resident MiB | KV allocated MiB | cached tokens | resets | decode t/s (turn) | decode t/s (since last row) |");
+                    println!(
+                        "| turn | RSS MiB | KV resident MiB | KV allocated MiB | cached tokens | resets | decode t/s (turn) | decode t/s (since last row) |"
+                    );
                     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
                 }
                 println!(

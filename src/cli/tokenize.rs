@@ -1,8 +1,8 @@
 //! `wgkv tokenize TEXT [--json]`: the ids the model sees (special tokens in
 //! the text are parsed; no BOS is added unless the model asks for one).
 
-use crate::weights::Weights;
 use crate::Result;
+use crate::weights::Weights;
 
 pub fn run(global: &super::Global, text: &str, json: bool) -> Result<()> {
     let path = crate::fetch::resolve_model(global.model.as_deref())?;

@@ -5,10 +5,10 @@
 //! across layers lives here too.
 
 use super::KvCache;
+use crate::Result;
 use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
 use crate::ops::attention::{self as attn, AttnKind, AttnShape, DecodeScratch, PrefillScratch};
-use crate::Result;
 
 /// Most tokens one forward call carries in one chunk; longer prompts are
 /// prefilled in chunks of this size.

@@ -18,7 +18,10 @@ pub mod streaming;
 
 use crate::config::ModelConfig;
 use crate::gpu::Gpu;
+use crate::kernels::Dispatch;
 use crate::ops::attention::AttnShape;
+use crate::ops::evict;
+use crate::ops::mustafar::T as BLOCK;
 use crate::{Error, Result};
 pub use attend::{AttnScratch, LayerIo, MAX_CHUNK};
 pub use mustafar::{Mustafar, MustafarOptions};
@@ -26,9 +29,6 @@ pub use quest::{Quest, QuestOptions};
 pub use scored::{Scored, ScoredOptions};
 pub use spec::{Budget, Kind, KvSpec};
 pub use streaming::{Streaming, StreamingOptions};
-use crate::kernels::Dispatch;
-use crate::ops::mustafar::T as BLOCK;
-use crate::ops::evict;
 
 pub struct KvCache {
     /// Per layer: `[n_kv_heads][max_seq][head_dim]` keys (post-RoPE).
@@ -201,9 +201,27 @@ impl KvCache {
         let context = AttnShape { max_seq: capacity as u32, ..attn };
         let scratch = AttnScratch::new(gpu, &attn, &context, mustafar.as_ref().map_or(0, |m| m.decode_parts()))?;
         Ok(KvCache {
-            k, v, max_seq, capacity, ctx, len: 0, pos: 0, spec, quest, streaming, mustafar, scored, compact, keep, evicted: 0,
-            attn, scratch,
-            elem_bytes, n_layers: cfg.n_layers, kv_dim, head_dim: cfg.head_dim,
+            k,
+            v,
+            max_seq,
+            capacity,
+            ctx,
+            len: 0,
+            pos: 0,
+            spec,
+            quest,
+            streaming,
+            mustafar,
+            scored,
+            compact,
+            keep,
+            evicted: 0,
+            attn,
+            scratch,
+            elem_bytes,
+            n_layers: cfg.n_layers,
+            kv_dim,
+            head_dim: cfg.head_dim,
         })
     }
 
@@ -311,11 +329,13 @@ impl KvCache {
     fn gather(&self, gpu: &Gpu, keep: &[usize]) {
         let (list, counts) = self.keep.as_ref().expect("evicting and Mustafar caches have keep buffers");
         let heads = self.kv_dim / self.head_dim;
-        let words: Vec<u32> = (0..heads).flat_map(|_| {
-            let mut row: Vec<u32> = keep.iter().map(|&s| s as u32).collect();
-            row.resize(self.max_seq, 0);
-            row
-        }).collect();
+        let words: Vec<u32> = (0..heads)
+            .flat_map(|_| {
+                let mut row: Vec<u32> = keep.iter().map(|&s| s as u32).collect();
+                row.resize(self.max_seq, 0);
+                row
+            })
+            .collect();
         gpu.write(list, 0, bytemuck::cast_slice(&words));
         gpu.write(counts, 0, bytemuck::cast_slice(&vec![keep.len() as u32; heads]));
         let mut enc = gpu.encoder();

@@ -43,14 +43,14 @@
 //! dense prefill kernels run on it. So a prompt's later chunks see its
 //! earlier chunks pruned, as later decode steps do.
 
+use super::MAX_CHUNK;
 use super::spec::Part;
 use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
-use super::MAX_CHUNK;
+use crate::ops::Step;
 use crate::ops::attention::{AttnShape, DecodeScratch};
 use crate::ops::mustafar::{self as ops, MustafarShape, Store};
-use crate::ops::Step;
-use crate::ops::mustafar::{keep_count, T};
+use crate::ops::mustafar::{T, keep_count};
 use crate::{Error, Result};
 
 pub const DEFAULT_SPARSITY: f64 = 0.5;

@@ -20,9 +20,9 @@
 use super::spec::{Budget, Part};
 use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
+use crate::ops::Step;
 use crate::ops::attention::AttnShape;
 use crate::ops::evict::{self, Accum, BudgetParams, ScoreMode, ScoreParams, SelectParams};
-use crate::ops::Step;
 use crate::{Error, Result};
 
 /// How slots are ranked.
@@ -306,10 +306,7 @@ impl Scored {
         } else {
             None
         };
-        Ok(Scored {
-            opts, budget, budgets: vec![budget; n_layers], lens: vec![0; n_layers], scored: vec![0; n_layers],
-            shape, layers, score, ranking,
-        })
+        Ok(Scored { opts, budget, budgets: vec![budget; n_layers], lens: vec![0; n_layers], scored: vec![0; n_layers], shape, layers, score, ranking })
     }
 
     /// Layer `l`'s step uniform (its own cached length).

@@ -7,8 +7,8 @@
 //! stores are not saved: `KvCache::can_save` says so and the chat keeps only
 //! the messages then.
 
-use super::scored::ScoredState;
 use super::KvCache;
+use super::scored::ScoredState;
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -97,10 +97,7 @@ impl KvCache {
     pub fn restore(&mut self, gpu: &Gpu, st: &KvState, data: &[u8]) -> Result<()> {
         let spec = self.spec.to_string();
         if st.spec != spec || st.ctx != self.ctx {
-            return Err(Error::msg(format!(
-                "the saved cache is for --kv {} --ctx {}; this run has --kv {spec} --ctx {}",
-                st.spec, st.ctx, self.ctx
-            )));
+            return Err(Error::msg(format!("the saved cache is for --kv {} --ctx {}; this run has --kv {spec} --ctx {}", st.spec, st.ctx, self.ctx)));
         }
         if (st.n_layers, st.kv_dim, st.head_dim) != (self.n_layers, self.kv_dim, self.head_dim) || !matches!(st.elem_bytes, 2 | 4) {
             return Err(Error::msg("the saved cache is for a model of another shape"));

@@ -91,7 +91,9 @@ impl KvSpec {
             } else {
                 return Err(Error::msg(format!(
                     "unknown --kv part '{name}' (known: full, {}, {}, {})",
-                    EVICTION.join(", "), STORAGE.join(", "), SELECTION.join(", ")
+                    EVICTION.join(", "),
+                    STORAGE.join(", "),
+                    SELECTION.join(", ")
                 )));
             };
             let mut options = Vec::new();
@@ -102,10 +104,7 @@ impl KvSpec {
                     };
                     let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
                     if !allowed_keys(&name).contains(&k.as_str()) {
-                        return Err(Error::msg(format!(
-                            "--kv part '{name}' has no option '{k}' (options: {})",
-                            allowed_keys(&name).join(", ")
-                        )));
+                        return Err(Error::msg(format!("--kv part '{name}' has no option '{k}' (options: {})", allowed_keys(&name).join(", "))));
                     }
                     if options.iter().any(|(o, _)| *o == k) {
                         return Err(Error::msg(format!("--kv part '{name}': option '{k}' given twice")));
@@ -114,10 +113,7 @@ impl KvSpec {
                 }
             }
             if let Some(p) = parts.iter().find(|p| p.kind == kind || p.kind == Kind::Full || kind == Kind::Full) {
-                return Err(Error::msg(format!(
-                    "--kv parts '{}' and '{name}' conflict: at most one part of each kind, and `full` stands alone",
-                    p.name
-                )));
+                return Err(Error::msg(format!("--kv parts '{}' and '{name}' conflict: at most one part of each kind, and `full` stands alone", p.name)));
             }
             parts.push(Part { name, kind, options });
         }

@@ -120,12 +120,7 @@ pub fn budget_figure(points: &[BudgetPoint]) -> Figure {
     let full = uniq(&|p| format!("{:.2}", p.ppl_full));
     Figure {
         title: "Eviction against the KV budget: KL to full, perplexity, top-1 agreement".into(),
-        subtitle: format!(
-            "{}, ctx {}, {}; full cache ppl {full}",
-            uniq(&|p| p.model.clone()),
-            uniq(&|p| p.ctx.to_string()),
-            uniq(&|p| p.adapter.clone())
-        ),
+        subtitle: format!("{}, ctx {}, {}; full cache ppl {full}", uniq(&|p| p.model.clone()), uniq(&|p| p.ctx.to_string()), uniq(&|p| p.adapter.clone())),
         panels: vec![
             panel("mean KL(full ‖ policy)", "nats", Scale::Number, series(&|p| p.kl)),
             panel("perplexity", "ppl", Scale::Number, series(&|p| p.ppl)),
@@ -139,9 +134,7 @@ mod tests {
     use super::*;
 
     fn line(kv: &str, ctx: usize, kl: f64) -> String {
-        format!(
-            r#"{{"kv":"{kv}","ctx":{ctx},"ppl":21.5,"ppl_full":20.2,"kl_mean":{kl},"top1_rate":0.875,"model":"m.gguf","adapter":"cpu"}}"#
-        )
+        format!(r#"{{"kv":"{kv}","ctx":{ctx},"ppl":21.5,"ppl_full":20.2,"kl_mean":{kl},"top1_rate":0.875,"model":"m.gguf","adapter":"cpu"}}"#)
     }
 
     #[test]

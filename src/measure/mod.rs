@@ -54,9 +54,7 @@ pub fn fmt_bytes(n: u64) -> String {
 pub fn parse_list(flag: &str, text: &str) -> crate::Result<Vec<usize>> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let v = part
-            .parse::<usize>()
-            .map_err(|_| crate::Error::msg(format!("{flag}: '{part}' is not a non-negative integer (expected e.g. 0,2048)")))?;
+        let v = part.parse::<usize>().map_err(|_| crate::Error::msg(format!("{flag}: '{part}' is not a non-negative integer (expected e.g. 0,2048)")))?;
         if !out.contains(&v) {
             out.push(v);
         }

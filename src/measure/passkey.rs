@@ -56,9 +56,7 @@ impl Frame {
 pub fn chat_parts(t: &ChatTemplate) -> Result<(String, String)> {
     const MARK: &str = "\u{1}PASSKEY-CONTENT\u{1}";
     let text = t.render(&[Message::new("user", MARK)], true)?;
-    let (head, tail) = text
-        .split_once(MARK)
-        .ok_or_else(|| Error::msg("the chat template does not reproduce the user's message; use --format raw"))?;
+    let (head, tail) = text.split_once(MARK).ok_or_else(|| Error::msg("the chat template does not reproduce the user's message; use --format raw"))?;
     Ok((head.to_string(), tail.to_string()))
 }
 
@@ -137,9 +135,7 @@ pub fn build(tokenize: &mut dyn FnMut(&str) -> Result<Vec<u32>>, frame: &Frame, 
     }
     let total = *prefix.last().unwrap_or(&0);
     let want = depth_pct / 100.0 * total as f64;
-    let split = (0..prefix.len())
-        .min_by(|&a, &b| (prefix[a] as f64 - want).abs().total_cmp(&(prefix[b] as f64 - want).abs()))
-        .unwrap_or(0);
+    let split = (0..prefix.len()).min_by(|&a, &b| (prefix[a] as f64 - want).abs().total_cmp(&(prefix[b] as f64 - want).abs())).unwrap_or(0);
 
     let mut context = Vec::with_capacity(used);
     context.extend_from_slice(&frame.head);

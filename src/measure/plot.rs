@@ -224,7 +224,11 @@ fn fmt_value(v: f64, scale: Scale) -> String {
         Scale::Bytes => fmt_bytes(v.max(0.0) as u64),
         Scale::Percent => format!("{v:.1}%"),
         Scale::Number => {
-            if v.fract() == 0.0 { format!("{v}") } else { format!("{v:.3}") }
+            if v.fract() == 0.0 {
+                format!("{v}")
+            } else {
+                format!("{v:.3}")
+            }
         }
     }
 }
@@ -370,15 +374,33 @@ fn panel(s: &mut String, p: &Panel, left: f64, top: f64, styles: &[(&str, Style)
     let sx = |x: f64| x0 + xa.frac(x) * (x1 - x0);
     let sy = |y: f64| y1 - ya.frac(y) * (y1 - y0);
     let _ = writeln!(s, r#"<g class="panel">"#);
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" font-size="13" font-weight="bold" text-anchor="middle">{}</text>"#, (x0 + x1) / 2.0, top + 16.0, escape(&p.title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" font-size="13" font-weight="bold" text-anchor="middle">{}</text>"#,
+        (x0 + x1) / 2.0,
+        top + 16.0,
+        escape(&p.title)
+    );
     // Gridlines and tick labels.
     for v in ya.ticks() {
         let y = sy(v * ya.unit);
-        let _ = writeln!(s, r##"<line x1="{x0:.1}" y1="{y:.1}" x2="{x1:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##, x0 - 6.0, y + 4.0, escape(&ya.label(v)));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0:.1}" y1="{y:.1}" x2="{x1:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            x0 - 6.0,
+            y + 4.0,
+            escape(&ya.label(v))
+        );
     }
     for v in xa.ticks() {
         let x = sx(v * xa.unit);
-        let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{y0:.1}" x2="{x:.1}" y2="{y1:.1}" stroke="#eee"/><line x1="{x:.1}" y1="{y1:.1}" x2="{x:.1}" y2="{:.1}" stroke="#333"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, y1 + 5.0, y1 + 18.0, escape(&xa.label(v)));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{y0:.1}" x2="{x:.1}" y2="{y1:.1}" stroke="#eee"/><line x1="{x:.1}" y1="{y1:.1}" x2="{x:.1}" y2="{:.1}" stroke="#333"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            y1 + 5.0,
+            y1 + 18.0,
+            escape(&xa.label(v))
+        );
     }
     let _ = writeln!(s, r##"<polyline points="{x0:.1},{y0:.1} {x0:.1},{y1:.1} {x1:.1},{y1:.1}" fill="none" stroke="#333"/>"##);
     let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, (x0 + x1) / 2.0, y1 + 38.0, escape(&p.x_label));

@@ -169,8 +169,7 @@ pub fn to_json(records: &[Record]) -> String {
 /// Records from a JSON array (or a single object) written by `--json`.
 /// `path` names the source in errors.
 pub fn from_json(path: &str, text: &str) -> Result<Vec<Record>> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
     let items = match value {
         serde_json::Value::Array(a) => a,
         o @ serde_json::Value::Object(_) => vec![o],

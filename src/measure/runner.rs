@@ -15,8 +15,8 @@
 //! `tg` (the decode plan does not depend on the depth). Every repetition
 //! starts from an empty cache.
 
-use super::record::{self, Device, Record};
 use super::SplitMix;
+use super::record::{self, Device, Record};
 use crate::model::{Model, Output, Readout};
 use crate::{Error, Result};
 use std::time::Instant;
@@ -146,12 +146,7 @@ fn run_once(model: &mut Model, case: &Case, ids: &[u32], decode_limit: usize) ->
 /// called after every run with its tokens per second (None for the warm-up).
 pub fn run_case(model: &mut Model, case: &Case, reps: usize, seed: u64, progress: &mut dyn FnMut(Option<f64>)) -> Result<Measured> {
     if model.kv.room().is_some() && case.tokens() > model.kv.capacity {
-        return Err(Error::msg(format!(
-            "{} needs {} cache slots but the model was loaded with --ctx {}",
-            case.name(),
-            case.tokens(),
-            model.kv.capacity
-        )));
+        return Err(Error::msg(format!("{} needs {} cache slots but the model was loaded with --ctx {}", case.name(), case.tokens(), model.kv.capacity)));
     }
     let ids = token_ids(seed ^ ((case.n_prompt as u64) << 32) ^ case.depth as u64, case.tokens(), model.cfg.vocab_size);
     let warm = if case.n_gen == 0 { usize::MAX } else { WARMUP_DECODE };

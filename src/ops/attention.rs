@@ -32,7 +32,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
+use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
 /// Invocations per workgroup of every attention kernel (a power of two).
@@ -179,11 +179,7 @@ fn decode_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
 }
 
 fn prefill_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
-    Spec::new(Kernel::AttnPrefillLanes)
-        .with("LANES", DECODE_LANES)
-        .with("HEAD_DIM", head_dim)
-        .with("GROUP", group)
-        .with("CHUNK", chunk)
+    Spec::new(Kernel::AttnPrefillLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
 }
 
 fn decode_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
@@ -239,11 +235,7 @@ pub fn kv_append(
     let params = AppendParams { n_kv_heads: shape.n_kv_heads, max_seq: shape.max_seq, max_tokens, _p: 0 };
     let params = gpu.uniform("kv_append.params", bytemuck::bytes_of(&params));
     let vec4s = max_tokens * shape.n_kv_heads * shape.head_dim / 4;
-    gpu.dispatch(
-        &append_spec(shape.head_dim),
-        &[k_new, v_new, k_cache, v_cache, &params, step],
-        grid_1d(vec4s.div_ceil(WG)),
-    )
+    gpu.dispatch(&append_spec(shape.head_dim), &[k_new, v_new, k_cache, v_cache, &params, step], grid_1d(vec4s.div_ceil(WG)))
 }
 
 #[repr(C)]
@@ -489,11 +481,7 @@ pub fn attn_decode(
         AttnKind::Shared => decode_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
         AttnKind::Lanes => decode_lanes_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
     };
-    let partial = gpu.dispatch(
-        &spec,
-        &[q, k_cache, v_cache, &scratch.part_o, &scratch.part_ml, &params, step],
-        [n_split, shape.n_kv_heads, 1],
-    );
+    let partial = gpu.dispatch(&spec, &[q, k_cache, v_cache, &scratch.part_o, &scratch.part_ml, &params, step], [n_split, shape.n_kv_heads, 1]);
     let merge = attn_merge(gpu, shape, shape.n_heads, &scratch.part_o, &scratch.part_ml, scratch.stride, out, lse, step);
     DecodeAttn { partial, merge }
 }
@@ -516,9 +504,5 @@ pub fn attn_merge(
 ) -> Dispatch {
     let params = MergeParams { n_heads: shape.n_heads, n_parts, max_rows, _p: 0 };
     let params = gpu.uniform("attn_merge.params", bytemuck::bytes_of(&params));
-    gpu.dispatch(
-        &merge_spec(shape.head_dim),
-        &[part_o, part_ml, out, lse, &params, step],
-        [(max_rows * shape.head_dim / 4).div_ceil(WG), 1, 1],
-    )
+    gpu.dispatch(&merge_spec(shape.head_dim), &[part_o, part_ml, out, lse, &params, step], [(max_rows * shape.head_dim / 4).div_ceil(WG), 1, 1])
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
+use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
 pub const WG: u32 = 64;
@@ -94,10 +94,7 @@ pub fn rope(gpu: &Gpu, x: &wgpu::Buffer, step: &wgpu::Buffer, r: &Rope, max_toke
         return Err(Error::msg(format!("rope: frequency base {} must be a finite number above 1", r.base)));
     }
     let freqs = gpu.upload("rope.freqs", bytemuck::cast_slice(&rope_freqs(r.rot_dim, r.base)));
-    let params = gpu.uniform(
-        "rope.params",
-        bytemuck::bytes_of(&RopeParams { n_heads: r.n_heads, head_dim: r.head_dim, rot_dim: r.rot_dim, max_tokens }),
-    );
+    let params = gpu.uniform("rope.params", bytemuck::bytes_of(&RopeParams { n_heads: r.n_heads, head_dim: r.head_dim, rot_dim: r.rot_dim, max_tokens }));
     let pairs = max_tokens * r.n_heads * (r.rot_dim / 2);
     Ok(gpu.dispatch(&rope_spec(r.layout), &[x, &freqs, &params, step], grid_1d(pairs.div_ceil(WG))))
 }

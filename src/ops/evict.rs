@@ -6,7 +6,7 @@
 use super::attention::{AttnShape, WG};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
+use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
 /// Most slots a compaction keeps per KV head: one kv_compact invocation walks
@@ -87,11 +87,7 @@ pub fn attn_accum(
 ) -> Dispatch {
     let params = AccumParams { max_seq: shape.max_seq, scale: shape.scale(), rows: rows.min(MAX_ROWS), set: (mode == Accum::Set) as u32 };
     let params = gpu.uniform("attn_accum.params", bytemuck::bytes_of(&params));
-    gpu.dispatch(
-        &accum_spec(shape.head_dim, shape.group()),
-        &[q, k_cache, lse, acc, &params, step],
-        [shape.max_seq.div_ceil(WG), shape.n_kv_heads, 1],
-    )
+    gpu.dispatch(&accum_spec(shape.head_dim, shape.group()), &[q, k_cache, lse, acc, &params, step], [shape.max_seq.div_ceil(WG), shape.n_kv_heads, 1])
 }
 
 /// What `evict_score` ranks slots by (its `mode`).
@@ -185,7 +181,15 @@ pub struct BudgetParams {
 /// DynamicKV's ranking over layers `0 .. params.n_layers` of `score`
 /// (`[layers][n_kv_heads][max_seq]`, slots below `prefix[l]`): per layer, how
 /// many of its scores reach the `keep`-th largest overall, into `counts`.
-pub fn evict_budget(gpu: &Gpu, shape: &AttnShape, n_layers: u32, score: &wgpu::Buffer, prefix: &wgpu::Buffer, counts: &wgpu::Buffer, params: &wgpu::Buffer) -> Result<Dispatch> {
+pub fn evict_budget(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    n_layers: u32,
+    score: &wgpu::Buffer,
+    prefix: &wgpu::Buffer,
+    counts: &wgpu::Buffer,
+    params: &wgpu::Buffer,
+) -> Result<Dispatch> {
     let keys = n_layers as u64 * shape.n_kv_heads as u64 * shape.max_seq as u64;
     // Five walks of ceil(keys / 256) each stay under llvmpipe's loop cap.
     if n_layers > MAX_LAYERS || 5 * keys.div_ceil(256) > MAX_KEEP as u64 {

@@ -17,8 +17,8 @@
 #![allow(clippy::too_many_arguments)]
 
 use crate::gpu::Gpu;
-use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
-use crate::quant::{check_shape, WType};
+use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
+use crate::quant::{WType, check_shape};
 use bytemuck::{Pod, Zeroable};
 
 /// Matvec parallelisation: workgroups of `workgroup` invocations;
@@ -155,11 +155,7 @@ fn assert_shape(w: WType, rows: u32, cols: u32) {
 // serves both uses, which halves compile time on lavapipe (LLVM takes
 // seconds per matmul specialisation) for a uniform branch per output.
 fn matvec_spec(w: WType, s: MatvecShape) -> Spec {
-    Spec::new(Kernel::Matvec)
-        .weights(w)
-        .with("WG", s.workgroup)
-        .with("TPR", s.threads_per_row)
-        .with("RPI", s.rows_per_thread)
+    Spec::new(Kernel::Matvec).weights(w).with("WG", s.workgroup).with("TPR", s.threads_per_row).with("RPI", s.rows_per_thread)
 }
 
 fn matmul_spec(w: WType, s: MatmulShape) -> Spec {
@@ -176,16 +172,7 @@ fn embed_spec(w: WType) -> Spec {
 /// `w`: `[rows, cols]` of type `wtype`; `x`: `cols` f32, read as vec4, so
 /// its buffer must hold at least `x_stride(cols)` floats (values past
 /// `cols` are ignored); `y`: `rows` f32.
-pub fn matvec(
-    gpu: &Gpu,
-    wtype: WType,
-    w: &wgpu::Buffer,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    rows: u32,
-    cols: u32,
-    accum: bool,
-) -> Dispatch {
+pub fn matvec(gpu: &Gpu, wtype: WType, w: &wgpu::Buffer, x: &wgpu::Buffer, y: &wgpu::Buffer, rows: u32, cols: u32, accum: bool) -> Dispatch {
     matvec_with(gpu, MatvecShape::for_gpu(gpu), wtype, w, x, y, Rows::all(rows), cols, accum)
 }
 

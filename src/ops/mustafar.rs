@@ -250,11 +250,7 @@ pub fn expand(
     let s = &store.shape;
     let params = ExpandParams { dst_seq, dst_slot, n_blocks, first_block, max_blocks: s.max_blocks(), _p: [0; 3] };
     let params = gpu.uniform("mustafar_expand.params", bytemuck::bytes_of(&params));
-    gpu.dispatch(
-        &expand_spec(s.attn.head_dim),
-        &[&store.bits, &store.offs, &store.pool, k_dst, v_dst, &params, live],
-        [n_blocks.max(1), s.attn.n_kv_heads, 1],
-    )
+    gpu.dispatch(&expand_spec(s.attn.head_dim), &[&store.bits, &store.offs, &store.pool, k_dst, v_dst, &params, live], [n_blocks.max(1), s.attn.n_kv_heads, 1])
 }
 
 /// Partial decode attention of `q` (row 0, `[n_heads][head_dim]` f32) over the
@@ -323,9 +319,5 @@ pub fn place(
     let params = PlaceParams { n_kv_heads: src.n_kv_heads, src_seq: src.max_seq, dst_seq: dst.max_seq, _p: 0 };
     let params = gpu.uniform("kv_place.params", bytemuck::bytes_of(&params));
     let n = src.n_kv_heads * src.max_seq * src.head_dim / 4;
-    gpu.dispatch(
-        &place_spec(src.head_dim),
-        &[k_src, v_src, k_dst, v_dst, &params, step, win],
-        crate::kernels::grid_1d(n.div_ceil(super::attention::WG)),
-    )
+    gpu.dispatch(&place_spec(src.head_dim), &[k_src, v_src, k_dst, v_dst, &params, step, win], crate::kernels::grid_1d(n.div_ceil(super::attention::WG)))
 }

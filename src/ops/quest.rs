@@ -9,10 +9,10 @@
 //! by the sum of their page scores, so each selected K/V row is read once
 //! for the group.
 
-use super::attention::{attn_merge, AttnShape, DecodeAttn, DECODE_LANES, WG};
+use super::attention::{AttnShape, DECODE_LANES, DecodeAttn, WG, attn_merge};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
+use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
 /// Most pages per KV head: quest_select counts a page's rank over every page in
@@ -41,10 +41,7 @@ impl QuestShape {
         }
         let pages = attn.max_seq.div_ceil(page);
         if pages > MAX_PAGES {
-            return Err(Error::msg(format!(
-                "quest: pages of {page} tokens over {} slots make {pages} pages; at most {MAX_PAGES} (raise page=)",
-                attn.max_seq
-            )));
+            return Err(Error::msg(format!("quest: pages of {page} tokens over {} slots make {pages} pages; at most {MAX_PAGES} (raise page=)", attn.max_seq)));
         }
         if unit != 1 && unit != attn.group() {
             return Err(Error::msg(format!("quest: a selection unit of {unit} heads is neither 1 nor the KV group {}", attn.group())));
@@ -86,12 +83,7 @@ fn meta_spec(head_dim: u32, page: u32) -> Spec {
 }
 
 fn score_spec(s: &QuestShape) -> Spec {
-    Spec::new(Kernel::QuestScore)
-        .with("WG", WG)
-        .with("HEAD_DIM", s.attn.head_dim)
-        .with("PAGE", s.page)
-        .with("GROUP", s.attn.group())
-        .with("UNIT", s.unit)
+    Spec::new(Kernel::QuestScore).with("WG", WG).with("HEAD_DIM", s.attn.head_dim).with("PAGE", s.page).with("GROUP", s.attn.group()).with("UNIT", s.unit)
 }
 
 fn select_spec(page: u32) -> Spec {
@@ -136,7 +128,15 @@ struct MetaParams {
 /// Recompute `kmax` / `kmin` (`[n_kv_heads][max_pages][head_dim]` kv_t) for the
 /// pages holding the call's new slots; record after the layer's `kv_append`.
 /// `max_tokens` sizes the grid.
-pub fn quest_meta(gpu: &Gpu, s: &QuestShape, k_cache: &wgpu::Buffer, kmax: &wgpu::Buffer, kmin: &wgpu::Buffer, step: &wgpu::Buffer, max_tokens: u32) -> Dispatch {
+pub fn quest_meta(
+    gpu: &Gpu,
+    s: &QuestShape,
+    k_cache: &wgpu::Buffer,
+    kmax: &wgpu::Buffer,
+    kmin: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+    max_tokens: u32,
+) -> Dispatch {
     let span = s.span(max_tokens);
     let params = MetaParams { n_kv_heads: s.attn.n_kv_heads, max_seq: s.attn.max_seq, max_pages: s.max_pages(), span };
     let params = gpu.uniform("quest_meta.params", bytemuck::bytes_of(&params));
@@ -159,7 +159,15 @@ fn select_params(gpu: &Gpu, s: &QuestShape) -> wgpu::Buffer {
 }
 
 /// Page scores `[n_units][max_pages]` f32 of the decode query (row 0 of `q`).
-pub fn quest_score(gpu: &Gpu, s: &QuestShape, q: &wgpu::Buffer, kmax: &wgpu::Buffer, kmin: &wgpu::Buffer, score: &wgpu::Buffer, step: &wgpu::Buffer) -> Dispatch {
+pub fn quest_score(
+    gpu: &Gpu,
+    s: &QuestShape,
+    q: &wgpu::Buffer,
+    kmax: &wgpu::Buffer,
+    kmin: &wgpu::Buffer,
+    score: &wgpu::Buffer,
+    step: &wgpu::Buffer,
+) -> Dispatch {
     let params = select_params(gpu, s);
     gpu.dispatch(&score_spec(s), &[q, kmax, kmin, score, &params, step], [s.max_pages().div_ceil(WG), s.n_units(), 1])
 }
@@ -221,11 +229,8 @@ pub fn attn_decode_pages(
     let n_split = s.n_split();
     let params = PagesParams { max_seq: s.attn.max_seq, budget_pages: s.budget_pages, n_split, scale: s.attn.scale() };
     let params = gpu.uniform("attn_decode_pages.params", bytemuck::bytes_of(&params));
-    let partial = gpu.dispatch(
-        &pages_spec(s),
-        &[q, k_cache, v_cache, &scratch.list, &scratch.part_o, &scratch.part_ml, &params, step],
-        [n_split, s.n_units(), 1],
-    );
+    let partial =
+        gpu.dispatch(&pages_spec(s), &[q, k_cache, v_cache, &scratch.list, &scratch.part_o, &scratch.part_ml, &params, step], [n_split, s.n_units(), 1]);
     let merge = attn_merge(gpu, &s.attn, s.attn.n_heads, &scratch.part_o, &scratch.part_ml, n_split * DECODE_LANES, out, lse, step);
     DecodeAttn { partial, merge }
 }

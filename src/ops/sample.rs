@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{grid_1d, Dispatch, Kernel, Spec};
+use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
 /// Workgroup size of both kernels (topk's fast path needs WG >= K).
@@ -121,12 +121,7 @@ impl TopK {
         }
         let valid = (words[3] as usize).min(k as usize);
         let candidates = (0..valid).map(|r| (words[4 + 2 * r], f32::from_bits(words[5 + 2 * r]))).collect();
-        Ok(TopK {
-            max: f32::from_bits(words[0]),
-            sum_exp: f32::from_bits(words[1]),
-            lse: f32::from_bits(words[2]),
-            candidates,
-        })
+        Ok(TopK { max: f32::from_bits(words[0]), sum_exp: f32::from_bits(words[1]), lse: f32::from_bits(words[2]), candidates })
     }
 }
 

@@ -2,11 +2,11 @@
 //! one token at a time, f64 accumulation in dot products, softmax and norms.
 //! The GPU forward is checked against it; it is never used by the GPU path.
 
+use crate::Result;
 use crate::arch::Role;
 use crate::config::{ModelConfig, RopeStyle};
 use crate::quant::dequantize;
 use crate::weights::Weights;
-use crate::Result;
 
 /// One layer's weights as f32, row-major `[rows][cols]`.
 #[derive(Clone)]
@@ -25,7 +25,7 @@ struct Layer {
 #[derive(Clone)]
 pub struct RefModel {
     pub cfg: ModelConfig,
-    embed: Vec<f32>,  // [vocab][dim]
+    embed: Vec<f32>, // [vocab][dim]
     layers: Vec<Layer>,
     out_norm: Vec<f32>,
     output: Option<Vec<f32>>, // [vocab][dim]; None when tied to `embed`
@@ -74,7 +74,14 @@ impl RefQuest {
                     }
                 }
                 (u * self.unit..(u + 1) * self.unit)
-                    .map(|h| (0..hd).map(|i| { let qi = q[h * hd + i] as f64; (qi * hi[i] as f64).max(qi * lo[i] as f64) }).sum::<f64>())
+                    .map(|h| {
+                        (0..hd)
+                            .map(|i| {
+                                let qi = q[h * hd + i] as f64;
+                                (qi * hi[i] as f64).max(qi * lo[i] as f64)
+                            })
+                            .sum::<f64>()
+                    })
                     .sum()
             };
             let scores: Vec<f64> = (0..n_pages - 1).map(score).collect();
@@ -93,9 +100,7 @@ impl RefQuest {
 
 fn matvec(w: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
     let cols = x.len();
-    (0..rows)
-        .map(|r| w[r * cols..(r + 1) * cols].iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32)
-        .collect()
+    (0..rows).map(|r| w[r * cols..(r + 1) * cols].iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32).collect()
 }
 
 fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {

@@ -4,8 +4,8 @@
 pub mod attention;
 pub mod elementwise;
 pub mod evict;
+pub mod forward;
 pub mod linear;
 pub mod mustafar;
 pub mod quest;
 pub mod sample;
-pub mod forward;

@@ -89,15 +89,10 @@ pub fn attention_pages(s: &QuestShape, q: &[f32], k_cache: &[f32], v_cache: &[f3
     let mut out = vec![0.0f32; s.attn.n_heads as usize * hd];
     for h in 0..s.attn.n_heads as usize {
         let head = (h / group) * ms;
-        let slots: Vec<usize> = lists[h / unit]
-            .iter()
-            .flat_map(|&pg| (pg as usize * page..(pg as usize + 1) * page).filter(|&j| j < kv_len))
-            .collect();
+        let slots: Vec<usize> = lists[h / unit].iter().flat_map(|&pg| (pg as usize * page..(pg as usize + 1) * page).filter(|&j| j < kv_len)).collect();
         let qr = &q[h * hd..][..hd];
-        let sc: Vec<f64> = slots
-            .iter()
-            .map(|&j| qr.iter().zip(&k_cache[(head + j) * hd..][..hd]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale)
-            .collect();
+        let sc: Vec<f64> =
+            slots.iter().map(|&j| qr.iter().zip(&k_cache[(head + j) * hd..][..hd]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale).collect();
         let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let mut acc = vec![0.0f64; hd];
         let mut sum = 0.0;

@@ -46,10 +46,6 @@ pub fn topk(logits: &[f32], k: usize) -> TopK {
     all.sort_by(|&a, &b| rank_order(a, b));
     let candidates: Vec<(u32, f32)> = all.iter().take(k).map(|&(i, v)| (i as u32, v)).collect();
     let max = logits.iter().copied().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
-    let sum_exp = if max == f32::NEG_INFINITY {
-        0.0
-    } else {
-        logits.iter().map(|&v| ((v as f64) - max as f64).exp()).sum()
-    };
+    let sum_exp = if max == f32::NEG_INFINITY { 0.0 } else { logits.iter().map(|&v| ((v as f64) - max as f64).exp()).sum() };
     TopK { max, sum_exp, candidates }
 }

@@ -166,7 +166,13 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
         let n_bad = got.iter().zip(want).filter(|(g, w)| !((*g - *w).abs() <= tol.abs + tol.rel * w.abs())).count();
         panic!(
             "{what}: {n_bad} of {} elements outside tolerance '{}' (abs {:e}, rel {:e}); worst at [{}] err {:e}\n  {}",
-            got.len(), tol.name, tol.abs, tol.rel, worst.0, worst.1, bad.join("\n  ")
+            got.len(),
+            tol.name,
+            tol.abs,
+            tol.rel,
+            worst.0,
+            worst.1,
+            bad.join("\n  ")
         );
     }
 }
@@ -229,11 +235,7 @@ pub fn reference_path(rel: &str) -> std::path::PathBuf {
 
 /// Bytes of `x` as a KV cache stores them on `g` (f16 with SHADER_F16, else f32).
 pub fn kv_bytes(g: &Gpu, x: &[f32]) -> Vec<u8> {
-    if g.caps.f16 {
-        x.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect()
-    } else {
-        bytemuck::cast_slice(x).to_vec()
-    }
+    if g.caps.f16 { x.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect() } else { bytemuck::cast_slice(x).to_vec() }
 }
 
 /// `x` as a KV cache stores it on `g`, back in f32.

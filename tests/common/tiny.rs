@@ -23,12 +23,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use wgkv::arch::{Arch, Role};
 use wgkv::config::{ModelConfig, RopeStyle};
 use wgkv::gguf::{GgufWriter, Value, Value as G};
-use wgkv::tokenizer::{GgufVocab, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED};
-use wgkv::quant::{dequantize, quantize, WType};
+use wgkv::quant::{WType, dequantize, quantize};
 use wgkv::safetensors::SafeTensorsWriter;
-use wgkv::arch::{Arch, Role};
+use wgkv::tokenizer::{GgufVocab, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED};
 
 pub const DIM: usize = 64;
 pub const HIDDEN: usize = 96;
@@ -127,7 +127,13 @@ fn layout(tied: bool) -> Vec<(String, Vec<u64>, f32)> {
         (Role::Embed, _) => 1.0,
         _ => 1.0 / (dims[0] as f32).sqrt(),
     };
-    cfg.tensors().into_iter().map(|n| { let s = scale(n.role, &n.dims); (n.name, n.dims, s) }).collect()
+    cfg.tensors()
+        .into_iter()
+        .map(|n| {
+            let s = scale(n.role, &n.dims);
+            (n.name, n.dims, s)
+        })
+        .collect()
 }
 
 /// The model's values as a file written with `o` holds them (HF row order).
@@ -324,9 +330,7 @@ pub const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] +
 /// control tokens, the 256 bytes, a few merges of the filler's words, then
 /// unused ids.
 pub fn tiny_vocab() -> GgufVocab {
-    let merges = [
-        "h e", "Ġ T", "ĠT he", "Ġ i", "Ġi s", "Ġ p", "a s", "Ġp as", "Ġpas s", "Ġ k", "e y", "Ġk ey", "Ġ g", "r e", "e n", "Ġ s",
-    ];
+    let merges = ["h e", "Ġ T", "ĠT he", "Ġ i", "Ġi s", "Ġ p", "a s", "Ġp as", "Ġpas s", "Ġ k", "e y", "Ġk ey", "Ġ g", "r e", "e n", "Ġ s"];
     let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(String::from).to_vec();
     tokens.extend(byte_alphabet());
     tokens.extend(merges.iter().map(|m| m.replace(' ', "")));
