@@ -178,17 +178,17 @@ fn main() {
             }
         }
     }
-    if kernels.is_empty() || kernels.iter().any(|k| *k == "attn") {
-        if let Err(e) = bench_attention(&g, &mut rng) {
-            eprintln!("FAILED: {e}");
-            failed = true;
-        }
+    if (kernels.is_empty() || kernels.iter().any(|k| *k == "attn"))
+        && let Err(e) = bench_attention(&g, &mut rng)
+    {
+        eprintln!("FAILED: {e}");
+        failed = true;
     }
-    if kernels.is_empty() || kernels.iter().any(|k| *k == "sample") {
-        if let Err(e) = bench_sample(&g, &mut rng) {
-            eprintln!("FAILED: {e}");
-            failed = true;
-        }
+    if (kernels.is_empty() || kernels.iter().any(|k| *k == "sample"))
+        && let Err(e) = bench_sample(&g, &mut rng)
+    {
+        eprintln!("FAILED: {e}");
+        failed = true;
     }
     if failed {
         std::process::exit(1);

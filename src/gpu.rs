@@ -157,7 +157,7 @@ impl Gpu {
             subgroup_min: info.subgroup_min_size,
             subgroup_max: info.subgroup_max_size,
             timestamps: want.contains(wgpu::Features::TIMESTAMP_QUERY),
-            max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+            max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_invocations: limits.max_compute_invocations_per_workgroup,
@@ -202,7 +202,7 @@ impl Gpu {
         if data.is_empty() {
             return;
         }
-        if data.len() % 4 == 0 {
+        if data.len().is_multiple_of(4) {
             self.queue.write_buffer(buf, offset, data);
         } else {
             let mut padded = data.to_vec();
@@ -460,7 +460,7 @@ impl Dispatch {
     /// Record with a different grid (e.g. fewer tokens than the buffers hold);
     /// a grid with a zero records nothing.
     pub fn record_groups(&self, pass: &mut wgpu::ComputePass<'_>, groups: [u32; 3]) {
-        if groups.iter().any(|&g| g == 0) {
+        if groups.contains(&0) {
             return;
         }
         pass.set_pipeline(&self.pipeline);

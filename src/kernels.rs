@@ -9,6 +9,7 @@
 //!   + shared fragments (`shaders/attn_core.wgsl` for attention, ...)
 //!   + `shaders/quant/common.wgsl` + `shaders/quant/<wtype>.wgsl` (weight-reading kernels only)
 //!   + `shaders/<kernel>.wgsl`.
+//!
 //! Bindings are numbered in argument order: inputs, outputs, then the params
 //! uniform (and the step uniform where a kernel depends on the position).
 
@@ -173,6 +174,10 @@ impl Registry {
 
     pub fn len(&self) -> usize {
         self.cache.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

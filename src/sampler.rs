@@ -59,7 +59,7 @@ impl SamplerConfig {
     /// Checks user-given values; one line per problem, naming the CLI flag.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::msg(m));
-        if !(self.temperature >= 0.0) {
+        if self.temperature.is_nan() || self.temperature < 0.0 {
             return bad(format!("--temp must be 0 (greedy) or more, got {}", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {

@@ -139,14 +139,14 @@ fn kept_slots_budgets_and_logits_follow_the_reference() {
             // Kept slots: the reference selection over the GPU's scores.
             let got = kept(&g, s, layers, heads);
             assert!((0..layers).any(|l| got[l][0] != got[l][heads - 1]), "{what}: heads should keep different slots here");
-            for l in 0..layers {
+            for (l, got_l) in got.iter().enumerate() {
                 let keep = s.budgets[l];
                 let recent = match o.ranking {
                     scored::Ranking::Attention | scored::Ranking::ValueAware => o.recent.unwrap_or(keep / 2).max(w_len),
                     _ => w_len,
                 };
                 let want: Vec<Vec<usize>> = (0..heads).map(|h| select_keep(&layer_scores(l, h), PROMPT, keep, o.sinks, recent)).collect();
-                assert_eq!(got[l], want, "layer {l} kept: {what}");
+                assert_eq!(*got_l, want, "layer {l} kept: {what}");
                 r.keep_heads(l, &want);
             }
             // Decode follows the reference holding the same slots (window

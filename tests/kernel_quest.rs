@@ -123,7 +123,8 @@ fn scores_and_selected_pages_equal_the_reference_exactly() {
     for g in contexts() {
         let mut rng = Rng::new(2);
         // (heads, kv heads, page, budget tokens, shared, context lengths)
-        let cases: &[(u32, u32, u32, u32, bool, &[usize])] = &[
+        type Case = (u32, u32, u32, u32, bool, &'static [usize]);
+        let cases: &[Case] = &[
             (9, 3, 16, 64, true, &[1, 64, 65, 100, 161, 300]),
             (9, 3, 16, 64, false, &[80, 161, 300]),
             (4, 4, 5, 17, false, &[3, 15, 16, 51, 77]),

@@ -174,6 +174,7 @@ fn unusable_mustafar_options_are_errors() {
 /// `R + 64` or more tokens after the sinks are uncompressed, their oldest
 /// whole blocks are pruned; then the oldest pruned blocks are dropped while
 /// the call would pass the budget. Logits after each call, tokens evicted.
+#[allow(clippy::too_many_arguments)] // the policy's five options beside the model and calls
 fn reference_stream(w: &Weights, kv_f16: bool, calls: &[Vec<u32>], k: f64, v: f64, window: usize, budget: usize, sinks: usize) -> (Vec<Vec<f32>>, usize) {
     let mut r = RefModel::new(w).unwrap();
     r.kv_f16 = kv_f16;

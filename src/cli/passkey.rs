@@ -265,8 +265,11 @@ fn emit(results: &[(String, Vec<Trial>)], depths: &[usize], meta: &Meta, json: b
 /// `--compare`: the trials of every file's policies, in file order, with
 /// their depths and the first file's description. The files must agree on
 /// context, depths, format and question feed; a policy may appear once.
-fn read_runs(files: &[String]) -> Result<(Vec<(String, Vec<Trial>)>, Vec<usize>, Meta)> {
-    let mut results: Vec<(String, Vec<Trial>)> = Vec::new();
+/// Each policy's trials, in file order.
+type Runs = Vec<(String, Vec<Trial>)>;
+
+fn read_runs(files: &[String]) -> Result<(Runs, Vec<usize>, Meta)> {
+    let mut results: Runs = Vec::new();
     let mut first: Option<(Meta, Vec<usize>)> = None;
     let mut sources = Vec::new();
     for f in files {
@@ -315,7 +318,7 @@ fn pick(mut results: Vec<(String, Vec<Trial>)>, specs: &[KvSpec]) -> Result<Vec<
 /// One `eval passkey --json` output: its description, depths (in the order
 /// of its rows) and trials per policy. The rows' counts and each answer's
 /// parsed integer are not taken from the file: they are derived again.
-fn read_run(f: &str) -> Result<(Meta, Vec<usize>, Vec<(String, Vec<Trial>)>)> {
+fn read_run(f: &str) -> Result<(Meta, Vec<usize>, Runs)> {
     let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
     let bad = |what: String| Error::format(f, format!("--compare: not an `eval passkey --json` output ({what})"));
     let report: Report = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;

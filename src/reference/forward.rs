@@ -90,9 +90,7 @@ impl RefQuest {
             pages.truncate(self.budget_pages - 1);
             pages.push(n_pages - 1);
             let slots: Vec<usize> = pages.iter().flat_map(|&pg| pg * self.page..((pg + 1) * self.page).min(n)).collect();
-            for h in u * self.unit..(u + 1) * self.unit {
-                out[h] = slots.clone();
-            }
+            out[u * self.unit..(u + 1) * self.unit].fill(slots);
         }
         out
     }

@@ -12,6 +12,7 @@ use wgkv::gpu::{Gpu, GpuOptions};
 /// - the default adapter with SHADER_F16 when it has it,
 /// - the same adapter forced onto the f32 path,
 /// - wgpu's GL backend where it exists (no f16, 16 storage buffers).
+///
 /// Empty (the test prints a skip) only when no adapter exists and
 /// `WGKV_REQUIRE_GPU` is unset; with it set, a missing adapter fails.
 pub fn contexts() -> Contexts {
@@ -73,10 +74,11 @@ fn all_contexts() -> Vec<Arc<Gpu>> {
         if main.caps.f16 {
             v.push(Gpu::new(&GpuOptions { force_f32: true, ..Default::default() }).expect("f32 context"));
         }
-        if std::env::var_os("WGKV_TEST_GL").is_none_or(|v| v != "0") && main.info.backend != wgpu::Backend::Gl {
-            if let Ok(gl) = Gpu::new(&GpuOptions { backend: Some("gl".into()), ..Default::default() }) {
-                v.push(gl);
-            }
+        if std::env::var_os("WGKV_TEST_GL").is_none_or(|v| v != "0")
+            && main.info.backend != wgpu::Backend::Gl
+            && let Ok(gl) = Gpu::new(&GpuOptions { backend: Some("gl".into()), ..Default::default() })
+        {
+            v.push(gl);
         }
         for g in &v {
             eprintln!("test context: {} f16={}", g.describe(), g.caps.f16);
@@ -153,17 +155,24 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         let lim = tol.abs + tol.rel * w.abs();
-        if !(err <= lim) || g.is_nan() != w.is_nan() {
+        if err.is_nan() || err > lim || g.is_nan() != w.is_nan() {
             if bad.len() < 8 {
                 bad.push(format!("[{i}] got {g} want {w} (err {err:.3e}, allowed {lim:.3e})"));
             }
-            if !(err <= worst.1) {
+            if err.is_nan() || err > worst.1 {
                 worst = (i, err);
             }
         }
     }
     if !bad.is_empty() {
-        let n_bad = got.iter().zip(want).filter(|(g, w)| !((*g - *w).abs() <= tol.abs + tol.rel * w.abs())).count();
+        let n_bad = got
+            .iter()
+            .zip(want)
+            .filter(|(g, w)| {
+                let e = (*g - *w).abs();
+                e.is_nan() || e > tol.abs + tol.rel * w.abs()
+            })
+            .count();
         panic!(
             "{what}: {n_bad} of {} elements outside tolerance '{}' (abs {:e}, rel {:e}); worst at [{}] err {:e}\n  {}",
             got.len(),
