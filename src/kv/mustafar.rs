@@ -1,4 +1,4 @@
-//! The `mustafar` storage part (research/algorithms.md §2): every token but
+//! The `mustafar` storage part (Mustafar, arXiv 2505.22913): every token but
 //! the most recent stays in Mustafar's bitmap-sparse form, and decode
 //! attention reads that form directly.
 //!

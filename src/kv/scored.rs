@@ -1,5 +1,5 @@
-//! Score-based eviction with per-layer budgets (research/algorithms.md §3,
-//! §4, §5): `snapkv`, `pyramidkv`, `dynamickv` (observation-window scores,
+//! Score-based eviction with per-layer budgets (SnapKV,
+//! PyramidKV, DynamicKV, H2O, VATP, key-norm eviction): `snapkv`, `pyramidkv`, `dynamickv` (observation-window scores,
 //! pooled), `h2o` (accumulated attention), `vatp` (accumulated attention ×
 //! the value's L1 norm, sinks protected) and `knorm` (low key norm kept), each
 //! with `alloc=uniform|pyramid|dynamic` budgets per layer.
@@ -185,7 +185,7 @@ pub fn pyramid_budgets(base: usize, limit: usize, layers: usize) -> Vec<usize> {
     (0..layers).map(|l| ((max - l as f64 * step).floor().max(0.0) as usize).min(limit)).collect()
 }
 
-/// DynamicKV's re-allocation (research/algorithms.md §3.3) from the counts
+/// DynamicKV's re-allocation (arXiv 2412.14838, its layer-budget update) from the counts
 /// of each update: `updates` holds, for an update after layer `l`, how many
 /// of the global top `base · heads · (l + 1)` scores each layer `0..=l` had.
 /// Every layer starts at `b_max`; an update sets `b_k = ⌊b_max · c_k / Σc⌋`,

@@ -1,4 +1,4 @@
-//! `streaming` eviction (StreamingLLM, research/algorithms.md §5.1): keep the
+//! `streaming` eviction (StreamingLLM, arXiv 2309.17453): keep the
 //! first `sinks` tokens and the most recent ones within a fixed budget of
 //! slots per layer, so a chat can run on indefinitely in bounded memory.
 //!

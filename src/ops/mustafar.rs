@@ -1,5 +1,5 @@
-//! Launch builders for Mustafar's compressed KV store (research/algorithms.md
-//! §2): prune + compress 64-slot blocks on the GPU, expand them back to
+//! Launch builders for Mustafar's compressed KV store (arXiv 2505.22913):
+//! prune + compress 64-slot blocks on the GPU, expand them back to
 //! dense rows, and decode attention read straight from the bitmap tiles.
 //!
 //! A [`Store`] holds one layer's compressed blocks: per (KV head, block) a

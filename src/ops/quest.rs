@@ -1,5 +1,5 @@
-//! Launch builders for Quest (query-aware page selection, research/
-//! algorithms.md §1): page metadata after every KV append, and per decode
+//! Launch builders for Quest (query-aware page selection, arXiv
+//! 2406.10774): page metadata after every KV append, and per decode
 //! step page scores, top-k page selection and attention over the selected
 //! pages, merged by `attn_merge`. Nothing is read back inside a step.
 //!

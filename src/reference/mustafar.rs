@@ -1,4 +1,4 @@
-//! References for Mustafar's storage (research/algorithms.md §2): per-token
+//! References for Mustafar's storage (arXiv 2505.22913): per-token
 //! magnitude pruning of keys and values, the bitmap tile format of one
 //! 64-token block, and its expansion back to dense rows. The GPU kernels
 //! (`ops::mustafar`) place tiles anywhere in their pool; what must match is
