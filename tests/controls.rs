@@ -229,3 +229,31 @@ fn the_real_model_resumes_a_saved_4k_conversation() {
     let text = "The history of the lighthouse keepers on the northern coast is long and full of small, careful habits. ".repeat(190);
     save_and_resume(model.to_str().unwrap(), "snapkv:budget=10%", "4608", &text, "12");
 }
+
+/// Every command that prints results has `--json` with the same stamp.
+#[test]
+fn every_json_output_carries_the_stamp() {
+    let Some(model) = tiny_model("stamps") else { return };
+    let m = model.to_str().unwrap();
+    let text = model.with_file_name("text.txt");
+    std::fs::write(&text, "The pass key is 1234. The grass is green and the sky is blue. ".repeat(20)).unwrap();
+    let stamped = |v: &Value, what: &str, device: bool| {
+        for k in ["wgkv_version", "git_commit", "model"] {
+            assert!(v[k].is_string(), "{what}: no {k} in {v}");
+        }
+        assert_eq!(v["adapter"].is_string(), device, "{what}: device fields in {v}");
+    };
+    let v = json(&wgkv(&["--model", m, "tokenize", "hello", "--json"]));
+    stamped(&v, "tokenize", false);
+    assert_eq!(v["model"], "tiny.gguf");
+    let t = text.to_str().unwrap();
+    let (out, _) = ok(&wgkv(&["--model", m, "eval", "ppl", "--file", t, "--ctx", "64", "--chunks", "2", "--json"]));
+    let v: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    stamped(&v, "eval ppl", true);
+    assert!(v["ppl"].as_f64().unwrap() > 1.0, "{v}");
+    let (out, _) = ok(&wgkv(&["devices", "--json"]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["git_commit"].is_string() && v["adapters"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+    let v = json(&wgkv(&["--model", m, "eval", "soak", "--turns", "3", "--every", "1", "-n", "4", "--ctx", "256", "--json"]));
+    stamped(&v, "eval soak", true);
+}

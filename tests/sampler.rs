@@ -308,3 +308,27 @@ fn validate_names_the_flag() {
     assert!(err(SamplerConfig { temperature: f32::NAN, ..d.clone() }).contains("--temp"));
     assert!(SamplerConfig { temperature: 0.0, ..d }.validate().is_ok());
 }
+
+/// `--ignore-eos`: banned ids are never drawn, greedy or sampled, and the
+/// rest keep their softmax shares among themselves.
+#[test]
+fn banned_ids_are_never_drawn() {
+    let logits = [3.0f32, 2.0, 1.0, 0.5];
+    let c = cands(&logits);
+    let mut greedy = Sampler::new(cfg(0.0, 0, 1.0, 0.0, 1));
+    greedy.ban(&[id(0)]);
+    assert!(greedy.candidates_needed() > 1, "a ban needs more than the argmax");
+    assert_eq!(greedy.sample(&c), id(1));
+    let mut s = Sampler::new(cfg(1.0, 0, 1.0, 0.0, 7));
+    s.ban(&[id(0), id(2)]);
+    let rest = softmax(&[2.0, 0.5], 1.0);
+    assert_matches("banned", &counts(&mut s, &c, DRAWS), &[0.0, rest[0], 0.0, rest[1]]);
+}
+
+/// `--top-k 0` asks for every logit; a limit, or greedy, does not.
+#[test]
+fn top_k_zero_wants_every_logit() {
+    assert!(Sampler::new(cfg(0.8, 0, 0.95, 0.05, 1)).wants_every_logit());
+    assert!(!Sampler::new(cfg(0.8, 40, 0.95, 0.05, 1)).wants_every_logit());
+    assert!(!Sampler::new(cfg(0.0, 0, 0.95, 0.05, 1)).wants_every_logit());
+}
