@@ -257,3 +257,22 @@ fn every_json_output_carries_the_stamp() {
     let v = json(&wgkv(&["--model", m, "eval", "soak", "--turns", "3", "--every", "1", "-n", "4", "--ctx", "256", "--json"]));
     stamped(&v, "eval soak", true);
 }
+
+/// Under a storage whose cache is not saved (mustafar), `/save` keeps the
+/// messages and says so, and `/load` prefills them on the next turn.
+#[test]
+fn a_conversation_under_mustafar_is_saved_without_its_cache() {
+    let Some(model) = tiny_model("save-mustafar") else { return };
+    let m = model.to_str().unwrap();
+    let f = model.with_file_name("m.wgkv");
+    let fs = f.to_str().unwrap();
+    let args = ["--model", m, "chat", "--temp", "0", "-n", "6", "--ctx", "512", "--kv", "mustafar", "--quiet"];
+    let (out, _) = ok(&wgkv_with_stdin(&args, Some(&format!("{}\n/save {fs}\n", long_message(300)))));
+    assert!(out.contains("without the cache") && out.contains("/load prefills the messages again"), "{out}");
+    let (_, cache) = saved_parts(&f);
+    assert_eq!(cache, 0);
+    let (out, _) = ok(&wgkv_with_stdin(&args, Some(&format!("/load {fs}\nAnd then?\n/stats\n"))));
+    assert!(out.contains("(loaded 2 messages (the next turn prefills them)"), "{out}");
+    let prefill: usize = out.lines().find_map(|l| l.strip_prefix("last answer: prefill ")?.split(' ').next()?.parse().ok()).unwrap();
+    assert!(prefill > 300, "the history was not prefilled again: {out}");
+}
