@@ -55,6 +55,23 @@ pub struct Gpu {
     pub stated_memory: Option<u64>,
 }
 
+/// Bytes [`Gpu::buffer`] (and [`Gpu::upload`], [`Gpu::staging`]) really
+/// allocates for a request of `bytes`: at least 4, a multiple of 4.
+pub fn storage_size(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(4) * 4
+}
+
+/// Bytes of queued writes [`Gpu::upload_staged`] lets pile up before it
+/// submits them: each queued write holds a staging copy of its data until
+/// the next submit, so a load that queued every weight would hold them twice.
+pub const STAGING_LIMIT: u64 = 4 << 20;
+
+/// Bytes [`Gpu::uniform`] really allocates for `len` bytes of params: at
+/// least 16, a multiple of 16.
+pub fn uniform_size(len: u64) -> u64 {
+    len.max(16).div_ceil(16) * 16
+}
+
 pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
     Ok(match name.to_ascii_lowercase().as_str() {
         "vulkan" | "vk" => wgpu::Backends::VULKAN,
@@ -168,11 +185,11 @@ impl Gpu {
         Ok(Arc::new(Gpu { device, queue, info, caps, kernels, stated_memory: opts.memory }))
     }
 
-    /// A storage buffer of `bytes` (rounded up to 4), usable as copy source and target.
+    /// A storage buffer of `bytes` (rounded up to 4, see [`storage_size`]), usable as copy source and target.
     pub fn buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).div_ceil(4) * 4,
+            size: storage_size(bytes),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
@@ -185,11 +202,34 @@ impl Gpu {
         buf
     }
 
+    /// `upload`, in pieces of at most [`STAGING_LIMIT`] bytes, submitting
+    /// the queued writes first whenever `pending` (the bytes queued since
+    /// the last submit, shared by a load's uploads) would pass the limit.
+    pub fn upload_staged(&self, label: &str, data: &[u8], pending: &std::cell::Cell<u64>) -> wgpu::Buffer {
+        let buf = self.buffer(label, data.len() as u64);
+        for (i, piece) in data.chunks(STAGING_LIMIT as usize).enumerate() {
+            let bytes = storage_size(piece.len() as u64);
+            if pending.get() + bytes > STAGING_LIMIT {
+                self.flush();
+                pending.set(0);
+            }
+            self.write(&buf, i as u64 * STAGING_LIMIT, piece);
+            pending.set(pending.get() + bytes);
+        }
+        buf
+    }
+
+    /// Submit the queued writes and wait for them, returning their staging copies.
+    pub fn flush(&self) {
+        self.queue.submit([]);
+        self.wait();
+    }
+
     /// A uniform buffer holding `data` (a `#[repr(C)]` params struct).
     pub fn uniform(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (data.len() as u64).max(16).div_ceil(16) * 16,
+            size: uniform_size(data.len() as u64),
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -229,7 +269,7 @@ impl Gpu {
     pub fn staging(&self, bytes: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: bytes.max(4).div_ceil(4) * 4,
+            size: storage_size(bytes),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })

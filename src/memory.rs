@@ -8,47 +8,77 @@
 //! `--gpu-memory`, and without it only the allocation's own errors remain.
 
 use crate::config::ModelConfig;
-use crate::gpu::Gpu;
-use crate::kv::MAX_CHUNK;
-use crate::ops::attention::{AttnKind, AttnShape, PrefillScratch};
+use crate::gpu::{Caps, Gpu, STAGING_LIMIT, storage_size, uniform_size};
+use crate::kv::{KvCache, KvSpec, MAX_CHUNK};
+use crate::ops::{Step, sample};
 use crate::{Error, Result};
 
 /// Bytes a model needs on the device, by part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Need {
     pub weights: u64,
-    /// The KV cache's dense storage for `slots` tokens.
+    /// Everything the KV cache allocates ([`KvCache::bytes_for`]): the
+    /// dense slots, every policy part's buffers, the attention scratch.
     pub kv: u64,
-    /// KV bytes per slot (all layers, K and V).
+    /// Dense KV bytes per slot (all layers, K and V).
     pub kv_per_slot: u64,
-    /// Activations for one prefill chunk, attention scratch, logits.
+    /// Activations for one prefill chunk, the readouts (logits, argmax,
+    /// top-k, the readback buffer) and the step uniform.
     pub buffers: u64,
+    /// The load's transient peak: staging copies of queued weight writes,
+    /// which the upload submits whenever they would pass
+    /// [`STAGING_LIMIT`] (so at most that much, or the weights if fewer);
+    /// gone once the load returns.
+    pub staging: u64,
 }
 
 impl Need {
-    /// `slots`: the KV cache's dense slots; `kind`: the adapter's prefill
-    /// kernel (CPU adapters' `Lanes` keeps per-split partials).
-    pub fn new(cfg: &ModelConfig, weights: u64, slots: usize, f16: bool, kind: AttnKind) -> Need {
-        let elem = if f16 { 2 } else { 4 };
-        let kv_dim = (cfg.n_kv_heads * cfg.head_dim) as u64;
-        let kv_per_slot = 2 * cfg.n_layers as u64 * kv_dim * elem;
-        let n = MAX_CHUNK as u64;
-        let q = (cfg.n_heads * cfg.head_dim) as u64;
-        let acts = 4 * n * (1 + 2 * cfg.dim as u64 + 2 * q + 2 * kv_dim + 3 * cfg.hidden_dim as u64);
-        let shape = AttnShape {
-            n_heads: cfg.n_heads as u32,
-            n_kv_heads: cfg.n_kv_heads as u32,
-            head_dim: cfg.head_dim as u32,
-            max_seq: slots.min(u32::MAX as usize) as u32,
-        };
-        let (part_o, part_ml) = PrefillScratch::partial_bytes(&shape, kind, MAX_CHUNK as u32);
-        let buffers = acts + part_o + part_ml + 12 * cfg.vocab_size as u64;
-        Need { weights, kv: kv_per_slot * slots as u64, kv_per_slot, buffers }
+    /// What a model of `cfg` with `weights` bytes of weights needs at
+    /// `ctx` tokens under `spec` on an adapter with `caps`.
+    pub fn new(cfg: &ModelConfig, weights: u64, spec: &KvSpec, ctx: usize, caps: &Caps) -> Result<Need> {
+        let elem = if caps.f16 { 2 } else { 4 };
+        let kv_per_slot = 2 * cfg.n_layers as u64 * (cfg.n_kv_heads * cfg.head_dim) as u64 * elem;
+        let topk = sample::topk_words(sample::TOPK_K);
+        let storage = acts(cfg, MAX_CHUNK).into_iter().chain(readouts(cfg, topk)).map(|(_, b)| storage_size(b)).sum::<u64>();
+        let buffers = storage + uniform_size(size_of::<Step>() as u64);
+        let kv = KvCache::bytes_for(spec, cfg, ctx, caps)?;
+        Ok(Need { weights, kv, kv_per_slot, buffers, staging: weights.min(STAGING_LIMIT) })
     }
 
     pub fn total(&self) -> u64 {
-        self.weights + self.kv + self.buffers
+        self.weights + self.kv + self.buffers + self.staging
     }
+}
+
+/// The model's activations for `n` tokens: (label, requested bytes).
+pub fn acts(c: &ModelConfig, n: usize) -> [(&'static str, u64); 10] {
+    let f = |label, per_token: usize| (label, (4 * n * per_token) as u64);
+    let q_dim = c.n_heads * c.head_dim;
+    let kv_dim = c.n_kv_heads * c.head_dim;
+    [
+        f("ids", 1),
+        f("x", c.dim),
+        f("xn", c.dim),
+        f("q", q_dim),
+        f("k", kv_dim),
+        f("v", kv_dim),
+        f("att", q_dim),
+        f("gate", c.hidden_dim),
+        f("up", c.hidden_dim),
+        f("hb", c.hidden_dim),
+    ]
+}
+
+/// The model's readout buffers for `topk_words` words of top-k: the last
+/// token's state, logits, argmax, top-k and the readback (staging) buffer.
+pub fn readouts(c: &ModelConfig, topk_words: usize) -> [(&'static str, u64); 5] {
+    [
+        ("last", 4 * c.dim as u64),
+        ("logits", 4 * c.vocab_size as u64),
+        ("best", 4 * sample::ARGMAX_WORDS as u64),
+        ("topk", 4 * topk_words as u64),
+        ("readback", 4 * c.vocab_size.max(topk_words) as u64),
+    ]
 }
 
 /// Device memory in bytes and where the figure comes from, if known:

@@ -8,7 +8,7 @@ use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
 use crate::kv::{KvCache, KvSpec, LayerIo};
 use crate::memory;
-use crate::ops::attention::{self as attn, AttnShape};
+use crate::ops::attention::AttnShape;
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
 use crate::ops::linear::{self, MatmulShape, MatvecShape, Rows};
 use crate::ops::{Step, sample};
@@ -16,6 +16,7 @@ use crate::profile::{self, Item, Profile};
 use crate::quant::WType;
 use crate::weights::Weights;
 use crate::{Error, Result};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use crate::kv::MAX_CHUNK;
 /// Candidates the GPU returns for sampling.
 pub const TOPK: usize = 64;
+// `memory::Need` counts the top-k readout for the kernels' largest K.
+const _: () = assert!(TOPK == sample::TOPK_K as usize);
 
 /// A weight matrix on the GPU: raw GGUF bytes, type and shape, in row
 /// blocks that each fit the adapter's storage binding limit (one block
@@ -36,7 +39,7 @@ pub struct Matrix {
 
 impl Matrix {
     /// Upload `t` (`[rows, cols]`), split into row blocks of at most `limit` bytes.
-    fn upload(gpu: &Gpu, name: &str, t: &crate::weights::Tensor, limit: u64) -> Result<Matrix> {
+    fn upload(gpu: &Gpu, name: &str, t: &crate::weights::Tensor, limit: u64, pending: &Cell<u64>) -> Result<Matrix> {
         let (cols, rows) = (t.dims[0] as u32, t.dims.get(1).copied().unwrap_or(1) as u32);
         let rb = t.wtype.row_bytes(cols as usize) as u64;
         let per = (limit / rb.max(1)).min(rows as u64) as u32;
@@ -47,7 +50,7 @@ impl Matrix {
             .into_iter()
             .map(|r| {
                 let bytes = &t.data[(r.first as u64 * rb) as usize..((r.first + r.count) as u64 * rb) as usize];
-                (gpu.upload(name, bytes), r)
+                (gpu.upload_staged(name, bytes, pending), r)
             })
             .collect();
         Ok(Matrix { blocks, wtype: t.wtype, rows, cols })
@@ -143,15 +146,22 @@ impl Model {
         if ctx == 0 || ctx > w.cfg.max_seq {
             return Err(Error::msg(format!("--ctx {ctx} is outside 1..={} (the model's context length)", w.cfg.max_seq)));
         }
-        let (weights, kind) = (w.total_bytes(), attn::AttnKind::for_gpu(&gpu));
-        let need_at = |c: usize| Ok(memory::Need::new(&w.cfg, weights, KvCache::slots(&spec, c)?, gpu.caps.f16, kind));
+        let need_at = |c: usize| Model::need(&gpu, w, &spec, c);
         memory::check(need_at, memory::available(&gpu, gpu.stated_memory), ctx)?;
         let g = gpu.clone();
         memory::scoped(&g, "loading the model", || Model::upload(gpu, w, ctx, spec))
     }
 
+    /// The figure `load` checks against the device's memory for `w` at
+    /// `ctx` tokens under `spec`.
+    pub fn need(gpu: &Gpu, w: &Weights, spec: &KvSpec, ctx: usize) -> Result<memory::Need> {
+        memory::Need::new(&w.cfg, w.total_bytes(), spec, ctx, &gpu.caps)
+    }
+
     fn upload(gpu: Arc<Gpu>, w: &Weights, ctx: usize, spec: KvSpec) -> Result<Model> {
         let cfg = w.cfg.clone();
+        // Bytes of weight writes queued since the last submit (`Gpu::upload_staged`).
+        let pending = std::cell::Cell::new(0);
         let mut weight_bytes = 0u64;
         let mut types = std::collections::BTreeMap::<&str, usize>::new();
         let mut matrix = |name: &str| -> Result<Matrix> {
@@ -159,7 +169,7 @@ impl Model {
             check_finite(name, t)?;
             weight_bytes += t.data.len() as u64;
             *types.entry(t.wtype.name()).or_default() += 1;
-            Matrix::upload(&gpu, name, t, gpu.caps.max_storage_binding.min(gpu.caps.max_buffer))
+            Matrix::upload(&gpu, name, t, gpu.caps.max_storage_binding.min(gpu.caps.max_buffer), &pending)
         };
         let arch = cfg.family;
         let name = |role: Role, l: Option<usize>| arch.tensor_name(role, l);
@@ -167,12 +177,12 @@ impl Model {
         for i in 0..cfg.n_layers {
             let n = |role: Role| name(role, Some(i));
             layers.push(Layer {
-                attn_norm: norm_weight(&gpu, w, &n(Role::AttnNorm))?,
+                attn_norm: norm_weight(&gpu, w, &n(Role::AttnNorm), &pending)?,
                 wq: matrix(&n(Role::Wq))?,
                 wk: matrix(&n(Role::Wk))?,
                 wv: matrix(&n(Role::Wv))?,
                 wo: matrix(&n(Role::Wo))?,
-                ffn_norm: norm_weight(&gpu, w, &n(Role::FfnNorm))?,
+                ffn_norm: norm_weight(&gpu, w, &n(Role::FfnNorm), &pending)?,
                 gate: matrix(&n(Role::Gate))?,
                 up: matrix(&n(Role::Up))?,
                 down: matrix(&n(Role::Down))?,
@@ -181,7 +191,7 @@ impl Model {
         let embed = matrix(&name(Role::Embed, None))?;
         let output = if cfg.tied_embeddings { None } else { Some(matrix(&name(Role::Output, None))?) };
         let weight_type = types.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
-        let output_norm = norm_weight(&gpu, w, &name(Role::OutputNorm, None))?;
+        let output_norm = norm_weight(&gpu, w, &name(Role::OutputNorm, None), &pending)?;
         let shape = attn_shape(&cfg, KvCache::slots(&spec, ctx)?);
         shape.check(&gpu)?;
         let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;
@@ -191,12 +201,10 @@ impl Model {
             dense.check(&gpu)?;
         }
         let step = gpu.uniform("step", bytemuck::bytes_of(&Step::default()));
-        let last = gpu.buffer("last", 4 * cfg.dim as u64);
-        let logits = gpu.buffer("logits", 4 * cfg.vocab_size as u64);
-        let best = gpu.buffer("best", 4 * sample::ARGMAX_WORDS as u64);
-        let topk = gpu.buffer("topk", 4 * sample::topk_words(TOPK as u32) as u64);
+        let [last, logits, best, topk, readback] = memory::readouts(&cfg, sample::topk_words(TOPK as u32));
+        let [last, logits, best, topk] = [last, logits, best, topk].map(|(label, bytes)| gpu.buffer(label, bytes));
         let acts = alloc_acts(&gpu, &cfg, MAX_CHUNK);
-        let staging = gpu.staging(4 * cfg.vocab_size.max(sample::topk_words(TOPK as u32)) as u64);
+        let staging = gpu.staging(readback.1);
         let mut m = Model {
             cfg,
             gpu,
@@ -221,6 +229,8 @@ impl Model {
         };
         // Record the decode plan now so the first token pays no pipeline builds.
         m.ensure_plan(1)?;
+        // Return the last staging copies of the queued writes.
+        m.gpu.flush();
         Ok(m)
     }
 
@@ -450,21 +460,8 @@ fn attn_shape(c: &ModelConfig, max_seq: usize) -> AttnShape {
 
 /// Activations for up to `n` tokens.
 fn alloc_acts(gpu: &Gpu, c: &ModelConfig, n: usize) -> Acts {
-    let f = |label: &str, per_token: usize| gpu.buffer(label, (4 * n * per_token) as u64);
-    let q_dim = c.n_heads * c.head_dim;
-    let kv_dim = c.n_kv_heads * c.head_dim;
-    Acts {
-        ids: f("ids", 1),
-        x: f("x", c.dim),
-        xn: f("xn", c.dim),
-        q: f("q", q_dim),
-        k: f("k", kv_dim),
-        v: f("v", kv_dim),
-        att: f("att", q_dim),
-        gate: f("gate", c.hidden_dim),
-        up: f("up", c.hidden_dim),
-        hb: f("hb", c.hidden_dim),
-    }
+    let [ids, x, xn, q, k, v, att, gate, up, hb] = memory::acts(c, n).map(|(label, bytes)| gpu.buffer(label, bytes));
+    Acts { ids, x, xn, q, k, v, att, gate, up, hb }
 }
 
 /// `tokens` in chunks of at most `size`, the last one carrying at least
@@ -499,12 +496,12 @@ fn check_finite(name: &str, t: &crate::weights::Tensor) -> Result<()> {
     }
 }
 
-fn norm_weight(gpu: &Gpu, w: &Weights, name: &str) -> Result<wgpu::Buffer> {
+fn norm_weight(gpu: &Gpu, w: &Weights, name: &str, pending: &Cell<u64>) -> Result<wgpu::Buffer> {
     let t = w.get(name)?;
     check_finite(name, t)?;
     let n = t.dims.iter().product::<u64>() as usize;
     let v = crate::quant::dequantize(t.wtype, &t.data, n)?;
-    Ok(gpu.upload(name, bytemuck::cast_slice(&v)))
+    Ok(gpu.upload_staged(name, bytemuck::cast_slice(&v), pending))
 }
 
 #[cfg(test)]

@@ -9,11 +9,10 @@ mod tiny;
 
 use wgkv::Error;
 use wgkv::config::ModelConfig;
-use wgkv::gpu::Gpu;
-use wgkv::kv::{KvCache, KvSpec};
+use wgkv::gpu::{Caps, Gpu};
+use wgkv::kv::KvSpec;
 use wgkv::memory::{Need, check, scoped};
 use wgkv::model::{Model, Readout};
-use wgkv::ops::attention::AttnKind::{self, Lanes, Shared};
 use wgkv::weights::Weights;
 
 fn smollm2() -> ModelConfig {
@@ -28,16 +27,38 @@ fn smollm2() -> ModelConfig {
     c
 }
 
+fn caps(f16: bool, cpu: bool) -> Caps {
+    Caps {
+        f16,
+        subgroups: false,
+        subgroup_min: 0,
+        subgroup_max: 0,
+        timestamps: false,
+        max_storage_binding: 1 << 30,
+        max_buffer: 1 << 30,
+        max_workgroup_storage: 16384,
+        max_invocations: 256,
+        max_storage_buffers: 8,
+        cpu,
+    }
+}
+
 #[test]
 fn kv_bytes_follow_the_config() {
     let c = smollm2();
+    let need = |spec: &str, ctx: usize, f16: bool, cpu: bool| Need::new(&c, 1000, &KvSpec::parse(spec).unwrap(), ctx, &caps(f16, cpu)).unwrap();
     // 30 layers x (K + V) x 3 KV heads x 64 x f16.
-    let n = Need::new(&c, 1000, 8192, true, Shared);
+    let n = need("full", 8192, true, false);
     assert_eq!(n.kv_per_slot, 30 * 2 * 192 * 2);
-    assert_eq!(n.kv, 8192 * 23040);
-    assert_eq!(Need::new(&c, 1000, 8192, false, Shared).kv, 2 * n.kv, "f32 KV is twice f16");
+    assert!(n.kv >= 8192 * 23040 && n.kv < 8192 * 23040 * 101 / 100, "the dense slots and a little scratch: {}", n.kv);
+    assert!(need("full", 8192, false, false).kv > 2 * n.kv * 99 / 100, "f32 KV is about twice f16");
     // CPU adapters keep prefill partials that grow with the slots.
-    assert!(Need::new(&c, 1000, 8192, true, Lanes).buffers > Need::new(&c, 1000, 1024, true, Lanes).buffers);
+    assert!(need("full", 8192, true, true).kv > need("full", 1024, true, true).kv + 7168 * 23040);
+    // Every policy's state is in the figure, beside its dense slots.
+    assert!(need("h2o:budget=50%", 8192, true, false).kv > need("streaming:budget=50%", 8192, true, false).kv);
+    assert!(need("quest:budget=64", 8192, true, false).kv > n.kv);
+    assert!(need("mustafar", 8192, true, false).kv > need("full", 4096, true, false).kv / 100, "mustafar counts its stores");
+    assert_eq!(n.staging, 1000, "the staging peak is bounded by the weights");
 }
 
 /// Bytes wgpu's allocator holds on `g` once queued work is done (so dropped
@@ -81,9 +102,14 @@ fn measure(name: &str, w: &Weights, ctxs: &[usize], specs: &[&str]) -> Vec<Measu
         for &ctx in ctxs {
             for spec in specs {
                 let kv = KvSpec::parse(spec).unwrap();
-                // The inputs Model::load gives the memory check.
-                let slots = KvCache::slots(&kv, ctx).unwrap();
-                let need = Need::new(&w.cfg, w.total_bytes(), slots, g.caps.f16, AttnKind::for_gpu(&g)).total();
+                // The figure Model::load checks, less the load's transient
+                // staging peak (bounded by Gpu::upload_staged, and gone by
+                // the time the load returns, when the allocator is read).
+                let Ok(n) = Model::need(&g, w, &kv, ctx) else {
+                    eprintln!("{name} --ctx {ctx} --kv {spec}: refused at this context, not measured");
+                    continue;
+                };
+                let need = n.total() - n.staging;
                 let before = allocated(&g).unwrap();
                 let mut m = Model::load(g.clone(), w, ctx, kv).unwrap();
                 let at_load = allocated(&g).unwrap() - before;
@@ -126,19 +152,32 @@ fn the_checked_figure_is_what_a_dense_cache_allocates() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-/// What the figure leaves out today, for the memory-accounting rework to
-/// make pass: the per-policy state beyond the dense slots (scored caches'
-/// scores, Quest's page bounds, Mustafar's compressed blocks) and the load's
-/// peak, when every uploaded byte is held twice until the first submit
-/// (queued writes keep a staging copy). Measured on lavapipe, SmolLM2-135M
-/// at --ctx 8192 (f16 KV): full holds about 96 MB (the weights) above the
-/// figure right after the load; running, h2o +2.6%, quest +3.3%, mustafar +47%.
+/// The figure against the allocator for every policy and combination:
+/// each part reports the bytes it allocates (`KvCache::bytes_for`), so
+/// right after the load and once running the allocator holds the figure
+/// within 1% + 64 KiB. The load's staging peak is kept to
+/// `gpu::STAGING_LIMIT` by submitting queued writes as they pile up, and
+/// the load submits the last of them before it returns: `at_load` would
+/// hold every weight twice without that. (Mustafar's pools grow later, as
+/// blocks are compressed; a 4-token run compresses none.)
 #[test]
-#[ignore = "the memory figure leaves out per-policy state and the load's staging peak (memory-accounting rework)"]
 fn the_checked_figure_covers_every_policy_and_the_load_peak() {
     let mut bad = Vec::new();
     for (name, w, ctxs) in models() {
-        let specs = ["full", "h2o:budget=50%", "snapkv:budget=50%", "quest:budget=64", "mustafar:k=0.5,v=0.5"];
+        let specs = [
+            "full",
+            "streaming:budget=50%",
+            "h2o:budget=50%",
+            "snapkv:budget=50%",
+            "pyramidkv:budget=50%,alloc=pyramid",
+            "dynamickv:budget=50%",
+            "quest:budget=64",
+            "streaming:budget=50%+quest:budget=64",
+            "snapkv:budget=50%+quest:budget=64",
+            "mustafar:k=0.5,v=0.5",
+            "streaming:budget=50%+mustafar:k=0.5,v=0.5",
+            "mustafar:k=0.5,v=0.5+quest:budget=128",
+        ];
         for m in measure(name, &w, &ctxs, &specs) {
             bad.extend(m.off(m.running));
             bad.extend(m.off(m.at_load).map(|e| format!("right after the load: {e}")));
@@ -149,7 +188,7 @@ fn the_checked_figure_covers_every_policy_and_the_load_peak() {
 
 /// A made-up need: 100 bytes of weights and buffers plus 10 per token.
 fn linear(c: usize) -> wgkv::Result<Need> {
-    Ok(Need { weights: 60, kv: 10 * c as u64, kv_per_slot: 10, buffers: 40 })
+    Ok(Need { weights: 60, kv: 10 * c as u64, kv_per_slot: 10, buffers: 40, staging: 0 })
 }
 
 #[test]

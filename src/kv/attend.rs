@@ -6,7 +6,7 @@
 
 use super::KvCache;
 use crate::Result;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, storage_size};
 use crate::kernels::Dispatch;
 use crate::ops::attention::{self as attn, AttnKind, AttnShape, DecodeScratch, PrefillScratch};
 
@@ -44,9 +44,19 @@ impl AttnScratch {
         let kind = AttnKind::for_gpu(gpu);
         Ok(AttnScratch {
             decode: DecodeScratch::with_extra(gpu, slots, kind, extra),
-            prefill: PrefillScratch::new(gpu, context, MAX_CHUNK as u32)?,
-            lse: gpu.buffer("attn.lse", 4 * slots.n_heads as u64),
+            prefill: PrefillScratch::with_kind(gpu, context, kind, MAX_CHUNK as u32)?,
+            lse: gpu.buffer("attn.lse", AttnScratch::lse_bytes(slots)),
         })
+    }
+
+    /// Bytes `new` allocates for the same shapes on an adapter whose
+    /// kernels are `kind` ([`AttnKind::for_caps`]).
+    pub fn bytes_for(slots: &AttnShape, context: &AttnShape, extra: u32, kind: AttnKind) -> u64 {
+        DecodeScratch::bytes_for(slots, kind, extra) + PrefillScratch::bytes_for(context, kind, MAX_CHUNK as u32) + storage_size(AttnScratch::lse_bytes(slots))
+    }
+
+    fn lse_bytes(slots: &AttnShape) -> u64 {
+        4 * slots.n_heads as u64
     }
 }
 

@@ -17,9 +17,9 @@ pub mod spec;
 pub mod streaming;
 
 use crate::config::ModelConfig;
-use crate::gpu::Gpu;
+use crate::gpu::{Caps, Gpu, storage_size};
 use crate::kernels::Dispatch;
-use crate::ops::attention::AttnShape;
+use crate::ops::attention::{AttnKind, AttnShape};
 use crate::ops::evict;
 use crate::ops::mustafar::T as BLOCK;
 use crate::{Error, Result};
@@ -29,6 +29,40 @@ pub use quest::{Quest, QuestOptions};
 pub use scored::{Scored, ScoredOptions};
 pub use spec::{Budget, Kind, KvSpec};
 pub use streaming::{Streaming, StreamingOptions};
+
+/// A cache's parts and shapes before anything is allocated (`KvCache::layout`).
+struct Layout {
+    streaming: Option<Streaming>,
+    scored: Option<ScoredOptions>,
+    mustafar: Option<MustafarOptions>,
+    /// Quest's options, the shape it selects over, and whether it keeps its
+    /// own page metadata (with a rebuild after compaction) or reads Mustafar's.
+    quest: Option<(QuestOptions, AttnShape, bool)>,
+    max_seq: usize,
+    capacity: usize,
+    /// The dense slots' attention shape, and the whole context's (prefill).
+    attn: AttnShape,
+    context: AttnShape,
+    sinks: usize,
+    /// Whether the cache keeps a gather list (eviction, Mustafar's window).
+    keep: bool,
+    elem_bytes: usize,
+    kv_dim: usize,
+    n_layers: usize,
+}
+
+impl Layout {
+    /// One layer's K (or V) buffer request.
+    fn layer_bytes(&self) -> u64 {
+        (self.max_seq * self.kv_dim * self.elem_bytes) as u64
+    }
+
+    /// The gather list and counts: (label, requested bytes).
+    fn keep_buffers(&self) -> [(&'static str, u64); 2] {
+        let heads = self.attn.n_kv_heads as u64;
+        [("kv.keep", 4 * heads * self.max_seq as u64), ("kv.keep_counts", 4 * heads)]
+    }
+}
 
 pub struct KvCache {
     /// Per layer: `[n_kv_heads][max_seq][head_dim]` keys (post-RoPE).
@@ -139,26 +173,23 @@ impl KvCache {
         Ok(cap)
     }
 
-    /// `ctx`: the context in tokens (what a percentage budget is of).
-    pub fn new(gpu: &Gpu, cfg: &ModelConfig, ctx: usize, spec: KvSpec) -> Result<KvCache> {
-        let streaming = KvCache::streaming_of(&spec, ctx)?;
-        let scored_opts = KvCache::scored_of(&spec)?;
-        let max_seq = KvCache::slots(&spec, ctx)?;
-        let elem_bytes = if gpu.caps.f16 { 2 } else { 4 };
+    /// What a cache for `spec` over `ctx` tokens is made of: the parts,
+    /// their options and shapes. `new` allocates from it and `bytes_for`
+    /// counts from it, so the two agree.
+    fn layout(spec: &KvSpec, cfg: &ModelConfig, ctx: usize, f16: bool) -> Result<Layout> {
+        let streaming = KvCache::streaming_of(spec, ctx)?;
+        let scored = KvCache::scored_of(spec)?;
+        let max_seq = KvCache::slots(spec, ctx)?;
+        let elem_bytes = if f16 { 2 } else { 4 };
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
-        // The binding limit was checked by `AttnShape::check` before this.
-        let per_layer = (max_seq * kv_dim * elem_bytes) as u64;
-        let (mut k, mut v) = (Vec::new(), Vec::new());
-        for l in 0..cfg.n_layers {
-            k.push(gpu.buffer(&format!("kv.k{l}"), per_layer));
-            v.push(gpu.buffer(&format!("kv.v{l}"), per_layer));
-        }
         let attn = AttnShape { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32, max_seq: max_seq as u32 };
-        let capacity = KvCache::capacity_of(&spec, ctx)?;
-        let must_opts = KvCache::mustafar_of(&spec, ctx)?;
+        let capacity = KvCache::capacity_of(spec, ctx)?;
+        let mustafar = KvCache::mustafar_of(spec, ctx)?;
+        // Prefill attends the whole context: under Mustafar a dense scratch of it.
+        let context = AttnShape { max_seq: capacity as u32, ..attn };
         // Under Mustafar, Quest selects among its compressed 64-token blocks.
         let quest = match spec.part(Kind::Selection) {
-            Some(p) if must_opts.is_some() => {
+            Some(p) if mustafar.is_some() => {
                 let mut o = QuestOptions::from_part(p)?;
                 if p.get("page").is_some_and(|v| v != "64") {
                     return Err(Error::msg(format!("--kv {spec}: under mustafar, quest's pages are its 64-token blocks (drop page= or set page=64)")));
@@ -167,38 +198,76 @@ impl KvCache {
                     return Err(Error::msg(format!("--kv {spec}: under mustafar, quest selects blocks per KV head (group=shared)")));
                 }
                 o.page = BLOCK as u32;
-                Some(Quest::new(gpu, o, AttnShape { max_seq: capacity as u32, ..attn }, cfg.n_layers, false)?)
+                Some((o, context, false))
             }
-            Some(p) => {
-                let q = Quest::new(gpu, QuestOptions::from_part(p)?, attn, cfg.n_layers, true)?;
+            Some(p) => Some((QuestOptions::from_part(p)?, attn, true)),
+            None => None,
+        };
+        let sinks = streaming.map_or(0, |s| s.sinks);
+        let keep = streaming.is_some() || mustafar.is_some();
+        Ok(Layout { streaming, scored, mustafar, quest, max_seq, capacity, attn, context, sinks, keep, elem_bytes, kv_dim, n_layers: cfg.n_layers })
+    }
+
+    /// Bytes `new` allocates on an adapter with `caps` for `spec` over
+    /// `ctx` tokens: the dense K/V slots, the keep lists, every part's
+    /// buffers (scored eviction's scores, Quest's metadata and scratch,
+    /// Mustafar's stores and dense scratch) and the attention scratch.
+    /// Mustafar's pools grow later with what they hold: only their first
+    /// size is counted.
+    pub fn bytes_for(spec: &KvSpec, cfg: &ModelConfig, ctx: usize, caps: &Caps) -> Result<u64> {
+        let l = KvCache::layout(spec, cfg, ctx, caps.f16)?;
+        let dense = 2 * l.n_layers as u64 * storage_size(l.layer_bytes());
+        let keep = if l.keep { l.keep_buffers().iter().map(|&(_, b)| storage_size(b)).sum() } else { 0 };
+        let quest = match &l.quest {
+            Some((o, shape, own)) => Quest::bytes_for(o, *shape, l.n_layers, *own, *own, caps.f16)?,
+            None => 0,
+        };
+        let (mustafar, extra) = match &l.mustafar {
+            Some(o) => (Mustafar::bytes_for(o, l.context, l.n_layers, l.quest.is_some(), caps.f16)?, Mustafar::decode_parts_for(o, l.context)?),
+            None => (0, 0),
+        };
+        let scored = l.scored.as_ref().map_or(0, |o| Scored::bytes_for(o, &l.attn, l.n_layers));
+        let scratch = AttnScratch::bytes_for(&l.attn, &l.context, extra, AttnKind::for_caps(caps));
+        Ok(dense + keep + quest + mustafar + scored + scratch)
+    }
+
+    /// `ctx`: the context in tokens (what a percentage budget is of).
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, ctx: usize, spec: KvSpec) -> Result<KvCache> {
+        let lay = KvCache::layout(&spec, cfg, ctx, gpu.caps.f16)?;
+        let Layout { streaming, max_seq, capacity, attn, context, elem_bytes, kv_dim, .. } = lay;
+        // The binding limit was checked by `AttnShape::check` before this.
+        let per_layer = lay.layer_bytes();
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        for l in 0..cfg.n_layers {
+            k.push(gpu.buffer(&format!("kv.k{l}"), per_layer));
+            v.push(gpu.buffer(&format!("kv.v{l}"), per_layer));
+        }
+        let quest = match lay.quest {
+            Some((o, shape, false)) => Some(Quest::new(gpu, o, shape, cfg.n_layers, false)?),
+            Some((o, shape, true)) => {
+                let q = Quest::new(gpu, o, shape, cfg.n_layers, true)?;
                 // Rebuilt after each compaction, and after a saved cache is restored.
                 Some(q.with_rebuild(gpu, &k))
             }
             None => None,
         };
-        let mustafar = match must_opts {
-            Some(o) => {
-                let sinks = streaming.map_or(0, |s| s.sinks);
-                Some(Mustafar::new(gpu, o, AttnShape { max_seq: capacity as u32, ..attn }, cfg.n_layers, sinks, quest.is_some())?)
-            }
+        let mustafar = match lay.mustafar {
+            Some(o) => Some(Mustafar::new(gpu, o, context, cfg.n_layers, lay.sinks, quest.is_some())?),
             None => None,
         };
         // Eviction gathers kept slots; Mustafar shifts its window down the same way.
         let (mut compact, mut keep) = (Vec::new(), None);
-        if streaming.is_some() || mustafar.is_some() {
-            let list = gpu.buffer("kv.keep", 4 * (cfg.n_kv_heads * max_seq) as u64);
-            let counts = gpu.buffer("kv.keep_counts", 4 * cfg.n_kv_heads as u64);
+        if lay.keep {
+            let [list, counts] = lay.keep_buffers().map(|(label, bytes)| gpu.buffer(label, bytes));
             for l in 0..cfg.n_layers {
                 compact.push(evict::kv_compact(gpu, &attn, &k[l], &v[l], &list, &counts, None, max_seq as u32)?);
             }
             keep = Some((list, counts));
         }
-        let scored = match scored_opts {
+        let scored = match lay.scored {
             Some(o) => Some(Scored::new(gpu, o, attn, ctx, &k, &v)?),
             None => None,
         };
-        // Prefill attends the whole context: under Mustafar a dense scratch of it.
-        let context = AttnShape { max_seq: capacity as u32, ..attn };
         let scratch = AttnScratch::new(gpu, &attn, &context, mustafar.as_ref().map_or(0, |m| m.decode_parts()))?;
         Ok(KvCache {
             k,

@@ -45,7 +45,7 @@
 
 use super::MAX_CHUNK;
 use super::spec::Part;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, storage_size, uniform_size};
 use crate::kernels::Dispatch;
 use crate::ops::Step;
 use crate::ops::attention::{AttnShape, DecodeScratch};
@@ -144,12 +144,8 @@ impl Mustafar {
     /// the window keeps dense for good; `quest`: compression also writes
     /// each block's Quest metadata.
     pub fn new(gpu: &Gpu, opts: MustafarOptions, cap: AttnShape, n_layers: usize, sinks: usize, quest: bool) -> Result<Mustafar> {
-        let d = cap.head_dim as usize;
-        let (keep_k, keep_v) = (keep_count(d, opts.k) as u32, keep_count(d, opts.v) as u32);
-        let shape = MustafarShape::new(cap, keep_k, keep_v).map_err(|e| Error::msg(format!("--kv {e}")))?;
+        let (shape, first) = Mustafar::shape_of(&opts, cap)?;
         let window = AttnShape { max_seq: opts.window_slots(cap.max_seq as usize, sinks) as u32, ..cap };
-        let first = shape.units_bound(FIRST_POOL_BLOCKS.min(shape.max_blocks()).max(1));
-        let first = u32::try_from(first).map_err(|_| Error::msg("--kv mustafar: pool too large"))?;
         let stores = (0..n_layers).map(|_| Store::with_meta(gpu, &shape, first, quest)).collect();
         let dense = cap.cache_bytes(gpu.caps.f16);
         Ok(Mustafar {
@@ -171,6 +167,28 @@ impl Mustafar {
         })
     }
 
+    /// Bytes `new` allocates for the same arguments: every layer's store
+    /// (its first pool, the bitmaps and offsets of every block, Quest's
+    /// block metadata), the dense prefill scratch, the uniforms. The pools
+    /// grow later, as compressed blocks arrive (see `place_run`); that
+    /// growth is not in this figure.
+    pub fn bytes_for(opts: &MustafarOptions, cap: AttnShape, n_layers: usize, quest: bool, f16: bool) -> Result<u64> {
+        let (shape, first) = Mustafar::shape_of(opts, cap)?;
+        let stores = n_layers as u64 * Store::bytes_for(&shape, first, quest, f16);
+        let uniforms = 3 * uniform_size(size_of::<Step>() as u64);
+        Ok(stores + 2 * storage_size(cap.cache_bytes(f16)) + storage_size(8 * n_layers as u64) + uniforms)
+    }
+
+    /// The stores' geometry and a new pool's units.
+    fn shape_of(opts: &MustafarOptions, cap: AttnShape) -> Result<(MustafarShape, u32)> {
+        let d = cap.head_dim as usize;
+        let (keep_k, keep_v) = (keep_count(d, opts.k) as u32, keep_count(d, opts.v) as u32);
+        let shape = MustafarShape::new(cap, keep_k, keep_v).map_err(|e| Error::msg(format!("--kv {e}")))?;
+        let first = shape.units_bound(FIRST_POOL_BLOCKS.min(shape.max_blocks()).max(1));
+        let first = u32::try_from(first).map_err(|_| Error::msg("--kv mustafar: pool too large"))?;
+        Ok((shape, first))
+    }
+
     /// Forget every block (the pools stay allocated).
     pub fn reset(&mut self) {
         self.blocks = 0;
@@ -181,6 +199,11 @@ impl Mustafar {
     /// Slots held compressed.
     pub fn compressed(&self) -> usize {
         self.blocks as usize * T
+    }
+
+    /// `decode_parts` of a `new` over `cap`.
+    pub fn decode_parts_for(opts: &MustafarOptions, cap: AttnShape) -> Result<u32> {
+        Ok(Mustafar::shape_of(opts, cap)?.0.max_blocks())
     }
 
     /// Extra partial states per query head the decode scratch needs.

@@ -17,7 +17,7 @@
 //! after each compaction (`rebuild`).
 
 use super::spec::{Budget, Part};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, storage_size, uniform_size};
 use crate::kernels::Dispatch;
 use crate::ops::attention::{AttnShape, DecodeAttn};
 use crate::ops::quest::{self as ops, QuestScratch, QuestShape};
@@ -80,16 +80,37 @@ impl Quest {
     /// `own_meta`: allocate the page metadata (else it lives elsewhere: under
     /// Mustafar each store keeps its blocks' metadata, see `score_blocks`).
     pub fn new(gpu: &Gpu, opts: QuestOptions, attn: AttnShape, n_layers: usize, own_meta: bool) -> Result<Quest> {
+        let shape = Quest::shape_of(&opts, attn)?;
+        let sparse = n_layers.saturating_sub(opts.dense_layers);
+        let bytes = Quest::meta_bytes(&shape, own_meta, gpu.caps.f16);
+        let kmax = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmax{i}"), bytes)).collect();
+        let kmin = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmin{i}"), bytes)).collect();
+        Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape), rebuild: Vec::new() })
+    }
+
+    /// Bytes `new` (and, with `rebuild`, `with_rebuild`) allocates for the
+    /// same arguments: the sparse layers' metadata, the scratch, the
+    /// rebuild step uniforms.
+    pub fn bytes_for(opts: &QuestOptions, attn: AttnShape, n_layers: usize, own_meta: bool, rebuild: bool, f16: bool) -> Result<u64> {
+        let shape = Quest::shape_of(opts, attn)?;
+        let sparse = n_layers.saturating_sub(opts.dense_layers) as u64;
+        let steps = if rebuild { sparse * uniform_size(std::mem::size_of::<crate::ops::Step>() as u64) } else { 0 };
+        Ok(2 * sparse * storage_size(Quest::meta_bytes(&shape, own_meta, f16)) + QuestScratch::bytes_for(&shape) + steps)
+    }
+
+    /// The selection's geometry for `opts` over `attn`.
+    fn shape_of(opts: &QuestOptions, attn: AttnShape) -> Result<QuestShape> {
         // A budget past the context reads everything: clamp it (buffers scale with it).
         let ctx = attn.max_seq as usize;
         let budget = opts.budget.tokens(ctx).min(ctx.next_multiple_of(opts.page as usize)) as u32;
         let unit = if opts.shared { attn.group() } else { 1 };
-        let shape = QuestShape::new(attn, opts.page, budget, unit).map_err(|e| Error::msg(format!("--kv {e}")))?;
-        let sparse = n_layers.saturating_sub(opts.dense_layers);
-        let bytes = if own_meta { shape.meta_bytes(gpu.caps.f16) } else { 16 };
-        let kmax = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmax{i}"), bytes)).collect();
-        let kmin = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmin{i}"), bytes)).collect();
-        Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape), rebuild: Vec::new() })
+        QuestShape::new(attn, opts.page, budget, unit).map_err(|e| Error::msg(format!("--kv {e}")))
+    }
+
+    /// One sparse layer's `kmax` (or `kmin`) request: a placeholder where
+    /// the metadata lives elsewhere.
+    fn meta_bytes(shape: &QuestShape, own_meta: bool, f16: bool) -> u64 {
+        if own_meta { shape.meta_bytes(f16) } else { 16 }
     }
 
     /// Whether layer `l` selects pages (else it attends densely).

@@ -18,7 +18,7 @@
 //! re-allocation reads back only per-layer counts (`evict_budget`).
 
 use super::spec::{Budget, Part};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, storage_size, uniform_size};
 use crate::kernels::Dispatch;
 use crate::ops::Step;
 use crate::ops::attention::AttnShape;
@@ -281,14 +281,10 @@ impl Scored {
             )));
         }
         let n_layers = k.len();
-        let ms = shape.max_seq as usize;
-        let heads = shape.n_kv_heads as usize;
-        let score = gpu.buffer("evict.score", (4 * n_layers * heads * ms) as u64);
+        let score = gpu.buffer("evict.score", Scored::score_bytes(&shape, n_layers));
         let mut layers = Vec::with_capacity(n_layers);
         for l in 0..n_layers {
-            let acc = gpu.buffer(&format!("evict.acc{l}"), (4 * heads * ms) as u64);
-            let list = gpu.buffer(&format!("evict.keep{l}"), (4 * heads * ms) as u64);
-            let counts = gpu.buffer(&format!("evict.counts{l}"), 4 * heads as u64);
+            let [acc, list, counts] = Scored::layer_buffers(&shape).map(|(label, bytes)| gpu.buffer(&format!("{label}{l}"), bytes));
             let step = gpu.uniform(&format!("evict.step{l}"), bytemuck::bytes_of(&Step::default()));
             let score_params = gpu.upload("evict_score.params", bytemuck::bytes_of(&ScoreParams::default()));
             let select_params = gpu.upload("evict_select.params", bytemuck::bytes_of(&SelectParams::default()));
@@ -299,14 +295,44 @@ impl Scored {
         }
         let ranking = if opts.alloc == Alloc::Dynamic {
             let params = gpu.upload("evict_budget.params", bytemuck::bytes_of(&BudgetParams { max_seq: 0, n_kv_heads: 0, n_layers: 0, keep: 0 }));
-            let prefix = gpu.buffer("evict_budget.prefix", 4 * n_layers as u64);
-            let counts = gpu.buffer("evict_budget.counts", 4 * n_layers as u64);
+            let [prefix, counts] = Scored::ranking_buffers(n_layers).map(|(label, bytes)| gpu.buffer(label, bytes));
             let d = evict::evict_budget(gpu, &shape, n_layers as u32, &score, &prefix, &counts, &params)?;
             Some((d, params, prefix, counts))
         } else {
             None
         };
         Ok(Scored { opts, budget, budgets: vec![budget; n_layers], lens: vec![0; n_layers], scored: vec![0; n_layers], shape, layers, score, ranking })
+    }
+
+    /// Bytes `new` allocates for the same options over `n_layers` layers of
+    /// `shape.max_seq` slots: the score buffer, every layer's accumulator,
+    /// kept list, counts, step and params, and DynamicKV's ranking buffers.
+    /// (The dispatches' own params uniforms are not counted.)
+    pub fn bytes_for(opts: &ScoredOptions, shape: &AttnShape, n_layers: usize) -> u64 {
+        let sum = |b: &[(&str, u64)]| b.iter().map(|&(_, b)| storage_size(b)).sum::<u64>();
+        let params = storage_size(size_of::<ScoreParams>() as u64) + storage_size(size_of::<SelectParams>() as u64);
+        let layer = sum(&Scored::layer_buffers(shape)) + uniform_size(size_of::<Step>() as u64) + params;
+        let ranking = match opts.alloc {
+            Alloc::Dynamic => storage_size(size_of::<BudgetParams>() as u64) + sum(&Scored::ranking_buffers(n_layers)),
+            _ => 0,
+        };
+        storage_size(Scored::score_bytes(shape, n_layers)) + n_layers as u64 * layer + ranking
+    }
+
+    /// `[layers][n_kv_heads][max_seq]` f32.
+    fn score_bytes(shape: &AttnShape, n_layers: usize) -> u64 {
+        4 * n_layers as u64 * shape.n_kv_heads as u64 * shape.max_seq as u64
+    }
+
+    /// One layer's (label prefix, requested bytes): accumulator, kept list, counts.
+    fn layer_buffers(shape: &AttnShape) -> [(&'static str, u64); 3] {
+        let (heads, ms) = (shape.n_kv_heads as u64, shape.max_seq as u64);
+        [("evict.acc", 4 * heads * ms), ("evict.keep", 4 * heads * ms), ("evict.counts", 4 * heads)]
+    }
+
+    /// DynamicKV's per-layer prefix and counts.
+    fn ranking_buffers(n_layers: usize) -> [(&'static str, u64); 2] {
+        [("evict_budget.prefix", 4 * n_layers as u64), ("evict_budget.counts", 4 * n_layers as u64)]
     }
 
     /// Layer `l`'s step uniform (its own cached length).

@@ -31,7 +31,7 @@
 //! `attn_merge` combines them, as in decode.
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, storage_size};
 use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
@@ -279,6 +279,18 @@ impl PrefillScratch {
         (parts * shape.head_dim as u64 * 4, parts * 8)
     }
 
+    /// Bytes the scratch of a `kind` prefill of `max_tokens` tokens over
+    /// `shape` allocates: the log-sum-exp and, for `Lanes`, the partials.
+    pub fn bytes_for(shape: &AttnShape, kind: AttnKind, max_tokens: u32) -> u64 {
+        let (o, ml) = PrefillScratch::partial_bytes(shape, kind, max_tokens);
+        let partials = if kind == AttnKind::Lanes { storage_size(o) + storage_size(ml) } else { 0 };
+        storage_size(PrefillScratch::lse_bytes(shape, max_tokens)) + partials
+    }
+
+    fn lse_bytes(shape: &AttnShape, max_tokens: u32) -> u64 {
+        max_tokens as u64 * shape.n_heads as u64 * 4
+    }
+
     /// Scratch for the adapter's prefill kernel.
     pub fn new(gpu: &Gpu, shape: &AttnShape, max_tokens: u32) -> Result<PrefillScratch> {
         PrefillScratch::with_kind(gpu, shape, AttnKind::for_gpu(gpu), max_tokens)
@@ -286,7 +298,7 @@ impl PrefillScratch {
 
     /// Fails when the partial outputs would not fit one storage binding.
     pub fn with_kind(gpu: &Gpu, shape: &AttnShape, kind: AttnKind, max_tokens: u32) -> Result<PrefillScratch> {
-        let lse = gpu.buffer("attn_prefill.lse", max_tokens as u64 * shape.n_heads as u64 * 4);
+        let lse = gpu.buffer("attn_prefill.lse", PrefillScratch::lse_bytes(shape, max_tokens));
         let mut s = PrefillScratch { shape: *shape, kind, max_tokens, n_split: 0, part_o: None, part_ml: None, lse };
         if kind == AttnKind::Lanes {
             s.n_split = shape.prefill_lanes_split();
@@ -364,7 +376,12 @@ pub enum AttnKind {
 
 impl AttnKind {
     pub fn for_gpu(gpu: &Gpu) -> AttnKind {
-        if gpu.caps.cpu { AttnKind::Lanes } else { AttnKind::Shared }
+        AttnKind::for_caps(&gpu.caps)
+    }
+
+    /// The kernels an adapter with `caps` gets.
+    pub fn for_caps(caps: &crate::gpu::Caps) -> AttnKind {
+        if caps.cpu { AttnKind::Lanes } else { AttnKind::Shared }
     }
 }
 
@@ -404,22 +421,30 @@ impl DecodeScratch {
     /// `h * stride + n_split * parts + i`, that `attn_merge` combines with the
     /// decode chunks' (every one must be written each step).
     pub fn with_extra(gpu: &Gpu, shape: &AttnShape, kind: AttnKind, extra: u32) -> DecodeScratch {
+        let (n_split, parts, stride) = DecodeScratch::layout(shape, kind, extra);
+        let [(o_label, o), (ml_label, ml)] = DecodeScratch::buffers(shape, kind, extra);
+        DecodeScratch { shape: *shape, kind, part_o: gpu.buffer(o_label, o), part_ml: gpu.buffer(ml_label, ml), n_split, parts, stride }
+    }
+
+    /// Bytes `with_extra` allocates for the same arguments.
+    pub fn bytes_for(shape: &AttnShape, kind: AttnKind, extra: u32) -> u64 {
+        DecodeScratch::buffers(shape, kind, extra).iter().map(|&(_, b)| storage_size(b)).sum()
+    }
+
+    /// `(n_split, parts, stride)`.
+    fn layout(shape: &AttnShape, kind: AttnKind, extra: u32) -> (u32, u32, u32) {
         let n_split = shape.n_split();
         let parts = match kind {
             AttnKind::Shared => shape.decode_parts(),
             AttnKind::Lanes => 1, // the lanes of a chunk combine in the kernel
         };
-        let stride = n_split * parts + extra;
-        let total = shape.n_heads as u64 * stride as u64;
-        DecodeScratch {
-            shape: *shape,
-            kind,
-            part_o: gpu.buffer("attn_decode.part_o", total * shape.head_dim as u64 * 4),
-            part_ml: gpu.buffer("attn_decode.part_ml", total * 8),
-            n_split,
-            parts,
-            stride,
-        }
+        (n_split, parts, n_split * parts + extra)
+    }
+
+    /// The buffers `with_extra` allocates: (label, requested bytes).
+    fn buffers(shape: &AttnShape, kind: AttnKind, extra: u32) -> [(&'static str, u64); 2] {
+        let total = shape.n_heads as u64 * DecodeScratch::layout(shape, kind, extra).2 as u64;
+        [("attn_decode.part_o", total * shape.head_dim as u64 * 4), ("attn_decode.part_ml", total * 8)]
     }
 }
 

@@ -11,7 +11,7 @@
 
 use super::attention::AttnShape;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, storage_size};
 use crate::kernels::{Dispatch, Kernel, Spec};
 use bytemuck::{Pod, Zeroable};
 
@@ -105,20 +105,29 @@ impl Store {
 
     /// A store that also keeps Quest's block metadata when `quest` is set.
     pub fn with_meta(gpu: &Gpu, shape: &MustafarShape, units: u32, quest: bool) -> Store {
+        let [kmax, kmin, bits, offs, pool, state] = Store::buffers(shape, units, quest, gpu.caps.f16).map(|(label, bytes)| gpu.buffer(label, bytes));
+        Store { kmax, kmin, meta: quest, shape: *shape, bits, offs, pool, units, state }
+    }
+
+    /// Bytes `with_meta` allocates for the same arguments (`f16`: the
+    /// adapter's KV element is f16).
+    pub fn bytes_for(shape: &MustafarShape, units: u32, quest: bool, f16: bool) -> u64 {
+        Store::buffers(shape, units, quest, f16).iter().map(|&(_, b)| storage_size(b)).sum()
+    }
+
+    /// (label, requested bytes) of kmax, kmin, bits, offs, pool and state.
+    fn buffers(shape: &MustafarShape, units: u32, quest: bool, f16: bool) -> [(&'static str, u64); 6] {
         let meta = shape.attn.n_kv_heads as u64 * shape.max_blocks() as u64 * shape.tiles() as u64;
-        let elem = if gpu.caps.f16 { 2 } else { 4 };
+        let elem = if f16 { 2 } else { 4 };
         let rows = if quest { shape.attn.n_kv_heads as u64 * shape.meta_pages() as u64 * shape.attn.head_dim as u64 * elem } else { 16 };
-        Store {
-            kmax: gpu.buffer("mustafar.kmax", rows.max(16)),
-            kmin: gpu.buffer("mustafar.kmin", rows.max(16)),
-            meta: quest,
-            shape: *shape,
-            bits: gpu.buffer("mustafar.bits", (meta * 8).max(8)),
-            offs: gpu.buffer("mustafar.offs", (meta * 4).max(4)),
-            pool: gpu.buffer("mustafar.pool", (units as u64 * 16).max(16)),
-            units,
-            state: gpu.buffer("mustafar.state", 8),
-        }
+        [
+            ("mustafar.kmax", rows.max(16)),
+            ("mustafar.kmin", rows.max(16)),
+            ("mustafar.bits", (meta * 8).max(8)),
+            ("mustafar.offs", (meta * 4).max(4)),
+            ("mustafar.pool", (units as u64 * 16).max(16)),
+            ("mustafar.state", 8),
+        ]
     }
 }
 

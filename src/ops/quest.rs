@@ -11,7 +11,7 @@
 
 use super::attention::{AttnShape, DECODE_LANES, DecodeAttn, WG, attn_merge};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, storage_size};
 use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
@@ -190,14 +190,24 @@ pub struct QuestScratch {
 
 impl QuestScratch {
     pub fn new(gpu: &Gpu, s: &QuestShape) -> QuestScratch {
+        let [score, list, part_o, part_ml] = QuestScratch::buffers(s).map(|(label, bytes)| gpu.buffer(label, bytes));
+        QuestScratch { shape: *s, score, list, part_o, part_ml }
+    }
+
+    /// Bytes `new` allocates for `s`.
+    pub fn bytes_for(s: &QuestShape) -> u64 {
+        QuestScratch::buffers(s).iter().map(|&(_, b)| storage_size(b)).sum()
+    }
+
+    /// (label, requested bytes) of score, list, part_o and part_ml.
+    fn buffers(s: &QuestShape) -> [(&'static str, u64); 4] {
         let parts = s.attn.n_heads as u64 * s.n_split() as u64 * DECODE_LANES as u64;
-        QuestScratch {
-            shape: *s,
-            score: gpu.buffer("quest.score", 4 * s.n_units() as u64 * s.max_pages() as u64),
-            list: gpu.buffer("quest.list", 4 * s.n_units() as u64 * s.budget_pages as u64),
-            part_o: gpu.buffer("quest.part_o", parts * s.attn.head_dim as u64 * 4),
-            part_ml: gpu.buffer("quest.part_ml", parts * 8),
-        }
+        [
+            ("quest.score", 4 * s.n_units() as u64 * s.max_pages() as u64),
+            ("quest.list", 4 * s.n_units() as u64 * s.budget_pages as u64),
+            ("quest.part_o", parts * s.attn.head_dim as u64 * 4),
+            ("quest.part_ml", parts * 8),
+        ]
     }
 }
 
