@@ -1,4 +1,6 @@
 //! The KV cache: storage shared by every policy, and the `--kv` spec.
+//! Which parts combine, and what a spec resolves to before anything is
+//! allocated, is `compose.rs`; one layer's attention is `attend.rs`.
 //!
 //! Dense storage: per layer one K and one V buffer of `kv_t` (f16 where the
 //! adapter has SHADER_F16, else f32), laid out `[n_kv_heads][max_seq][head_dim]`,
@@ -9,6 +11,7 @@
 //! cached tokens).
 
 pub mod attend;
+pub mod compose;
 pub mod mustafar;
 pub mod quest;
 pub mod scored;
@@ -16,53 +19,20 @@ pub mod snapshot;
 pub mod spec;
 pub mod streaming;
 
+use crate::Result;
 use crate::config::ModelConfig;
 use crate::gpu::{Caps, Gpu, storage_size};
 use crate::kernels::Dispatch;
 use crate::ops::attention::{AttnKind, AttnShape};
 use crate::ops::evict;
 use crate::ops::mustafar::T as BLOCK;
-use crate::{Error, Result};
 pub use attend::{AttnScratch, LayerIo, MAX_CHUNK};
+use compose::Layout;
 pub use mustafar::{Mustafar, MustafarOptions};
 pub use quest::{Quest, QuestOptions};
 pub use scored::{Scored, ScoredOptions};
 pub use spec::{Budget, Kind, KvSpec};
 pub use streaming::{Streaming, StreamingOptions};
-
-/// A cache's parts and shapes before anything is allocated (`KvCache::layout`).
-struct Layout {
-    streaming: Option<Streaming>,
-    scored: Option<ScoredOptions>,
-    mustafar: Option<MustafarOptions>,
-    /// Quest's options, the shape it selects over, and whether it keeps its
-    /// own page metadata (with a rebuild after compaction) or reads Mustafar's.
-    quest: Option<(QuestOptions, AttnShape, bool)>,
-    max_seq: usize,
-    capacity: usize,
-    /// The dense slots' attention shape, and the whole context's (prefill).
-    attn: AttnShape,
-    context: AttnShape,
-    sinks: usize,
-    /// Whether the cache keeps a gather list (eviction, Mustafar's window).
-    keep: bool,
-    elem_bytes: usize,
-    kv_dim: usize,
-    n_layers: usize,
-}
-
-impl Layout {
-    /// One layer's K (or V) buffer request.
-    fn layer_bytes(&self) -> u64 {
-        (self.max_seq * self.kv_dim * self.elem_bytes) as u64
-    }
-
-    /// The gather list and counts: (label, requested bytes).
-    fn keep_buffers(&self) -> [(&'static str, u64); 2] {
-        let heads = self.attn.n_kv_heads as u64;
-        [("kv.keep", 4 * heads * self.max_seq as u64), ("kv.keep_counts", 4 * heads)]
-    }
-}
 
 pub struct KvCache {
     /// Per layer: `[n_kv_heads][max_seq][head_dim]` keys (post-RoPE).
@@ -105,109 +75,6 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// The eviction policy of `spec` for a context of `ctx` tokens, if any;
-    /// refuses the parts and combinations this build lacks.
-    pub fn streaming_of(spec: &KvSpec, ctx: usize) -> Result<Option<Streaming>> {
-        match spec.part(Kind::Eviction).filter(|p| p.name == "streaming") {
-            Some(_) if spec.part(Kind::Selection).is_some() && spec.part(Kind::Storage).is_some() => {
-                Err(Error::msg(format!("--kv {spec}: streaming with quest and mustafar together is not available in this build yet")))
-            }
-            Some(p) => Ok(Some(Streaming::new(StreamingOptions::from_part(p)?, ctx)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The scored eviction part of `spec` (every eviction part but
-    /// `streaming`), if any; refuses it beside storage or selection parts.
-    pub fn scored_of(spec: &KvSpec) -> Result<Option<ScoredOptions>> {
-        let Some(p) = spec.part(Kind::Eviction).filter(|p| p.name != "streaming") else {
-            return Ok(None);
-        };
-        if let Some(o) = spec.parts.iter().find(|o| o.kind == Kind::Storage) {
-            return Err(Error::msg(format!("--kv {spec}: {} with {} is not available in this build yet", p.name, o.name)));
-        }
-        let o = ScoredOptions::from_part(p)?;
-        if o.evicts_in_decode() && spec.part(Kind::Selection).is_some() {
-            // Its decode scores need the attention every slot got; Quest's
-            // sparse attention gives none to the pages it skipped.
-            return Err(Error::msg(format!(
-                "--kv {spec}: {} with quest is not available in this build yet (its decode scores need dense attention; snapkv, pyramidkv, dynamickv and knorm combine with quest)",
-                p.name
-            )));
-        }
-        Ok(Some(o))
-    }
-
-    /// The storage part of `spec`, if any, checked against the eviction
-    /// part's budget: the sinks, the dense window, a block waiting to be
-    /// compressed and at least one token must fit in it.
-    pub fn mustafar_of(spec: &KvSpec, ctx: usize) -> Result<Option<MustafarOptions>> {
-        let Some(m) = spec.part(Kind::Storage).map(MustafarOptions::from_part).transpose()? else {
-            return Ok(None);
-        };
-        if let Some(s) = KvCache::streaming_of(spec, ctx)? {
-            let least = s.sinks + m.window + BLOCK;
-            if s.budget < least {
-                return Err(Error::msg(format!(
-                    "--kv {spec}: a budget of {} tokens leaves no room for mustafar's {} sinks + window of {} + a {}-token block (raise budget= to at least {least}, or lower window=)",
-                    s.budget, s.sinks, m.window, BLOCK
-                )));
-            }
-        }
-        Ok(Some(m))
-    }
-
-    /// Most tokens cached at once for `spec` over `ctx` tokens: an eviction
-    /// budget, else the context.
-    fn capacity_of(spec: &KvSpec, ctx: usize) -> Result<usize> {
-        Ok(KvCache::streaming_of(spec, ctx)?.map_or(ctx, |s| s.budget))
-    }
-
-    /// Dense slots per layer the cache allocates for `spec` over `ctx` tokens.
-    pub fn slots(spec: &KvSpec, ctx: usize) -> Result<usize> {
-        let cap = KvCache::capacity_of(spec, ctx)?;
-        if let Some(m) = KvCache::mustafar_of(spec, ctx)? {
-            let sinks = KvCache::streaming_of(spec, ctx)?.map_or(0, |s| s.sinks);
-            return Ok(m.window_slots(cap, sinks));
-        }
-        Ok(cap)
-    }
-
-    /// What a cache for `spec` over `ctx` tokens is made of: the parts,
-    /// their options and shapes. `new` allocates from it and `bytes_for`
-    /// counts from it, so the two agree.
-    fn layout(spec: &KvSpec, cfg: &ModelConfig, ctx: usize, f16: bool) -> Result<Layout> {
-        let streaming = KvCache::streaming_of(spec, ctx)?;
-        let scored = KvCache::scored_of(spec)?;
-        let max_seq = KvCache::slots(spec, ctx)?;
-        let elem_bytes = if f16 { 2 } else { 4 };
-        let kv_dim = cfg.n_kv_heads * cfg.head_dim;
-        let attn = AttnShape { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32, max_seq: max_seq as u32 };
-        let capacity = KvCache::capacity_of(spec, ctx)?;
-        let mustafar = KvCache::mustafar_of(spec, ctx)?;
-        // Prefill attends the whole context: under Mustafar a dense scratch of it.
-        let context = AttnShape { max_seq: capacity as u32, ..attn };
-        // Under Mustafar, Quest selects among its compressed 64-token blocks.
-        let quest = match spec.part(Kind::Selection) {
-            Some(p) if mustafar.is_some() => {
-                let mut o = QuestOptions::from_part(p)?;
-                if p.get("page").is_some_and(|v| v != "64") {
-                    return Err(Error::msg(format!("--kv {spec}: under mustafar, quest's pages are its 64-token blocks (drop page= or set page=64)")));
-                }
-                if !o.shared {
-                    return Err(Error::msg(format!("--kv {spec}: under mustafar, quest selects blocks per KV head (group=shared)")));
-                }
-                o.page = BLOCK as u32;
-                Some((o, context, false))
-            }
-            Some(p) => Some((QuestOptions::from_part(p)?, attn, true)),
-            None => None,
-        };
-        let sinks = streaming.map_or(0, |s| s.sinks);
-        let keep = streaming.is_some() || mustafar.is_some();
-        Ok(Layout { streaming, scored, mustafar, quest, max_seq, capacity, attn, context, sinks, keep, elem_bytes, kv_dim, n_layers: cfg.n_layers })
-    }
-
     /// Bytes `new` allocates on an adapter with `caps` for `spec` over
     /// `ctx` tokens: the dense K/V slots, the keep lists, every part's
     /// buffers (scored eviction's scores, Quest's metadata and scratch,
