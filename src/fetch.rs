@@ -305,10 +305,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A byte progress bar on stderr (indicatif hides it when stderr is not a terminal).
 fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}") {
-        bar.set_style(style);
-    }
+    let bar = crate::progress::bar(len, "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}");
     bar.set_message(what);
     bar
 }

@@ -1,7 +1,8 @@
 //! The prefill/decode loop shared by `generate`, `chat`, `bench` and the
 //! evaluations: feed a prompt, then one token at a time, with the sampler,
-//! stop rules, streaming callback and timing; and [`StopText`], which cuts
-//! streamed text before a stop string.
+//! stop rules, streaming callback and timing; [`StopText`], which cuts
+//! streamed text before a stop string; and [`PrefillBar`], a long prompt's
+//! progress bar.
 
 use crate::Result;
 use crate::model::{Model, Output, Readout};
@@ -199,11 +200,53 @@ impl StopText {
         emit
     }
 
-    /// The held-back tail, at the end of the stream (none after a match).
-    pub fn finish(&mut self) -> String {
-        let out = std::mem::take(&mut self.held);
-        self.text.push_str(&out);
+    /// At the end of the stream: `rest` (what the decoder still held) and
+    /// the held-back tail, cut like any piece (nothing after a match).
+    pub fn finish(&mut self, rest: &str) -> String {
+        let mut out = self.push(rest);
+        let tail = std::mem::take(&mut self.held);
+        self.text.push_str(&tail);
+        out.push_str(&tail);
         out
+    }
+}
+
+/// Prompts at least this long show a prefill bar in `generate` and `chat`.
+pub const PREFILL_BAR_TOKENS: usize = 1024;
+
+/// A prefill bar for a prompt of `n` tokens on `model` (none for short
+/// prompts): the model reports each chunk; `done` clears it.
+pub struct PrefillBar<'m> {
+    model: &'m mut Model,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl<'m> PrefillBar<'m> {
+    pub fn new(model: &'m mut Model, n: usize) -> PrefillBar<'m> {
+        let bar = (n >= PREFILL_BAR_TOKENS).then(|| {
+            let b = crate::progress::bar(n as u64, "prefill {bar:30} {pos}/{len} tokens, {elapsed}");
+            let report = b.clone();
+            model.on_prefill = Some(Box::new(move |done, all| match done < all {
+                true => report.set_position(done as u64),
+                false => report.finish_and_clear(),
+            }));
+            b
+        });
+        PrefillBar { model, bar }
+    }
+
+    /// The model, to run the prompt on.
+    pub fn model(&mut self) -> &mut Model {
+        self.model
+    }
+}
+
+impl Drop for PrefillBar<'_> {
+    fn drop(&mut self) {
+        self.model.on_prefill = None;
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
     }
 }
 
@@ -214,7 +257,7 @@ mod tests {
     fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, String, bool) {
         let mut s = StopText::new(&stops.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let mut shown: Vec<String> = pieces.iter().map(|p| s.push(p)).collect();
-        shown.push(s.finish());
+        shown.push(s.finish(""));
         (shown, s.text.clone(), s.matched)
     }
 

@@ -4,6 +4,7 @@
 //! Layers, bottom first: each module imports only modules listed above it
 //! (tests/layering.rs holds the exact table and checks it):
 //! - `error`: the one error type; `show` makes names from files fit a one-line message.
+//!   `progress`: stderr progress bars.
 //! - `quant`: GGUF weight types, block layouts, CPU dequantization.
 //! - `mapped`: a model file's bytes (memory-mapped or owned) and views into them.
 //! - `kernels`: the shader registry (`shaders/*.wgsl`), pipeline cache, `Dispatch`.
@@ -20,7 +21,7 @@
 //!   for tests only: production code never imports it.
 //! - `memory`: what a model needs on the device, checked before allocating; GPU error scopes.
 //! - `profile`: per-kernel timing of one forward call.
-//! - `model`: the forward; `generate`: the decode loop; `progress`: the prefill bar.
+//! - `model`: the forward; `generate`: the decode loop, stop strings, the prefill bar.
 //! - `measure`: bench timing loop and JSON records, markdown tables, SVG plots, the pass-key prompt.
 //! - `cli`: the `wgkv` commands.
 

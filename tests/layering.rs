@@ -17,7 +17,7 @@
 //!
 //! | layer | modules | may import |
 //! |---|---|---|
-//! | 0 | `error` | nothing: the one error type and `show` (names fit for one-line messages) |
+//! | 0 | `error`, `progress` | nothing: the one error type and `show` (names fit for one-line messages); stderr progress bars |
 //! | 1 | `quant`, `mapped`, `fetch`, `template`, `sampler`, `arch` | `error` (`arch`: the families' recipes, plain tables) |
 //! | 2 | `kernels` | shader registry, pipeline cache, `Dispatch`: `quant` |
 //! | 3 | `gpu` | every version-sensitive wgpu call; owns a `kernels::Registry` |
@@ -28,7 +28,7 @@
 //! | 8 | `reference`, `kv` | the CPU reference (tests only) and the KV policies: neither imports the other |
 //! | 9 | `memory`, `profile` | device budget and error scopes; per-kernel timing |
 //! | 10 | `model` | the forward |
-//! | 11 | `generate`, `measure`, `progress` | loops and reports over a `Model` |
+//! | 11 | `generate`, `measure` | loops and reports over a `Model` |
 //! | 12 | `cli` | everything below |
 //!
 //! On top of the table: nothing outside `src/reference/` may import
@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const LAYERS: &[&[&str]] = &[
-    &["error"],
+    &["error", "progress"],
     &["quant", "mapped", "fetch", "template", "sampler", "arch"],
     &["kernels"],
     &["gpu"],
@@ -52,7 +52,7 @@ const LAYERS: &[&[&str]] = &[
     &["reference", "kv"],
     &["memory", "profile"],
     &["model"],
-    &["generate", "measure", "progress"],
+    &["generate", "measure"],
     &["cli"],
 ];
 

@@ -6,9 +6,8 @@
 use super::load::{Loaded, RunArgs, load};
 use super::sampling::{MaxTokens, SamplingArgs, parse_max_tokens};
 use super::saved::{self, Saved};
-use crate::generate::{Stats, Stop, StopText, generate};
+use crate::generate::{PrefillBar, Stats, Stop, StopText, generate};
 use crate::model::Model;
-use crate::progress::PrefillBar;
 use crate::sampler::Sampler;
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::StreamDecoder;
@@ -37,6 +36,11 @@ pub struct ChatArgs {
 const HELP: &str = "commands: /help, /reset (forget the conversation), /system TEXT (set the system message and reset; no TEXT clears it), \
 /kv (cache policy and size), /stats (speed of the last answer), /save FILE and /load FILE (the conversation with its KV cache), /quit (or Ctrl-D)";
 
+/// The messages a template renders: the system message, if any, then `messages`.
+fn history(system: Option<&str>, messages: &[Message]) -> Vec<Message> {
+    system.map(|s| Message::new("system", s)).into_iter().chain(messages.iter().cloned()).collect()
+}
+
 /// The conversation and what of it is already in the KV cache.
 struct Session {
     system: Option<String>,
@@ -50,12 +54,7 @@ struct Session {
 
 impl Session {
     fn history(&self) -> Vec<Message> {
-        let mut v = Vec::new();
-        if let Some(s) = &self.system {
-            v.push(Message { role: "system".into(), content: s.clone() });
-        }
-        v.extend(self.messages.iter().cloned());
-        v
+        history(self.system.as_deref(), &self.messages)
     }
     fn reset(&mut self, model: &mut Model) {
         self.messages.clear();
@@ -218,7 +217,7 @@ a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a 
             }
             other => other?,
         };
-        let tail = if cut.matched { String::new() } else { cut.push(&dec.finish()) + &cut.finish() };
+        let tail = cut.finish(&dec.finish());
         let _ = writeln!(stdout, "{tail}");
         drop(stdout);
         // The room ran out before -n did: the context is what stopped it.
@@ -340,9 +339,7 @@ fn load_saved(s: &mut Session, l: &mut Loaded, template: &ChatTemplate, path: &s
             saved.kv, saved.ctx, l.model.kv.ctx
         )));
     }
-    let mut history: Vec<Message> = saved.system.iter().map(|t| Message::new("system", t.as_str())).collect();
-    history.extend(saved.messages.iter().cloned());
-    let rendered = template.render(&history, false)?;
+    let rendered = template.render(&history(saved.system.as_deref(), &saved.messages), false)?;
     let fed = match rendered.get(..saved.fed_len) {
         Some(fed) if saved.cache.is_some() => fed.to_string(),
         None if saved.cache.is_some() => return Err(Error::format(path, "its cached length is past the conversation's text")),

@@ -3,9 +3,8 @@
 
 use super::load::{RunArgs, load};
 use super::sampling::{MaxTokens, SamplingArgs, parse_max_tokens};
-use crate::generate::{Stop, StopText, generate};
+use crate::generate::{PrefillBar, Stop, StopText, generate};
 use crate::measure::record::Stamp;
-use crate::progress::PrefillBar;
 use crate::sampler::Sampler;
 use crate::template::Message;
 use crate::tokenizer::StreamDecoder;
@@ -86,7 +85,7 @@ pub fn run(global: &super::Global, a: GenerateArgs) -> Result<()> {
         cut.matched.then_some(Stop::StopString)
     })?;
     drop(bar);
-    let rest = if cut.matched { String::new() } else { cut.push(&dec.finish()) + &cut.finish() };
+    let rest = cut.finish(&dec.finish());
     let (stats, kv) = (&g.stats, &l.model.kv);
     if a.json {
         let mut o = json!({

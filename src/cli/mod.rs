@@ -108,6 +108,21 @@ impl Command {
             _ => Uses::All,
         }
     }
+
+    /// The command as typed, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Chat(_) => "chat",
+            Command::Generate(_) => "generate",
+            Command::Tokenize { .. } => "tokenize",
+            Command::Eval(eval::EvalCommand::PplPlot { .. }) => "eval ppl-plot",
+            Command::Eval(eval::EvalCommand::Passkey(_)) => "eval passkey --compare",
+            Command::Eval(_) => "eval",
+            Command::Bench(_) => "bench --compare",
+            Command::Devices { .. } => "devices",
+            Command::Fetch => "fetch",
+        }
+    }
 }
 
 /// Refuses a global flag the command would ignore (e.g. `--model` with
@@ -124,23 +139,6 @@ fn check_globals(g: &Global, cmd: &Command) -> Result<()> {
     match given.iter().find(|(_, set, used)| *set && !*used) {
         Some((flag, ..)) => Err(crate::Error::msg(format!("{flag} does not apply to `wgkv {}` (drop it)", cmd.name()))),
         None => Ok(()),
-    }
-}
-
-impl Command {
-    /// The command as typed, for messages.
-    fn name(&self) -> &'static str {
-        match self {
-            Command::Chat(_) => "chat",
-            Command::Generate(_) => "generate",
-            Command::Tokenize { .. } => "tokenize",
-            Command::Eval(eval::EvalCommand::PplPlot { .. }) => "eval ppl-plot",
-            Command::Eval(eval::EvalCommand::Passkey(_)) => "eval passkey --compare",
-            Command::Eval(_) => "eval",
-            Command::Bench(_) => "bench --compare",
-            Command::Devices { .. } => "devices",
-            Command::Fetch => "fetch",
-        }
     }
 }
 
