@@ -258,37 +258,8 @@ a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a 
 }
 
 fn print_kv(model: &Model) {
-    let kv = &model.kv;
-    let per_layer = kv.tokens_per_layer();
-    let layers = match per_layer.iter().all(|&n| n == per_layer[0]) {
-        true => format!("{} in each of {} layers", per_layer[0], per_layer.len()),
-        false => format!("{per_layer:?} per layer"),
-    };
-    println!(
-        "kv {}: {} tokens of {} ({:.2} MiB resident, {:.2} MiB allocated, {:.2} MiB read per decode step); tokens kept: {layers}; {} bytes resident",
-        kv.spec,
-        kv.len,
-        kv.capacity,
-        kv.bytes_resident() as f64 / 1048576.0,
-        kv.bytes_allocated() as f64 / 1048576.0,
-        kv.bytes_read_per_step() as f64 / 1048576.0,
-        kv.bytes_resident()
-    );
-    if let Some(q) = &kv.quest {
-        match &kv.mustafar {
-            // Under Mustafar the pages are its compressed blocks; the window is always attended.
-            Some(m) => println!("{} [pages: mustafar's compressed blocks; its dense window is always attended]", q.describe(m.compressed())),
-            None => println!("{}", q.describe(kv.len)),
-        }
-    }
-    if let Some(m) = &kv.mustafar {
-        println!("{}", m.describe(kv.len - m.compressed()));
-    }
-    if let Some(st) = &kv.streaming {
-        println!("streaming: {} sinks + the most recent tokens in {} slots per layer; {} tokens run, {} evicted", st.sinks, st.budget, kv.pos, kv.evicted);
-    }
-    if let Some(sc) = &kv.scored {
-        println!("{}; {} tokens run, {} evicted per layer on average", sc.describe(), kv.pos, kv.evicted);
+    for line in model.kv.report().lines {
+        println!("{line}");
     }
 }
 

@@ -97,7 +97,7 @@ pub fn run(global: &super::Global, a: GenerateArgs) -> Result<()> {
             "prefill_tok_s": stats.prefill_tok_s(),
             "decode_tok_s": stats.decode_tok_s(),
             "kv": kv.spec.to_string(),
-            "kv_bytes": kv.bytes_resident(),
+            "kv_bytes": kv.report().resident,
         });
         Stamp::new(Some(&l.model.gpu), &l.model_name).merge_into(&mut o);
         println!("{o}");
@@ -110,7 +110,7 @@ pub fn run(global: &super::Global, a: GenerateArgs) -> Result<()> {
             stats.prefill_tok_s(),
             g.tokens.len(),
             stats.decode_tok_s(),
-            kv.bytes_resident() as f64 / (1 << 20) as f64,
+            kv.report().resident as f64 / (1 << 20) as f64,
             g.stop.describe()
         );
     }
