@@ -243,6 +243,26 @@ fn dequantize_checks_sizes_and_row_access() {
 }
 
 #[test]
+fn non_finite_scales_are_found() {
+    // The loader refuses weights that are not finite by looking at each
+    // block's f16 scales only: an Inf or NaN in any scale field of any
+    // quantized type is found in the block that holds it, and finite ones are not.
+    let mut rng = Rng::new(23);
+    for &w in WType::ALL.iter().filter(|w| w.block_elems() > 1) {
+        let bytes = quant::quantize(w, &rng.vec(4 * w.block_elems(), -1.0, 1.0));
+        assert_eq!(quant::first_non_finite_block(w, &bytes), None, "{}", w.name());
+        for &at in scale_fields(w) {
+            for bad in [0x7C00u16, 0xFE00] {
+                let mut b = bytes.clone();
+                let at = 2 * w.block_bytes() + at;
+                b[at..at + 2].copy_from_slice(&bad.to_le_bytes());
+                assert_eq!(quant::first_non_finite_block(w, &b), Some(2), "{} scale at byte {at} = {bad:#x}", w.name());
+            }
+        }
+    }
+}
+
+#[test]
 fn quantizers_round_trip_within_their_step() {
     // Each quantizer must reproduce its input to within about one quantization step.
     let bound = |w: WType| match w {
