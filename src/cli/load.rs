@@ -75,6 +75,20 @@ pub fn load(global: &super::Global, run: &RunArgs) -> Result<Loaded> {
     Ok(Loaded { model, tokenizer, template, model_name, path })
 }
 
+/// The tokenizer of a model file or folder without its weights: a GGUF's
+/// metadata (so a file whose tensors cannot be loaded still tokenizes), or
+/// the Hugging Face folder's tokenizer.json.
+pub fn tokenizer_at(path: &std::path::Path) -> Result<Tokenizer> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if path.is_dir() {
+        Tokenizer::from_hf_dir(path)
+    } else if name == "config.json" || name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json") {
+        Tokenizer::from_hf_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")))
+    } else {
+        Tokenizer::from_gguf(&crate::gguf::Gguf::open_metadata(path)?)
+    }
+}
+
 /// The model's own tokenizer: from the GGUF metadata or the HF folder's tokenizer.json.
 pub fn tokenizer(w: &Weights) -> Result<Tokenizer> {
     match (&w.gguf, &w.hf_dir) {

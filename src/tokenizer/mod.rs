@@ -2,32 +2,44 @@
 //!
 //! Two sources build the same [`Tokenizer`]:
 //! - GGUF metadata (`tokenizer.ggml.*`), through [`GgufVocab`] (plain data) and
-//!   the thin adapter [`Tokenizer::from_gguf`]. Only byte-level BPE vocabularies
-//!   (`tokenizer.ggml.model = "gpt2"`) are supported; the pre-tokenizer named by
-//!   `tokenizer.ggml.pre` selects the split rules llama.cpp uses for it.
+//!   the thin adapter [`Tokenizer::from_gguf`]. The `tokenizer.ggml.model`
+//!   picks the algorithm, each written here after llama.cpp's
+//!   (`src/llama-vocab.cpp`):
+//!   - `gpt2`: byte-level BPE ([`bpe`]); `tokenizer.ggml.pre` names the
+//!     pre-tokenizer ([`pretokenize`] lists the supported names).
+//!   - `llama`: SentencePiece ([`spm`]): score-ordered merges, `<0xXX>` byte
+//!     fallback, spaces written as U+2581, and a space put before the text
+//!     (and after every special token) unless `tokenizer.ggml.add_space_prefix`
+//!     is false, as in Gemma 3's files.
+//!   - `gemma4`: BPE over UTF-8 with U+2581 for spaces and `<0xXX>` byte
+//!     fallback (Gemma 4).
+//!
+//!   Any other model (`bert`, `t5`, `rwkv`, ...) is refused by name.
 //! - A Hugging Face directory (`tokenizer.json`, optional `tokenizer_config.json`
-//!   and `chat_template.jinja`), through [`Tokenizer::from_hf_dir`].
+//!   and `chat_template.jinja`), through [`Tokenizer::from_hf_dir`], which
+//!   runs the `tokenizers` crate.
 //!
-//! Layout: special tokens are cut out of the text first (longest first, the way
-//! llama.cpp partitions text), then every remaining fragment goes through a
-//! `tokenizers` BPE model. Decoding does not use the crate: every id has its raw
-//! bytes precomputed, so streaming output can hold back incomplete UTF-8.
+//! Special tokens are cut out of the text first, longest first, the way
+//! llama.cpp partitions text: control tokens only when asked
+//! (`parse_special`), user-defined ones always. Decoding does not need the
+//! algorithm: every id has its raw bytes precomputed, so streaming output can
+//! hold back incomplete UTF-8.
 //!
-//! BOS: llama.cpp adds BOS for a BPE vocabulary only when the model asks for it:
-//! the default is "no" (a few pre-tokenizers, e.g. Llama 3's `llama-bpe`, default
-//! to "yes"), and `tokenizer.ggml.add_bos_token` overrides the default. The
-//! SmolLM2 GGUF stores `add_bos_token = false` (bos = `<|im_start|>`, eos =
-//! `<|im_end|>`), so no BOS is added, as in llama.cpp's ids for it
+//! BOS: llama.cpp adds BOS when the model asks for it: by default a
+//! SentencePiece vocabulary does, a byte-pair one does not (Llama 3's
+//! `llama-bpe` and Gemma 4 do), and `tokenizer.ggml.add_bos_token` overrides
+//! the default (Gemma 4 adds BOS whatever it says). The SmolLM2 GGUF stores
+//! `add_bos_token = false` (bos = `<|im_start|>`, eos = `<|im_end|>`), so no
+//! BOS is added, as in llama.cpp's ids for it
 //! (`tests/reference/smollm2-135m/tokenize.json`).
+
+mod bpe;
+mod hf;
+mod pretokenize;
+mod spm;
 
 use crate::error::{Error, Result, show};
 use std::collections::HashMap;
-use std::path::Path;
-use tokenizers::models::bpe::{BPE, Vocab};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 /// GGUF `tokenizer.ggml.token_type` values.
 pub const TOKEN_NORMAL: i32 = 1;
@@ -40,11 +52,13 @@ pub const TOKEN_BYTE: i32 = 6;
 /// Vocabulary fields of a GGUF file, as plain data.
 #[derive(Debug, Clone, Default)]
 pub struct GgufVocab {
-    /// `tokenizer.ggml.model`; only "gpt2" (byte-level BPE) is supported.
+    /// `tokenizer.ggml.model`: "gpt2", "llama" or "gemma4".
     pub model: String,
     /// `tokenizer.ggml.pre`; empty means llama.cpp's "default".
     pub pre: String,
     pub tokens: Vec<String>,
+    /// `tokenizer.ggml.scores` (SentencePiece merge priorities); empty means all zero.
+    pub scores: Vec<f32>,
     /// "left right" pairs, highest priority first.
     pub merges: Vec<String>,
     /// One `TOKEN_*` per token; empty means all normal.
@@ -53,8 +67,12 @@ pub struct GgufVocab {
     pub eos: Option<u32>,
     pub unk: Option<u32>,
     pub pad: Option<u32>,
-    /// `tokenizer.ggml.add_bos_token`; `None` (absent) uses the pre-tokenizer's default.
+    /// `tokenizer.ggml.add_bos_token`; `None` (absent) uses the model's default.
     pub add_bos: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix`; `None` uses the model's default (SentencePiece: yes).
+    pub add_space_prefix: Option<bool>,
+    /// `general.name`: llama.cpp strips the spaces after Phi-3's special tokens by it.
+    pub name: String,
     /// `tokenizer.chat_template`.
     pub chat_template: Option<String>,
 }
@@ -80,67 +98,89 @@ enum Style {
     Metaspace,
 }
 
+/// A token cut out of the text before the algorithm runs.
+#[derive(Debug, Clone)]
+struct Special {
+    text: String,
+    id: u32,
+    /// Spaces before it (`lstrip`) or after it (`rstrip`) go with it.
+    lstrip: bool,
+    rstrip: bool,
+    /// Cut out even without `parse_special` (user-defined tokens).
+    always: bool,
+}
+
+/// The algorithm that turns plain text (no special tokens) into ids.
+enum Engine {
+    Bpe(Box<bpe::Bpe>),
+    Spm(Box<spm::Spm>),
+    Hf(Box<tokenizers::Tokenizer>),
+}
+
 /// A loaded tokenizer: encode, decode, special ids, chat template source.
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
-    /// Tokens cut out of the text before BPE when `parse_special` is set,
-    /// longest first: (text, id, strip spaces left, strip spaces right).
-    specials: Vec<(String, u32, bool, bool)>,
+    engine: Engine,
+    /// Every token's text to its id.
+    ids: HashMap<String, u32>,
+    /// Longest first.
+    specials: Vec<Special>,
     texts: Vec<String>,
     pieces: Vec<Vec<u8>>,
     kinds: Vec<Kind>,
+    eog: Vec<u32>,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
+    /// SentencePiece: a space goes before the text and after each special token.
+    add_space_prefix: bool,
     chat_template: Option<String>,
 }
 
-/// Split regexes (applied in order, each on the pieces of the previous one)
-/// and whether whole words found in the vocabulary skip the merges.
-struct PreRules {
-    regexes: &'static [&'static str],
-    ignore_merges: bool,
+/// Everything a tokenizer is built from, whatever the source.
+struct Parts {
+    engine: Engine,
+    ids: HashMap<String, u32>,
+    specials: Vec<Special>,
+    texts: Vec<String>,
+    kinds: Vec<Kind>,
+    style: Style,
+    bos: Option<u32>,
+    eos: Option<u32>,
     add_bos: bool,
+    add_space_prefix: bool,
+    chat_template: Option<String>,
 }
 
-const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-const LLAMA3_RE: &str =
-    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_RE: &str =
-    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// The split rules llama.cpp uses for a `tokenizer.ggml.pre` name.
-fn pre_rules(pre: &str) -> Result<PreRules> {
-    let r = |regexes, ignore_merges, add_bos| Ok(PreRules { regexes, ignore_merges, add_bos });
-    match pre {
-        // Digits one by one, then the GPT-2 split.
-        "smollm" | "starcoder" | "refact" => r(&[r"\p{N}", GPT2_RE], false, false),
-        "gpt2" | "gpt-2" => r(&[GPT2_RE], false, false),
-        "" | "default" => r(&[r"[\p{P}\$\+<=>\^~\|]+", GPT2_RE, r"\p{N}+", "[0-9][0-9][0-9]"], false, false),
-        "llama-bpe" | "llama3" | "llama-v3" => r(&[LLAMA3_RE], true, true),
-        "qwen2" => r(&[QWEN2_RE], false, false),
-        other => {
-            Err(Error::msg(format!("unsupported pre-tokenizer '{}' (supported: smollm, starcoder, refact, gpt2, default, llama-bpe, qwen2)", show(other))))
-        }
-    }
-}
-
-/// GPT-2's byte-to-unicode table inverted: char -> byte.
-fn byte_level_decoder() -> HashMap<char, u8> {
-    let mut map = HashMap::with_capacity(256);
-    let mut extra = 0u32;
-    for b in 0..=255u8 {
-        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        let c = if printable {
-            char::from(b)
-        } else {
-            extra += 1;
-            char::from_u32(255 + extra).unwrap_or('\u{FFFD}')
-        };
-        map.insert(c, b);
-    }
-    map
-}
+/// Texts llama.cpp treats as the end of generation (and so as control tokens).
+const END_OF_GENERATION: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<\u{FF5C}end\u{2581}of\u{2581}sentence\u{FF5C}>",
+    "[e~[",
+    // Qwen's fill-in-the-middle padding, repository and file separators.
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|fim_repo|>",
+    "<|file_sep|>",
+];
 
 /// `<0xXX>` -> the byte.
 fn parse_byte_token(text: &str) -> Option<u8> {
@@ -176,105 +216,112 @@ fn piece_bytes(text: &str, kind: Kind, style: Style, table: &HashMap<char, u8>) 
     }
 }
 
-/// A dependency's error message on one line (it may quote the file's text).
-fn flat(e: impl std::fmt::Display) -> String {
-    e.to_string().chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+/// The model names llama.cpp knows that wgkv does not tokenize, with what they are.
+fn unsupported_model(model: &str) -> Error {
+    let what = match model {
+        "bert" => " (WordPiece)",
+        "t5" => " (Unigram)",
+        "rwkv" => " (RWKV)",
+        "plamo2" => " (PLaMo-2)",
+        "none" | "no_vocab" => " (no vocabulary)",
+        _ => "",
+    };
+    Error::msg(format!(
+        "GGUF tokenizer model '{}'{what} is not supported; supported: gpt2 (byte-level BPE), llama (SentencePiece), gemma4 (SentencePiece-style BPE)",
+        show(model)
+    ))
 }
-
-fn tk_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::msg(format!("{what}: {}", flat(e)))
-}
-
-/// Most ids a tokenizer.json may span (the model config's vocabulary cap).
-const MAX_IDS: usize = 1 << 22;
 
 impl Tokenizer {
     /// Builds the tokenizer llama.cpp would build from these GGUF fields.
     pub fn from_gguf_vocab(v: GgufVocab) -> Result<Tokenizer> {
-        match v.model.as_str() {
-            "gpt2" => {}
-            "llama" => {
-                return Err(Error::msg("GGUF tokenizer model 'llama' (SentencePiece) is not supported; only 'gpt2' (byte-level BPE) is"));
-            }
-            other => {
-                return Err(Error::msg(format!("GGUF tokenizer model '{}' is not supported; only 'gpt2' (byte-level BPE) is", show(other))));
-            }
-        }
-        let rules = pre_rules(&v.pre)?;
         let n = v.tokens.len();
+        let sentencepiece = match v.model.as_str() {
+            "llama" => true,
+            "gpt2" | "gemma4" => false,
+            other => return Err(unsupported_model(other)),
+        };
+        // llama.cpp treats the model "gemma4" as pre-tokenizer "gemma4" whatever the file says.
+        let pre = if v.model == "gemma4" { "gemma4" } else { v.pre.as_str() };
+        let rules = if sentencepiece { None } else { Some(pretokenize::rules_for(pre)?) };
         if n == 0 {
             return Err(Error::msg("GGUF vocabulary has no tokens"));
         }
         if !v.token_types.is_empty() && v.token_types.len() != n {
             return Err(Error::msg(format!("GGUF vocabulary has {n} tokens but {} token types", v.token_types.len())));
         }
-        for (what, id) in [("bos", v.bos), ("eos", v.eos), ("unknown", v.unk), ("padding", v.pad)] {
+        if !v.scores.is_empty() && v.scores.len() != n {
+            return Err(Error::msg(format!("GGUF vocabulary has {n} tokens but {} scores", v.scores.len())));
+        }
+        // SentencePiece files that name no bos, eos or unknown id get llama.cpp's defaults.
+        let default = |id: u32| (sentencepiece && (id as usize) < n).then_some(id);
+        let (bos, eos, unk) = (v.bos.or(default(1)), v.eos.or(default(2)), v.unk.or(default(0)));
+        for (what, id) in [("bos", bos), ("eos", eos), ("unknown", unk), ("padding", v.pad)] {
             if let Some(id) = id.filter(|&id| id as usize >= n) {
                 return Err(Error::msg(format!("GGUF {what} token id {id} is outside the vocabulary ({n} tokens)")));
             }
         }
 
-        let mut vocab = Vocab::default();
-        for (i, t) in v.tokens.iter().enumerate() {
-            if vocab.insert(t.clone(), i as u32).is_some() {
-                return Err(Error::msg(format!("duplicate token {t:?} in GGUF vocabulary (id {i})")));
+        let mut texts = v.tokens;
+        let mut ids = HashMap::with_capacity(n);
+        for (i, t) in texts.iter_mut().enumerate() {
+            if t.is_empty() {
+                // llama.cpp's name for an empty token, so it stays unique.
+                *t = format!("[EMPTY_{i}]");
+            }
+            if ids.insert(t.clone(), i as u32).is_some() {
+                return Err(Error::msg(format!("duplicate token \"{}\" in GGUF vocabulary (id {i})", show(t))));
             }
         }
-        if v.merges.is_empty() {
-            return Err(Error::msg("GGUF byte-level BPE vocabulary has no tokenizer.ggml.merges"));
-        }
-        let mut merges = Vec::with_capacity(v.merges.len());
-        for m in &v.merges {
-            // Split at the first space after the first character (a merge side may start with a space).
-            let first = m.chars().next().map_or(0, char::len_utf8);
-            let Some(pos) = m[first..].find(' ').map(|p| p + first) else {
-                return Err(Error::msg(format!("malformed GGUF merge {m:?} (expected \"left right\")")));
-            };
-            merges.push((m[..pos].to_string(), m[pos + 1..].to_string()));
-        }
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(rules.ignore_merges)
-            .build()
-            .map_err(|e| tk_err("GGUF merges do not fit the vocabulary", e))?;
 
-        let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
-        for re in rules.regexes {
-            let split =
-                Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(|e| tk_err("pre-tokenizer regex", e))?;
-            steps.push(split.into());
-        }
-        steps.push(ByteLevel::new(false, false, false).into());
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(Sequence::new(steps)));
-
-        let types = |i: usize| v.token_types.get(i).copied().unwrap_or(TOKEN_NORMAL);
-        let mut kinds = Vec::with_capacity(n);
-        let mut specials = Vec::new();
-        let mut user_defined = Vec::new();
-        for (i, t) in v.tokens.iter().enumerate() {
-            let kind = match types(i) {
+        let mut kinds: Vec<Kind> = (0..n)
+            .map(|i| match v.token_types.get(i).copied().unwrap_or(TOKEN_NORMAL) {
                 TOKEN_CONTROL | TOKEN_UNKNOWN => Kind::Special,
                 TOKEN_USER_DEFINED => Kind::UserDefined,
                 TOKEN_UNUSED => Kind::Unused,
                 TOKEN_BYTE => Kind::Byte,
                 _ => Kind::Normal,
-            };
-            match kind {
-                Kind::Special => specials.push((t.clone(), i as u32, false, false)),
-                Kind::UserDefined => user_defined.push(AddedToken::from(t.clone(), false).normalized(false)),
-                _ => {}
-            }
-            kinds.push(kind);
+            })
+            .collect();
+        // End-of-generation tokens are control tokens whatever the file says (llama.cpp).
+        for id in end_of_generation(&ids) {
+            kinds[id as usize] = Kind::Special;
         }
-        // User-defined tokens are matched in any text, as llama.cpp does.
-        inner.add_tokens(user_defined).map_err(|e| tk_err("user-defined tokens", e))?;
+        // Gemma 4 (marked by <|tool_response>) has a normal </s>.
+        if ids.contains_key("<|tool_response>")
+            && let Some(&id) = ids.get("</s>")
+        {
+            kinds[id as usize] = Kind::Normal;
+        }
+        let phi3 = {
+            let name = v.name.to_lowercase();
+            name.contains("phi-3") || name.contains("phi3")
+        };
+        let mut specials = Vec::new();
+        for (i, (t, &k)) in texts.iter().zip(&kinds).enumerate() {
+            if matches!(k, Kind::Special | Kind::UserDefined) {
+                // Phi-3: spaces after special tokens (and </s>) are dropped, except after <unk>, <s> and <|endoftext|>.
+                let rstrip = phi3 && !matches!(t.as_str(), "<unk>" | "<s>" | "<|endoftext|>");
+                specials.push(Special { text: t.clone(), id: i as u32, lstrip: false, rstrip, always: k == Kind::UserDefined });
+            }
+        }
 
-        let add_bos = v.add_bos.unwrap_or(rules.add_bos);
-        if add_bos && v.bos.is_none() {
+        let (engine, style, add_bos, add_space_prefix) = match rules {
+            None => {
+                let scores = if v.scores.is_empty() { vec![0.0; n] } else { v.scores };
+                (Engine::Spm(Box::new(spm::Spm::new(&ids, scores, unk))), Style::Metaspace, v.add_bos.unwrap_or(true), v.add_space_prefix.unwrap_or(true))
+            }
+            Some(rules) => {
+                let style = if rules.byte_encode { Style::ByteLevel } else { Style::Metaspace };
+                // Gemma 4 always starts with BOS (llama.cpp overrides a file that says otherwise).
+                let add_bos = if pre == "gemma4" { true } else { v.add_bos.unwrap_or(rules.add_bos) };
+                (Engine::Bpe(Box::new(bpe::Bpe::new(rules, &ids, &v.merges)?)), style, add_bos, false)
+            }
+        };
+        if add_bos && bos.is_none() {
             return Err(Error::msg("GGUF asks to add a BOS token but has no tokenizer.ggml.bos_token_id"));
         }
-        Ok(Tokenizer::assemble(inner, specials, v.tokens, kinds, Style::ByteLevel, v.bos, v.eos, add_bos, v.chat_template))
+        Ok(Tokenizer::assemble(Parts { engine, ids, specials, texts, kinds, style, bos, eos, add_bos, add_space_prefix, chat_template: v.chat_template }))
     }
 
     /// Reads the vocabulary from a GGUF file's metadata.
@@ -282,100 +329,18 @@ impl Tokenizer {
         Tokenizer::from_gguf_vocab(GgufVocab::from_gguf(g)?)
     }
 
-    /// Loads `tokenizer.json` (+ `tokenizer_config.json`, `chat_template.jinja` when present).
-    pub fn from_hf_dir(dir: &Path) -> Result<Tokenizer> {
-        let path = dir.join("tokenizer.json");
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::format(path.display().to_string(), flat(e)))?;
-        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::format(path.display().to_string(), flat(e)))?;
-        // Special added tokens are cut out by `encode` itself, only when asked.
-        inner.set_encode_special_tokens(true);
-
-        let config_path = dir.join("tokenizer_config.json");
-        let config: serde_json::Value = match std::fs::read(&config_path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::format(config_path.display().to_string(), flat(e)))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
-            Err(e) => return Err(Error::io(config_path.display().to_string(), e)),
-        };
-
-        let style = if json_mentions(&json["decoder"], "ByteLevel") || json_mentions(&json["pre_tokenizer"], "ByteLevel") {
-            Style::ByteLevel
-        } else {
-            Style::Metaspace
-        };
-        let byte_fallback = json["model"]["byte_fallback"].as_bool().unwrap_or(false);
-
-        let added = inner.get_added_tokens_decoder();
-        // Ids may have gaps: cover the largest, so every id encode gives decodes.
-        let max_id = inner.get_vocab(true).into_values().chain(added.keys().copied()).max();
-        let n = inner.get_vocab_size(true).max(max_id.map_or(0, |id| id as usize + 1));
-        if n > MAX_IDS {
-            return Err(Error::format(path.display().to_string(), format!("token id {} is beyond the largest vocabulary supported ({MAX_IDS} ids)", n - 1)));
-        }
-        let mut texts = Vec::with_capacity(n);
-        let mut kinds = Vec::with_capacity(n);
-        let mut specials = Vec::new();
-        for id in 0..n as u32 {
-            let (text, kind) = match added.get(&id) {
-                Some(t) if t.special => {
-                    specials.push((t.content.clone(), id, t.lstrip, t.rstrip));
-                    (t.content.clone(), Kind::Special)
-                }
-                Some(t) => (t.content.clone(), Kind::UserDefined),
-                None => match inner.id_to_token(id) {
-                    Some(t) if byte_fallback && parse_byte_token(&t).is_some() => (t, Kind::Byte),
-                    Some(t) => (t, Kind::Normal),
-                    None => (String::new(), Kind::Unused),
-                },
-            };
-            texts.push(text);
-            kinds.push(kind);
-        }
-
-        let token_of = |key: &str| -> Option<u32> {
-            let v = &config[key];
-            let s = v.as_str().or_else(|| v["content"].as_str())?;
-            inner.token_to_id(s)
-        };
-        let bos = token_of("bos_token");
-        let eos = token_of("eos_token");
-        // `add_bos_token` when the config says; else whether the post-processor adds BOS.
-        let add_bos = match config["add_bos_token"].as_bool() {
-            Some(b) => b,
-            None => match (bos, inner.encode_fast("", true)) {
-                (Some(bos), Ok(enc)) => enc.get_ids().first() == Some(&bos),
-                _ => false,
-            },
-        };
-        let add_bos = add_bos && bos.is_some();
-
-        let jinja_path = dir.join("chat_template.jinja");
-        let chat_template = match std::fs::read_to_string(&jinja_path) {
-            Ok(s) => Some(s),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => hf_config_template(&config["chat_template"]),
-            Err(e) => return Err(Error::io(jinja_path.display().to_string(), e)),
-        };
-        Ok(Tokenizer::assemble(inner, specials, texts, kinds, style, bos, eos, add_bos, chat_template))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn assemble(
-        inner: tokenizers::Tokenizer,
-        mut specials: Vec<(String, u32, bool, bool)>,
-        texts: Vec<String>,
-        kinds: Vec<Kind>,
-        style: Style,
-        bos: Option<u32>,
-        eos: Option<u32>,
-        add_bos: bool,
-        chat_template: Option<String>,
-    ) -> Tokenizer {
-        specials.retain(|s| !s.0.is_empty());
+    fn assemble(p: Parts) -> Tokenizer {
+        let Parts { engine, ids, mut specials, texts, kinds, style, bos, eos, add_bos, add_space_prefix, chat_template } = p;
+        specials.retain(|s| !s.text.is_empty());
         // Longest first, so "<|im_start|>" wins over any token it contains; ties by id.
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        let table = byte_level_decoder();
+        specials.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
+        let table = bpe::char_bytes();
         let pieces = texts.iter().zip(&kinds).map(|(t, &k)| piece_bytes(t, k, style, &table)).collect();
-        Tokenizer { inner, specials, texts, pieces, kinds, bos, eos, add_bos, chat_template }
+        let mut eog = end_of_generation(&ids);
+        eog.extend(eos);
+        eog.sort_unstable();
+        eog.dedup();
+        Tokenizer { engine, ids, specials, texts, pieces, kinds, eog, bos, eos, add_bos, add_space_prefix, chat_template }
     }
 
     /// Token ids of `text`, no BOS. With `parse_special`, control tokens written
@@ -383,22 +348,34 @@ impl Tokenizer {
     /// tokenized as plain text. User-defined tokens are always matched.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
         let mut frags: Vec<Frag> = vec![Frag::Text(text)];
-        if parse_special {
-            for (s, id, lstrip, rstrip) in &self.specials {
-                if !text.contains(s.as_str()) {
-                    continue;
-                }
-                frags = split_special(frags, s, *id, *lstrip, *rstrip);
+        for s in self.specials.iter().filter(|s| parse_special || s.always) {
+            if text.contains(s.text.as_str()) {
+                frags = split_special(frags, s);
             }
         }
         let mut out = Vec::new();
+        // SentencePiece puts a space before the text and after each special token.
+        let mut after_special = true;
         for f in frags {
             match f {
-                Frag::Id(id) => out.push(id),
+                Frag::Id(id) => {
+                    out.push(id);
+                    after_special = true;
+                }
                 Frag::Text("") => {}
                 Frag::Text(t) => {
-                    let enc = self.inner.encode_fast(t, false).map_err(|e| tk_err("tokenizing failed", e))?;
-                    out.extend_from_slice(enc.get_ids());
+                    match &self.engine {
+                        Engine::Bpe(b) => b.encode(&self.ids, t, &mut out)?,
+                        Engine::Spm(s) => {
+                            let space = if self.add_space_prefix && after_special { "\u{2581}" } else { "" };
+                            s.encode(&self.ids, &format!("{space}{}", t.replace(' ', "\u{2581}")), &mut out)?
+                        }
+                        Engine::Hf(inner) => {
+                            let enc = inner.encode_fast(t, false).map_err(|e| hf::tk_err("tokenizing failed", e))?;
+                            out.extend_from_slice(enc.get_ids());
+                        }
+                    }
+                    after_special = false;
                 }
             }
         }
@@ -421,11 +398,12 @@ impl Tokenizer {
         }
     }
 
-    /// Text of `ids`; special tokens appear as their text (skip them with
-    /// `is_special` to hide markup), so for byte-level vocabularies
-    /// `decode(encode(s, true)) == s`. Invalid UTF-8 (a sequence cut
-    /// mid-character) becomes U+FFFD. SentencePiece-style vocabularies (from
-    /// tokenizer.json) keep the leading space their normalizer prepends.
+    /// Text of `ids`: every token's bytes in order, special tokens as their
+    /// text (skip them with `is_special` to hide markup), so for byte-level
+    /// vocabularies `decode(encode(s, true)) == s`. Invalid UTF-8 (a sequence
+    /// cut mid-character) becomes U+FFFD. SentencePiece vocabularies that add
+    /// a space prefix keep the space their encoder put first (as the model
+    /// sees it), so there `decode(encode(s, false)) == " " + s`.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
         for &id in ids {
@@ -456,10 +434,7 @@ impl Tokenizer {
 
     /// Id of a vocabulary string, if present (normal or special).
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        if let Some(s) = self.specials.iter().find(|s| s.0 == text) {
-            return Some(s.1);
-        }
-        self.inner.token_to_id(text)
+        self.ids.get(text).copied()
     }
 
     /// Whether the id is a control/unknown token (one that prints only as markup).
@@ -480,19 +455,16 @@ impl Tokenizer {
         self.add_bos
     }
 
-    /// Ids that end generation: eos plus the end-of-turn tokens of the common
-    /// chat formats found in the vocabulary, sorted.
+    /// Whether SentencePiece encoding puts a space before the text.
+    pub fn add_space_prefix(&self) -> bool {
+        self.add_space_prefix
+    }
+
+    /// Ids that end generation, sorted: eos and the tokens llama.cpp ends
+    /// generation on by their text (end of turn, end of text, Qwen's
+    /// fill-in-the-middle separators).
     pub fn eog_ids(&self) -> Vec<u32> {
-        const END_OF_TURN: &[&str] = &["<|im_end|>", "<|eot_id|>", "<|end|>", "</s>", "<|endoftext|>", "<|end_of_text|>", "<end_of_turn>", "<|eom_id|>"];
-        let mut ids: Vec<u32> = self.eos.into_iter().collect();
-        for t in END_OF_TURN {
-            if let Some(id) = self.token_id(t) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        self.eog.clone()
     }
 
     /// Number of ids (the logits' width).
@@ -515,50 +487,47 @@ impl Tokenizer {
     }
 }
 
+/// The ids of the end-of-generation texts present; OpenAI's harmony format
+/// (both <|return|> and <|call|>) uses <|end|> inside a turn, and Gemma 4
+/// (<|tool_response>) has a normal </s>, so those two do not count there.
+fn end_of_generation(ids: &HashMap<String, u32>) -> Vec<u32> {
+    let has = |t: &str| ids.contains_key(t);
+    let harmony = has("<|return|>") && has("<|call|>");
+    let gemma4 = has("<|tool_response>");
+    END_OF_GENERATION.iter().filter(|&&t| !((harmony && t == "<|end|>") || (gemma4 && t == "</s>"))).filter_map(|&t| ids.get(t).copied()).collect()
+}
+
 enum Frag<'a> {
     Text(&'a str),
     Id(u32),
 }
 
+/// C's `isspace`, which llama.cpp strips with.
+fn c_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
 /// Cuts every occurrence of `special` out of the text fragments.
-fn split_special<'a>(frags: Vec<Frag<'a>>, special: &str, id: u32, lstrip: bool, rstrip: bool) -> Vec<Frag<'a>> {
+fn split_special<'a>(frags: Vec<Frag<'a>>, special: &Special) -> Vec<Frag<'a>> {
+    let s = special.text.as_str();
     let mut out = Vec::with_capacity(frags.len() + 2);
     for f in frags {
         let Frag::Text(mut rest) = f else {
             out.push(f);
             continue;
         };
-        while let Some(pos) = rest.find(special) {
+        while let Some(pos) = rest.find(s) {
             let left = &rest[..pos];
-            out.push(Frag::Text(if lstrip { left.trim_end() } else { left }));
-            out.push(Frag::Id(id));
-            rest = &rest[pos + special.len()..];
-            if rstrip {
-                rest = rest.trim_start();
+            out.push(Frag::Text(if special.lstrip { left.trim_end_matches(c_space) } else { left }));
+            out.push(Frag::Id(special.id));
+            rest = &rest[pos + s.len()..];
+            if special.rstrip {
+                rest = rest.trim_start_matches(c_space);
             }
         }
         out.push(Frag::Text(rest));
     }
     out
-}
-
-/// Whether a JSON tree has `"type": name` anywhere (decoders may be nested in a Sequence).
-fn json_mentions(v: &serde_json::Value, name: &str) -> bool {
-    match v {
-        serde_json::Value::Object(m) => m.get("type").and_then(|t| t.as_str()) == Some(name) || m.values().any(|x| json_mentions(x, name)),
-        serde_json::Value::Array(a) => a.iter().any(|x| json_mentions(x, name)),
-        _ => false,
-    }
-}
-
-/// `chat_template` of tokenizer_config.json: a string, or a list of named templates.
-fn hf_config_template(v: &serde_json::Value) -> Option<String> {
-    if let Some(s) = v.as_str() {
-        return Some(s.to_string());
-    }
-    let list = v.as_array()?;
-    let named = |n: &str| list.iter().find(|t| t["name"].as_str() == Some(n));
-    named("default").or_else(|| list.first())?["template"].as_str().map(str::to_string)
 }
 
 /// Turns ids into text as they arrive, emitting only complete UTF-8 characters.
@@ -620,9 +589,10 @@ impl StreamDecoder {
 }
 
 impl GgufVocab {
-    /// Reads the `tokenizer.ggml.*` keys (and `tokenizer.chat_template`).
-    /// Absent special ids stay `None` (llama.cpp would fall back to id 11 for
-    /// "gpt2" vocabularies; no real file relies on that).
+    /// Reads the `tokenizer.ggml.*` keys (and `tokenizer.chat_template`,
+    /// `general.name`). Absent special ids stay `None` here (llama.cpp would
+    /// fall back to id 11 for "gpt2" vocabularies; no real file relies on
+    /// that; SentencePiece's defaults 1, 2, 0 are applied when building).
     pub fn from_gguf(g: &crate::gguf::Gguf) -> Result<GgufVocab> {
         const P: &str = "tokenizer.ggml.";
         let key = |k: &str| format!("{P}{k}");
@@ -634,20 +604,35 @@ impl GgufVocab {
             let id = g.get_u64(&key(k))?;
             u32::try_from(id).map(Some).map_err(|_| Error::msg(format!("GGUF {P}{k} = {id} is not a token id")))
         };
+        let opt_bool = |k: &str| -> Result<Option<bool>> { if has(k) { g.get_bool(&key(k)).map(Some) } else { Ok(None) } };
         let strings = |k: &str| -> Result<Vec<String>> { Ok(g.get_str_array(&key(k))?.into_iter().map(str::to_string).collect()) };
         let model = g.get_str(&key("model"))?.to_string();
         let merges = if has("merges") { strings("merges")? } else { Vec::new() };
         let token_types = if has("token_type") { g.get_i64_array(&key("token_type"))?.into_iter().map(|t| t as i32).collect() } else { Vec::new() };
+        // Scores are floats; llama.cpp also takes integers.
+        let scores = match has("scores") {
+            false => Vec::new(),
+            true => match g.get_f32_array(&key("scores")) {
+                Ok(s) => s,
+                Err(e) => g.get_i64_array(&key("scores")).map(|s| s.into_iter().map(|x| x as f32).collect()).map_err(|_| e)?,
+            },
+        };
         Ok(GgufVocab {
             pre: if has("pre") { g.get_str(&key("pre"))?.to_string() } else { String::new() },
             tokens: strings("tokens")?,
+            scores,
             merges,
             token_types,
             bos: opt_id("bos_token_id")?,
             eos: opt_id("eos_token_id")?,
             unk: opt_id("unknown_token_id")?,
             pad: opt_id("padding_token_id")?,
-            add_bos: if has("add_bos_token") { Some(g.get_bool(&key("add_bos_token"))?) } else { None },
+            add_bos: opt_bool("add_bos_token")?,
+            add_space_prefix: opt_bool("add_space_prefix")?,
+            name: match g.get("general.name") {
+                Some(_) => g.get_str("general.name")?.to_string(),
+                None => String::new(),
+            },
             chat_template: match g.get("tokenizer.chat_template") {
                 Some(_) => Some(g.get_str("tokenizer.chat_template")?.to_string()),
                 None => None,
