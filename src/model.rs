@@ -411,7 +411,14 @@ impl Model {
             RopeStyle::Interleaved => RopeLayout::Interleaved,
             RopeStyle::HalfSplit => RopeLayout::HalfSplit,
         };
-        let rope = |heads: usize| Rope { n_heads: heads as u32, head_dim: c.head_dim as u32, rot_dim: c.head_dim as u32, base: c.rope_theta as f64, layout };
+        let rope = |heads: usize| Rope {
+            n_heads: heads as u32,
+            head_dim: c.head_dim as u32,
+            rot_dim: c.head_dim as u32,
+            base: c.rope_theta as f64,
+            layout,
+            factors: None,
+        };
         // Decode (one token) uses matrix-vector kernels, prefill tiled matmuls.
         // A matrix split into row blocks is one dispatch per block.
         let (mv, mm) = (MatvecShape::for_gpu(g), MatmulShape::for_gpu(g));
