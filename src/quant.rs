@@ -11,12 +11,31 @@ pub enum WType {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+    Q2_K,
+    Q3_K,
     Q4_K,
+    Q5_K,
     Q6_K,
 }
 
 impl WType {
-    pub const ALL: &'static [WType] = &[WType::F32, WType::F16, WType::BF16, WType::Q8_0, WType::Q4_0, WType::Q4_1, WType::Q4_K, WType::Q6_K];
+    pub const ALL: &'static [WType] = &[
+        WType::F32,
+        WType::F16,
+        WType::BF16,
+        WType::Q8_0,
+        WType::Q4_0,
+        WType::Q4_1,
+        WType::Q5_0,
+        WType::Q5_1,
+        WType::Q2_K,
+        WType::Q3_K,
+        WType::Q4_K,
+        WType::Q5_K,
+        WType::Q6_K,
+    ];
 
     /// ggml's type id as stored in GGUF tensor infos.
     pub fn ggml_id(self) -> u32 {
@@ -25,8 +44,13 @@ impl WType {
             WType::F16 => 1,
             WType::Q4_0 => 2,
             WType::Q4_1 => 3,
+            WType::Q5_0 => 6,
+            WType::Q5_1 => 7,
             WType::Q8_0 => 8,
+            WType::Q2_K => 10,
+            WType::Q3_K => 11,
             WType::Q4_K => 12,
+            WType::Q5_K => 13,
             WType::Q6_K => 14,
             WType::BF16 => 30,
         }
@@ -44,7 +68,12 @@ impl WType {
             WType::Q8_0 => "Q8_0",
             WType::Q4_0 => "Q4_0",
             WType::Q4_1 => "Q4_1",
+            WType::Q5_0 => "Q5_0",
+            WType::Q5_1 => "Q5_1",
+            WType::Q2_K => "Q2_K",
+            WType::Q3_K => "Q3_K",
             WType::Q4_K => "Q4_K",
+            WType::Q5_K => "Q5_K",
             WType::Q6_K => "Q6_K",
         }
     }
@@ -53,8 +82,8 @@ impl WType {
     pub fn block_elems(self) -> usize {
         match self {
             WType::F32 | WType::F16 | WType::BF16 => 1,
-            WType::Q8_0 | WType::Q4_0 | WType::Q4_1 => 32,
-            WType::Q4_K | WType::Q6_K => 256,
+            WType::Q8_0 | WType::Q4_0 | WType::Q4_1 | WType::Q5_0 | WType::Q5_1 => 32,
+            WType::Q2_K | WType::Q3_K | WType::Q4_K | WType::Q5_K | WType::Q6_K => 256,
         }
     }
 
@@ -66,7 +95,12 @@ impl WType {
             WType::Q8_0 => 34,
             WType::Q4_0 => 18,
             WType::Q4_1 => 20,
+            WType::Q5_0 => 22,
+            WType::Q5_1 => 24,
+            WType::Q2_K => 84,
+            WType::Q3_K => 110,
             WType::Q4_K => 144,
+            WType::Q5_K => 176,
             WType::Q6_K => 210,
         }
     }
@@ -85,7 +119,12 @@ impl WType {
             WType::Q8_0 => include_str!("../shaders/quant/q8_0.wgsl"),
             WType::Q4_0 => include_str!("../shaders/quant/q4_0.wgsl"),
             WType::Q4_1 => include_str!("../shaders/quant/q4_1.wgsl"),
+            WType::Q5_0 => include_str!("../shaders/quant/q5_0.wgsl"),
+            WType::Q5_1 => include_str!("../shaders/quant/q5_1.wgsl"),
+            WType::Q2_K => include_str!("../shaders/quant/q2_k.wgsl"),
+            WType::Q3_K => include_str!("../shaders/quant/q3_k.wgsl"),
             WType::Q4_K => include_str!("../shaders/quant/q4_k.wgsl"),
+            WType::Q5_K => include_str!("../shaders/quant/q5_k.wgsl"),
             WType::Q6_K => include_str!("../shaders/quant/q6_k.wgsl"),
         }
     }
@@ -117,6 +156,10 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
 /// Dequantizes one whole block (`w.block_elems()` weights) from `b` into `out`,
 /// with ggml's formulas and f32 operation order.
 fn dequant_block(w: WType, b: &[u8], out: &mut [f32]) {
@@ -142,6 +185,66 @@ fn dequant_block(w: WType, b: &[u8], out: &mut [f32]) {
             for j in 0..16 {
                 out[j] = (b[4 + j] & 15) as f32 * d + m;
                 out[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
+            }
+        }
+        WType::Q5_0 => {
+            // f16 d, u32 qh of fifth bits (bit k: weight k), 16 nibble bytes; (q - 16) * d.
+            let (d, qh) = (f16_at(b, 0), u32_at(b, 2));
+            for j in 0..16 {
+                let lo = (b[6 + j] & 15) as u32 | ((qh >> j) & 1) << 4;
+                let hi = (b[6 + j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+                out[j] = (lo as i32 - 16) as f32 * d;
+                out[j + 16] = (hi as i32 - 16) as f32 * d;
+            }
+        }
+        WType::Q5_1 => {
+            // f16 d, f16 m, u32 qh of fifth bits, 16 nibble bytes; q * d + m.
+            let (d, m, qh) = (f16_at(b, 0), f16_at(b, 2), u32_at(b, 4));
+            for j in 0..16 {
+                let lo = (b[8 + j] & 15) as u32 | ((qh >> j) & 1) << 4;
+                let hi = (b[8 + j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+                out[j] = lo as f32 * d + m;
+                out[j + 16] = hi as f32 * d + m;
+            }
+        }
+        WType::Q2_K => {
+            // 16 (scale | min << 4) bytes, one per 16 weights, 64 bytes of 2-bit quants, f16 d, f16 dmin.
+            let (sc, qs) = (&b[0..16], &b[16..80]);
+            let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+            for (e, o) in out.iter_mut().enumerate() {
+                let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+                let q = (qs[32 * n + l] >> (2 * j)) & 3;
+                let s = sc[e / 16];
+                let (dl, ml) = (d * (s & 15) as f32, dmin * (s >> 4) as f32);
+                *o = dl * q as f32 - ml;
+            }
+        }
+        WType::Q3_K => {
+            // 32 bytes of high bits, 64 bytes of low 2-bit pairs, 12 bytes of 6-bit scales, f16 d.
+            let (hm, qs, sc) = (&b[0..32], &b[32..96], &b[96..108]);
+            let d = f16_at(b, 108);
+            for (e, o) in out.iter_mut().enumerate() {
+                let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+                let low = ((qs[32 * n + l] >> (2 * j)) & 3) as i32;
+                let high = (hm[l] >> (4 * n + j)) & 1;
+                let q = if high == 1 { low } else { low - 4 };
+                let dl = d * (q3k_scale(sc, e / 16) - 32) as f32;
+                *o = dl * q as f32;
+            }
+        }
+        WType::Q5_K => {
+            // f16 d, f16 dmin, Q4_K's 12 scale bytes, 32 bytes of fifth bits, 128 nibble bytes.
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let (s, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
+            for j in 0..8 {
+                let (sc, mn) = q4k_scale_min(s, j);
+                let (d1, m1) = (d * sc as f32, dmin * mn as f32);
+                let ql = &qs[32 * (j / 2)..][..32];
+                let shift = 4 * (j % 2);
+                for l in 0..32 {
+                    let q = ((ql[l] >> shift) & 15) | ((qh[l] >> j) & 1) << 4;
+                    out[32 * j + l] = d1 * q as f32 - m1;
+                }
             }
         }
         WType::Q4_K => {
@@ -171,7 +274,17 @@ fn dequant_block(w: WType, b: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Q4_K's 6-bit (scale, min) of sub-block `j` from the 12 packed bytes `s`.
+/// Q3_K's 6-bit scale (0..63, stored with an offset of 32) of 16-weight
+/// group `i` from the 12 packed bytes `s`: the low nibble of byte `i` (`i <
+/// 8`) or the high nibble of byte `i - 8`, and two high bits from byte
+/// `8 + i % 4` at bit `2 * (i / 4)`.
+fn q3k_scale(s: &[u8], i: usize) -> i32 {
+    let low = if i < 8 { s[i] & 15 } else { s[i - 8] >> 4 };
+    let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+    (low | high << 4) as i32
+}
+
+/// Q4_K's and Q5_K's 6-bit (scale, min) of sub-block `j` from the 12 packed bytes `s`.
 fn q4k_scale_min(s: &[u8], j: usize) -> (u8, u8) {
     if j < 4 { (s[j] & 63, s[j + 4] & 63) } else { ((s[j + 4] & 15) | (s[j - 4] >> 6) << 4, (s[j + 4] >> 4) | (s[j] >> 6) << 4) }
 }
@@ -187,8 +300,10 @@ pub fn first_non_finite_block(w: WType, bytes: &[u8]) -> Option<usize> {
             return bytes.chunks_exact(4).position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
         }
         WType::BF16 => return bytes.chunks_exact(2).position(|b| b[1] & 0x7f == 0x7f && b[0] & 0x80 != 0),
-        WType::F16 | WType::Q8_0 | WType::Q4_0 => &[0],
-        WType::Q4_1 | WType::Q4_K => &[0, 2],
+        WType::F16 | WType::Q8_0 | WType::Q4_0 | WType::Q5_0 => &[0],
+        WType::Q4_1 | WType::Q5_1 | WType::Q4_K | WType::Q5_K => &[0, 2],
+        WType::Q2_K => &[80, 82],
+        WType::Q3_K => &[108],
         WType::Q6_K => &[208],
     };
     bytes.chunks_exact(w.block_bytes()).position(|b| scales.iter().any(|&i| bad16(b, i)))
@@ -240,7 +355,12 @@ pub fn quantize(w: WType, values: &[f32]) -> Vec<u8> {
             WType::Q8_0 => quantize_q8_0(x, &mut out),
             WType::Q4_0 => quantize_q4_0(x, &mut out),
             WType::Q4_1 => quantize_q4_1(x, &mut out),
+            WType::Q5_0 => quantize_q5_0(x, &mut out),
+            WType::Q5_1 => quantize_q5_1(x, &mut out),
+            WType::Q2_K => quantize_q2_k(x, &mut out),
+            WType::Q3_K => quantize_q3_k(x, &mut out),
             WType::Q4_K => quantize_q4_k(x, &mut out),
+            WType::Q5_K => quantize_q5_k(x, &mut out),
             WType::Q6_K => quantize_q6_k(x, &mut out),
         }
     }
@@ -281,37 +401,128 @@ fn quantize_q4_1(x: &[f32], out: &mut Vec<u8>) {
     out.extend((0..16).map(|j| q(x[j]) | q(x[j + 16]) << 4));
 }
 
-fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
-    // Per 32-weight sub-block: scale = range / 15 and min = -min(0, lowest),
-    // both then quantized to 6 bits against the super-block's d and dmin.
-    let mut scale = [0f32; 8];
-    let mut mins = [0f32; 8];
-    for j in 0..8 {
-        let sub = &x[32 * j..32 * j + 32];
-        let lo = sub.iter().fold(0f32, |a, &v| a.min(v));
-        let hi = sub.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-        scale[j] = (hi - lo) / 15.0;
+/// The 32-weight blocks of Q5_0 and Q5_1: the low nibbles of weights 0..15
+/// and the high nibbles of 16..31 in 16 bytes, and their fifth bits in a
+/// 32-bit word (bit j for weight j). Returns (qh, qs).
+fn pack_q5(q: &[u8]) -> (u32, [u8; 16]) {
+    let qh = q.iter().enumerate().fold(0u32, |h, (j, &v)| h | ((v as u32 >> 4) & 1) << j);
+    (qh, std::array::from_fn(|j| (q[j] & 15) | (q[j + 16] & 15) << 4))
+}
+
+fn quantize_q5_0(x: &[f32], out: &mut Vec<u8>) {
+    // As Q4_0: the value of largest magnitude maps to q = 0 (i.e. -16 * d).
+    let max = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let d = f16::from_f32(max / -16.0);
+    let id = inv(d.to_f32());
+    let q: Vec<u8> = x.iter().map(|&v| (v * id + 16.5).floor().clamp(0.0, 31.0) as u8).collect();
+    let (qh, qs) = pack_q5(&q);
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&qh.to_le_bytes());
+    out.extend_from_slice(&qs);
+}
+
+fn quantize_q5_1(x: &[f32], out: &mut Vec<u8>) {
+    let min = x.iter().fold(f32::INFINITY, |a, &v| a.min(v));
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    let d = f16::from_f32((max - min) / 31.0);
+    let m = f16::from_f32(min);
+    let id = inv(d.to_f32());
+    let q: Vec<u8> = x.iter().map(|&v| ((v - m.to_f32()) * id).round().clamp(0.0, 31.0) as u8).collect();
+    let (qh, qs) = pack_q5(&q);
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&m.to_le_bytes());
+    out.extend_from_slice(&qh.to_le_bytes());
+    out.extend_from_slice(&qs);
+}
+
+/// Per-group (scale, min) of a super-block with unsigned quants `0..=qmax`:
+/// scale = range / qmax and min = -min(0, lowest) per group of `x.len() /
+/// N` weights, then both quantized to `bits`-bit integers against the
+/// super-block's f16 d and dmin. Returns (d, dmin, the integer scales, the
+/// integer mins); min rounds up so that a group's lowest value stays representable.
+fn scales_mins<const N: usize>(x: &[f32], qmax: f32, bits: u32) -> (f16, f16, [u8; N], [u8; N]) {
+    let mut scale = [0f32; N];
+    let mut mins = [0f32; N];
+    for (j, g) in x.chunks_exact(x.len() / N).enumerate() {
+        let lo = g.iter().fold(0f32, |a, &v| a.min(v));
+        let hi = g.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        scale[j] = (hi - lo) / qmax;
         mins[j] = -lo;
     }
-    let d = f16::from_f32(scale.iter().fold(0f32, |a, &v| a.max(v)) / 63.0);
-    let dmin = f16::from_f32(mins.iter().fold(0f32, |a, &v| a.max(v)) / 63.0);
-    let (df, dminf) = (d.to_f32(), dmin.to_f32());
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..8 {
-        sc[j] = (scale[j] * inv(df)).round().clamp(0.0, 63.0) as u8;
-        // Round the min up so that the sub-block's lowest value stays representable.
-        mn[j] = (mins[j] * inv(dminf)).ceil().clamp(0.0, 63.0) as u8;
-    }
+    let top = ((1u32 << bits) - 1) as f32;
+    let d = f16::from_f32(scale.iter().fold(0f32, |a, &v| a.max(v)) / top);
+    let dmin = f16::from_f32(mins.iter().fold(0f32, |a, &v| a.max(v)) / top);
+    let sc = scale.map(|v| (v * inv(d.to_f32())).round().clamp(0.0, top) as u8);
+    let mn = mins.map(|v| (v * inv(dmin.to_f32())).ceil().clamp(0.0, top) as u8);
+    (d, dmin, sc, mn)
+}
+
+/// Q4_K's and Q5_K's 12 bytes of 6-bit (scale, min) pairs for 8 sub-blocks
+/// (the inverse of `q4k_scale_min`).
+fn pack_k4_scales(sc: &[u8; 8], mn: &[u8; 8]) -> [u8; 12] {
     let mut s = [0u8; 12];
     for j in 0..4 {
         s[j] = sc[j] | (sc[j + 4] >> 4) << 6;
         s[j + 4] = mn[j] | (mn[j + 4] >> 4) << 6;
         s[j + 8] = (sc[j + 4] & 15) | (mn[j + 4] & 15) << 4;
     }
+    s
+}
+
+fn quantize_q2_k(x: &[f32], out: &mut Vec<u8>) {
+    // Per 16-weight group: q in 0..3, 4-bit scale and min packed in one byte.
+    let (d, dmin, sc, mn) = scales_mins::<16>(x, 3.0, 4);
+    let mut qs = [0u8; 64];
+    for e in 0..256 {
+        let (d1, m1) = (d.to_f32() * sc[e / 16] as f32, dmin.to_f32() * mn[e / 16] as f32);
+        let q = ((x[e] + m1) * inv(d1)).round().clamp(0.0, 3.0) as u8;
+        let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+        qs[32 * n + l] |= q << (2 * j);
+    }
+    out.extend((0..16).map(|i| sc[i] | mn[i] << 4));
+    out.extend_from_slice(&qs);
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&dmin.to_le_bytes());
+}
+
+fn quantize_q3_k(x: &[f32], out: &mut Vec<u8>) {
+    // Per 16-weight group: a signed scale that maps the value of largest
+    // magnitude to q = -4 (q in -4..3), quantized to 6 bits (-32..31)
+    // against the super-block's d, which maps the largest-magnitude scale to -32.
+    let extreme = |g: &[f32]| g.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let scale: Vec<f32> = x.chunks_exact(16).map(|g| extreme(g) / -4.0).collect();
+    let d = f16::from_f32(extreme(&scale) / -32.0);
+    let sc: Vec<i32> = scale.iter().map(|v| (v * inv(d.to_f32())).round().clamp(-32.0, 31.0) as i32).collect();
+    let mut s = [0u8; 12];
+    for (i, &v) in sc.iter().enumerate() {
+        let l = (v + 32) as u8;
+        if i < 8 {
+            s[i] |= l & 15;
+        } else {
+            s[i - 8] |= (l & 15) << 4;
+        }
+        s[8 + i % 4] |= (l >> 4) << (2 * (i / 4));
+    }
+    let (mut hmask, mut qs) = ([0u8; 32], [0u8; 64]);
+    for e in 0..256 {
+        let ds = d.to_f32() * sc[e / 16] as f32;
+        let q = ((x[e] * inv(ds)).round().clamp(-4.0, 3.0) as i32 + 4) as u8;
+        let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+        qs[32 * n + l] |= (q & 3) << (2 * j);
+        hmask[l] |= (q >> 2) << (4 * n + j);
+    }
+    out.extend_from_slice(&hmask);
+    out.extend_from_slice(&qs);
+    out.extend_from_slice(&s);
+    out.extend_from_slice(&d.to_le_bytes());
+}
+
+fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
+    // Per 32-weight sub-block: q in 0..15, 6-bit scale and min.
+    let (d, dmin, sc, mn) = scales_mins::<8>(x, 15.0, 6);
     let mut qs = [0u8; 128];
     for j in 0..8 {
-        let (d1, m1) = (df * sc[j] as f32, dminf * mn[j] as f32);
+        let (d1, m1) = (d.to_f32() * sc[j] as f32, dmin.to_f32() * mn[j] as f32);
         for l in 0..32 {
             let q = ((x[32 * j + l] + m1) * inv(d1)).round().clamp(0.0, 15.0) as u8;
             qs[32 * (j / 2) + l] |= q << (4 * (j % 2));
@@ -319,7 +530,27 @@ fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&d.to_le_bytes());
     out.extend_from_slice(&dmin.to_le_bytes());
-    out.extend_from_slice(&s);
+    out.extend_from_slice(&pack_k4_scales(&sc, &mn));
+    out.extend_from_slice(&qs);
+}
+
+fn quantize_q5_k(x: &[f32], out: &mut Vec<u8>) {
+    // As Q4_K with q in 0..31, whose fifth bits go to qh (bit j of byte l
+    // for weight 32j + l).
+    let (d, dmin, sc, mn) = scales_mins::<8>(x, 31.0, 6);
+    let (mut qh, mut qs) = ([0u8; 32], [0u8; 128]);
+    for j in 0..8 {
+        let (d1, m1) = (d.to_f32() * sc[j] as f32, dmin.to_f32() * mn[j] as f32);
+        for l in 0..32 {
+            let q = ((x[32 * j + l] + m1) * inv(d1)).round().clamp(0.0, 31.0) as u8;
+            qs[32 * (j / 2) + l] |= (q & 15) << (4 * (j % 2));
+            qh[l] |= (q >> 4) << j;
+        }
+    }
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&dmin.to_le_bytes());
+    out.extend_from_slice(&pack_k4_scales(&sc, &mn));
+    out.extend_from_slice(&qh);
     out.extend_from_slice(&qs);
 }
 

@@ -16,12 +16,13 @@ use wgkv::reference::linear as reference;
 /// sum|w x| (~1536 * 0.25 = 400 here), i.e. a few 1e-5 typical and 1e-4 rare;
 /// 3e-4 absolute leaves margin without hiding a wrong weight (>= 1e-2).
 const F32_DOT: Tol = Tol { name: "f32-dot", abs: 3e-4, rel: 1e-4 };
-/// Dequantized values: `q * d + m` (Q4_1, Q4_K) may be contracted into one
-/// fma on the GPU, which rounds once instead of twice: at most one ulp.
+/// Dequantized values: `q * d + m` (Q4_1, Q5_1 and the K-quants with mins)
+/// may be contracted into one fma on the GPU, which rounds once instead of
+/// twice: at most one ulp.
 const FMA_ULP: Tol = Tol { name: "fma-ulp", abs: 1e-7, rel: 2.4e-7 };
 
 fn dequant_tol(w: WType) -> Tol {
-    if matches!(w, WType::Q4_1 | WType::Q4_K) { FMA_ULP } else { EXACT }
+    if matches!(w, WType::Q4_1 | WType::Q5_1 | WType::Q2_K | WType::Q4_K | WType::Q5_K) { FMA_ULP } else { EXACT }
 }
 
 /// Random `[rows, cols]` weights in [-1, 1] encoded as `w`, and their exact dequantization.
@@ -58,8 +59,8 @@ fn guarded_with(g: &Gpu, init: &[f32]) -> wgpu::Buffer {
 fn col_choices(w: WType) -> &'static [usize] {
     match w {
         WType::F32 | WType::F16 | WType::BF16 => &[33, 100, 576],
-        WType::Q8_0 | WType::Q4_0 | WType::Q4_1 => &[32, 576, 1536],
-        WType::Q4_K | WType::Q6_K => &[256, 768, 1536],
+        WType::Q8_0 | WType::Q4_0 | WType::Q4_1 | WType::Q5_0 | WType::Q5_1 => &[32, 576, 1536],
+        WType::Q2_K | WType::Q3_K | WType::Q4_K | WType::Q5_K | WType::Q6_K => &[256, 768, 1536],
     }
 }
 
@@ -135,6 +136,85 @@ fn known_blocks() -> Vec<KnownBlock> {
     b[127] = 0xF0;
     b[128 + 63] = 0xC0;
     v.push((WType::Q6_K, b, vec![(0, 5.0), (81, -42.0), (255, 1968.5), (17, 0.0), (1, -32.0)]));
+
+    // Q5_0: d = 0.5, qh = bits 0, 17 and 31 (bytes 2..6), nibbles from byte 6.
+    // w0: nibble 10 | 16 -> (26-16)*0.5; w16: 3 -> (3-16)*0.5; w1: 15 -> -0.5;
+    // w17: 0 | 16 -> 0; w15: 0 -> -8; w31: 15 | 16 -> 7.5; w2: 0 -> -8.
+    let mut b = vec![0u8; 22];
+    b[..6].copy_from_slice(&[0x00, 0x38, 0x01, 0x00, 0x02, 0x80]);
+    b[6] = 0x3A;
+    b[7] = 0x0F;
+    b[21] = 0xF0;
+    v.push((WType::Q5_0, b, vec![(0, 5.0), (16, -6.5), (1, -0.5), (17, 0.0), (15, -8.0), (31, 7.5), (2, -8.0)]));
+
+    // Q5_1: d = 0.25 (0x3400), m = -2.0 (0xC000), qh = bits 3 and 20 (bytes
+    // 4..8), nibbles from byte 8. w3: 12 | 16 -> 28*0.25-2; w19: 5 -> -0.75;
+    // w4: 7 -> -0.25; w20: 0 | 16 -> 2.0; w0: 0 -> -2.0.
+    let mut b = vec![0u8; 24];
+    b[..8].copy_from_slice(&[0x00, 0x34, 0x00, 0xC0, 0x08, 0x00, 0x10, 0x00]);
+    b[8 + 3] = 0x5C;
+    b[8 + 4] = 0x07;
+    v.push((WType::Q5_1, b, vec![(3, 5.0), (19, -0.75), (4, -0.25), (20, 2.0), (0, -2.0)]));
+
+    // Q2_K: d = 0.5 (byte 80), dmin = 0.25 (byte 82); scale bytes 0..16 (low
+    // nibble scale, high min), quants from byte 16. qs[0] = 0b10_01_10_11
+    // gives q = 3, 2, 1, 2 to w0, w32, w64, w96 (groups 0, 2, 4, 6).
+    // w0: 0.5*3*3 - 0.25*2; w32: 0.5*1*2 - 0.25*15; w64: group 4 all zero;
+    // w96: 0.5*15*2; w1: q 0 -> -0.25*2; w16: group 1 (scale 0, min 5);
+    // w255 (qs[63] bits 6-7 = 3, group 15 = 0xFF): 0.5*15*3 - 0.25*15.
+    let mut b = vec![0u8; 84];
+    b[80..].copy_from_slice(&[0x00, 0x38, 0x00, 0x34]);
+    b[0] = 0x23;
+    b[1] = 0x50;
+    b[2] = 0xF1;
+    b[6] = 0x0F;
+    b[15] = 0xFF;
+    b[16] = 0x9B;
+    b[16 + 63] = 0xC0;
+    v.push((WType::Q2_K, b, vec![(0, 4.0), (32, -2.75), (64, 0.0), (96, 15.0), (1, -0.5), (16, -1.25), (255, 18.75)]));
+
+    // Q3_K: hmask bytes 0..32, quants from byte 32, scales s = bytes 96..108,
+    // d = 2.0 (byte 108). Scale i = (low nibble of s[i] (i < 8) or high
+    // nibble of s[i-8]) | ((s[8 + i%4] >> 2(i/4)) & 3) << 4, minus 32:
+    // group 0 = 1 | 2<<4 = 33 -> 1; group 8 = 8 | 2<<4 = 40 -> 8; group 9 =
+    // 15 | 3<<4 = 63 -> 31; group 15 = 5 | 2<<4 = 37 -> 5; group 6 (all zero
+    // bits) -> -32. q = ((qs >> 2j) & 3) - 4, + 4 when hmask bit 4n+j is set.
+    // w0: low 2, hmask[0] bit 0 -> q 2 -> 2*1*2; w1: q -4 -> -8;
+    // w128 (n 1): low 1, hmask[0] bit 4 -> 1 -> 2*8*1; w144 (n 1, l 16,
+    // group 9): low 3, no high bit -> -1 -> -62; w96 (j 3): low 3 -> -1 ->
+    // 2*-32*-1; w100: q -4 -> 256; w255: low 3, hmask[31] bit 7 -> 3 -> 2*5*3.
+    let mut b = vec![0u8; 110];
+    b[0] = 0x11;
+    b[31] = 0x80;
+    b[32] = 0xC2;
+    b[64] = 0x01;
+    b[80] = 0x03;
+    b[95] = 0xC0;
+    for (k, v) in [(0, 0x81), (1, 0xF0), (7, 0x50), (8, 0x22), (9, 0x30), (11, 0x80)] {
+        b[96 + k] = v;
+    }
+    b[108..].copy_from_slice(&[0x00, 0x40]);
+    v.push((WType::Q3_K, b, vec![(0, 4.0), (1, -8.0), (128, 16.0), (144, -62.0), (96, 64.0), (100, 256.0), (255, 30.0)]));
+
+    // Q5_K: d = 1.0, dmin = 0.5, 6-bit (scale, min) pairs packed as Q4_K's
+    // (bytes 4..16): sub-block 0 (3, 2), 5 (37, 19), 7: scale 1 | 3<<4 = 49
+    // (s[11] low nibble, s[3] bits 6-7), min 2 (s[11] high nibble).
+    // qh bytes 16..48 (bit j of byte l for weight 32j + l), nibbles from 48.
+    // w0: 7 | 16 -> 3*23 - 1; w1: -1; w160: -9.5; w161 (pair 2 high
+    // nibble 10, qh[1] bit 5) -> 37*26 - 9.5; w40: sub-block 1 is zero;
+    // w255: 15 | 16 -> 49*31 - 0.5*2.
+    let mut b = vec![0u8; 176];
+    b[..4].copy_from_slice(&[0x00, 0x3C, 0x00, 0x38]);
+    for (k, v) in [(0, 3), (4, 2), (9, 0x35), (1, 0x80), (5, 0x40), (11, 0x21), (3, 0xC0)] {
+        b[4 + k] = v;
+    }
+    b[16] = 0x01;
+    b[17] = 0x20;
+    b[47] = 0x80;
+    b[48] = 0x07;
+    b[48 + 65] = 0xA0;
+    b[175] = 0xF0;
+    v.push((WType::Q5_K, b, vec![(0, 68.0), (1, -1.0), (160, -9.5), (161, 952.5), (40, 0.0), (255, 1518.0)]));
     v
 }
 
@@ -170,8 +250,11 @@ fn quantizers_round_trip_within_their_step() {
         WType::F16 => 1e-3,
         WType::BF16 => 8e-3,
         WType::Q8_0 => 1.0 / 127.0,
-        WType::Q6_K => 2.0 / 31.0,
-        _ => 2.0 / 15.0 + 0.02,
+        WType::Q6_K | WType::Q5_0 | WType::Q5_1 => 2.0 / 31.0,
+        WType::Q5_K => 2.0 / 31.0 + 0.02,
+        WType::Q4_0 | WType::Q4_1 | WType::Q4_K => 2.0 / 15.0 + 0.02,
+        WType::Q3_K => 2.0 / 7.0 + 0.02,
+        WType::Q2_K => 2.0 / 3.0,
     };
     let mut rng = Rng::new(4);
     for &w in WType::ALL {
@@ -303,8 +386,8 @@ fn matvec_matches_reference() {
                     }
                 }
                 // The model's projections (K-quants need whole 256-blocks: 576 x 1536 only).
-                let model: &[(usize, usize)] = match w {
-                    WType::Q4_K | WType::Q6_K => &[(576, 1536)],
+                let model: &[(usize, usize)] = match w.block_elems() {
+                    256 => &[(576, 1536)],
                     _ => &[(576, 576), (192, 576), (1536, 576), (576, 1536)],
                 };
                 for &(rows, cols) in model {
@@ -312,6 +395,98 @@ fn matvec_matches_reference() {
                     check_matvec(&g, shape, w, rows, cols, true, &mut rng);
                 }
             }
+        }
+    }
+}
+
+/// Byte offsets of the f16 scales in one block of each quantized type, from
+/// ggml's block layouts (d first, then dmin or m where the type has one).
+fn scale_fields(w: WType) -> &'static [usize] {
+    match w {
+        WType::Q8_0 | WType::Q4_0 | WType::Q5_0 => &[0],
+        WType::Q4_1 | WType::Q5_1 | WType::Q4_K | WType::Q5_K => &[0, 2],
+        WType::Q2_K => &[80, 82],
+        WType::Q3_K => &[108],
+        WType::Q6_K => &[208],
+        WType::F32 | WType::F16 | WType::BF16 => &[],
+    }
+}
+
+/// f16 scales at the edges of the format: the largest finite, the smallest
+/// subnormal, the largest subnormal, the smallest normal, zeros and
+/// negatives (a file's dmin or Q3_K's d may be negative), and plain values.
+const EXTREME_SCALES: [u16; 10] = [0x7BFF, 0xFBFF, 0x0001, 0x03FF, 0x0400, 0x0000, 0x8000, 0x3C00, 0xBE00, 0x2E66];
+
+/// `rows x cols` weights of type `w` made of random bytes (every quant and
+/// packed-scale bit pattern) with each block's f16 scales taken from
+/// `EXTREME_SCALES`, varying between blocks and fields; and their CPU dequantization.
+fn extreme_weights(rng: &mut Rng, w: WType, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut bytes = rng.bytes(rows * w.row_bytes(cols));
+    for (k, block) in bytes.chunks_exact_mut(w.block_bytes()).enumerate() {
+        for (f, &at) in scale_fields(w).iter().enumerate() {
+            let h = EXTREME_SCALES[(3 * k + 7 * f) % EXTREME_SCALES.len()];
+            block[at..at + 2].copy_from_slice(&h.to_le_bytes());
+        }
+    }
+    let deq = quant::dequantize(w, &bytes, rows * cols).unwrap();
+    assert!(deq.iter().all(|v| v.is_finite()), "{}: extreme weights are not finite", w.name());
+    (bytes, deq)
+}
+
+/// Each `got[i]` within `rel * mag[i]` of `want[i]`, where `mag[i]` is the
+/// sum of the magnitudes of the products behind output i: the f32
+/// rounding of a dot product scales with it, not with the (possibly
+/// cancelled) result.
+fn assert_within_magnitude(what: &str, got: &[f32], want: &[f32], mag: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let lim = rel * m + f32::MIN_POSITIVE;
+        assert!((g - w).abs() <= lim, "{what}: [{i}] got {g} want {w} (err {:e}, allowed {lim:e})", (g - w).abs());
+    }
+}
+
+/// Dot products over extreme weights (magnitudes up to 65504 * 63 * 31):
+/// f32 sums of up to 512 terms round to well within 3e-5 of the sum of the
+/// terms' magnitudes, while one wrong quant moves a row by more than 1e-4 of it.
+const EXTREME_DOT: f32 = 3e-5;
+
+#[test]
+fn extreme_scales_match_the_cpu_dequantizer() {
+    // Random blocks of every quantized type with scales at the edges of f16,
+    // through embed (exact decode), matvec (the dot32 shortcuts) and matmul.
+    for g in contexts() {
+        let mut rng = Rng::new(22);
+        for &w in WType::ALL.iter().filter(|w| w.block_elems() > 1) {
+            let (rows, cols) = (13, 2 * w.block_elems());
+            let (bytes, deq) = extreme_weights(&mut rng, w, rows, cols);
+            let wb = g.upload("w", &bytes);
+            let what = |op: &str| format!("{op} {} {rows}x{cols} extreme scales on {}", w.name(), label(&g));
+
+            let ids: Vec<u32> = (0..rows as u32).rev().collect();
+            let idb = g.upload("ids", bytemuck::cast_slice(&ids));
+            let out = poisoned(&g, "out", rows * cols);
+            let st = step(&g, rows as u32);
+            g.run(&[&ops::embed(&g, w, &wb, &idb, &out, &st, rows as u32, cols as u32, rows as u32)]);
+            assert_close(&what("embed"), &read_guarded_f32(&g, &out, rows * cols), &reference::embed(&deq, &ids, cols), dequant_tol(w));
+
+            let tokens = 3;
+            let x = rng.vec(tokens * cols, -1.0, 1.0);
+            let xb = upload_f32(&g, "x", &padded(&x, cols));
+            let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+            let (wabs, xabs) = (abs(&deq), abs(&x));
+            for shape in [MATVEC_CPU, MATVEC_GPU] {
+                let y = poisoned(&g, "y", rows);
+                g.run(&[&ops::matvec_with(&g, shape, w, &wb, &xb, &y, ops::Rows::all(rows as u32), cols as u32, false)]);
+                let want = reference::matvec(&deq, &x[..cols], rows, cols, None);
+                let mag = reference::matvec(&wabs, &xabs[..cols], rows, cols, None);
+                assert_within_magnitude(&format!("{} {shape:?}", what("matvec")), &read_guarded_f32(&g, &y, rows), &want, &mag, EXTREME_DOT);
+            }
+            let y = poisoned(&g, "y", tokens * rows);
+            let st = step(&g, tokens as u32);
+            g.run(&[&ops::matmul(&g, w, &wb, &xb, &y, &st, rows as u32, cols as u32, tokens as u32, false)]);
+            let want = reference::matmul(&deq, &x, rows, cols, tokens, None);
+            let mag = reference::matmul(&wabs, &xabs, rows, cols, tokens, None);
+            assert_within_magnitude(&what("matmul"), &read_guarded_f32(&g, &y, tokens * rows), &want, &mag, EXTREME_DOT);
         }
     }
 }

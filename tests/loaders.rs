@@ -430,13 +430,19 @@ fn gguf_bad_tensor_infos() {
     gguf_err(one_tensor(&[1, 1, 1, 1, 1], 0, 0, 4), &["'w'", "5 dimensions"]);
     gguf_err(one_tensor(&[], 0, 0, 4), &["'w'", "0 dimensions"]);
     gguf_err(one_tensor(&[4, 0], 0, 0, 16), &["'w'", "zero dimension"]);
-    gguf_err(one_tensor(&[32, 2], 6, 0, 68), &["'w'", "unsupported ggml type Q5_0 (id 6)"]);
-    gguf_err(one_tensor(&[32, 2], 10, 0, 68), &["'w'", "unsupported ggml type Q2_K (id 10)"]);
+    gguf_err(one_tensor(&[32, 2], 9, 0, 68), &["'w'", "unsupported ggml type Q8_1 (id 9)"]);
+    gguf_err(one_tensor(&[32, 2], 16, 0, 68), &["'w'", "unsupported ggml type IQ2_XXS (id 16)"]);
     gguf_err(one_tensor(&[32, 2], 99, 0, 68), &["'w'", "unsupported ggml type unknown (id 99)"]);
     gguf_err(one_tensor(&[1 << 40, 1 << 40], 0, 0, 4), &["'w'", "overflows"]);
     gguf_err(one_tensor(&[1 << 32, 1 << 32, 1 << 32], 1, 0, 4), &["'w'", "overflows"]);
     gguf_err(one_tensor(&[u64::MAX, 1], 0, 0, 4), &["'w'", "overflows"]);
     gguf_err(one_tensor(&[48, 2], 8, 0, 200), &["'w'", "rows of 48 elements are not a multiple of the Q8_0 block size 32"]);
+    // Rows of partial blocks, for every block type (576: the model's width, not whole 256-blocks).
+    for &wt in WType::ALL.iter().filter(|w| w.block_elems() > 1) {
+        let cols = if wt.block_elems() == 32 { 48 } else { 576 };
+        let want = format!("rows of {cols} elements are not a multiple of the {} block size {}", wt.name(), wt.block_elems());
+        gguf_err(one_tensor(&[cols, 2], wt.ggml_id(), 0, 4096), &["'w'", &want]);
+    }
     gguf_err(one_tensor(&[32, 4], 8, 0, 68), &["'w'", "136 bytes", "beyond the end of the file"]);
     gguf_err(one_tensor(&[32, 2], 8, 1 << 20, 68), &["'w'", "data offset 1048576", "beyond the end of the file"]);
     gguf_err(one_tensor(&[32, 2], 8, u64::MAX - 31, 68), &["'w'", "beyond the end of the file"]);

@@ -132,6 +132,38 @@ fn nib4(v: u32, shift: u32) -> vec4<f32> {
     return u8x4((v >> shift) & 0x0F0F0F0Fu);
 }
 
+// Q5_0 / Q5_1 5-bit values of four weights: the nibble at bit `shift` (0 or
+// 4) of each byte of `v`, plus bits 0..3 of `h` as bit 4 (bit 0 to byte 0).
+fn nib5(v: u32, shift: u32, h: u32) -> vec4<f32> {
+    let hb = (h & 1u) | ((h & 2u) << 7u) | ((h & 4u) << 14u) | ((h & 8u) << 21u);
+    return u8x4(((v >> shift) & 0x0F0F0F0Fu) | (hb << 4u));
+}
+
+// The 32 5-bit values of a Q5_0 / Q5_1 block in weight order, from its
+// fifth-bit word `qh` (bit k for weight k) and its 16 nibble bytes `q`
+// (low nibbles weights 0..15, high nibbles 16..31).
+fn q5_values(qh: u32, q: vec4<u32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        nib5(q.x, 0u, qh), nib5(q.y, 0u, qh >> 4u), nib5(q.z, 0u, qh >> 8u), nib5(q.w, 0u, qh >> 12u),
+        nib5(q.x, 4u, qh >> 16u), nib5(q.y, 4u, qh >> 20u), nib5(q.z, 4u, qh >> 24u), nib5(q.w, 4u, qh >> 28u));
+}
+
+// Q4_K's and Q5_K's (d * scale_j, dmin * min_j) of sub-block j (0..7) of the
+// super-block at word i: f16 d and dmin in word i, then 12 bytes of packed
+// 6-bit pairs (layout in quant/q4_k.wgsl).
+fn q4k_scale_min(i: u32, j: u32) -> vec2<f32> {
+    let dd = half2(w[i]);
+    // Byte k of the 12 scale bytes is (w[i + 1 + k / 4] >> 8 * (k % 4)) & 0xFF.
+    let sh = 8u * (j & 3u);
+    let a = (w[i + 1u] >> sh) & 0xFFu; // byte j & 3
+    let c = (w[i + 2u] >> sh) & 0xFFu; // byte (j & 3) + 4
+    let e = (w[i + 3u] >> sh) & 0xFFu; // byte (j & 3) + 8
+    let lo = vec2<u32>(a, c) & vec2<u32>(63u);
+    let hi = ((vec2<u32>(e) >> vec2<u32>(0u, 4u)) & vec2<u32>(15u)) | ((vec2<u32>(a, c) >> vec2<u32>(6u)) << vec2<u32>(4u));
+    let sm = select(hi, lo, j < 4u);
+    return dd * vec2<f32>(sm);
+}
+
 // Four consecutive little-endian words starting at byte `byte` (any alignment).
 fn w_u32x4(byte: u32) -> vec4<u32> {
     let i = byte >> 2u;

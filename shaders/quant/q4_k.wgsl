@@ -6,24 +6,11 @@
 //   j < 4: scale = s[j] & 63,                    min = s[j+4] & 63
 //   j >= 4: scale = (s[j+4] & 15) | (s[j-4] >> 6) << 4,
 //           min   = (s[j+4] >> 4) | (s[j]   >> 6) << 4.
+// The (scale, min) pairs decode with q4k_scale_min (quant/common.wgsl).
 // Implements the fragment contract of quant/common.wgsl (cols % 256 == 0).
 
 fn row_bytes(cols: u32) -> u32 {
     return cols / 256u * 144u;
-}
-
-// (d * scale_j, dmin * min_j) of sub-block j = sb % 8 of the super-block at word i.
-fn q4k_scale_min(i: u32, j: u32) -> vec2<f32> {
-    let dd = half2(w[i]);
-    // Byte k of the 12 scale bytes is (w[i + 1 + k / 4] >> 8 * (k % 4)) & 0xFF.
-    let sh = 8u * (j & 3u);
-    let a = (w[i + 1u] >> sh) & 0xFFu; // byte j & 3
-    let c = (w[i + 2u] >> sh) & 0xFFu; // byte (j & 3) + 4
-    let e = (w[i + 3u] >> sh) & 0xFFu; // byte (j & 3) + 8
-    let lo = vec2<u32>(a, c) & vec2<u32>(63u);
-    let hi = ((vec2<u32>(e) >> vec2<u32>(0u, 4u)) & vec2<u32>(15u)) | ((vec2<u32>(a, c) >> vec2<u32>(6u)) << vec2<u32>(4u));
-    let sm = select(hi, lo, j < 4u);
-    return dd * vec2<f32>(sm);
 }
 
 fn dequant32(row_byte: u32, cols: u32, sb: u32) -> array<vec4<f32>, 8> {
