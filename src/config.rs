@@ -2,7 +2,7 @@
 //! config.json: the family's recipe (`arch`) filled in with the file's sizes.
 
 pub use crate::arch::RopeStyle;
-use crate::arch::{Arch, Dim, Needed, Presence, TensorSpec};
+use crate::arch::{Arch, Block, Dim, Needed, Presence, TensorSpec};
 use crate::error::{Error, Result, show};
 use crate::gguf::{Gguf, Value};
 
@@ -31,6 +31,22 @@ pub struct ModelConfig {
     /// Per-pair RoPE frequency divisors (Llama 3 scaling), as the tensor
     /// `rope_freqs.weight` (`Presence::IfRopeFreqs`).
     pub rope_freqs: Option<RopeFreqs>,
+    /// Embeddings are multiplied by this after the lookup (Gemma: `sqrt(dim)`).
+    pub embed_scale: Option<f32>,
+    /// Sliding-window attention on some layers (Gemma 3's local layers).
+    pub window: Option<Window>,
+}
+
+/// Sliding-window (local) layers: a query at position `p` sees the keys at
+/// positions `p - size + 1 ..= p` on them; the other (global) layers see
+/// every earlier key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    pub size: usize,
+    /// Per layer: windowed (local) or not.
+    pub local: Vec<bool>,
+    /// RoPE base of the local layers (global ones use `rope_theta`).
+    pub rope_theta: f32,
 }
 
 /// Where a model's RoPE frequency factors come from. Either way they are the
@@ -156,6 +172,26 @@ impl ModelConfig {
         out
     }
 
+    /// The layer's attention window (`None`: it sees the whole context).
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        self.window.as_ref().filter(|w| w.local[layer]).map(|w| w.size)
+    }
+
+    /// The layer's RoPE base.
+    pub fn layer_rope_theta(&self, layer: usize) -> f32 {
+        match &self.window {
+            Some(w) if w.local[layer] => w.rope_theta,
+            _ => self.rope_theta,
+        }
+    }
+
+    /// The most tokens this build runs the model correctly on: attention
+    /// kernels take no window bound yet, so a windowed layer is exact only
+    /// while the context fits its window.
+    pub fn context_limit(&self) -> Option<usize> {
+        self.window.as_ref().filter(|w| w.local.contains(&true)).map(|w| w.size)
+    }
+
     /// Width of Q rows and of the attention output: `n_heads * head_dim`
     /// (equals `dim` unless the checkpoint sets head_dim explicitly).
     pub fn q_dim(&self) -> usize {
@@ -202,12 +238,14 @@ impl ModelConfig {
             let t = g.tensor("token_embd.weight").ok_or_else(|| err("no vocab_size, tokenizer.ggml.tokens or token_embd.weight".into()))?;
             t.dims.get(1).map_or(0, |&d| d as usize)
         };
+        let n_layers = size("block_count")?;
+        let window = gguf_window(g, arch, family, n_layers)?;
         let cfg = ModelConfig {
             arch: arch.to_string(),
             family,
             dim,
             hidden_dim: size("feed_forward_length")?,
-            n_layers: size("block_count")?,
+            n_layers,
             n_heads,
             n_kv_heads: opt_size("attention.head_count_kv", n_heads)?,
             head_dim,
@@ -221,6 +259,8 @@ impl ModelConfig {
             qk_norm: recipe.qk_norm,
             // Llama 3.1-style frequency factors ride in a tensor, not in metadata.
             rope_freqs: g.tensor("rope_freqs.weight").map(|_| RopeFreqs::File),
+            embed_scale: (recipe.block == Block::Sandwich).then(|| (dim as f32).sqrt()),
+            window,
         };
         cfg.check().map_err(err)?;
         let rope_dims = opt_size("rope.dimension_count", head_dim)?;
@@ -303,6 +343,8 @@ impl ModelConfig {
             qkv_bias: recipe.qkv_bias,
             qk_norm: recipe.qk_norm,
             rope_freqs,
+            embed_scale: None,
+            window: None,
         };
         cfg.check().map_err(err)?;
         Ok(cfg)
@@ -342,6 +384,56 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+/// A Gemma 3 GGUF's sliding window, read as llama.cpp reads it
+/// (`llama_model_gemma3::load_arch_hparams`): `attention.sliding_window`
+/// (none or 0: every layer global); the pattern either a per-layer bool
+/// array or a period `n` (default 6) whose last layer of each period is
+/// global (`il % n < n - 1` is local; 0: all local); local layers' RoPE
+/// base `rope.freq_base_swa` (default 10000). Also refuses what this build
+/// lacks: final-logit soft-capping, and the 27B's attention scale
+/// (llama.cpp scales its queries by `1/sqrt(dim / n_heads)`, not `1/sqrt(head_dim)`).
+fn gguf_window(g: &Gguf, arch: &str, family: Arch, n_layers: usize) -> Result<Option<Window>> {
+    if family != Arch::Gemma3 {
+        return Ok(None);
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    let err = |m: String| Error::format(&g.path, m);
+    if g.get(&key("final_logit_softcapping")).is_some() && g.get_f32(&key("final_logit_softcapping"))? != 0.0 {
+        return Err(err("final-logit soft-capping (final_logit_softcapping) is not supported".into()));
+    }
+    if n_layers == 62 {
+        return Err(err("Gemma 3 27B's attention scale 1/sqrt(dim / n_heads) is not supported (1/sqrt(head_dim) is)".into()));
+    }
+    let size = match g.get(&key("attention.sliding_window")) {
+        None => 0,
+        Some(_) => g.get_u64(&key("attention.sliding_window"))? as usize,
+    };
+    if size == 0 {
+        return Ok(None);
+    }
+    let pk = key("attention.sliding_window_pattern");
+    let local: Vec<bool> = match g.get(&pk) {
+        Some(Value::Array(a)) => {
+            let v: Option<Vec<bool>> = a.iter().map(|x| if let Value::Bool(b) = x { Some(*b) } else { None }).collect();
+            let v = v.ok_or_else(|| err(format!("'{pk}' is not an array of booleans")))?;
+            if v.len() != n_layers {
+                return Err(err(format!("'{pk}' has {} entries for {n_layers} layers", v.len())));
+            }
+            v
+        }
+        p => {
+            let n = if p.is_some() { g.get_u64(&pk)? as usize } else { 6 };
+            (0..n_layers).map(|il| n == 0 || il % n < n - 1).collect()
+        }
+    };
+    let tk = key("rope.freq_base_swa");
+    let rope_theta = if g.get(&tk).is_some() { g.get_f32(&tk)? } else { 10000.0 };
+    if !(rope_theta.is_finite() && rope_theta > 0.0) {
+        return Err(err(format!("local RoPE base {rope_theta} is not a positive number")));
+    }
+    Ok(Some(Window { size, local, rope_theta }))
 }
 
 /// The `llama3` parameters of an HF `rope_scaling` object, checked so the

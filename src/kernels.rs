@@ -44,6 +44,8 @@ kernels! {
     Matmul => "matmul", true;
     MatmulLanes => "matmul_lanes", true;
     Swiglu => "swiglu", false;
+    Geglu => "geglu", false;
+    Scale => "scale", false;
     Add => "add", false;
     KvAppend => "kv_append", false;
     KvCompact => "kv_compact", false;

@@ -2,7 +2,7 @@
 //! allocated once, and the forward pass recorded once per phase as a list
 //! of dispatches whose bind groups never change.
 
-use crate::arch::Role;
+use crate::arch::{Block, Role};
 use crate::config::{ModelConfig, RopeStyle};
 use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
@@ -75,6 +75,9 @@ struct Layer {
     gate: Matrix,
     up: Matrix,
     down: Matrix,
+    /// Norms of the attention and FFN outputs before their residual adds
+    /// (`[dim]` each), in the sandwich block.
+    post_norms: Option<[wgpu::Buffer; 2]>,
 }
 
 /// Activations for up to `tokens` tokens; each field's shape in comments.
@@ -170,6 +173,9 @@ impl Model {
 
     fn upload(gpu: Arc<Gpu>, w: &Weights, ctx: usize, spec: KvSpec) -> Result<Model> {
         let cfg = w.cfg.clone();
+        if cfg.window.is_some() && !spec.is_full() {
+            return Err(Error::msg(format!("--kv {spec} is not supported on {} (sliding-window layers): use --kv full", cfg.family.title())));
+        }
         // Bytes of weight writes queued since the last submit (`Gpu::upload_staged`).
         let pending = std::cell::Cell::new(0);
         let mut weight_bytes = 0u64;
@@ -193,6 +199,10 @@ impl Model {
                 (Some(q), Some(k)) => Some([q, k]),
                 _ => None,
             };
+            let post_norms = match (optional(Role::PostAttnNorm, i)?, optional(Role::PostFfnNorm, i)?) {
+                (Some(a), Some(f)) => Some([a, f]),
+                _ => None,
+            };
             layers.push(Layer {
                 attn_norm: vector(&n(Role::AttnNorm))?,
                 wq: matrix(&n(Role::Wq))?.with_bias(optional(Role::Bq, i)?),
@@ -204,6 +214,7 @@ impl Model {
                 gate: matrix(&n(Role::Gate))?,
                 up: matrix(&n(Role::Up))?,
                 down: matrix(&n(Role::Down))?,
+                post_norms,
             });
         }
         let embed = matrix(&name(Role::Embed, None))?;
@@ -399,6 +410,14 @@ impl Model {
                 self.kv.capacity
             )));
         }
+        if let Some(limit) = self.cfg.context_limit().filter(|&w| self.kv.pos + tokens.len() > w) {
+            return Err(Error::msg(format!(
+                "{} cached + {} new tokens exceed {}'s {limit}-token sliding window: attention past the window is not supported yet (keep the context within {limit} tokens)",
+                self.kv.pos,
+                tokens.len(),
+                self.cfg.family.title()
+            )));
+        }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
             return Err(Error::msg(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size)));
         }
@@ -417,11 +436,16 @@ impl Model {
         Ok(())
     }
 
-    /// The forward pass for `n` token slots, top to bottom: embedding; per
-    /// layer attention (norm, q/k/v each plus its bias where the recipe has
-    /// one, per-head QK-norm where it has that, RoPE, KV append, attention,
-    /// output projection added to the residual) and SwiGLU FFN (norm,
-    /// gate/up, SwiGLU, down projection added to the residual); final norm.
+    /// The forward pass for `n` token slots, top to bottom: embedding (times
+    /// the recipe's scale where it has one); per layer the recipe's block
+    /// ([`Block`]); final norm. Both blocks share the attention (norm, q/k/v
+    /// each plus its bias where the recipe has one, per-head QK-norm where it
+    /// has that, RoPE with the layer's base, KV append, attention):
+    /// - `PreNorm` (Llama, Qwen): the output projection added to the
+    ///   residual; SwiGLU FFN (norm, gate/up, SwiGLU, down added to the residual).
+    /// - `Sandwich` (Gemma 3): the output projection normed (`post_attention_norm`)
+    ///   then added; GeGLU FFN whose down projection is normed (`post_ffw_norm`) then added.
+    ///
     /// The head (LM head, argmax, top-k) runs on the last token only. Kernels
     /// that depend on the position or the token count read the step uniform.
     fn record_forward(&self, n: usize) -> Result<Plan> {
@@ -434,7 +458,7 @@ impl Model {
         };
         let hd = c.head_dim as u32;
         let factors = self.rope_factors.as_deref();
-        let rope = |heads: usize| Rope { n_heads: heads as u32, head_dim: hd, rot_dim: hd, base: c.rope_theta as f64, layout, factors };
+        let rope = |heads: usize, l: usize| Rope { n_heads: heads as u32, head_dim: hd, rot_dim: hd, base: c.layer_rope_theta(l) as f64, layout, factors };
         // y (+)= W x, then + bias where the matrix has one. Decode (one token)
         // uses matrix-vector kernels, prefill tiled matmuls. A matrix split
         // into row blocks is one dispatch per block.
@@ -447,12 +471,10 @@ impl Model {
             let bias = m.bias.iter().map(|b| ew::add_bias(g, y, b, nt, m.rows));
             m.blocks.iter().map(one).chain(bias).collect()
         };
-        let e = &self.embed;
-        let mut d: Vec<Dispatch> = e.blocks.iter().map(|(w, r)| linear::embed_rows(g, e.wtype, w, &a.ids, &a.x, step, *r, dim, nt)).collect();
         let io = LayerIo { q: &a.q, k: &a.k, v: &a.v, out: &a.att, step };
-        for (l, w) in self.layers.iter().enumerate() {
-            // attention block
-            d.push(ew::rmsnorm(g, &a.x, &w.attn_norm, &a.xn, nt, dim, c.norm_eps));
+        // Layer `l`'s attention, from the residual `x` to `att`.
+        let attention = |l: usize, w: &Layer| -> Result<Vec<Dispatch>> {
+            let mut d = vec![ew::rmsnorm(g, &a.x, &w.attn_norm, &a.xn, nt, dim, c.norm_eps)];
             d.extend(lin(&w.wq, &a.xn, &a.q, false));
             d.extend(lin(&w.wk, &a.xn, &a.k, false));
             d.extend(lin(&w.wv, &a.xn, &a.v, false));
@@ -460,16 +482,43 @@ impl Model {
                 d.push(ew::head_norm(g, &a.q, qn, nt * c.n_heads as u32, hd, c.norm_eps));
                 d.push(ew::head_norm(g, &a.k, kn, nt * c.n_kv_heads as u32, hd, c.norm_eps));
             }
-            d.push(ew::rope(g, &a.q, step, &rope(c.n_heads), nt)?);
-            d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads), nt)?);
+            d.push(ew::rope(g, &a.q, step, &rope(c.n_heads, l), nt)?);
+            d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads, l), nt)?);
             d.extend(self.kv.record_layer(g, l, n, &io));
-            d.extend(lin(&w.wo, &a.att, &a.x, true));
-            // feed-forward block
-            d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
-            d.extend(lin(&w.gate, &a.xn, &a.gate, false));
-            d.extend(lin(&w.up, &a.xn, &a.up, false));
-            d.push(ew::swiglu(g, &a.gate, &a.up, &a.hb, nt * hidden));
-            d.extend(lin(&w.down, &a.hb, &a.x, true));
+            Ok(d)
+        };
+        let e = &self.embed;
+        let mut d: Vec<Dispatch> = e.blocks.iter().map(|(w, r)| linear::embed_rows(g, e.wtype, w, &a.ids, &a.x, step, *r, dim, nt)).collect();
+        if let Some(s) = c.embed_scale {
+            d.push(ew::scale(g, &a.x, s, nt * dim));
+        }
+        for (l, w) in self.layers.iter().enumerate() {
+            d.extend(attention(l, w)?);
+            match (c.family.block(), &w.post_norms) {
+                (Block::PreNorm, _) => {
+                    d.extend(lin(&w.wo, &a.att, &a.x, true));
+                    d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
+                    d.extend(lin(&w.gate, &a.xn, &a.gate, false));
+                    d.extend(lin(&w.up, &a.xn, &a.up, false));
+                    d.push(ew::swiglu(g, &a.gate, &a.up, &a.hb, nt * hidden));
+                    d.extend(lin(&w.down, &a.hb, &a.x, true));
+                }
+                (Block::Sandwich, Some([post_attn, post_ffn])) => {
+                    // xn is free once q/k/v and gate/up are computed: each
+                    // sublayer's output lands there, is normed in place, added.
+                    d.extend(lin(&w.wo, &a.att, &a.xn, false));
+                    d.push(ew::head_norm(g, &a.xn, post_attn, nt, dim, c.norm_eps));
+                    d.push(ew::add(g, &a.x, &a.xn, nt * dim));
+                    d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
+                    d.extend(lin(&w.gate, &a.xn, &a.gate, false));
+                    d.extend(lin(&w.up, &a.xn, &a.up, false));
+                    d.push(ew::geglu(g, &a.gate, &a.up, &a.hb, nt * hidden));
+                    d.extend(lin(&w.down, &a.hb, &a.xn, false));
+                    d.push(ew::head_norm(g, &a.xn, post_ffn, nt, dim, c.norm_eps));
+                    d.push(ew::add(g, &a.x, &a.xn, nt * dim));
+                }
+                (Block::Sandwich, None) => return Err(Error::msg("internal: a sandwich block without its post-norms")),
+            }
         }
         d.push(ew::rmsnorm(g, &a.x, &self.output_norm, &a.xn, nt, dim, c.norm_eps));
         let hw = self.output.as_ref().unwrap_or(&self.embed);

@@ -1,6 +1,6 @@
 //! Elementwise kernels against their CPU references: residual add, bias
 //! add, RMSNorm, per-head RMSNorm (QK-norm), RoPE (with and without Llama 3
-//! frequency factors), SwiGLU.
+//! frequency factors), SwiGLU, GeGLU (GELU tanh), scale.
 
 mod common;
 use common::*;
@@ -228,6 +228,48 @@ fn swiglu_matches_reference() {
             let got = read_guarded_f32(&g, &out, n);
             let want = reference::swiglu(&gate, &up);
             assert_close(&format!("swiglu n={n} on {}", label(&g)), &got, &want, F32_ELEMENTWISE);
+        }
+    }
+}
+
+#[test]
+fn geglu_matches_reference() {
+    // Gemma 3 270M's ffn (2048), awkward lengths, a 2-D grid; GELU's saturated ends.
+    let lens = [1usize, 63, 64, 65, 2048, 7 * 2048 + 3, 65535 * 64 + 100];
+    for g in contexts() {
+        let mut rng = Rng::new(14);
+        for &n in &lens {
+            let mut gate = rng.vec(n, -8.0, 8.0);
+            for (i, v) in [-1e30f32, -200.0, -12.0, -10.0, 0.0, 10.0, 12.0, 200.0, 1e30].into_iter().enumerate().take(n) {
+                gate[i] = v;
+            }
+            let up = rng.vec(n, -3.0, 3.0);
+            let gb = upload_f32(&g, "gate", &gate);
+            let ub = upload_f32(&g, "up", &up);
+            let out = poisoned(&g, "out", n);
+            let d = ops::geglu(&g, &gb, &ub, &out, n as u32);
+            assert_eq!(d.kernel, Kernel::Geglu);
+            g.run(&[&d]);
+            let got = read_guarded_f32(&g, &out, n);
+            let want = reference::geglu(&gate, &up);
+            assert_close(&format!("geglu n={n} on {}", label(&g)), &got, &want, F32_ELEMENTWISE);
+        }
+    }
+}
+
+#[test]
+fn scale_matches_reference() {
+    for g in contexts() {
+        let mut rng = Rng::new(15);
+        for &n in ADD_LENS {
+            let x = rng.vec(n, -2.0, 2.0);
+            let xb = guarded(&g, &x);
+            let d = ops::scale(&g, &xb, 25.298_221, n as u32);
+            assert_eq!(d.kernel, Kernel::Scale);
+            g.run(&[&d]);
+            let got = read_guarded_f32(&g, &xb, n);
+            let want: Vec<f32> = x.iter().map(|v| v * 25.298_221).collect();
+            assert_close(&format!("scale n={n} on {}", label(&g)), &got, &want, EXACT);
         }
     }
 }

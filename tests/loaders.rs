@@ -631,14 +631,70 @@ fn config_from_gguf() {
     assert_eq!(c.vocab_size, VOCAB);
 }
 
+/// Gemma 3's window metadata read as llama.cpp reads it (pattern period or
+/// per-layer array, local RoPE base defaulting to 10000, no window: all
+/// global), and what this build lacks refused in one line.
+#[test]
+fn config_from_gguf_gemma3() {
+    let o = TinyOpts { tied: true, ..TinyOpts::of(TinyArch::Gemma3, 1) };
+    let with = |edit: &dyn Fn(&mut GgufWriter)| {
+        let mut w = tiny_gguf_writer(&o);
+        edit(&mut w);
+        Gguf::from_bytes("tiny.gguf", w.to_bytes().unwrap()).unwrap()
+    };
+    let c = ModelConfig::from_gguf(&with(&|_| {})).unwrap();
+    assert_eq!(c, tiny_config_of(&o, true));
+    assert_eq!((c.embed_scale, c.layer_window(0), c.layer_window(1)), (Some(8.0), Some(48), None));
+    assert_eq!((c.layer_rope_theta(0), c.layer_rope_theta(1)), (10000.0, 1e6));
+    let c = ModelConfig::from_gguf(&with(&|w| {
+        w.add("gemma3.attention.sliding_window_pattern", Value::Array(vec![Value::Bool(false), Value::Bool(true)]));
+    }))
+    .unwrap();
+    assert_eq!(c.window.unwrap().local, [false, true]);
+    // Period 6 (llama.cpp's default) over 2 layers: both local.
+    let c = ModelConfig::from_gguf(&with(&|w| {
+        w.add("gemma3.attention.sliding_window_pattern", Value::U32(6));
+    }))
+    .unwrap();
+    assert_eq!(c.window.unwrap().local, [true, true]);
+    let c = ModelConfig::from_gguf(&with(&|w| {
+        w.add("gemma3.attention.sliding_window", Value::U32(0));
+    }))
+    .unwrap();
+    assert_eq!((c.context_limit(), c.window), (None, None));
+    let bad: [(&dyn Fn(&mut GgufWriter), &str); 3] = [
+        (
+            &|w| {
+                w.add("gemma3.final_logit_softcapping", Value::F32(30.0));
+            },
+            "final-logit soft-capping (final_logit_softcapping) is not supported",
+        ),
+        (
+            &|w| {
+                w.add("gemma3.attention.sliding_window_pattern", Value::Array(vec![Value::Bool(true)]));
+            },
+            "has 1 entries for 2 layers",
+        ),
+        (
+            &|w| {
+                w.add("gemma3.rope.freq_base_swa", Value::F32(-1.0));
+            },
+            "local RoPE base -1 is not a positive number",
+        ),
+    ];
+    for (edit, want) in bad {
+        cfg_err(&with(edit), &[want]);
+    }
+}
+
 #[test]
 fn config_from_gguf_refusals() {
     let s = |x: &str| Value::Str(x.into());
     cfg_err(
         &tiny_gguf_with(|w| {
-            w.add("general.architecture", s("gemma3"));
+            w.add("general.architecture", s("gemma2"));
         }),
-        &["architecture 'gemma3' is not supported yet (needs: post-norms, GELU FFN, sliding window)"],
+        &["architecture 'gemma2' is not supported yet (needs: post-norms, GELU FFN, logit soft-capping, sliding window)"],
     );
     cfg_err(
         &tiny_gguf_with(|w| {
@@ -650,7 +706,7 @@ fn config_from_gguf_refusals() {
         &tiny_gguf_with(|w| {
             w.add("general.architecture", s("bloom"));
         }),
-        &["architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3')"],
+        &["architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma3')"],
     );
     for ty in ["yarn", "linear", "longrope"] {
         cfg_err(

@@ -4,7 +4,7 @@
 //! RoPE with optional Llama 3 frequency factors, a SwiGLU feed-forward, an
 //! LM head that may share the embedding.
 
-use super::{Arch, Dim, Dim::*, Presence, Presence::*, Recipe, Role, RopeStyle, TensorSpec};
+use super::{Arch, Block, Dim, Dim::*, Presence, Presence::*, Recipe, Role, RopeStyle, TensorSpec};
 
 const fn t(role: Role, gguf: &'static str, hf: &'static str, dims: &'static [Dim], per_layer: bool) -> TensorSpec {
     TensorSpec { role, gguf, hf: Some(hf), bias: false, dims, per_layer, presence: Always }
@@ -53,4 +53,5 @@ pub static LLAMA: Recipe = Recipe {
     gguf_rope: RopeStyle::Interleaved,
     qkv_bias: false,
     qk_norm: false,
+    block: Block::PreNorm,
 };

@@ -9,6 +9,7 @@
 //! fields of the recipe and of the config it fills; differences of control
 //! flow get a table of their own.
 
+mod gemma;
 mod llama;
 mod qwen;
 
@@ -35,6 +36,21 @@ pub enum Arch {
     Qwen2,
     /// Qwen3 (dense): Llama's block with per-head QK-norm, NeoX RoPE.
     Qwen3,
+    /// Gemma 3 (text): the sandwich block ([`Block::Sandwich`]), sliding-window layers.
+    Gemma3,
+}
+
+/// A layer's control flow: which dispatches it records, in which order.
+/// The one difference between families that is not data; the forward (GPU
+/// and reference) picks its layer builder by it once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// Llama's: `x += attn(norm(x)); x += down(silu(gate) * up)(norm(x))`.
+    PreNorm,
+    /// Gemma 2/3's: each sublayer's output normed again before the residual
+    /// add (`x += post_norm(attn(norm(x)))`, the same around the FFN), a
+    /// GELU(tanh)-gated FFN, embeddings scaled by `sqrt(dim)`.
+    Sandwich,
 }
 
 /// What a family is, as data: the names files give it, its tensor table and
@@ -55,17 +71,20 @@ pub struct Recipe {
     pub qkv_bias: bool,
     /// Q and K are RMS-normed per head (`attn_q_norm`, `attn_k_norm`) before RoPE.
     pub qk_norm: bool,
+    /// The layer's control flow.
+    pub block: Block,
 }
 
 /// Every supported family, in the order messages list them.
-pub static RECIPES: &[&Recipe] = &[&llama::LLAMA, &qwen::QWEN2, &qwen::QWEN3];
+pub static RECIPES: &[&Recipe] = &[&llama::LLAMA, &qwen::QWEN2, &qwen::QWEN3, &gemma::GEMMA3];
 
 /// Families this build knows and does not run yet, with what each needs
 /// that the house lacks: (GGUF name, HF classes, missing pieces).
 const NOT_YET: &[(&str, &[&str], &str)] = &[
     ("gemma", &["GemmaForCausalLM"], "GELU FFN, scaled embeddings"),
     ("gemma2", &["Gemma2ForCausalLM"], "post-norms, GELU FFN, logit soft-capping, sliding window"),
-    ("gemma3", &["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"], "post-norms, GELU FFN, sliding window"),
+    // GGUF gemma3 files run (`gemma::GEMMA3`); checkpoints store norms as `w` for `1 + w`.
+    ("", &["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"], "Gemma 3 norm weights stored without their +1 (its GGUF files run)"),
     ("phi2", &["PhiForCausalLM"], "LayerNorm, GELU FFN, parallel attention, partial RoPE"),
     ("phi3", &["Phi3ForCausalLM"], "fused QKV and gate/up tensors, LongRoPE scaling, sliding window"),
     ("qwen2moe", &["Qwen2MoeForCausalLM"], "mixture-of-experts FFN"),
@@ -99,10 +118,14 @@ pub enum Role {
     QNorm,
     KNorm,
     Wo,
+    /// Gemma's norm of the attention output before the residual add.
+    PostAttnNorm,
     FfnNorm,
     Gate,
     Up,
     Down,
+    /// Gemma's norm of the FFN output before the residual add.
+    PostFfnNorm,
     OutputNorm,
     Output,
 }
@@ -183,16 +206,17 @@ impl Arch {
             Arch::Llama => &llama::LLAMA,
             Arch::Qwen2 => &qwen::QWEN2,
             Arch::Qwen3 => &qwen::QWEN3,
+            Arch::Gemma3 => &gemma::GEMMA3,
         }
     }
 
     /// The family of a GGUF `general.architecture`; else the one-line refusal
     /// (`named` is how the message quotes the name).
     pub fn from_gguf(name: &str, named: &str) -> Result<Arch, String> {
-        if let Some(r) = RECIPES.iter().find(|r| r.gguf == name) {
+        if let Some(r) = RECIPES.iter().find(|r| r.gguf == name).filter(|_| !name.is_empty()) {
             return Ok(r.arch);
         }
-        let not_yet = NOT_YET.iter().find(|n| n.0 == name).map(|n| n.2);
+        let not_yet = NOT_YET.iter().find(|n| n.0 == name && !name.is_empty()).map(|n| n.2);
         let runs = RECIPES.iter().map(|r| format!("'{}'", r.gguf)).collect::<Vec<_>>().join(", ");
         Err(refusal(&format!("architecture {named} is"), not_yet, &runs))
     }
@@ -221,6 +245,11 @@ impl Arch {
     /// The family's tensor table, in file order.
     pub fn table(self) -> &'static [TensorSpec] {
         self.recipe().table
+    }
+
+    /// The layer's control flow.
+    pub fn block(self) -> Block {
+        self.recipe().block
     }
 
     /// Which elements RoPE rotates together for weights from a GGUF file
@@ -341,11 +370,19 @@ mod tests {
         assert_eq!(Arch::Qwen2.rope_style(true), RopeStyle::HalfSplit);
         assert_eq!(Arch::Llama.rope_style(true), RopeStyle::Interleaved);
         assert_eq!(Arch::Llama.rope_style(false), RopeStyle::HalfSplit);
+        assert_eq!(Arch::from_gguf("gemma3", "'gemma3'"), Ok(Arch::Gemma3));
+        assert_eq!(Arch::Gemma3.rope_style(true), RopeStyle::HalfSplit);
+        let e = Arch::from_hf(&["Gemma3ForCausalLM"], "Gemma3ForCausalLM").unwrap_err();
+        assert!(e.contains("not supported yet (needs: Gemma 3 norm weights stored without their +1"), "{e}");
         assert_eq!(
-            Arch::from_gguf("gemma3", "'gemma3'").unwrap_err(),
-            "architecture 'gemma3' is not supported yet (needs: post-norms, GELU FFN, sliding window)"
+            Arch::from_gguf("gemma2", "'gemma2'").unwrap_err(),
+            "architecture 'gemma2' is not supported yet (needs: post-norms, GELU FFN, logit soft-capping, sliding window)"
         );
-        assert_eq!(Arch::from_gguf("bloom", "'bloom'").unwrap_err(), "architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3')");
+        assert!(Arch::from_gguf("", "''").unwrap_err().contains("not supported (this build runs"));
+        assert_eq!(
+            Arch::from_gguf("bloom", "'bloom'").unwrap_err(),
+            "architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma3')"
+        );
         let e = Arch::from_hf(&["Phi3ForCausalLM"], "Phi3ForCausalLM").unwrap_err();
         assert!(e.starts_with("architectures [Phi3ForCausalLM] not supported yet (needs: fused QKV"), "{e}");
         let e = Arch::from_hf(&[], "none").unwrap_err();

@@ -2,7 +2,7 @@
 //! data. Both pair RoPE NeoX-style (`(j, j + head_dim/2)`) in GGUF files
 //! too: llama.cpp's converter does not permute their Q/K rows.
 
-use super::{Arch, Recipe, RopeStyle, llama::TENSORS};
+use super::{Arch, Block, Recipe, RopeStyle, llama::TENSORS};
 
 /// Qwen2 / Qwen2.5: biases on Q, K and V (not on the output projection).
 pub static QWEN2: Recipe = Recipe {
@@ -14,6 +14,7 @@ pub static QWEN2: Recipe = Recipe {
     gguf_rope: RopeStyle::HalfSplit,
     qkv_bias: true,
     qk_norm: false,
+    block: Block::PreNorm,
 };
 
 /// Qwen3: no biases; Q and K RMS-normed per head before RoPE.
@@ -26,4 +27,5 @@ pub static QWEN3: Recipe = Recipe {
     gguf_rope: RopeStyle::HalfSplit,
     qkv_bias: false,
     qk_norm: true,
+    block: Block::PreNorm,
 };

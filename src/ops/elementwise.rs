@@ -151,6 +151,26 @@ pub fn swiglu(gpu: &Gpu, gate: &wgpu::Buffer, up: &wgpu::Buffer, out: &wgpu::Buf
     gpu.dispatch(&Spec::new(Kernel::Swiglu).with("WG", WG), &[gate, up, out, &params], grid_1d(n.div_ceil(WG)))
 }
 
+/// `out[i] = gelu_tanh(gate[i]) * up[i]` for `i < n` (Gemma's FFN; see shaders/geglu.wgsl).
+pub fn geglu(gpu: &Gpu, gate: &wgpu::Buffer, up: &wgpu::Buffer, out: &wgpu::Buffer, n: u32) -> Dispatch {
+    let params = gpu.uniform("geglu.params", bytemuck::bytes_of(&AddParams { n, period: 0, _p: [0; 2] }));
+    gpu.dispatch(&Spec::new(Kernel::Geglu).with("WG", WG), &[gate, up, out, &params], grid_1d(n.div_ceil(WG)))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ScaleParams {
+    n: u32,
+    s: f32,
+    _p: [u32; 2],
+}
+
+/// `x[i] *= s` for `i < n`, in place.
+pub fn scale(gpu: &Gpu, x: &wgpu::Buffer, s: f32, n: u32) -> Dispatch {
+    let params = gpu.uniform("scale.params", bytemuck::bytes_of(&ScaleParams { n, s, _p: [0; 2] }));
+    gpu.dispatch(&Spec::new(Kernel::Scale).with("WG", WG), &[x, &params], grid_1d(n.div_ceil(WG)))
+}
+
 /// Every specialisation this file creates (for the portability test).
 pub fn specs() -> Vec<Spec> {
     vec![
@@ -160,5 +180,7 @@ pub fn specs() -> Vec<Spec> {
         rope_spec(RopeLayout::Interleaved),
         rope_spec(RopeLayout::HalfSplit),
         Spec::new(Kernel::Swiglu).with("WG", WG),
+        Spec::new(Kernel::Geglu).with("WG", WG),
+        Spec::new(Kernel::Scale).with("WG", WG),
     ]
 }

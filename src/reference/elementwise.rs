@@ -63,3 +63,13 @@ pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
         })
         .collect()
 }
+
+/// GELU, tanh approximation, in f64: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+pub fn gelu_tanh(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// `gelu_tanh(gate[i]) * up[i]` in f64.
+pub fn geglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    gate.iter().zip(up).map(|(&g, &u)| (gelu_tanh(g as f64) * u as f64) as f32).collect()
+}

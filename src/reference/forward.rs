@@ -3,7 +3,7 @@
 //! The GPU forward is checked against it; it is never used by the GPU path.
 
 use crate::Result;
-use crate::arch::Role;
+use crate::arch::{Block, Role};
 use crate::config::{ModelConfig, RopeStyle};
 use crate::quant::dequantize;
 use crate::reference::elementwise::{self, add_bias};
@@ -26,6 +26,8 @@ struct Layer {
     gate: Vec<f32>,
     up: Vec<f32>,
     down: Vec<f32>,
+    /// Attention and FFN output norms (the sandwich block).
+    post_norms: Option<[Vec<f32>; 2]>,
 }
 
 #[derive(Clone)]
@@ -113,10 +115,10 @@ fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 }
 
 /// Rotate the `n_heads` head vectors of `v` in place for position `pos`.
-fn rope(v: &mut [f32], n_heads: usize, pos: usize, c: &ModelConfig, factors: Option<&[f32]>) {
+fn rope(v: &mut [f32], n_heads: usize, pos: usize, c: &ModelConfig, layer: usize, factors: Option<&[f32]>) {
     let hd = c.head_dim;
     let half_split = c.rope_style == RopeStyle::HalfSplit;
-    crate::reference::elementwise::rope(v, n_heads, hd, hd, c.rope_theta as f64, factors, half_split, pos as u32);
+    crate::reference::elementwise::rope(v, n_heads, hd, hd, c.layer_rope_theta(layer) as f64, factors, half_split, pos as u32);
 }
 
 impl RefModel {
@@ -142,6 +144,10 @@ impl RefModel {
                 gate: f(&n(Role::Gate))?,
                 up: f(&n(Role::Up))?,
                 down: f(&n(Role::Down))?,
+                post_norms: match cfg.family.block() {
+                    Block::PreNorm => None,
+                    Block::Sandwich => Some([f(&n(Role::PostAttnNorm))?, f(&n(Role::PostFfnNorm))?]),
+                },
             });
         }
         let output = if cfg.tied_embeddings { None } else { Some(f(&name(Role::Output, None))?) };
@@ -225,6 +231,9 @@ impl RefModel {
         let pos = self.pos;
         let round = |v: f32| if self.kv_f16 { half::f16::from_f32(v).to_f32() } else { v };
         let mut x = self.embed[token as usize * dim..(token as usize + 1) * dim].to_vec();
+        if let Some(s) = c.embed_scale {
+            x.iter_mut().for_each(|v| *v *= s);
+        }
         for (l, w) in self.layers.iter().enumerate() {
             // attention: norm, q/k/v (+ bias), QK-norm, RoPE, cache, softmax(q·k/sqrt(d))·v, output projection
             let xn = rmsnorm(&x, &w.attn_norm, c.norm_eps);
@@ -240,8 +249,8 @@ impl RefModel {
                 q = elementwise::rmsnorm(&q, qn, hd, c.norm_eps);
                 k = elementwise::rmsnorm(&k, kn, hd, c.norm_eps);
             }
-            rope(&mut q, nh, pos, c, self.rope_factors.as_deref());
-            rope(&mut k, nkv, pos, c, self.rope_factors.as_deref());
+            rope(&mut q, nh, pos, c, l, self.rope_factors.as_deref());
+            rope(&mut k, nkv, pos, c, l, self.rope_factors.as_deref());
             self.k_cache[l].extend(k.iter().map(|&e| round(e)));
             self.v_cache[l].extend(v.iter().map(|&e| round(e)));
             let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
@@ -253,7 +262,9 @@ impl RefModel {
                     s.iter_mut().for_each(|h| h.extend(upto..n));
                     s
                 }
-                _ => vec![(0..n).collect::<Vec<usize>>(); nh],
+                // A windowed layer sees the last `size` cached tokens (positions
+                // p - size + 1 ..= p while nothing was evicted).
+                _ => vec![(n.saturating_sub(c.layer_window(l).unwrap_or(n))..n).collect::<Vec<usize>>(); nh],
             };
             let mut att = vec![0f32; nh * hd];
             for h in 0..nh {
@@ -275,14 +286,29 @@ impl RefModel {
                 }
             }
             let o = matvec(&w.wo, &att, dim);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            // feed-forward: norm, silu(gate) * up, down projection
-            let xn = rmsnorm(&x, &w.ffn_norm, c.norm_eps);
-            let g = matvec(&w.gate, &xn, c.hidden_dim);
-            let u = matvec(&w.up, &xn, c.hidden_dim);
-            let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32).collect();
-            let o = matvec(&w.down, &h, dim);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            match (c.family.block(), &w.post_norms) {
+                // x += o; x += down(silu(gate) * up)(norm(x))
+                (Block::PreNorm, _) => {
+                    x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+                    let xn = rmsnorm(&x, &w.ffn_norm, c.norm_eps);
+                    let g = matvec(&w.gate, &xn, c.hidden_dim);
+                    let u = matvec(&w.up, &xn, c.hidden_dim);
+                    let h: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32).collect();
+                    let o = matvec(&w.down, &h, dim);
+                    x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+                }
+                // x += post_attn(o); x += post_ffn(down(gelu(gate) * up)(norm(x)))
+                (Block::Sandwich, Some([post_attn, post_ffn])) => {
+                    let o = rmsnorm(&o, post_attn, c.norm_eps);
+                    x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+                    let xn = rmsnorm(&x, &w.ffn_norm, c.norm_eps);
+                    let g = matvec(&w.gate, &xn, c.hidden_dim);
+                    let u = matvec(&w.up, &xn, c.hidden_dim);
+                    let o = rmsnorm(&matvec(&w.down, &elementwise::geglu(&g, &u), dim), post_ffn, c.norm_eps);
+                    x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+                }
+                (Block::Sandwich, None) => unreachable!("RefModel::new loads the sandwich block's post-norms"),
+            }
         }
         let xn = rmsnorm(&x, &self.out_norm, c.norm_eps);
         self.pos += 1;

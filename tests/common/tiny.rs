@@ -1,7 +1,7 @@
 //! A tiny random model of every recipe (`TinyArch`: Llama, Llama with
-//! Llama 3 RoPE factors, Qwen2, Qwen3) written at test time, as a GGUF file
-//! and as an HF folder (config.json + safetensors), both describing the same
-//! model.
+//! Llama 3 RoPE factors, Qwen2, Qwen3, Gemma 3) written at test time, as a
+//! GGUF file and (all but Gemma 3) as an HF folder (config.json +
+//! safetensors), both describing the same model.
 //!
 //! Include with `#[path = "common/tiny.rs"] mod tiny;`.
 //!
@@ -34,7 +34,7 @@
 
 use std::path::{Path, PathBuf};
 use wgkv::arch::{Arch, Role};
-use wgkv::config::{Llama3Rope, ModelConfig, RopeFreqs, RopeStyle};
+use wgkv::config::{Llama3Rope, ModelConfig, RopeFreqs, RopeStyle, Window};
 use wgkv::gguf::{GgufWriter, Value, Value as G};
 use wgkv::quant::{WType, dequantize, quantize};
 use wgkv::safetensors::SafeTensorsWriter;
@@ -61,21 +61,39 @@ pub enum TinyArch {
     Qwen2,
     /// Per-head QK-norm, NeoX RoPE, head_dim 32 (Q wider than dim).
     Qwen3,
+    /// Gemma 3's sandwich block (post-norms, GeGLU, embedding scale), QK-norm,
+    /// head_dim 32, layer 0 local (window `GEMMA_WINDOW`, RoPE base 10000),
+    /// layer 1 global (base 1e6). GGUF only.
+    Gemma3,
 }
 
+/// The tiny Gemma 3's sliding window: above every context the GPU tests
+/// run (attention kernels take no window bound yet); `with_window` makes
+/// one the reference tests past.
+pub const GEMMA_WINDOW: usize = 48;
+
 impl TinyArch {
+    /// The recipes written both as GGUF and as an HF folder.
     pub const ALL: [TinyArch; 4] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3];
+    /// Every recipe, as GGUF.
+    pub const GGUF_ALL: [TinyArch; 5] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3, TinyArch::Gemma3];
+
+    /// Whether the tiny model also comes as an HF folder.
+    pub fn has_hf(self) -> bool {
+        self != TinyArch::Gemma3
+    }
 
     pub fn family(self) -> Arch {
         match self {
             TinyArch::Llama | TinyArch::Llama3Rope => Arch::Llama,
             TinyArch::Qwen2 => Arch::Qwen2,
             TinyArch::Qwen3 => Arch::Qwen3,
+            TinyArch::Gemma3 => Arch::Gemma3,
         }
     }
 
     pub fn head_dim(self) -> usize {
-        if self == TinyArch::Qwen3 { 32 } else { HEAD_DIM }
+        if matches!(self, TinyArch::Qwen3 | TinyArch::Gemma3) { 32 } else { HEAD_DIM }
     }
 
     pub fn theta(self) -> f32 {
@@ -83,6 +101,7 @@ impl TinyArch {
             TinyArch::Llama | TinyArch::Llama3Rope => THETA,
             TinyArch::Qwen2 => 50000.0,
             TinyArch::Qwen3 => 20000.0,
+            TinyArch::Gemma3 => 1e6,
         }
     }
 
@@ -158,7 +177,9 @@ pub fn tiny_config_of(o: &TinyOpts, gguf: bool) -> ModelConfig {
         Arch::Llama => "llama",
         Arch::Qwen2 => "qwen2",
         Arch::Qwen3 => "qwen3",
+        Arch::Gemma3 => "gemma3",
     };
+    let gemma = a == TinyArch::Gemma3;
     ModelConfig {
         arch: arch.into(),
         family: a.family(),
@@ -175,12 +196,14 @@ pub fn tiny_config_of(o: &TinyOpts, gguf: bool) -> ModelConfig {
         rope_style: if gguf && a.family() == Arch::Llama { RopeStyle::Interleaved } else { RopeStyle::HalfSplit },
         tied_embeddings: o.tied,
         qkv_bias: a == TinyArch::Qwen2,
-        qk_norm: a == TinyArch::Qwen3,
+        qk_norm: matches!(a, TinyArch::Qwen3 | TinyArch::Gemma3),
         rope_freqs: match (a, gguf) {
             (TinyArch::Llama3Rope, true) => Some(RopeFreqs::File),
             (TinyArch::Llama3Rope, false) => Some(RopeFreqs::Llama3(LLAMA3)),
             _ => None,
         },
+        embed_scale: gemma.then(|| (DIM as f32).sqrt()),
+        window: gemma.then(|| Window { size: GEMMA_WINDOW, local: vec![true, false], rope_theta: 10000.0 }),
     }
 }
 
@@ -316,6 +339,12 @@ pub fn tiny_gguf_writer(o: &TinyOpts) -> GgufWriter {
         .add(&k("rope.dimension_count"), u(cfg.head_dim))
         .add(&k("rope.freq_base"), Value::F32(cfg.rope_theta))
         .add(&k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.norm_eps));
+    if let Some(win) = &cfg.window {
+        // Period 2: layer 0 local, layer 1 global (llama.cpp: il % n < n - 1 is local).
+        w.add(&k("attention.sliding_window"), u(win.size))
+            .add(&k("attention.sliding_window_pattern"), u(2))
+            .add(&k("rope.freq_base_swa"), Value::F32(win.rope_theta));
+    }
     if cfg.head_dim * HEADS != DIM {
         w.add(&k("attention.key_length"), u(cfg.head_dim)).add(&k("attention.value_length"), u(cfg.head_dim));
     }
@@ -372,6 +401,7 @@ pub fn hf_config_json_of(o: &TinyOpts) -> String {
         Arch::Llama => ("LlamaForCausalLM", "llama"),
         Arch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
         Arch::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
+        Arch::Gemma3 => ("Gemma3ForCausalLM", "gemma3_text"),
     };
     let rope_scaling = match a {
         TinyArch::Llama3Rope => serde_json::json!({
