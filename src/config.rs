@@ -1,4 +1,5 @@
-//! One `ModelConfig` for the Llama family, from GGUF metadata or an HF config.json.
+//! One `ModelConfig` for every supported family, from GGUF metadata or an HF
+//! config.json: the family's recipe (`arch`) filled in with the file's sizes.
 
 pub use crate::arch::RopeStyle;
 use crate::arch::{Arch, Dim, Needed, Presence, TensorSpec};
@@ -7,7 +8,7 @@ use crate::gguf::{Gguf, Value};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
-    /// The file's name for the architecture (`llama`, `mistral`).
+    /// The file's name for the architecture (`llama`, `mistral`, `qwen2`).
     pub arch: String,
     /// The recipe that runs it.
     pub family: Arch,
@@ -23,6 +24,61 @@ pub struct ModelConfig {
     pub norm_eps: f32,
     pub rope_style: RopeStyle,
     pub tied_embeddings: bool,
+    /// Q, K and V add a bias after their projection (`Presence::IfQkvBias`).
+    pub qkv_bias: bool,
+    /// Q and K are RMS-normed per head before RoPE (`Presence::IfQkNorm`).
+    pub qk_norm: bool,
+    /// Per-pair RoPE frequency divisors (Llama 3 scaling), as the tensor
+    /// `rope_freqs.weight` (`Presence::IfRopeFreqs`).
+    pub rope_freqs: Option<RopeFreqs>,
+}
+
+/// Where a model's RoPE frequency factors come from. Either way they are the
+/// tensor `rope_freqs.weight` (`head_dim / 2` divisors of the pairs'
+/// frequencies): a GGUF file carries it, and an HF folder's loader computes
+/// it from config.json the way llama.cpp's converter does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RopeFreqs {
+    /// The GGUF file's `rope_freqs.weight`.
+    File,
+    /// config.json's `rope_scaling: {rope_type: "llama3", ...}`.
+    Llama3(Llama3Rope),
+}
+
+/// Llama 3.1's RoPE scaling parameters (HF `rope_scaling`, `rope_type: "llama3"`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Llama3Rope {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+impl Llama3Rope {
+    /// The per-pair frequency divisors for `head_dim` and RoPE base `theta`:
+    /// pair `j`'s wavelength `2 pi / theta^(-2j/head_dim)` below
+    /// `original / high_freq_factor` keeps its frequency (1), above
+    /// `original / low_freq_factor` is divided by `factor`, and in between
+    /// blends the two (HF's `_compute_llama3_parameters`, as llama.cpp's
+    /// converter writes it into `rope_freqs.weight`). f64, rounded once.
+    pub fn factors(&self, head_dim: usize, theta: f64) -> Vec<f32> {
+        let old = self.original_max_position_embeddings;
+        let (low_wavelen, high_wavelen) = (old / self.low_freq_factor, old / self.high_freq_factor);
+        (0..head_dim / 2)
+            .map(|j| {
+                let freq = theta.powf(-2.0 * j as f64 / head_dim as f64);
+                let wavelen = std::f64::consts::TAU / freq;
+                if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    self.factor as f32
+                } else {
+                    let smooth = (old / wavelen - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor);
+                    (1.0 / ((1.0 - smooth) / self.factor + smooth)) as f32
+                }
+            })
+            .collect()
+    }
 }
 
 /// Sanity caps: sizes beyond these are a corrupt or hostile file, not a model.
@@ -55,8 +111,21 @@ impl ModelConfig {
             Dim::Hidden => self.hidden_dim,
             Dim::Q => self.q_dim(),
             Dim::Kv => self.kv_dim(),
+            Dim::Head => self.head_dim,
+            Dim::RopePairs => self.head_dim / 2,
             Dim::Vocab => self.vocab_size,
         }) as u64
+    }
+
+    /// Whether a table row with `p` is in this model's files.
+    pub fn has(&self, p: Presence) -> bool {
+        match p {
+            Presence::Always => true,
+            Presence::UnlessTied => !self.tied_embeddings,
+            Presence::IfQkvBias => self.qkv_bias,
+            Presence::IfQkNorm => self.qk_norm,
+            Presence::IfRopeFreqs => self.rope_freqs.is_some(),
+        }
     }
 
     /// Every tensor this model needs, in file order: its family's tensor
@@ -65,7 +134,7 @@ impl ModelConfig {
         let mut out = Vec::new();
         let table = self.family.table();
         let push = |out: &mut Vec<Needed>, t: &TensorSpec, layer: Option<usize>| {
-            if t.presence == Presence::UnlessTied && self.tied_embeddings {
+            if !self.has(t.presence) {
                 return;
             }
             let dims = t.dims.iter().map(|&d| self.size(d)).collect();
@@ -97,9 +166,8 @@ impl ModelConfig {
         let err = |m: String| Error::format(&g.path, m);
         let arch = g.get_str("general.architecture")?;
         // llama.cpp writes Mistral and other Llama-layout models as "llama".
-        let Some(family) = Arch::from_gguf(arch) else {
-            return Err(err(format!("architecture '{}' is not supported (this build runs {})", show(arch), Arch::GGUF_NAMES)));
-        };
+        let family = Arch::from_gguf(arch, &format!("'{}'", show(arch))).map_err(err)?;
+        let recipe = family.recipe();
         let key = |k: &str| format!("{arch}.{k}");
         let size = |k: &str| -> Result<usize> {
             let v = g.get_u64(&key(k))?;
@@ -110,15 +178,11 @@ impl ModelConfig {
         match g.get(&key("rope.scaling.type")) {
             None => {}
             Some(Value::Str(s)) if s == "none" => {}
-            Some(Value::Str(s)) => return Err(err(format!("RoPE scaling '{}' is not supported", show(s)))),
+            Some(Value::Str(s)) => return Err(err(format!("RoPE scaling '{}' is not supported (Llama 3 frequency factors, rope_freqs.weight, are)", show(s)))),
             Some(v) => return Err(err(format!("'{}' is {}, expected a string", key("rope.scaling.type"), v.type_name()))),
         }
         if g.get(&key("rope.scale_linear")).is_some() && g.get_f32(&key("rope.scale_linear"))? != 1.0 {
             return Err(err("linear RoPE scaling (rope.scale_linear) is not supported".into()));
-        }
-        // Llama 3.1-style frequency factors ride in a tensor, not in metadata.
-        if g.tensor("rope_freqs.weight").is_some() {
-            return Err(err("RoPE frequency factors (rope_freqs.weight, Llama 3 style scaling) are not supported".into()));
         }
 
         let dim = size("embedding_length")?;
@@ -153,6 +217,10 @@ impl ModelConfig {
             norm_eps: g.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
             rope_style: family.rope_style(true),
             tied_embeddings: g.tensor("output.weight").is_none(),
+            qkv_bias: recipe.qkv_bias,
+            qk_norm: recipe.qk_norm,
+            // Llama 3.1-style frequency factors ride in a tensor, not in metadata.
+            rope_freqs: g.tensor("rope_freqs.weight").map(|_| RopeFreqs::File),
         };
         cfg.check().map_err(err)?;
         let rope_dims = opt_size("rope.dimension_count", head_dim)?;
@@ -168,10 +236,9 @@ impl ModelConfig {
         let j: serde_json::Value = serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
         let j = j.as_object().ok_or_else(|| err("not a JSON object".into()))?;
         let archs: Vec<&str> = j.get("architectures").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-        let Some(family) = Arch::from_hf(&archs) else {
-            let named = if archs.is_empty() { "none".to_string() } else { archs.iter().map(|a| show(a)).collect::<Vec<_>>().join(", ") };
-            return Err(err(format!("architectures [{named}] not supported ({} are)", Arch::HF_NAMES)));
-        };
+        let named = if archs.is_empty() { "none".to_string() } else { archs.iter().map(|a| show(a)).collect::<Vec<_>>().join(", ") };
+        let family = Arch::from_hf(&archs, &named).map_err(err)?;
+        let recipe = family.recipe();
         let arch = if archs.contains(&"MistralForCausalLM") && !archs.contains(&"LlamaForCausalLM") { "mistral" } else { family.name() };
         let int = |k: &str| -> Result<Option<usize>> {
             match j.get(k) {
@@ -188,12 +255,19 @@ impl ModelConfig {
         };
         let flag = |k: &str| j.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
 
-        if let Some(rs) = j.get("rope_scaling").filter(|v| !v.is_null()) {
-            let ty = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|t| t.as_str()).unwrap_or("unknown");
-            if ty != "default" {
-                return Err(err(format!("rope_scaling '{}' is not supported", show(ty))));
+        let rope_freqs = match j.get("rope_scaling").filter(|v| !v.is_null()) {
+            None => None,
+            Some(rs) => {
+                let ty = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|t| t.as_str()).unwrap_or("unknown");
+                match ty {
+                    "default" => None,
+                    "llama3" => Some(RopeFreqs::Llama3(llama3_rope(rs).map_err(err)?)),
+                    _ => return Err(err(format!("rope_scaling '{}' is not supported (default and llama3 are)", show(ty)))),
+                }
             }
-        }
+        };
+        // Qwen2's Q/K/V biases are its recipe's; a config's attention_bias
+        // also puts one on the output projection, which no recipe has.
         if flag("attention_bias") || flag("mlp_bias") {
             return Err(err("attention_bias / mlp_bias are not supported".into()));
         }
@@ -201,7 +275,9 @@ impl ModelConfig {
             return Err(err(format!("hidden_act '{}' is not supported (silu is)", show(act))));
         }
         let max_seq = need("max_position_embeddings")?;
-        if let Some(w) = int("sliding_window")?.filter(|&w| w < max_seq) {
+        // Qwen2/3 configs name a window they do not use unless use_sliding_window is set.
+        let windowed = j.get("use_sliding_window").and_then(|v| v.as_bool()).unwrap_or(true);
+        if let Some(w) = int("sliding_window")?.filter(|&w| windowed && w < max_seq) {
             return Err(err(format!("sliding_window {w} is not supported")));
         }
         let dim = need("hidden_size")?;
@@ -224,6 +300,9 @@ impl ModelConfig {
             norm_eps: float("rms_norm_eps", 1e-6)?,
             rope_style: family.rope_style(false),
             tied_embeddings: flag("tie_word_embeddings"),
+            qkv_bias: recipe.qkv_bias,
+            qk_norm: recipe.qk_norm,
+            rope_freqs,
         };
         cfg.check().map_err(err)?;
         Ok(cfg)
@@ -263,4 +342,23 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+/// The `llama3` parameters of an HF `rope_scaling` object, checked so the
+/// factors they make are finite and positive.
+fn llama3_rope(rs: &serde_json::Value) -> std::result::Result<Llama3Rope, String> {
+    let num = |k: &str| -> std::result::Result<f64, String> {
+        let v = rs.get(k).ok_or_else(|| format!("rope_scaling 'llama3' is missing '{k}'"))?;
+        v.as_f64().filter(|x| x.is_finite() && *x > 0.0).ok_or_else(|| format!("rope_scaling '{k}' is not a positive number"))
+    };
+    let p = Llama3Rope {
+        factor: num("factor")?,
+        low_freq_factor: num("low_freq_factor")?,
+        high_freq_factor: num("high_freq_factor")?,
+        original_max_position_embeddings: num("original_max_position_embeddings")?,
+    };
+    if p.high_freq_factor <= p.low_freq_factor {
+        return Err(format!("rope_scaling high_freq_factor {} is not above low_freq_factor {}", p.high_freq_factor, p.low_freq_factor));
+    }
+    Ok(p)
 }

@@ -38,6 +38,7 @@ macro_rules! kernels {
 kernels! {
     Embed => "embed", true;
     RmsNorm => "rmsnorm", false;
+    HeadNorm => "head_norm", false;
     Rope => "rope", false;
     Matvec => "matvec", true;
     Matmul => "matmul", true;

@@ -29,12 +29,14 @@ const _: () = assert!(TOPK == sample::TOPK_K as usize);
 
 /// A weight matrix on the GPU: raw GGUF bytes, type and shape, in row
 /// blocks that each fit the adapter's storage binding limit (one block
-/// unless the matrix is larger than the limit).
+/// unless the matrix is larger than the limit), and the bias its output
+/// adds where the recipe has one (`[rows]` f32).
 pub struct Matrix {
     pub blocks: Vec<(wgpu::Buffer, Rows)>,
     pub wtype: WType,
     pub rows: u32,
     pub cols: u32,
+    pub bias: Option<wgpu::Buffer>,
 }
 
 impl Matrix {
@@ -53,7 +55,11 @@ impl Matrix {
                 (gpu.upload_staged(name, bytes, pending), r)
             })
             .collect();
-        Ok(Matrix { blocks, wtype: t.wtype, rows, cols })
+        Ok(Matrix { blocks, wtype: t.wtype, rows, cols, bias: None })
+    }
+
+    fn with_bias(self, bias: Option<wgpu::Buffer>) -> Matrix {
+        Matrix { bias, ..self }
     }
 }
 
@@ -62,6 +68,8 @@ struct Layer {
     wq: Matrix,
     wk: Matrix,
     wv: Matrix,
+    /// Per-head RMSNorm weights of Q and K (`[head_dim]` each), where the recipe has QK-norm.
+    qk_norm: Option<[wgpu::Buffer; 2]>,
     wo: Matrix,
     ffn_norm: wgpu::Buffer,
     gate: Matrix,
@@ -121,6 +129,8 @@ pub struct Model {
     output: Option<Matrix>,
     output_norm: wgpu::Buffer,
     layers: Vec<Layer>,
+    /// Llama 3 RoPE frequency divisors (`[head_dim / 2]`), folded into RoPE's frequency table.
+    rope_factors: Option<Vec<f32>>,
     step: wgpu::Buffer,
     last: wgpu::Buffer,    // [dim] the last token's normed state
     logits: wgpu::Buffer,  // [vocab]
@@ -173,16 +183,24 @@ impl Model {
         };
         let arch = cfg.family;
         let name = |role: Role, l: Option<usize>| arch.tensor_name(role, l);
+        let vector = |name: &str| upload_vector(&gpu, w, name, &pending);
+        // A layer's vector the recipe may leave out (a bias, a QK-norm weight): uploaded where the table has it.
+        let optional = |role: Role, l: usize| arch.spec(role).filter(|t| cfg.has(t.presence)).map(|t| vector(&t.name(Some(l)))).transpose();
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let n = |role: Role| name(role, Some(i));
+            let qk_norm = match (optional(Role::QNorm, i)?, optional(Role::KNorm, i)?) {
+                (Some(q), Some(k)) => Some([q, k]),
+                _ => None,
+            };
             layers.push(Layer {
-                attn_norm: norm_weight(&gpu, w, &n(Role::AttnNorm), &pending)?,
-                wq: matrix(&n(Role::Wq))?,
-                wk: matrix(&n(Role::Wk))?,
-                wv: matrix(&n(Role::Wv))?,
+                attn_norm: vector(&n(Role::AttnNorm))?,
+                wq: matrix(&n(Role::Wq))?.with_bias(optional(Role::Bq, i)?),
+                wk: matrix(&n(Role::Wk))?.with_bias(optional(Role::Bk, i)?),
+                wv: matrix(&n(Role::Wv))?.with_bias(optional(Role::Bv, i)?),
+                qk_norm,
                 wo: matrix(&n(Role::Wo))?,
-                ffn_norm: norm_weight(&gpu, w, &n(Role::FfnNorm), &pending)?,
+                ffn_norm: vector(&n(Role::FfnNorm))?,
                 gate: matrix(&n(Role::Gate))?,
                 up: matrix(&n(Role::Up))?,
                 down: matrix(&n(Role::Down))?,
@@ -191,7 +209,8 @@ impl Model {
         let embed = matrix(&name(Role::Embed, None))?;
         let output = if cfg.tied_embeddings { None } else { Some(matrix(&name(Role::Output, None))?) };
         let weight_type = types.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
-        let output_norm = norm_weight(&gpu, w, &name(Role::OutputNorm, None), &pending)?;
+        let output_norm = vector(&name(Role::OutputNorm, None))?;
+        let rope_factors = w.rope_factors()?;
         let shape = attn_shape(&cfg, KvCache::slots(&spec, ctx)?);
         shape.check(&gpu)?;
         let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;
@@ -215,6 +234,7 @@ impl Model {
             output,
             output_norm,
             layers,
+            rope_factors,
             step,
             last,
             logits,
@@ -398,11 +418,12 @@ impl Model {
     }
 
     /// The forward pass for `n` token slots, top to bottom: embedding; per
-    /// layer attention (norm, q/k/v, RoPE, KV append, attention, output
-    /// projection added to the residual) and SwiGLU FFN (norm, gate/up,
-    /// SwiGLU, down projection added to the residual); final norm. The head
-    /// (LM head, argmax, top-k) runs on the last token only. Kernels that
-    /// depend on the position or the token count read the step uniform.
+    /// layer attention (norm, q/k/v each plus its bias where the recipe has
+    /// one, per-head QK-norm where it has that, RoPE, KV append, attention,
+    /// output projection added to the residual) and SwiGLU FFN (norm,
+    /// gate/up, SwiGLU, down projection added to the residual); final norm.
+    /// The head (LM head, argmax, top-k) runs on the last token only. Kernels
+    /// that depend on the position or the token count read the step uniform.
     fn record_forward(&self, n: usize) -> Result<Plan> {
         let (g, c, a, step) = (&*self.gpu, &self.cfg, &self.acts, &self.step);
         let nt = n as u32;
@@ -411,16 +432,20 @@ impl Model {
             RopeStyle::Interleaved => RopeLayout::Interleaved,
             RopeStyle::HalfSplit => RopeLayout::HalfSplit,
         };
-        let rope = |heads: usize| Rope { n_heads: heads as u32, head_dim: c.head_dim as u32, rot_dim: c.head_dim as u32, base: c.rope_theta as f64, layout };
-        // Decode (one token) uses matrix-vector kernels, prefill tiled matmuls.
-        // A matrix split into row blocks is one dispatch per block.
+        let hd = c.head_dim as u32;
+        let factors = self.rope_factors.as_deref();
+        let rope = |heads: usize| Rope { n_heads: heads as u32, head_dim: hd, rot_dim: hd, base: c.rope_theta as f64, layout, factors };
+        // y (+)= W x, then + bias where the matrix has one. Decode (one token)
+        // uses matrix-vector kernels, prefill tiled matmuls. A matrix split
+        // into row blocks is one dispatch per block.
         let (mv, mm) = (MatvecShape::for_gpu(g), MatmulShape::for_gpu(g));
         let lin = |m: &Matrix, x: &wgpu::Buffer, y: &wgpu::Buffer, accum: bool| -> Vec<Dispatch> {
             let one = |(w, rows): &(wgpu::Buffer, Rows)| match n {
                 1 => linear::matvec_with(g, mv, m.wtype, w, x, y, *rows, m.cols, accum),
                 _ => linear::matmul_with(g, mm, m.wtype, w, x, y, step, *rows, m.cols, nt, accum),
             };
-            m.blocks.iter().map(one).collect()
+            let bias = m.bias.iter().map(|b| ew::add_bias(g, y, b, nt, m.rows));
+            m.blocks.iter().map(one).chain(bias).collect()
         };
         let e = &self.embed;
         let mut d: Vec<Dispatch> = e.blocks.iter().map(|(w, r)| linear::embed_rows(g, e.wtype, w, &a.ids, &a.x, step, *r, dim, nt)).collect();
@@ -431,6 +456,10 @@ impl Model {
             d.extend(lin(&w.wq, &a.xn, &a.q, false));
             d.extend(lin(&w.wk, &a.xn, &a.k, false));
             d.extend(lin(&w.wv, &a.xn, &a.v, false));
+            if let Some([qn, kn]) = &w.qk_norm {
+                d.push(ew::head_norm(g, &a.q, qn, nt * c.n_heads as u32, hd, c.norm_eps));
+                d.push(ew::head_norm(g, &a.k, kn, nt * c.n_kv_heads as u32, hd, c.norm_eps));
+            }
             d.push(ew::rope(g, &a.q, step, &rope(c.n_heads), nt)?);
             d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads), nt)?);
             d.extend(self.kv.record_layer(g, l, n, &io));
@@ -487,7 +516,6 @@ fn plan_slots(n: usize) -> usize {
     if n == 1 { 1 } else { n.next_power_of_two().clamp(8, MAX_CHUNK) }
 }
 
-/// Norm weights as f32 whatever their stored type.
 /// A NaN or infinite weight would turn every output into NaN: refuse the file.
 fn check_finite(name: &str, t: &crate::weights::Tensor) -> Result<()> {
     match crate::quant::first_non_finite_block(t.wtype, &t.data) {
@@ -496,7 +524,8 @@ fn check_finite(name: &str, t: &crate::weights::Tensor) -> Result<()> {
     }
 }
 
-fn norm_weight(gpu: &Gpu, w: &Weights, name: &str, pending: &Cell<u64>) -> Result<wgpu::Buffer> {
+/// A vector (norm weight, bias) as f32 whatever its stored type.
+fn upload_vector(gpu: &Gpu, w: &Weights, name: &str, pending: &Cell<u64>) -> Result<wgpu::Buffer> {
     let t = w.get(name)?;
     check_finite(name, t)?;
     let n = t.dims.iter().product::<u64>() as usize;

@@ -3,12 +3,15 @@
 //! (GGUF) names, each a view into the kept, memory-mapped file.
 //!
 //! HF Q/K weights keep their HF row order; the config then says
-//! `RopeStyle::HalfSplit` (GGUF llama files: `Interleaved`).
+//! `RopeStyle::HalfSplit` (GGUF llama files: `Interleaved`). An HF folder
+//! whose config.json asks for Llama 3 RoPE scaling gets the tensor a GGUF
+//! carries instead, `rope_freqs.weight`, computed from it.
 
-use crate::config::ModelConfig;
+use crate::arch::Role;
+use crate::config::{ModelConfig, RopeFreqs};
 use crate::error::{Error, Result, show};
 use crate::gguf::Gguf;
-use crate::mapped::Bytes;
+use crate::mapped::{Bytes, Storage};
 use crate::quant::WType;
 use crate::safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -137,6 +140,13 @@ impl Weights {
                 }
             }
         }
+        if let Some(RopeFreqs::Llama3(p)) = cfg.rope_freqs {
+            let name = cfg.family.tensor_name(Role::RopeFreqs, None);
+            let bytes: Vec<u8> = p.factors(cfg.head_dim, cfg.rope_theta as f64).iter().flat_map(|f| f.to_le_bytes()).collect();
+            let (len, storage) = (bytes.len() as u64, std::sync::Arc::new(Storage::Owned(bytes)));
+            let t = Tensor { name: name.clone(), dims: vec![cfg.head_dim as u64 / 2], wtype: WType::F32, data: Bytes::new(&storage, 0, len) };
+            tensors.insert(name, t);
+        }
         let w = Weights { cfg, format: "safetensors", path: dir.to_path_buf(), gguf: None, hf_dir: Some(dir.to_path_buf()), tensors };
         w.validate()?;
         Ok(w)
@@ -155,6 +165,21 @@ impl Weights {
     /// The LM head: `output.weight`, or `token_embd.weight` when tied.
     pub fn output(&self) -> Result<&Tensor> {
         self.get(if self.cfg.tied_embeddings { "token_embd.weight" } else { "output.weight" })
+    }
+
+    /// Llama 3 RoPE frequency factors (`rope_freqs.weight`) as f32, when the
+    /// model has them: one divisor per rotated pair, each finite and positive.
+    pub fn rope_factors(&self) -> Result<Option<Vec<f32>>> {
+        if self.cfg.rope_freqs.is_none() {
+            return Ok(None);
+        }
+        let name = self.cfg.family.tensor_name(Role::RopeFreqs, None);
+        let t = self.get(&name)?;
+        let v = crate::quant::dequantize(t.wtype, &t.data, t.n_elems())?;
+        if let Some((j, f)) = v.iter().enumerate().find(|(_, f)| !(f.is_finite() && **f > 0.0)) {
+            return Err(self.err(format!("tensor {} holds {f} at pair {j}: RoPE frequency factors must be positive numbers", self.shown_name(&name))));
+        }
+        Ok(Some(v))
     }
 
     /// All canonical tensor names, sorted.
@@ -199,6 +224,7 @@ impl Weights {
             let extra: Vec<String> = extra.iter().map(|n| self.shown_name(n)).collect();
             return Err(self.err(format!("unexpected tensor(s) {} for a {}-layer {}", extra.join(", "), self.cfg.n_layers, self.cfg.family.title())));
         }
+        self.rope_factors()?;
         Ok(())
     }
 

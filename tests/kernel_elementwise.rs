@@ -1,5 +1,6 @@
-//! Elementwise kernels against their CPU references: residual add, RMSNorm,
-//! embedding lookup, RoPE, SwiGLU.
+//! Elementwise kernels against their CPU references: residual add, bias
+//! add, RMSNorm, per-head RMSNorm (QK-norm), RoPE (with and without Llama 3
+//! frequency factors), SwiGLU.
 
 mod common;
 use common::*;
@@ -30,6 +31,66 @@ fn add_matches_reference() {
             let mut want = x.clone();
             reference::add(&mut want, &y);
             assert_close(&format!("add n={n} on {}", label(&g)), &got, &want, EXACT);
+        }
+    }
+}
+
+/// `x` followed by guard words, uploaded as a read-write buffer.
+fn guarded(g: &wgkv::gpu::Gpu, x: &[f32]) -> wgpu::Buffer {
+    let xb = g.buffer("x", 4 * (x.len() + GUARD_WORDS) as u64);
+    let mut xg = x.to_vec();
+    xg.extend(std::iter::repeat_n(f32::from_bits(GUARD), GUARD_WORDS));
+    g.write(&xb, 0, bytemuck::cast_slice(&xg));
+    xb
+}
+
+#[test]
+fn add_bias_matches_reference() {
+    // (tokens, width): one element, widths below / at / above the workgroup
+    // size, Qwen2.5-0.5B's Q and K rows at prefill, and a 2-D grid.
+    let shapes = [(1, 1), (1, 63), (3, 64), (7, 65), (16, 896), (13, 128), (1, 4864), (1029, 4097)];
+    for g in contexts() {
+        let mut rng = Rng::new(5);
+        for &(t, w) in &shapes {
+            let x = rng.vec(t * w, -2.0, 2.0);
+            let bias = rng.vec(w, -1.0, 1.0);
+            let xb = guarded(&g, &x);
+            let bb = upload_f32(&g, "bias", &bias);
+            let d = ops::add_bias(&g, &xb, &bb, t as u32, w as u32);
+            assert_eq!(d.kernel, Kernel::Add);
+            g.run(&[&d]);
+            let got = read_guarded_f32(&g, &xb, t * w);
+            let mut want = x.clone();
+            reference::add_bias(&mut want, &bias);
+            assert_close(&format!("add_bias {t}x{w} on {}", label(&g)), &got, &want, EXACT);
+        }
+    }
+}
+
+/// Per-head RMSNorm in place (QK-norm) against the reference RMSNorm over
+/// rows of head_dim; rows past `rows` stay as they were.
+#[test]
+fn head_norm_matches_reference() {
+    // (rows, head_dim, spare rows): Qwen3's heads (128) and Qwen2.5's (64)
+    // at decode and prefill, dims below / above the workgroup size, a single
+    // element, and more rows than one grid dimension holds.
+    let shapes = [(16, 128, 0), (14, 64, 3), (16 * 8, 128, 5), (3, 1, 2), (5, 63, 1), (2, 65, 0), (33, 100, 7), (1, 256, 0), (70_000, 2, 9)];
+    for g in contexts() {
+        let mut rng = Rng::new(6);
+        for &(rows, dim, spare) in &shapes {
+            let n = (rows + spare) * dim;
+            let x = rng.vec(n, -3.0, 3.0);
+            let w = rng.vec(dim, 0.5, 1.5);
+            let xb = guarded(&g, &x);
+            let wb = upload_f32(&g, "w", &w);
+            let d = ops::head_norm(&g, &xb, &wb, rows as u32, dim as u32, 1e-6);
+            assert_eq!(d.kernel, Kernel::HeadNorm);
+            g.run(&[&d]);
+            let got = read_guarded_f32(&g, &xb, n);
+            let want = reference::rmsnorm(&x[..rows * dim], &w, dim, 1e-6);
+            let what = format!("head_norm {rows}x{dim} on {}", label(&g));
+            assert_close(&what, &got[..rows * dim], &want, F32_REDUCTION);
+            assert_close(&format!("{what}: rows past the last"), &got[rows * dim..], &x[rows * dim..], EXACT);
         }
     }
 }
@@ -67,17 +128,37 @@ fn rope_matches_reference() {
     use wgkv::ops::Step;
     use wgkv::ops::elementwise::{Rope, RopeLayout};
     // (heads, head_dim, rot_dim, base): q and k of the real model, partial
-    // rotary, a tiny head, an odd head count with a small rotary part.
-    let shapes = [(9, 64, 64, 1e5), (3, 64, 64, 1e5), (2, 64, 32, 1e4), (1, 2, 2, 1e4), (5, 10, 6, 5e5)];
+    // rotary, a tiny head, an odd head count with a small rotary part, Llama
+    // 3's heads and base (with its frequency factors below).
+    let shapes = [(9, 64, 64, 1e5), (3, 64, 64, 1e5), (2, 64, 32, 1e4), (1, 2, 2, 1e4), (5, 10, 6, 5e5), (4, 128, 128, 5e5)];
     let max_tokens = 65usize;
     for g in contexts() {
         let mut rng = Rng::new(3);
         let step_buf = g.uniform("step", bytemuck::bytes_of(&Step::default()));
-        for &(heads, hd, rot, base) in &shapes {
+        for (&(heads, hd, rot, base), with_factors) in shapes.iter().flat_map(|s| [(s, false), (s, true)]) {
+            // Head 128: a Llama 3 profile (fast pairs kept, slow ones divided
+            // by 8, blended between); other shapes: arbitrary divisors.
+            let factors: Option<Vec<f32>> = match (with_factors, hd) {
+                (false, _) => None,
+                (true, 128) => Some(
+                    (0..64)
+                        .map(|j| {
+                            if j < 20 {
+                                1.0
+                            } else if j < 40 {
+                                1.0 + 7.0 * (j - 20) as f32 / 20.0
+                            } else {
+                                8.0
+                            }
+                        })
+                        .collect(),
+                ),
+                (true, _) => Some(rng.vec(rot / 2, 0.25, 40.0)),
+            };
             for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
                 let row = heads * hd;
                 let xb = g.buffer("x", 4 * (max_tokens * row + GUARD_WORDS) as u64);
-                let r = Rope { n_heads: heads as u32, head_dim: hd as u32, rot_dim: rot as u32, base, layout };
+                let r = Rope { n_heads: heads as u32, head_dim: hd as u32, rot_dim: rot as u32, base, layout, factors: factors.as_deref() };
                 // One dispatch for every step, as in the engine: only the Step uniform changes.
                 let d = ops::rope(&g, &xb, &step_buf, &r, max_tokens as u32).unwrap();
                 assert_eq!(d.kernel, Kernel::Rope);
@@ -93,8 +174,8 @@ fn rope_matches_reference() {
                         let got = read_guarded_f32(&g, &xb, max_tokens * row);
                         let mut want = x[..n_tokens * row].to_vec();
                         let half = layout == RopeLayout::HalfSplit;
-                        reference::rope(&mut want, heads, hd, rot, base, half, pos);
-                        let what = format!("rope {heads}x{hd} rot {rot} {layout:?} pos {pos} tokens {n_tokens} on {}", label(&g));
+                        reference::rope(&mut want, heads, hd, rot, base, factors.as_deref(), half, pos);
+                        let what = format!("rope {heads}x{hd} rot {rot} {layout:?} factors {with_factors} pos {pos} tokens {n_tokens} on {}", label(&g));
                         assert_close(&what, &got[..n_tokens * row], &want, ROPE);
                         assert_close(&format!("{what}: rows past n_tokens"), &got[n_tokens * row..], &x[n_tokens * row..], EXACT);
                     }
@@ -111,8 +192,17 @@ fn rope_rejects_bad_shapes() {
     let x = g.buffer("x", 64);
     let step = g.uniform("step", &[0; 16]);
     for (hd, rot, base) in [(64, 63, 1e4), (64, 66, 1e4), (64, 0, 1e4), (64, 64, 1.0), (64, 64, f64::NAN)] {
-        let r = Rope { n_heads: 1, head_dim: hd, rot_dim: rot, base, layout: RopeLayout::Interleaved };
+        let r = Rope { n_heads: 1, head_dim: hd, rot_dim: rot, base, layout: RopeLayout::Interleaved, factors: None };
         assert!(ops::rope(&g, &x, &step, &r, 1).is_err(), "head_dim {hd} rot_dim {rot} base {base} accepted");
+    }
+    let good = vec![1.0f32; 32];
+    let r = Rope { n_heads: 1, head_dim: 64, rot_dim: 64, base: 1e4, layout: RopeLayout::HalfSplit, factors: Some(&good) };
+    assert!(ops::rope(&g, &x, &step, &r, 1).is_ok());
+    for (factors, why) in [(vec![1.0f32; 31], "31 frequency factors for 32"), (vec![0.0; 32], "factor 0 is not"), (vec![f32::NAN; 32], "factor NaN")] {
+        let r = Rope { factors: Some(&factors), ..r };
+        let Err(e) = ops::rope(&g, &x, &step, &r, 1) else { panic!("{why}: accepted") };
+        let e = e.to_string();
+        assert!(e.contains(why), "{e}");
     }
 }
 

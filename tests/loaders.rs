@@ -1,7 +1,8 @@
 //! Model file loading: GGUF and safetensors readers (round trips, every
 //! malformed input gives one clear error line, never a panic or a huge
-//! allocation), ModelConfig from both formats, and the tiny random Llama
-//! loaded through both formats giving the same config and tensors.
+//! allocation), ModelConfig from both formats for every recipe, and the tiny
+//! random model of every recipe loaded through both formats giving the same
+//! config and tensors.
 
 mod common;
 #[path = "common/tiny.rs"]
@@ -590,6 +591,13 @@ fn cfg_err(g: &Gguf, want: &[&str]) {
 
 #[test]
 fn config_from_gguf() {
+    for arch in TinyArch::ALL {
+        for tied in [false, true] {
+            let o = TinyOpts { tied, ..TinyOpts::of(arch, 1) };
+            let g = Gguf::from_bytes("t", tiny_gguf_writer(&o).to_bytes().unwrap()).unwrap();
+            assert_eq!(ModelConfig::from_gguf(&g).unwrap(), tiny_config_of(&o, true), "{arch:?} tied {tied}");
+        }
+    }
     let g = tiny_gguf_with(|_| {});
     assert_eq!(ModelConfig::from_gguf(&g).unwrap(), tiny_config(RopeStyle::Interleaved, false));
     // Defaults: KV heads = heads, RoPE base 10000, rope.dimension_count = head_dim.
@@ -628,15 +636,47 @@ fn config_from_gguf_refusals() {
     let s = |x: &str| Value::Str(x.into());
     cfg_err(
         &tiny_gguf_with(|w| {
-            w.add("general.architecture", s("qwen2"));
+            w.add("general.architecture", s("gemma3"));
         }),
-        &["architecture 'qwen2' is not supported"],
+        &["architecture 'gemma3' is not supported yet (needs: post-norms, GELU FFN, sliding window)"],
     );
     cfg_err(
         &tiny_gguf_with(|w| {
-            w.add("llama.rope.scaling.type", s("yarn"));
+            w.add("general.architecture", s("phi3"));
+        }),
+        &["architecture 'phi3' is not supported yet (needs: fused QKV and gate/up tensors"],
+    );
+    cfg_err(
+        &tiny_gguf_with(|w| {
+            w.add("general.architecture", s("bloom"));
+        }),
+        &["architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3')"],
+    );
+    for ty in ["yarn", "linear", "longrope"] {
+        cfg_err(
+            &tiny_gguf_with(|w| {
+                w.add("llama.rope.scaling.type", s(ty));
+            }),
+            &[&format!("RoPE scaling '{ty}' is not supported")],
+        );
+    }
+    // The qwen2 file's own keys are read, under its own prefix.
+    let qwen = |edit: &dyn Fn(&mut GgufWriter)| {
+        let mut w = tiny_gguf_writer(&TinyOpts::of(TinyArch::Qwen2, 1));
+        edit(&mut w);
+        Gguf::from_bytes("tiny.gguf", w.to_bytes().unwrap()).unwrap()
+    };
+    cfg_err(
+        &qwen(&|w| {
+            w.add("qwen2.rope.scaling.type", s("yarn"));
         }),
         &["RoPE scaling 'yarn' is not supported"],
+    );
+    cfg_err(
+        &qwen(&|w| {
+            w.add("qwen2.attention.layer_norm_rms_epsilon", Value::F32(0.0));
+        }),
+        &["RMS norm epsilon 0"],
     );
     ModelConfig::from_gguf(&tiny_gguf_with(|w| {
         w.add("llama.rope.scaling.type", s("none"));
@@ -653,12 +693,6 @@ fn config_from_gguf_refusals() {
             w.add("llama.rope.dimension_count", Value::U32(8));
         }),
         &["rope.dimension_count 8 != head_dim 16"],
-    );
-    cfg_err(
-        &tiny_gguf_with(|w| {
-            w.add_tensor("rope_freqs.weight", &[8], WType::F32, vec![0; 32]);
-        }),
-        &["rope_freqs.weight"],
     );
     cfg_err(
         &tiny_gguf_with(|w| {
@@ -750,11 +784,42 @@ fn config_from_hf_json() {
     .unwrap();
     assert_eq!((c.head_dim, c.q_dim(), c.kv_dim()), (32, 128, 64));
 
+    for arch in TinyArch::ALL {
+        for tied in [false, true] {
+            let o = TinyOpts { tied, ..TinyOpts::of(arch, 1) };
+            assert_eq!(ModelConfig::from_hf_json("c", &hf_config_json_of(&o)).unwrap(), tiny_config_of(&o, false), "{arch:?} tied {tied}");
+        }
+    }
     hf_err(
         &hf_json(|j| {
-            j.insert("architectures".into(), json!(["Qwen2ForCausalLM"]));
+            j.insert("architectures".into(), json!(["Gemma2ForCausalLM"]));
         }),
-        &["architectures [Qwen2ForCausalLM] not supported"],
+        &["architectures [Gemma2ForCausalLM] not supported yet (needs: post-norms, GELU FFN, logit soft-capping, sliding window)"],
+    );
+    hf_err(
+        &hf_json(|j| {
+            j.insert("architectures".into(), json!(["BloomForCausalLM"]));
+        }),
+        &["architectures [BloomForCausalLM] not supported (this build runs LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"],
+    );
+    // A Qwen config's window counts when use_sliding_window says so.
+    let qwen = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut j: serde_json::Value = serde_json::from_str(&hf_config_json_of(&TinyOpts::of(TinyArch::Qwen2, 1))).unwrap();
+        edit(j.as_object_mut().unwrap());
+        j.to_string()
+    };
+    hf_err(
+        &qwen(&|j| {
+            j.insert("use_sliding_window".into(), json!(true));
+        }),
+        &["sliding_window 64 is not supported"],
+    );
+    // attention_bias would put a bias on the output projection too.
+    hf_err(
+        &qwen(&|j| {
+            j.insert("attention_bias".into(), json!(true));
+        }),
+        &["attention_bias"],
     );
     hf_err(
         &hf_json(|j| {
@@ -766,14 +831,37 @@ fn config_from_hf_json() {
         &hf_json(|j| {
             j.insert("rope_scaling".into(), json!({"rope_type": "llama3", "factor": 8.0}));
         }),
-        &["rope_scaling 'llama3' is not supported"],
+        &["rope_scaling 'llama3' is missing 'low_freq_factor'"],
+    );
+    let llama3 = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+    hf_err(
+        &hf_json(|j| {
+            j.insert("rope_scaling".into(), llama3.clone());
+        }),
+        &["rope_scaling high_freq_factor 4 is not above low_freq_factor 4"],
+    );
+    let mut bad = llama3.clone();
+    bad["factor"] = json!(-1.0);
+    hf_err(
+        &hf_json(|j| {
+            j.insert("rope_scaling".into(), bad.clone());
+        }),
+        &["rope_scaling 'factor' is not a positive number"],
     );
     hf_err(
         &hf_json(|j| {
             j.insert("rope_scaling".into(), json!({"type": "linear", "factor": 2.0}));
         }),
-        &["rope_scaling 'linear'"],
+        &["rope_scaling 'linear' is not supported (default and llama3 are)"],
     );
+    for ty in ["yarn", "dynamic", "longrope"] {
+        hf_err(
+            &hf_json(|j| {
+                j.insert("rope_scaling".into(), json!({"rope_type": ty, "factor": 4.0}));
+            }),
+            &[&format!("rope_scaling '{ty}' is not supported")],
+        );
+    }
     hf_err(
         &hf_json(|j| {
             j.remove("hidden_size");
@@ -849,19 +937,36 @@ fn rope_row_permutation_round_trips() {
     assert_eq!(from_gguf_rows(&g, cols, 2), v);
 }
 
+/// llama.cpp's converter's factors (tiny.rs, written from its Python) and
+/// the HF loader's agree, for the tiny model and for Llama 3.1 8B's
+/// parameters; each regime (kept, blended, divided) occurs.
+#[test]
+fn llama3_rope_factors_match_the_converter() {
+    use wgkv::config::Llama3Rope;
+    let l31 = Llama3Rope { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192.0 };
+    for (p, hd, theta) in [(LLAMA3, 16, 10000.0), (l31, 128, 500000.0), (Llama3Rope { factor: 32.0, ..l31 }, 64, 500000.0)] {
+        let (got, want) = (p.factors(hd, theta), llama3_factors(&p, hd, theta));
+        common::assert_close(&format!("llama3 factors {p:?} head_dim {hd}"), &got, &want, common::Tol { name: "f32-ulp", abs: 0.0, rel: 2e-7 });
+        assert_eq!((got[0], got[hd / 2 - 1]), (1.0, p.factor as f32), "{p:?}");
+        assert!(got.iter().any(|&f| f > 1.0 && f < p.factor as f32), "{p:?}: no blended pair in {got:?}");
+    }
+}
+
 #[test]
 fn tiny_model_same_through_gguf_and_safetensors() {
     let dir = scratch("agree");
-    for (i, quant) in [WType::F32, WType::F16, WType::BF16, WType::Q8_0, WType::Q4_0, WType::Q4_1].into_iter().enumerate() {
-        let o = TinyOpts { quant, ..TinyOpts::new(40 + i as u64) };
-        let (gp, hp) = (dir.join(format!("{}.gguf", quant.name())), dir.join(quant.name()));
-        write_tiny_gguf(&gp, o.seed, quant);
+    let quants = [WType::F32, WType::F16, WType::BF16, WType::Q8_0, WType::Q4_0, WType::Q4_1];
+    for (i, (arch, quant)) in TinyArch::ALL.into_iter().flat_map(|a| quants.map(|q| (a, q))).enumerate() {
+        let o = TinyOpts { quant, ..TinyOpts::of(arch, 40 + i as u64) };
+        let tag = format!("{arch:?}-{}", quant.name());
+        let (gp, hp) = (dir.join(format!("{tag}.gguf")), dir.join(&tag));
+        write_tiny_gguf_opts(&gp, &o);
         write_tiny_hf_opts(&hp, &o);
         let g = Weights::open(&gp).unwrap();
         let h = Weights::open(&hp).unwrap();
         assert_eq!((g.format, h.format), ("gguf", "safetensors"));
-        assert_eq!(g.cfg, tiny_config(RopeStyle::Interleaved, false));
-        assert_eq!(h.cfg, ModelConfig { rope_style: RopeStyle::HalfSplit, ..g.cfg.clone() });
+        assert_eq!(g.cfg, tiny_config_of(&o, true));
+        assert_eq!(h.cfg, tiny_config_of(&o, false));
         assert_eq!(g.names(), h.names());
         assert!(g.gguf.is_some() && g.hf_dir.is_none() && h.gguf.is_none());
         assert_eq!(h.tokenizer_json(), Some(hp.join("tokenizer.json")));
@@ -871,14 +976,18 @@ fn tiny_model_same_through_gguf_and_safetensors() {
             assert_eq!(th.dims, t.dims, "{}", t.name);
             assert_eq!(tg.wtype, if t.dims.len() == 1 { WType::F32 } else { quant }, "{}", t.name);
             assert_eq!(th.wtype, hf_dtype(&t.name, quant), "{}", t.name);
-            let what = format!("{} {}", quant.name(), t.name);
+            let what = format!("{tag} {}", t.name);
             common::assert_close(&format!("{what} (gguf)"), &hf_order_values(&g, &t.name), &t.values, common::EXACT);
-            common::assert_close(&format!("{what} (hf)"), &hf_order_values(&h, &t.name), &t.values, common::EXACT);
+            // The HF loader computes the RoPE factors the GGUF carries.
+            let tol = if t.name == "rope_freqs.weight" { common::Tol { name: "f32-ulp", abs: 0.0, rel: 2e-7 } } else { common::EXACT };
+            common::assert_close(&format!("{what} (hf)"), &hf_order_values(&h, &t.name), &t.values, tol);
         }
-        // Q/K really are stored permuted in the GGUF (and not elsewhere).
+        assert_eq!(g.rope_factors().unwrap().is_some(), arch == TinyArch::Llama3Rope);
+        // Q/K really are stored permuted in Llama GGUFs (and not elsewhere).
         let raw = |w: &Weights, n: &str| dequantize(w.get(n).unwrap().wtype, &w.get(n).unwrap().data, w.get(n).unwrap().n_elems()).unwrap();
-        assert_ne!(raw(&g, "blk.0.attn_q.weight"), raw(&h, "blk.0.attn_q.weight"));
-        assert_ne!(raw(&g, "blk.1.attn_k.weight"), raw(&h, "blk.1.attn_k.weight"));
+        let permuted = arch.family() == wgkv::arch::Arch::Llama;
+        assert_eq!(raw(&g, "blk.0.attn_q.weight") != raw(&h, "blk.0.attn_q.weight"), permuted, "{tag}");
+        assert_eq!(raw(&g, "blk.1.attn_k.weight") != raw(&h, "blk.1.attn_k.weight"), permuted, "{tag}");
         assert_eq!(raw(&g, "blk.0.attn_v.weight"), raw(&h, "blk.0.attn_v.weight"));
     }
     std::fs::remove_dir_all(dir).unwrap();
@@ -937,7 +1046,7 @@ fn open_detects_the_format() {
 }
 
 /// The error of opening the tiny GGUF with its tensor list changed by `edit`.
-fn tiny_weights_err(edit: impl FnOnce(&mut Vec<(String, Vec<u64>, WType, Vec<u8>)>)) -> String {
+fn tiny_weights_err(edit: impl FnOnce(&mut Vec<RawTensor>)) -> String {
     let msg = Weights::from_gguf(tiny_edited(edit)).unwrap_err().to_string();
     check_msg(&msg, "edited.gguf", &[]);
     msg
@@ -962,11 +1071,48 @@ fn weights_shape_missing_and_extra_tensors() {
     assert!(m.contains("unexpected tensor(s) 'blk.0.attn_q.bias'"), "{m}");
     let m = tiny_weights_err(|t| t.push(("blk.2.attn_q.weight".into(), vec![64, 64], WType::F32, f32s(64 * 64))));
     assert!(m.contains("'blk.2.attn_q.weight' for a 2-layer Llama"), "{m}");
+    // The recipes' optional tensors: required where the recipe has them, refused elsewhere.
+    let err = |arch: TinyArch, edit: &dyn Fn(&mut Vec<RawTensor>)| {
+        let msg = Weights::from_gguf(tiny_edited_of(&TinyOpts::of(arch, 2), edit)).unwrap_err().to_string();
+        check_msg(&msg, "edited.gguf", &[]);
+        msg
+    };
+    let m = err(TinyArch::Qwen2, &|t| t.retain(|t| t.0 != "blk.1.attn_k.bias"));
+    assert!(m.contains("missing tensor 'blk.1.attn_k.bias'"), "{m}");
+    let m = err(TinyArch::Qwen2, &|t| {
+        let b = t.iter_mut().find(|t| t.0 == "blk.0.attn_v.bias").unwrap();
+        (b.1, b.3) = (vec![64], f32s(64));
+    });
+    assert!(m.contains("'blk.0.attn_v.bias' has shape [64], expected [32]"), "{m}");
+    let m = err(TinyArch::Qwen3, &|t| t.retain(|t| t.0 != "blk.0.attn_q_norm.weight"));
+    assert!(m.contains("missing tensor 'blk.0.attn_q_norm.weight'"), "{m}");
+    let m = err(TinyArch::Qwen3, &|t| t.push(("blk.0.attn_q.bias".into(), vec![128], WType::F32, f32s(128))));
+    assert!(m.contains("unexpected tensor(s) 'blk.0.attn_q.bias' for a 2-layer Qwen3"), "{m}");
+    let m = err(TinyArch::Qwen2, &|t| t.push(("blk.0.attn_k_norm.weight".into(), vec![16], WType::F32, f32s(16))));
+    assert!(m.contains("unexpected tensor(s) 'blk.0.attn_k_norm.weight' for a 2-layer Qwen2"), "{m}");
+    // Llama 3 frequency factors: one per rotated pair, positive.
+    let m = err(TinyArch::Llama, &|t| t.push(("rope_freqs.weight".into(), vec![7], WType::F32, f32s(7))));
+    assert!(m.contains("'rope_freqs.weight' has shape [7], expected [8]"), "{m}");
+    let m = err(TinyArch::Llama, &|t| t.push(("rope_freqs.weight".into(), vec![8], WType::F32, vec![0; 32])));
+    assert!(m.contains("tensor 'rope_freqs.weight' holds 0 at pair 0: RoPE frequency factors must be positive numbers"), "{m}");
+    let m = err(TinyArch::Llama3Rope, &|t| {
+        let f = t.iter_mut().find(|t| t.0 == "rope_freqs.weight").unwrap();
+        f.3[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    assert!(m.contains("holds NaN at pair 3"), "{m}");
 }
 
+/// A tensor as a GGUF holds it: name, dims (ne0 first), type, bytes.
+type RawTensor = (String, Vec<u64>, WType, Vec<u8>);
+
 /// The tiny GGUF with its tensor list changed by `edit`.
-fn tiny_edited(edit: impl FnOnce(&mut Vec<(String, Vec<u64>, WType, Vec<u8>)>)) -> Gguf {
-    let g = Gguf::from_bytes("t", tiny_gguf_writer(&TinyOpts::new(2)).to_bytes().unwrap()).unwrap();
+fn tiny_edited(edit: impl FnOnce(&mut Vec<RawTensor>)) -> Gguf {
+    tiny_edited_of(&TinyOpts::new(2), edit)
+}
+
+/// The tiny GGUF written with `o`, its tensor list changed by `edit`.
+fn tiny_edited_of(o: &TinyOpts, edit: impl FnOnce(&mut Vec<RawTensor>)) -> Gguf {
+    let g = Gguf::from_bytes("t", tiny_gguf_writer(o).to_bytes().unwrap()).unwrap();
     let mut tensors: Vec<_> = g.tensors.iter().map(|t| (t.name.clone(), t.dims.clone(), t.wtype, g.tensor_data(t).to_vec())).collect();
     edit(&mut tensors);
     let mut w = GgufWriter::new();
@@ -1029,10 +1175,30 @@ fn hf_folder_errors() {
     w.write(&one.join("model.safetensors")).unwrap();
     let m = Weights::open(&one).unwrap_err().to_string();
     assert!(m.contains("'blk.1.ffn_down.weight' (HF 'model.layers.1.mlp.down_proj.weight') has shape [64, 96], expected [96, 64]"), "{m}");
+    // A bias Llama has no row for is named the HF way too.
+    let mut w = SafeTensorsWriter::new();
+    for t in &st.tensors {
+        w.add(&t.name, t.wtype, &t.shape, st.tensor_data(t).to_vec());
+    }
     w.add("model.layers.0.self_attn.q_proj.bias", WType::F32, &[64], vec![0; 256]);
     w.write(&one.join("model.safetensors")).unwrap();
     let m = Weights::open(&one).unwrap_err().to_string();
-    assert!(m.contains("unexpected tensor 'model.layers.0.self_attn.q_proj.bias' (not a Llama weight)"), "{m}");
+    assert!(m.contains("unexpected tensor(s) 'blk.0.attn_q.bias' (HF 'model.layers.0.self_attn.q_proj.bias') for a 2-layer Llama"), "{m}");
+    w.add("model.layers.0.self_attn.q_proj.scale", WType::F32, &[64], vec![0; 256]);
+    w.write(&one.join("model.safetensors")).unwrap();
+    let m = Weights::open(&one).unwrap_err().to_string();
+    assert!(m.contains("unexpected tensor 'model.layers.0.self_attn.q_proj.scale' (not a Llama weight)"), "{m}");
+    // A Qwen2 folder without a bias names it the HF way.
+    let qwen = dir.join("qwen");
+    write_tiny_hf_opts(&qwen, &TinyOpts::of(TinyArch::Qwen2, 4));
+    let st = SafeTensors::open(&qwen.join("model.safetensors")).unwrap();
+    let mut w = SafeTensorsWriter::new();
+    for t in st.tensors.iter().filter(|t| t.name != "model.layers.1.self_attn.k_proj.bias") {
+        w.add(&t.name, t.wtype, &t.shape, st.tensor_data(t).to_vec());
+    }
+    w.write(&qwen.join("model.safetensors")).unwrap();
+    let m = Weights::open(&qwen).unwrap_err().to_string();
+    assert!(m.contains("missing tensor 'blk.1.attn_k.bias' (HF 'model.layers.1.self_attn.k_proj.bias')"), "{m}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

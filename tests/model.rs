@@ -1,14 +1,17 @@
-//! The whole forward pass on the GPU: a tiny random Llama written at test
-//! time as GGUF (quantized) and as a safetensors folder gives the same logits
-//! through both loaders and matches the CPU reference forward at several
-//! positions (prefill and decode); the real model's teacher-forced logits
-//! match the exact float64 reference in tests/reference/smollm2-135m/.
+//! The whole forward pass on the GPU: a tiny random model of every recipe
+//! (Llama, Llama 3 RoPE factors, Qwen2, Qwen3) written at test time as GGUF
+//! (quantized) and as a safetensors folder gives the same logits through
+//! both loaders and matches the CPU reference forward at several positions
+//! (prefill and decode); the real model's teacher-forced logits match the
+//! exact float64 reference in tests/reference/smollm2-135m/.
 
 mod common;
 #[path = "common/tiny.rs"]
 mod tiny;
 
 use common::*;
+use tiny::{TinyArch, TinyOpts};
+use wgkv::config::{ModelConfig, RopeStyle};
 use wgkv::kv::KvSpec;
 use wgkv::model::{Model, Output, Readout};
 use wgkv::quant::WType;
@@ -57,26 +60,83 @@ fn run_reference(w: &Weights, kv_f16: bool) -> Vec<Vec<f32>> {
     out
 }
 
+/// Llama over three weight types; the other recipes differ in their block,
+/// not their weights, so two types each.
+fn recipe_quants(arch: TinyArch) -> &'static [WType] {
+    if arch == TinyArch::Llama { &[WType::Q8_0, WType::Q4_1, WType::F16] } else { &[WType::Q8_0, WType::F16] }
+}
+
+/// The tiny model written with `o` as GGUF and as an HF folder under `dir`, opened.
+fn write_both(dir: &std::path::Path, o: &TinyOpts) -> (Weights, Weights) {
+    let tag = format!("{:?}-{}", o.arch, o.quant.name());
+    let (gguf, hf) = (dir.join(format!("tiny-{tag}.gguf")), dir.join(format!("tiny-hf-{tag}")));
+    tiny::write_tiny_gguf_opts(&gguf, o);
+    tiny::write_tiny_hf_opts(&hf, o);
+    (Weights::open(&gguf).unwrap(), Weights::open(&hf).unwrap())
+}
+
 #[test]
 fn tiny_model_gpu_matches_reference_through_both_loaders() {
     let dir = tiny::scratch("model-tiny");
-    for quant in [WType::Q8_0, WType::Q4_1, WType::F16] {
-        let gguf = dir.join(format!("tiny-{}.gguf", quant.name()));
-        let hf = dir.join(format!("tiny-hf-{}", quant.name()));
-        tiny::write_tiny_gguf(&gguf, 7, quant);
-        std::fs::create_dir_all(&hf).unwrap();
-        tiny::write_tiny_hf_opts(&hf, &tiny::TinyOpts { quant, ..tiny::TinyOpts::new(7) });
-        let wg = Weights::open(&gguf).unwrap();
-        let wh = Weights::open(&hf).unwrap();
-        for g in contexts() {
-            let want = run_reference(&wg, g.caps.f16);
-            let from_gguf = run_tiny(&g, &wg, 64);
-            let from_hf = run_tiny(&g, &wh, 64);
-            for (i, ((a, b), r)) in from_gguf.iter().zip(&from_hf).zip(&want).enumerate() {
-                let what = format!("{} step {i} on {}", quant.name(), label(&g));
-                assert_close(&format!("gguf vs reference, {what}"), a, r, LOGITS);
-                assert_close(&format!("safetensors vs reference, {what}"), b, r, LOGITS);
+    for arch in TinyArch::ALL {
+        for &quant in recipe_quants(arch) {
+            // Qwen3's tiny model ties its LM head, the others do not.
+            let o = TinyOpts { quant, tied: arch == TinyArch::Qwen3, ..TinyOpts::of(arch, 7) };
+            let (wg, wh) = write_both(&dir, &o);
+            for g in contexts() {
+                let want = run_reference(&wg, g.caps.f16);
+                let from_gguf = run_tiny(&g, &wg, 64);
+                let from_hf = run_tiny(&g, &wh, 64);
+                for (i, ((a, b), r)) in from_gguf.iter().zip(&from_hf).zip(&want).enumerate() {
+                    let what = format!("{arch:?} {} step {i} on {}", quant.name(), label(&g));
+                    assert_close(&format!("gguf vs reference, {what}"), a, r, LOGITS);
+                    assert_close(&format!("safetensors vs reference, {what}"), b, r, LOGITS);
+                }
             }
+        }
+    }
+}
+
+/// Takes one part of a recipe out of a config.
+type Strip = fn(&mut ModelConfig);
+
+/// The test above can fail: each part of a recipe (Q/K/V biases, QK-norm,
+/// RoPE factors, RoPE pairing) moves the reference's logits by far more
+/// than `LOGITS` allows, so a forward that dropped it would not pass.
+#[test]
+fn each_recipe_part_moves_the_logits() {
+    let dir = tiny::scratch("model-parts");
+    for arch in TinyArch::ALL {
+        let o = TinyOpts { quant: WType::Q8_0, ..TinyOpts::of(arch, 7) };
+        let (wg, _) = write_both(&dir, &o);
+        let full = run_reference(&wg, true);
+        let c = wg.cfg.clone();
+        let mut parts: Vec<(&str, Strip)> =
+            vec![("RoPE pairing", |c| c.rope_style = if c.rope_style == RopeStyle::Interleaved { RopeStyle::HalfSplit } else { RopeStyle::Interleaved })];
+        if c.qkv_bias {
+            parts.push(("Q/K/V biases", |c| c.qkv_bias = false));
+        }
+        if c.qk_norm {
+            parts.push(("QK-norm", |c| c.qk_norm = false));
+        }
+        if c.rope_freqs.is_some() {
+            parts.push(("RoPE factors", |c| c.rope_freqs = None));
+        }
+        let expected_parts = 1 + matches!(arch, TinyArch::Qwen2 | TinyArch::Qwen3 | TinyArch::Llama3Rope) as usize;
+        assert_eq!(parts.len(), expected_parts, "{arch:?}");
+        for (part, strip) in parts {
+            let mut w = Weights::open(&wg.path).unwrap();
+            strip(&mut w.cfg);
+            let without = run_reference(&w, true);
+            // Worst excess over the tolerance, in multiples of it.
+            let excess = full
+                .iter()
+                .zip(&without)
+                .flat_map(|(a, b)| a.iter().zip(b))
+                .map(|(&a, &b)| (a - b).abs() / (LOGITS.abs + LOGITS.rel * a.abs()))
+                .fold(0f32, f32::max);
+            eprintln!("{arch:?} without {part}: logits move up to {excess:.0}x the tolerance");
+            assert!(excess > 10.0, "{arch:?} without {part}: logits move only {excess:.1}x the tolerance");
         }
     }
 }
@@ -84,23 +144,25 @@ fn tiny_model_gpu_matches_reference_through_both_loaders() {
 #[test]
 fn prefill_in_chunks_equals_one_prefill() {
     let dir = tiny::scratch("model-chunks");
-    let path = dir.join("tiny.gguf");
-    tiny::write_tiny_gguf(&path, 3, WType::Q8_0);
-    let w = Weights::open(&path).unwrap();
-    for g in contexts() {
-        let prompt: Vec<u32> = (0..40).map(|i| (i * 11 + 1) % 300).collect();
-        let mut one = Model::load(g.clone(), &w, 64, KvSpec::full()).unwrap();
-        let a = logits(one.forward(&prompt, Readout::Logits).unwrap());
-        let mut parts = Model::load(g.clone(), &w, 64, KvSpec::full()).unwrap();
-        parts.forward(&prompt[..9], Readout::Argmax).unwrap();
-        parts.forward(&prompt[9..10], Readout::Argmax).unwrap();
-        let b = logits(parts.forward(&prompt[10..], Readout::Logits).unwrap());
-        assert_close(&format!("chunked prefill on {}", label(&g)), &b, &a, LOGITS);
-        let greedy = one.forward(&[5], Readout::Argmax).unwrap();
-        let full = logits(parts.forward(&[5], Readout::Logits).unwrap());
-        match greedy {
-            Output::Argmax(id) => assert_eq!(id, argmax(&full), "GPU argmax vs argmax of read-back logits"),
-            o => panic!("{o:?}"),
+    for arch in TinyArch::ALL {
+        let path = dir.join(format!("tiny-{arch:?}.gguf"));
+        tiny::write_tiny_gguf_opts(&path, &TinyOpts { quant: WType::Q8_0, ..TinyOpts::of(arch, 3) });
+        let w = Weights::open(&path).unwrap();
+        for g in contexts() {
+            let prompt: Vec<u32> = (0..40).map(|i| (i * 11 + 1) % 300).collect();
+            let mut one = Model::load(g.clone(), &w, 64, KvSpec::full()).unwrap();
+            let a = logits(one.forward(&prompt, Readout::Logits).unwrap());
+            let mut parts = Model::load(g.clone(), &w, 64, KvSpec::full()).unwrap();
+            parts.forward(&prompt[..9], Readout::Argmax).unwrap();
+            parts.forward(&prompt[9..10], Readout::Argmax).unwrap();
+            let b = logits(parts.forward(&prompt[10..], Readout::Logits).unwrap());
+            assert_close(&format!("{arch:?} chunked prefill on {}", label(&g)), &b, &a, LOGITS);
+            let greedy = one.forward(&[5], Readout::Argmax).unwrap();
+            let full = logits(parts.forward(&[5], Readout::Logits).unwrap());
+            match greedy {
+                Output::Argmax(id) => assert_eq!(id, argmax(&full), "{arch:?}: GPU argmax vs argmax of read-back logits"),
+                o => panic!("{o:?}"),
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Launch builders for embedding, RMSNorm, RoPE, SwiGLU and residual add.
+//! Launch builders for RMSNorm (whole rows, and in place per head for
+//! QK-norm), RoPE, SwiGLU, residual add and bias add.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -7,16 +8,28 @@ use bytemuck::{Pod, Zeroable};
 
 pub const WG: u32 = 64;
 
+/// A flat length `n`; `period` is add's (see shaders/add.wgsl), unused by swiglu.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct AddParams {
     n: u32,
-    _p: [u32; 3],
+    period: u32,
+    _p: [u32; 2],
 }
 
 /// `x[i] += y[i]` for `i < n`.
 pub fn add(gpu: &Gpu, x: &wgpu::Buffer, y: &wgpu::Buffer, n: u32) -> Dispatch {
-    let params = gpu.uniform("add.params", bytemuck::bytes_of(&AddParams { n, _p: [0; 3] }));
+    add_periodic(gpu, "add.params", x, y, n, n)
+}
+
+/// Bias add in place: `x[t, i] += bias[i]` for `n_tokens` rows of `width`.
+pub fn add_bias(gpu: &Gpu, x: &wgpu::Buffer, bias: &wgpu::Buffer, n_tokens: u32, width: u32) -> Dispatch {
+    add_periodic(gpu, "bias.params", x, bias, n_tokens * width, width)
+}
+
+/// `x[i] += y[i % period]` for `i < n`.
+fn add_periodic(gpu: &Gpu, label: &str, x: &wgpu::Buffer, y: &wgpu::Buffer, n: u32, period: u32) -> Dispatch {
+    let params = gpu.uniform(label, bytemuck::bytes_of(&AddParams { n, period: period.max(1), _p: [0; 2] }));
     gpu.dispatch(&Spec::new(Kernel::Add).with("WG", WG), &[x, y, &params], grid_1d(n.div_ceil(WG)))
 }
 
@@ -35,6 +48,22 @@ pub fn rmsnorm(gpu: &Gpu, x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::B
     gpu.dispatch(&Spec::new(Kernel::RmsNorm).with("WG", WG), &[x, weight, out, &params], [n_tokens, 1, 1])
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct HeadNormParams {
+    rows: u32,
+    dim: u32,
+    eps: f32,
+    _p: u32,
+}
+
+/// QK-norm: RMSNorm in place over `rows` rows of `head_dim` (every head of
+/// `rows / n_heads` tokens of Q or K), each row scaled by the same `weight`.
+pub fn head_norm(gpu: &Gpu, x: &wgpu::Buffer, weight: &wgpu::Buffer, rows: u32, head_dim: u32, eps: f32) -> Dispatch {
+    let params = gpu.uniform("head_norm.params", bytemuck::bytes_of(&HeadNormParams { rows, dim: head_dim, eps, _p: 0 }));
+    gpu.dispatch(&Spec::new(Kernel::HeadNorm).with("WG", WG), &[x, weight, &params], grid_1d(rows))
+}
+
 /// Which dims RoPE rotates together: the one place the layout is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeLayout {
@@ -46,7 +75,7 @@ pub enum RopeLayout {
 
 /// Shape of one RoPE application.
 #[derive(Clone, Copy, Debug)]
-pub struct Rope {
+pub struct Rope<'a> {
     pub n_heads: u32,
     pub head_dim: u32,
     /// Leading dims of each head that rotate (`head_dim` for full rotary); even.
@@ -54,6 +83,9 @@ pub struct Rope {
     /// Frequency base (theta), e.g. 100000.
     pub base: f64,
     pub layout: RopeLayout,
+    /// Per-pair frequency divisors (Llama 3's `rope_freqs`), `rot_dim / 2`
+    /// finite positive values: pair j turns at `base^(-2j / rot_dim) / factors[j]`.
+    pub factors: Option<&'a [f32]>,
 }
 
 #[repr(C)]
@@ -65,15 +97,17 @@ struct RopeParams {
     max_tokens: u32,
 }
 
-/// Per-pair frequencies in turns (theta_j / 2pi per position), computed in
+/// Per-pair frequencies in turns (theta_j / 2pi per position), each
+/// divided by its frequency factor where there are `factors`, computed in
 /// f64 and split as (hi, mid, lo, 0) with hi and mid holding 12 significant
 /// bits each, so the shader forms exact products with 12-bit halves of the
 /// position (see shaders/rope.wgsl for the error analysis).
-pub fn rope_freqs(rot_dim: u32, base: f64) -> Vec<[f32; 4]> {
+pub fn rope_freqs(rot_dim: u32, base: f64, factors: Option<&[f32]>) -> Vec<[f32; 4]> {
     let top12 = |v: f64| f32::from_bits((v as f32).to_bits() & !0xFFF);
     (0..rot_dim / 2)
         .map(|j| {
-            let turns = base.powf(-2.0 * j as f64 / rot_dim as f64) / std::f64::consts::TAU;
+            let factor = factors.map_or(1.0, |f| f[j as usize] as f64);
+            let turns = base.powf(-2.0 * j as f64 / rot_dim as f64) / factor / std::f64::consts::TAU;
             let hi = top12(turns);
             let mid = top12(turns - hi as f64);
             [hi, mid, (turns - hi as f64 - mid as f64) as f32, 0.0]
@@ -86,14 +120,22 @@ pub fn rope_freqs(rot_dim: u32, base: f64) -> Vec<[f32; 4]> {
 /// change. The grid covers `max_tokens` rows (the buffer's capacity), so the
 /// dispatch stays valid for any step with `n_tokens <= max_tokens`.
 /// Positions must stay below 2^24.
-pub fn rope(gpu: &Gpu, x: &wgpu::Buffer, step: &wgpu::Buffer, r: &Rope, max_tokens: u32) -> Result<Dispatch> {
+pub fn rope(gpu: &Gpu, x: &wgpu::Buffer, step: &wgpu::Buffer, r: &Rope<'_>, max_tokens: u32) -> Result<Dispatch> {
     if r.rot_dim == 0 || !r.rot_dim.is_multiple_of(2) || r.rot_dim > r.head_dim {
         return Err(Error::msg(format!("rope: rotary dims {} must be even, non-zero and at most head_dim {}", r.rot_dim, r.head_dim)));
     }
     if !r.base.is_finite() || r.base <= 1.0 {
         return Err(Error::msg(format!("rope: frequency base {} must be a finite number above 1", r.base)));
     }
-    let freqs = gpu.upload("rope.freqs", bytemuck::cast_slice(&rope_freqs(r.rot_dim, r.base)));
+    if let Some(f) = r.factors {
+        if f.len() != r.rot_dim as usize / 2 {
+            return Err(Error::msg(format!("rope: {} frequency factors for {} rotated pairs", f.len(), r.rot_dim / 2)));
+        }
+        if let Some(bad) = f.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+            return Err(Error::msg(format!("rope: frequency factor {bad} is not a positive number")));
+        }
+    }
+    let freqs = gpu.upload("rope.freqs", bytemuck::cast_slice(&rope_freqs(r.rot_dim, r.base, r.factors)));
     let params = gpu.uniform("rope.params", bytemuck::bytes_of(&RopeParams { n_heads: r.n_heads, head_dim: r.head_dim, rot_dim: r.rot_dim, max_tokens }));
     let pairs = max_tokens * r.n_heads * (r.rot_dim / 2);
     Ok(gpu.dispatch(&rope_spec(r.layout), &[x, &freqs, &params, step], grid_1d(pairs.div_ceil(WG))))
@@ -105,7 +147,7 @@ fn rope_spec(layout: RopeLayout) -> Spec {
 
 /// `out[i] = silu(gate[i]) * up[i]` for `i < n` (any [tokens, ffn] batch is flat).
 pub fn swiglu(gpu: &Gpu, gate: &wgpu::Buffer, up: &wgpu::Buffer, out: &wgpu::Buffer, n: u32) -> Dispatch {
-    let params = gpu.uniform("swiglu.params", bytemuck::bytes_of(&AddParams { n, _p: [0; 3] }));
+    let params = gpu.uniform("swiglu.params", bytemuck::bytes_of(&AddParams { n, period: 0, _p: [0; 2] }));
     gpu.dispatch(&Spec::new(Kernel::Swiglu).with("WG", WG), &[gate, up, out, &params], grid_1d(n.div_ceil(WG)))
 }
 
@@ -114,6 +156,7 @@ pub fn specs() -> Vec<Spec> {
     vec![
         Spec::new(Kernel::Add).with("WG", WG),
         Spec::new(Kernel::RmsNorm).with("WG", WG),
+        Spec::new(Kernel::HeadNorm).with("WG", WG),
         rope_spec(RopeLayout::Interleaved),
         rope_spec(RopeLayout::HalfSplit),
         Spec::new(Kernel::Swiglu).with("WG", WG),

@@ -1,4 +1,5 @@
-//! References for embedding, RMSNorm, RoPE, SwiGLU and residual add.
+//! References for RMSNorm (also per head, QK-norm), RoPE, SwiGLU, residual
+//! add and bias add.
 
 /// `x[i] += y[i]`.
 pub fn add(x: &mut [f32], y: &[f32]) {
@@ -7,7 +8,15 @@ pub fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// RMSNorm over rows of `dim` (f64 accumulation of the sum of squares).
+/// `x[t, i] += bias[i]` over rows of `bias.len()`.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_mut(bias.len()) {
+        add(row, bias);
+    }
+}
+
+/// RMSNorm over rows of `dim` (f64 accumulation of the sum of squares);
+/// QK-norm is this over rows of `head_dim` (every head its own row).
 pub fn rmsnorm(x: &[f32], weight: &[f32], dim: usize, eps: f32) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
     for (row, o) in x.chunks(dim).zip(out.chunks_mut(dim)) {
@@ -21,16 +30,19 @@ pub fn rmsnorm(x: &[f32], weight: &[f32], dim: usize, eps: f32) -> Vec<f32> {
 }
 
 /// RoPE in place on rows of `n_heads * head_dim` (row `t` at position
-/// `pos + t`), angles and rotation in f64: theta_j = pos * base^(-2j / rot_dim).
+/// `pos + t`), angles and rotation in f64: theta_j = pos * base^(-2j / rot_dim)
+/// / factors[j] (Llama 3's frequency factors; 1 without them).
 /// `half_split` picks pairs (x[j], x[j + rot_dim / 2]) (Hugging Face / NeoX)
 /// instead of (x[2j], x[2j + 1]) (GGUF / llama.cpp); dims >= rot_dim are kept.
-pub fn rope(x: &mut [f32], n_heads: usize, head_dim: usize, rot_dim: usize, base: f64, half_split: bool, pos: u32) {
+#[allow(clippy::too_many_arguments)]
+pub fn rope(x: &mut [f32], n_heads: usize, head_dim: usize, rot_dim: usize, base: f64, factors: Option<&[f32]>, half_split: bool, pos: u32) {
     let half = rot_dim / 2;
     for (t, row) in x.chunks_mut(n_heads * head_dim).enumerate() {
         let p = (pos as u64 + t as u64) as f64;
         for head in row.chunks_mut(head_dim) {
             for j in 0..half {
-                let theta = p * base.powf(-2.0 * j as f64 / rot_dim as f64);
+                let factor = factors.map_or(1.0, |f| f[j] as f64);
+                let theta = p * base.powf(-2.0 * j as f64 / rot_dim as f64) / factor;
                 let (s, c) = theta.sin_cos();
                 let (i0, i1) = if half_split { (j, j + half) } else { (2 * j, 2 * j + 1) };
                 let (x0, x1) = (head[i0] as f64, head[i1] as f64);

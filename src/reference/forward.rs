@@ -6,15 +6,21 @@ use crate::Result;
 use crate::arch::Role;
 use crate::config::{ModelConfig, RopeStyle};
 use crate::quant::dequantize;
+use crate::reference::elementwise::{self, add_bias};
 use crate::weights::Weights;
 
-/// One layer's weights as f32, row-major `[rows][cols]`.
+/// One layer's weights as f32, row-major `[rows][cols]`; the parts a
+/// recipe may leave out are `Option`s.
 #[derive(Clone)]
 struct Layer {
     attn_norm: Vec<f32>,
     wq: Vec<f32>,
     wk: Vec<f32>,
     wv: Vec<f32>,
+    /// Q, K, V biases (`qkv_bias`).
+    bias: Option<[Vec<f32>; 3]>,
+    /// Per-head Q and K norm weights (`qk_norm`).
+    qk_norm: Option<[Vec<f32>; 2]>,
     wo: Vec<f32>,
     ffn_norm: Vec<f32>,
     gate: Vec<f32>,
@@ -28,7 +34,8 @@ pub struct RefModel {
     embed: Vec<f32>, // [vocab][dim]
     layers: Vec<Layer>,
     out_norm: Vec<f32>,
-    output: Option<Vec<f32>>, // [vocab][dim]; None when tied to `embed`
+    output: Option<Vec<f32>>,       // [vocab][dim]; None when tied to `embed`
+    rope_factors: Option<Vec<f32>>, // [head_dim / 2] Llama 3 frequency divisors
     /// Round cached K/V through f16 like the GPU cache does.
     pub kv_f16: bool,
     k_cache: Vec<Vec<f32>>, // per layer [pos][kv_dim]
@@ -102,23 +109,14 @@ fn matvec(w: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
 }
 
 fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    crate::reference::elementwise::rmsnorm(x, w, x.len(), eps)
+    elementwise::rmsnorm(x, w, x.len(), eps)
 }
 
-/// Rotate one head vector in place for position `pos`.
-fn rope(v: &mut [f32], pos: usize, theta: f32, style: RopeStyle) {
-    let d = v.len();
-    for j in 0..d / 2 {
-        let freq = (theta as f64).powf(-2.0 * j as f64 / d as f64);
-        let (s, c) = (pos as f64 * freq).sin_cos();
-        let (a, b) = match style {
-            RopeStyle::Interleaved => (2 * j, 2 * j + 1),
-            RopeStyle::HalfSplit => (j, j + d / 2),
-        };
-        let (x0, x1) = (v[a] as f64, v[b] as f64);
-        v[a] = (x0 * c - x1 * s) as f32;
-        v[b] = (x0 * s + x1 * c) as f32;
-    }
+/// Rotate the `n_heads` head vectors of `v` in place for position `pos`.
+fn rope(v: &mut [f32], n_heads: usize, pos: usize, c: &ModelConfig, factors: Option<&[f32]>) {
+    let hd = c.head_dim;
+    let half_split = c.rope_style == RopeStyle::HalfSplit;
+    crate::reference::elementwise::rope(v, n_heads, hd, hd, c.rope_theta as f64, factors, half_split, pos as u32);
 }
 
 impl RefModel {
@@ -137,6 +135,8 @@ impl RefModel {
                 wq: f(&n(Role::Wq))?,
                 wk: f(&n(Role::Wk))?,
                 wv: f(&n(Role::Wv))?,
+                bias: if cfg.qkv_bias { Some([f(&n(Role::Bq))?, f(&n(Role::Bk))?, f(&n(Role::Bv))?]) } else { None },
+                qk_norm: if cfg.qk_norm { Some([f(&n(Role::QNorm))?, f(&n(Role::KNorm))?]) } else { None },
                 wo: f(&n(Role::Wo))?,
                 ffn_norm: f(&n(Role::FfnNorm))?,
                 gate: f(&n(Role::Gate))?,
@@ -149,6 +149,7 @@ impl RefModel {
             embed: f(&name(Role::Embed, None))?,
             out_norm: f(&name(Role::OutputNorm, None))?,
             output,
+            rope_factors: w.rope_factors()?,
             layers,
             kv_f16: true,
             k_cache: vec![Vec::new(); cfg.n_layers],
@@ -225,17 +226,22 @@ impl RefModel {
         let round = |v: f32| if self.kv_f16 { half::f16::from_f32(v).to_f32() } else { v };
         let mut x = self.embed[token as usize * dim..(token as usize + 1) * dim].to_vec();
         for (l, w) in self.layers.iter().enumerate() {
-            // attention: norm, q/k/v, RoPE, cache, softmax(q·k/sqrt(d))·v, output projection
+            // attention: norm, q/k/v (+ bias), QK-norm, RoPE, cache, softmax(q·k/sqrt(d))·v, output projection
             let xn = rmsnorm(&x, &w.attn_norm, c.norm_eps);
             let mut q = matvec(&w.wq, &xn, nh * hd);
             let mut k = matvec(&w.wk, &xn, kv_dim);
-            let v = matvec(&w.wv, &xn, kv_dim);
-            for h in 0..nh {
-                rope(&mut q[h * hd..(h + 1) * hd], pos, c.rope_theta, c.rope_style);
+            let mut v = matvec(&w.wv, &xn, kv_dim);
+            if let Some([bq, bk, bv]) = &w.bias {
+                add_bias(&mut q, bq);
+                add_bias(&mut k, bk);
+                add_bias(&mut v, bv);
             }
-            for h in 0..nkv {
-                rope(&mut k[h * hd..(h + 1) * hd], pos, c.rope_theta, c.rope_style);
+            if let Some([qn, kn]) = &w.qk_norm {
+                q = elementwise::rmsnorm(&q, qn, hd, c.norm_eps);
+                k = elementwise::rmsnorm(&k, kn, hd, c.norm_eps);
             }
+            rope(&mut q, nh, pos, c, self.rope_factors.as_deref());
+            rope(&mut k, nkv, pos, c, self.rope_factors.as_deref());
             self.k_cache[l].extend(k.iter().map(|&e| round(e)));
             self.v_cache[l].extend(v.iter().map(|&e| round(e)));
             let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);

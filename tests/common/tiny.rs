@@ -1,11 +1,15 @@
-//! A tiny random Llama written at test time, as a GGUF file and as an HF
-//! folder (config.json + safetensors), both describing the same model.
+//! A tiny random model of every recipe (`TinyArch`: Llama, Llama with
+//! Llama 3 RoPE factors, Qwen2, Qwen3) written at test time, as a GGUF file
+//! and as an HF folder (config.json + safetensors), both describing the same
+//! model.
 //!
 //! Include with `#[path = "common/tiny.rs"] mod tiny;`.
 //!
-//! Shape: dim 64, ffn 96, 2 layers, 4 heads, 2 KV heads, head_dim 16, vocab
-//! 300. Every row length (64, 96) is whole 32-weight blocks, so matrices can
-//! be Q8_0/Q4_0/Q4_1 (not K-quants, which need rows of 256).
+//! Shape: dim 64, ffn 96, 2 layers, 4 heads, 2 KV heads, head_dim 16 (Qwen3:
+//! 32, so Q is 128 wide, not dim), vocab 300. Every row length (64, 96, 128)
+//! is whole 32-weight blocks, so matrices can be Q8_0/Q4_0/Q4_1 (not
+//! K-quants, which need rows of 256). Each recipe has its own RoPE base and
+//! norm epsilon, so the metadata is read, not assumed.
 //!
 //! Values: canonical weights are random, rounded to bf16 with tiny values
 //! flushed to zero, so they are exact in F32, F16 and BF16. For a quantized
@@ -13,9 +17,15 @@
 //! dequantized); `write_tiny_hf_opts` with the same `quant` stores exactly
 //! those as F32, so both files hold bit-identical models.
 //!
+//! Llama 3 RoPE factors: the HF folder says `rope_scaling: {rope_type:
+//! "llama3", ...}` and the GGUF carries the `rope_freqs.weight` llama.cpp's
+//! converter would write for it, computed here (`llama3_factors`) without
+//! the engine's code.
+//!
 //! RoPE layout: HF Q/K rows pair element j with j + head_dim/2 within each
 //! head. llama.cpp's converter permutes Q and K rows so that GGUF llama files
-//! pair adjacent elements (2j, 2j+1) instead; `to_gguf_rows` does that:
+//! (not qwen2/qwen3 ones) pair adjacent elements (2j, 2j+1) instead;
+//! `to_gguf_rows` does that:
 //! within each head, GGUF row 2j+s = HF row s*head_dim/2 + j (s = 0, 1),
 //! i.e. reshape rows to (heads, 2, head_dim/2), swap the last two axes.
 //! Q uses the query head count, K the KV head count. Quantization works per
@@ -24,7 +34,7 @@
 
 use std::path::{Path, PathBuf};
 use wgkv::arch::{Arch, Role};
-use wgkv::config::{ModelConfig, RopeStyle};
+use wgkv::config::{Llama3Rope, ModelConfig, RopeFreqs, RopeStyle};
 use wgkv::gguf::{GgufWriter, Value, Value as G};
 use wgkv::quant::{WType, dequantize, quantize};
 use wgkv::safetensors::SafeTensorsWriter;
@@ -41,10 +51,80 @@ pub const MAX_SEQ: usize = 256;
 pub const THETA: f32 = 10000.0;
 pub const EPS: f32 = 1e-5;
 
+/// The recipes the tiny model comes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TinyArch {
+    Llama,
+    /// Llama with Llama 3.1 RoPE scaling (frequency factors).
+    Llama3Rope,
+    /// Q/K/V biases, NeoX RoPE in GGUF too.
+    Qwen2,
+    /// Per-head QK-norm, NeoX RoPE, head_dim 32 (Q wider than dim).
+    Qwen3,
+}
+
+impl TinyArch {
+    pub const ALL: [TinyArch; 4] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3];
+
+    pub fn family(self) -> Arch {
+        match self {
+            TinyArch::Llama | TinyArch::Llama3Rope => Arch::Llama,
+            TinyArch::Qwen2 => Arch::Qwen2,
+            TinyArch::Qwen3 => Arch::Qwen3,
+        }
+    }
+
+    pub fn head_dim(self) -> usize {
+        if self == TinyArch::Qwen3 { 32 } else { HEAD_DIM }
+    }
+
+    pub fn theta(self) -> f32 {
+        match self {
+            TinyArch::Llama | TinyArch::Llama3Rope => THETA,
+            TinyArch::Qwen2 => 50000.0,
+            TinyArch::Qwen3 => 20000.0,
+        }
+    }
+
+    pub fn eps(self) -> f32 {
+        if self.family() == Arch::Llama { EPS } else { 1e-6 }
+    }
+}
+
+/// The tiny Llama 3 model's `rope_scaling`: with head_dim 16 and base 10000
+/// pair 0 keeps its frequency (wavelength 6.3 < 64/4), pairs 1 and 2 (19.9,
+/// 62.8) are blended, pairs 3-7 (> 64) are divided by 8: enough change at
+/// the tests' first positions to tell factors from none.
+pub const LLAMA3: Llama3Rope = Llama3Rope { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 64.0 };
+
+/// llama.cpp's converter's `rope_freqs` for `p` (its Python, in f64):
+/// wavelength `2 pi / freq` below `old / high` keeps 1, above `old / low`
+/// gets `factor`, in between `1 / ((1 - smooth) / factor + smooth)` with
+/// `smooth = (old / wavelen - low) / (high - low)`.
+pub fn llama3_factors(p: &Llama3Rope, head_dim: usize, theta: f64) -> Vec<f32> {
+    let old = p.original_max_position_embeddings;
+    (0..head_dim)
+        .step_by(2)
+        .map(|i| {
+            let wavelen = 2.0 * std::f64::consts::PI * theta.powf(i as f64 / head_dim as f64);
+            let f = if wavelen < old / p.high_freq_factor {
+                1.0
+            } else if wavelen > old / p.low_freq_factor {
+                p.factor
+            } else {
+                let smooth = (old / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
+                1.0 / ((1.0 - smooth) / p.factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
+}
+
 /// How to write the tiny model.
 #[derive(Clone, Copy, Debug)]
 pub struct TinyOpts {
     pub seed: u64,
+    pub arch: TinyArch,
     /// Type of the GGUF's matrices (norms are F32); for HF, the grid the
     /// values are rounded to so they match a GGUF of this type exactly.
     pub quant: WType,
@@ -56,27 +136,51 @@ pub struct TinyOpts {
 
 impl TinyOpts {
     pub fn new(seed: u64) -> TinyOpts {
-        TinyOpts { seed, quant: WType::F32, tied: false, shards: 1 }
+        TinyOpts { seed, arch: TinyArch::Llama, quant: WType::F32, tied: false, shards: 1 }
+    }
+
+    /// Another recipe, untied, F32.
+    pub fn of(arch: TinyArch, seed: u64) -> TinyOpts {
+        TinyOpts { arch, ..TinyOpts::new(seed) }
     }
 }
 
-/// The config both files carry.
+/// The tiny Llama's config as both files give it, but for `rope_style`.
 pub fn tiny_config(rope_style: RopeStyle, tied: bool) -> ModelConfig {
+    ModelConfig { rope_style, ..tiny_config_of(&TinyOpts { tied, ..TinyOpts::new(0) }, true) }
+}
+
+/// The config a file written with `o` gives: its GGUF (`gguf`) or HF folder.
+/// Written out, not taken from the engine's recipes.
+pub fn tiny_config_of(o: &TinyOpts, gguf: bool) -> ModelConfig {
+    let a = o.arch;
+    let arch = match a.family() {
+        Arch::Llama => "llama",
+        Arch::Qwen2 => "qwen2",
+        Arch::Qwen3 => "qwen3",
+    };
     ModelConfig {
-        arch: "llama".into(),
-        family: Arch::Llama,
+        arch: arch.into(),
+        family: a.family(),
         dim: DIM,
         hidden_dim: HIDDEN,
         n_layers: LAYERS,
         n_heads: HEADS,
         n_kv_heads: KV_HEADS,
-        head_dim: HEAD_DIM,
+        head_dim: a.head_dim(),
         vocab_size: VOCAB,
         max_seq: MAX_SEQ,
-        rope_theta: THETA,
-        norm_eps: EPS,
-        rope_style,
-        tied_embeddings: tied,
+        rope_theta: a.theta(),
+        norm_eps: a.eps(),
+        rope_style: if gguf && a.family() == Arch::Llama { RopeStyle::Interleaved } else { RopeStyle::HalfSplit },
+        tied_embeddings: o.tied,
+        qkv_bias: a == TinyArch::Qwen2,
+        qk_norm: a == TinyArch::Qwen3,
+        rope_freqs: match (a, gguf) {
+            (TinyArch::Llama3Rope, true) => Some(RopeFreqs::File),
+            (TinyArch::Llama3Rope, false) => Some(RopeFreqs::Llama3(LLAMA3)),
+            _ => None,
+        },
     }
 }
 
@@ -116,34 +220,31 @@ impl Mix {
     }
 }
 
-/// (name, dims ne0 first, scale) of every tensor, in file order: the
-/// recipe's tensor table over the tiny config.
-fn layout(tied: bool) -> Vec<(String, Vec<u64>, f32)> {
-    let cfg = tiny_config(RopeStyle::Interleaved, tied);
-    // Norms around 1; matrices scaled ~1/sqrt(cols) so activations stay O(1)
-    // through the layers; the embedding as drawn.
+/// The model's values as a file written with `o` holds them (HF row order):
+/// the recipe's tensor table over the tiny config, in file order.
+pub fn tiny_model(o: &TinyOpts) -> Vec<TinyTensor> {
+    let mut rng = Mix(o.seed ^ 0x7131_u64.rotate_left(40));
+    let cfg = tiny_config_of(o, true);
+    // Norms around 1; biases around 0; matrices scaled ~1/sqrt(cols) so
+    // activations stay O(1) through the layers; the embedding as drawn.
     let scale = |role: Role, dims: &[u64]| match (role, dims.len()) {
+        (Role::Bq | Role::Bk | Role::Bv, _) => 0.5,
         (_, 1) => 0.2,
         (Role::Embed, _) => 1.0,
         _ => 1.0 / (dims[0] as f32).sqrt(),
     };
     cfg.tensors()
         .into_iter()
-        .map(|n| {
-            let s = scale(n.role, &n.dims);
-            (n.name, n.dims, s)
-        })
-        .collect()
-}
-
-/// The model's values as a file written with `o` holds them (HF row order).
-pub fn tiny_model(o: &TinyOpts) -> Vec<TinyTensor> {
-    let mut rng = Mix(o.seed ^ 0x7131_u64.rotate_left(40));
-    layout(o.tied)
-        .into_iter()
-        .map(|(name, dims, scale)| {
+        .map(|t| {
+            let scale = scale(t.role, &t.dims);
+            let (name, dims) = (t.name, t.dims);
             let n = dims.iter().product::<u64>() as usize;
-            let values: Vec<f32> = if dims.len() == 1 {
+            let values: Vec<f32> = if t.role == Role::RopeFreqs {
+                llama3_factors(&LLAMA3, cfg.head_dim, cfg.rope_theta as f64)
+            } else if matches!(t.role, Role::Bq | Role::Bk | Role::Bv) {
+                // Exact in bf16 and f16 (a power of two times bf16, zero below 2^-14).
+                (0..n).map(|_| scale * rng.weight()).collect()
+            } else if dims.len() == 1 {
                 // Norm weights around 1, scale exact in bf16 (a power of two times bf16).
                 (0..n).map(|_| half::bf16::from_f32(1.0 + scale * rng.weight()).to_f32()).collect()
             } else {
@@ -183,38 +284,46 @@ fn permute_rows(values: &[f32], cols: usize, n_head: usize, to_gguf: bool) -> Ve
     out
 }
 
-/// Query heads for a canonical Q/K name (None for other tensors): the row
-/// groups llama.cpp's permutation works on.
+/// Query heads for a canonical Q/K matrix or bias name (None for other
+/// tensors): the row groups llama.cpp's permutation works on.
 pub fn rope_heads(name: &str) -> Option<usize> {
-    if name.ends_with(".attn_q.weight") {
+    if name.ends_with(".attn_q.weight") || name.ends_with(".attn_q.bias") {
         Some(HEADS)
-    } else if name.ends_with(".attn_k.weight") {
+    } else if name.ends_with(".attn_k.weight") || name.ends_with(".attn_k.bias") {
         Some(KV_HEADS)
     } else {
         None
     }
 }
 
-/// The tiny model as a GGUF (matrices `quant`, norms F32), metadata only for the model.
+/// The tiny model as a GGUF (matrices `quant`, vectors F32), metadata only
+/// for the model, under the recipe's architecture name.
 pub fn tiny_gguf_writer(o: &TinyOpts) -> GgufWriter {
+    let cfg = tiny_config_of(o, true);
     let mut w = GgufWriter::new();
     let u = |x: usize| Value::U32(x as u32);
-    w.add("general.architecture", Value::Str("llama".into()))
+    let a = cfg.arch.clone();
+    let k = |key: &str| format!("{a}.{key}");
+    w.add("general.architecture", Value::Str(a.clone()))
         .add("general.name", Value::Str("wgkv tiny".into()))
-        .add("llama.vocab_size", u(VOCAB))
-        .add("llama.context_length", u(MAX_SEQ))
-        .add("llama.embedding_length", u(DIM))
-        .add("llama.feed_forward_length", u(HIDDEN))
-        .add("llama.block_count", u(LAYERS))
-        .add("llama.attention.head_count", u(HEADS))
-        .add("llama.attention.head_count_kv", u(KV_HEADS))
-        .add("llama.rope.dimension_count", u(HEAD_DIM))
-        .add("llama.rope.freq_base", Value::F32(THETA))
-        .add("llama.attention.layer_norm_rms_epsilon", Value::F32(EPS));
+        .add(&k("vocab_size"), u(VOCAB))
+        .add(&k("context_length"), u(MAX_SEQ))
+        .add(&k("embedding_length"), u(DIM))
+        .add(&k("feed_forward_length"), u(HIDDEN))
+        .add(&k("block_count"), u(LAYERS))
+        .add(&k("attention.head_count"), u(HEADS))
+        .add(&k("attention.head_count_kv"), u(KV_HEADS))
+        .add(&k("rope.dimension_count"), u(cfg.head_dim))
+        .add(&k("rope.freq_base"), Value::F32(cfg.rope_theta))
+        .add(&k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.norm_eps));
+    if cfg.head_dim * HEADS != DIM {
+        w.add(&k("attention.key_length"), u(cfg.head_dim)).add(&k("attention.value_length"), u(cfg.head_dim));
+    }
     for t in tiny_model(o) {
+        // Only Llama's rows are permuted (its RoPE pairs become adjacent).
         let values = match rope_heads(&t.name) {
-            Some(h) => to_gguf_rows(&t.values, t.cols(), h),
-            None => t.values,
+            Some(h) if cfg.rope_style == RopeStyle::Interleaved => to_gguf_rows(&t.values, t.cols(), h),
+            _ => t.values,
         };
         let wt = if t.dims.len() == 1 { WType::F32 } else { o.quant };
         w.add_tensor(&t.name, &t.dims, wt, quantize(wt, &values));
@@ -250,38 +359,71 @@ pub fn hf_dtype(name: &str, quant: WType) -> WType {
     }
 }
 
+/// The tiny Llama's config.json.
 pub fn hf_config_json(tied: bool) -> String {
-    serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    hf_config_json_of(&TinyOpts { tied, ..TinyOpts::new(0) })
+}
+
+/// config.json of a folder written with `o`, with the keys each family's
+/// real configs carry (Qwen's name a sliding window they do not use).
+pub fn hf_config_json_of(o: &TinyOpts) -> String {
+    let (a, cfg) = (o.arch, tiny_config_of(o, false));
+    let (class, model_type) = match a.family() {
+        Arch::Llama => ("LlamaForCausalLM", "llama"),
+        Arch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+        Arch::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
+    };
+    let rope_scaling = match a {
+        TinyArch::Llama3Rope => serde_json::json!({
+            "rope_type": "llama3",
+            "factor": LLAMA3.factor,
+            "low_freq_factor": LLAMA3.low_freq_factor,
+            "high_freq_factor": LLAMA3.high_freq_factor,
+            "original_max_position_embeddings": LLAMA3.original_max_position_embeddings as u64,
+        }),
+        _ => serde_json::Value::Null,
+    };
+    let mut j = serde_json::json!({
+        "architectures": [class],
+        "model_type": model_type,
         "hidden_size": DIM,
         "intermediate_size": HIDDEN,
         "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS,
         "num_key_value_heads": KV_HEADS,
-        "head_dim": HEAD_DIM,
+        "head_dim": cfg.head_dim,
         "max_position_embeddings": MAX_SEQ,
-        "rope_theta": THETA,
-        "rms_norm_eps": EPS,
-        "rope_scaling": null,
-        "tie_word_embeddings": tied,
+        "rope_theta": cfg.rope_theta,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_scaling": rope_scaling,
+        "tie_word_embeddings": o.tied,
         "vocab_size": VOCAB,
         "hidden_act": "silu",
         "torch_dtype": "float32"
-    })
-    .to_string()
+    });
+    if a.family() != Arch::Llama {
+        let m = j.as_object_mut().unwrap();
+        m.insert("use_sliding_window".into(), false.into());
+        m.insert("sliding_window".into(), 64.into());
+        m.insert("max_window_layers".into(), 1.into());
+        m.insert("attention_bias".into(), false.into());
+    }
+    j.to_string()
 }
 
 pub fn write_tiny_hf_opts(dir: &Path, o: &TinyOpts) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), hf_config_json(o.tied)).unwrap();
+    std::fs::write(dir.join("config.json"), hf_config_json_of(o)).unwrap();
+    let family = o.arch.family();
     let tensors = tiny_model(o);
     let shards = o.shards.max(1);
     let mut writers: Vec<SafeTensorsWriter> = (0..shards).map(|_| SafeTensorsWriter::new()).collect();
     let file = |i: usize| if shards == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{shards:05}.safetensors", i + 1) };
     let mut weight_map = serde_json::Map::new();
+    // RoPE factors have no HF tensor: config.json's rope_scaling stands for them.
+    let tensors: Vec<&TinyTensor> = tensors.iter().filter(|t| !t.name.starts_with("rope_freqs")).collect();
     for (i, t) in tensors.iter().enumerate() {
-        let hf = Arch::Llama.canonical_to_hf(&t.name).unwrap();
+        let hf = family.canonical_to_hf(&t.name).unwrap();
         let dt = hf_dtype(&t.name, o.quant);
         let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
         writers[i % shards].add(&hf, dt, &shape, quantize(dt, &t.values));
