@@ -306,7 +306,18 @@ impl Gguf {
         Gguf::parse(name.to_string(), Arc::new(Storage::Owned(bytes)))
     }
 
+    /// Map `path` and parse only its header and metadata: no tensors are
+    /// listed or checked, so a file whose tensors wgkv cannot load (yet)
+    /// still gives its tokenizer and chat template.
+    pub fn open_metadata(path: &Path) -> Result<Gguf> {
+        Gguf::parse_with(path.display().to_string(), Storage::map(path)?, false)
+    }
+
     fn parse(path: String, storage: Arc<Storage>) -> Result<Gguf> {
+        Gguf::parse_with(path, storage, true)
+    }
+
+    fn parse_with(path: String, storage: Arc<Storage>, with_tensors: bool) -> Result<Gguf> {
         let b = storage.bytes();
         let mut r = Reader { b, pos: 0, path: &path };
         let magic = r.take(4, "magic")?;
@@ -334,6 +345,10 @@ impl Gguf {
             let ty = r.u32(&what)?;
             let v = r.value(ty, 0, &what)?;
             metadata.push((key, v));
+        }
+        if !with_tensors {
+            let data_offset = r.pos as u64;
+            return Ok(Gguf { path, version, metadata, tensors: Vec::new(), alignment: DEFAULT_ALIGNMENT, data_offset, storage, by_name: HashMap::new() });
         }
 
         let mut infos = Vec::with_capacity(n_tensors as usize);

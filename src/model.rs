@@ -303,7 +303,7 @@ impl Model {
             }
             let last = i + 1 == chunks.len();
             let slots = plan_slots(chunk.len());
-            self.kv.make_room(&self.gpu, chunk.len())?;
+            self.kv.before_call(&self.gpu, chunk.len())?;
             self.ensure_plan(slots)?;
             let step = Step { pos: self.kv.pos as u32, n_tokens: chunk.len() as u32, kv_len: (self.kv.len + chunk.len()) as u32, _pad: 0 };
             let acts = &self.acts;
@@ -371,7 +371,7 @@ impl Model {
             return Err(Error::msg(format!("profile runs one call of at most {} tokens under this --kv policy", self.kv.max_call())));
         }
         let slots = plan_slots(n);
-        self.kv.make_room(&self.gpu, n)?;
+        self.kv.before_call(&self.gpu, n)?;
         self.ensure_plan(slots)?;
         let step = Step { pos: self.kv.pos as u32, n_tokens: n as u32, kv_len: (self.kv.len + n) as u32, _pad: 0 };
         self.gpu.write(&self.step, 0, bytemuck::bytes_of(&step));

@@ -464,7 +464,9 @@ fn bench_cli_on_the_tiny_model() {
         };
         assert_eq!(r["kv_bytes_resident"], tokens * per_token, "{r}");
         assert_eq!(r["kv_bytes_read_per_step"], tokens * per_token, "full reads every cached token");
-        assert_eq!(r["kv_bytes_allocated"], 16 * per_token);
+        // The 16 slots and the scratch beside them, the same in every row.
+        assert!(r["kv_bytes_allocated"].as_u64().unwrap() > (16 * per_token) as u64, "{r}");
+        assert_eq!(r["kv_bytes_allocated"], rows[0]["kv_bytes_allocated"]);
         assert_eq!(r["kv_tokens_per_layer"], serde_json::json!(vec![tokens; tiny::LAYERS]));
     }
     let (pp, tg, tgd) = (&rows[0], &rows[1], &rows[2]);

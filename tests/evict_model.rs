@@ -12,7 +12,7 @@ mod tiny;
 
 use common::*;
 use wgkv::kv::KvSpec;
-use wgkv::kv::scored::{self, Scored};
+use wgkv::kv::eviction::scored::{self, Scored};
 use wgkv::model::{Model, Output, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::evict::{global_counts, select_keep};
@@ -112,7 +112,7 @@ fn kept_slots_budgets_and_logits_follow_the_reference() {
         ] {
             let what = format!("{spec} on {}", label(&g));
             let (mut m, mut r) = prefilled(&g, &w, spec);
-            let s = m.kv.scored.as_ref().unwrap();
+            let s = m.kv.scored().unwrap();
             let o = s.opts;
             let w_len = o.window;
             // Budgets: uniform, pyramid, or DynamicKV's from the GPU's scores.
@@ -169,23 +169,23 @@ fn h2o_and_vatp_hold_their_budgets_while_decoding_and_resident_bytes_drop() {
         let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
         let full_bytes = CTX * m.kv.bytes_per_token();
         m.forward(&prompt(100, 5), Readout::Argmax).unwrap();
-        let budgets = m.kv.scored.as_ref().unwrap().budgets.clone();
+        let budgets = m.kv.scored().unwrap().budgets.clone();
         assert!(budgets.iter().sum::<usize>() <= 32 * 2, "{spec}: {budgets:?}");
-        let decodes = m.kv.scored.as_ref().unwrap().opts.evicts_in_decode();
+        let decodes = m.kv.scored().unwrap().opts.evicts_in_decode();
         // 300 tokens through a 128-token context: chat turns and decode steps.
         for turn in 0..5 {
             for t in prompt(40, turn) {
                 m.forward(&[t], Readout::Argmax).unwrap();
-                let s = m.kv.scored.as_ref().unwrap();
+                let s = m.kv.scored().unwrap();
                 if decodes {
                     assert!(s.lens.iter().zip(&s.budgets).all(|(l, b)| l <= b), "{spec}: {:?} over {:?}", s.lens, s.budgets);
                 }
                 assert!(s.lens.iter().all(|&l| l <= CTX));
             }
             m.forward(&prompt(20, turn + 7), Readout::Argmax).unwrap();
-            let s = m.kv.scored.as_ref().unwrap();
+            let s = m.kv.scored().unwrap();
             assert!(s.lens.iter().zip(&s.budgets).all(|(l, b)| l <= b), "{spec} after turn {turn}: {:?} over {:?}", s.lens, s.budgets);
-            assert!(m.kv.bytes_resident() * 100 <= full_bytes * 26, "{spec}: {} of {full_bytes} bytes resident", m.kv.bytes_resident());
+            assert!(m.kv.report().resident as usize * 100 <= full_bytes * 26, "{spec}: {} of {full_bytes} bytes resident", m.kv.report().resident);
         }
         assert_eq!(m.pos(), 100 + 5 * 60);
         assert!(m.kv.evicted > 0);
@@ -259,7 +259,7 @@ fn a_shared_prefill_equals_separate_runs() {
                 out.push(logits(m.forward(&[t], Readout::Logits).unwrap()));
             }
             out.push(logits(m.forward(&prompt(20, 2), Readout::Logits).unwrap()));
-            let kept = m.kv.scored.as_ref().map(|s| kept(&g, s, 2, 2));
+            let kept = m.kv.scored().map(|s| kept(&g, s, 2, 2));
             (out, m.kv.tokens_per_layer(), m.kv.evicted, kept)
         };
         for group in groups {
@@ -309,7 +309,7 @@ fn quest_selects_among_the_slots_each_layer_kept() {
         ] {
             let what = format!("{spec} on {}", label(&g));
             let (mut m, mut r) = prefilled(&g, &w, spec);
-            let s = m.kv.scored.as_ref().unwrap();
+            let s = m.kv.scored().unwrap();
             let got = kept(&g, s, layers, heads);
             for (l, keep) in got.iter().enumerate() {
                 r.keep_heads(l, keep);
@@ -324,7 +324,7 @@ fn quest_selects_among_the_slots_each_layer_kept() {
                 differs |= want.iter().zip(&plain.forward(t)).any(|(a, b)| (a - b).abs() > 1e-2);
             }
             assert!(differs, "{what}: the selection changes the logits (else this test checks nothing)");
-            assert!(m.kv.bytes_read_per_step() < m.kv.bytes_resident(), "{what}: a step reads less than is kept");
+            assert!(m.kv.report().read_per_step < m.kv.report().resident, "{what}: a step reads less than is kept");
         }
         // A budget covering every kept slot reads them all: the scored policy alone.
         let run = |spec: &str| {

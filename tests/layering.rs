@@ -393,6 +393,36 @@ fn imports_follow_the_layer_table() {
     assert!(bad.is_empty(), "imports against the layer table at the top of tests/layering.rs:\n  {}", bad.into_iter().collect::<Vec<_>>().join("\n  "));
 }
 
+/// The KV policy's three axes (`src/kv/storage/`, `eviction/`,
+/// `selection/`) meet only through `kv/seam.rs` and the cache in `kv/`:
+/// no file of one axis names another axis's module or types, so a new
+/// storage is written without reading the eviction or selection code.
+#[test]
+fn kv_axes_do_not_know_each_other() {
+    let axes: [(&str, &[&str]); 3] = [
+        ("storage", &["Storage", "Slots", "Mustafar", "MustafarOptions"]),
+        ("eviction", &["Eviction", "Streaming", "StreamingOptions", "Scored", "ScoredOptions"]),
+        ("selection", &["Selection", "Quest", "QuestOptions"]),
+    ];
+    let mut bad = Vec::new();
+    for (axis, _) in axes {
+        let mut files = Vec::new();
+        rust_files(&src_dir().join("kv").join(axis), &mut files);
+        assert!(!files.is_empty(), "src/kv/{axis}/ has files");
+        for f in files {
+            let code = code_only(&std::fs::read_to_string(&f).unwrap());
+            let words: BTreeSet<&str> = code.split(|c: char| !is_ident(c)).collect();
+            for (other, types) in axes.iter().filter(|(o, _)| *o != axis) {
+                let named = types.iter().filter(|t| words.contains(**t)).copied().collect::<Vec<_>>();
+                if code.contains(&format!("{other}::")) || !named.is_empty() {
+                    bad.push(format!("{} names the {other} axis ({named:?})", f.display()));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
 #[test]
 fn the_scanner_sees_imports() {
     // Groups, inline paths, re-exports; comments and strings do not count.
@@ -423,7 +453,7 @@ fn copies_agree_with_the_reference() {
         for target in 0..40 {
             for sinks in 0..6 {
                 assert_eq!(
-                    wgkv::kv::streaming::streaming_keep(len, target, sinks),
+                    wgkv::kv::eviction::streaming::streaming_keep(len, target, sinks),
                     re::streaming_keep(len, target, sinks),
                     "streaming_keep({len}, {target}, {sinks})"
                 );

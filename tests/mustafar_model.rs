@@ -88,7 +88,7 @@ fn pruned_blocks_follow_the_reference() {
             let spec = format!("mustafar:k={k},v={v},window={window}");
             let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(&spec).unwrap()).unwrap();
             let got = gpu_run(&mut m);
-            let must = m.kv.mustafar.as_ref().unwrap();
+            let must = m.kv.mustafar().unwrap();
             assert_eq!(must.compressed(), compressed, "{spec} on {}", label(&g));
             assert!(compressed >= 2 * T, "the run compresses at least two blocks ({spec})");
             for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
@@ -110,7 +110,7 @@ fn sparsity_zero_equals_full() {
         let want = gpu_run(&mut f);
         let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0,v=0,window=8").unwrap()).unwrap();
         let got = gpu_run(&mut m);
-        assert!(m.kv.mustafar.as_ref().unwrap().compressed() > 0);
+        assert!(m.kv.mustafar().unwrap().compressed() > 0);
         for (i, (gv, wv)) in got.iter().zip(&want).enumerate() {
             // Same values; only the split of the softmax sums differs.
             assert_close(&format!("call {i} on {}", label(&g)), gv, wv, Tol { name: "same-sums", abs: 1e-4, rel: 1e-4 });
@@ -127,19 +127,19 @@ fn resident_bytes_follow_the_compressed_blocks_and_reset_starts_clean() {
     let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse("mustafar:k=0.75,v=0.75,window=8").unwrap()).unwrap();
     let first = gpu_run(&mut m);
     let kv = &m.kv;
-    let must = kv.mustafar.as_ref().unwrap();
+    let must = kv.mustafar().unwrap();
     let c = must.compressed();
     // Window tokens dense, blocks as pool units + 12 bytes per tile.
     let tiles = tiny::HEAD_DIM + T; // key tiles per channel + one value tile per token (d = 16)
     let meta = tiny::LAYERS * tiny::KV_HEADS * (c / T) * tiles * 12;
     let pool = must.pool_units() * 16;
-    assert_eq!(kv.bytes_resident(), (kv.len - c) * kv.bytes_per_token() + pool + meta);
+    assert_eq!(kv.report().resident as usize, (kv.len - c) * kv.bytes_per_token() + pool + meta);
     // 4 of 16 key and value elements kept per token: 512 halves per block
     // and KV head, plus at most 7 halves of padding per tile.
     let block_heads = tiny::LAYERS * tiny::KV_HEADS * (c / T);
     let nz = T * (4 + 4);
     assert!(pool >= block_heads * nz * 2 && pool <= block_heads * (nz + 7 * tiles) * 2, "pool {pool} bytes");
-    assert!(kv.bytes_resident() < f.kv.bytes_resident(), "{} vs full {}", kv.bytes_resident(), f.kv.bytes_resident());
+    assert!(kv.report().resident < f.kv.report().resident, "{} vs full {}", kv.report().resident, f.kv.report().resident);
     assert_eq!(kv.len, f.kv.len);
     // A reset forgets the blocks; the same run gives the same logits.
     m.reset();
@@ -233,12 +233,12 @@ fn under_streaming_memory_stays_flat_over_a_long_run() {
     let spec = "streaming:budget=160,sinks=4+mustafar:k=0.75,v=0.75,window=8";
     let mut m = Model::load(g.clone(), &w, 256, KvSpec::parse(spec).unwrap()).unwrap();
     let tok = |i: u32| (i * 29 + 3) % 300;
-    let units = |m: &Model| m.kv.mustafar.as_ref().unwrap().stores.iter().map(|s| s.units).sum::<u32>();
+    let units = |m: &Model| m.kv.mustafar().unwrap().stores.iter().map(|s| s.units).sum::<u32>();
     let mut seen = Vec::new();
     for i in 0..1000u32 {
         m.forward(&[tok(i)], Readout::Argmax).unwrap();
         if i == 400 || i == 999 {
-            seen.push((m.kv.bytes_resident(), units(&m), m.kv.len));
+            seen.push((m.kv.report().resident as usize, units(&m), m.kv.len));
         }
     }
     let dense_budget = 160 * m.kv.bytes_per_token();
@@ -293,7 +293,7 @@ fn under_quest_decode_attends_the_selected_blocks_as_the_reference_does() {
             assert_close(&format!("{spec}, call {i} on {}", label(&g)), gv, wv, LOGITS);
         }
         // Fewer KV bytes read than resident once it selects.
-        assert!(m.kv.bytes_read_per_step() < m.kv.bytes_resident());
+        assert!(m.kv.report().read_per_step < m.kv.report().resident);
     }
 }
 

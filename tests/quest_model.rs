@@ -101,8 +101,8 @@ fn a_budget_covering_the_context_equals_full() {
             }
             // Every token is read, plus the page metadata resident.
             assert_eq!(m.kv.len, f.kv.len);
-            assert!(m.kv.bytes_resident() > f.kv.bytes_resident());
-            assert_eq!(m.kv.bytes_read_per_step(), f.kv.bytes_read_per_step(), "{spec}");
+            assert!(m.kv.report().resident > f.kv.report().resident);
+            assert_eq!(m.kv.report().read_per_step, f.kv.report().read_per_step, "{spec}");
         }
     }
 }
@@ -117,13 +117,13 @@ fn bytes_read_per_step_follow_the_budget() {
     let len = PROMPT + DECODE.len(); // 45 slots: 12 pages, the last holding 1
     let row = tiny::HEAD_DIM * elem;
     let dense_layer = len * 2 * tiny::KV_HEADS * row;
-    assert_eq!(f.kv.bytes_read_per_step(), 2 * dense_layer);
+    assert_eq!(f.kv.report().read_per_step, (2 * dense_layer) as u64);
     // Sparse layer, shared selection (2 units = KV heads): 2 full pages + 1
     // slot of K and V per unit, and kmax + kmin of the 11 scored pages.
     let sparse = 2 * (2 * (2 * 4 + 1) + 11 * 2) * row;
-    assert_eq!(m.kv.bytes_read_per_step(), dense_layer + sparse);
+    assert_eq!(m.kv.report().read_per_step, (dense_layer + sparse) as u64);
     // Metadata: kmax + kmin per KV head and page, for the sparse layer.
-    assert_eq!(m.kv.bytes_resident() - f.kv.bytes_resident(), 2 * tiny::KV_HEADS * 12 * row);
+    assert_eq!(m.kv.report().resident - f.kv.report().resident, (2 * tiny::KV_HEADS * 12 * row) as u64);
 }
 
 #[test]

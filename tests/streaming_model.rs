@@ -175,15 +175,18 @@ fn generation_runs_past_the_context_within_the_budget() {
     let g = contexts().into_iter().next().expect("a GPU context");
     // A 64-token context and a budget of 16 slots: 200 tokens go through.
     let mut m = Model::load(g.clone(), &w, 64, KvSpec::parse("streaming:budget=25%").unwrap()).unwrap();
-    assert_eq!(m.kv.max_seq, 16);
-    let resident_cap = 16 * m.kv.bytes_per_token();
-    assert_eq!(m.kv.bytes_allocated(), resident_cap);
+    assert_eq!(m.kv.attn().max_seq, 16);
+    let resident_cap = 16 * m.kv.bytes_per_token() as u64;
+    let allocated = m.kv.report().allocated;
+    assert_eq!(allocated, Model::need(&g, &w, &m.kv.spec, 64).unwrap().kv, "what the memory check counted");
     m.forward(&prompt(), Readout::Argmax).unwrap();
     for t in decode_tokens(163) {
         assert!(m.kv.room().is_none());
         let Output::Argmax(id) = m.forward(&[t], Readout::Argmax).unwrap() else { panic!() };
         assert!((id as usize) < 300 + 1000);
-        assert!(m.kv.len <= 16 && m.kv.bytes_resident() <= resident_cap);
+        let r = m.kv.report();
+        assert!(m.kv.len <= 16 && r.resident <= resident_cap);
+        assert_eq!(r.allocated, allocated, "memory stays flat");
     }
     assert_eq!(m.pos(), 200);
     // `full` refuses the same run at the context's end.

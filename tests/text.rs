@@ -239,7 +239,7 @@ fn tiny_smollm_splits_digits_and_specials() {
 #[test]
 fn tiny_gpt2_and_llama_bpe_rules() {
     // Plain GPT-2 split keeps digit runs together, so "1 2" merges.
-    let tok = Tokenizer::from_gguf_vocab(tiny_vocab("gpt2", &["12"], &["1 2"])).unwrap();
+    let tok = Tokenizer::from_gguf_vocab(tiny_vocab("gpt-2", &["12"], &["1 2"])).unwrap();
     assert_eq!(tok.encode("12", true).unwrap(), vec![258]);
 
     // Llama 3: a word in the vocabulary is taken whole even without merges,
@@ -251,7 +251,7 @@ fn tiny_gpt2_and_llama_bpe_rules() {
     assert_eq!(tok.encode("abd", true).unwrap(), vec![259, byte_id(b'd')]);
     // "12123" -> "121" + "23".
     assert_eq!(tok.encode("12123", true).unwrap(), vec![260, byte_id(b'1'), byte_id(b'2'), byte_id(b'3')]);
-    let gpt2 = Tokenizer::from_gguf_vocab(tiny_vocab("gpt2", &extra, &merges)).unwrap();
+    let gpt2 = Tokenizer::from_gguf_vocab(tiny_vocab("gpt-2", &extra, &merges)).unwrap();
     assert_eq!(gpt2.encode("abc", true).unwrap(), vec![259, byte_id(b'c')]);
     assert_eq!(gpt2.encode("12123", true).unwrap(), vec![260, 261]);
     assert!(tok.add_bos());
@@ -266,21 +266,186 @@ fn tiny_gpt2_and_llama_bpe_rules() {
 #[test]
 fn unsupported_gguf_vocabularies_are_refused() {
     let err = |v: GgufVocab| Tokenizer::from_gguf_vocab(v).err().expect("must fail").to_string();
-    let mut v = tiny_vocab("smollm", &[], &[]);
-    v.model = "llama".into();
-    assert!(err(v).contains("'llama'"));
-    let mut v = tiny_vocab("smollm", &[], &[]);
-    v.model = "t5".into();
-    assert!(err(v).contains("'t5'"));
-    let e = err(tiny_vocab("deepseek-coder", &[], &[]));
-    assert!(e.contains("'deepseek-coder'") && e.contains("smollm"), "{e}");
+    for (model, named) in [("bert", "'bert' (WordPiece)"), ("t5", "'t5' (Unigram)"), ("rwkv", "'rwkv' (RWKV)"), ("nope", "'nope'")] {
+        let mut v = tiny_vocab("smollm", &[], &[]);
+        v.model = model.into();
+        let e = err(v);
+        assert!(e.contains(named) && e.contains("supported: gpt2") && !e.contains('\n'), "{e}");
+    }
+    // A pre-tokenizer llama.cpp knows but wgkv does not, and one nobody knows: the supported list follows.
+    for pre in ["chameleon", "nope"] {
+        let e = err(tiny_vocab(pre, &[], &[]));
+        assert!(e.contains(&format!("'{pre}'")) && e.contains("smollm") && e.contains("deepseek-coder") && !e.contains('\n'), "{e}");
+    }
     let mut v = tiny_vocab("smollm", &[], &[]);
     v.bos = Some(99999);
     assert!(err(v).contains("99999"));
     let v = tiny_vocab("smollm", &["xy"], &["x q"]);
     assert!(err(v).contains("merges"));
-    let e = err(tiny_vocab("nope", &[], &[]));
-    assert!(e.contains("'nope'") && !e.contains('\n'), "{e}");
+    let e = err(tiny_vocab("smollm", &[], &["nospace"]));
+    assert!(e.contains("malformed GGUF merge") && e.contains("nospace"), "{e}");
+    let mut v = tiny_vocab("smollm", &[], &[]);
+    v.merges.clear();
+    assert!(err(v).contains("no tokenizer.ggml.merges"));
+    let mut v = tiny_vocab("smollm", &["a"], &[]);
+    v.tokens[1] = "a".into();
+    assert!(err(v).contains("duplicate token"));
+    let mut v = tiny_vocab("smollm", &[], &[]);
+    v.scores = vec![0.0; 3];
+    assert!(err(v).contains("3 scores"));
+}
+
+// ---------------------------------------------------------------- tiny SentencePiece vocabularies
+
+/// A SentencePiece vocabulary: <unk>, <s>, </s>, the 256 byte tokens, then
+/// `pieces` (text, score).
+fn spm_vocab(pieces: &[(&str, f32)]) -> GgufVocab {
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"].map(String::from).to_vec();
+    let mut token_types = vec![TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_CONTROL];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        token_types.push(TOKEN_BYTE);
+    }
+    let mut scores = vec![0.0; tokens.len()];
+    for (t, s) in pieces {
+        tokens.push(t.to_string());
+        token_types.push(TOKEN_NORMAL);
+        scores.push(*s);
+    }
+    GgufVocab { model: "llama".into(), tokens, scores, token_types, bos: Some(1), eos: Some(2), unk: Some(0), ..Default::default() }
+}
+
+/// Id of a piece in `spm_vocab`.
+fn spm_id(pieces: &[(&str, f32)], text: &str) -> u32 {
+    259 + pieces.iter().position(|p| p.0 == text).unwrap() as u32
+}
+
+#[test]
+fn tiny_spm_merges_by_score_with_byte_fallback() {
+    // "ab" scores above "▁a": the pair merged first decides the split.
+    let pieces = [("▁", -1.0), ("a", -1.0), ("b", -1.0), ("ab", -2.0), ("▁a", -3.0)];
+    let id = |t| spm_id(&pieces, t);
+    let tok = Tokenizer::from_gguf_vocab(spm_vocab(&pieces)).unwrap();
+    assert_eq!(tok.encode("ab", false).unwrap(), vec![id("▁"), id("ab")]);
+    let swapped = [("▁", -1.0), ("a", -1.0), ("b", -1.0), ("ab", -3.0), ("▁a", -2.0)];
+    let tok2 = Tokenizer::from_gguf_vocab(spm_vocab(&swapped)).unwrap();
+    assert_eq!(tok2.encode("ab", false).unwrap(), vec![spm_id(&swapped, "▁a"), spm_id(&swapped, "b")]);
+    // Equal scores: the leftmost pair first ("▁a" before "ab").
+    let tied = [("▁", -1.0), ("a", -1.0), ("b", -1.0), ("ab", -2.0), ("▁a", -2.0)];
+    let tok3 = Tokenizer::from_gguf_vocab(spm_vocab(&tied)).unwrap();
+    assert_eq!(tok3.encode("ab", false).unwrap(), vec![spm_id(&tied, "▁a"), spm_id(&tied, "b")]);
+
+    // A character with no token becomes its UTF-8 bytes' <0xXX> tokens (3 + byte).
+    assert_eq!(tok.encode("é", false).unwrap(), vec![id("▁"), 3 + 0xC3, 3 + 0xA9]);
+    // Spaces are ▁; the space prefix comes back on decode, bytes come back whole.
+    let ids = tok.encode("ab é", false).unwrap();
+    assert_eq!(ids, vec![id("▁"), id("ab"), id("▁"), 3 + 0xC3, 3 + 0xA9]);
+    assert_eq!(tok.decode(&ids), " ab é");
+    assert_eq!(tok.encode("", false).unwrap(), Vec::<u32>::new());
+
+    // BOS by default; control tokens only with parse_special, and a space follows each.
+    assert!(tok.add_bos() && tok.add_space_prefix());
+    assert_eq!(tok.encode_prompt("ab").unwrap(), vec![1, id("▁"), id("ab")]);
+    assert_eq!(tok.encode("ab</s>ab", true).unwrap(), vec![id("▁"), id("ab"), 2, id("▁"), id("ab")]);
+    assert_eq!(tok.encode("</s>", false).unwrap(), vec![id("▁"), 3 + b'<' as u32, 3 + b'/' as u32, 3 + b's' as u32, 3 + b'>' as u32]);
+    assert_eq!(tok.decode(&[1, id("ab"), 2]), "<s>ab</s>");
+    assert_eq!(tok.eog_ids(), vec![2]);
+}
+
+#[test]
+fn tiny_spm_flags_and_fallbacks() {
+    let pieces = [("▁", -1.0), ("a", -1.0), ("b", -1.0), ("ab", -2.0)];
+    let id = |t| spm_id(&pieces, t);
+    // Gemma 3's files: no space prefix, not even after a special token.
+    let mut v = spm_vocab(&pieces);
+    v.add_space_prefix = Some(false);
+    v.add_bos = Some(false);
+    let tok = Tokenizer::from_gguf_vocab(v).unwrap();
+    assert!(!tok.add_space_prefix() && !tok.add_bos());
+    assert_eq!(tok.encode_prompt("ab</s>ab").unwrap(), vec![id("ab"), 2, id("ab")]);
+    assert_eq!(tok.encode(" ab", false).unwrap(), vec![id("▁"), id("ab")]);
+    assert_eq!(tok.decode(&tok.encode("ab ab", false).unwrap()), "ab ab");
+
+    // No byte tokens: a byte without a token becomes <unk>; without <unk> it is an error.
+    let mut v = spm_vocab(&pieces);
+    v.tokens.truncate(3);
+    v.token_types.truncate(3);
+    v.scores.truncate(3);
+    for (t, s) in pieces {
+        v.tokens.push(t.into());
+        v.token_types.push(TOKEN_NORMAL);
+        v.scores.push(s);
+    }
+    let tok = Tokenizer::from_gguf_vocab(v.clone()).unwrap();
+    assert_eq!(tok.encode("aé", false).unwrap(), vec![3, 4, 0, 0]);
+    v.unk = None;
+    v.tokens[0] = "<pad>".into();
+    v.token_types[0] = TOKEN_CONTROL;
+    // No unknown id in the file: llama.cpp's default (0) is still a token here, so bytes map to it.
+    let tok = Tokenizer::from_gguf_vocab(v.clone()).unwrap();
+    assert_eq!(tok.encode("é", false).unwrap(), vec![3, 0, 0]);
+
+    // Phi-3 (by general.name): spaces after its special tokens are dropped, except after <s>.
+    let mut v = spm_vocab(&pieces);
+    v.tokens.push("<|user|>".into());
+    v.token_types.push(TOKEN_CONTROL);
+    v.scores.push(0.0);
+    let user = v.tokens.len() as u32 - 1;
+    v.name = "Phi-3 Mini".into();
+    let tok = Tokenizer::from_gguf_vocab(v.clone()).unwrap();
+    assert_eq!(tok.encode("<|user|>\n ab", true).unwrap(), vec![user, id("▁"), id("ab")]);
+    assert_eq!(tok.encode("<s> ab", true).unwrap(), vec![1, id("▁"), id("▁"), id("ab")]);
+    v.name = "Llama".into();
+    let tok = Tokenizer::from_gguf_vocab(v).unwrap();
+    assert_eq!(tok.encode("<|user|>\n", true).unwrap(), vec![user, id("▁"), 3 + 10]);
+}
+
+#[test]
+fn tiny_gemma4_bpe() {
+    // SentencePiece-style BPE: ▁ for spaces, UTF-8 symbols, <0xXX> fallback, newline runs whole.
+    let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>"].map(String::from).to_vec();
+    let mut token_types = vec![TOKEN_CONTROL; 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        token_types.push(TOKEN_BYTE);
+    }
+    let extra = ["▁", "a", "b", "ab", "▁ab", "\n", "\n\n"];
+    tokens.extend(extra.map(String::from));
+    token_types.extend([TOKEN_NORMAL; 7]);
+    let id = |t: &str| 259 + extra.iter().position(|&e| e == t).unwrap() as u32;
+    let v = GgufVocab {
+        model: "gemma4".into(),
+        tokens,
+        token_types,
+        merges: ["a b", "▁ ab"].map(String::from).to_vec(),
+        bos: Some(2),
+        eos: Some(1),
+        add_bos: Some(false),
+        ..Default::default()
+    };
+    let tok = Tokenizer::from_gguf_vocab(v).unwrap();
+    // llama.cpp starts Gemma 4 prompts with BOS whatever the file says.
+    assert!(tok.add_bos() && !tok.add_space_prefix());
+    assert_eq!(tok.encode("ab ab", false).unwrap(), vec![id("ab"), id("▁ab")]);
+    // "\n\n" is one token; "\n\n\n" is not, so it goes through the (absent) merges: three "\n".
+    assert_eq!(tok.encode("ab\n\nab", false).unwrap(), vec![id("ab"), id("\n\n"), id("ab")]);
+    assert_eq!(tok.encode("\n\n\n", false).unwrap(), vec![id("\n"); 3]);
+    let ids = tok.encode_prompt("é ab").unwrap();
+    assert_eq!(ids, vec![2, 3 + 0xC3, 3 + 0xA9, id("▁ab")]);
+    assert_eq!(tok.decode(&ids), "<bos>é ab");
+}
+
+#[test]
+fn end_of_generation_texts_are_control_tokens() {
+    // A user-defined "<|im_end|>" is treated as a control token, as llama.cpp does.
+    let mut v = tiny_vocab("smollm", &["ab", "<|im_end|>"], &["a b"]);
+    let im_end = v.tokens.len() as u32 - 1;
+    v.token_types[im_end as usize] = TOKEN_USER_DEFINED;
+    let tok = Tokenizer::from_gguf_vocab(v).unwrap();
+    assert!(tok.is_special(im_end));
+    assert_eq!(tok.encode("<|im_end|>", true).unwrap(), vec![im_end]);
+    assert_ne!(tok.encode("<|im_end|>", false).unwrap(), vec![im_end]);
+    assert_eq!(tok.eog_ids(), vec![0, im_end]);
 }
 
 // ---------------------------------------------------------------- tokenizer.json

@@ -111,7 +111,7 @@ pub fn safetensors(data: &[u8]) -> wgkv::Result<()> {
 }
 
 /// Pre-tokenizer names the `tokenizer` target picks from (the last is unknown).
-const PRES: [&str; 9] = ["smollm", "gpt2", "", "default", "llama-bpe", "qwen2", "starcoder", "refact", "nope"];
+const PRES: [&str; 13] = ["smollm", "gpt-2", "", "default", "llama-bpe", "qwen2", "starcoder", "refact", "deepseek-llm", "falcon", "qwen35", "gemma4", "nope"];
 
 /// The GPT-2 byte alphabet, one token per byte.
 pub fn byte_alphabet() -> Vec<String> {
@@ -192,10 +192,13 @@ pub fn tokenizer(data: &[u8]) -> wgkv::Result<()> {
         pad: id(head[4]),
         add_bos: [None, Some(false), Some(true), None][(flags >> 3) as usize & 3],
         chat_template: None,
+        ..Default::default()
     };
+    let pre = v.pre.clone();
     let tok = one_line(Tokenizer::from_gguf_vocab(v))?;
-    // With every byte a token and no special ones, encoding loses nothing.
-    let lossless = flags & 2 != 0 && all_normal;
+    // With every byte a token and no special ones, byte-level BPE loses nothing
+    // (SentencePiece adds a space and has no <0xXX> tokens here; "gemma4" has none either).
+    let lossless = flags & 2 != 0 && flags & 4 == 0 && all_normal && pre != "gemma4";
     exercise_tokenizer(&tok, &text(field(0)), &ids, lossless);
     Ok(())
 }

@@ -1,9 +1,12 @@
-//! `wgkv chat`: multi-turn chat with the model's own template. Each turn
-//! prefills only the new text (the KV cache is kept across turns), answers
-//! stream token by token, Ctrl-C stops the answer, not the program;
-//! `/save` and `/load` keep a conversation with its cache.
+//! `wgkv chat`: multi-turn chat with the model's own template (or the one
+//! `--chat-template FILE` gives). Each turn prefills only the new text (the
+//! KV cache is kept across turns), answers stream token by token, Ctrl-C
+//! stops the answer, not the program; `/save` and `/load` keep a
+//! conversation with its cache. A model without a template (a base model)
+//! gets plain completion: it says so in one line, then continues each line
+//! typed as text.
 
-use super::load::{Loaded, RunArgs, load};
+use super::load::{Loaded, RunArgs, TemplateArgs, load_with};
 use super::sampling::{MaxTokens, SamplingArgs, parse_max_tokens};
 use super::saved::{self, Saved};
 use crate::generate::{PrefillBar, Stats, Stop, StopText, generate};
@@ -28,9 +31,30 @@ pub struct ChatArgs {
     #[arg(long)]
     pub quiet: bool,
     #[command(flatten)]
+    pub template: TemplateArgs,
+    #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// How a conversation becomes the model's text.
+enum Format {
+    Chat(Box<ChatTemplate>),
+    /// No chat template: the last line typed (and the answer to it) as plain text.
+    Plain,
+}
+
+impl Format {
+    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        match self {
+            Format::Chat(t) => t.render(messages, add_generation_prompt),
+            Format::Plain => {
+                let last = messages.iter().rposition(|m| m.role == "user").unwrap_or(messages.len());
+                Ok(messages[last..].iter().filter(|m| m.role != "system").map(|m| m.content.as_str()).collect())
+            }
+        }
+    }
 }
 
 const HELP: &str = "commands: /help, /reset (forget the conversation), /system TEXT (set the system message and reset; no TEXT clears it), \
@@ -72,8 +96,17 @@ impl Session {
 pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
     let (cfg, random_seed) = a.sampling.config();
     cfg.validate()?;
-    let mut l = load(global, &a.run)?;
-    let template = l.template.take().ok_or_else(|| Error::msg("this model has no chat template; use `wgkv generate`"))?;
+    let mut l = load_with(global, &a.run, &a.template)?;
+    let template = match l.template.take() {
+        Some(t) => Format::Chat(Box::new(t)),
+        None if a.system.is_some() => {
+            return Err(Error::msg(format!("{} has no chat template, so --system has nowhere to go; give one with --chat-template FILE", l.model_name)));
+        }
+        None => {
+            eprintln!("wgkv: {} has no chat template: each line is continued as plain text (give a template with --chat-template FILE)", l.model_name);
+            Format::Plain
+        }
+    };
     let seed = cfg.seed;
     let mut sampler = Sampler::new(cfg);
     let eog = l.tokenizer.eog_ids();
@@ -128,6 +161,7 @@ pub fn run(global: &super::Global, a: ChatArgs) -> Result<()> {
                     s.reset(&mut l.model);
                     println!("(conversation reset)");
                 }
+                "system" if matches!(template, Format::Plain) => println!("(no chat template: a system message has nowhere to go)"),
                 "system" => {
                     s.system = (!arg.is_empty()).then(|| arg.to_string());
                     s.reset(&mut l.model);
@@ -258,42 +292,13 @@ a larger --ctx or an eviction policy such as --kv streaming:budget=1024 keeps a 
 }
 
 fn print_kv(model: &Model) {
-    let kv = &model.kv;
-    let per_layer = kv.tokens_per_layer();
-    let layers = match per_layer.iter().all(|&n| n == per_layer[0]) {
-        true => format!("{} in each of {} layers", per_layer[0], per_layer.len()),
-        false => format!("{per_layer:?} per layer"),
-    };
-    println!(
-        "kv {}: {} tokens of {} ({:.2} MiB resident, {:.2} MiB allocated, {:.2} MiB read per decode step); tokens kept: {layers}; {} bytes resident",
-        kv.spec,
-        kv.len,
-        kv.capacity,
-        kv.bytes_resident() as f64 / 1048576.0,
-        kv.bytes_allocated() as f64 / 1048576.0,
-        kv.bytes_read_per_step() as f64 / 1048576.0,
-        kv.bytes_resident()
-    );
-    if let Some(q) = &kv.quest {
-        match &kv.mustafar {
-            // Under Mustafar the pages are its compressed blocks; the window is always attended.
-            Some(m) => println!("{} [pages: mustafar's compressed blocks; its dense window is always attended]", q.describe(m.compressed())),
-            None => println!("{}", q.describe(kv.len)),
-        }
-    }
-    if let Some(m) = &kv.mustafar {
-        println!("{}", m.describe(kv.len - m.compressed()));
-    }
-    if let Some(st) = &kv.streaming {
-        println!("streaming: {} sinks + the most recent tokens in {} slots per layer; {} tokens run, {} evicted", st.sinks, st.budget, kv.pos, kv.evicted);
-    }
-    if let Some(sc) = &kv.scored {
-        println!("{}; {} tokens run, {} evicted per layer on average", sc.describe(), kv.pos, kv.evicted);
+    for line in model.kv.report().lines {
+        println!("{line}");
     }
 }
 
 /// `/save FILE`: the messages, and the cache where its policy allows.
-fn save(s: &mut Session, l: &Loaded, template: &ChatTemplate, path: &str) -> Result<String> {
+fn save(s: &mut Session, l: &Loaded, template: &Format, path: &str) -> Result<String> {
     let kv = &l.model.kv;
     // The cached text is a prefix of the rendered conversation: its length says it.
     let rendered = template.render(&s.history(), false)?;
@@ -326,7 +331,7 @@ fn save(s: &mut Session, l: &Loaded, template: &ChatTemplate, path: &str) -> Res
 
 /// `/load FILE`: a conversation `/save` wrote with this model; its cache is
 /// restored when it was saved under this run's policy and context.
-fn load_saved(s: &mut Session, l: &mut Loaded, template: &ChatTemplate, path: &str) -> Result<String> {
+fn load_saved(s: &mut Session, l: &mut Loaded, template: &Format, path: &str) -> Result<String> {
     let (saved, bytes) = saved::read(path)?;
     let sum = s.checksum(l)?;
     if saved.model_sha256 != sum {

@@ -1,7 +1,7 @@
 //! `wgkv generate -p TEXT`: one prompt in (or `-p -` / `-f FILE`), streamed
 //! text out (or one JSON object), with why it stopped.
 
-use super::load::{RunArgs, load};
+use super::load::{RunArgs, TemplateArgs, load_with};
 use super::sampling::{MaxTokens, SamplingArgs, parse_max_tokens};
 use crate::generate::{PrefillBar, Stop, StopText, generate};
 use crate::measure::record::Stamp;
@@ -26,6 +26,8 @@ pub struct GenerateArgs {
     /// Wrap the prompt in the model's chat template as one user turn.
     #[arg(long)]
     pub chat: bool,
+    #[command(flatten)]
+    pub template: TemplateArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -53,9 +55,12 @@ pub fn run(global: &super::Global, a: GenerateArgs) -> Result<()> {
     let (cfg, random_seed) = a.sampling.config();
     cfg.validate()?;
     let prompt = prompt_text(&a)?;
-    let mut l = load(global, &a.run)?;
+    if a.template.chat_template.is_some() && !a.chat {
+        return Err(Error::msg("--chat-template applies with --chat (add it, or drop --chat-template)"));
+    }
+    let mut l = load_with(global, &a.run, &a.template)?;
     let text = if a.chat {
-        let t = l.template.as_ref().ok_or_else(|| Error::msg("this model has no chat template; drop --chat"))?;
+        let t = l.template.as_ref().ok_or_else(|| Error::msg("this model has no chat template; drop --chat, or give one with --chat-template FILE"))?;
         t.render(&[Message { role: "user".into(), content: prompt }], true)?
     } else {
         prompt
@@ -97,7 +102,7 @@ pub fn run(global: &super::Global, a: GenerateArgs) -> Result<()> {
             "prefill_tok_s": stats.prefill_tok_s(),
             "decode_tok_s": stats.decode_tok_s(),
             "kv": kv.spec.to_string(),
-            "kv_bytes": kv.bytes_resident(),
+            "kv_bytes": kv.report().resident,
         });
         Stamp::new(Some(&l.model.gpu), &l.model_name).merge_into(&mut o);
         println!("{o}");
@@ -110,7 +115,7 @@ pub fn run(global: &super::Global, a: GenerateArgs) -> Result<()> {
             stats.prefill_tok_s(),
             g.tokens.len(),
             stats.decode_tok_s(),
-            kv.bytes_resident() as f64 / (1 << 20) as f64,
+            kv.report().resident as f64 / (1 << 20) as f64,
             g.stop.describe()
         );
     }

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod eval;
 pub mod generate;
 pub mod load;
+pub mod models;
 pub mod passkey;
 pub mod sampling;
 pub mod saved;
@@ -27,7 +28,7 @@ pub struct Cli {
 /// Flags every subcommand takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
-    /// Model: a GGUF file or a Hugging Face folder; default: the built-in default model (fetched on first use).
+    /// Model: a name from `wgkv models` (fetched on first use), a GGUF file or a Hugging Face folder; default: smollm2-135m.
     #[arg(long, global = true)]
     pub model: Option<String>,
     /// GPU backend: vulkan, metal, dx12 or gl.
@@ -80,8 +81,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Fetch the default model if it is not cached, and print its path.
-    Fetch,
+    /// Fetch a model (NAME from `wgkv models`; default: --model, else the default model) if it is not cached, and print its path.
+    Fetch { name: Option<String> },
+    /// List the models --model NAME knows: size, and whether they are cached.
+    Models {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The global flags a command reads: model, GPU choice, GPU limits.
@@ -101,7 +107,8 @@ impl Command {
     fn uses(&self) -> Uses {
         match self {
             Command::Devices { .. } => Uses::Backend,
-            Command::Fetch | Command::Tokenize { .. } => Uses::Model,
+            Command::Fetch { .. } | Command::Tokenize { .. } => Uses::Model,
+            Command::Models { .. } => Uses::Nothing,
             Command::Eval(eval::EvalCommand::PplPlot { .. }) => Uses::Nothing,
             Command::Eval(eval::EvalCommand::Passkey(a)) if !a.compare.is_empty() => Uses::Nothing,
             Command::Bench(a) if !a.compare.is_empty() => Uses::Nothing,
@@ -120,7 +127,8 @@ impl Command {
             Command::Eval(_) => "eval",
             Command::Bench(_) => "bench --compare",
             Command::Devices { .. } => "devices",
-            Command::Fetch => "fetch",
+            Command::Fetch { .. } => "fetch",
+            Command::Models { .. } => "models",
         }
     }
 }
@@ -152,10 +160,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(c) => eval::run(g, c),
         Command::Bench(a) => bench::run(g, a),
         Command::Devices { json } => devices::run(g.backend.as_deref(), json),
-        Command::Fetch => {
-            let path = crate::fetch::resolve_model(g.model.as_deref())?;
+        Command::Fetch { name } => {
+            let path = match (name, &g.model) {
+                (Some(_), Some(_)) => return Err(crate::Error::msg("give the model once: `wgkv fetch NAME` or `wgkv --model NAME fetch`")),
+                (Some(n), None) => match crate::fetch::find_model(&n) {
+                    Some(m) => crate::fetch::ensure_named(m)?,
+                    None => return Err(crate::Error::msg(format!("no model named '{}' (`wgkv models` lists them)", crate::error::show(&n)))),
+                },
+                (None, m) => crate::fetch::resolve_model(m.as_deref())?,
+            };
             println!("{}", path.display());
             Ok(())
         }
+        Command::Models { json } => models::run(json),
     }
 }

@@ -64,7 +64,7 @@ fn rss_mib() -> f64 {
     kib / 1024.0
 }
 
-fn mib(b: usize) -> f64 {
+fn mib(b: u64) -> f64 {
     b as f64 / (1u64 << 20) as f64
 }
 
@@ -110,11 +110,12 @@ pub fn run(global: &super::Global, a: SoakArgs) -> Result<()> {
         win_secs += stats.decode_secs;
         if turn == 10 || turn % a.every == 0 || turn == a.turns {
             let kv = &l.model.kv;
+            let report = kv.report();
             let row = Row {
                 turn,
                 rss_mib: rss_mib(),
-                kv_resident_mib: mib(kv.bytes_resident()),
-                kv_allocated_mib: mib(kv.bytes_allocated()),
+                kv_resident_mib: mib(report.resident),
+                kv_allocated_mib: mib(report.allocated),
                 decode_tok_s: stats.decode_tok_s(),
                 window_tok_s: if win_secs > 0.0 { win_tokens as f64 / win_secs } else { 0.0 },
                 cached_tokens: kv.len,

@@ -1,13 +1,12 @@
 //! `wgkv tokenize TEXT [--json]`: the ids the model sees (special tokens in
-//! the text are parsed; no BOS is added unless the model asks for one).
+//! the text are parsed; no BOS is added unless the model asks for one). Only
+//! the tokenizer is read, not the weights.
 
 use crate::Result;
-use crate::weights::Weights;
 
 pub fn run(global: &super::Global, text: &str, json: bool) -> Result<()> {
     let path = crate::fetch::resolve_model(global.model.as_deref())?;
-    let w = Weights::open(&path)?;
-    let tok = super::load::tokenizer(&w)?;
+    let tok = super::load::tokenizer_at(&path)?;
     let ids = tok.encode_prompt(text)?;
     if json {
         let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_piece(i)).collect();

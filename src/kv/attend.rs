@@ -8,7 +8,7 @@ use super::KvCache;
 use crate::Result;
 use crate::gpu::{Gpu, storage_size};
 use crate::kernels::Dispatch;
-use crate::ops::attention::{self as attn, AttnKind, AttnShape, DecodeScratch, PrefillScratch};
+use crate::ops::attention::{AttnKind, AttnShape, DecodeScratch, PrefillScratch};
 
 /// Most tokens one forward call carries in one chunk; longer prompts are
 /// prefilled in chunks of this size.
@@ -60,54 +60,38 @@ impl AttnScratch {
     }
 }
 
+impl AttnScratch {
+    /// Bytes allocated (what `bytes_for` counts).
+    pub fn allocated(&self) -> u64 {
+        let (d, p) = (&self.decode, &self.prefill);
+        let partials = [&p.part_o, &p.part_ml].iter().filter_map(|b| b.as_ref()).map(|b| b.size()).sum::<u64>();
+        d.part_o.size() + d.part_ml.size() + p.lse.size() + partials + self.lse.size()
+    }
+}
+
 impl KvCache {
-    /// Layer `l`'s attention for a call of `n` tokens (1: decode): append
-    /// the call's K/V, keep Quest's page metadata, select pages, attend
-    /// (dense, Quest's pages, Mustafar's window and blocks), and feed a
-    /// scored eviction policy the attention each slot got.
+    /// Layer `l`'s attention for a call of `n` tokens (1: decode), in the
+    /// order every policy follows: the storage appends the call's K/V, the
+    /// selection part writes its page metadata, at a decode step selects
+    /// pages (the storage's own, or its metadata's), the storage attends
+    /// (everything, or the page list), and the eviction part observes the
+    /// attention each slot got.
     pub fn record_layer(&self, g: &Gpu, l: usize, n: usize, io: &LayerIo) -> Vec<Dispatch> {
         let nt = n as u32;
-        let (kc, vc) = (&self.k[l], &self.v[l]);
-        let shape = AttnShape { max_seq: self.max_seq as u32, ..self.attn };
-        let s = &self.scratch;
-        // The cache's own step: Mustafar's window, or a scored layer's length.
-        let must = self.mustafar.as_ref();
-        let win = self.layer_step(l).or(must.map(|m| &m.win_step)).unwrap_or(io.step);
-        let mut d = vec![attn::kv_append(g, &shape, io.k, io.v, kc, vc, win, nt)];
-        // Quest: page metadata follows every append (under Mustafar it is
-        // written at compression); decode attends the selected pages.
-        let quest = self.quest.as_ref().filter(|q| q.is_sparse(l));
-        if let (Some(q), None) = (quest, must) {
-            d.push(q.meta(g, l, kc, win, nt));
-        }
-        match (n, quest, must) {
-            (1, Some(q), None) => d.extend(q.decode(g, l, io.q, kc, vc, io.out, &s.lse, win)),
-            (1, _, _) => {
-                let da = attn::attn_decode(g, &shape, io.q, kc, vc, &s.decode, io.out, &s.lse, win);
-                d.push(da.partial);
-                if let Some(m) = must {
-                    // The compressed blocks: all of them, or Quest's selection.
-                    let list = quest.map(|q| {
-                        let store = &m.stores[l];
-                        d.extend(q.score_blocks(g, io.q, &store.kmax, &store.kmin, &m.quest_step));
-                        q.list()
-                    });
-                    d.push(m.decode_partial(g, l, io.q, &s.decode, list));
-                }
-                d.push(da.merge);
-            }
-            (_, _, Some(m)) => {
-                let dense = AttnShape { max_seq: self.capacity as u32, ..self.attn };
-                d.extend(m.prefill_dense(g, l, kc, vc, io.step));
-                d.extend(attn::attn_prefill(g, &dense, io.q, &m.dense_k, &m.dense_v, &s.prefill, io.out, io.step));
-            }
-            _ => d.extend(attn::attn_prefill(g, &shape, io.q, kc, vc, &s.prefill, io.out, win)),
-        }
-        // Scored eviction: the attention this call gave every slot.
-        if let Some(sc) = &self.scored {
-            let lse = if n == 1 { &s.lse } else { &s.prefill.lse };
-            d.extend(sc.accumulate(g, l, n, io.q, kc, lse));
-        }
+        // The slots' step: a scored layer's own length, Mustafar's window, or the call's.
+        let step = self.eviction.layer_step(l).or(self.storage.step()).unwrap_or(io.step);
+        let keys = &self.storage.slots().k[l];
+        let mut d = vec![self.storage.append(g, l, io, step, nt)];
+        d.extend(self.selection.record_meta(g, l, keys, step, nt));
+        let pages = match n {
+            1 => self.selection.select(g, l, io.q, self.storage.pages(l), step).map(|(select, list)| {
+                d.extend(select);
+                list
+            }),
+            _ => None,
+        };
+        d.extend(self.storage.attend(g, l, n, io, &self.scratch, step, pages));
+        d.extend(self.eviction.observe(g, l, n, io.q, keys, &self.scratch));
         d
     }
 }

@@ -6,20 +6,21 @@
 //! and `KvCache::bytes_for` counts from it.
 
 use super::spec::{Kind, KvSpec};
-use super::{BLOCK, KvCache, MustafarOptions, QuestOptions, ScoredOptions, Streaming, StreamingOptions};
+use super::storage::{Geometry, StorageOptions};
+use super::{KvCache, MustafarOptions, QuestOptions, ScoredOptions, Streaming, StreamingOptions};
 use crate::config::ModelConfig;
 use crate::ops::attention::AttnShape;
+use crate::ops::mustafar::T as BLOCK;
 use crate::{Error, Result};
 
 /// A cache's parts and shapes before anything is allocated (`KvCache::layout`).
 pub(super) struct Layout {
     pub(super) streaming: Option<Streaming>,
     pub(super) scored: Option<ScoredOptions>,
-    pub(super) mustafar: Option<MustafarOptions>,
+    pub(super) storage: StorageOptions,
     /// Quest's options, the shape it selects over, and whether it keeps its
     /// own page metadata (with a rebuild after compaction) or reads Mustafar's.
     pub(super) quest: Option<(QuestOptions, AttnShape, bool)>,
-    pub(super) max_seq: usize,
     pub(super) capacity: usize,
     /// The dense slots' attention shape, and the whole context's (prefill).
     pub(super) attn: AttnShape,
@@ -28,20 +29,23 @@ pub(super) struct Layout {
     /// Whether the cache keeps a gather list (eviction, Mustafar's window).
     pub(super) keep: bool,
     pub(super) elem_bytes: usize,
+    pub(super) f16: bool,
     pub(super) kv_dim: usize,
     pub(super) n_layers: usize,
 }
 
 impl Layout {
-    /// One layer's K (or V) buffer request.
-    pub(super) fn layer_bytes(&self) -> u64 {
-        (self.max_seq * self.kv_dim * self.elem_bytes) as u64
-    }
-
-    /// The gather list and counts: (label, requested bytes).
-    pub(super) fn keep_buffers(&self) -> [(&'static str, u64); 2] {
-        let heads = self.attn.n_kv_heads as u64;
-        [("kv.keep", 4 * heads * self.max_seq as u64), ("kv.keep_counts", 4 * heads)]
+    /// The shapes the storage is made for.
+    pub(super) fn geometry(&self) -> Geometry {
+        Geometry {
+            slots: self.attn,
+            context: self.context,
+            n_layers: self.n_layers,
+            sinks: self.sinks,
+            gather: self.keep,
+            page_meta: self.quest.is_some(),
+            f16: self.f16,
+        }
     }
 }
 
@@ -146,6 +150,7 @@ impl KvCache {
         };
         let sinks = streaming.map_or(0, |s| s.sinks);
         let keep = streaming.is_some() || mustafar.is_some();
-        Ok(Layout { streaming, scored, mustafar, quest, max_seq, capacity, attn, context, sinks, keep, elem_bytes, kv_dim, n_layers: cfg.n_layers })
+        let storage = mustafar.map_or(StorageOptions::Dense, StorageOptions::Mustafar);
+        Ok(Layout { streaming, scored, storage, quest, capacity, attn, context, sinks, keep, elem_bytes, f16, kv_dim, n_layers: cfg.n_layers })
     }
 }

@@ -8,7 +8,8 @@
 //! the messages then.
 
 use super::KvCache;
-use super::scored::ScoredState;
+use super::eviction::scored::ScoredState;
+use super::storage::Storage;
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -55,7 +56,7 @@ impl KvState {
 impl KvCache {
     /// Whether `save` can hold this cache's state (not under Mustafar).
     pub fn can_save(&self) -> bool {
-        self.mustafar.is_none()
+        matches!(self.storage, Storage::Dense(_))
     }
 
     /// The cache's counts and, layer by layer, every KV head's kept K rows,
@@ -64,7 +65,7 @@ impl KvCache {
         if !self.can_save() {
             return Err(Error::msg(format!("--kv {}: saving mustafar's compressed cache is not available", self.spec)));
         }
-        let carried = self.scored.as_ref().is_some_and(|s| s.carried_scores(0).is_some());
+        let carried = self.eviction.scored().is_some_and(|s| s.carried_scores(0).is_some());
         let state = KvState {
             spec: self.spec.to_string(),
             ctx: self.ctx,
@@ -75,18 +76,19 @@ impl KvCache {
             len: self.len,
             pos: self.pos,
             evicted: self.evicted,
-            scored: self.scored.as_ref().map(|s| s.state()),
+            scored: self.eviction.scored().map(|s| s.state()),
             carried_scores: carried,
         };
         let mut data = Vec::with_capacity(state.data_bytes() as usize);
         let (heads, row) = (self.kv_dim / self.head_dim, self.row_bytes() as u64);
         for (l, &n) in state.lens().iter().enumerate() {
             let rows = |bytes: u64, stride: u64| (0..heads as u64).map(|h| (h * stride, n as u64 * bytes)).collect::<Vec<_>>();
-            let slot_stride = self.max_seq as u64 * row;
-            data.extend(gpu.read_ranges(&self.k[l], &rows(row, slot_stride)));
-            data.extend(gpu.read_ranges(&self.v[l], &rows(row, slot_stride)));
-            if let Some(acc) = self.scored.as_ref().and_then(|s| s.carried_scores(l)) {
-                data.extend(gpu.read_ranges(acc, &rows(4, 4 * self.max_seq as u64)));
+            let slot_stride = self.max_seq() as u64 * row;
+            let slots = self.storage.slots();
+            data.extend(gpu.read_ranges(&slots.k[l], &rows(row, slot_stride)));
+            data.extend(gpu.read_ranges(&slots.v[l], &rows(row, slot_stride)));
+            if let Some(acc) = self.eviction.scored().and_then(|s| s.carried_scores(l)) {
+                data.extend(gpu.read_ranges(acc, &rows(4, 4 * self.max_seq() as u64)));
             }
         }
         Ok((state, data))
@@ -103,13 +105,14 @@ impl KvCache {
             return Err(Error::msg("the saved cache is for a model of another shape"));
         }
         let lens = st.lens();
-        let carried = self.scored.as_ref().is_some_and(|s| s.carried_scores(0).is_some());
-        let scored_ok = match (&self.scored, &st.scored) {
+        let carried = self.eviction.scored().is_some_and(|s| s.carried_scores(0).is_some());
+        let scored_ok = match (self.eviction.scored(), &st.scored) {
             (None, None) => true,
             (Some(_), Some(s)) => [&s.lens, &s.scored, &s.budgets].iter().all(|v| v.len() == self.n_layers),
             _ => false,
         };
-        let fits = lens.iter().all(|&n| n <= self.max_seq) && st.len <= self.max_seq && st.len <= st.pos;
+        let ms = self.max_seq();
+        let fits = lens.iter().all(|&n| n <= ms) && st.len <= ms && st.len <= st.pos;
         if !scored_ok || carried != st.carried_scores || !fits || data.len() as u64 != st.data_bytes() {
             return Err(Error::msg("the saved cache does not match its own counts (a damaged or edited file)"));
         }
@@ -123,27 +126,33 @@ impl KvCache {
             part
         };
         for (l, &n) in lens.iter().enumerate() {
-            for buf in [&self.k[l], &self.v[l]] {
+            let slots = self.storage.slots();
+            for buf in [&slots.k[l], &slots.v[l]] {
                 for h in 0..heads {
                     let rows = convert(take(n * saved_row), st.elem_bytes, self.elem_bytes);
-                    gpu.write(buf, (h * self.max_seq * row) as u64, &rows);
+                    gpu.write(buf, (h * ms * row) as u64, &rows);
                 }
             }
-            if let Some(acc) = self.scored.as_ref().and_then(|s| s.carried_scores(l)) {
+            if let Some(acc) = self.eviction.scored().and_then(|s| s.carried_scores(l)) {
                 for h in 0..heads {
-                    gpu.write(acc, (4 * h * self.max_seq) as u64, take(4 * n));
+                    gpu.write(acc, (4 * h * ms) as u64, take(4 * n));
                 }
             }
         }
-        if let (Some(s), Some(saved)) = (&mut self.scored, &st.scored) {
+        if let (Some(s), Some(saved)) = (self.eviction.scored_mut(), &st.scored) {
             s.set_state(saved);
         }
         (self.len, self.pos, self.evicted) = (st.len, st.pos, st.evicted);
-        if let Some(q) = &self.quest {
-            q.rebuild(gpu, &lens);
-        }
+        self.selection.rebuild(gpu, &lens);
         gpu.wait();
         Ok(())
+    }
+}
+
+impl KvCache {
+    /// Dense slots per layer and KV head.
+    fn max_seq(&self) -> usize {
+        self.storage.slots().shape.max_seq as usize
     }
 }
 

@@ -159,14 +159,14 @@ pub fn run_case(model: &mut Model, case: &Case, reps: usize, seed: u64, progress
         tokens_per_s.push(r);
         progress(Some(r));
     }
-    let kv = &model.kv;
+    let kv = model.kv.report();
     Ok(Measured {
         case: *case,
         tokens_per_s,
-        kv_bytes_resident: kv.bytes_resident() as u64,
-        kv_bytes_read_per_step: kv.bytes_read_per_step() as u64,
-        kv_bytes_allocated: kv.bytes_allocated() as u64,
-        kv_tokens_per_layer: kv.tokens_per_layer(),
+        kv_bytes_resident: kv.resident,
+        kv_bytes_read_per_step: kv.read_per_step,
+        kv_bytes_allocated: kv.allocated,
+        kv_tokens_per_layer: kv.tokens_per_layer,
     })
 }
 

@@ -115,6 +115,11 @@ impl Store {
         Store::buffers(shape, units, quest, f16).iter().map(|&(_, b)| storage_size(b)).sum()
     }
 
+    /// Bytes this store holds on the device now (its pool grows).
+    pub fn allocated(&self) -> u64 {
+        [&self.kmax, &self.kmin, &self.bits, &self.offs, &self.pool, &self.state].iter().map(|b| b.size()).sum()
+    }
+
     /// (label, requested bytes) of kmax, kmin, bits, offs, pool and state.
     fn buffers(shape: &MustafarShape, units: u32, quest: bool, f16: bool) -> [(&'static str, u64); 6] {
         let meta = shape.attn.n_kv_heads as u64 * shape.max_blocks() as u64 * shape.tiles() as u64;

@@ -5,7 +5,7 @@ use crate::ops::attention::AttnShape;
 /// StreamingLLM's kept slots when `len` cached tokens must shrink to `target`:
 /// the first `sinks` (attention sinks) and the most recent `target - sinks`,
 /// in slot order. Everything when `len <= target`. Independent of
-/// production's `kv::streaming::streaming_keep` (tests/layering.rs compares them).
+/// production's `kv::eviction::streaming::streaming_keep` (tests/layering.rs compares them).
 pub fn streaming_keep(len: usize, target: usize, sinks: usize) -> Vec<usize> {
     if len <= target {
         return (0..len).collect();

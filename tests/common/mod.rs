@@ -235,6 +235,22 @@ pub fn real_model() -> Option<std::path::PathBuf> {
     }
 }
 
+/// Another real model's file from the env var `var` (`.ci/run` sets
+/// `WGKV_QWEN_MODEL` and `WGKV_GEMMA_MODEL` from `wgkv fetch NAME`); `what`
+/// names it in the skip line. Skips and fails as [`real_model`] does.
+pub fn named_model(var: &str, what: &str) -> Option<std::path::PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => Some(p.into()),
+        _ => {
+            if std::env::var_os("WGKV_REQUIRE_MODEL").is_some_and(|v| v != "0") {
+                panic!("WGKV_REQUIRE_MODEL is set but {var} is not ({what})");
+            }
+            eprintln!("SKIP: {var} unset ({what})");
+            None
+        }
+    }
+}
+
 /// A file of the golden reference data vendored in `tests/reference/`
 /// (see its README): `rel` is relative to that folder, e.g.
 /// `"smollm2-135m/compare_1.json"` for the default model's.

@@ -503,6 +503,11 @@ pub fn write_tiny_with_vocab(path: &Path) {
 
 /// `write_tiny_with_vocab`'s file, not yet written.
 pub fn tiny_writer_with_vocab() -> GgufWriter {
+    tiny_writer_with_template(Some(CHATML))
+}
+
+/// The tiny model with `tiny_vocab` and `template` as its chat template (none: a base model's file).
+pub fn tiny_writer_with_template(template: Option<&str>) -> GgufWriter {
     let v = tiny_vocab();
     let mut w = tiny_gguf_writer(&TinyOpts { quant: WType::Q8_0, ..TinyOpts::new(11) });
     let strs = |v: &[String]| G::Array(v.iter().map(|s| G::Str(s.clone())).collect());
@@ -514,7 +519,9 @@ pub fn tiny_writer_with_vocab() -> GgufWriter {
         .add("tokenizer.ggml.token_type", G::Array(v.token_types.iter().map(|&t| G::I32(t)).collect()))
         .add("tokenizer.ggml.bos_token_id", G::U32(1))
         .add("tokenizer.ggml.eos_token_id", G::U32(2))
-        .add("tokenizer.ggml.add_bos_token", G::Bool(false))
-        .add("tokenizer.chat_template", G::Str(CHATML.into()));
+        .add("tokenizer.ggml.add_bos_token", G::Bool(false));
+    if let Some(t) = template {
+        w.add("tokenizer.chat_template", G::Str(t.into()));
+    }
     w
 }

@@ -29,11 +29,11 @@
 //! of `budget / 64` store blocks, and a pool run is freed (reused by later
 //! compressions) once every block it holds is gone, so memory stays flat.
 //!
-//! Under a selection part (`quest`), the blocks are Quest's pages:
-//! compression also writes each block's per-channel key max / min (of the
-//! pruned keys), and a decode step of a sparse layer scores the blocks,
-//! selects `budget / 64` of them (the newest always) and attends those plus
-//! the whole dense window.
+//! The blocks are pages: with `page_meta` (a selection part wants page
+//! summaries) compression also writes each block's per-channel key max /
+//! min (of the pruned keys) and [`Mustafar::pages`] hands them out; a decode
+//! step given a page list attends the listed blocks plus the whole dense
+//! window.
 //!
 //! Decode: `attn_decode` over the window writes its chunks' partial states
 //! and `mustafar_attn` one per (head, live block) into the same buffers;
@@ -43,12 +43,14 @@
 //! dense prefill kernels run on it. So a prompt's later chunks see its
 //! earlier chunks pruned, as later decode steps do.
 
-use super::MAX_CHUNK;
-use super::spec::Part;
+use super::super::attend::{AttnScratch, LayerIo, MAX_CHUNK};
+use super::super::seam::{Cut, PageList, Pages};
+use super::super::spec::Part;
+use super::dense::Slots;
 use crate::gpu::{Gpu, storage_size, uniform_size};
 use crate::kernels::Dispatch;
 use crate::ops::Step;
-use crate::ops::attention::{AttnShape, DecodeScratch};
+use crate::ops::attention::{self as attn, AttnShape};
 use crate::ops::mustafar::{self as ops, MustafarShape, Store};
 use crate::ops::mustafar::{T, keep_count};
 use crate::{Error, Result};
@@ -110,8 +112,8 @@ pub struct Mustafar {
     /// The compressed stores' geometry (`max_seq`: the most tokens cached,
     /// the context or an eviction budget).
     pub shape: MustafarShape,
-    /// The dense window's geometry (`max_seq`: `window_slots`).
-    pub window: AttnShape,
+    /// The dense window (`shape.max_seq`: `window_slots`).
+    pub slots: Slots,
     /// Leading window slots never compressed (an eviction policy's sinks).
     pub sinks: usize,
     /// Per layer: the compressed blocks.
@@ -127,9 +129,9 @@ pub struct Mustafar {
     pub live: wgpu::Buffer,
     /// The window's [`Step`] uniform (slots counted within the window).
     pub win_step: wgpu::Buffer,
-    /// Under Quest: a [`Step`] uniform whose `kv_len` is the compressed
-    /// slots, so Quest scores and selects the blocks as its pages.
-    pub quest_step: wgpu::Buffer,
+    /// With page metadata: a [`Step`] uniform whose `kv_len` is the
+    /// compressed slots, so a selection part scores the blocks as pages.
+    pub pages_step: wgpu::Buffer,
     /// One layer's dense K/V of every cached token, for prefill.
     pub dense_k: wgpu::Buffer,
     pub dense_v: wgpu::Buffer,
@@ -141,17 +143,17 @@ pub struct Mustafar {
 
 impl Mustafar {
     /// `cap`: the most tokens cached (`max_seq`); `sinks`: leading tokens
-    /// the window keeps dense for good; `quest`: compression also writes
-    /// each block's Quest metadata.
-    pub fn new(gpu: &Gpu, opts: MustafarOptions, cap: AttnShape, n_layers: usize, sinks: usize, quest: bool) -> Result<Mustafar> {
+    /// the window keeps dense for good; `page_meta`: compression also
+    /// writes each block's key max / min (pages for a selection part).
+    pub fn new(gpu: &Gpu, opts: MustafarOptions, cap: AttnShape, n_layers: usize, sinks: usize, page_meta: bool) -> Result<Mustafar> {
         let (shape, first) = Mustafar::shape_of(&opts, cap)?;
-        let window = AttnShape { max_seq: opts.window_slots(cap.max_seq as usize, sinks) as u32, ..cap };
-        let stores = (0..n_layers).map(|_| Store::with_meta(gpu, &shape, first, quest)).collect();
+        let window = Mustafar::window_of(&opts, cap, sinks);
+        let stores = (0..n_layers).map(|_| Store::with_meta(gpu, &shape, first, page_meta)).collect();
         let dense = cap.cache_bytes(gpu.caps.f16);
         Ok(Mustafar {
             opts,
             shape,
-            window,
+            slots: Slots::new(gpu, window, n_layers, true)?,
             sinks,
             stores,
             runs: vec![Vec::new(); n_layers],
@@ -159,7 +161,7 @@ impl Mustafar {
             blocks: 0,
             live: gpu.uniform("mustafar.live", bytemuck::cast_slice(&[0u32; 4])),
             win_step: gpu.uniform("mustafar.win_step", bytemuck::bytes_of(&Step::default())),
-            quest_step: gpu.uniform("mustafar.quest_step", bytemuck::bytes_of(&Step::default())),
+            pages_step: gpu.uniform("mustafar.pages_step", bytemuck::bytes_of(&Step::default())),
             dense_k: gpu.buffer("mustafar.dense_k", dense),
             dense_v: gpu.buffer("mustafar.dense_v", dense),
             states: gpu.buffer("mustafar.states", 8 * n_layers as u64),
@@ -167,16 +169,32 @@ impl Mustafar {
         })
     }
 
-    /// Bytes `new` allocates for the same arguments: every layer's store
-    /// (its first pool, the bitmaps and offsets of every block, Quest's
-    /// block metadata), the dense prefill scratch, the uniforms. The pools
-    /// grow later, as compressed blocks arrive (see `place_run`); that
-    /// growth is not in this figure.
-    pub fn bytes_for(opts: &MustafarOptions, cap: AttnShape, n_layers: usize, quest: bool, f16: bool) -> Result<u64> {
+    /// Bytes `new` allocates for the same arguments: the dense window,
+    /// every layer's store (its first pool, the bitmaps and offsets of every
+    /// block, the block metadata), the dense prefill scratch, the uniforms.
+    /// The pools grow later, as compressed blocks arrive (see `place_run`),
+    /// up to [`Mustafar::growth_for`] more.
+    pub fn bytes_for(opts: &MustafarOptions, cap: AttnShape, n_layers: usize, sinks: usize, page_meta: bool, f16: bool) -> Result<u64> {
         let (shape, first) = Mustafar::shape_of(opts, cap)?;
-        let stores = n_layers as u64 * Store::bytes_for(&shape, first, quest, f16);
+        let window = Slots::bytes_for(&Mustafar::window_of(opts, cap, sinks), n_layers, true, f16);
+        let stores = n_layers as u64 * Store::bytes_for(&shape, first, page_meta, f16);
         let uniforms = 3 * uniform_size(size_of::<Step>() as u64);
-        Ok(stores + 2 * storage_size(cap.cache_bytes(f16)) + storage_size(8 * n_layers as u64) + uniforms)
+        Ok(window + stores + 2 * storage_size(cap.cache_bytes(f16)) + storage_size(8 * n_layers as u64) + uniforms)
+    }
+
+    /// Bytes the pools may grow by past their first size: every block the
+    /// cache can hold compressed at its worst case, and half again for the
+    /// step a pool grows by (and room lost between freed runs). What the
+    /// memory check adds; the pools' real size is in `allocated`.
+    pub fn growth_for(opts: &MustafarOptions, cap: AttnShape, n_layers: usize) -> Result<u64> {
+        let (shape, first) = Mustafar::shape_of(opts, cap)?;
+        let most = shape.units_bound(shape.max_blocks()) * 3 / 2;
+        Ok(n_layers as u64 * 16 * most.saturating_sub(first as u64))
+    }
+
+    /// The dense window's shape.
+    fn window_of(opts: &MustafarOptions, cap: AttnShape, sinks: usize) -> AttnShape {
+        AttnShape { max_seq: opts.window_slots(cap.max_seq as usize, sinks) as u32, ..cap }
     }
 
     /// The stores' geometry and a new pool's units.
@@ -211,13 +229,48 @@ impl Mustafar {
         self.shape.max_blocks()
     }
 
-    /// Before a call, when the window holds `w` tokens (in the buffers `k` /
-    /// `v`, one per layer): once it holds `sinks + window + 64` or more,
-    /// prune and compress its oldest whole blocks after the sinks into the
-    /// stores and read back where their pool runs end. Returns the slots
-    /// compressed; the caller then shifts the window down by as many
-    /// (`KvCache::gather`, keeping the sinks).
-    pub fn compress(&mut self, gpu: &Gpu, k: &[wgpu::Buffer], v: &[wgpu::Buffer], w: usize) -> Result<usize> {
+    /// Most tokens one call may carry. Where cuts make room (`cuts`), they
+    /// drop compressed blocks, never window tokens, and the window holds the
+    /// sinks and up to `window + 63` tokens between calls; otherwise the
+    /// cached tokens, the window's included, never pass its slots.
+    pub fn max_call(&self, cuts: bool) -> usize {
+        let slots = self.slots.shape.max_seq as usize;
+        match cuts {
+            true => (slots - self.sinks - self.opts.window - (T - 1)).min(MAX_CHUNK),
+            false => slots,
+        }
+    }
+
+    /// Before a call of `n` tokens at position `pos` with `len` tokens
+    /// cached: compress what left the window, drop the oldest blocks an
+    /// eviction part's `cut` asks for (whole blocks covering `at_least`),
+    /// set the live blocks and the window's step, and shift the window
+    /// down past what was compressed. Returns the tokens dropped.
+    pub fn before_call(&mut self, gpu: &Gpu, len: usize, pos: usize, n: usize, cut: Option<&Cut>) -> Result<usize> {
+        let w = len - self.compressed();
+        let moved = self.compress(gpu, w)?;
+        let sinks = self.sinks.min(w);
+        let dropped = match cut {
+            Some(c) => {
+                let blocks = c.at_least.div_ceil(T) as u32;
+                debug_assert!(blocks <= self.blocks, "max_call keeps a call within the budget");
+                self.evict(blocks);
+                blocks as usize * T
+            }
+            None => 0,
+        };
+        self.begin_call(gpu, w - moved, pos, n);
+        if moved > 0 {
+            self.slots.gather(gpu, &(0..sinks).chain(sinks + moved..w).collect::<Vec<_>>());
+        }
+        Ok(dropped)
+    }
+
+    /// When the window holds `w` tokens: once it holds `sinks + window + 64`
+    /// or more, prune and compress its oldest whole blocks after the sinks
+    /// into the stores and read back where their pool runs end. Returns the
+    /// slots compressed; the window is then shifted down by as many.
+    fn compress(&mut self, gpu: &Gpu, w: usize) -> Result<usize> {
         let free = w.saturating_sub(self.sinks).saturating_sub(self.opts.window);
         let nb = ((free / T) as u32).min(self.shape.max_blocks() - self.blocks);
         if nb == 0 {
@@ -231,7 +284,8 @@ impl Mustafar {
             let (start, end) = self.place_run(gpu, l, need)?;
             let store = &self.stores[l];
             gpu.write(&store.state, 0, bytemuck::cast_slice(&[start, 0u32]));
-            d.push(ops::compress(gpu, store, &k[l], &v[l], self.window.max_seq, self.sinks as u32, nb, dst, end));
+            let (k, v) = (&self.slots.k[l], &self.slots.v[l]);
+            d.push(ops::compress(gpu, store, k, v, self.slots.shape.max_seq, self.sinks as u32, nb, dst, end));
             starts.push(start);
         }
         let mut enc = gpu.encoder();
@@ -254,7 +308,7 @@ impl Mustafar {
 
     /// Drop the `n` oldest live blocks (eviction); a pool run is freed once
     /// every block it holds is gone.
-    pub fn evict(&mut self, n: u32) {
+    fn evict(&mut self, n: u32) {
         let n = n.min(self.blocks);
         self.first += n as u64;
         self.blocks -= n;
@@ -264,14 +318,14 @@ impl Mustafar {
 
     /// Write the live blocks and the window's step for a call of `n` tokens
     /// at position `pos`, the window holding `w` tokens before it.
-    pub fn begin_call(&self, gpu: &Gpu, w: usize, pos: usize, n: usize) {
+    fn begin_call(&self, gpu: &Gpu, w: usize, pos: usize, n: usize) {
         let ring = (self.first % self.shape.max_blocks() as u64) as u32;
         gpu.write(&self.live, 0, bytemuck::cast_slice(&[self.blocks, ring, 0, 0]));
         let step = Step { pos: pos as u32, n_tokens: n as u32, kv_len: (w + n) as u32, _pad: 0 };
         gpu.write(&self.win_step, 0, bytemuck::bytes_of(&step));
         if self.stores.first().is_some_and(|s| s.meta) {
-            let quest = Step { pos: pos as u32, n_tokens: 1, kv_len: self.compressed() as u32, _pad: 0 };
-            gpu.write(&self.quest_step, 0, bytemuck::bytes_of(&quest));
+            let pages = Step { pos: pos as u32, n_tokens: 1, kv_len: self.compressed() as u32, _pad: 0 };
+            gpu.write(&self.pages_step, 0, bytemuck::bytes_of(&pages));
         }
     }
 
@@ -312,21 +366,34 @@ impl Mustafar {
         Ok((at, units as u32))
     }
 
-    /// The decode dispatch between the window's `attn_decode` partial and
-    /// its merge: layer `l`'s compressed blocks (or, with Quest, those in
-    /// its block list) into the same scratch.
-    pub fn decode_partial(&self, gpu: &Gpu, l: usize, q: &wgpu::Buffer, scratch: &DecodeScratch, list: Option<(&wgpu::Buffer, u32)>) -> Dispatch {
-        let base = scratch.n_split * scratch.parts;
-        ops::attn_partial(gpu, &self.stores[l], q, &scratch.part_o, &scratch.part_ml, scratch.stride, base, &self.live, list)
+    /// Layer `l`'s compressed blocks as pages, when compression writes
+    /// their key summaries.
+    pub fn pages(&self, l: usize) -> Option<Pages<'_>> {
+        let s = &self.stores[l];
+        s.meta.then_some(Pages { kmax: &s.kmax, kmin: &s.kmin, step: &self.pages_step })
     }
 
-    /// Prefill: layer `l`'s blocks expanded and its window (`k`, `v`) placed
-    /// behind them in the dense scratch, which the prefill kernels then read.
-    pub fn prefill_dense(&self, gpu: &Gpu, l: usize, k: &wgpu::Buffer, v: &wgpu::Buffer, step: &wgpu::Buffer) -> [Dispatch; 2] {
-        let s = &self.shape;
-        let expand = ops::expand(gpu, &self.stores[l], &self.dense_k, &self.dense_v, s.attn.max_seq, 0, 0, s.max_blocks(), &self.live);
-        let place = ops::place(gpu, &self.window, &s.attn, k, v, &self.dense_k, &self.dense_v, step, &self.win_step);
-        [expand, place]
+    /// Layer `l`'s attention. Decode: `attn_decode` over the window writes
+    /// its chunks' partial states, `mustafar_attn` one per (head, block) —
+    /// every live block, or those in `pages` — into the same scratch, and
+    /// the merge makes them one softmax. Prefill: the blocks are expanded
+    /// and the window placed behind them in the dense scratch of the whole
+    /// context, which the prefill kernels then read (`step`: the call's).
+    pub fn attend(&self, g: &Gpu, l: usize, n: usize, io: &LayerIo, s: &AttnScratch, pages: Option<PageList>) -> Vec<Dispatch> {
+        let (k, v) = (&self.slots.k[l], &self.slots.v[l]);
+        if n == 1 {
+            let da = attn::attn_decode(g, &self.slots.shape, io.q, k, v, &s.decode, io.out, &s.lse, &self.win_step);
+            let base = s.decode.n_split * s.decode.parts;
+            let list = pages.map(|p| p.list());
+            let blocks = ops::attn_partial(g, &self.stores[l], io.q, &s.decode.part_o, &s.decode.part_ml, s.decode.stride, base, &self.live, list);
+            return vec![da.partial, blocks, da.merge];
+        }
+        let sh = &self.shape;
+        let expand = ops::expand(g, &self.stores[l], &self.dense_k, &self.dense_v, sh.attn.max_seq, 0, 0, sh.max_blocks(), &self.live);
+        let place = ops::place(g, &self.slots.shape, &sh.attn, k, v, &self.dense_k, &self.dense_v, io.step, &self.win_step);
+        let mut d = vec![expand, place];
+        d.extend(attn::attn_prefill(g, &sh.attn, io.q, &self.dense_k, &self.dense_v, &s.prefill, io.out, io.step));
+        d
     }
 
     /// Bytes the compressed blocks take: the pool units handed out plus each
@@ -336,18 +403,25 @@ impl Mustafar {
         self.pool_units() * 16 + self.stores.len() * meta
     }
 
+    /// Bytes layer `l`'s compressed blocks take (`compressed_bytes` is the
+    /// sum over layers).
+    pub fn layer_compressed_bytes(&self, l: usize) -> u64 {
+        let meta = self.blocks as u64 * self.shape.attn.n_kv_heads as u64 * self.shape.tiles() as u64 * 12;
+        let units: u64 = self.runs[l].iter().map(|r| (r.end - r.start) as u64).sum();
+        units * 16 + meta
+    }
+
     /// Pool units the live blocks' runs hold, summed over layers.
     pub fn pool_units(&self) -> usize {
         self.runs.iter().flatten().map(|r| (r.end - r.start) as usize).sum()
     }
 
-    /// Bytes allocated beyond the dense window: pools, full-size bitmaps and
-    /// offsets, Quest's block metadata, the prefill scratch.
-    pub fn allocated_bytes(&self) -> usize {
-        let meta = self.shape.max_blocks() as usize * self.shape.attn.n_kv_heads as usize * self.shape.tiles() as usize * 12;
-        let dense = (self.dense_k.size() + self.dense_v.size()) as usize;
-        let quest = |s: &Store| (s.kmax.size() + s.kmin.size()) as usize;
-        self.stores.iter().map(|s| s.units as usize * 16 + meta + quest(s)).sum::<usize>() + dense
+    /// Bytes allocated: the window, every store as it is now (its pool
+    /// grows), the prefill scratch, the uniforms.
+    pub fn allocated(&self) -> u64 {
+        let stores: u64 = self.stores.iter().map(Store::allocated).sum();
+        let uniforms = self.live.size() + self.win_step.size() + self.pages_step.size();
+        self.slots.allocated() + stores + self.dense_k.size() + self.dense_v.size() + self.states.size() + uniforms
     }
 
     /// One line for `/kv`.

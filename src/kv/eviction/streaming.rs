@@ -10,7 +10,8 @@
 //! positions (StreamingLLM re-numbers positions inside the cache; that needs
 //! keys stored before RoPE, which wgkv does not do).
 
-use super::spec::{Budget, Part};
+use super::super::seam::Cut;
+use super::super::spec::{Budget, Part};
 use crate::ops::evict::MAX_KEEP;
 use crate::{Error, Result};
 
@@ -73,14 +74,15 @@ impl Streaming {
         self.budget - self.sinks - 1
     }
 
-    /// The slots to keep before a call of `n` tokens on `len` cached ones, or
-    /// None when the call fits.
-    pub fn plan(&self, len: usize, n: usize) -> Option<Vec<usize>> {
+    /// The cut before a call of `n` tokens on `len` cached ones, or None
+    /// when the call fits: at least what passes the budget, and (for a
+    /// storage of single slots) the slots kept when `max(n, slack)` are freed.
+    pub fn plan(&self, len: usize, n: usize) -> Option<Cut> {
         if len + n <= self.budget {
             return None;
         }
         let target = self.budget - n.max(self.slack).min(self.budget - self.sinks);
-        Some(streaming_keep(len, target, self.sinks))
+        Some(Cut { sinks: self.sinks, at_least: len + n - self.budget, keep: streaming_keep(len, target, self.sinks) })
     }
 }
 

@@ -17,7 +17,7 @@
 //! `kv_compact` gathers them (and the scores) in place. DynamicKV's
 //! re-allocation reads back only per-layer counts (`evict_budget`).
 
-use super::spec::{Budget, Part};
+use super::super::spec::{Budget, Part};
 use crate::gpu::{Gpu, storage_size, uniform_size};
 use crate::kernels::Dispatch;
 use crate::ops::Step;
@@ -571,10 +571,14 @@ impl Scored {
         self.lens.iter().copied().max().unwrap_or(0)
     }
 
-    /// Bytes of the policy's own buffers: scores, kept lists, counts.
-    pub fn allocated_bytes(&self) -> usize {
-        let per_layer = 3 * 4 * self.shape.n_kv_heads as usize * self.shape.max_seq as usize + 4 * self.shape.n_kv_heads as usize;
-        per_layer * self.layers.len()
+    /// Bytes of the policy's own buffers (what `bytes_for` counts): the
+    /// scores, every layer's accumulator, kept list, counts, step and
+    /// params, DynamicKV's ranking buffers.
+    pub fn allocated(&self) -> u64 {
+        let layers: u64 =
+            self.layers.iter().map(|y| [&y.acc, &y.list, &y.counts, &y.step, &y.score_params, &y.select_params].iter().map(|b| b.size()).sum::<u64>()).sum();
+        let ranking = self.ranking.as_ref().map_or(0, |(_, params, prefix, counts)| params.size() + prefix.size() + counts.size());
+        self.score.size() + layers + ranking
     }
 
     /// Take the lengths and accumulators a call left in `src` (equal

@@ -11,15 +11,18 @@
 //!   row is read once per group; `head` gives every query head its own pages,
 //!   the paper's rule, reading up to `n_heads / n_kv_heads` times more KV.
 //!
-//! Prefill always attends densely; metadata is written for every appended
-//! token, prefill included. Under eviction (`streaming`, or a scored part
-//! that does not evict while decoding) every page's metadata is recomputed
-//! after each compaction (`rebuild`).
+//! Prefill always attends densely. Quest keeps its own page metadata
+//! (written for every appended token, prefill included, and recomputed
+//! after each compaction by `rebuild`) unless the storage keeps pages of
+//! its own ([`Pages`]: a storage of compressed blocks); either way a decode
+//! step of a sparse layer scores the pages, selects `budget / page` of them
+//! (the newest always) and hands the storage the [`PageList`].
 
-use super::spec::{Budget, Part};
+use super::super::seam::{PageList, Pages};
+use super::super::spec::{Budget, Part};
 use crate::gpu::{Gpu, storage_size, uniform_size};
 use crate::kernels::Dispatch;
-use crate::ops::attention::{AttnShape, DecodeAttn};
+use crate::ops::attention::AttnShape;
 use crate::ops::quest::{self as ops, QuestScratch, QuestShape};
 use crate::{Error, Result};
 
@@ -71,21 +74,26 @@ pub struct Quest {
     kmax: Vec<wgpu::Buffer>,
     kmin: Vec<wgpu::Buffer>,
     scratch: QuestScratch,
+    /// Whether the page metadata is Quest's own (else the storage's).
+    own_meta: bool,
+    /// Bytes of one metadata row (one KV head's `head_dim` elements).
+    row_bytes: u64,
     /// Under eviction: per sparse layer a step uniform and the metadata
     /// update over its whole cache, run after each compaction.
     rebuild: Vec<(wgpu::Buffer, Dispatch)>,
 }
 
 impl Quest {
-    /// `own_meta`: allocate the page metadata (else it lives elsewhere: under
-    /// Mustafar each store keeps its blocks' metadata, see `score_blocks`).
+    /// `own_meta`: allocate the page metadata (else the storage keeps pages
+    /// of its own and hands them to `select`).
     pub fn new(gpu: &Gpu, opts: QuestOptions, attn: AttnShape, n_layers: usize, own_meta: bool) -> Result<Quest> {
         let shape = Quest::shape_of(&opts, attn)?;
         let sparse = n_layers.saturating_sub(opts.dense_layers);
         let bytes = Quest::meta_bytes(&shape, own_meta, gpu.caps.f16);
         let kmax = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmax{i}"), bytes)).collect();
         let kmin = (0..sparse).map(|i| gpu.buffer(&format!("quest.kmin{i}"), bytes)).collect();
-        Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape), rebuild: Vec::new() })
+        let row_bytes = shape.attn.head_dim as u64 * if gpu.caps.f16 { 2 } else { 4 };
+        Ok(Quest { opts, shape, kmax, kmin, scratch: QuestScratch::new(gpu, &shape), own_meta, row_bytes, rebuild: Vec::new() })
     }
 
     /// Bytes `new` (and, with `rebuild`, `with_rebuild`) allocates for the
@@ -123,8 +131,15 @@ impl Quest {
         self.kmax.len()
     }
 
+    /// After layer `l`'s append of up to `max_tokens` tokens into
+    /// `k_cache`: the page metadata update, where Quest keeps its own and
+    /// the layer is sparse.
+    pub fn record_meta(&self, gpu: &Gpu, l: usize, k_cache: &wgpu::Buffer, step: &wgpu::Buffer, max_tokens: u32) -> Option<Dispatch> {
+        (self.own_meta && self.is_sparse(l)).then(|| self.meta(gpu, l, k_cache, step, max_tokens))
+    }
+
     /// Metadata update after layer `l`'s KV append of up to `max_tokens` tokens.
-    pub fn meta(&self, gpu: &Gpu, l: usize, k_cache: &wgpu::Buffer, step: &wgpu::Buffer, max_tokens: u32) -> Dispatch {
+    fn meta(&self, gpu: &Gpu, l: usize, k_cache: &wgpu::Buffer, step: &wgpu::Buffer, max_tokens: u32) -> Dispatch {
         let i = l - self.opts.dense_layers;
         ops::quest_meta(gpu, &self.shape, k_cache, &self.kmax[i], &self.kmin[i], step, max_tokens)
     }
@@ -158,39 +173,29 @@ impl Quest {
         gpu.submit(enc);
     }
 
-    /// Layer `l`'s decode attention: page scores, selection, then attention
-    /// over the selected pages (returned as the usual partial + merge).
-    #[allow(clippy::too_many_arguments)]
-    pub fn decode(
-        &self,
-        gpu: &Gpu,
-        l: usize,
-        q: &wgpu::Buffer,
-        k_cache: &wgpu::Buffer,
-        v_cache: &wgpu::Buffer,
-        out: &wgpu::Buffer,
-        lse: &wgpu::Buffer,
-        step: &wgpu::Buffer,
-    ) -> [Dispatch; 4] {
-        let (i, s, sc) = (l - self.opts.dense_layers, &self.shape, &self.scratch);
-        let score = ops::quest_score(gpu, s, q, &self.kmax[i], &self.kmin[i], &sc.score, step);
-        let select = ops::quest_select(gpu, s, &sc.score, &sc.list, step);
-        let DecodeAttn { partial, merge } = ops::attn_decode_pages(gpu, s, q, k_cache, v_cache, sc, out, lse, step);
-        [score, select, partial, merge]
-    }
-
-    /// Under Mustafar, layer `l`'s block scores and selection: the blocks are
-    /// Quest's pages (page = 64), their metadata `kmax` / `kmin` written at
-    /// compression, and `step`'s `kv_len` is the compressed slots. The list
-    /// (`list()`) then names the blocks `mustafar_attn` attends.
-    pub fn score_blocks(&self, gpu: &Gpu, q: &wgpu::Buffer, kmax: &wgpu::Buffer, kmin: &wgpu::Buffer, step: &wgpu::Buffer) -> [Dispatch; 2] {
+    /// Layer `l`'s selection at a decode step: score the pages (the
+    /// storage's `pages`, else Quest's own over `step`'s slots), select the
+    /// budget's worth and hand back the list. None for a dense layer.
+    pub fn select<'a>(&'a self, gpu: &Gpu, l: usize, q: &wgpu::Buffer, pages: Option<Pages>, step: &wgpu::Buffer) -> Option<([Dispatch; 2], PageList<'a>)> {
+        if !self.is_sparse(l) {
+            return None;
+        }
+        let i = l - self.opts.dense_layers;
+        let (kmax, kmin, step) = match &pages {
+            Some(p) => (p.kmax, p.kmin, p.step),
+            None => (&self.kmax[i], &self.kmin[i], step),
+        };
         let (s, sc) = (&self.shape, &self.scratch);
-        [ops::quest_score(gpu, s, q, kmax, kmin, &sc.score, step), ops::quest_select(gpu, s, &sc.score, &sc.list, step)]
+        let d = [ops::quest_score(gpu, s, q, kmax, kmin, &sc.score, step), ops::quest_select(gpu, s, &sc.score, &sc.list, step)];
+        Some((d, PageList { shape: s, scratch: sc }))
     }
 
-    /// The page list buffer and its entries per selection unit.
-    pub fn list(&self) -> (&wgpu::Buffer, u32) {
-        (&self.scratch.list, self.shape.budget_pages)
+    /// Bytes allocated (what `bytes_for` counts).
+    pub fn allocated(&self) -> u64 {
+        let sc = &self.scratch;
+        let meta: u64 = self.kmax.iter().chain(&self.kmin).map(|b| b.size()).sum();
+        let steps: u64 = self.rebuild.iter().map(|(b, _)| b.size()).sum();
+        meta + [&sc.score, &sc.list, &sc.part_o, &sc.part_ml].iter().map(|b| b.size()).sum::<u64>() + steps
     }
 
     /// Slots one selection unit attends at a decode step over `len` slots.
@@ -211,6 +216,24 @@ impl Quest {
         }
         let units = s.n_units() as usize;
         (units * self.slots_per_unit(len), units * (n_pages - 1) * 2)
+    }
+
+    /// Bytes layer `l` reads at a decode step from pages covering `tokens`
+    /// tokens that hold `bytes`: all of them in a dense layer or when every
+    /// page fits the budget, else each unit's selected rows (a share of
+    /// `bytes`) and the metadata of the pages it scores.
+    pub fn read(&self, l: usize, tokens: usize, bytes: u64) -> u64 {
+        if !self.is_sparse(l) || tokens == 0 {
+            return bytes;
+        }
+        let (rows, meta) = self.rows_read(tokens);
+        let all = (tokens * self.shape.attn.n_kv_heads as usize) as u64;
+        bytes * rows as u64 / all + meta as u64 * self.row_bytes
+    }
+
+    /// Bytes of layer `l`'s page metadata over `tokens` tokens.
+    pub fn meta_resident(&self, l: usize, tokens: usize) -> u64 {
+        if self.is_sparse(l) { self.meta_rows(tokens) as u64 * self.row_bytes } else { 0 }
     }
 
     /// Metadata rows (kmax + kmin, per KV head) resident for `len` slots, per sparse layer.

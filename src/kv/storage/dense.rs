@@ -1,0 +1,141 @@
+//! Dense storage: per layer one K and one V buffer of `kv_t` (f16 where the
+//! adapter has SHADER_F16, else f32), laid out `[n_kv_heads][max_seq][head_dim]`,
+//! allocated once: the whole context, an eviction policy's budget, or under
+//! `mustafar` the dense window of recent tokens. Keys are stored post-RoPE,
+//! so a slot need not equal a position: a cut gathers the kept slots to the
+//! front (`kv_compact`).
+
+use super::super::attend::{AttnScratch, LayerIo};
+use super::super::seam::{Cut, PageList};
+use crate::Result;
+use crate::gpu::{Gpu, storage_size};
+use crate::kernels::Dispatch;
+use crate::ops::attention::{self as attn, AttnShape, DecodeAttn};
+use crate::ops::{evict, quest};
+
+/// The dense slots of every layer.
+pub struct Slots {
+    /// Per layer: `[n_kv_heads][max_seq][head_dim]` keys (post-RoPE).
+    pub k: Vec<wgpu::Buffer>,
+    /// Per layer: `[n_kv_heads][max_seq][head_dim]` values.
+    pub v: Vec<wgpu::Buffer>,
+    /// The slots' attention shape (`max_seq`: slots per layer and KV head).
+    pub shape: AttnShape,
+    /// Bytes of one K (or V) element: 2 (f16) or 4.
+    pub elem: usize,
+    /// Per layer: the compaction to the slots in `keep`, when slots move.
+    compact: Vec<Dispatch>,
+    keep: Option<(wgpu::Buffer, wgpu::Buffer)>,
+}
+
+impl Slots {
+    /// `n_layers` layers of `shape`; `gather`: slots move (a cut, a window
+    /// shifting down), so the gather list and its dispatches are made too.
+    pub fn new(gpu: &Gpu, shape: AttnShape, n_layers: usize, gather: bool) -> Result<Slots> {
+        let bytes = shape.cache_bytes(gpu.caps.f16);
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        for l in 0..n_layers {
+            k.push(gpu.buffer(&format!("kv.k{l}"), bytes));
+            v.push(gpu.buffer(&format!("kv.v{l}"), bytes));
+        }
+        let (mut compact, mut keep) = (Vec::new(), None);
+        if gather {
+            let [list, counts] = Slots::keep_buffers(&shape).map(|(label, bytes)| gpu.buffer(label, bytes));
+            for l in 0..n_layers {
+                compact.push(evict::kv_compact(gpu, &shape, &k[l], &v[l], &list, &counts, None, shape.max_seq)?);
+            }
+            keep = Some((list, counts));
+        }
+        Ok(Slots { k, v, shape, elem: if gpu.caps.f16 { 2 } else { 4 }, compact, keep })
+    }
+
+    /// Bytes `new` allocates for the same arguments.
+    pub fn bytes_for(shape: &AttnShape, n_layers: usize, gather: bool, f16: bool) -> u64 {
+        let keep = if gather { Slots::keep_buffers(shape).iter().map(|&(_, b)| storage_size(b)).sum() } else { 0 };
+        2 * n_layers as u64 * storage_size(shape.cache_bytes(f16)) + keep
+    }
+
+    /// Bytes one token takes in one layer (K and V).
+    pub fn token_bytes(&self) -> u64 {
+        2 * (self.shape.n_kv_heads * self.shape.head_dim) as u64 * self.elem as u64
+    }
+
+    /// Bytes these slots hold on the device.
+    pub fn allocated(&self) -> u64 {
+        let keep = self.keep.as_ref().map_or(0, |(l, c)| l.size() + c.size());
+        self.k.iter().chain(&self.v).map(|b| b.size()).sum::<u64>() + keep
+    }
+
+    /// The gather list and counts: (label, requested bytes).
+    fn keep_buffers(shape: &AttnShape) -> [(&'static str, u64); 2] {
+        let heads = shape.n_kv_heads as u64;
+        [("kv.keep", 4 * heads * shape.max_seq as u64), ("kv.keep_counts", 4 * heads)]
+    }
+
+    /// Before a call: apply an eviction part's cut by keeping exactly its
+    /// slots. Returns the tokens dropped.
+    pub fn cut(&self, gpu: &Gpu, len: usize, cut: Option<&Cut>) -> usize {
+        match cut {
+            Some(c) => {
+                self.gather(gpu, &c.keep);
+                len - c.keep.len()
+            }
+            None => 0,
+        }
+    }
+
+    /// Gather the slots `keep` (increasing) of every layer and KV head to
+    /// slots `0 .. keep.len()` (`kv_compact`).
+    pub fn gather(&self, gpu: &Gpu, keep: &[usize]) {
+        let (list, counts) = self.keep.as_ref().expect("slots that move were made with a gather list");
+        let heads = self.shape.n_kv_heads as usize;
+        let ms = self.shape.max_seq as usize;
+        let words: Vec<u32> = (0..heads)
+            .flat_map(|_| {
+                let mut row: Vec<u32> = keep.iter().map(|&s| s as u32).collect();
+                row.resize(ms, 0);
+                row
+            })
+            .collect();
+        gpu.write(list, 0, bytemuck::cast_slice(&words));
+        gpu.write(counts, 0, bytemuck::cast_slice(&vec![keep.len() as u32; heads]));
+        let mut enc = gpu.encoder();
+        gpu.record(&mut enc, "kv_compact", &self.compact);
+        gpu.submit(enc);
+    }
+
+    /// Layer `l`'s append of a call's `n` K/V rows at the slots `step` says.
+    pub fn append(&self, g: &Gpu, l: usize, io: &LayerIo, step: &wgpu::Buffer, n: u32) -> Dispatch {
+        attn::kv_append(g, &self.shape, io.k, io.v, &self.k[l], &self.v[l], step, n)
+    }
+
+    /// Layer `l`'s attention over its valid slots (`step`'s `kv_len`): every
+    /// slot, or at a decode step only the pages in `pages`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(&self, g: &Gpu, l: usize, n: usize, io: &LayerIo, s: &AttnScratch, step: &wgpu::Buffer, pages: Option<PageList>) -> Vec<Dispatch> {
+        let (k, v) = (&self.k[l], &self.v[l]);
+        match (n, pages) {
+            (1, Some(p)) => {
+                let DecodeAttn { partial, merge } = quest::attn_decode_pages(g, p.shape, io.q, k, v, p.scratch, io.out, &s.lse, step);
+                vec![partial, merge]
+            }
+            (1, None) => {
+                let DecodeAttn { partial, merge } = attn::attn_decode(g, &self.shape, io.q, k, v, &s.decode, io.out, &s.lse, step);
+                vec![partial, merge]
+            }
+            _ => attn::attn_prefill(g, &self.shape, io.q, k, v, &s.prefill, io.out, step),
+        }
+    }
+
+    /// Copy the first `len` slots of every layer and KV head from `src`
+    /// (the same shape).
+    pub fn copy_prefix_from(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, src: &Slots, len: usize) {
+        let row = (self.shape.head_dim as usize * self.elem) as u64;
+        let stride = self.shape.max_seq as u64 * row;
+        for (d, s) in self.k.iter().chain(&self.v).zip(src.k.iter().chain(&src.v)) {
+            for h in 0..self.shape.n_kv_heads as u64 {
+                gpu.copy(enc, s, h * stride, d, h * stride, len as u64 * row);
+            }
+        }
+    }
+}
