@@ -243,13 +243,37 @@ fn context_overflow_and_bad_ids_are_errors() {
 #[test]
 fn real_model_matches_exact_reference() {
     let Some(path) = real_model() else { return };
-    let w = Weights::open(&path).unwrap();
+    matches_exact_reference(&path, "smollm2-135m");
+}
+
+/// Qwen2.5-Coder-0.5B-Instruct Q4_K_M (qwen2: Q/K/V biases, NeoX RoPE,
+/// base 1e6, untied Q8_0 LM head; Q5_0, Q4_K, Q6_K, Q8_0 weights) from
+/// `WGKV_QWEN_MODEL`, against its exact references under the same bar.
+/// Skipped when the variable is unset (the file is not fetched).
+#[test]
+fn qwen2_model_matches_exact_reference() {
+    let Some(path) = std::env::var_os("WGKV_QWEN_MODEL").filter(|p| !p.is_empty()) else {
+        eprintln!("SKIP: WGKV_QWEN_MODEL is unset (a Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF)");
+        return;
+    };
+    let w = Weights::open(std::path::Path::new(&path)).unwrap();
+    let c = &w.cfg;
+    assert_eq!((c.arch.as_str(), c.family, c.rope_style), ("qwen2", wgkv::arch::Arch::Qwen2, RopeStyle::HalfSplit));
+    assert_eq!((c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size), (24, 896, 14, 2, 64, 4864, 151936));
+    assert_eq!((c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias, c.qk_norm, c.rope_freqs), (1e6, 1e-6, false, true, false, None));
+    matches_exact_reference(std::path::Path::new(&path), "qwen2.5-coder-0.5b");
+}
+
+/// Teacher-force the GGUF at `path` on `tests/reference/{dir}/compare_*.json`
+/// and hold it to the bar above.
+fn matches_exact_reference(path: &std::path::Path, dir: &str) {
+    let w = Weights::open(path).unwrap();
     let Some(g) = contexts().into_iter().next() else { return };
     let mut m = Model::load(g.clone(), &w, 512, KvSpec::full()).unwrap();
     let (mut n, mut agree, mut margin_n, mut margin_agree) = (0, 0, 0, 0);
     let (mut sum, mut cnt, mut max) = (0f64, 0usize, 0f64);
     for file in ["compare_1.json", "compare_2.json", "compare_3.json"] {
-        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference_path(&format!("smollm2-135m/{file}"))).unwrap()).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(reference_path(&format!("{dir}/{file}"))).unwrap()).unwrap();
         let ids = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect::<Vec<_>>();
         let (prompt, generated) = (ids("prompt_ids"), ids("generated_ids"));
         m.reset();
@@ -274,7 +298,7 @@ fn real_model_matches_exact_reference() {
         }
     }
     let mean = sum / cnt as f64;
-    eprintln!("real model vs exact on {}: top-1 {agree}/{n}, margin {margin_agree}/{margin_n}, top-20 |diff| mean {mean:.4} max {max:.4}", label(&g));
+    eprintln!("{dir} vs exact on {}: top-1 {agree}/{n}, margin {margin_agree}/{margin_n}, top-20 |diff| mean {mean:.4} max {max:.4}", label(&g));
     assert!(mean <= 0.05, "mean top-20 logit difference {mean:.4} > 0.05");
     assert!(max <= 0.25, "max top-20 logit difference {max:.4} > 0.25");
     assert!(agree as f64 >= 0.97 * n as f64, "top-1 agreement {agree}/{n} < 97%");
