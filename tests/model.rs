@@ -264,6 +264,28 @@ fn qwen2_model_matches_exact_reference() {
     matches_exact_reference(std::path::Path::new(&path), "qwen2.5-coder-0.5b");
 }
 
+/// Gemma 3 270M Q4_K_M (gemma3: sandwich block, GeGLU, embedding scale,
+/// QK-norm, 512-token window on 5 of each 6 layers with RoPE base 10000,
+/// 1e6 on the others; tied LM head) from `WGKV_GEMMA_MODEL`, against its
+/// exact references under the same bar (every sequence within the window).
+/// Skipped when the variable is unset (the file is not fetched).
+#[test]
+fn gemma3_model_matches_exact_reference() {
+    let Some(path) = std::env::var_os("WGKV_GEMMA_MODEL").filter(|p| !p.is_empty()) else {
+        eprintln!("SKIP: WGKV_GEMMA_MODEL is unset (a gemma-3-270m Q4_K_M GGUF)");
+        return;
+    };
+    let w = Weights::open(std::path::Path::new(&path)).unwrap();
+    let c = &w.cfg;
+    assert_eq!((c.arch.as_str(), c.family, c.rope_style), ("gemma3", Arch::Gemma3, RopeStyle::HalfSplit));
+    assert_eq!((c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size), (18, 640, 4, 1, 256, 2048, 262144));
+    assert_eq!((c.rope_theta, c.tied_embeddings, c.qk_norm, c.embed_scale), (1e6, true, true, Some((640f32).sqrt())));
+    let win = c.window.as_ref().unwrap();
+    assert_eq!((win.size, win.rope_theta, win.local.iter().filter(|&&l| !l).count()), (512, 10000.0, 3));
+    assert!(!win.local[5] && !win.local[11] && !win.local[17] && win.local[0]);
+    matches_exact_reference(std::path::Path::new(&path), "gemma-3-270m");
+}
+
 /// Teacher-force the GGUF at `path` on `tests/reference/{dir}/compare_*.json`
 /// and hold it to the bar above.
 fn matches_exact_reference(path: &std::path::Path, dir: &str) {
