@@ -631,6 +631,9 @@ fn config_from_gguf() {
     assert_eq!(c.vocab_size, VOCAB);
 }
 
+/// A change to a GGUF being written.
+type Edit<'a> = &'a dyn Fn(&mut GgufWriter);
+
 /// Gemma 3's window metadata read as llama.cpp reads it (pattern period or
 /// per-layer array, local RoPE base defaulting to 10000, no window: all
 /// global), and what this build lacks refused in one line.
@@ -662,7 +665,7 @@ fn config_from_gguf_gemma3() {
     }))
     .unwrap();
     assert_eq!((c.context_limit(), c.window), (None, None));
-    let bad: [(&dyn Fn(&mut GgufWriter), &str); 3] = [
+    let bad: [(Edit, &str); 3] = [
         (
             &|w| {
                 w.add("gemma3.final_logit_softcapping", Value::F32(30.0));
