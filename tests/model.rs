@@ -249,19 +249,15 @@ fn real_model_matches_exact_reference() {
 /// Qwen2.5-Coder-0.5B-Instruct Q4_K_M (qwen2: Q/K/V biases, NeoX RoPE,
 /// base 1e6, untied Q8_0 LM head; Q5_0, Q4_K, Q6_K, Q8_0 weights) from
 /// `WGKV_QWEN_MODEL`, against its exact references under the same bar.
-/// Skipped when the variable is unset (the file is not fetched).
 #[test]
 fn qwen2_model_matches_exact_reference() {
-    let Some(path) = std::env::var_os("WGKV_QWEN_MODEL").filter(|p| !p.is_empty()) else {
-        eprintln!("SKIP: WGKV_QWEN_MODEL is unset (a Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF)");
-        return;
-    };
-    let w = Weights::open(std::path::Path::new(&path)).unwrap();
+    let Some(path) = named_model("WGKV_QWEN_MODEL", "path of qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else { return };
+    let w = Weights::open(&path).unwrap();
     let c = &w.cfg;
     assert_eq!((c.arch.as_str(), c.family, c.rope_style), ("qwen2", wgkv::arch::Arch::Qwen2, RopeStyle::HalfSplit));
     assert_eq!((c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size), (24, 896, 14, 2, 64, 4864, 151936));
     assert_eq!((c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias, c.qk_norm, c.rope_freqs), (1e6, 1e-6, false, true, false, None));
-    matches_exact_reference(std::path::Path::new(&path), "qwen2.5-coder-0.5b");
+    matches_exact_reference(&path, "qwen2.5-coder-0.5b");
 }
 
 /// Gemma 3 270M Q4_K_M (gemma3: sandwich block, GeGLU, embedding scale,
