@@ -25,7 +25,7 @@ fn compaction_gathers_the_kept_rows_per_head() {
         let mut rng = Rng::new(5);
         // (KV heads, head_dim, slots, cached): awkward head dims and a full cache.
         for &(kvh, hd, max_seq, len) in &[(3usize, 64usize, 200usize, 157usize), (2, 32, 50, 50), (1, 96, 70, 9), (4, 128, 40, 33)] {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
             let n = kvh * max_seq * hd;
             let (k, v, kb, vb) = random_caches(&g, &mut rng, n, 1.0);
             // Per head its own increasing subset of 0..len (head 0 keeps none
@@ -78,7 +78,7 @@ fn streaming_keeps_the_sinks_and_the_most_recent() {
 #[test]
 fn compaction_refuses_lists_past_the_loop_cap() {
     if let Some(g) = contexts().into_iter().next() {
-        let s = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: 4, max_seq: 8 };
+        let s = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: 4, max_seq: 8, ..Default::default() };
         let b = g.buffer("b", 64);
         let Err(e) = ops::kv_compact(&g, &s, &b, &b, &b, &b, None, ops::MAX_KEEP + 1) else { panic!("accepted a list past the cap") };
         let e = e.to_string();
@@ -94,7 +94,7 @@ fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
         let mut rng = Rng::new(6);
         // (heads, KV heads, head_dim, slots, cached): GQA groups 3, 1 and 8.
         for &(nh, kvh, hd, max_seq, len) in &[(9usize, 3usize, 64usize, 300usize, 257usize), (4, 4, 32, 100, 1), (8, 1, 96, 80, 80)] {
-            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
             let n = kvh * max_seq * hd;
             let (k, _v, kb, vb) = random_caches(&g, &mut rng, n, 1.0);
             let q = rng.vec(nh * hd, -3.0, 3.0);
@@ -135,7 +135,7 @@ fn window_attention_sums_the_last_rows_causally() {
         for &(nh, kvh, hd, max_seq, before, n, rows) in
             &[(9usize, 3usize, 64usize, 300usize, 150usize, 37usize, 8usize), (4, 2, 32, 64, 0, 40, 40), (8, 1, 96, 50, 30, 5, 8)]
         {
-            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
             let len = before + n;
             let (k, _v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 1.0);
             let q = rng.vec(n * nh * hd, -2.0, 2.0);
@@ -182,7 +182,7 @@ fn slot_scores_equal_the_reference_for_every_mode() {
     for g in contexts() {
         let mut rng = Rng::new(8);
         for &(kvh, hd, max_seq, len, prefix) in &[(3usize, 64usize, 200usize, 157usize, 149usize), (1, 32, 40, 40, 33), (2, 96, 30, 5, 0)] {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
             let (k, v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 2.0);
             let acc_v = rng.vec(kvh * max_seq, 0.0, 3.0);
             let acc = upload_f32(&g, "acc", &acc_v);
@@ -235,7 +235,7 @@ fn selection_keeps_the_top_slots_with_protected_ends_and_late_ties() {
             (1, 100, 90, 30, 20, 20, 0),
             (2, 4096, 4000, 405, 20, 200, 0),
         ] {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32, ..Default::default() };
             // Scores: continuous, or few values (many ties), negative ones too.
             let scores: Vec<f32> = (0..kvh * max_seq).map(|_| if levels == 0 { rng.uniform(-3.0, 3.0) } else { rng.below(levels) as f32 - 1.0 }).collect();
             let base = max_seq; // after one row of padding
@@ -278,7 +278,7 @@ fn dynamic_ranking_counts_each_layers_share_of_the_global_top() {
         for &(layers, kvh, max_seq, ranked, keep, levels) in
             &[(6usize, 3usize, 128usize, 4usize, 300usize, 0u32), (6, 3, 128, 6, 77, 0), (5, 2, 64, 5, 40, 4), (2, 1, 4096, 2, 1, 0)]
         {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32, ..Default::default() };
             let prefix: Vec<usize> = (0..layers).map(|l| max_seq - 3 * l).collect();
             // Layers score on different scales, so the shares differ.
             let flat: Vec<f32> = (0..layers * kvh * max_seq)

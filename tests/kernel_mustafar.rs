@@ -62,7 +62,7 @@ struct Case {
 }
 
 fn shape_of(c: &Case, max_seq: u32) -> MustafarShape {
-    let attn = AttnShape { n_heads: c.n_kv_heads * c.group, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, max_seq };
+    let attn = AttnShape { n_heads: c.n_kv_heads * c.group, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, max_seq, ..Default::default() };
     let keep = reference::keep_count(c.head_dim as usize, c.sparsity) as u32;
     MustafarShape::new(attn, keep, keep).unwrap()
 }
@@ -265,7 +265,7 @@ fn attention_over_tiles_equals_reference_attention_over_pruned_rows() {
 
 #[test]
 fn bad_mustafar_shapes_are_refused() {
-    let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 128 };
+    let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 128, ..Default::default() };
     assert!(MustafarShape::new(attn, 0, 10).is_err());
     assert!(MustafarShape::new(attn, 65, 10).is_err());
     assert!(MustafarShape::new(AttnShape { head_dim: 256, ..attn }, 10, 10).is_err());
@@ -287,7 +287,8 @@ fn window_placement_and_live_bound_equal_the_reference() {
             (2, 128, 9, 40, 36, 9),
             (3, 64, 20, 100, 64, 0),
         ] {
-            let shape = |seq: usize| AttnShape { n_heads: heads as u32, n_kv_heads: heads as u32, head_dim: d as u32, max_seq: seq as u32 };
+            let shape =
+                |seq: usize| AttnShape { n_heads: heads as u32, n_kv_heads: heads as u32, head_dim: d as u32, max_seq: seq as u32, ..Default::default() };
             let ((ks, kb), (vs, vb)) = (source(&g, &mut rng, heads * src_seq * d), source(&g, &mut rng, heads * src_seq * d));
             let ((mut kd, kdb), (mut vd, vdb)) = (source(&g, &mut rng, heads * dst_seq * d), source(&g, &mut rng, heads * dst_seq * d));
             let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: 0, n_tokens: 1, kv_len: (c0 + w) as u32, _pad: 0 }));

@@ -64,7 +64,7 @@ impl Layer {
 }
 
 fn qshape(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_seq: u32, page: u32, budget: u32, shared: bool) -> QuestShape {
-    let attn = AttnShape { n_heads, n_kv_heads, head_dim, max_seq };
+    let attn = AttnShape { n_heads, n_kv_heads, head_dim, max_seq, ..Default::default() };
     QuestShape::new(attn, page, budget, if shared { attn.group() } else { 1 }).unwrap()
 }
 
@@ -272,7 +272,7 @@ fn a_budget_covering_the_context_equals_full_attention() {
 
 #[test]
 fn bad_quest_shapes_are_refused() {
-    let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 100 };
+    let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 100, ..Default::default() };
     assert!(QuestShape::new(attn, 16, 8, 3).unwrap_err().to_string().contains("below one page"));
     assert!(QuestShape::new(attn, 0, 64, 3).is_err());
     assert!(QuestShape::new(attn, 16, 64, 2).unwrap_err().to_string().contains("neither 1 nor"));

@@ -107,7 +107,7 @@ pub fn specs() -> Vec<Spec> {
         v.push(meta_spec(64, page));
         v.push(select_spec(page));
         for &(group, unit) in &[(3, 1), (3, 3), (1, 1)] {
-            let attn = AttnShape { n_heads: group, n_kv_heads: 1, head_dim: 64, max_seq: 64 };
+            let attn = AttnShape { n_heads: group, n_kv_heads: 1, head_dim: 64, max_seq: 64, ..Default::default() };
             let s = QuestShape { attn, page, budget_pages: 2, unit };
             v.push(score_spec(&s));
             v.push(pages_spec(&s));
