@@ -524,9 +524,10 @@ fn options_are_pipeline_constants_and_off_by_default() {
     // the kernel knows positions (not Mustafar's blocks).
     let all = wgkv::ops::all_specs();
     let attending = [Kernel::AttnPrefill, Kernel::AttnPrefillLanes, Kernel::AttnDecode, Kernel::AttnDecodeLanes, Kernel::AttnDecodePages];
-    for k in attending {
+    for k in attending.into_iter().chain([Kernel::MustafarAttn]) {
         assert!(all.iter().any(|s| s.kernel == k && s.get_f32(SOFTCAP).is_some()), "{k:?} with a softcap missing");
-        assert!(all.iter().any(|s| s.kernel == k && s.get(WINDOW).is_some()), "{k:?} with a window missing");
+        let windowed = all.iter().any(|s| s.kernel == k && s.get(WINDOW).is_some());
+        assert_eq!(windowed, k != Kernel::MustafarAttn, "{k:?} with a window");
     }
     // Shapes that differ in an option are different shapes (and cache keys).
     assert_ne!(opts(plain, 50.0, 0), plain);
