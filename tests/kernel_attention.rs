@@ -523,7 +523,7 @@ fn options_are_pipeline_constants_and_off_by_default() {
     // takes an option with it on: the softcap everywhere, the window where
     // the kernel knows positions (not Mustafar's blocks).
     let all = wgkv::ops::all_specs();
-    let attending = [Kernel::AttnPrefill, Kernel::AttnPrefillLanes, Kernel::AttnDecode, Kernel::AttnDecodeLanes, Kernel::AttnDecodePages];
+    let attending = [Kernel::AttnPrefill, Kernel::AttnPrefillLanes, Kernel::AttnDecode, Kernel::AttnDecodeLanes, Kernel::AttnDecodePages, Kernel::AttnAccum];
     for k in attending.into_iter().chain([Kernel::MustafarAttn]) {
         assert!(all.iter().any(|s| s.kernel == k && s.get_f32(SOFTCAP).is_some()), "{k:?} with a softcap missing");
         let windowed = all.iter().any(|s| s.kernel == k && s.get(WINDOW).is_some());
