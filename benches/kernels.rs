@@ -246,7 +246,7 @@ fn bench_attention(g: &Gpu, rng: &mut Rng) -> Result<(), String> {
     use wgkv::reference::attention::attention;
     use wgkv::reference::mustafar as mref;
     const DEPTH: usize = 4096;
-    let shape = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: DEPTH as u32 };
+    let shape = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: DEPTH as u32, ..Default::default() };
     let (nkv, d, nh) = (3usize, 64usize, 9usize);
     let n = nkv * DEPTH * d;
     // The cache as the adapter stores it (f16 where it can), kept in f32 for the references.

@@ -3,9 +3,11 @@
 // over every query (prefill rows and decode steps alike) and SnapKV's family
 // takes from the observation window (the prompt's last rows). With the
 // log-sum-exp the attention kernels left per (token, query head):
-//   a[kvh][j] = sum_{t in rows} sum_g exp(scale * q[t][h0 + g] . K[kvh][j] - lse[t][h0 + g]),
+//   a[kvh][j] = sum_{t in rows} sum_g exp(attn_score(scale * q[t][h0 + g] . K[kvh][j]) - lse[t][h0 + g]),
 //   h0 = kvh * GROUP, rows = the last min(p.rows, n_tokens) tokens of the
-//   call, causal: token t (slot kv_len - n_tokens + t) sees slots j <= its own.
+//   call that see slot j: token t (slot kv_len - n_tokens + t) sees the
+//   slots attn_sees allows (j <= its own; with a window, the WINDOW most
+//   recent). The same scores (softcap) and mask as the attention kernels.
 // acc[kvh][j] = a (p.overwrite = 1) or acc[kvh][j] += a (p.overwrite = 0), j < kv_len.
 // (The group's heads share the cached row, so the row's score is theirs
 // together; each head's probabilities sum to 1, so a row adds GROUP in all.)
@@ -14,7 +16,8 @@
 // [HEAD_DIM] kv_t (read as kv4_t); lse [tokens][n_heads] f32; acc
 // [n_kv_heads][max_seq] f32.
 // Bindings: q, k_cache, lse (read), acc (read_write), params, step.
-// Prelude consts: WG, HEAD_DIM (a multiple of 4), GROUP.
+// Prelude consts: WG, HEAD_DIM (a multiple of 4), GROUP; SOFTCAP, WINDOW
+// (attn_core.wgsl).
 // Grid: (ceil(max_seq / WG), n_kv_heads, 1): one invocation per slot, which
 // walks rows * (HEAD_DIM / 4) loop iterations (rows <= 512).
 
@@ -49,13 +52,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     var a = 0.0;
     for (var t = first; t < step.n_tokens; t++) {
+        if (!attn_sees(base + t, j)) {
+            break; // past the window, as every later token is
+        }
         for (var g = 0u; g < GROUP; g++) {
             let h = t * n_heads + h0 + g;
             var dp = vec4<f32>(0.0);
             for (var d = 0u; d < D4; d++) {
                 dp += q[h * D4 + d] * k[d];
             }
-            a += exp(p.scale * ((dp.x + dp.y) + (dp.z + dp.w)) - lse[h]);
+            a += exp(attn_score(p.scale * ((dp.x + dp.y) + (dp.z + dp.w))) - lse[h]);
         }
     }
     let o = kvh * p.max_seq + j;

@@ -1,10 +1,13 @@
 // attn_decode: first half of flash-decoding for one query token (the single
-// token of a decode step) against kv_len = step.kv_len cache slots.
+// token of a decode step, at slot kv_len - 1) against the kv_len =
+// step.kv_len cache slots it sees: lo .. kv_len, lo = attn_window_lo(kv_len -
+// 1) (0 without a window).
 //
-// The slots are cut into chunks of L = min(CHUNK, roundup(ceil(kv_len /
-// n_split), WG)) slots; chunk c covers [c * L, min((c + 1) * L, kv_len)). L is
-// derived here (and nowhere else) from step.kv_len, so the grid and bind
-// group stay fixed while kv_len grows; chunks past kv_len are empty. A
+// Those slots are cut into chunks of L = min(CHUNK, roundup(ceil((kv_len -
+// lo) / n_split), WG)) slots; chunk c covers [lo + c * L, min(lo + (c + 1) *
+// L, kv_len)). L is derived here (and nowhere else) from step.kv_len, so the
+// grid and bind group stay fixed while kv_len grows; chunks past kv_len are
+// empty. A
 // workgroup serves one (chunk, KV head) pair and all GROUP query heads that
 // share the KV head, so every K and V element of the chunk is read from
 // memory once for the whole group.
@@ -15,7 +18,7 @@
 // chunk's slots j = part (mod P), P = WG / (HEAD_DIM / 4), for 4 dims of every
 // head of the group. Each (head, chunk, part) is one partial softmax state
 //   m = max over the chunk of s_j,  l = sum_j p_j,  o = sum_j p_j V_j,
-//   s_j = scale * q . K_j,  p_j = exp(s_j - m)   (j in the part's slots)
+//   s_j = attn_score(scale * q . K_j),  p_j = exp(s_j - m)   (j in the part's slots)
 // written to part_ml / part_o; attn_merge combines all n_split * P of them
 // per head. An empty chunk writes the neutral state m = -1e30, l = 0 (its
 // part_o is not written: the merge never reads o where l = 0).
@@ -29,7 +32,7 @@
 // part_ml (read_write), params, step (ops::Step).
 // Prelude consts: WG (a power of two), HEAD_DIM (a multiple of 4, at most
 // 4 * WG), GROUP (query heads per KV head), CHUNK (max slots per chunk, a
-// multiple of WG).
+// multiple of WG); SOFTCAP, WINDOW (attn_core.wgsl).
 // Shared memory: 4 * GROUP * (HEAD_DIM + CHUNK + WG) bytes (4.5 KiB for the
 // real model: GROUP 3, HEAD_DIM 64, CHUNK 256).
 // Grid: (n_split, n_kv_heads, 1) with n_split * CHUNK >= max_seq.
@@ -60,9 +63,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let kvh = wid.y;
     let h0 = kvh * GROUP;
     let kv_len = min(step.kv_len, p.max_seq);
-    let per = (kv_len + p.n_split - 1u) / p.n_split;
+    let lo = min(attn_window_lo(kv_len - 1u), kv_len); // kv_len 0: no slots
+    let per = (kv_len - lo + p.n_split - 1u) / p.n_split;
     let len = min(CHUNK, (per + WG - 1u) / WG * WG);
-    let s0 = c * len;
+    let s0 = lo + c * len;
     let s1 = min(s0 + len, kv_len);
 
     if (s0 >= s1) {
@@ -97,7 +101,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             }
         }
         for (var g = 0u; g < GROUP; g++) {
-            let s = dp[g].x + dp[g].y + dp[g].z + dp[g].w;
+            let s = attn_score(dp[g].x + dp[g].y + dp[g].z + dp[g].w);
             sc[g * CHUNK + j] = s;
             mx[g] = max(mx[g], s);
         }

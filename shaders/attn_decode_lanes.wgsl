@@ -13,21 +13,24 @@
 // workgroup memory (LANES * HEAD_DIM / 4 vec4, one head at a time) into one
 // partial state per (head, chunk):
 //   m = max_j s_j,  l = sum_j exp(s_j - m),  o = sum_j exp(s_j - m) V_j,
-//   s_j = scale * q . K_j   (j in the chunk's slots)
+//   s_j = attn_score(scale * q . K_j)   (j in the chunk's slots)
 // written to part_ml / part_o at part index h * part_stride + c (part_stride
 // >= n_split; Mustafar's blocks fill the parts after a head's chunks); a chunk without
 // slots writes m = -1e30, l = 0 and o = 0.
 //
-// Chunks: L = min(CHUNK, roundup(ceil(kv_len / n_split), LANES)) slots, chunk c
-// covers [c * L, min((c + 1) * L, kv_len)); derived from step.kv_len here, so
-// the grid and bind group stay fixed while kv_len grows.
+// Chunks of the slots lo .. kv_len the query (at slot kv_len - 1) sees, lo =
+// attn_window_lo(kv_len - 1) (0 without a window): L = min(CHUNK,
+// roundup(ceil((kv_len - lo) / n_split), LANES)) slots, chunk c covers
+// [lo + c * L, min(lo + (c + 1) * L, kv_len)); derived from step.kv_len here,
+// so the grid and bind group stay fixed while kv_len grows.
 // Layout: q [n_heads][HEAD_DIM] f32 (row 0); caches [n_kv_heads][max_seq]
 // [HEAD_DIM] kv_t (read as kv4_t); part_o [n_heads][n_split][HEAD_DIM]
 // f32; part_ml [n_heads][n_split] (m, l).
 // Bindings: q (read), k_cache (read), v_cache (read), part_o (read_write),
 // part_ml (read_write), params, step (ops::Step).
 // Prelude consts: LANES (invocations per workgroup), HEAD_DIM (a multiple of
-// 4), GROUP (query heads per KV head), CHUNK (max slots per chunk).
+// 4), GROUP (query heads per KV head), CHUNK (max slots per chunk); SOFTCAP,
+// WINDOW (attn_core.wgsl).
 // Grid: (n_split, n_kv_heads, 1) with n_split * CHUNK >= max_seq.
 
 struct Params {
@@ -54,9 +57,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kvh = wid.y;
     let h0 = kvh * GROUP;
     let kv_len = min(step.kv_len, p.max_seq);
-    let per = (kv_len + p.n_split - 1u) / p.n_split;
+    let lo = min(attn_window_lo(kv_len - 1u), kv_len); // kv_len 0: no slots
+    let per = (kv_len - lo + p.n_split - 1u) / p.n_split;
     let len = min(CHUNK, (per + LANES - 1u) / LANES * LANES);
-    let s0 = c * len;
+    let s0 = lo + c * len;
     let s1 = min(s0 + len, kv_len);
 
     var qr: array<vec4<f32>, GROUP * D4>;
@@ -82,7 +86,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var alpha: array<f32, GROUP>;
         var pj: array<f32, GROUP>;
         for (var g = 0u; g < GROUP; g++) {
-            let s = (dp[g].x + dp[g].y) + (dp[g].z + dp[g].w);
+            let s = attn_score((dp[g].x + dp[g].y) + (dp[g].z + dp[g].w));
             let u = online_push(m[g], l[g], s, true);
             alpha[g] = u.alpha;
             pj[g] = u.p;

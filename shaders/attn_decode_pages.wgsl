@@ -3,7 +3,8 @@
 // token of a decode step. Unit u (query heads u * UNIT .. u * UNIT + UNIT - 1,
 // KV head (u * UNIT) / GROUP) attends the n_sel = min(n_pages, budget_pages)
 // pages list[u][0 .. n_sel], n_pages = ceil(kv_len / PAGE); slots of a page
-// at or past kv_len (the partial current page) are skipped.
+// the query (at slot kv_len - 1) does not see (attn_sees: at or past kv_len,
+// in the partial current page, or before the window) are skipped.
 //
 // The selected slots form a virtual range v = e * PAGE + o (entry e, offset
 // o), split into n_split chunks of L = roundup(ceil(n_sel * PAGE / n_split),
@@ -12,7 +13,7 @@
 // same lane structure as attn_decode_lanes. Each (head, chunk, lane) writes
 // a partial state at part index (h * n_split + c) * LANES + lane:
 //   m = max_j s_j,  l = sum_j exp(s_j - m),  o = sum_j exp(s_j - m) V_j,
-//   s_j = scale * q_h . K_j,
+//   s_j = attn_score(scale * q_h . K_j),
 // a lane without slots writes m = -1e30, l = 0 (o unwritten).
 //
 // Layout: q [n_heads][HEAD_DIM] f32 (row 0); caches [n_kv_heads][max_seq]
@@ -21,7 +22,8 @@
 // Bindings: q (read), k_cache (read), v_cache (read), list (read), part_o
 // (read_write), part_ml (read_write), params, step (ops::Step).
 // Prelude consts: LANES, HEAD_DIM (a multiple of 4), PAGE, GROUP (query heads
-// per KV head), UNIT (query heads per selection: 1 or GROUP).
+// per KV head), UNIT (query heads per selection: 1 or GROUP); SOFTCAP,
+// WINDOW (attn_core.wgsl).
 // Grid: (n_split, n_units, 1).
 
 struct Params {
@@ -67,8 +69,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let lb = u * p.budget_pages;
     for (var j = v0 + lane; j < v1; j += LANES) {
         let slot = list[lb + j / PAGE] * PAGE + j % PAGE;
-        if (slot >= kv_len) {
-            continue;
+        if (!attn_sees(kv_len - 1u, slot)) {
+            continue; // (the loop is empty when kv_len is 0)
         }
         let row = head + slot * D4;
         var dp: array<vec4<f32>, UNIT>;
@@ -81,7 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var alpha: array<f32, UNIT>;
         var pj: array<f32, UNIT>;
         for (var g = 0u; g < UNIT; g++) {
-            let s = (dp[g].x + dp[g].y) + (dp[g].z + dp[g].w);
+            let s = attn_score((dp[g].x + dp[g].y) + (dp[g].z + dp[g].w));
             let u = online_push(m[g], l[g], s, true);
             alpha[g] = u.alpha;
             pj[g] = u.p;

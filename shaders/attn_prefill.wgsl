@@ -1,9 +1,11 @@
 // attn_prefill: causal grouped-query attention for a prefill chunk, flash-
-// attention style. Query token t of the call (t < step.n_tokens) attends
-// cache slots 0 ..= step.kv_len - step.n_tokens + t, read from the cache
-// after this call's kv_append (so a later chunk sees the earlier ones):
-//   out[t, h] = softmax_j(scale * q[t, h] . K[kvh, j]) @ V[kvh, j],
-//   kvh = h / group, group = n_heads / n_kv_heads.
+// attention style. Query token t of the call (t < step.n_tokens) sits at slot
+// at = step.kv_len - step.n_tokens + t and attends the slots j it sees
+// (attn_sees: j <= at, and j > at - WINDOW with a window), read from the
+// cache after this call's kv_append (so a later chunk sees the earlier ones):
+//   out[t, h] = softmax_j(attn_score(scale * q[t, h] . K[kvh, j])) @ V[kvh, j],
+//   kvh = h / group, group = n_heads / n_kv_heads
+// (attn_score: the softcap, if any).
 //
 // Work split: a workgroup serves one KV head and WG consecutive "rows", a row
 // being a (token, query head of the group) pair ordered token-major, so the
@@ -17,12 +19,14 @@
 // Layout: q [max_tokens][n_heads][HEAD_DIM] f32; caches
 // [n_kv_heads][max_seq][HEAD_DIM] kv_t (read as kv4_t); out like q.
 // lse [max_tokens][n_heads] f32: each row's log-sum-exp, so the attention
-// probability of slot j is exp(scale * q[t, h] . K[j] - lse[t, h]) (what the
+// probability of slot j is exp(attn_score(scale * q[t, h] . K[j]) - lse[t, h]) (what the
 // eviction scores accumulate; attn_merge writes the same for the lanes kernel).
 // Bindings: q (read), k_cache (read), v_cache (read), out (read_write), lse
 // (read_write), params, step (ops::Step).
 // Prelude consts: WG (rows per workgroup, a multiple of 4), HEAD_DIM (a
-// multiple of 4), BK (keys per tile). Shared memory: 2 * BK * HEAD_DIM * 4
+// multiple of 4), BK (keys per tile); SOFTCAP, WINDOW (attn_core.wgsl: with
+// a window the tiles start at the first slot the workgroup's first token
+// sees). Shared memory: 2 * BK * HEAD_DIM * 4
 // bytes (8 KiB with BK * HEAD_DIM = 1024).
 // Grid: (ceil(max_tokens * group / WG), n_kv_heads, 1); workgroups whose rows
 // are all past step.n_tokens exit at once, rows past it write nothing.
@@ -63,7 +67,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let t = row / group;
     let h = kvh * group + row % group;
     let live = t < n_tok;
-    let lim = min(base + t, kv_end - 1u); // last slot this row may attend
+    let lim = min(base + t, kv_end - 1u); // this row's slot, the last it may attend
+    let kv_start = attn_window_lo(base + row0 / group); // first key any row here sees
 
     var qr: array<vec4<f32>, D4>;
     var acc: array<vec4<f32>, D4>;
@@ -81,7 +86,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     var l = 0.0;
 
     let head_base = kvh * p.max_seq * D4;
-    for (var kb = 0u; kb < kv_end; kb += BK) {
+    for (var kb = kv_start; kb < kv_end; kb += BK) {
         for (var i = lid.x; i < BK * D4; i += WG) {
             let key = kb + i / D4;
             if (key < kv_end) {
@@ -107,7 +112,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             for (var d = 0u; d < D4; d++) {
                 dp += qr[d] * k_tile[j * D4 + d];
             }
-            let sj = select(NEG, dp.x + dp.y + dp.z + dp.w, kb + j <= lim);
+            let sj = select(NEG, attn_score(dp.x + dp.y + dp.z + dp.w), attn_sees(lim, kb + j));
             s[j] = sj;
             tmax = max(tmax, sj);
         }
@@ -119,7 +124,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             acc[d] *= alpha;
         }
         for (var j = 0u; j < n_keys; j++) {
-            let pj = select(0.0, exp(s[j] - m_new), kb + j <= lim);
+            let pj = select(0.0, exp(s[j] - m_new), attn_sees(lim, kb + j));
             l += pj;
             for (var d = 0u; d < D4; d++) {
                 acc[d] += pj * v_tile[j * D4 + d];

@@ -1,8 +1,9 @@
 // attn_prefill_lanes: the CPU-adapter form of attn_prefill (causal
 // grouped-query attention for a prefill chunk), same contract: query token t
-// of the call (t < step.n_tokens) attends cache slots
-// 0 ..= step.kv_len - step.n_tokens + t, read after this call's kv_append:
-//   out[t, h] = softmax_j(scale * q[t, h] . K[kvh, j]) @ V[kvh, j],
+// of the call (t < step.n_tokens), at slot at = step.kv_len - step.n_tokens
+// + t, attends the cache slots j it sees (attn_sees: j <= at, and
+// j > at - WINDOW with a window), read after this call's kv_append:
+//   out[t, h] = softmax_j(attn_score(scale * q[t, h] . K[kvh, j])) @ V[kvh, j],
 //   kvh = h / GROUP.
 // This kernel is the first half: partial softmax states per split of the
 // slots, combined by attn_merge (rows = token x query head).
@@ -10,8 +11,9 @@
 // A workgroup serves one KV head, LANES consecutive tokens and one split of
 // at most CHUNK slots, one token per invocation with all GROUP query heads
 // of the KV head. Every lane walks the same keys of the split (up to the
-// last slot any of its tokens may attend), so the K and V loads are the same
-// in every lane; keys past a lane's own limit are masked. Each lane keeps
+// last slot any of its tokens may attend, from the first its first token
+// sees), so the K and V loads are the same in every lane; keys a lane's
+// token does not see are masked. Each lane keeps
 // one online-softmax state (max, sum, output) per head. No workgroup memory
 // and no barriers: on lavapipe a workgroup runs as one 8-wide SIMD loop,
 // where attn_prefill's staged tiles and barriers cost more than the
@@ -38,7 +40,8 @@
 // Bindings: q (read), k_cache (read), v_cache (read), part_o (read_write),
 // part_ml (read_write), params, step (ops::Step).
 // Prelude consts: LANES (tokens per workgroup), HEAD_DIM (a multiple of 4),
-// GROUP (query heads per KV head), CHUNK (most slots per split).
+// GROUP (query heads per KV head), CHUNK (most slots per split); SOFTCAP,
+// WINDOW (attn_core.wgsl).
 // Grid: (ceil(max_tokens / LANES), n_kv_heads, n_split), n_split * CHUNK >=
 // max_seq; workgroups past step.n_tokens exit at once, tokens past it write
 // nothing.
@@ -69,10 +72,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let base = step.kv_len - step.n_tokens; // slots cached before this call
     let t = min(t0 + lane, n_tok - 1u); // lanes past n_tok repeat the last token
-    let lim = min(base + t, p.max_seq - 1u); // last slot this lane may attend
+    let lim = min(base + t, p.max_seq - 1u); // this lane's slot, the last it may attend
     let kv_end = min(base + min(t0 + LANES, n_tok), p.max_seq); // keys any lane needs
     let s0 = wid.z * CHUNK;
     let s1 = min(s0 + CHUNK, kv_end); // this split's slots: s0 .. s1
+    let first = max(s0, attn_window_lo(base + t0)); // the first any lane sees
 
     var qr: array<vec4<f32>, GROUP * D4>;
     let qo = (t * p.n_heads + h0) * D4;
@@ -86,9 +90,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         m[g] = NEG;
     }
     let head = kvh * p.max_seq * D4;
-    for (var j = s0; j < s1; j++) {
+    for (var j = first; j < s1; j++) {
         let row = head + j * D4;
-        let live = j <= lim;
+        let live = attn_sees(lim, j);
         var dp: array<vec4<f32>, GROUP>;
         for (var d = 0u; d < D4; d++) {
             let k = vec4<f32>(k_cache[row + d]);
@@ -99,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var alpha: array<f32, GROUP>;
         var pj: array<f32, GROUP>;
         for (var g = 0u; g < GROUP; g++) {
-            let s = select(NEG, (dp[g].x + dp[g].y) + (dp[g].z + dp[g].w), live);
+            let s = select(NEG, attn_score((dp[g].x + dp[g].y) + (dp[g].z + dp[g].w)), live);
             let u = online_push(m[g], l[g], s, live);
             alpha[g] = u.alpha;
             pj[g] = u.p;

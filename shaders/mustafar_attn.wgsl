@@ -8,7 +8,8 @@
 //   p.V: invocation c (a channel) walks the 64 tokens' value tiles the same
 //        way with bit c % 64.
 // Partial of (head h, block b) at part index h * part_stride + part_base + b:
-//   part_ml = (m, l) = (max_t s_t, sum_t exp(s_t - m)), s_t = scale q_h . K_t;
+//   part_ml = (m, l) = (max_t s_t, sum_t exp(s_t - m)),
+//   s_t = attn_score(scale q_h . K_t) (the softcap, if any);
 //   part_o  = sum_t exp(s_t - m) V_t (unnormalised). Blocks at or past
 //   n_blocks write (-1e30, 0) and no o.
 //
@@ -23,7 +24,8 @@
 // live block list[kvh * list_len + x] for x < min(n_blocks, list_len)
 // (quest_select's page list, one per KV head), and writes partial x.
 // Prelude consts: HEAD_DIM (a multiple of 4, at most 128), GROUP (query
-// heads per KV head).
+// heads per KV head); SOFTCAP (attn_core.wgsl). No WINDOW: a block does not
+// know its tokens' positions (ops::mustafar refuses a window).
 // Fragments: half.wgsl, mustafar_tiles.wgsl (T, VT, TILES, tile_get).
 // Grid: (max_blocks, n_kv_heads, 1), 64 invocations.
 
@@ -73,7 +75,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
     }
     for (var g = 0u; g < GROUP; g++) {
-        prob[g * T + t] = s[g] * p.scale;
+        prob[g * T + t] = attn_score(s[g] * p.scale);
     }
     workgroupBarrier();
     if (t < GROUP) {

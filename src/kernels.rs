@@ -4,7 +4,8 @@
 //! records, and this module does not import it.
 //!
 //! A shader's final source is
-//!   prelude (f16 or f32 storage aliases + the spec's `const` lines)
+//!   prelude (f16 or f32 storage aliases + the spec's `const` lines, and the
+//!   attention core's options at their "off" value where the spec leaves them)
 //!   + `shaders/step.wgsl` (the step uniform's struct)
 //!   + shared fragments (`shaders/attn_core.wgsl` for attention, ...)
 //!   + `shaders/quant/common.wgsl` + `shaders/quant/<wtype>.wgsl` (weight-reading kernels only)
@@ -85,9 +86,13 @@ impl Kernel {
     pub fn fragments(self) -> &'static [&'static str] {
         match self {
             Kernel::MustafarAttn => &[ATTN_CORE, HALF, MUSTAFAR_TILES],
-            Kernel::AttnPrefill | Kernel::AttnPrefillLanes | Kernel::AttnDecode | Kernel::AttnDecodeLanes | Kernel::AttnDecodePages | Kernel::AttnMerge => {
-                &[ATTN_CORE]
-            }
+            Kernel::AttnPrefill
+            | Kernel::AttnPrefillLanes
+            | Kernel::AttnDecode
+            | Kernel::AttnDecodeLanes
+            | Kernel::AttnDecodePages
+            | Kernel::AttnMerge
+            | Kernel::AttnAccum => &[ATTN_CORE],
             Kernel::MustafarCompress | Kernel::MustafarExpand => &[HALF, MUSTAFAR_TILES],
             Kernel::EvictSelect | Kernel::EvictBudget => &[RADIX_SELECT],
             _ => &[],
@@ -95,18 +100,27 @@ impl Kernel {
     }
 }
 
+/// The attention core's per-pipeline options (`shaders/attn_core.wgsl`):
+/// `SOFTCAP` (f32) and `WINDOW` (u32), 0 meaning off. A kernel that includes
+/// the core gets `const` lines for both; a spec that does not set one gets 0.
+pub const SOFTCAP: &str = "SOFTCAP";
+pub const WINDOW: &str = "WINDOW";
+
 /// A kernel plus its specialisation: weight type (for weight-reading
-/// kernels) and named `u32` constants emitted into the prelude.
+/// kernels) and named constants emitted into the prelude: `u32` ones, and
+/// `f32` ones held as their bits (so a spec stays `Eq` and `Hash`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Spec {
     pub kernel: Kernel,
     pub wtype: Option<WType>,
     pub consts: Vec<(&'static str, u32)>,
+    /// `f32` constants as `f32::to_bits`.
+    pub floats: Vec<(&'static str, u32)>,
 }
 
 impl Spec {
     pub fn new(kernel: Kernel) -> Spec {
-        Spec { kernel, wtype: None, consts: Vec::new() }
+        Spec { kernel, wtype: None, consts: Vec::new(), floats: Vec::new() }
     }
     pub fn weights(mut self, w: WType) -> Spec {
         self.wtype = Some(w);
@@ -121,6 +135,17 @@ impl Spec {
     pub fn get(&self, name: &str) -> Option<u32> {
         self.consts.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
+    /// An `f32` constant (finite: it is written as a decimal literal).
+    pub fn with_f32(mut self, name: &'static str, value: f32) -> Spec {
+        assert!(value.is_finite(), "f32 constant {name} = {value} is not finite");
+        self.floats.retain(|(n, _)| *n != name);
+        self.floats.push((name, value.to_bits()));
+        self.floats.sort();
+        self
+    }
+    pub fn get_f32(&self, name: &str) -> Option<f32> {
+        self.floats.iter().find(|(n, _)| *n == name).map(|(_, v)| f32::from_bits(*v))
+    }
 
     /// The complete WGSL source for this spec; `f16` selects the storage aliases.
     pub fn source(&self, f16: bool) -> String {
@@ -132,6 +157,17 @@ impl Spec {
         }
         for (name, v) in &self.consts {
             s.push_str(&format!("const {name}: u32 = {v}u;\n"));
+        }
+        for (name, v) in &self.floats {
+            s.push_str(&format!("const {name}: f32 = {};\n", f32_literal(f32::from_bits(*v))));
+        }
+        if self.kernel.fragments().contains(&ATTN_CORE) {
+            if self.get(WINDOW).is_none() {
+                s.push_str(&format!("const {WINDOW}: u32 = 0u;\n"));
+            }
+            if self.get_f32(SOFTCAP).is_none() {
+                s.push_str(&format!("const {SOFTCAP}: f32 = {};\n", f32_literal(0.0)));
+            }
         }
         s.push_str(STEP);
         for f in self.kernel.fragments() {
@@ -147,6 +183,13 @@ impl Spec {
         s.push_str(self.kernel.source());
         s
     }
+}
+
+/// A WGSL literal of exactly `v` (finite): Rust's shortest round-trip
+/// decimal with the `f` suffix, which WGSL reads as an f32 directly (no
+/// detour through an abstract float that could round twice).
+pub fn f32_literal(v: f32) -> String {
+    format!("{v:?}f")
 }
 
 /// Pipeline cache of one device; `Gpu::pipeline` compiles what is missing.

@@ -533,7 +533,7 @@ impl Model {
 }
 
 fn attn_shape(c: &ModelConfig, max_seq: usize) -> AttnShape {
-    AttnShape { n_heads: c.n_heads as u32, n_kv_heads: c.n_kv_heads as u32, head_dim: c.head_dim as u32, max_seq: max_seq as u32 }
+    AttnShape { n_heads: c.n_heads as u32, n_kv_heads: c.n_kv_heads as u32, head_dim: c.head_dim as u32, max_seq: max_seq as u32, ..Default::default() }
 }
 
 /// Activations for up to `n` tokens.

@@ -25,7 +25,7 @@ fn compaction_gathers_the_kept_rows_per_head() {
         let mut rng = Rng::new(5);
         // (KV heads, head_dim, slots, cached): awkward head dims and a full cache.
         for &(kvh, hd, max_seq, len) in &[(3usize, 64usize, 200usize, 157usize), (2, 32, 50, 50), (1, 96, 70, 9), (4, 128, 40, 33)] {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
             let n = kvh * max_seq * hd;
             let (k, v, kb, vb) = random_caches(&g, &mut rng, n, 1.0);
             // Per head its own increasing subset of 0..len (head 0 keeps none
@@ -78,7 +78,7 @@ fn streaming_keeps_the_sinks_and_the_most_recent() {
 #[test]
 fn compaction_refuses_lists_past_the_loop_cap() {
     if let Some(g) = contexts().into_iter().next() {
-        let s = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: 4, max_seq: 8 };
+        let s = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: 4, max_seq: 8, ..Default::default() };
         let b = g.buffer("b", 64);
         let Err(e) = ops::kv_compact(&g, &s, &b, &b, &b, &b, None, ops::MAX_KEEP + 1) else { panic!("accepted a list past the cap") };
         let e = e.to_string();
@@ -94,7 +94,7 @@ fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
         let mut rng = Rng::new(6);
         // (heads, KV heads, head_dim, slots, cached): GQA groups 3, 1 and 8.
         for &(nh, kvh, hd, max_seq, len) in &[(9usize, 3usize, 64usize, 300usize, 257usize), (4, 4, 32, 100, 1), (8, 1, 96, 80, 80)] {
-            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
             let n = kvh * max_seq * hd;
             let (k, _v, kb, vb) = random_caches(&g, &mut rng, n, 1.0);
             let q = rng.vec(nh * hd, -3.0, 3.0);
@@ -135,7 +135,7 @@ fn window_attention_sums_the_last_rows_causally() {
         for &(nh, kvh, hd, max_seq, before, n, rows) in
             &[(9usize, 3usize, 64usize, 300usize, 150usize, 37usize, 8usize), (4, 2, 32, 64, 0, 40, 40), (8, 1, 96, 50, 30, 5, 8)]
         {
-            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
             let len = before + n;
             let (k, _v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 1.0);
             let q = rng.vec(n * nh * hd, -2.0, 2.0);
@@ -182,7 +182,7 @@ fn slot_scores_equal_the_reference_for_every_mode() {
     for g in contexts() {
         let mut rng = Rng::new(8);
         for &(kvh, hd, max_seq, len, prefix) in &[(3usize, 64usize, 200usize, 157usize, 149usize), (1, 32, 40, 40, 33), (2, 96, 30, 5, 0)] {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
             let (k, v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 2.0);
             let acc_v = rng.vec(kvh * max_seq, 0.0, 3.0);
             let acc = upload_f32(&g, "acc", &acc_v);
@@ -235,7 +235,7 @@ fn selection_keeps_the_top_slots_with_protected_ends_and_late_ties() {
             (1, 100, 90, 30, 20, 20, 0),
             (2, 4096, 4000, 405, 20, 200, 0),
         ] {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32, ..Default::default() };
             // Scores: continuous, or few values (many ties), negative ones too.
             let scores: Vec<f32> = (0..kvh * max_seq).map(|_| if levels == 0 { rng.uniform(-3.0, 3.0) } else { rng.below(levels) as f32 - 1.0 }).collect();
             let base = max_seq; // after one row of padding
@@ -278,7 +278,7 @@ fn dynamic_ranking_counts_each_layers_share_of_the_global_top() {
         for &(layers, kvh, max_seq, ranked, keep, levels) in
             &[(6usize, 3usize, 128usize, 4usize, 300usize, 0u32), (6, 3, 128, 6, 77, 0), (5, 2, 64, 5, 40, 4), (2, 1, 4096, 2, 1, 0)]
         {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32 };
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: 4, max_seq: max_seq as u32, ..Default::default() };
             let prefix: Vec<usize> = (0..layers).map(|l| max_seq - 3 * l).collect();
             // Layers score on different scales, so the shares differ.
             let flat: Vec<f32> = (0..layers * kvh * max_seq)
@@ -303,6 +303,79 @@ fn dynamic_ranking_counts_each_layers_share_of_the_global_top() {
             assert_eq!(got, want, "{ranked} of {layers} layers, keep {keep}, {levels} levels on {}", label(&g));
             if levels == 0 {
                 assert_eq!(got.iter().sum::<usize>(), keep, "distinct scores: exactly keep counted");
+            }
+        }
+    }
+}
+
+#[test]
+fn scores_with_window_and_softcap_equal_the_reference() {
+    // attn_accum recomputes probabilities from the attention kernels'
+    // log-sum-exp: it must take the same (softcapped) scores and the same
+    // slots (the window), or a row's probabilities no longer sum to 1.
+    use wgkv::ops::Step;
+    use wgkv::ops::attention::{DecodeScratch, PrefillScratch, attn_decode, attn_prefill};
+    for g in contexts() {
+        let mut rng = Rng::new(8);
+        // (heads, KV heads, head_dim, slots, cached before, call tokens, rows summed, softcap, window, query range)
+        type Case = (usize, usize, usize, usize, usize, usize, usize, f32, u32, f32);
+        let cases: &[Case] = &[
+            (9, 3, 64, 300, 256, 1, 1, 0.0, 40, 2.0),   // decode after the window filled
+            (4, 4, 32, 100, 0, 1, 1, 0.0, 5, 2.0),      // decode of the first token
+            (8, 1, 96, 80, 79, 1, 1, 50.0, 1, 100.0),   // window 1, softcap against large scores
+            (9, 3, 64, 300, 150, 37, 8, 0.5, 20, 30.0), // rows straddling the window's edge
+            (4, 2, 32, 64, 0, 40, 40, 30.0, 16, 2.0),   // every row of a chunk, the window filling in it
+            (8, 1, 96, 50, 30, 5, 8, 50.0, 100, 60.0),  // a window past the context, softcap alone
+        ];
+        for &(nh, kvh, hd, max_seq, before, n, rows, softcap, window, q_range) in cases {
+            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, softcap, window };
+            let len = before + n;
+            let (k, _v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 1.0);
+            let q = rng.vec(n * nh * hd, -q_range, q_range);
+            let qb = upload_f32(&g, "q", &q);
+            let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: before as u32, n_tokens: n as u32, kv_len: len as u32, _pad: 0 }));
+            let out = g.buffer("out", (n * nh * hd * 4) as u64);
+            let (decode, prefill) = (DecodeScratch::new(&g, &s), PrefillScratch::new(&g, &s, n as u32).unwrap());
+            let decode_lse = g.buffer("lse", (nh * 4) as u64);
+            let (attn, lse) = if n == 1 {
+                let dec = attn_decode(&g, &s, &qb, &kb, &vb, &decode, &out, &decode_lse, &step);
+                (vec![dec.partial, dec.merge], &decode_lse)
+            } else {
+                (attn_prefill(&g, &s, &qb, &kb, &vb, &prefill, &out, &step), &prefill.lse)
+            };
+            let init = rng.vec(kvh * max_seq, 0.0, 2.0);
+            let what = format!("{nh}/{kvh} heads x {hd}, {n} tokens after {before}, {rows} rows, softcap {softcap}, window {window} on {}", label(&g));
+            for mode in [ops::Accum::Set, ops::Accum::Add] {
+                let acc = upload_f32(&g, "acc", &init);
+                let d = ops::attn_accum(&g, &s, &qb, &kb, lse, &acc, &step, rows as u32, mode);
+                let mut list: Vec<&wgkv::kernels::Dispatch> = attn.iter().collect();
+                list.push(&d);
+                g.run(&list);
+                let lse = g.read_f32(lse, n * nh);
+                let mut want = init.clone();
+                if mode == ops::Accum::Set {
+                    for h in 0..kvh {
+                        want[h * max_seq..h * max_seq + len].iter_mut().for_each(|x| *x = 0.0);
+                    }
+                }
+                reference::accumulate_rows(&s, &q, &k, &lse, len, n, rows, &mut want);
+                let got = g.read_f32(&acc, kvh * max_seq);
+                assert_close(&format!("{mode:?}: {what}"), &got, &want, F32_REDUCTION);
+                // Each summed row's probabilities over the slots it sees add up to 1 per query head.
+                let total: f64 = (0..kvh)
+                    .flat_map(|h| (0..len).map(move |j| h * max_seq + j))
+                    .map(|o| (got[o] - if mode == ops::Accum::Add { init[o] } else { 0.0 }) as f64)
+                    .sum();
+                let want_total = (rows.min(n) * nh) as f64;
+                assert!((total - want_total).abs() < 1e-2 * want_total, "{mode:?}: probabilities sum to {total}, want {want_total}: {what}");
+                // Slots no summed row sees get nothing.
+                let first_seen = (before + n - rows.min(n)).saturating_sub(window.saturating_sub(1) as usize);
+                if window > 0 && mode == ops::Accum::Add {
+                    for h in 0..kvh {
+                        let o = h * max_seq;
+                        assert!(got[o..o + first_seen] == init[o..o + first_seen], "slots before the window gained: {what}");
+                    }
+                }
             }
         }
     }

@@ -62,7 +62,7 @@ struct Case {
 }
 
 fn shape_of(c: &Case, max_seq: u32) -> MustafarShape {
-    let attn = AttnShape { n_heads: c.n_kv_heads * c.group, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, max_seq };
+    let attn = AttnShape { n_heads: c.n_kv_heads * c.group, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, max_seq, ..Default::default() };
     let keep = reference::keep_count(c.head_dim as usize, c.sparsity) as u32;
     MustafarShape::new(attn, keep, keep).unwrap()
 }
@@ -265,7 +265,7 @@ fn attention_over_tiles_equals_reference_attention_over_pruned_rows() {
 
 #[test]
 fn bad_mustafar_shapes_are_refused() {
-    let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 128 };
+    let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 128, ..Default::default() };
     assert!(MustafarShape::new(attn, 0, 10).is_err());
     assert!(MustafarShape::new(attn, 65, 10).is_err());
     assert!(MustafarShape::new(AttnShape { head_dim: 256, ..attn }, 10, 10).is_err());
@@ -287,7 +287,8 @@ fn window_placement_and_live_bound_equal_the_reference() {
             (2, 128, 9, 40, 36, 9),
             (3, 64, 20, 100, 64, 0),
         ] {
-            let shape = |seq: usize| AttnShape { n_heads: heads as u32, n_kv_heads: heads as u32, head_dim: d as u32, max_seq: seq as u32 };
+            let shape =
+                |seq: usize| AttnShape { n_heads: heads as u32, n_kv_heads: heads as u32, head_dim: d as u32, max_seq: seq as u32, ..Default::default() };
             let ((ks, kb), (vs, vb)) = (source(&g, &mut rng, heads * src_seq * d), source(&g, &mut rng, heads * src_seq * d));
             let ((mut kd, kdb), (mut vd, vdb)) = (source(&g, &mut rng, heads * dst_seq * d), source(&g, &mut rng, heads * dst_seq * d));
             let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: 0, n_tokens: 1, kv_len: (c0 + w) as u32, _pad: 0 }));
@@ -325,4 +326,60 @@ fn window_placement_and_live_bound_equal_the_reference() {
         assert_eq!(read_kv(&g, &kdb, n), kd, "keys: {what} (block 2 must stay as it was)");
         assert_eq!(read_kv(&g, &vdb, n), vd, "values: {what}");
     }
+}
+
+#[test]
+fn softcapped_attention_over_tiles_equals_the_reference() {
+    // Gemma 2's softcap 50 against scores past it, 0.5 deep in tanh's
+    // saturation, 30 on ordinary scores; 3 live blocks of a 4-block ring
+    // from store block 1.
+    for g in contexts() {
+        let mut rng = Rng::new(5);
+        for (c, softcap, q_range) in [(&CASES[0], 50.0f32, 100.0f32), (&CASES[2], 0.5, 30.0), (&CASES[1], 30.0, 2.0)] {
+            let (max_blocks, live) = (4u32, 3usize);
+            let plain = shape_of(c, max_blocks * T as u32);
+            let s = MustafarShape::new(AttnShape { softcap, ..plain.attn }, plain.keep_k, plain.keep_v).unwrap();
+            let (d, kvh, nh) = (c.head_dim as usize, c.n_kv_heads as usize, s.attn.n_heads as usize);
+            let seq = live * T;
+            let n = kvh * seq * d;
+            let ((k, kb), (v, vb)) = (source(&g, &mut rng, n), source(&g, &mut rng, n));
+            let store = Store::new(&g, &s, s.units_bound(max_blocks) as u32);
+            g.run(&[&ops::compress(&g, &store, &kb, &vb, seq as u32, 0, live as u32, 1, store.units)]);
+
+            let q = rng.vec(nh * d, -q_range, q_range);
+            let qb = upload_f32(&g, "q", &q);
+            let part_o = g.buffer("part_o", (nh * max_blocks as usize * d * 4) as u64);
+            let part_ml = g.buffer("part_ml", (nh * max_blocks as usize * 8) as u64);
+            let out = poisoned(&g, "out", nh * d);
+            let lse = g.buffer("lse", (nh * 4) as u64);
+            let blocks = g.uniform("blocks", bytemuck::cast_slice(&[live as u32, 1, 0, 0]));
+            let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: seq as u32 - 1, n_tokens: 1, kv_len: seq as u32, _pad: 0 }));
+            let part = ops::attn_partial(&g, &store, &qb, &part_o, &part_ml, max_blocks, 0, &blocks, None);
+            let merge = attn::attn_merge(&g, &s.attn, s.attn.n_heads, &part_o, &part_ml, max_blocks, &out, &lse, &step);
+            g.run(&[&part, &merge]);
+
+            let (mut kc, mut vc) = (vec![0.0; kvh * seq * d], vec![0.0; kvh * seq * d]);
+            for (h, blocks) in ref_blocks(&s, &k, &v, seq, 0, live).iter().enumerate() {
+                for (b, blk) in blocks.iter().enumerate() {
+                    let (wk, wv) = reference::expand_block(blk, d);
+                    let o = (h * seq + b * T) * d;
+                    kc[o..o + T * d].copy_from_slice(&wk);
+                    vc[o..o + T * d].copy_from_slice(&wv);
+                }
+            }
+            let want = attention(&AttnShape { max_seq: seq as u32, ..s.attn }, &q, &kc, &vc, 1, seq);
+            let what = format!("{kvh} KV heads x {} group, head_dim {d}, softcap {softcap}, q±{q_range} on {}", c.group, label(&g));
+            assert_close(&format!("out: {what}"), &read_guarded_f32(&g, &out, nh * d), &want.out, F32_REDUCTION);
+            assert_close(&format!("lse: {what}"), &g.read_f32(&lse, nh), &want.lse, F32_REDUCTION);
+        }
+    }
+}
+
+#[test]
+fn a_sliding_window_is_refused() {
+    // The ring of compressed blocks does not know its tokens' positions.
+    let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 128, window: 32, ..Default::default() };
+    let e = MustafarShape::new(attn, 10, 10).unwrap_err().to_string();
+    assert!(e.contains("sliding window"), "{e}");
+    assert!(MustafarShape::new(AttnShape { window: 0, softcap: 50.0, ..attn }, 10, 10).is_ok());
 }

@@ -64,7 +64,7 @@ impl Layer {
 }
 
 fn qshape(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_seq: u32, page: u32, budget: u32, shared: bool) -> QuestShape {
-    let attn = AttnShape { n_heads, n_kv_heads, head_dim, max_seq };
+    let attn = AttnShape { n_heads, n_kv_heads, head_dim, max_seq, ..Default::default() };
     QuestShape::new(attn, page, budget, if shared { attn.group() } else { 1 }).unwrap()
 }
 
@@ -272,7 +272,7 @@ fn a_budget_covering_the_context_equals_full_attention() {
 
 #[test]
 fn bad_quest_shapes_are_refused() {
-    let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 100 };
+    let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 100, ..Default::default() };
     assert!(QuestShape::new(attn, 16, 8, 3).unwrap_err().to_string().contains("below one page"));
     assert!(QuestShape::new(attn, 0, 64, 3).is_err());
     assert!(QuestShape::new(attn, 16, 64, 2).unwrap_err().to_string().contains("neither 1 nor"));
@@ -280,4 +280,66 @@ fn bad_quest_shapes_are_refused() {
     let long = AttnShape { max_seq: 1 << 18, ..attn };
     assert!(QuestShape::new(long, 4, 64, 3).unwrap_err().to_string().contains("raise page="));
     assert!(QuestShape::new(long, 8, 64, 3).is_ok());
+}
+
+#[test]
+fn paged_attention_with_window_and_softcap_equals_reference() {
+    for g in contexts() {
+        let mut rng = Rng::new(5);
+        // (heads, KV heads, page, budget, shared, len, softcap, window, query range)
+        type Case = (u32, u32, u32, u32, bool, usize, f32, u32, f32);
+        let cases: &[Case] = &[
+            // A window narrower than the budget: selected pages before it are
+            // skipped whole, the one it starts in partly.
+            (9, 3, 16, 64, true, 301, 0.0, 40, 2.0),
+            (9, 3, 16, 64, false, 301, 0.0, 1, 2.0),  // only the query's own slot
+            (4, 4, 5, 23, false, 77, 0.0, 13, 2.0),   // odd pages
+            (9, 3, 16, 64, true, 40, 0.0, 1000, 2.0), // a window past the context
+            // The softcap against large scores, alone and with a window.
+            (8, 1, 16, 48, true, 50, 0.5, 0, 30.0),
+            (9, 3, 16, 256, true, 1000, 50.0, 500, 100.0),
+        ];
+        for &(nh, nkv, page, budget, shared, len, softcap, window, q_range) in cases {
+            let attn = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: 64, max_seq: len.next_multiple_of(1024) as u32, softcap, window };
+            let s = QuestShape::new(attn, page, budget, if shared { attn.group() } else { 1 }).unwrap();
+            let mut layer = Layer::new(&g, s);
+            layer.append(&g, len - 1, &mut |m| rng.vec(m, -1.0, 1.0));
+            layer.append(&g, 1, &mut |m| rng.vec(m, -1.0, 1.0));
+            let q = rng.vec((nh * 64) as usize, -q_range, q_range);
+            let (got, lists) = decode_pages(&g, &layer, &q);
+            let want = reference::attention_pages(&s, &q, &layer.kc, &layer.vc, &lists, len);
+            let what = format!(
+                "paged decode {nh}/{nkv} heads, page {page}, budget {budget}, shared {shared}, len {len}, softcap {softcap}, window {window} on {}",
+                label(&g)
+            );
+            assert_close(&what, &got, &want, F32_REDUCTION);
+        }
+    }
+}
+
+#[test]
+fn a_budget_covering_the_window_equals_full_attention_with_the_window() {
+    // Every page selected: paged attention with a window and a softcap is full
+    // decode attention with them.
+    for g in contexts() {
+        let mut rng = Rng::new(6);
+        for &(page, len, window, softcap) in &[(16u32, 300usize, 50u32, 0.0f32), (5, 99, 1, 10.0), (16, 300, 17, 50.0)] {
+            let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 512, softcap, window };
+            let s = QuestShape::new(attn, page, len.next_multiple_of(page as usize) as u32, 3).unwrap();
+            let mut layer = Layer::new(&g, s);
+            layer.append(&g, len, &mut |m| rng.vec(m, -1.0, 1.0));
+            let q = rng.vec(9 * 64, -4.0, 4.0);
+            let (got, _) = decode_pages(&g, &layer, &q);
+            let scratch = DecodeScratch::new(&g, &attn);
+            let (qb, out, lse) = (upload_f32(&g, "q", &q), poisoned(&g, "out", 9 * 64), g.buffer("lse", 36));
+            let st = step(&g, 1, len as u32);
+            let full = attn::attn_decode(&g, &attn, &qb, &layer.k, &layer.v, &scratch, &out, &lse, &st);
+            g.run(&full.dispatches());
+            let full = read_guarded_f32(&g, &out, 9 * 64);
+            let want = attention(&attn, &q, &layer.kc, &layer.vc, 1, len).out;
+            let what = format!("page {page} len {len} window {window} softcap {softcap} on {}", label(&g));
+            assert_close(&format!("quest vs reference, {what}"), &got, &want, F32_REDUCTION);
+            assert_close(&format!("quest vs full decode, {what}"), &got, &full, F32_REDUCTION);
+        }
+    }
 }

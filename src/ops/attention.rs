@@ -11,7 +11,11 @@
 //!   stored at slots `kv_len - n_tokens + i`, and query token `i` attends slots
 //!   `0 ..= kv_len - n_tokens + i`. Slots are not positions (eviction compacts them).
 //! - Query head `h` reads KV head `h / (n_heads / n_kv_heads)`; scores are scaled by
-//!   `1 / sqrt(head_dim)`.
+//!   `1 / sqrt(head_dim)`, then softcapped when [`AttnShape::softcap`] is set.
+//! - With [`AttnShape::window`] `W > 0`, the query at slot `at` sees only slots
+//!   `at - W < j <= at` (a sliding window over slots, which are positions where the
+//!   cache is contiguous). Both options are pipeline constants of the attention core
+//!   (`shaders/attn_core.wgsl`); (0, 0) builds the kernels without them.
 //! - Grids are sized for the largest call (`max_tokens`, `max_seq`) and kernels read
 //!   the live sizes from the step uniform, so one bind group per layer serves every call.
 //!
@@ -32,7 +36,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, storage_size};
-use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
+use crate::kernels::{Dispatch, Kernel, SOFTCAP, Spec, WINDOW, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
 /// Invocations per workgroup of every attention kernel (a power of two).
@@ -57,8 +61,9 @@ pub const LANES_LOOP_BUDGET: u32 = 49152;
 pub const SPEC_HEAD_DIMS: &[u32] = &[32, 64, 96, 128];
 pub const SPEC_GROUPS: &[u32] = &[1, 3, 8];
 
-/// Attention geometry of one layer (the same for every layer of a model).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Attention geometry of one layer (the same for every layer of a model), and
+/// the attention core's options. `Eq` and `Hash` compare `softcap` by its bits.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct AttnShape {
     /// Query heads.
     pub n_heads: u32,
@@ -68,9 +73,41 @@ pub struct AttnShape {
     pub head_dim: u32,
     /// Cache slots per KV head.
     pub max_seq: u32,
+    /// Logit softcap `c` (Gemma 2): a scaled score `s` becomes `c * tanh(s / c)`.
+    /// 0: none.
+    pub softcap: f32,
+    /// Sliding window `W` (Mistral, Gemma 3): a query sees the `W` most recent
+    /// slots, its own included. 0: none (causal over every slot).
+    pub window: u32,
+}
+
+impl PartialEq for AttnShape {
+    fn eq(&self, o: &AttnShape) -> bool {
+        self.key() == o.key()
+    }
+}
+
+impl Eq for AttnShape {}
+
+impl std::hash::Hash for AttnShape {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.key().hash(h)
+    }
 }
 
 impl AttnShape {
+    fn key(&self) -> [u32; 6] {
+        [self.n_heads, self.n_kv_heads, self.head_dim, self.max_seq, self.softcap.to_bits(), self.window]
+    }
+
+    /// `spec` with the attention core's options of this shape as prelude
+    /// constants; only those that are on, so the default shape's specs (and
+    /// kernels) are those without options.
+    pub fn options(&self, spec: Spec) -> Spec {
+        let spec = if self.softcap > 0.0 { spec.with_f32(SOFTCAP, self.softcap) } else { spec };
+        if self.window > 0 { spec.with(WINDOW, self.window) } else { spec }
+    }
+
     /// Query heads per KV head.
     pub fn group(&self) -> u32 {
         self.n_heads / self.n_kv_heads.max(1)
@@ -134,7 +171,7 @@ impl AttnShape {
     /// Whether the kernels can run this shape on `gpu`; call once when a model is
     /// loaded (the builders assume a checked shape).
     pub fn check(&self, gpu: &Gpu) -> Result<()> {
-        let AttnShape { n_heads, n_kv_heads, head_dim, max_seq } = *self;
+        let AttnShape { n_heads, n_kv_heads, head_dim, max_seq, softcap, .. } = *self;
         if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
             return Err(Error::msg(format!("attention: {n_heads} query heads cannot share {n_kv_heads} KV heads evenly")));
         }
@@ -143,6 +180,9 @@ impl AttnShape {
         }
         if max_seq == 0 {
             return Err(Error::msg("attention: context length 0"));
+        }
+        if !(softcap.is_finite() && softcap >= 0.0) {
+            return Err(Error::msg(format!("attention: softcap {softcap} unsupported (needs a finite value >= 0; 0 = none)")));
         }
         if max_seq > MAX_SEQ {
             return Err(Error::msg(format!("attention: context {max_seq} is above the {MAX_SEQ} slots the kernels support (lower --ctx)")));
@@ -170,41 +210,51 @@ fn append_spec(head_dim: u32) -> Spec {
     Spec::new(Kernel::KvAppend).with("WG", WG).with("HEAD_DIM", head_dim)
 }
 
-fn prefill_spec(head_dim: u32, tile: u32) -> Spec {
-    Spec::new(Kernel::AttnPrefill).with("WG", WG).with("HEAD_DIM", head_dim).with("BK", tile)
+fn prefill_spec(s: &AttnShape) -> Spec {
+    s.options(Spec::new(Kernel::AttnPrefill).with("WG", WG).with("HEAD_DIM", s.head_dim).with("BK", s.prefill_tile()))
 }
 
-fn decode_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
-    Spec::new(Kernel::AttnDecode).with("WG", WG).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
+fn decode_spec(s: &AttnShape) -> Spec {
+    s.options(Spec::new(Kernel::AttnDecode).with("WG", WG).with("HEAD_DIM", s.head_dim).with("GROUP", s.group()).with("CHUNK", s.decode_chunk()))
 }
 
-fn prefill_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
-    Spec::new(Kernel::AttnPrefillLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
+fn prefill_lanes_spec(s: &AttnShape) -> Spec {
+    let spec = Spec::new(Kernel::AttnPrefillLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", s.head_dim).with("GROUP", s.group());
+    s.options(spec.with("CHUNK", s.prefill_lanes_chunk()))
 }
 
-fn decode_lanes_spec(head_dim: u32, group: u32, chunk: u32) -> Spec {
-    Spec::new(Kernel::AttnDecodeLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", head_dim).with("GROUP", group).with("CHUNK", chunk)
+fn decode_lanes_spec(s: &AttnShape) -> Spec {
+    let spec = Spec::new(Kernel::AttnDecodeLanes).with("LANES", DECODE_LANES).with("HEAD_DIM", s.head_dim).with("GROUP", s.group());
+    s.options(spec.with("CHUNK", s.decode_chunk()))
 }
 
 fn merge_spec(head_dim: u32) -> Spec {
     Spec::new(Kernel::AttnMerge).with("WG", WG).with("HEAD_DIM", head_dim)
 }
 
-/// Every specialisation these builders create for [`SPEC_HEAD_DIMS`] x [`SPEC_GROUPS`].
-pub fn specs() -> Vec<Spec> {
+/// The shapes whose kernels [`specs`] (and Quest's, Mustafar's and eviction's
+/// lists) hold: every [`SPEC_HEAD_DIMS`] x [`SPEC_GROUPS`] without options, then
+/// the real model's head dim and group with a softcap and a window.
+pub fn spec_shapes() -> Vec<AttnShape> {
     let mut v = Vec::new();
-    for &hd in SPEC_HEAD_DIMS {
-        let base = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: hd, max_seq: 1 };
-        v.push(append_spec(hd));
-        v.push(prefill_spec(hd, base.prefill_tile()));
-        v.push(merge_spec(hd));
+    for &head_dim in SPEC_HEAD_DIMS {
         for &g in SPEC_GROUPS {
-            let s = AttnShape { n_heads: g, ..base };
-            v.push(decode_spec(hd, g, s.decode_chunk()));
-            v.push(decode_lanes_spec(hd, g, s.decode_chunk()));
-            v.push(prefill_lanes_spec(hd, g, s.prefill_lanes_chunk()));
+            v.push(AttnShape { n_heads: g, n_kv_heads: 1, head_dim, max_seq: 1, ..Default::default() });
         }
     }
+    v.push(AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 1, softcap: 50.0, window: 4096 });
+    v
+}
+
+/// Every specialisation these builders create for [`spec_shapes`].
+pub fn specs() -> Vec<Spec> {
+    let mut v = Vec::new();
+    for s in spec_shapes() {
+        v.extend([append_spec(s.head_dim), prefill_spec(&s), merge_spec(s.head_dim)]);
+        v.extend([decode_spec(&s), decode_lanes_spec(&s), prefill_lanes_spec(&s)]);
+    }
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|s| seen.insert(s.clone()));
     v
 }
 
@@ -349,7 +399,7 @@ pub fn attn_prefill(
     let lse = &scratch.lse;
     match (&scratch.part_o, &scratch.part_ml) {
         (Some(part_o), Some(part_ml)) => {
-            let spec = prefill_lanes_spec(shape.head_dim, group, shape.prefill_lanes_chunk());
+            let spec = prefill_lanes_spec(shape);
             let grid = [max_tokens.div_ceil(DECODE_LANES), shape.n_kv_heads, scratch.n_split];
             let partial = gpu.dispatch(&spec, &[q, k_cache, v_cache, part_o, part_ml, &params, step], grid);
             let rows = max_tokens * shape.n_heads;
@@ -357,7 +407,7 @@ pub fn attn_prefill(
             vec![partial, merge]
         }
         _ => {
-            let spec = prefill_spec(shape.head_dim, shape.prefill_tile());
+            let spec = prefill_spec(shape);
             let grid = [(max_tokens * group).div_ceil(WG), shape.n_kv_heads, 1];
             vec![gpu.dispatch(&spec, &[q, k_cache, v_cache, out, lse, &params, step], grid)]
         }
@@ -503,8 +553,8 @@ pub fn attn_decode(
     let params = DecodeParams { n_heads: shape.n_heads, max_seq: shape.max_seq, n_split, scale: shape.scale(), part_stride: scratch.stride, _p: [0; 3] };
     let params = gpu.uniform("attn_decode.params", bytemuck::bytes_of(&params));
     let spec = match scratch.kind {
-        AttnKind::Shared => decode_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
-        AttnKind::Lanes => decode_lanes_spec(shape.head_dim, shape.group(), shape.decode_chunk()),
+        AttnKind::Shared => decode_spec(shape),
+        AttnKind::Lanes => decode_lanes_spec(shape),
     };
     let partial = gpu.dispatch(&spec, &[q, k_cache, v_cache, &scratch.part_o, &scratch.part_ml, &params, step], [n_split, shape.n_kv_heads, 1]);
     let merge = attn_merge(gpu, shape, shape.n_heads, &scratch.part_o, &scratch.part_ml, scratch.stride, out, lse, step);

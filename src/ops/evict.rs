@@ -30,8 +30,10 @@ fn compact_spec(head_dim: u32) -> Spec {
     Spec::new(Kernel::KvCompact).with("WG", WG).with("HEAD_DIM", head_dim)
 }
 
-fn accum_spec(head_dim: u32, group: u32) -> Spec {
-    Spec::new(Kernel::AttnAccum).with("WG", WG).with("HEAD_DIM", head_dim).with("GROUP", group)
+/// The eviction scores, with the attention core's options of `s`: the same
+/// scores (softcap) and visible slots (window) as the attention kernels.
+fn accum_spec(s: &AttnShape) -> Spec {
+    s.options(Spec::new(Kernel::AttnAccum).with("WG", WG).with("HEAD_DIM", s.head_dim).with("GROUP", s.group()))
 }
 
 fn score_spec(head_dim: u32) -> Spec {
@@ -43,9 +45,9 @@ pub fn specs() -> Vec<Spec> {
     for &hd in super::attention::SPEC_HEAD_DIMS {
         v.push(compact_spec(hd));
         v.push(score_spec(hd));
-        for &g in super::attention::SPEC_GROUPS {
-            v.push(accum_spec(hd, g));
-        }
+    }
+    for s in super::attention::spec_shapes() {
+        v.push(accum_spec(&s));
     }
     v
 }
@@ -87,7 +89,7 @@ pub fn attn_accum(
 ) -> Dispatch {
     let params = AccumParams { max_seq: shape.max_seq, scale: shape.scale(), rows: rows.min(MAX_ROWS), set: (mode == Accum::Set) as u32 };
     let params = gpu.uniform("attn_accum.params", bytemuck::bytes_of(&params));
-    gpu.dispatch(&accum_spec(shape.head_dim, shape.group()), &[q, k_cache, lse, acc, &params, step], [shape.max_seq.div_ceil(WG), shape.n_kv_heads, 1])
+    gpu.dispatch(&accum_spec(shape), &[q, k_cache, lse, acc, &params, step], [shape.max_seq.div_ceil(WG), shape.n_kv_heads, 1])
 }
 
 /// What `evict_score` ranks slots by (its `mode`).

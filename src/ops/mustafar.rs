@@ -41,7 +41,15 @@ pub struct MustafarShape {
 }
 
 impl MustafarShape {
+    /// Refuses a sliding window: the compressed blocks form a ring whose
+    /// tokens' positions `mustafar_attn` does not know (a softcap is fine).
     pub fn new(attn: AttnShape, keep_k: u32, keep_v: u32) -> Result<MustafarShape> {
+        if attn.window > 0 {
+            return Err(Error::msg(format!(
+                "mustafar: a sliding window ({} tokens) is not supported: the compressed blocks do not know their positions",
+                attn.window
+            )));
+        }
         let d = attn.head_dim;
         if d > 128 {
             return Err(Error::msg(format!("mustafar: head_dim {d} is above the 128 the kernels handle")));
@@ -187,20 +195,24 @@ fn place_spec(head_dim: u32) -> Spec {
     Spec::new(Kernel::KvPlace).with("WG", super::attention::WG).with("HEAD_DIM", head_dim)
 }
 
-fn attn_spec(head_dim: u32, group: u32) -> Spec {
-    Spec::new(Kernel::MustafarAttn).with("HEAD_DIM", head_dim).with("GROUP", group)
+/// The attention over the tiles, with the softcap of `s` (never a window:
+/// [`MustafarShape::new`] refuses one).
+fn attn_spec(s: &AttnShape) -> Spec {
+    assert_eq!(s.window, 0, "mustafar: a sliding window is not supported (MustafarShape::new refuses it)");
+    s.options(Spec::new(Kernel::MustafarAttn).with("HEAD_DIM", s.head_dim).with("GROUP", s.group()))
 }
 
-/// Every specialisation for the head dims and groups attention lists.
+/// Every specialisation for the head dims and groups attention lists (the
+/// softcap without the window, which Mustafar refuses).
 pub fn specs() -> Vec<Spec> {
     let mut v = Vec::new();
     for &hd in super::attention::SPEC_HEAD_DIMS {
         v.push(compress_spec(hd));
         v.push(expand_spec(hd));
         v.push(place_spec(hd));
-        for &g in super::attention::SPEC_GROUPS {
-            v.push(attn_spec(hd, g));
-        }
+    }
+    for s in super::attention::spec_shapes() {
+        v.push(attn_spec(&AttnShape { window: 0, ..s }));
     }
     v
 }
@@ -298,7 +310,7 @@ pub fn attn_partial(
     // Without a list the kernel never reads it; any buffer fills the slot.
     let list_buf = list.map_or(&store.state, |l| l.0);
     gpu.dispatch(
-        &attn_spec(s.attn.head_dim, s.attn.group()),
+        &attn_spec(&s.attn),
         &[q, &store.bits, &store.offs, &store.pool, part_o, part_ml, &params, blocks, list_buf],
         [s.max_blocks().max(1), s.attn.n_kv_heads, 1],
     )

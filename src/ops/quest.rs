@@ -90,29 +90,35 @@ fn select_spec(page: u32) -> Spec {
     Spec::new(Kernel::QuestSelect).with("WG", WG).with("PAGE", page)
 }
 
+/// The paged attention, with the attention core's options of `s.attn` (the
+/// window applies to the slots of the listed pages).
 fn pages_spec(s: &QuestShape) -> Spec {
-    Spec::new(Kernel::AttnDecodePages)
-        .with("LANES", DECODE_LANES)
-        .with("HEAD_DIM", s.attn.head_dim)
-        .with("PAGE", s.page)
-        .with("GROUP", s.attn.group())
-        .with("UNIT", s.unit)
+    s.attn.options(
+        Spec::new(Kernel::AttnDecodePages)
+            .with("LANES", DECODE_LANES)
+            .with("HEAD_DIM", s.attn.head_dim)
+            .with("PAGE", s.page)
+            .with("GROUP", s.attn.group())
+            .with("UNIT", s.unit),
+    )
 }
 
 /// The specialisations the tests and the real model use (head dim 64; groups
-/// 1 and 3; page 16 and the tests' odd pages).
+/// 1 and 3; page 16 and the tests' odd pages; a softcap and a window).
 pub fn specs() -> Vec<Spec> {
     let mut v = Vec::new();
     for &page in &[16, 5] {
         v.push(meta_spec(64, page));
         v.push(select_spec(page));
         for &(group, unit) in &[(3, 1), (3, 3), (1, 1)] {
-            let attn = AttnShape { n_heads: group, n_kv_heads: 1, head_dim: 64, max_seq: 64 };
+            let attn = AttnShape { n_heads: group, n_kv_heads: 1, head_dim: 64, max_seq: 64, ..Default::default() };
             let s = QuestShape { attn, page, budget_pages: 2, unit };
             v.push(score_spec(&s));
             v.push(pages_spec(&s));
         }
     }
+    let attn = AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 64, softcap: 50.0, window: 4096 };
+    v.push(pages_spec(&QuestShape { attn, page: 16, budget_pages: 2, unit: 3 }));
     v
 }
 

@@ -1,7 +1,8 @@
 //! References for the KV-cache append and causal grouped-query attention.
 //! Same layouts as the kernels (see `ops::attention`), caches held as f32 (the
 //! tests round them through f16 first when the device stores f16), softmax and
-//! weighted sums accumulated in f64.
+//! weighted sums accumulated in f64. The shape's options apply: the softcap
+//! ([`score`]) and the sliding window ([`sees`]).
 
 use crate::ops::attention::AttnShape;
 
@@ -25,6 +26,21 @@ pub fn kv_append(shape: &AttnShape, k_cache: &mut [f32], v_cache: &mut [f32], k_
     }
 }
 
+/// The score of a query-key dot product `dot` (unscaled), in f64: scaled by
+/// `1 / sqrt(head_dim)`, then `c * tanh(s / c)` with a softcap `c > 0`.
+pub fn score(shape: &AttnShape, dot: f64) -> f64 {
+    let s = dot * (1.0 / (shape.head_dim as f64).sqrt());
+    let c = shape.softcap as f64;
+    if c > 0.0 { c * (s / c).tanh() } else { s }
+}
+
+/// Whether the query at slot `at` sees slot `j`: `j <= at` and, with a window
+/// `W > 0`, `j + W > at` (the `W` most recent slots, its own included).
+pub fn sees(shape: &AttnShape, at: usize, j: usize) -> bool {
+    let w = shape.window as usize;
+    j <= at && (w == 0 || j + w > at)
+}
+
 /// Output of [`attention`].
 pub struct Attention {
     /// `[n_tokens][n_heads * head_dim]`.
@@ -34,12 +50,12 @@ pub struct Attention {
 }
 
 /// Causal attention of `n_tokens` query rows (`q`: `[n_tokens][n_heads * head_dim]`)
-/// over caches whose first `kv_len` slots are valid: token `t` attends slots
-/// `0 ..= kv_len - n_tokens + t`. Query head `h` reads KV head `h / group`.
+/// over caches whose first `kv_len` slots are valid: token `t`, at slot
+/// `at = kv_len - n_tokens + t`, attends the slots `j <= at` it [`sees`], with
+/// scores from [`score`]. Query head `h` reads KV head `h / group`.
 pub fn attention(shape: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], n_tokens: usize, kv_len: usize) -> Attention {
     let (nh, hd, ms) = (shape.n_heads as usize, shape.head_dim as usize, shape.max_seq as usize);
     let group = shape.group() as usize;
-    let scale = 1.0 / (hd as f64).sqrt();
     let base = kv_len - n_tokens;
     let mut out = vec![0.0f32; n_tokens * nh * hd];
     let mut lse = vec![0.0f32; n_tokens * nh];
@@ -50,15 +66,16 @@ pub fn attention(shape: &AttnShape, q: &[f32], k_cache: &[f32], v_cache: &[f32],
             let qr = &q[(t * nh + h) * hd..][..hd];
             let head = (h / group) * ms;
             scores.clear();
-            for j in 0..=base + t {
+            let slots: Vec<usize> = (0..=base + t).filter(|&j| sees(shape, base + t, j)).collect();
+            for &j in &slots {
                 let k = &k_cache[(head + j) * hd..][..hd];
                 let dot: f64 = qr.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum();
-                scores.push(dot * scale);
+                scores.push(score(shape, dot));
             }
             let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let mut sum = 0.0;
             acc.iter_mut().for_each(|a| *a = 0.0);
-            for (j, &s) in scores.iter().enumerate() {
+            for (&j, &s) in slots.iter().zip(&scores) {
                 let p = (s - m).exp();
                 sum += p;
                 let v = &v_cache[(head + j) * hd..][..hd];

@@ -1,5 +1,6 @@
 //! References for eviction: which slots StreamingLLM keeps, and compaction.
 
+use super::attention::{score, sees};
 use crate::ops::attention::AttnShape;
 
 /// StreamingLLM's kept slots when `len` cached tokens must shrink to `target`:
@@ -28,19 +29,20 @@ pub fn kv_compact(shape: &AttnShape, k_cache: &mut [f32], v_cache: &mut [f32], k
     }
 }
 
-/// H2O's accumulation for one decode query `q` (`[n_heads][head_dim]`) with
-/// its per-head log-sum-exp `lse`: `acc[kvh][j] += Σ_g exp(scale q_g·K_j − lse_g)`
-/// over the KV group's query heads, for slots `j < kv_len`; summed in f64.
+/// H2O's accumulation for one decode query `q` (`[n_heads][head_dim]`, at
+/// slot `kv_len - 1`) with its per-head log-sum-exp `lse`:
+/// `acc[kvh][j] += Σ_g exp(score(q_g·K_j) − lse_g)` over the KV group's query
+/// heads, for the slots `j < kv_len` the query sees (the shape's window; its
+/// softcap in `score`); summed in f64.
 pub fn accumulate(shape: &AttnShape, q: &[f32], k_cache: &[f32], lse: &[f32], kv_len: usize, acc: &mut [f32]) {
     let (hd, ms, group) = (shape.head_dim as usize, shape.max_seq as usize, shape.group() as usize);
-    let scale = 1.0 / (hd as f64).sqrt();
     for kvh in 0..shape.n_kv_heads as usize {
-        for j in 0..kv_len {
+        for j in (0..kv_len).filter(|&j| sees(shape, kv_len - 1, j)) {
             let k = &k_cache[(kvh * ms + j) * hd..][..hd];
             let a: f64 = (kvh * group..(kvh + 1) * group)
                 .map(|h| {
                     let s: f64 = q[h * hd..(h + 1) * hd].iter().zip(k).map(|(&x, &y)| x as f64 * y as f64).sum();
-                    (s * scale - lse[h] as f64).exp()
+                    (score(shape, s) - lse[h] as f64).exp()
                 })
                 .sum();
             acc[kvh * ms + j] = (acc[kvh * ms + j] as f64 + a) as f32;

@@ -2,6 +2,7 @@
 //! attention restricted to the selected pages. Same layouts as the kernels
 //! (see `ops::quest`); caches and metadata held as f32.
 
+use super::attention::{score, sees};
 use crate::ops::quest::QuestShape;
 
 /// Element-wise max and min of the keys of every page of the first `kv_len`
@@ -81,18 +82,21 @@ pub fn select(s: &QuestShape, scores: &[Vec<f64>], kv_len: usize) -> Vec<Vec<u32
 }
 
 /// Decode attention of `q` (`[n_heads][head_dim]`) where the heads of unit u
-/// attend only the valid slots of the pages in `lists[u]`; `[n_heads][head_dim]`
-/// out, softmax and sums in f64.
+/// attend only the valid slots of the pages in `lists[u]` that the query (at
+/// slot `kv_len - 1`) sees (the window of `s.attn`), with `s.attn`'s scores
+/// (softcap); `[n_heads][head_dim]` out, softmax and sums in f64.
 pub fn attention_pages(s: &QuestShape, q: &[f32], k_cache: &[f32], v_cache: &[f32], lists: &[Vec<u32>], kv_len: usize) -> Vec<f32> {
     let (hd, ms, page, unit, group) = (s.attn.head_dim as usize, s.attn.max_seq as usize, s.page as usize, s.unit as usize, s.attn.group() as usize);
-    let scale = 1.0 / (hd as f64).sqrt();
     let mut out = vec![0.0f32; s.attn.n_heads as usize * hd];
     for h in 0..s.attn.n_heads as usize {
         let head = (h / group) * ms;
-        let slots: Vec<usize> = lists[h / unit].iter().flat_map(|&pg| (pg as usize * page..(pg as usize + 1) * page).filter(|&j| j < kv_len)).collect();
+        let slots: Vec<usize> = lists[h / unit]
+            .iter()
+            .flat_map(|&pg| (pg as usize * page..(pg as usize + 1) * page).filter(|&j| j < kv_len && sees(&s.attn, kv_len - 1, j)))
+            .collect();
         let qr = &q[h * hd..][..hd];
         let sc: Vec<f64> =
-            slots.iter().map(|&j| qr.iter().zip(&k_cache[(head + j) * hd..][..hd]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale).collect();
+            slots.iter().map(|&j| score(&s.attn, qr.iter().zip(&k_cache[(head + j) * hd..][..hd]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>())).collect();
         let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let mut acc = vec![0.0f64; hd];
         let mut sum = 0.0;
