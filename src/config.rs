@@ -185,13 +185,6 @@ impl ModelConfig {
         }
     }
 
-    /// The most tokens this build runs the model correctly on: attention
-    /// kernels take no window bound yet, so a windowed layer is exact only
-    /// while the context fits its window.
-    pub fn context_limit(&self) -> Option<usize> {
-        self.window.as_ref().filter(|w| w.local.contains(&true)).map(|w| w.size)
-    }
-
     /// Width of Q rows and of the attention output: `n_heads * head_dim`
     /// (equals `dim` unless the checkpoint sets head_dim explicitly).
     pub fn q_dim(&self) -> usize {
@@ -315,11 +308,15 @@ impl ModelConfig {
             return Err(err(format!("hidden_act '{}' is not supported (silu is)", show(act))));
         }
         let max_seq = need("max_position_embeddings")?;
-        // Qwen2/3 configs name a window they do not use unless use_sliding_window is set.
+        // Qwen2/3 configs name a window they do not use unless use_sliding_window is set
+        // (and then only on layers past max_window_layers, which this build does not run);
+        // Mistral's window covers every layer.
         let windowed = j.get("use_sliding_window").and_then(|v| v.as_bool()).unwrap_or(true);
-        if let Some(w) = int("sliding_window")?.filter(|&w| windowed && w < max_seq) {
-            return Err(err(format!("sliding_window {w} is not supported")));
-        }
+        let window = match int("sliding_window")?.filter(|&w| windowed && w > 0 && w < max_seq) {
+            Some(w) if family == Arch::Llama => Some(w),
+            Some(w) => return Err(err(format!("sliding_window {w} is not supported on {}", family.title()))),
+            None => None,
+        };
         let dim = need("hidden_size")?;
         let n_heads = need("num_attention_heads")?;
         let cfg = ModelConfig {
@@ -346,6 +343,8 @@ impl ModelConfig {
             embed_scale: None,
             window: None,
         };
+        let rope_theta = cfg.rope_theta;
+        let cfg = ModelConfig { window: window.map(|size| Window { size, local: vec![true; cfg.n_layers], rope_theta }), ..cfg };
         cfg.check().map_err(err)?;
         Ok(cfg)
     }
@@ -365,6 +364,14 @@ impl ModelConfig {
         for (what, v, cap) in caps {
             if v == 0 || v > cap {
                 return Err(format!("{what} {v} is outside 1..={cap}"));
+            }
+        }
+        if let Some(w) = &self.window {
+            if w.size == 0 || w.size > MAX_SEQ {
+                return Err(format!("sliding window {} is outside 1..={MAX_SEQ}", w.size));
+            }
+            if w.local.len() != self.n_layers {
+                return Err(format!("the sliding-window pattern has {} entries for {} layers", w.local.len(), self.n_layers));
             }
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {

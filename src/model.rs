@@ -173,9 +173,6 @@ impl Model {
 
     fn upload(gpu: Arc<Gpu>, w: &Weights, ctx: usize, spec: KvSpec) -> Result<Model> {
         let cfg = w.cfg.clone();
-        if cfg.window.is_some() && !spec.is_full() {
-            return Err(Error::msg(format!("--kv {spec} is not supported on {} (sliding-window layers): use --kv full", cfg.family.title())));
-        }
         // Bytes of weight writes queued since the last submit (`Gpu::upload_staged`).
         let pending = std::cell::Cell::new(0);
         let mut weight_bytes = 0u64;
@@ -408,14 +405,6 @@ impl Model {
                 self.kv.len,
                 tokens.len(),
                 self.kv.capacity
-            )));
-        }
-        if let Some(limit) = self.cfg.context_limit().filter(|&w| self.kv.pos + tokens.len() > w) {
-            return Err(Error::msg(format!(
-                "{} cached + {} new tokens exceed {}'s {limit}-token sliding window: attention past the window is not supported yet (keep the context within {limit} tokens)",
-                self.kv.pos,
-                tokens.len(),
-                self.cfg.family.title()
             )));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {

@@ -664,7 +664,7 @@ fn config_from_gguf_gemma3() {
         w.add("gemma3.attention.sliding_window", Value::U32(0));
     }))
     .unwrap();
-    assert_eq!((c.context_limit(), c.window), (None, None));
+    assert_eq!(c.window, None);
     let bad: [(Edit, &str); 3] = [
         (
             &|w| {
@@ -963,11 +963,22 @@ fn config_from_hf_json() {
         }),
         &["hidden_act 'gelu'"],
     );
-    hf_err(
+    // Mistral's window covers every layer, at the global RoPE base.
+    let c = ModelConfig::from_hf_json(
+        "c",
         &hf_json(|j| {
             j.insert("sliding_window".into(), json!(128));
         }),
-        &["sliding_window 128 is not supported"],
+    )
+    .unwrap();
+    let w = c.window.clone().unwrap();
+    assert_eq!((w.size, w.rope_theta, w.local.len(), w.local.iter().all(|&l| l)), (128, c.rope_theta, c.n_layers, true));
+    hf_err(
+        &hf_json(|j| {
+            j.insert("sliding_window".into(), json!(1u64 << 40));
+            j.insert("max_position_embeddings".into(), json!(1u64 << 41));
+        }),
+        &["outside"],
     );
     hf_err("{ not json", &["not valid JSON"]);
     hf_err("[]", &["not a JSON object"]);

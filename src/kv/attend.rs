@@ -39,20 +39,30 @@ pub struct AttnScratch {
 
 impl AttnScratch {
     /// For a cache of `slots` dense slots whose prefill attends `context`
-    /// tokens, with `extra` more decode parts.
+    /// tokens, with `extra` more decode parts. A prefill chunk carries
+    /// [`AttnScratch::chunk`] tokens at most.
     pub fn new(gpu: &Gpu, slots: &AttnShape, context: &AttnShape, extra: u32) -> Result<AttnScratch> {
         let kind = AttnKind::for_gpu(gpu);
+        let chunk = AttnScratch::chunk(context, kind, gpu.caps.max_storage_binding);
         Ok(AttnScratch {
             decode: DecodeScratch::with_extra(gpu, slots, kind, extra),
-            prefill: PrefillScratch::with_kind(gpu, context, kind, MAX_CHUNK as u32)?,
+            prefill: PrefillScratch::with_kind(gpu, context, kind, chunk)?,
             lse: gpu.buffer("attn.lse", AttnScratch::lse_bytes(slots)),
         })
     }
 
     /// Bytes `new` allocates for the same shapes on an adapter whose
-    /// kernels are `kind` ([`AttnKind::for_caps`]).
-    pub fn bytes_for(slots: &AttnShape, context: &AttnShape, extra: u32, kind: AttnKind) -> u64 {
-        DecodeScratch::bytes_for(slots, kind, extra) + PrefillScratch::bytes_for(context, kind, MAX_CHUNK as u32) + storage_size(AttnScratch::lse_bytes(slots))
+    /// kernels are `kind` ([`AttnKind::for_caps`]) and whose storage
+    /// bindings hold `limit` bytes.
+    pub fn bytes_for(slots: &AttnShape, context: &AttnShape, extra: u32, kind: AttnKind, limit: u64) -> u64 {
+        let chunk = AttnScratch::chunk(context, kind, limit);
+        DecodeScratch::bytes_for(slots, kind, extra) + PrefillScratch::bytes_for(context, kind, chunk) + storage_size(AttnScratch::lse_bytes(slots))
+    }
+
+    /// Most tokens one prefill chunk over `context` carries: [`MAX_CHUNK`],
+    /// or fewer where the lanes kernel's partials would pass `limit`.
+    pub fn chunk(context: &AttnShape, kind: AttnKind, limit: u64) -> u32 {
+        PrefillScratch::tokens_within(context, kind, MAX_CHUNK as u32, limit)
     }
 
     fn lse_bytes(slots: &AttnShape) -> u64 {
@@ -76,7 +86,13 @@ impl KvCache {
     /// pages (the storage's own, or its metadata's), the storage attends
     /// (everything, or the page list), and the eviction part observes the
     /// attention each slot got.
+    /// A windowed layer attends its own slots ([`super::Local`]).
     pub fn record_layer(&self, g: &Gpu, l: usize, n: usize, io: &LayerIo) -> Vec<Dispatch> {
+        let l = match (self.place(l), &self.local) {
+            (super::Place::Global(i), _) => i,
+            (super::Place::Local(i), Some(w)) => return w.record_layer(g, i, n, io),
+            (super::Place::Local(_), None) => unreachable!("a windowed layer without windowed slots"),
+        };
         let nt = n as u32;
         // The slots' step: a scored layer's own length, Mustafar's window, or the call's.
         let step = self.eviction.layer_step(l).or(self.storage.step()).unwrap_or(io.step);

@@ -157,6 +157,14 @@ impl KvCache {
         let sinks = streaming.map_or(0, |s| s.sinks);
         let keep = streaming.is_some() || mustafar.is_some();
         let storage = mustafar.map_or(StorageOptions::Dense, StorageOptions::Mustafar);
-        Ok(Layout { streaming, scored, storage, quest, capacity, attn, context, sinks, keep, elem_bytes, f16, kv_dim, n_layers: cfg.n_layers })
+        // The policy holds the global layers; the windowed ones keep their own slots (`window.rs`).
+        let n_layers = (0..cfg.n_layers).filter(|&l| cfg.layer_window(l).is_none()).count();
+        if n_layers == 0 && !spec.is_full() {
+            return Err(Error::msg(format!(
+                "--kv {spec}: every layer of {} attends a sliding window, whose cache is the window already; --kv policies act on global layers (use --kv full)",
+                cfg.family.title()
+            )));
+        }
+        Ok(Layout { streaming, scored, storage, quest, capacity, attn, context, sinks, keep, elem_bytes, f16, kv_dim, n_layers })
     }
 }

@@ -15,6 +15,10 @@
 //!
 //! Keys are stored post-RoPE, so a slot need not equal a position (a cut
 //! compacts slots; `pos` counts positions, `len` cached tokens).
+//!
+//! The model's own sliding-window layers are not the policy's: `window.rs`
+//! keeps their last tokens apart, and the three axes see only the global
+//! layers (numbered `0 ..` among themselves, [`Place`]).
 
 pub mod attend;
 pub mod compose;
@@ -25,6 +29,7 @@ pub mod selection;
 pub mod snapshot;
 pub mod spec;
 pub mod storage;
+pub mod window;
 
 use crate::Result;
 use crate::config::ModelConfig;
@@ -37,6 +42,7 @@ pub use report::KvReport;
 pub use selection::{Quest, QuestOptions, Selection};
 pub use spec::{Budget, Kind, KvSpec};
 pub use storage::{Mustafar, MustafarOptions, Slots, Storage};
+pub use window::{Local, Place};
 
 pub struct KvCache {
     pub storage: Storage,
@@ -53,9 +59,14 @@ pub struct KvCache {
     pub spec: KvSpec,
     /// Tokens evicted since the last reset.
     pub evicted: usize,
-    /// Scratch the attention kernels of every layer reuse.
+    /// Scratch the attention kernels of every global layer reuse.
     pub scratch: AttnScratch,
+    /// The model's sliding-window layers, when it has them.
+    pub local: Option<Local>,
+    /// Each model layer's place: the policy's (global) or windowed.
+    places: Vec<Place>,
     elem_bytes: usize,
+    /// Global layers (those the policy holds).
     n_layers: usize,
     kv_dim: usize,
     head_dim: usize,
@@ -73,8 +84,10 @@ impl KvCache {
             None => 0,
         };
         let eviction = l.scored.as_ref().map_or(0, |o| Scored::bytes_for(o, &l.attn, l.n_layers));
-        let scratch = AttnScratch::bytes_for(&l.attn, &l.context, extra, AttnKind::for_caps(caps));
-        Ok(storage + selection + eviction + scratch)
+        let (kind, limit) = (AttnKind::for_caps(caps), caps.max_storage_binding);
+        let scratch = AttnScratch::bytes_for(&l.attn, &l.context, extra, kind, limit);
+        let local = Local::bytes_for(cfg, ctx, caps.f16, kind, limit);
+        Ok(storage + selection + eviction + scratch + local)
     }
 
     /// Bytes the cache may allocate after `new` as it fills: Mustafar's
@@ -102,6 +115,7 @@ impl KvCache {
             (None, None) => Eviction::Keep,
         };
         let scratch = AttnScratch::new(gpu, &attn, &context, storage.decode_parts())?;
+        let local = Local::new(gpu, cfg, ctx)?;
         Ok(KvCache {
             storage,
             eviction,
@@ -113,6 +127,8 @@ impl KvCache {
             spec,
             evicted: 0,
             scratch,
+            local,
+            places: window::places(cfg),
             elem_bytes: lay.elem_bytes,
             n_layers,
             kv_dim: lay.kv_dim,
@@ -126,10 +142,12 @@ impl KvCache {
         self.eviction.room(self.len, self.capacity)
     }
 
-    /// Most tokens one forward call may carry.
+    /// Most tokens one forward call may carry: the parts' limits and the
+    /// prefill scratch's chunk.
     pub fn max_call(&self) -> usize {
         let cuts = matches!(self.eviction, Eviction::Streaming(_));
-        self.storage.max_call(cuts).min(self.eviction.max_call())
+        let scratch = (self.scratch.prefill.max_tokens as usize).min(self.local.as_ref().map_or(usize::MAX, Local::max_call));
+        self.storage.max_call(cuts).min(self.eviction.max_call()).min(scratch)
     }
 
     /// Before a call of `n` tokens: the eviction part's cut (streaming: the
@@ -138,7 +156,7 @@ impl KvCache {
     /// between calls (Mustafar compresses what left its window), and the
     /// selection part's metadata rebuilt where slots moved.
     pub fn before_call(&mut self, gpu: &Gpu, n: usize) -> Result<()> {
-        let before = self.tokens_per_layer();
+        let before = self.global_lens();
         let (cut, scored) = self.eviction.before_call(gpu, self.len, self.pos, n);
         if let Some(lens) = self.eviction.lens() {
             self.len = lens.iter().copied().max().unwrap_or(0);
@@ -147,6 +165,9 @@ impl KvCache {
         self.len -= dropped;
         self.evicted += scored + dropped;
         self.rebuild_if_moved(gpu, &before);
+        if let Some(w) = &mut self.local {
+            w.before_call(gpu, self.pos, n);
+        }
         Ok(())
     }
 
@@ -155,12 +176,15 @@ impl KvCache {
         self.len += n;
         self.pos += n;
         self.eviction.advance(n);
+        if let Some(w) = &mut self.local {
+            w.advance(n);
+        }
     }
 
     /// After a call of `n` tokens whose last chunk carried `last`: a scored
     /// eviction policy cuts each layer to its budget after a prompt.
     pub fn after_call(&mut self, gpu: &Gpu, n: usize, last: usize) -> Result<()> {
-        let before = self.tokens_per_layer();
+        let before = self.global_lens();
         self.evicted += self.eviction.after_call(gpu, n, last)?;
         if let Some(lens) = self.eviction.lens() {
             self.len = lens.iter().copied().max().unwrap_or(0);
@@ -172,7 +196,7 @@ impl KvCache {
     /// Any layer that lost slots has moved keys (the average evicted count
     /// can round to 0): the selection part's own metadata follows them.
     fn rebuild_if_moved(&self, gpu: &Gpu, before: &[usize]) {
-        let now = self.tokens_per_layer();
+        let now = self.global_lens();
         if now != before {
             self.selection.rebuild(gpu, &now);
         }
@@ -183,7 +207,7 @@ impl KvCache {
         self.eviction.min_last_chunk()
     }
 
-    /// Bytes one token occupies across all layers (K and V).
+    /// Bytes one token occupies across the global layers (K and V).
     pub fn bytes_per_token(&self) -> usize {
         2 * self.n_layers * self.kv_dim * self.elem_bytes
     }
@@ -193,12 +217,30 @@ impl KvCache {
         self.head_dim * self.elem_bytes
     }
 
-    /// Tokens kept per layer.
-    pub fn tokens_per_layer(&self) -> Vec<usize> {
+    /// Tokens kept per global layer (the policy's layers, in order).
+    pub fn global_lens(&self) -> Vec<usize> {
         match self.eviction.lens() {
             Some(lens) => lens.to_vec(),
             None => vec![self.len; self.n_layers],
         }
+    }
+
+    /// Tokens kept per model layer (a windowed layer's own count).
+    pub fn tokens_per_layer(&self) -> Vec<usize> {
+        let global = self.global_lens();
+        let local = self.local.as_ref().map_or(0, |w| w.len);
+        self.places
+            .iter()
+            .map(|p| match *p {
+                Place::Global(i) => global[i],
+                Place::Local(_) => local,
+            })
+            .collect()
+    }
+
+    /// Model layer `l`'s place.
+    pub fn place(&self, l: usize) -> Place {
+        self.places[l]
     }
 
     /// Bumped when a buffer the recorded forward plans bind is replaced.
@@ -249,6 +291,11 @@ impl KvCache {
         if let Some(s) = self.eviction.scored_mut() {
             s.copy_from(gpu, &mut enc, src.eviction.scored(), src.len);
         }
+        // Equal keys mean equal contexts, so the windowed slots have one shape.
+        if let (Some(w), Some(s)) = (&mut self.local, &src.local) {
+            w.slots.copy_prefix_from(gpu, &mut enc, &s.slots, s.len);
+            w.len = s.len;
+        }
         gpu.submit(enc);
         (self.len, self.pos, self.evicted) = (src.len, src.pos, src.evicted);
     }
@@ -256,6 +303,9 @@ impl KvCache {
     pub fn reset(&mut self, gpu: &Gpu) {
         self.storage.reset();
         self.eviction.reset(gpu);
+        if let Some(w) = &mut self.local {
+            w.reset();
+        }
         self.len = 0;
         self.pos = 0;
         self.evicted = 0;

@@ -28,12 +28,25 @@ impl KvCache {
     pub fn report(&self) -> KvReport {
         let tokens_per_layer = self.tokens_per_layer();
         let (mut resident, mut read_per_step) = (0, 0);
-        for (l, &n) in tokens_per_layer.iter().enumerate() {
+        for (l, n) in self.global_lens().into_iter().enumerate() {
             let b = self.storage.layer_bytes(l, n);
             resident += b.unpaged + b.paged + self.selection.meta_resident(l, b.paged_tokens);
             read_per_step += b.unpaged + self.selection.read(l, b.paged_tokens, b.paged);
         }
-        let allocated = self.storage.allocated() + self.selection.allocated() + self.eviction.allocated() + self.scratch.allocated();
+        let mut allocated = self.storage.allocated() + self.selection.allocated() + self.eviction.allocated() + self.scratch.allocated();
+        let mut windowed = None;
+        if let Some(w) = &self.local {
+            let (layers, token) = (w.slots.k.len() as u64, w.slots.token_bytes());
+            resident += layers * w.len as u64 * token;
+            read_per_step += layers * w.visible() as u64 * token;
+            allocated += w.allocated();
+            windowed = Some(format!(
+                "windowed layers: {layers} of {} attend their last {} tokens, kept in {} slots each (the policy holds the others)",
+                tokens_per_layer.len(),
+                w.size,
+                w.slots.shape.max_seq
+            ));
+        }
         let mib = |b: u64| b as f64 / 1048576.0;
         let layers = match tokens_per_layer.iter().all(|&n| n == tokens_per_layer[0]) {
             true => format!("{} in each of {} layers", tokens_per_layer[0], tokens_per_layer.len()),
@@ -58,6 +71,7 @@ impl KvCache {
         }
         lines.extend(storage);
         lines.extend(self.eviction.describe(self.pos, self.evicted));
+        lines.extend(windowed);
         KvReport { resident, allocated, read_per_step, tokens_per_layer, lines }
     }
 }

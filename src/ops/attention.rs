@@ -341,6 +341,22 @@ impl PrefillScratch {
         max_tokens as u64 * shape.n_heads as u64 * 4
     }
 
+    /// Most tokens, up to `want`, whose `kind` partials over `shape` fit a
+    /// binding of `limit` bytes: `want`, else the largest power of two that
+    /// fits (at least 1). Long contexts on CPU adapters prefill in shorter
+    /// chunks rather than fail.
+    pub fn tokens_within(shape: &AttnShape, kind: AttnKind, want: u32, limit: u64) -> u32 {
+        let fits = |t: u32| PrefillScratch::partial_bytes(shape, kind, t).0 <= limit;
+        if fits(want) {
+            return want;
+        }
+        let mut t = 1u32 << (31 - want.max(1).leading_zeros());
+        while t > 1 && !fits(t) {
+            t /= 2;
+        }
+        t
+    }
+
     /// Scratch for the adapter's prefill kernel.
     pub fn new(gpu: &Gpu, shape: &AttnShape, max_tokens: u32) -> Result<PrefillScratch> {
         PrefillScratch::with_kind(gpu, shape, AttnKind::for_gpu(gpu), max_tokens)

@@ -67,9 +67,9 @@ pub enum TinyArch {
     Gemma3,
 }
 
-/// The tiny Gemma 3's sliding window: above every context the GPU tests
-/// run (attention kernels take no window bound yet); `with_window` makes
-/// one the reference tests past.
+/// The tiny Gemma 3's sliding window: above the contexts most tests run, so
+/// the recipe tests compare the rest of the block; `tests/window_model.rs`
+/// narrows it and runs far past it.
 pub const GEMMA_WINDOW: usize = 48;
 
 impl TinyArch {
