@@ -33,8 +33,12 @@ pub struct ModelConfig {
     pub rope_freqs: Option<RopeFreqs>,
     /// Embeddings are multiplied by this after the lookup (Gemma: `sqrt(dim)`).
     pub embed_scale: Option<f32>,
-    /// Sliding-window attention on some layers (Gemma 3's local layers).
+    /// Sliding-window attention on some layers (Gemma 2/3's local layers, Mistral).
     pub window: Option<Window>,
+    /// Attention scores (scaled) become `c * tanh(s / c)` (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// Final logits become `c * tanh(x / c)` (Gemma 2).
+    pub final_softcap: Option<f32>,
 }
 
 /// Sliding-window (local) layers: a query at position `p` sees the keys at
@@ -232,7 +236,8 @@ impl ModelConfig {
             t.dims.get(1).map_or(0, |&d| d as usize)
         };
         let n_layers = size("block_count")?;
-        let window = gguf_window(g, arch, family, n_layers)?;
+        let rope_theta = if g.get(&key("rope.freq_base")).is_some() { g.get_f32(&key("rope.freq_base"))? } else { 10000.0 };
+        let gemma = gguf_gemma(g, arch, family, n_layers, rope_theta)?;
         let cfg = ModelConfig {
             arch: arch.to_string(),
             family,
@@ -244,7 +249,7 @@ impl ModelConfig {
             head_dim,
             vocab_size,
             max_seq: size("context_length")?,
-            rope_theta: if g.get(&key("rope.freq_base")).is_some() { g.get_f32(&key("rope.freq_base"))? } else { 10000.0 },
+            rope_theta,
             norm_eps: g.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
             rope_style: family.rope_style(true),
             tied_embeddings: g.tensor("output.weight").is_none(),
@@ -253,7 +258,9 @@ impl ModelConfig {
             // Llama 3.1-style frequency factors ride in a tensor, not in metadata.
             rope_freqs: g.tensor("rope_freqs.weight").map(|_| RopeFreqs::File),
             embed_scale: (recipe.block == Block::Sandwich).then(|| (dim as f32).sqrt()),
-            window,
+            window: gemma.window,
+            attn_softcap: gemma.attn_softcap,
+            final_softcap: gemma.final_softcap,
         };
         cfg.check().map_err(err)?;
         let rope_dims = opt_size("rope.dimension_count", head_dim)?;
@@ -342,6 +349,8 @@ impl ModelConfig {
             rope_freqs,
             embed_scale: None,
             window: None,
+            attn_softcap: None,
+            final_softcap: None,
         };
         let rope_theta = cfg.rope_theta;
         let cfg = ModelConfig { window: window.map(|size| Window { size, local: vec![true; cfg.n_layers], rope_theta }), ..cfg };
@@ -393,35 +402,65 @@ impl ModelConfig {
     }
 }
 
-/// A Gemma 3 GGUF's sliding window, read as llama.cpp reads it
-/// (`llama_model_gemma3::load_arch_hparams`): `attention.sliding_window`
-/// (none or 0: every layer global); the pattern either a per-layer bool
-/// array or a period `n` (default 6) whose last layer of each period is
-/// global (`il % n < n - 1` is local; 0: all local); local layers' RoPE
-/// base `rope.freq_base_swa` (default 10000). Also refuses what this build
-/// lacks: final-logit soft-capping, and the 27B's attention scale
-/// (llama.cpp scales its queries by `1/sqrt(dim / n_heads)`, not `1/sqrt(head_dim)`).
-fn gguf_window(g: &Gguf, arch: &str, family: Arch, n_layers: usize) -> Result<Option<Window>> {
-    if family != Arch::Gemma3 {
-        return Ok(None);
+/// What a Gemma GGUF adds to the config: its sliding window and (Gemma 2)
+/// its softcaps.
+#[derive(Default)]
+struct GemmaExtras {
+    window: Option<Window>,
+    attn_softcap: Option<f32>,
+    final_softcap: Option<f32>,
+}
+
+/// A Gemma 2 or 3 GGUF's extras, read as llama.cpp reads them
+/// (`load_arch_hparams`):
+/// - the window `attention.sliding_window` (Gemma 3: none or 0 means every
+///   layer global; Gemma 2: default 4096);
+/// - which layers it covers: Gemma 2 every even one (a period of 2); Gemma 3
+///   the pattern, a per-layer bool array or a period `n` (default 6) whose
+///   last layer is global (`il % n < n - 1` is local; 0: all local);
+/// - the local layers' RoPE base: Gemma 3's `rope.freq_base_swa` (default
+///   10000), Gemma 2's global one;
+/// - Gemma 2's softcaps `attn_logit_softcapping` (default 50) and
+///   `final_logit_softcapping` (default 30).
+///
+/// Also refuses what this build lacks: a final softcap on Gemma 3, and the
+/// 27B models' attention scale (llama.cpp scales their queries by
+/// `1/sqrt(dim / n_heads)`, not `1/sqrt(head_dim)`).
+fn gguf_gemma(g: &Gguf, arch: &str, family: Arch, n_layers: usize, rope_theta: f32) -> Result<GemmaExtras> {
+    if !matches!(family, Arch::Gemma2 | Arch::Gemma3) {
+        return Ok(GemmaExtras::default());
     }
+    let gemma2 = family == Arch::Gemma2;
     let key = |k: &str| format!("{arch}.{k}");
     let err = |m: String| Error::format(&g.path, m);
-    if g.get(&key("final_logit_softcapping")).is_some() && g.get_f32(&key("final_logit_softcapping"))? != 0.0 {
-        return Err(err("final-logit soft-capping (final_logit_softcapping) is not supported".into()));
-    }
-    if n_layers == 62 {
-        return Err(err("Gemma 3 27B's attention scale 1/sqrt(dim / n_heads) is not supported (1/sqrt(head_dim) is)".into()));
+    let float = |k: &str, default: f32| -> Result<f32> { if g.get(&key(k)).is_some() { g.get_f32(&key(k)) } else { Ok(default) } };
+    let softcap = |k: &str, default: f32| -> Result<Option<f32>> {
+        match float(k, default)? {
+            c if c.is_finite() && c > 0.0 => Ok(Some(c)),
+            c => Err(err(format!("'{}' = {c} is not a positive number", key(k)))),
+        }
+    };
+    let (attn_softcap, final_softcap) = match gemma2 {
+        true => (softcap("attn_logit_softcapping", 50.0)?, softcap("final_logit_softcapping", 30.0)?),
+        false if float("final_logit_softcapping", 0.0)? != 0.0 => {
+            return Err(err("final-logit soft-capping (final_logit_softcapping) is not supported on Gemma 3".into()));
+        }
+        false => (None, None),
+    };
+    if (gemma2 && n_layers == 46) || (!gemma2 && n_layers == 62) {
+        return Err(err(format!("{}'s 27B attention scale 1/sqrt(dim / n_heads) is not supported (1/sqrt(head_dim) is)", family.title())));
     }
     let size = match g.get(&key("attention.sliding_window")) {
+        None if gemma2 => 4096,
         None => 0,
         Some(_) => g.get_u64(&key("attention.sliding_window"))? as usize,
     };
     if size == 0 {
-        return Ok(None);
+        return Ok(GemmaExtras { window: None, attn_softcap, final_softcap });
     }
     let pk = key("attention.sliding_window_pattern");
     let local: Vec<bool> = match g.get(&pk) {
+        _ if gemma2 => (0..n_layers).map(|il| il % 2 == 0).collect(),
         Some(Value::Array(a)) => {
             let v: Option<Vec<bool>> = a.iter().map(|x| if let Value::Bool(b) = x { Some(*b) } else { None }).collect();
             let v = v.ok_or_else(|| err(format!("'{pk}' is not an array of booleans")))?;
@@ -435,12 +474,11 @@ fn gguf_window(g: &Gguf, arch: &str, family: Arch, n_layers: usize) -> Result<Op
             (0..n_layers).map(|il| n == 0 || il % n < n - 1).collect()
         }
     };
-    let tk = key("rope.freq_base_swa");
-    let rope_theta = if g.get(&tk).is_some() { g.get_f32(&tk)? } else { 10000.0 };
+    let rope_theta = if gemma2 { rope_theta } else { float("rope.freq_base_swa", 10000.0)? };
     if !(rope_theta.is_finite() && rope_theta > 0.0) {
         return Err(err(format!("local RoPE base {rope_theta} is not a positive number")));
     }
-    Ok(Some(Window { size, local, rope_theta }))
+    Ok(GemmaExtras { window: Some(Window { size, local, rope_theta }), attn_softcap, final_softcap })
 }
 
 /// The `llama3` parameters of an HF `rope_scaling` object, checked so the

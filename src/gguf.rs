@@ -546,6 +546,12 @@ impl GgufWriter {
         self
     }
 
+    /// Drop a metadata value.
+    pub fn remove(&mut self, key: &str) -> &mut Self {
+        self.metadata.retain(|(k, _)| k != key);
+        self
+    }
+
     /// Add a tensor: `dims` ne0 first, `data` in `wtype`'s block layout.
     pub fn add_tensor(&mut self, name: &str, dims: &[u64], wtype: WType, data: Vec<u8>) -> &mut Self {
         self.tensors.push((name.to_string(), dims.to_vec(), wtype, data));

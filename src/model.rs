@@ -435,7 +435,8 @@ impl Model {
     /// - `Sandwich` (Gemma 3): the output projection normed (`post_attention_norm`)
     ///   then added; GeGLU FFN whose down projection is normed (`post_ffw_norm`) then added.
     ///
-    /// The head (LM head, argmax, top-k) runs on the last token only. Kernels
+    /// The head (LM head, softcapped where the recipe says, argmax, top-k)
+    /// runs on the last token only. Kernels
     /// that depend on the position or the token count read the step uniform.
     fn record_forward(&self, n: usize) -> Result<Plan> {
         let (g, c, a, step) = (&*self.gpu, &self.cfg, &self.acts, &self.step);
@@ -514,7 +515,12 @@ impl Model {
         let vocab = c.vocab_size as u32;
         Ok(Plan {
             body: d,
-            head: hw.blocks.iter().map(|(w, r)| linear::matvec_with(g, mv, hw.wtype, w, &self.last, &self.logits, *r, hw.cols, false)).collect(),
+            head: hw
+                .blocks
+                .iter()
+                .map(|(w, r)| linear::matvec_with(g, mv, hw.wtype, w, &self.last, &self.logits, *r, hw.cols, false))
+                .chain(c.final_softcap.map(|cap| ew::softcap(g, &self.logits, cap, vocab)))
+                .collect(),
             argmax: sample::argmax(g, &self.logits, &self.best, vocab),
             topk: sample::topk(g, &self.logits, &self.topk, vocab, TOPK as u32)?,
         })
@@ -522,7 +528,7 @@ impl Model {
 }
 
 fn attn_shape(c: &ModelConfig, max_seq: usize) -> AttnShape {
-    AttnShape { n_heads: c.n_heads as u32, n_kv_heads: c.n_kv_heads as u32, head_dim: c.head_dim as u32, max_seq: max_seq as u32, ..Default::default() }
+    AttnShape::of(c, max_seq)
 }
 
 /// Activations for up to `n` tokens.

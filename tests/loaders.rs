@@ -670,7 +670,7 @@ fn config_from_gguf_gemma3() {
             &|w| {
                 w.add("gemma3.final_logit_softcapping", Value::F32(30.0));
             },
-            "final-logit soft-capping (final_logit_softcapping) is not supported",
+            "final-logit soft-capping (final_logit_softcapping) is not supported on Gemma 3",
         ),
         (
             &|w| {
@@ -690,14 +690,57 @@ fn config_from_gguf_gemma3() {
     }
 }
 
+/// Gemma 2's metadata read as llama.cpp reads it: the softcaps (defaults
+/// 50 and 30), the window (default 4096) on every even layer whatever a
+/// pattern key says, one RoPE base; a softcap that is not positive and the
+/// 27B's attention scale refused.
+#[test]
+fn config_from_gguf_gemma2() {
+    let o = TinyOpts { tied: true, ..TinyOpts::of(TinyArch::Gemma2, 1) };
+    let with = |edit: &dyn Fn(&mut GgufWriter)| {
+        let mut w = tiny_gguf_writer(&o);
+        edit(&mut w);
+        Gguf::from_bytes("tiny.gguf", w.to_bytes().unwrap()).unwrap()
+    };
+    let c = ModelConfig::from_gguf(&with(&|_| {})).unwrap();
+    assert_eq!(c, tiny_config_of(&o, true));
+    assert_eq!((c.attn_softcap, c.final_softcap, c.qk_norm), (Some(0.5), Some(2.0), false));
+    assert_eq!((c.layer_window(0), c.layer_window(1), c.layer_rope_theta(0)), (Some(48), None, c.rope_theta));
+    let c = ModelConfig::from_gguf(&with(&|w| {
+        w.remove("gemma2.attn_logit_softcapping").remove("gemma2.final_logit_softcapping").remove("gemma2.attention.sliding_window");
+        w.add("gemma2.attention.sliding_window_pattern", Value::U32(6));
+    }))
+    .unwrap();
+    assert_eq!((c.attn_softcap, c.final_softcap), (Some(50.0), Some(30.0)));
+    let w = c.window.unwrap();
+    assert_eq!((w.size, w.local), (4096, vec![true, false]));
+    let bad: [(Edit, &str); 2] = [
+        (
+            &|w| {
+                w.add("gemma2.attn_logit_softcapping", Value::F32(0.0));
+            },
+            "'gemma2.attn_logit_softcapping' = 0 is not a positive number",
+        ),
+        (
+            &|w| {
+                w.add("gemma2.block_count", Value::U32(46));
+            },
+            "Gemma 2's 27B attention scale 1/sqrt(dim / n_heads) is not supported",
+        ),
+    ];
+    for (edit, want) in bad {
+        cfg_err(&with(edit), &[want]);
+    }
+}
+
 #[test]
 fn config_from_gguf_refusals() {
     let s = |x: &str| Value::Str(x.into());
     cfg_err(
         &tiny_gguf_with(|w| {
-            w.add("general.architecture", s("gemma2"));
+            w.add("general.architecture", s("phi2"));
         }),
-        &["architecture 'gemma2' is not supported yet (needs: post-norms, GELU FFN, logit soft-capping, sliding window)"],
+        &["architecture 'phi2' is not supported yet (needs: LayerNorm, GELU FFN, parallel attention, partial RoPE)"],
     );
     cfg_err(
         &tiny_gguf_with(|w| {
@@ -709,7 +752,7 @@ fn config_from_gguf_refusals() {
         &tiny_gguf_with(|w| {
             w.add("general.architecture", s("bloom"));
         }),
-        &["architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma3')"],
+        &["architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3')"],
     );
     for ty in ["yarn", "linear", "longrope"] {
         cfg_err(
@@ -853,7 +896,7 @@ fn config_from_hf_json() {
         &hf_json(|j| {
             j.insert("architectures".into(), json!(["Gemma2ForCausalLM"]));
         }),
-        &["architectures [Gemma2ForCausalLM] not supported yet (needs: post-norms, GELU FFN, logit soft-capping, sliding window)"],
+        &["architectures [Gemma2ForCausalLM] not supported yet (needs: Gemma 2 norm weights stored without their +1 (its GGUF files run))"],
     );
     hf_err(
         &hf_json(|j| {

@@ -85,8 +85,8 @@ fn tiny_model_gpu_matches_reference_through_both_loaders() {
     let dir = tiny::scratch("model-tiny");
     for arch in TinyArch::GGUF_ALL {
         for &quant in recipe_quants(arch) {
-            // Qwen3's and Gemma 3's tiny models tie their LM head, the others do not.
-            let o = TinyOpts { quant, tied: matches!(arch, TinyArch::Qwen3 | TinyArch::Gemma3), ..TinyOpts::of(arch, 7) };
+            // Qwen3's and Gemma's tiny models tie their LM head, the others do not.
+            let o = TinyOpts { quant, tied: matches!(arch, TinyArch::Qwen3 | TinyArch::Gemma3 | TinyArch::Gemma2), ..TinyOpts::of(arch, 7) };
             let (wg, wh) = write_both(&dir, &o);
             for g in contexts() {
                 let want = run_reference(&wg, g.caps.f16);
@@ -108,8 +108,8 @@ fn tiny_model_gpu_matches_reference_through_both_loaders() {
 type Strip = fn(&mut ModelConfig);
 
 /// The test above can fail: each part of a recipe (Q/K/V biases, QK-norm,
-/// RoPE factors, RoPE pairing; Gemma 3's sandwich block, embedding scale and
-/// local RoPE base) moves the reference's logits by far more than `LOGITS`
+/// RoPE factors, RoPE pairing; Gemma's sandwich block and embedding scale,
+/// Gemma 3's local RoPE base, Gemma 2's softcaps) moves the reference's logits by far more than `LOGITS`
 /// allows, so a forward that dropped it would not pass.
 #[test]
 fn each_recipe_part_moves_the_logits() {
@@ -130,14 +130,26 @@ fn each_recipe_part_moves_the_logits() {
         if c.rope_freqs.is_some() {
             parts.push(("RoPE factors", |c| c.rope_freqs = None));
         }
-        if c.family == Arch::Gemma3 {
+        if matches!(c.family, Arch::Gemma3 | Arch::Gemma2) {
             // Qwen3's block reads the same tensors but the post-norms: pre-norm, SwiGLU.
             parts.push(("sandwich block", |c| c.family = Arch::Qwen3));
             parts.push(("embedding scale", |c| c.embed_scale = None));
+        }
+        if c.window.as_ref().is_some_and(|w| w.rope_theta != c.rope_theta) {
             parts.push(("local RoPE base", |c| c.window.as_mut().unwrap().rope_theta = c.rope_theta));
         }
-        let expected_parts =
-            1 + matches!(arch, TinyArch::Qwen2 | TinyArch::Qwen3 | TinyArch::Llama3Rope | TinyArch::Gemma3) as usize + 3 * (arch == TinyArch::Gemma3) as usize;
+        if c.attn_softcap.is_some() {
+            parts.push(("attention softcap", |c| c.attn_softcap = None));
+        }
+        if c.final_softcap.is_some() {
+            parts.push(("final-logit softcap", |c| c.final_softcap = None));
+        }
+        let expected_parts = match arch {
+            TinyArch::Llama => 1,
+            TinyArch::Qwen2 | TinyArch::Qwen3 | TinyArch::Llama3Rope => 2,
+            TinyArch::Gemma3 => 5,
+            TinyArch::Gemma2 => 5,
+        };
         assert_eq!(parts.len(), expected_parts, "{arch:?}");
         for (part, strip) in parts {
             let mut w = Weights::open(&wg.path).unwrap();

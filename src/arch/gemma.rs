@@ -1,8 +1,11 @@
-//! Gemma 3 (text): the sandwich block. Each sublayer's output is RMS-normed
-//! again (`post_attention_norm`, `post_ffw_norm`) before the residual add;
-//! the feed-forward is GELU(tanh)-gated; embeddings are scaled by
-//! `sqrt(dim)`; Q and K are RMS-normed per head; RoPE is NeoX-style with
-//! one base on global layers and another on sliding-window (local) ones.
+//! Gemma 2 and Gemma 3 (text): the sandwich block. Each sublayer's output is
+//! RMS-normed again (`post_attention_norm`, `post_ffw_norm`) before the
+//! residual add; the feed-forward is GELU(tanh)-gated; embeddings are scaled
+//! by `sqrt(dim)`; RoPE is NeoX-style; every other layer (Gemma 2) or five of
+//! every six (Gemma 3) attend a sliding window. Gemma 2 softcaps the
+//! attention scores and the final logits (`c * tanh(x / c)`); Gemma 3
+//! RMS-norms Q and K per head instead and gives its local layers their own
+//! RoPE base.
 //! GGUF norm weights already hold Gemma's `1 + w` (llama.cpp's converter
 //! adds the one), so every norm is a plain RMSNorm.
 
@@ -19,8 +22,8 @@ pub const TENSORS: &[TensorSpec] = &[
     t(Role::Wq, "attn_q", "self_attn.q_proj", &[Embd, Q], true),
     t(Role::Wk, "attn_k", "self_attn.k_proj", &[Embd, Kv], true),
     t(Role::Wv, "attn_v", "self_attn.v_proj", &[Embd, Kv], true),
-    t(Role::QNorm, "attn_q_norm", "self_attn.q_norm", &[Head], true),
-    t(Role::KNorm, "attn_k_norm", "self_attn.k_norm", &[Head], true),
+    TensorSpec { presence: IfQkNorm, ..t(Role::QNorm, "attn_q_norm", "self_attn.q_norm", &[Head], true) },
+    TensorSpec { presence: IfQkNorm, ..t(Role::KNorm, "attn_k_norm", "self_attn.k_norm", &[Head], true) },
     t(Role::Wo, "attn_output", "self_attn.o_proj", &[Q, Embd], true),
     t(Role::PostAttnNorm, "post_attention_norm", "post_attention_layernorm", &[Embd], true),
     t(Role::FfnNorm, "ffn_norm", "pre_feedforward_layernorm", &[Embd], true),
@@ -31,6 +34,19 @@ pub const TENSORS: &[TensorSpec] = &[
     t(Role::OutputNorm, "output_norm", "model.norm", &[Embd], false),
     TensorSpec { presence: UnlessTied, ..t(Role::Output, "output", "lm_head", &[Embd, Vocab], false) },
 ];
+
+/// Gemma 2: GGUF files only for now (the same norm storage as Gemma 3's).
+pub static GEMMA2: Recipe = Recipe {
+    arch: Arch::Gemma2,
+    gguf: "gemma2",
+    hf: &[],
+    title: "Gemma 2",
+    table: TENSORS,
+    gguf_rope: RopeStyle::HalfSplit,
+    qkv_bias: false,
+    qk_norm: false,
+    block: Block::Sandwich,
+};
 
 /// Gemma 3: GGUF files only for now (Hugging Face checkpoints store the
 /// norms as `w`, applied as `1 + w`, which the loader does not add yet).

@@ -36,7 +36,10 @@ pub enum Arch {
     Qwen2,
     /// Qwen3 (dense): Llama's block with per-head QK-norm, NeoX RoPE.
     Qwen3,
-    /// Gemma 3 (text): the sandwich block ([`Block::Sandwich`]), sliding-window layers.
+    /// Gemma 2: the sandwich block ([`Block::Sandwich`]), sliding-window
+    /// layers, attention and final-logit softcaps.
+    Gemma2,
+    /// Gemma 3 (text): the sandwich block, sliding-window layers, QK-norm.
     Gemma3,
 }
 
@@ -76,13 +79,14 @@ pub struct Recipe {
 }
 
 /// Every supported family, in the order messages list them.
-pub static RECIPES: &[&Recipe] = &[&llama::LLAMA, &qwen::QWEN2, &qwen::QWEN3, &gemma::GEMMA3];
+pub static RECIPES: &[&Recipe] = &[&llama::LLAMA, &qwen::QWEN2, &qwen::QWEN3, &gemma::GEMMA2, &gemma::GEMMA3];
 
 /// Families this build knows and does not run yet, with what each needs
 /// that the house lacks: (GGUF name, HF classes, missing pieces).
 const NOT_YET: &[(&str, &[&str], &str)] = &[
     ("gemma", &["GemmaForCausalLM"], "GELU FFN, scaled embeddings"),
-    ("gemma2", &["Gemma2ForCausalLM"], "post-norms, GELU FFN, logit soft-capping, sliding window"),
+    // GGUF gemma2 files run (`gemma::GEMMA2`).
+    ("", &["Gemma2ForCausalLM"], "Gemma 2 norm weights stored without their +1 (its GGUF files run)"),
     // GGUF gemma3 files run (`gemma::GEMMA3`); checkpoints store norms as `w` for `1 + w`.
     ("", &["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"], "Gemma 3 norm weights stored without their +1 (its GGUF files run)"),
     ("phi2", &["PhiForCausalLM"], "LayerNorm, GELU FFN, parallel attention, partial RoPE"),
@@ -206,6 +210,7 @@ impl Arch {
             Arch::Llama => &llama::LLAMA,
             Arch::Qwen2 => &qwen::QWEN2,
             Arch::Qwen3 => &qwen::QWEN3,
+            Arch::Gemma2 => &gemma::GEMMA2,
             Arch::Gemma3 => &gemma::GEMMA3,
         }
     }
@@ -374,14 +379,15 @@ mod tests {
         assert_eq!(Arch::Gemma3.rope_style(true), RopeStyle::HalfSplit);
         let e = Arch::from_hf(&["Gemma3ForCausalLM"], "Gemma3ForCausalLM").unwrap_err();
         assert!(e.contains("not supported yet (needs: Gemma 3 norm weights stored without their +1"), "{e}");
+        assert_eq!(Arch::from_gguf("gemma2", "'gemma2'"), Ok(Arch::Gemma2));
         assert_eq!(
-            Arch::from_gguf("gemma2", "'gemma2'").unwrap_err(),
-            "architecture 'gemma2' is not supported yet (needs: post-norms, GELU FFN, logit soft-capping, sliding window)"
+            Arch::from_gguf("phi2", "'phi2'").unwrap_err(),
+            "architecture 'phi2' is not supported yet (needs: LayerNorm, GELU FFN, parallel attention, partial RoPE)"
         );
         assert!(Arch::from_gguf("", "''").unwrap_err().contains("not supported (this build runs"));
         assert_eq!(
             Arch::from_gguf("bloom", "'bloom'").unwrap_err(),
-            "architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma3')"
+            "architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3')"
         );
         let e = Arch::from_hf(&["Phi3ForCausalLM"], "Phi3ForCausalLM").unwrap_err();
         assert!(e.starts_with("architectures [Phi3ForCausalLM] not supported yet (needs: fused QKV"), "{e}");

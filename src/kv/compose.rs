@@ -127,13 +127,7 @@ impl KvCache {
         let max_seq = KvCache::slots(spec, ctx)?;
         let elem_bytes = if f16 { 2 } else { 4 };
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
-        let attn = AttnShape {
-            n_heads: cfg.n_heads as u32,
-            n_kv_heads: cfg.n_kv_heads as u32,
-            head_dim: cfg.head_dim as u32,
-            max_seq: max_seq as u32,
-            ..Default::default()
-        };
+        let attn = AttnShape::of(cfg, max_seq);
         let capacity = KvCache::capacity_of(spec, ctx)?;
         let mustafar = KvCache::mustafar_of(spec, ctx)?;
         // Prefill attends the whole context: under Mustafar a dense scratch of it.

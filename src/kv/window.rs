@@ -60,14 +60,7 @@ impl Local {
         let w = cfg.window.as_ref().filter(|w| w.local.contains(&true))?;
         let n = w.local.iter().filter(|&&l| l).count();
         let max_seq = ctx.min(w.size - 1 + MAX_CHUNK);
-        let shape = AttnShape {
-            n_heads: cfg.n_heads as u32,
-            n_kv_heads: cfg.n_kv_heads as u32,
-            head_dim: cfg.head_dim as u32,
-            max_seq: max_seq as u32,
-            window: w.size as u32,
-            ..Default::default()
-        };
+        let shape = AttnShape { window: w.size as u32, ..AttnShape::of(cfg, max_seq) };
         Some((shape, n))
     }
 

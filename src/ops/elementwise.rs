@@ -162,12 +162,22 @@ pub fn geglu(gpu: &Gpu, gate: &wgpu::Buffer, up: &wgpu::Buffer, out: &wgpu::Buff
 struct ScaleParams {
     n: u32,
     s: f32,
-    _p: [u32; 2],
+    cap: f32,
+    _p: u32,
 }
 
 /// `x[i] *= s` for `i < n`, in place.
 pub fn scale(gpu: &Gpu, x: &wgpu::Buffer, s: f32, n: u32) -> Dispatch {
-    let params = gpu.uniform("scale.params", bytemuck::bytes_of(&ScaleParams { n, s, _p: [0; 2] }));
+    scale_capped(gpu, x, s, 0.0, n)
+}
+
+/// `x[i] = c * tanh(x[i] / c)` for `i < n`, in place (a softcap `c > 0`).
+pub fn softcap(gpu: &Gpu, x: &wgpu::Buffer, c: f32, n: u32) -> Dispatch {
+    scale_capped(gpu, x, 1.0, c, n)
+}
+
+fn scale_capped(gpu: &Gpu, x: &wgpu::Buffer, s: f32, cap: f32, n: u32) -> Dispatch {
+    let params = gpu.uniform("scale.params", bytemuck::bytes_of(&ScaleParams { n, s, cap, _p: 0 }));
     gpu.dispatch(&Spec::new(Kernel::Scale).with("WG", WG), &[x, &params], grid_1d(n.div_ceil(WG)))
 }
 

@@ -73,3 +73,10 @@ pub fn gelu_tanh(x: f64) -> f64 {
 pub fn geglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
     gate.iter().zip(up).map(|(&g, &u)| (gelu_tanh(g as f64) * u as f64) as f32).collect()
 }
+
+/// `c * tanh(x / c)` in f64 (a softcap `c > 0`: Gemma 2's attention scores
+/// and final logits).
+pub fn softcap(x: &[f32], c: f32) -> Vec<f32> {
+    let c = c as f64;
+    x.iter().map(|&v| (c * (v as f64 / c).tanh()) as f32).collect()
+}

@@ -235,7 +235,7 @@ impl RefModel {
             x.iter_mut().for_each(|v| *v *= s);
         }
         for (l, w) in self.layers.iter().enumerate() {
-            // attention: norm, q/k/v (+ bias), QK-norm, RoPE, cache, softmax(q·k/sqrt(d))·v, output projection
+            // attention: norm, q/k/v (+ bias), QK-norm, RoPE, cache, softmax(softcap(q·k/sqrt(d)))·v, output projection
             let xn = rmsnorm(&x, &w.attn_norm, c.norm_eps);
             let mut q = matvec(&w.wq, &xn, nh * hd);
             let mut k = matvec(&w.wk, &xn, kv_dim);
@@ -274,7 +274,11 @@ impl RefModel {
                     .iter()
                     .map(|&t| {
                         let kt = &kc[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
-                        qh.iter().zip(kt).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (hd as f64).sqrt()
+                        let s = qh.iter().zip(kt).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (hd as f64).sqrt();
+                        match c.attn_softcap.map(f64::from) {
+                            Some(cap) => cap * (s / cap).tanh(),
+                            None => s,
+                        }
                     })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -312,6 +316,10 @@ impl RefModel {
         }
         let xn = rmsnorm(&x, &self.out_norm, c.norm_eps);
         self.pos += 1;
-        matvec(self.output.as_ref().unwrap_or(&self.embed), &xn, c.vocab_size)
+        let logits = matvec(self.output.as_ref().unwrap_or(&self.embed), &xn, c.vocab_size);
+        match c.final_softcap {
+            Some(cap) => elementwise::softcap(&logits, cap),
+            None => logits,
+        }
     }
 }

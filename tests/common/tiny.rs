@@ -65,7 +65,14 @@ pub enum TinyArch {
     /// head_dim 32, layer 0 local (window `GEMMA_WINDOW`, RoPE base 10000),
     /// layer 1 global (base 1e6). GGUF only.
     Gemma3,
+    /// Gemma 2's: Gemma 3's block without QK-norm, one RoPE base, and the
+    /// softcaps (`GEMMA2_SOFTCAPS`, small enough to bind on the tiny
+    /// model's scores and logits). GGUF only.
+    Gemma2,
 }
+
+/// The tiny Gemma 2's (attention, final-logit) softcaps.
+pub const GEMMA2_SOFTCAPS: (f32, f32) = (0.5, 2.0);
 
 /// The tiny Gemma 3's sliding window: above the contexts most tests run, so
 /// the recipe tests compare the rest of the block; `tests/window_model.rs`
@@ -76,11 +83,11 @@ impl TinyArch {
     /// The recipes written both as GGUF and as an HF folder.
     pub const ALL: [TinyArch; 4] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3];
     /// Every recipe, as GGUF.
-    pub const GGUF_ALL: [TinyArch; 5] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3, TinyArch::Gemma3];
+    pub const GGUF_ALL: [TinyArch; 6] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3, TinyArch::Gemma3, TinyArch::Gemma2];
 
     /// Whether the tiny model also comes as an HF folder.
     pub fn has_hf(self) -> bool {
-        self != TinyArch::Gemma3
+        !matches!(self, TinyArch::Gemma3 | TinyArch::Gemma2)
     }
 
     pub fn family(self) -> Arch {
@@ -89,11 +96,12 @@ impl TinyArch {
             TinyArch::Qwen2 => Arch::Qwen2,
             TinyArch::Qwen3 => Arch::Qwen3,
             TinyArch::Gemma3 => Arch::Gemma3,
+            TinyArch::Gemma2 => Arch::Gemma2,
         }
     }
 
     pub fn head_dim(self) -> usize {
-        if matches!(self, TinyArch::Qwen3 | TinyArch::Gemma3) { 32 } else { HEAD_DIM }
+        if matches!(self, TinyArch::Qwen3 | TinyArch::Gemma3 | TinyArch::Gemma2) { 32 } else { HEAD_DIM }
     }
 
     pub fn theta(self) -> f32 {
@@ -102,6 +110,7 @@ impl TinyArch {
             TinyArch::Qwen2 => 50000.0,
             TinyArch::Qwen3 => 20000.0,
             TinyArch::Gemma3 => 1e6,
+            TinyArch::Gemma2 => 10000.0,
         }
     }
 
@@ -177,9 +186,11 @@ pub fn tiny_config_of(o: &TinyOpts, gguf: bool) -> ModelConfig {
         Arch::Llama => "llama",
         Arch::Qwen2 => "qwen2",
         Arch::Qwen3 => "qwen3",
+        Arch::Gemma2 => "gemma2",
         Arch::Gemma3 => "gemma3",
     };
-    let gemma = a == TinyArch::Gemma3;
+    let gemma = matches!(a, TinyArch::Gemma3 | TinyArch::Gemma2);
+    let gemma2 = a == TinyArch::Gemma2;
     ModelConfig {
         arch: arch.into(),
         family: a.family(),
@@ -204,6 +215,8 @@ pub fn tiny_config_of(o: &TinyOpts, gguf: bool) -> ModelConfig {
         },
         embed_scale: gemma.then(|| (DIM as f32).sqrt()),
         window: gemma.then(|| Window { size: GEMMA_WINDOW, local: vec![true, false], rope_theta: 10000.0 }),
+        attn_softcap: gemma2.then_some(GEMMA2_SOFTCAPS.0),
+        final_softcap: gemma2.then_some(GEMMA2_SOFTCAPS.1),
     }
 }
 
@@ -339,11 +352,20 @@ pub fn tiny_gguf_writer(o: &TinyOpts) -> GgufWriter {
         .add(&k("rope.dimension_count"), u(cfg.head_dim))
         .add(&k("rope.freq_base"), Value::F32(cfg.rope_theta))
         .add(&k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.norm_eps));
-    if let Some(win) = &cfg.window {
+    match (&cfg.window, cfg.family) {
+        // Gemma 2: every even layer local (llama.cpp's fixed period 2), one RoPE base.
+        (Some(win), Arch::Gemma2) => {
+            w.add(&k("attention.sliding_window"), u(win.size))
+                .add(&k("attn_logit_softcapping"), Value::F32(GEMMA2_SOFTCAPS.0))
+                .add(&k("final_logit_softcapping"), Value::F32(GEMMA2_SOFTCAPS.1));
+        }
         // Period 2: layer 0 local, layer 1 global (llama.cpp: il % n < n - 1 is local).
-        w.add(&k("attention.sliding_window"), u(win.size))
-            .add(&k("attention.sliding_window_pattern"), u(2))
-            .add(&k("rope.freq_base_swa"), Value::F32(win.rope_theta));
+        (Some(win), _) => {
+            w.add(&k("attention.sliding_window"), u(win.size))
+                .add(&k("attention.sliding_window_pattern"), u(2))
+                .add(&k("rope.freq_base_swa"), Value::F32(win.rope_theta));
+        }
+        (None, _) => {}
     }
     if cfg.head_dim * HEADS != DIM {
         w.add(&k("attention.key_length"), u(cfg.head_dim)).add(&k("attention.value_length"), u(cfg.head_dim));
@@ -402,6 +424,7 @@ pub fn hf_config_json_of(o: &TinyOpts) -> String {
         Arch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
         Arch::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
         Arch::Gemma3 => ("Gemma3ForCausalLM", "gemma3_text"),
+        Arch::Gemma2 => ("Gemma2ForCausalLM", "gemma2"),
     };
     let rope_scaling = match a {
         TinyArch::Llama3Rope => serde_json::json!({
