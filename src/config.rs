@@ -214,6 +214,9 @@ impl ModelConfig {
             Some(Value::Str(s)) => return Err(err(format!("RoPE scaling '{}' is not supported (Llama 3 frequency factors, rope_freqs.weight, are)", show(s)))),
             Some(v) => return Err(err(format!("'{}' is {}, expected a string", key("rope.scaling.type"), v.type_name()))),
         }
+        if g.tensor("rope_factors_long.weight").is_some() || g.tensor("rope_factors_short.weight").is_some() {
+            return Err(err("LongRoPE scaling (rope_factors_long / rope_factors_short) is not supported".into()));
+        }
         if g.get(&key("rope.scale_linear")).is_some() && g.get_f32(&key("rope.scale_linear"))? != 1.0 {
             return Err(err("linear RoPE scaling (rope.scale_linear) is not supported".into()));
         }

@@ -46,6 +46,12 @@ impl Bytes {
     pub fn new(storage: &Arc<Storage>, start: u64, len: u64) -> Bytes {
         Bytes { storage: storage.clone(), start: start as usize, len: len as usize }
     }
+
+    /// Bytes `start..start+len` of this view (clamped to it).
+    pub fn slice(&self, start: usize, len: usize) -> Bytes {
+        let start = start.min(self.len);
+        Bytes { storage: self.storage.clone(), start: self.start + start, len: len.min(self.len - start) }
+    }
 }
 
 impl std::ops::Deref for Bytes {

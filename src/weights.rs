@@ -95,6 +95,7 @@ impl Weights {
                 (t.name.clone(), Tensor { name: t.name.clone(), dims: t.dims.clone(), wtype: t.wtype, data })
             })
             .collect();
+        let tensors = split_fused(&cfg, tensors).map_err(|m| Error::format(&g.path, m))?;
         let w = Weights { cfg, format: "gguf", path: PathBuf::from(&g.path), gguf: Some(g), hf_dir: None, tensors };
         w.validate()?;
         Ok(w)
@@ -243,6 +244,34 @@ impl Weights {
 
 /// The shard files of a model.safetensors.index.json, each with the tensors
 /// the index places in it. File names must be plain names inside the folder.
+/// The recipe's fused tensors ([`crate::arch::Fused`]) a GGUF stores whole,
+/// split into the table's matrices: each part a view of its rows. A fused
+/// tensor of another height, or beside its parts, is left for `validate`
+/// to report.
+fn split_fused(cfg: &ModelConfig, mut tensors: HashMap<String, Tensor>) -> std::result::Result<HashMap<String, Tensor>, String> {
+    for f in cfg.family.recipe().fused {
+        let rows: Vec<u64> = f.parts.iter().map(|&(_, d)| cfg.size(d)).collect();
+        for l in 0..cfg.n_layers {
+            let name = format!("blk.{l}.{}.weight", f.gguf);
+            let part_name = |p: &str| format!("blk.{l}.{p}.weight");
+            let whole = tensors.get(&name).is_some_and(|t| t.dims.len() == 2 && t.dims[1] == rows.iter().sum::<u64>());
+            if !whole || f.parts.iter().any(|&(p, _)| p != f.gguf && tensors.contains_key(&part_name(p))) {
+                continue;
+            }
+            let t = tensors.remove(&name).expect("checked above");
+            crate::quant::check_shape(t.wtype, t.rows(), t.cols()).map_err(|e| format!("tensor {name}: {e}"))?;
+            let row_bytes = t.data.len() / t.rows();
+            let mut at = 0;
+            for (&(p, _), &r) in f.parts.iter().zip(&rows) {
+                let len = r as usize * row_bytes;
+                tensors.insert(part_name(p), Tensor { name: part_name(p), dims: vec![t.dims[0], r], wtype: t.wtype, data: t.data.slice(at, len) });
+                at += len;
+            }
+        }
+    }
+    Ok(tensors)
+}
+
 fn shards(index: &Path) -> Result<Vec<(String, Vec<String>)>> {
     let shown = index.display().to_string();
     let err = |m: String| Error::format(&shown, m);

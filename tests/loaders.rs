@@ -744,15 +744,15 @@ fn config_from_gguf_refusals() {
     );
     cfg_err(
         &tiny_gguf_with(|w| {
-            w.add("general.architecture", s("phi3"));
+            w.add_tensor("rope_factors_long.weight", &[8], WType::F32, vec![0; 32]);
         }),
-        &["architecture 'phi3' is not supported yet (needs: fused QKV and gate/up tensors"],
+        &["LongRoPE scaling (rope_factors_long / rope_factors_short) is not supported"],
     );
     cfg_err(
         &tiny_gguf_with(|w| {
             w.add("general.architecture", s("bloom"));
         }),
-        &["architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3')"],
+        &["architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3', 'phi3')"],
     );
     for ty in ["yarn", "linear", "longrope"] {
         cfg_err(
@@ -1362,4 +1362,33 @@ fn real_model_header_prefixes_are_errors() {
         let msg = gguf_err(head[..len].to_vec(), &[]);
         assert!(msg.contains(TRUNCATED) || msg.contains("beyond the end of the file"), "prefix {len}: {msg}");
     }
+}
+
+/// Phi-3's fused `attn_qkv` and `ffn_up` (gate then up) split on load into
+/// the table's matrices, each equal to the tensor the generator made before
+/// it stacked them; a fused tensor of another height is reported by name.
+#[test]
+fn phi3_fused_tensors_split_into_their_parts() {
+    let dir = scratch("loaders-phi3");
+    for quant in [WType::Q8_0, WType::Q4_1, WType::F16] {
+        let o = TinyOpts { quant, ..TinyOpts::of(TinyArch::Phi3, 3) };
+        let path = dir.join(format!("phi3-{}.gguf", quant.name()));
+        write_tiny_gguf_opts(&path, &o);
+        let g = Gguf::open(&path).unwrap();
+        assert!(g.tensor("blk.0.attn_qkv.weight").is_some() && g.tensor("blk.0.attn_q.weight").is_none());
+        let w = Weights::open(&path).unwrap();
+        assert_eq!(w.cfg, tiny_config_of(&o, true));
+        for t in tiny_model(&o) {
+            assert_eq!(hf_order_values(&w, &t.name), t.values, "{} ({})", t.name, quant.name());
+        }
+    }
+    // A config whose Q + K + V is another height: not split, so the parts are missing.
+    let o = TinyOpts { quant: WType::F32, ..TinyOpts::of(TinyArch::Phi3, 3) };
+    let mut gw = tiny_gguf_writer(&o);
+    gw.add("phi3.attention.head_count_kv", Value::U32(HEADS as u32));
+    let path = dir.join("phi3-short.gguf");
+    std::fs::write(&path, gw.to_bytes().unwrap()).unwrap();
+    let e = Weights::open(&path).unwrap_err().to_string();
+    assert!(e.contains("attn_q.weight"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
 }

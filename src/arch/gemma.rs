@@ -46,6 +46,7 @@ pub static GEMMA2: Recipe = Recipe {
     qkv_bias: false,
     qk_norm: false,
     block: Block::Sandwich,
+    fused: &[],
 };
 
 /// Gemma 3: GGUF files only for now (Hugging Face checkpoints store the
@@ -60,4 +61,5 @@ pub static GEMMA3: Recipe = Recipe {
     qkv_bias: false,
     qk_norm: true,
     block: Block::Sandwich,
+    fused: &[],
 };

@@ -54,4 +54,5 @@ pub static LLAMA: Recipe = Recipe {
     qkv_bias: false,
     qk_norm: false,
     block: Block::PreNorm,
+    fused: &[],
 };

@@ -11,6 +11,7 @@
 
 mod gemma;
 mod llama;
+mod phi3;
 mod qwen;
 
 /// Which elements RoPE rotates together. Choosing wrong corrupts output
@@ -41,6 +42,8 @@ pub enum Arch {
     Gemma2,
     /// Gemma 3 (text): the sandwich block, sliding-window layers, QK-norm.
     Gemma3,
+    /// Phi-3: Llama's block with NeoX RoPE, its GGUF files' QKV and gate/up fused.
+    Phi3,
 }
 
 /// A layer's control flow: which dispatches it records, in which order.
@@ -76,10 +79,21 @@ pub struct Recipe {
     pub qk_norm: bool,
     /// The layer's control flow.
     pub block: Block,
+    /// Tensors its GGUF files may store fused, split into the table's rows
+    /// on load (Phi-3's QKV and gate/up).
+    pub fused: &'static [Fused],
+}
+
+/// A GGUF tensor holding several of the table's matrices stacked by rows:
+/// its name (after `blk.N.`) and, in row order, each part's name and rows.
+#[derive(Debug)]
+pub struct Fused {
+    pub gguf: &'static str,
+    pub parts: &'static [(&'static str, Dim)],
 }
 
 /// Every supported family, in the order messages list them.
-pub static RECIPES: &[&Recipe] = &[&llama::LLAMA, &qwen::QWEN2, &qwen::QWEN3, &gemma::GEMMA2, &gemma::GEMMA3];
+pub static RECIPES: &[&Recipe] = &[&llama::LLAMA, &qwen::QWEN2, &qwen::QWEN3, &gemma::GEMMA2, &gemma::GEMMA3, &phi3::PHI3];
 
 /// Families this build knows and does not run yet, with what each needs
 /// that the house lacks: (GGUF name, HF classes, missing pieces).
@@ -90,7 +104,8 @@ const NOT_YET: &[(&str, &[&str], &str)] = &[
     // GGUF gemma3 files run (`gemma::GEMMA3`); checkpoints store norms as `w` for `1 + w`.
     ("", &["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"], "Gemma 3 norm weights stored without their +1 (its GGUF files run)"),
     ("phi2", &["PhiForCausalLM"], "LayerNorm, GELU FFN, parallel attention, partial RoPE"),
-    ("phi3", &["Phi3ForCausalLM"], "fused QKV and gate/up tensors, LongRoPE scaling, sliding window"),
+    // GGUF phi3 files run (`phi3::PHI3`).
+    ("", &["Phi3ForCausalLM"], "Phi-3's fused qkv_proj and gate_up_proj in safetensors (its GGUF files run)"),
     ("qwen2moe", &["Qwen2MoeForCausalLM"], "mixture-of-experts FFN"),
     ("qwen3moe", &["Qwen3MoeForCausalLM"], "mixture-of-experts FFN"),
     ("qwen2vl", &["Qwen2VLForConditionalGeneration"], "multimodal RoPE sections"),
@@ -212,6 +227,7 @@ impl Arch {
             Arch::Qwen3 => &qwen::QWEN3,
             Arch::Gemma2 => &gemma::GEMMA2,
             Arch::Gemma3 => &gemma::GEMMA3,
+            Arch::Phi3 => &phi3::PHI3,
         }
     }
 
@@ -387,10 +403,11 @@ mod tests {
         assert!(Arch::from_gguf("", "''").unwrap_err().contains("not supported (this build runs"));
         assert_eq!(
             Arch::from_gguf("bloom", "'bloom'").unwrap_err(),
-            "architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3')"
+            "architecture 'bloom' is not supported (this build runs 'llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3', 'phi3')"
         );
         let e = Arch::from_hf(&["Phi3ForCausalLM"], "Phi3ForCausalLM").unwrap_err();
-        assert!(e.starts_with("architectures [Phi3ForCausalLM] not supported yet (needs: fused QKV"), "{e}");
+        assert!(e.starts_with("architectures [Phi3ForCausalLM] not supported yet (needs: Phi-3's fused qkv_proj"), "{e}");
+        assert_eq!(Arch::from_gguf("phi3", "'phi3'"), Ok(Arch::Phi3));
         let e = Arch::from_hf(&[], "none").unwrap_err();
         assert!(e.contains("not supported (this build runs LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"), "{e}");
         // No family is both run and refused.

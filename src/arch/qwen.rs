@@ -15,6 +15,7 @@ pub static QWEN2: Recipe = Recipe {
     qkv_bias: true,
     qk_norm: false,
     block: Block::PreNorm,
+    fused: &[],
 };
 
 /// Qwen3: no biases; Q and K RMS-normed per head before RoPE.
@@ -28,4 +29,5 @@ pub static QWEN3: Recipe = Recipe {
     qkv_bias: false,
     qk_norm: true,
     block: Block::PreNorm,
+    fused: &[],
 };

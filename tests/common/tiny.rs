@@ -69,6 +69,9 @@ pub enum TinyArch {
     /// softcaps (`GEMMA2_SOFTCAPS`, small enough to bind on the tiny
     /// model's scores and logits). GGUF only.
     Gemma2,
+    /// Phi-3's: Llama's block with NeoX RoPE, its GGUF's Q/K/V and gate/up
+    /// written fused (`attn_qkv`, `ffn_up` of twice the rows). GGUF only.
+    Phi3,
 }
 
 /// The tiny Gemma 2's (attention, final-logit) softcaps.
@@ -83,11 +86,12 @@ impl TinyArch {
     /// The recipes written both as GGUF and as an HF folder.
     pub const ALL: [TinyArch; 4] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3];
     /// Every recipe, as GGUF.
-    pub const GGUF_ALL: [TinyArch; 6] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3, TinyArch::Gemma3, TinyArch::Gemma2];
+    pub const GGUF_ALL: [TinyArch; 7] =
+        [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3, TinyArch::Gemma3, TinyArch::Gemma2, TinyArch::Phi3];
 
     /// Whether the tiny model also comes as an HF folder.
     pub fn has_hf(self) -> bool {
-        !matches!(self, TinyArch::Gemma3 | TinyArch::Gemma2)
+        !matches!(self, TinyArch::Gemma3 | TinyArch::Gemma2 | TinyArch::Phi3)
     }
 
     pub fn family(self) -> Arch {
@@ -97,6 +101,7 @@ impl TinyArch {
             TinyArch::Qwen3 => Arch::Qwen3,
             TinyArch::Gemma3 => Arch::Gemma3,
             TinyArch::Gemma2 => Arch::Gemma2,
+            TinyArch::Phi3 => Arch::Phi3,
         }
     }
 
@@ -111,6 +116,7 @@ impl TinyArch {
             TinyArch::Qwen3 => 20000.0,
             TinyArch::Gemma3 => 1e6,
             TinyArch::Gemma2 => 10000.0,
+            TinyArch::Phi3 => 30000.0,
         }
     }
 
@@ -188,6 +194,7 @@ pub fn tiny_config_of(o: &TinyOpts, gguf: bool) -> ModelConfig {
         Arch::Qwen3 => "qwen3",
         Arch::Gemma2 => "gemma2",
         Arch::Gemma3 => "gemma3",
+        Arch::Phi3 => "phi3",
     };
     let gemma = matches!(a, TinyArch::Gemma3 | TinyArch::Gemma2);
     let gemma2 = a == TinyArch::Gemma2;
@@ -332,6 +339,35 @@ pub fn rope_heads(name: &str) -> Option<usize> {
     }
 }
 
+/// Phi-3's GGUF layout, written out: each layer's Q, K, V stacked by rows
+/// as `attn_qkv` where Q was, gate then up as `ffn_up` where the gate was.
+fn fused(family: Arch, tensors: Vec<TinyTensor>) -> Vec<TinyTensor> {
+    if family != Arch::Phi3 {
+        return tensors;
+    }
+    let find = |name: &str| tensors.iter().find(|t| t.name == name).unwrap().clone();
+    let stack = |name: String, parts: &[TinyTensor]| TinyTensor {
+        name,
+        dims: vec![parts[0].dims[0], parts.iter().map(|p| p.dims[1]).sum()],
+        values: parts.iter().flat_map(|p| p.values.clone()).collect(),
+    };
+    let mut out = Vec::new();
+    for t in &tensors {
+        let Some((layer, rest)) = t.name.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
+            out.push(t.clone());
+            continue;
+        };
+        let n = |x: &str| format!("blk.{layer}.{x}.weight");
+        match rest {
+            "attn_q.weight" => out.push(stack(n("attn_qkv"), &[find(&n("attn_q")), find(&n("attn_k")), find(&n("attn_v"))])),
+            "ffn_gate.weight" => out.push(stack(n("ffn_up"), &[find(&n("ffn_gate")), find(&n("ffn_up"))])),
+            "attn_k.weight" | "attn_v.weight" | "ffn_up.weight" => {}
+            _ => out.push(t.clone()),
+        }
+    }
+    out
+}
+
 /// The tiny model as a GGUF (matrices `quant`, vectors F32), metadata only
 /// for the model, under the recipe's architecture name.
 pub fn tiny_gguf_writer(o: &TinyOpts) -> GgufWriter {
@@ -370,7 +406,7 @@ pub fn tiny_gguf_writer(o: &TinyOpts) -> GgufWriter {
     if cfg.head_dim * HEADS != DIM {
         w.add(&k("attention.key_length"), u(cfg.head_dim)).add(&k("attention.value_length"), u(cfg.head_dim));
     }
-    for t in tiny_model(o) {
+    for t in fused(cfg.family, tiny_model(o)) {
         // Only Llama's rows are permuted (its RoPE pairs become adjacent).
         let values = match rope_heads(&t.name) {
             Some(h) if cfg.rope_style == RopeStyle::Interleaved => to_gguf_rows(&t.values, t.cols(), h),
@@ -425,6 +461,7 @@ pub fn hf_config_json_of(o: &TinyOpts) -> String {
         Arch::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
         Arch::Gemma3 => ("Gemma3ForCausalLM", "gemma3_text"),
         Arch::Gemma2 => ("Gemma2ForCausalLM", "gemma2"),
+        Arch::Phi3 => ("Phi3ForCausalLM", "phi3"),
     };
     let rope_scaling = match a {
         TinyArch::Llama3Rope => serde_json::json!({
