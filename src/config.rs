@@ -314,16 +314,24 @@ impl ModelConfig {
         if flag("attention_bias") || flag("mlp_bias") {
             return Err(err("attention_bias / mlp_bias are not supported".into()));
         }
-        if let Some(act) = j.get("hidden_act").and_then(|v| v.as_str()).filter(|a| *a != "silu") {
-            return Err(err(format!("hidden_act '{}' is not supported (silu is)", show(act))));
+        let gemma = recipe.block == Block::Sandwich;
+        let act = if gemma { "gelu_pytorch_tanh" } else { "silu" };
+        for key in ["hidden_act", "hidden_activation"] {
+            if let Some(a) = j.get(key).and_then(|v| v.as_str()).filter(|a| *a != act) {
+                return Err(err(format!("{key} '{}' is not supported ({act} is)", show(a))));
+            }
         }
         let max_seq = need("max_position_embeddings")?;
+        let n_layers = need("num_hidden_layers")?;
+        let rope_theta = float("rope_theta", 10000.0)?;
+        let gemma_extras = if gemma { hf_gemma(j, family, n_layers, rope_theta).map_err(err)? } else { GemmaExtras::default() };
         // Qwen2/3 configs name a window they do not use unless use_sliding_window is set
         // (and then only on layers past max_window_layers, which this build does not run);
         // Mistral's window covers every layer.
         let windowed = j.get("use_sliding_window").and_then(|v| v.as_bool()).unwrap_or(true);
         let window = match int("sliding_window")?.filter(|&w| windowed && w > 0 && w < max_seq) {
-            Some(w) if family == Arch::Llama => Some(w),
+            _ if gemma => gemma_extras.window,
+            Some(w) if family == Arch::Llama => Some(Window { size: w, local: vec![true; n_layers], rope_theta }),
             Some(w) => return Err(err(format!("sliding_window {w} is not supported on {}", family.title()))),
             None => None,
         };
@@ -334,7 +342,7 @@ impl ModelConfig {
             family,
             dim,
             hidden_dim: need("intermediate_size")?,
-            n_layers: need("num_hidden_layers")?,
+            n_layers,
             n_heads,
             n_kv_heads: int("num_key_value_heads")?.unwrap_or(n_heads),
             head_dim: match int("head_dim")? {
@@ -343,21 +351,24 @@ impl ModelConfig {
             },
             vocab_size: need("vocab_size")?,
             max_seq,
-            rope_theta: float("rope_theta", 10000.0)?,
+            rope_theta,
             norm_eps: float("rms_norm_eps", 1e-6)?,
             rope_style: family.rope_style(false),
-            tied_embeddings: flag("tie_word_embeddings"),
+            // Gemma's configs tie the head unless they say otherwise.
+            tied_embeddings: j.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(gemma),
             qkv_bias: recipe.qkv_bias,
             qk_norm: recipe.qk_norm,
             rope_freqs,
-            embed_scale: None,
-            window: None,
-            attn_softcap: None,
-            final_softcap: None,
+            embed_scale: gemma.then(|| (dim as f32).sqrt()),
+            window,
+            attn_softcap: gemma_extras.attn_softcap,
+            final_softcap: gemma_extras.final_softcap,
         };
-        let rope_theta = cfg.rope_theta;
-        let cfg = ModelConfig { window: window.map(|size| Window { size, local: vec![true; cfg.n_layers], rope_theta }), ..cfg };
         cfg.check().map_err(err)?;
+        // Gemma scales queries by query_pre_attn_scalar^-1/2; the kernels by head_dim^-1/2.
+        if let Some(q) = int("query_pre_attn_scalar")?.filter(|&q| gemma && q != cfg.head_dim) {
+            return Err(err(format!("query_pre_attn_scalar {q} is not supported (head_dim {} is)", cfg.head_dim)));
+        }
         Ok(cfg)
     }
 
@@ -482,6 +493,55 @@ fn gguf_gemma(g: &Gguf, arch: &str, family: Arch, n_layers: usize, rope_theta: f
         return Err(err(format!("local RoPE base {rope_theta} is not a positive number")));
     }
     Ok(GemmaExtras { window: Some(Window { size, local, rope_theta }), attn_softcap, final_softcap })
+}
+
+/// A Gemma 2 or 3 config.json's extras, as transformers reads them: the
+/// window `sliding_window` (default 4096) on Gemma 2's even layers, or on
+/// Gemma 3's `layer_types` "sliding_attention" layers (else a period
+/// `sliding_window_pattern`, default 6, whose last layer is global); Gemma
+/// 3's local RoPE base `rope_local_base_freq` (default 10000); both
+/// softcaps where set (Gemma 2's defaults 50 and 30).
+fn hf_gemma(j: &serde_json::Map<String, serde_json::Value>, family: Arch, n_layers: usize, rope_theta: f32) -> std::result::Result<GemmaExtras, String> {
+    let gemma2 = family == Arch::Gemma2;
+    let num = |k: &str| j.get(k).and_then(|v| v.as_f64());
+    let softcap = |k: &str, default: Option<f64>| -> std::result::Result<Option<f32>, String> {
+        match j.get(k) {
+            Some(serde_json::Value::Null) => Ok(None),
+            None => Ok(default.map(|d| d as f32)),
+            Some(v) => match v.as_f64() {
+                Some(c) if c.is_finite() && c > 0.0 => Ok(Some(c as f32)),
+                _ => Err(format!("'{k}' is not a positive number")),
+            },
+        }
+    };
+    let attn_softcap = softcap("attn_logit_softcapping", gemma2.then_some(50.0))?;
+    let final_softcap = softcap("final_logit_softcapping", gemma2.then_some(30.0))?;
+    let size = match j.get("sliding_window") {
+        Some(serde_json::Value::Null) => 0,
+        None => 4096,
+        Some(v) => v.as_u64().ok_or("'sliding_window' is not a non-negative integer")? as usize,
+    };
+    let local: Vec<bool> = match (gemma2, j.get("layer_types").and_then(|v| v.as_array())) {
+        (true, _) => (0..n_layers).map(|il| il % 2 == 0).collect(),
+        (false, Some(types)) => {
+            let v: Option<Vec<bool>> = types.iter().map(|t| t.as_str().map(|t| t == "sliding_attention")).collect();
+            let v = v.ok_or("'layer_types' is not an array of strings")?;
+            if v.len() != n_layers {
+                return Err(format!("'layer_types' has {} entries for {n_layers} layers", v.len()));
+            }
+            v
+        }
+        (false, None) => {
+            let n = num("sliding_window_pattern").map_or(6, |n| n as usize);
+            (0..n_layers).map(|il| n == 0 || il % n < n - 1).collect()
+        }
+    };
+    let local_theta = if gemma2 { rope_theta } else { num("rope_local_base_freq").unwrap_or(10000.0) as f32 };
+    if !(local_theta.is_finite() && local_theta > 0.0) {
+        return Err(format!("local RoPE base {local_theta} is not a positive number"));
+    }
+    let window = (size > 0).then_some(Window { size, local, rope_theta: local_theta });
+    Ok(GemmaExtras { window, attn_softcap, final_softcap })
 }
 
 /// The `llama3` parameters of an HF `rope_scaling` object, checked so the

@@ -119,6 +119,7 @@ impl Weights {
             return Err(Error::format(&shown, "no model.safetensors or model.safetensors.index.json"));
         };
 
+        let norms = if cfg.family.recipe().hf_norm_plus_one { norm_names(&cfg) } else { Default::default() };
         let mut tensors = HashMap::new();
         for (file, listed) in files {
             let st = SafeTensors::open(&file)?;
@@ -135,7 +136,10 @@ impl Weights {
                 if name == "output.weight" && cfg.tied_embeddings {
                     continue; // a copy of the embeddings; tied models read token_embd
                 }
-                let tensor = Tensor { name: name.clone(), dims: t.dims(), wtype: t.wtype, data: Bytes::new(st.storage(), t.offset, t.bytes) };
+                let mut tensor = Tensor { name: name.clone(), dims: t.dims(), wtype: t.wtype, data: Bytes::new(st.storage(), t.offset, t.bytes) };
+                if norms.contains(&name) {
+                    tensor = plus_one(tensor).map_err(|e| Error::format(&st.path, format!("tensor '{}': {e}", show(&t.name))))?;
+                }
                 if tensors.insert(name, tensor).is_some() {
                     return Err(Error::format(&st.path, format!("tensor '{}' appears twice", show(&t.name))));
                 }
@@ -244,6 +248,28 @@ impl Weights {
 
 /// The shard files of a model.safetensors.index.json, each with the tensors
 /// the index places in it. File names must be plain names inside the folder.
+/// The family's RMSNorm weights (canonical names).
+fn norm_names(cfg: &ModelConfig) -> std::collections::HashSet<String> {
+    use crate::arch::Role::*;
+    cfg.tensors()
+        .into_iter()
+        .filter(|n| matches!(n.role, AttnNorm | FfnNorm | PostAttnNorm | PostFfnNorm | QNorm | KNorm | OutputNorm))
+        .map(|n| n.name)
+        .collect()
+}
+
+/// A norm weight `w` stored for a scale of `1 + w`, as F32 `1 + w`.
+fn plus_one(t: Tensor) -> Result<Tensor> {
+    let n = t.n_elems();
+    if n == 0 || t.data.len() > 1 << 24 {
+        return Err(Error::msg(format!("a norm weight of {n} elements")));
+    }
+    let v = crate::quant::dequantize(t.wtype, &t.data, n)?;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| (1.0 + x).to_le_bytes()).collect();
+    let (len, storage) = (bytes.len() as u64, std::sync::Arc::new(Storage::Owned(bytes)));
+    Ok(Tensor { wtype: WType::F32, data: Bytes::new(&storage, 0, len), ..t })
+}
+
 /// The recipe's fused tensors ([`crate::arch::Fused`]) a GGUF stores whole,
 /// split into the table's matrices: each part a view of its rows. A fused
 /// tensor of another height, or beside its parts, is left for `validate`

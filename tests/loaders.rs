@@ -894,15 +894,82 @@ fn config_from_hf_json() {
     }
     hf_err(
         &hf_json(|j| {
-            j.insert("architectures".into(), json!(["Gemma2ForCausalLM"]));
+            j.insert("architectures".into(), json!(["Gemma3ForConditionalGeneration"]));
         }),
-        &["architectures [Gemma2ForCausalLM] not supported yet (needs: Gemma 2 norm weights stored without their +1 (its GGUF files run))"],
+        &["architectures [Gemma3ForConditionalGeneration] not supported yet (needs: the vision tower and language_model.* names"],
     );
+    // Gemma's config keys: its activation, its query scale, the window's layers and softcaps.
+    let gemma = |arch: TinyArch, edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut j: serde_json::Value = serde_json::from_str(&hf_config_json_of(&TinyOpts::of(arch, 1))).unwrap();
+        edit(j.as_object_mut().unwrap());
+        j.to_string()
+    };
+    let c = ModelConfig::from_hf_json(
+        "c",
+        &gemma(TinyArch::Gemma3, &|j| {
+            j.remove("layer_types");
+            j.remove("tie_word_embeddings");
+            j.insert("sliding_window_pattern".into(), json!(2));
+        }),
+    )
+    .unwrap();
+    assert_eq!((c.window.unwrap().local, c.tied_embeddings, c.embed_scale), (vec![true, false], true, Some(8.0)));
+    let c = ModelConfig::from_hf_json(
+        "c",
+        &gemma(TinyArch::Gemma2, &|j| {
+            j.remove("attn_logit_softcapping");
+            j.remove("final_logit_softcapping");
+            j.remove("sliding_window");
+        }),
+    )
+    .unwrap();
+    assert_eq!((c.attn_softcap, c.final_softcap, c.window.unwrap().size), (Some(50.0), Some(30.0), 4096));
+    for (arch, edit, want) in [
+        (
+            TinyArch::Gemma3,
+            &(|j: &mut serde_json::Map<String, serde_json::Value>| {
+                j.insert("query_pre_attn_scalar".into(), json!(144));
+            }) as &dyn Fn(&mut serde_json::Map<String, serde_json::Value>),
+            "query_pre_attn_scalar 144 is not supported (head_dim 32 is)",
+        ),
+        (
+            TinyArch::Gemma3,
+            &|j| {
+                j.insert("hidden_activation".into(), json!("silu"));
+            },
+            "hidden_activation 'silu' is not supported (gelu_pytorch_tanh is)",
+        ),
+        (
+            TinyArch::Gemma3,
+            &|j| {
+                j.insert("layer_types".into(), json!(["full_attention"]));
+            },
+            "'layer_types' has 1 entries for 2 layers",
+        ),
+        (
+            TinyArch::Gemma3,
+            &|j| {
+                j.insert("rope_scaling".into(), json!({"rope_type": "linear", "factor": 8.0}));
+            },
+            "rope_scaling 'linear' is not supported",
+        ),
+        (
+            TinyArch::Gemma2,
+            &|j| {
+                j.insert("final_logit_softcapping".into(), json!(-1.0));
+            },
+            "'final_logit_softcapping' is not a positive number",
+        ),
+    ] {
+        hf_err(&gemma(arch, edit), &[want]);
+    }
     hf_err(
         &hf_json(|j| {
             j.insert("architectures".into(), json!(["BloomForCausalLM"]));
         }),
-        &["architectures [BloomForCausalLM] not supported (this build runs LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"],
+        &[
+            "architectures [BloomForCausalLM] not supported (this build runs LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM)",
+        ],
     );
     // A Qwen config's window counts when use_sliding_window says so.
     let qwen = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {

@@ -7,7 +7,8 @@
 //! RMS-norms Q and K per head instead and gives its local layers their own
 //! RoPE base.
 //! GGUF norm weights already hold Gemma's `1 + w` (llama.cpp's converter
-//! adds the one), so every norm is a plain RMSNorm.
+//! adds the one) and the HF loader adds it to checkpoints' `w`
+//! (`hf_norm_plus_one`), so every norm is a plain RMSNorm.
 
 use super::{Arch, Block, Dim::*, Presence::*, Recipe, Role, RopeStyle, TensorSpec};
 
@@ -35,31 +36,32 @@ pub const TENSORS: &[TensorSpec] = &[
     TensorSpec { presence: UnlessTied, ..t(Role::Output, "output", "lm_head", &[Embd, Vocab], false) },
 ];
 
-/// Gemma 2: GGUF files only for now (the same norm storage as Gemma 3's).
+/// Gemma 2.
 pub static GEMMA2: Recipe = Recipe {
     arch: Arch::Gemma2,
     gguf: "gemma2",
-    hf: &[],
+    hf: &["Gemma2ForCausalLM"],
     title: "Gemma 2",
     table: TENSORS,
     gguf_rope: RopeStyle::HalfSplit,
     qkv_bias: false,
     qk_norm: false,
     block: Block::Sandwich,
+    hf_norm_plus_one: true,
     fused: &[],
 };
 
-/// Gemma 3: GGUF files only for now (Hugging Face checkpoints store the
-/// norms as `w`, applied as `1 + w`, which the loader does not add yet).
+/// Gemma 3 (text).
 pub static GEMMA3: Recipe = Recipe {
     arch: Arch::Gemma3,
     gguf: "gemma3",
-    hf: &[],
+    hf: &["Gemma3ForCausalLM"],
     title: "Gemma 3",
     table: TENSORS,
     gguf_rope: RopeStyle::HalfSplit,
     qkv_bias: false,
     qk_norm: true,
     block: Block::Sandwich,
+    hf_norm_plus_one: true,
     fused: &[],
 };

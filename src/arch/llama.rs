@@ -54,5 +54,6 @@ pub static LLAMA: Recipe = Recipe {
     qkv_bias: false,
     qk_norm: false,
     block: Block::PreNorm,
+    hf_norm_plus_one: false,
     fused: &[],
 };

@@ -79,6 +79,10 @@ pub struct Recipe {
     pub qk_norm: bool,
     /// The layer's control flow.
     pub block: Block,
+    /// Its Hugging Face checkpoints store each RMSNorm weight as `w` for a
+    /// scale of `1 + w` (Gemma); the loader adds the one, as llama.cpp's
+    /// converter does for GGUF files.
+    pub hf_norm_plus_one: bool,
     /// Tensors its GGUF files may store fused, split into the table's rows
     /// on load (Phi-3's QKV and gate/up).
     pub fused: &'static [Fused],
@@ -99,10 +103,8 @@ pub static RECIPES: &[&Recipe] = &[&llama::LLAMA, &qwen::QWEN2, &qwen::QWEN3, &g
 /// that the house lacks: (GGUF name, HF classes, missing pieces).
 const NOT_YET: &[(&str, &[&str], &str)] = &[
     ("gemma", &["GemmaForCausalLM"], "GELU FFN, scaled embeddings"),
-    // GGUF gemma2 files run (`gemma::GEMMA2`).
-    ("", &["Gemma2ForCausalLM"], "Gemma 2 norm weights stored without their +1 (its GGUF files run)"),
-    // GGUF gemma3 files run (`gemma::GEMMA3`); checkpoints store norms as `w` for `1 + w`.
-    ("", &["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"], "Gemma 3 norm weights stored without their +1 (its GGUF files run)"),
+    // Gemma3ForCausalLM runs (`gemma::GEMMA3`); the multimodal class nests it.
+    ("", &["Gemma3ForConditionalGeneration"], "the vision tower and language_model.* names (Gemma3ForCausalLM checkpoints and GGUF files run)"),
     ("phi2", &["PhiForCausalLM"], "LayerNorm, GELU FFN, parallel attention, partial RoPE"),
     // GGUF phi3 files run (`phi3::PHI3`).
     ("", &["Phi3ForCausalLM"], "Phi-3's fused qkv_proj and gate_up_proj in safetensors (its GGUF files run)"),
@@ -393,8 +395,9 @@ mod tests {
         assert_eq!(Arch::Llama.rope_style(false), RopeStyle::HalfSplit);
         assert_eq!(Arch::from_gguf("gemma3", "'gemma3'"), Ok(Arch::Gemma3));
         assert_eq!(Arch::Gemma3.rope_style(true), RopeStyle::HalfSplit);
-        let e = Arch::from_hf(&["Gemma3ForCausalLM"], "Gemma3ForCausalLM").unwrap_err();
-        assert!(e.contains("not supported yet (needs: Gemma 3 norm weights stored without their +1"), "{e}");
+        assert_eq!(Arch::from_hf(&["Gemma3ForCausalLM"], "x"), Ok(Arch::Gemma3));
+        let e = Arch::from_hf(&["Gemma3ForConditionalGeneration"], "Gemma3ForConditionalGeneration").unwrap_err();
+        assert!(e.contains("not supported yet (needs: the vision tower"), "{e}");
         assert_eq!(Arch::from_gguf("gemma2", "'gemma2'"), Ok(Arch::Gemma2));
         assert_eq!(
             Arch::from_gguf("phi2", "'phi2'").unwrap_err(),
@@ -409,7 +412,12 @@ mod tests {
         assert!(e.starts_with("architectures [Phi3ForCausalLM] not supported yet (needs: Phi-3's fused qkv_proj"), "{e}");
         assert_eq!(Arch::from_gguf("phi3", "'phi3'"), Ok(Arch::Phi3));
         let e = Arch::from_hf(&[], "none").unwrap_err();
-        assert!(e.contains("not supported (this build runs LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"), "{e}");
+        assert!(
+            e.contains(
+                "not supported (this build runs LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM)"
+            ),
+            "{e}"
+        );
         // No family is both run and refused.
         for n in NOT_YET {
             assert!(RECIPES.iter().all(|r| r.gguf != n.0 && n.1.iter().all(|h| !r.hf.contains(h))), "{}", n.0);

@@ -18,6 +18,7 @@ pub static PHI3: Recipe = Recipe {
     qkv_bias: false,
     qk_norm: false,
     block: Block::PreNorm,
+    hf_norm_plus_one: false,
     fused: &[
         Fused { gguf: "attn_qkv", parts: &[("attn_q", Q), ("attn_k", Kv), ("attn_v", Kv)] },
         Fused { gguf: "ffn_up", parts: &[("ffn_gate", Hidden), ("ffn_up", Hidden)] },

@@ -15,6 +15,7 @@ pub static QWEN2: Recipe = Recipe {
     qkv_bias: true,
     qk_norm: false,
     block: Block::PreNorm,
+    hf_norm_plus_one: false,
     fused: &[],
 };
 
@@ -29,5 +30,6 @@ pub static QWEN3: Recipe = Recipe {
     qkv_bias: false,
     qk_norm: true,
     block: Block::PreNorm,
+    hf_norm_plus_one: false,
     fused: &[],
 };

@@ -84,14 +84,14 @@ pub const GEMMA_WINDOW: usize = 48;
 
 impl TinyArch {
     /// The recipes written both as GGUF and as an HF folder.
-    pub const ALL: [TinyArch; 4] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3];
+    pub const ALL: [TinyArch; 6] = [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3, TinyArch::Gemma3, TinyArch::Gemma2];
     /// Every recipe, as GGUF.
     pub const GGUF_ALL: [TinyArch; 7] =
         [TinyArch::Llama, TinyArch::Llama3Rope, TinyArch::Qwen2, TinyArch::Qwen3, TinyArch::Gemma3, TinyArch::Gemma2, TinyArch::Phi3];
 
     /// Whether the tiny model also comes as an HF folder.
     pub fn has_hf(self) -> bool {
-        !matches!(self, TinyArch::Gemma3 | TinyArch::Gemma2 | TinyArch::Phi3)
+        self != TinyArch::Phi3
     }
 
     pub fn family(self) -> Arch {
@@ -292,7 +292,9 @@ pub fn tiny_model(o: &TinyOpts) -> Vec<TinyTensor> {
                 (0..n).map(|_| half::bf16::from_f32(1.0 + scale * rng.weight()).to_f32()).collect()
             } else {
                 let s = half::bf16::from_f32(scale).to_f32();
-                let raw: Vec<f32> = (0..n).map(|_| half::bf16::from_f32(s * rng.weight()).to_f32()).collect();
+                // Flushed below f16's normal range again after scaling: exact in f16 too.
+                let raw: Vec<f32> =
+                    (0..n).map(|_| half::bf16::from_f32(s * rng.weight()).to_f32()).map(|x| if x.abs() < 1.0 / 16384.0 { 0.0 } else { x }).collect();
                 dequantize(o.quant, &quantize(o.quant, &raw), n).unwrap()
             };
             TinyTensor { name, dims, values }
@@ -491,8 +493,21 @@ pub fn hf_config_json_of(o: &TinyOpts) -> String {
         "hidden_act": "silu",
         "torch_dtype": "float32"
     });
-    if a.family() != Arch::Llama {
-        let m = j.as_object_mut().unwrap();
+    let m = j.as_object_mut().unwrap();
+    if let Some(w) = cfg.window.as_ref().filter(|_| cfg.embed_scale.is_some()) {
+        // Gemma's keys, as transformers writes them.
+        m.remove("hidden_act");
+        m.insert("hidden_activation".into(), "gelu_pytorch_tanh".into());
+        m.insert("query_pre_attn_scalar".into(), cfg.head_dim.into());
+        m.insert("sliding_window".into(), w.size.into());
+        m.insert("attn_logit_softcapping".into(), cfg.attn_softcap.map_or(serde_json::Value::Null, |c| c.into()));
+        m.insert("final_logit_softcapping".into(), cfg.final_softcap.map_or(serde_json::Value::Null, |c| c.into()));
+        if a == TinyArch::Gemma3 {
+            let types: Vec<&str> = w.local.iter().map(|&l| if l { "sliding_attention" } else { "full_attention" }).collect();
+            m.insert("layer_types".into(), types.into());
+            m.insert("rope_local_base_freq".into(), w.rope_theta.into());
+        }
+    } else if a.family() != Arch::Llama {
         m.insert("use_sliding_window".into(), false.into());
         m.insert("sliding_window".into(), 64.into());
         m.insert("max_window_layers".into(), 1.into());
@@ -516,7 +531,10 @@ pub fn write_tiny_hf_opts(dir: &Path, o: &TinyOpts) {
         let hf = family.canonical_to_hf(&t.name).unwrap();
         let dt = hf_dtype(&t.name, o.quant);
         let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
-        writers[i % shards].add(&hf, dt, &shape, quantize(dt, &t.values));
+        // Gemma's checkpoints store a norm's scale `1 + w` as `w` (exact: F32, near 1).
+        let gemma_norm = matches!(o.arch, TinyArch::Gemma2 | TinyArch::Gemma3) && t.dims.len() == 1 && t.name.contains("norm");
+        let values: Vec<f32> = if gemma_norm { t.values.iter().map(|v| v - 1.0).collect() } else { t.values.clone() };
+        writers[i % shards].add(&hf, dt, &shape, quantize(dt, &values));
         weight_map.insert(hf, file(i % shards).into());
     }
     for (i, w) in writers.iter_mut().enumerate() {
