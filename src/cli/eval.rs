@@ -152,6 +152,22 @@ fn load_models(global: &super::Global, run: &RunArgs, compare_full: bool) -> Res
     Ok((models, full, tok, name))
 }
 
+/// The text's tokens in chunks of `n_ctx`, as llama.cpp's perplexity cuts
+/// them: a model that adds BOS gets it before the text and in place of each
+/// chunk's first token; a partial last chunk is dropped.
+fn ppl_chunks(ids: &[u32], bos: Option<u32>, n_ctx: usize) -> Vec<Vec<u32>> {
+    let all: Vec<u32> = bos.into_iter().chain(ids.iter().copied()).collect();
+    all.chunks_exact(n_ctx)
+        .map(|c| {
+            let mut c = c.to_vec();
+            if let Some(b) = bos {
+                c[0] = b;
+            }
+            c
+        })
+        .collect()
+}
+
 /// One policy's sums over the scored tokens.
 #[derive(Default)]
 struct Sums {
@@ -166,9 +182,11 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
     }
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
     let (mut models, mut full, tokenizer, model_name) = load_models(global, &run, compare_full)?;
+    let bos = tokenizer.bos().filter(|_| tokenizer.add_bos());
     let ids = tokenizer.encode(&text, false)?;
-    let available = ids.len() / n_ctx;
-    let n_chunks = max_chunks.map_or(available, |c| c.min(available));
+    let mut chunks = ppl_chunks(&ids, bos, n_ctx);
+    chunks.truncate(max_chunks.unwrap_or(usize::MAX));
+    let n_chunks = chunks.len();
     if n_chunks == 0 {
         return Err(Error::msg(format!("{file}: {} tokens, fewer than one chunk of {n_ctx}", ids.len())));
     }
@@ -178,8 +196,7 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
     let t0 = Instant::now();
     let per_chunk = (n_ctx - 1 - first) as u64;
     let bar = progress::bar(n_chunks as u64 * per_chunk, "ppl {bar:30} {pos}/{len} tokens, {elapsed}, eta {eta} | {msg}");
-    for c in 0..n_chunks {
-        let tokens = &ids[c * n_ctx..(c + 1) * n_ctx];
+    for (c, tokens) in chunks.iter().enumerate() {
         for m in models.iter_mut().chain(full.as_mut()) {
             m.reset();
             m.forward(&tokens[..first], Readout::Argmax)?;
@@ -302,4 +319,18 @@ fn compare(global: &super::Global, reference: &str, as_json: bool, run: RunArgs)
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ppl_chunks;
+
+    #[test]
+    fn chunks_follow_llama_cpp() {
+        let ids: Vec<u32> = (10..21).collect();
+        assert_eq!(ppl_chunks(&ids, None, 4), [vec![10, 11, 12, 13], vec![14, 15, 16, 17]]);
+        // BOS before the text shifts it by one, and replaces each chunk's first token.
+        assert_eq!(ppl_chunks(&ids, Some(2), 4), [vec![2, 10, 11, 12], vec![2, 14, 15, 16]]);
+        assert!(ppl_chunks(&ids[..3], Some(2), 5).is_empty());
+    }
 }
