@@ -8,7 +8,6 @@ use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
 use crate::kv::{KvCache, KvSpec, LayerIo};
 use crate::memory;
-use crate::ops::attention::AttnShape;
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
 use crate::ops::linear::{self, MatmulShape, MatvecShape, Rows};
 use crate::ops::{Step, sample};
@@ -219,11 +218,11 @@ impl Model {
         let weight_type = types.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
         let output_norm = vector(&name(Role::OutputNorm, None))?;
         let rope_factors = w.rope_factors()?;
-        let shape = attn_shape(&cfg, KvCache::slots(&spec, ctx)?);
+        let shape = crate::kv::attn_shape(&cfg, KvCache::slots(&spec, ctx)?);
         shape.check(&gpu)?;
         let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;
         // Prefill attends the whole context: under Mustafar a dense scratch of it.
-        let dense = attn_shape(&cfg, kv.capacity);
+        let dense = crate::kv::attn_shape(&cfg, kv.capacity);
         if dense != shape {
             dense.check(&gpu)?;
         }
@@ -525,10 +524,6 @@ impl Model {
             topk: sample::topk(g, &self.logits, &self.topk, vocab, TOPK as u32)?,
         })
     }
-}
-
-fn attn_shape(c: &ModelConfig, max_seq: usize) -> AttnShape {
-    AttnShape::of(c, max_seq)
 }
 
 /// Activations for up to `n` tokens.

@@ -330,7 +330,7 @@ mod tests {
         let ids: Vec<u32> = (10..21).collect();
         assert_eq!(ppl_chunks(&ids, None, 4), [vec![10, 11, 12, 13], vec![14, 15, 16, 17]]);
         // BOS before the text shifts it by one, and replaces each chunk's first token.
-        assert_eq!(ppl_chunks(&ids, Some(2), 4), [vec![2, 10, 11, 12], vec![2, 14, 15, 16]]);
+        assert_eq!(ppl_chunks(&ids, Some(2), 4), [vec![2, 10, 11, 12], vec![2, 14, 15, 16], vec![2, 18, 19, 20]]);
         assert!(ppl_chunks(&ids[..3], Some(2), 5).is_empty());
     }
 }

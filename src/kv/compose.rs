@@ -127,7 +127,7 @@ impl KvCache {
         let max_seq = KvCache::slots(spec, ctx)?;
         let elem_bytes = if f16 { 2 } else { 4 };
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
-        let attn = AttnShape::of(cfg, max_seq);
+        let attn = super::attn_shape(cfg, max_seq);
         let capacity = KvCache::capacity_of(spec, ctx)?;
         let mustafar = KvCache::mustafar_of(spec, ctx)?;
         // Prefill attends the whole context: under Mustafar a dense scratch of it.

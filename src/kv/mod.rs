@@ -44,6 +44,19 @@ pub use spec::{Budget, Kind, KvSpec};
 pub use storage::{Mustafar, MustafarOptions, Slots, Storage};
 pub use window::{Local, Place};
 
+/// A global layer's attention shape for `cfg` over `max_seq` slots: its
+/// heads and its attention softcap (no window: windowed layers set theirs).
+pub fn attn_shape(cfg: &ModelConfig, max_seq: usize) -> AttnShape {
+    AttnShape {
+        n_heads: cfg.n_heads as u32,
+        n_kv_heads: cfg.n_kv_heads as u32,
+        head_dim: cfg.head_dim as u32,
+        max_seq: max_seq as u32,
+        softcap: cfg.attn_softcap.unwrap_or(0.0),
+        window: 0,
+    }
+}
+
 pub struct KvCache {
     pub storage: Storage,
     pub eviction: Eviction,

@@ -60,7 +60,7 @@ impl Local {
         let w = cfg.window.as_ref().filter(|w| w.local.contains(&true))?;
         let n = w.local.iter().filter(|&&l| l).count();
         let max_seq = ctx.min(w.size - 1 + MAX_CHUNK);
-        let shape = AttnShape { window: w.size as u32, ..AttnShape::of(cfg, max_seq) };
+        let shape = AttnShape { window: w.size as u32, ..super::attn_shape(cfg, max_seq) };
         Some((shape, n))
     }
 

@@ -96,19 +96,6 @@ impl std::hash::Hash for AttnShape {
 }
 
 impl AttnShape {
-    /// A global layer's shape for `cfg` over `max_seq` slots: its heads and
-    /// its attention softcap (no window: a windowed layer sets its own).
-    pub fn of(cfg: &crate::config::ModelConfig, max_seq: usize) -> AttnShape {
-        AttnShape {
-            n_heads: cfg.n_heads as u32,
-            n_kv_heads: cfg.n_kv_heads as u32,
-            head_dim: cfg.head_dim as u32,
-            max_seq: max_seq as u32,
-            softcap: cfg.attn_softcap.unwrap_or(0.0),
-            window: 0,
-        }
-    }
-
     fn key(&self) -> [u32; 6] {
         [self.n_heads, self.n_kv_heads, self.head_dim, self.max_seq, self.softcap.to_bits(), self.window]
     }
