@@ -135,3 +135,30 @@ fn policies_act_on_the_global_layers_and_equal_full_when_they_cover_the_context(
         assert!(t[1] <= 64 && t[0] >= WINDOW - 1, "{t:?}");
     }
 }
+
+/// Mistral's window covers every layer: the policy holds no layer, so the
+/// cache is the windowed slots alone, `full` follows the reference past the
+/// window and any other policy is refused in one line.
+#[test]
+fn a_model_windowed_on_every_layer() {
+    let path = tiny::scratch("window-all").join("tiny-llama.gguf");
+    tiny::write_tiny_gguf_opts(&path, &TinyOpts { quant: WType::Q8_0, ..TinyOpts::of(TinyArch::Llama, 5) });
+    let mut w = Weights::open(&path).unwrap();
+    w.cfg.window = Some(wgkv::config::Window { size: WINDOW, local: vec![true; tiny::LAYERS], rope_theta: w.cfg.rope_theta });
+    w.cfg.max_seq = CTX;
+    assert!(wgkv::kv::window::places(&w.cfg).iter().all(|p| matches!(p, Place::Local(_))));
+    for g in contexts() {
+        let mut r = RefModel::new(&w).unwrap();
+        r.kv_f16 = g.caps.f16;
+        let prompt = tokens(PROMPT, 0);
+        let mut want = vec![prompt.iter().map(|&t| r.forward(t)).last().unwrap()];
+        want.extend(tokens(DECODE, 1).into_iter().map(|t| r.forward(t)));
+        let mut m = Model::load(g.clone(), &w, CTX, KvSpec::full()).unwrap();
+        for (i, (a, b)) in gpu_run(&mut m).iter().zip(&want).enumerate() {
+            assert_close(&format!("call {i} on {}", label(&g)), a, b, LOGITS);
+        }
+        assert_eq!(m.kv.report().allocated, KvCache::bytes_for(&KvSpec::full(), &w.cfg, CTX, &g.caps).unwrap());
+        let e = Model::load(g.clone(), &w, CTX, KvSpec::parse("h2o").unwrap()).err().unwrap().to_string();
+        assert!(e.contains("every layer of Llama attends a sliding window") && !e.contains('\n'), "{e}");
+    }
+}
