@@ -356,7 +356,7 @@ impl Gpu {
         let entries: Vec<wgpu::BindGroupEntry> =
             buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(spec.kernel.name()), layout: &layout, entries: &entries });
-        Dispatch { kernel: spec.kernel, wtype: spec.wtype, pipeline, bind, groups }
+        Dispatch { kernel: spec.kernel, wtype: spec.wtype, pipeline, bind, groups, weights: None }
     }
 
     /// Record `dispatches`, in order, into one compute pass of `enc` named `label`.

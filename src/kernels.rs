@@ -236,15 +236,27 @@ pub struct Dispatch {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind: wgpu::BindGroup,
     pub groups: [u32; 3],
+    /// The weight matrix a matvec or matmul streams: (rows, cols, bytes).
+    pub weights: Option<(u32, u32, u64)>,
 }
 
 impl Dispatch {
-    /// The kernel class for profiles: the kernel name, plus the weight type it reads.
+    /// The kernel class for profiles: the kernel name, plus the weight type
+    /// it reads and, for a weight matrix, its `rows×cols`.
     pub fn class(&self) -> String {
-        match self.wtype {
-            Some(w) => format!("{} {}", self.kernel.name(), w.name()),
-            None => self.kernel.name().to_string(),
+        match (self.wtype, self.weights) {
+            (Some(w), Some((rows, cols, _))) => format!("{} {} {rows}×{cols}", self.kernel.name(), w.name()),
+            (Some(w), None) => format!("{} {}", self.kernel.name(), w.name()),
+            _ => self.kernel.name().to_string(),
         }
+    }
+
+    /// This dispatch streams a `rows × cols` matrix of `wtype` (profiles
+    /// report its bytes per second).
+    pub fn reading(mut self, rows: u32, cols: u32) -> Dispatch {
+        let bytes = self.wtype.map_or(0, |w| rows as u64 * w.row_bytes(cols as usize) as u64);
+        self.weights = Some((rows, cols, bytes));
+        self
     }
 }
 

@@ -33,6 +33,17 @@ pub struct ProfileRow {
     pub class: String,
     pub calls: usize,
     pub us: f64,
+    /// Weight bytes the calls stream (matvec, matmul), else 0.
+    pub weight_bytes: u64,
+}
+
+impl ProfileRow {
+    /// Weight bytes streamed per second of kernel time, in GB/s (None for
+    /// kernels that read no weight matrix). A matmul may read its weights
+    /// more than once: this is the rate against one read.
+    pub fn gb_per_s(&self) -> Option<f64> {
+        (self.weight_bytes > 0 && self.us > 0.0).then(|| self.weight_bytes as f64 / self.us / 1e3)
+    }
 }
 
 /// Run `items` once, timing each dispatch, and group the times by class.
@@ -48,13 +59,14 @@ pub fn run(gpu: &Gpu, items: &[Item]) -> Profile {
         Some(timer) => ("timestamps", with_timestamps(gpu, items, &timer)),
         None => ("host", with_host_clock(gpu, items)),
     };
-    let mut by: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    let mut by: BTreeMap<String, (usize, f64, u64)> = BTreeMap::new();
     for (d, t) in dispatches.iter().zip(&times) {
         let e = by.entry(d.class()).or_default();
         e.0 += 1;
         e.1 += t;
+        e.2 += d.weights.map_or(0, |(_, _, b)| b);
     }
-    let mut rows: Vec<ProfileRow> = by.into_iter().map(|(class, (calls, us))| ProfileRow { class, calls, us }).collect();
+    let mut rows: Vec<ProfileRow> = by.into_iter().map(|(class, (calls, us, weight_bytes))| ProfileRow { class, calls, us, weight_bytes }).collect();
     rows.sort_by(|a, b| b.us.total_cmp(&a.us));
     Profile { method, total_us: times.iter().sum(), rows }
 }
@@ -100,18 +112,30 @@ fn with_host_clock(gpu: &Gpu, items: &[Item]) -> Vec<f64> {
     times
 }
 
-/// The profile as a text table: class, calls, total ms, share, µs per call.
+/// The profile as a text table: class (a weight matrix's `rows×cols`),
+/// calls, total ms, share, µs per call, weight GB/s; then the weight bytes
+/// and their rate over all weight kernels.
 pub fn table(p: &Profile, title: &str) -> String {
     let mut s = format!("{title} — {:.2} ms of kernels ({} method)\n", p.total_us / 1e3, p.method);
-    s.push_str("| kernel | calls | ms | share | µs/call |\n|---|---:|---:|---:|---:|\n");
+    s.push_str("| kernel | calls | ms | share | µs/call | weights GB/s |\n|---|---:|---:|---:|---:|---:|\n");
     for r in &p.rows {
         s.push_str(&format!(
-            "| {} | {} | {:.3} | {:.1}% | {:.1} |\n",
+            "| {} | {} | {:.3} | {:.1}% | {:.1} | {} |\n",
             r.class,
             r.calls,
             r.us / 1e3,
             100.0 * r.us / p.total_us.max(1e-9),
-            r.us / r.calls as f64
+            r.us / r.calls as f64,
+            r.gb_per_s().map_or(String::new(), |g| format!("{g:.2}"))
+        ));
+    }
+    let (bytes, us) = p.rows.iter().filter(|r| r.weight_bytes > 0).fold((0u64, 0f64), |(b, t), r| (b + r.weight_bytes, t + r.us));
+    if bytes > 0 {
+        s.push_str(&format!(
+            "weights: {:.1} MB streamed in {:.2} ms of weight kernels ({:.2} GB/s)\n",
+            bytes as f64 / 1e6,
+            us / 1e3,
+            bytes as f64 / us.max(1e-9) / 1e3
         ));
     }
     s

@@ -352,3 +352,24 @@ fn prefill_chunks_shrink_to_the_binding_limit() {
     let b = logits(chunked.forward(&prompt, Readout::Logits).unwrap());
     assert_close("chunked vs whole prefill", &b, &a, LOGITS);
 }
+
+/// `bench --profile`'s weight figures: one decode step's matvec rows name
+/// their matrix shape and together stream every weight matrix once (the
+/// token embedding as the tied LM head), as the file stores them.
+#[test]
+fn a_decode_profile_counts_every_weight_byte_once() {
+    let dir = tiny::scratch("model-profile");
+    let (w, _) = write_both(&dir, &TinyOpts { quant: WType::Q8_0, tied: true, ..TinyOpts::of(TinyArch::Llama, 7) });
+    let Some(g) = contexts().into_iter().next() else { return };
+    let mut m = Model::load(g, &w, 64, KvSpec::full()).unwrap();
+    m.forward(&[3, 4, 5], Readout::Argmax).unwrap();
+    let p = m.profile(&[6]).unwrap();
+    let want: u64 = w.cfg.tensors().iter().filter(|t| t.dims.len() == 2).map(|t| w.get(&t.name).unwrap().data.len() as u64).sum();
+    let got: u64 = p.rows.iter().map(|r| r.weight_bytes).sum();
+    assert_eq!(got, want);
+    let q = p.rows.iter().find(|r| r.class == format!("matvec Q8_0 {}×{}", w.cfg.q_dim(), w.cfg.dim)).expect("the Q projection's row");
+    assert!(q.calls >= tiny::LAYERS && q.gb_per_s().is_some_and(|g| g > 0.0), "{q:?}");
+    assert!(p.rows.iter().filter(|r| r.weight_bytes == 0).all(|r| r.gb_per_s().is_none()));
+    let table = wgkv::profile::table(&p, "t");
+    assert!(table.contains("weights GB/s") && table.contains(&format!("weights: {:.1} MB streamed", want as f64 / 1e6)), "{table}");
+}

@@ -206,7 +206,7 @@ pub fn matvec_with(
     let p = MatvecParams { rows: rows.count, cols, accum: accum as u32, row0: rows.first };
     let params = gpu.uniform("matvec.params", bytemuck::bytes_of(&p));
     let groups = grid_1d(rows.count.div_ceil(shape.rows_per_group()));
-    gpu.dispatch(&matvec_spec(wtype, shape), &[w, x, y, &params], groups)
+    gpu.dispatch(&matvec_spec(wtype, shape), &[w, x, y, &params], groups).reading(rows.count, cols)
 }
 
 /// `Y[t, r] = sum_k W[r, k] X[t, k]` (or `+=` with `accum`) for the first
@@ -250,7 +250,7 @@ pub fn matmul_with(
     let p = MatmulParams { rows: rows.count, cols, n_tokens, accum: accum as u32, y_stride: rows.total, row0: rows.first, _p: [0; 2] };
     let params = gpu.uniform("matmul.params", bytemuck::bytes_of(&p));
     let groups = matmul_groups_for(shape, rows.count, n_tokens);
-    gpu.dispatch(&matmul_spec(wtype, shape), &[w, x, y, &params, step], groups)
+    gpu.dispatch(&matmul_spec(wtype, shape), &[w, x, y, &params, step], groups).reading(rows.count, cols)
 }
 
 /// The grid of a `matmul` dispatch on `gpu` over `rows` weight rows (a
