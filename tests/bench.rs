@@ -20,7 +20,7 @@ use wgkv::quant::WType;
 // ---------------------------------------------------------------- helpers
 
 fn device(adapter: &str) -> Device {
-    Device { adapter: adapter.into(), backend: "Vulkan".into(), device_type: "DiscreteGpu".into(), f16: true }
+    Device { adapter: adapter.into(), backend: "Vulkan".into(), device_type: "DiscreteGpu".into(), f16: true, tuning: String::new() }
 }
 
 /// A plausible record; `n_gen == 0` makes it a prefill row.

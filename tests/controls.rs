@@ -242,6 +242,7 @@ fn every_json_output_carries_the_stamp() {
             assert!(v[k].is_string(), "{what}: no {k} in {v}");
         }
         assert_eq!(v["adapter"].is_string(), device, "{what}: device fields in {v}");
+        assert_eq!(v["tuning"].as_str().is_some_and(|t| t.starts_with("matvec ")), device, "{what}: the kernel tuning in {v}");
     };
     let v = json(&wgkv(&["--model", m, "tokenize", "hello", "--json"]));
     stamped(&v, "tokenize", false);
@@ -254,6 +255,12 @@ fn every_json_output_carries_the_stamp() {
     let (out, _) = ok(&wgkv(&["devices", "--json"]));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert!(v["git_commit"].is_string() && v["adapters"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+    // Each adapter's kernel tuning, the lanes kernels on CPU adapters.
+    for a in v["adapters"].as_array().unwrap() {
+        let lanes = a["device_type"] == "Cpu";
+        assert_eq!(a["tuning"]["attention"], if lanes { "lanes" } else { "shared" }, "{a}");
+        assert_eq!(a["tuning"]["matmul"]["kernel"], if lanes { "matmul_lanes" } else { "matmul" }, "{a}");
+    }
     let v = json(&wgkv(&["--model", m, "eval", "soak", "--turns", "3", "--every", "1", "-n", "4", "--ctx", "256", "--json"]));
     stamped(&v, "eval soak", true);
 }

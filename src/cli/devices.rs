@@ -1,8 +1,10 @@
 //! `wgkv devices [--json]`: every adapter with backend, device type,
-//! f16/subgroup support and the binding/buffer limits.
+//! f16/subgroup support, the binding/buffer limits and the kernel tuning
+//! it gets.
 
 use crate::Result;
 use crate::gpu::adapters;
+use crate::ops::tuning::Tuning;
 use serde_json::json;
 
 pub fn run(backend: Option<&str>, as_json: bool) -> Result<()> {
@@ -29,6 +31,7 @@ pub fn run(backend: Option<&str>, as_json: bool) -> Result<()> {
             "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
             "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
             "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+            "tuning": Tuning::for_device(info.device_type == wgpu::DeviceType::Cpu).to_json(),
         }));
     }
     if as_json {
@@ -62,6 +65,7 @@ pub fn run(backend: Option<&str>, as_json: bool) -> Result<()> {
             r["max_compute_workgroup_storage_size"].as_u64().unwrap_or(0) / 1024,
             r["max_compute_invocations_per_workgroup"],
         );
+        println!("    tuning: {}", Tuning::for_device(r["device_type"] == "Cpu").describe());
     }
     Ok(())
 }

@@ -26,6 +26,10 @@ pub struct Device {
     pub device_type: String,
     /// Whether the KV cache (and other half-precision storage) is f16; else f32.
     pub f16: bool,
+    /// The kernel shapes the adapter got (`ops::tuning::Tuning::describe`);
+    /// empty in records written before it was kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tuning: String,
 }
 
 impl Device {
@@ -35,6 +39,7 @@ impl Device {
             backend: format!("{:?}", gpu.info.backend),
             device_type: format!("{:?}", gpu.info.device_type),
             f16: gpu.caps.f16,
+            tuning: crate::ops::tuning::Tuning::for_caps(&gpu.caps).describe(),
         }
     }
 

@@ -445,9 +445,9 @@ impl AttnKind {
         AttnKind::for_caps(&gpu.caps)
     }
 
-    /// The kernels an adapter with `caps` gets.
+    /// The kernels an adapter with `caps` gets ([`super::tuning::Tuning`]).
     pub fn for_caps(caps: &crate::gpu::Caps) -> AttnKind {
-        if caps.cpu { AttnKind::Lanes } else { AttnKind::Shared }
+        super::tuning::Tuning::for_caps(caps).attn
     }
 }
 

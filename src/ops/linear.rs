@@ -43,8 +43,9 @@ pub const MATVEC_CPU: MatvecShape = MatvecShape { workgroup: 16, threads_per_row
 pub const MATVEC_GPU: MatvecShape = MatvecShape { workgroup: 64, threads_per_row: 8, rows_per_thread: 1 };
 
 impl MatvecShape {
+    /// The adapter's choice ([`super::tuning::Tuning`]).
     pub fn for_gpu(gpu: &Gpu) -> MatvecShape {
-        if gpu.caps.cpu { MATVEC_CPU } else { MATVEC_GPU }
+        super::tuning::Tuning::for_caps(&gpu.caps).matvec
     }
 
     /// Rows covered by one workgroup.
@@ -81,8 +82,9 @@ impl MatmulShape {
         if self.kernel == Kernel::MatmulLanes { self.tile_tokens * self.tokens_per_thread } else { self.tile_tokens }
     }
 
+    /// The adapter's choice ([`super::tuning::Tuning`]).
     pub fn for_gpu(gpu: &Gpu) -> MatmulShape {
-        if gpu.caps.cpu { MATMUL_CPU } else { MATMUL_GPU }
+        super::tuning::Tuning::for_caps(&gpu.caps).matmul
     }
 }
 

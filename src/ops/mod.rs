@@ -9,6 +9,7 @@ pub mod linear;
 pub mod mustafar;
 pub mod quest;
 pub mod sample;
+pub mod tuning;
 
 /// The per-step uniform shared by position-dependent kernels (rope, KV
 /// append, attention): written once per forward call.

@@ -1,0 +1,61 @@
+//! Per-adapter kernel tuning, in one place: which matvec, matmul and
+//! attention shapes an adapter gets, chosen from what it reports. `wgkv
+//! devices` prints the choice and `wgkv bench --json` records it, so a
+//! figure says which kernels made it. Today the choice is by device type:
+//! CPU adapters (lavapipe, llvmpipe runs a workgroup as 8-wide SIMD loops)
+//! get the lanes kernels, GPUs the workgroup-memory ones.
+
+use super::attention::AttnKind;
+use super::linear::{MATMUL_CPU, MATMUL_GPU, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape};
+use crate::gpu::Caps;
+
+/// The kernel shapes one adapter runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    pub matvec: MatvecShape,
+    pub matmul: MatmulShape,
+    pub attn: AttnKind,
+}
+
+impl Tuning {
+    /// For an adapter with `caps`.
+    pub fn for_caps(caps: &Caps) -> Tuning {
+        Tuning::for_device(caps.cpu)
+    }
+
+    /// For a CPU adapter (`cpu`) or a GPU.
+    pub fn for_device(cpu: bool) -> Tuning {
+        match cpu {
+            true => Tuning { matvec: MATVEC_CPU, matmul: MATMUL_CPU, attn: AttnKind::Lanes },
+            false => Tuning { matvec: MATVEC_GPU, matmul: MATMUL_GPU, attn: AttnKind::Shared },
+        }
+    }
+
+    /// One line: each kernel family's shape.
+    pub fn describe(&self) -> String {
+        let (v, m) = (self.matvec, self.matmul);
+        format!(
+            "matvec {} invocations × {} rows, {} lane(s) per row; matmul {} {} rows × {} tokens; attention {}",
+            v.workgroup,
+            v.rows_per_thread,
+            v.threads_per_row,
+            m.kernel.name(),
+            m.tile_rows,
+            m.tokens_per_group(),
+            match self.attn {
+                AttnKind::Lanes => "lanes (one softmax per lane)",
+                AttnKind::Shared => "shared (workgroup-memory tiles)",
+            }
+        )
+    }
+
+    /// The same, as JSON (for `devices --json` and bench records).
+    pub fn to_json(&self) -> serde_json::Value {
+        let (v, m) = (self.matvec, self.matmul);
+        serde_json::json!({
+            "matvec": {"workgroup": v.workgroup, "threads_per_row": v.threads_per_row, "rows_per_thread": v.rows_per_thread},
+            "matmul": {"kernel": m.kernel.name(), "tile_rows": m.tile_rows, "tile_tokens": m.tile_tokens, "tokens_per_thread": m.tokens_per_thread},
+            "attention": match self.attn { AttnKind::Lanes => "lanes", AttnKind::Shared => "shared" },
+        })
+    }
+}
