@@ -20,7 +20,7 @@ use wgkv::quant::WType;
 // ---------------------------------------------------------------- helpers
 
 fn device(adapter: &str) -> Device {
-    Device { adapter: adapter.into(), backend: "Vulkan".into(), device_type: "DiscreteGpu".into(), f16: true, tuning: String::new() }
+    Device { adapter: adapter.into(), backend: "Vulkan".into(), device_type: "DiscreteGpu".into(), f16: true, tuning: "matvec (test)".into() }
 }
 
 /// A plausible record; `n_gen == 0` makes it a prefill row.
@@ -76,6 +76,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("backend", "str"),
     ("device_type", "str"),
     ("f16", "bool"),
+    ("tuning", "str"),
     ("model", "str"),
     ("weight_type", "str"),
     ("kv", "str"),
