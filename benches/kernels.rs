@@ -17,7 +17,7 @@ use wgkv::gpu::{Gpu, GpuOptions};
 use wgkv::kernels::Dispatch;
 use wgkv::ops::Step;
 use wgkv::ops::linear as ops;
-use wgkv::quant::{self, WType};
+use wgkv::quant::{self, Layout, WType};
 use wgkv::reference::linear as reference;
 
 /// The model's matvec shapes (rows x cols): FFN up/gate, FFN down,
@@ -101,17 +101,25 @@ fn weights(rng: &mut Rng, w: WType, rows: u32, cols: u32) -> (Vec<u8>, Vec<f32>)
 fn bench_matvec(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Result<(), String> {
     let (bytes, deq) = weights(rng, w, rows, cols);
     let x = rng.vec(cols as usize);
-    let wb = g.upload("w", &bytes);
-    let xb = g.upload("x", bytemuck::cast_slice(&x));
+    // The input as the model holds it: an activations buffer, which CPU
+    // adapters' matvec reads as a uniform.
+    let xb = g.activations("x", (4 * cols as u64).max(ops::X_UNIFORM_BYTES));
+    g.write(&xb, 0, bytemuck::cast_slice(&x));
     let yb = g.buffer("y", 4 * rows as u64);
-    let d = ops::matvec(g, w, &wb, &xb, &yb, rows, cols, false);
-    g.run(&[&d]);
-    let err = worst_error(&g.read_f32(&yb, rows as usize), &reference::matvec(&deq, &x, rows as usize, cols as usize, None));
-    if err > 1e-3 {
-        return Err(format!("matvec {} {rows}x{cols}: wrong result (error {err:e})", w.name()));
+    // Each layout the type has: the file's, and split where the adapter's tuning uploads it.
+    let layouts: &[Layout] = if w.split_parts().is_some() { &[Layout::Gguf, Layout::Split] } else { &[Layout::Gguf] };
+    for &layout in layouts {
+        let wb = g.upload("w", &w.arrange(&bytes, cols as usize, layout));
+        let d = ops::matvec_with(g, ops::MatvecShape::for_gpu(g), ops::Enc { wtype: w, layout }, &wb, &xb, &yb, ops::Rows::all(rows), cols, false);
+        g.run(&[&d]);
+        let err = worst_error(&g.read_f32(&yb, rows as usize), &reference::matvec(&deq, &x, rows as usize, cols as usize, None));
+        if err > 1e-3 {
+            return Err(format!("matvec {} {layout:?} {rows}x{cols}: wrong result (error {err:e})", w.name()));
+        }
+        let (s, cpu) = time(g, &d, Duration::from_millis(500));
+        let name = format!("{}{}", w.name(), if layout == Layout::Split { " split" } else { "" });
+        println!("matvec  {:10} {:>5}x{:<5} {:>9.1} us {:>8.2} GB/s{}", name, rows, cols, s * 1e6, bytes.len() as f64 / s / 1e9, cpu_col(cpu));
     }
-    let (s, cpu) = time(g, &d, Duration::from_millis(500));
-    println!("matvec  {:5} {:>5}x{:<5} {:>9.1} us {:>8.2} GB/s{}", w.name(), rows, cols, s * 1e6, bytes.len() as f64 / s / 1e9, cpu_col(cpu));
     Ok(())
 }
 

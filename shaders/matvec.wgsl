@@ -10,8 +10,9 @@
 // reduces their sums in workgroup memory.
 //
 // Bindings: w (read, binding 0, declared in quant/common.wgsl), x (read,
-//   cols f32 read as vec4: the buffer holds at least ceil(cols / 4) * 4 f32;
-//   values past cols are ignored), y (read_write: row r of this call is
+//   binding 1, declared by kernels.rs: storage, or the buffer's first 64 KiB
+//   as a uniform where the spec's XU is 1; cols f32 read as vec4: the buffer
+//   holds at least ceil(cols / 4) * 4 f32; values past cols are ignored), y (read_write: row r of this call is
 //   y[p.row0 + r], so a matrix split into row blocks writes one y), params.
 // Prelude consts: WG invocations per workgroup, TPR lanes per row (1 or a
 //   power of two dividing WG), RPI rows per invocation.
@@ -19,7 +20,6 @@
 
 struct Params { rows: u32, cols: u32, accum: u32, row0: u32 }
 
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 

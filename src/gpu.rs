@@ -57,6 +57,14 @@ pub struct Gpu {
 
 /// Bytes [`Gpu::buffer`] (and [`Gpu::upload`], [`Gpu::staging`]) really
 /// allocates for a request of `bytes`: at least 4, a multiple of 4.
+/// One buffer of a dispatch's bind group: bound at `@binding(at)`, whole
+/// or (`bytes`) its first bytes only.
+pub struct Binding<'a> {
+    pub at: u32,
+    pub buffer: &'a wgpu::Buffer,
+    pub bytes: Option<u64>,
+}
+
 pub fn storage_size(bytes: u64) -> u64 {
     bytes.max(4).div_ceil(4) * 4
 }
@@ -191,6 +199,18 @@ impl Gpu {
             label: Some(label),
             size: storage_size(bytes),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// `buffer` that may also be bound as a uniform (its first
+    /// [`crate::ops::linear::X_UNIFORM_BYTES`] bytes): the activations a
+    /// CPU adapter's decode matvec reads as its input vector.
+    pub fn activations(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: storage_size(bytes),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
     }
@@ -351,10 +371,21 @@ impl Gpu {
 
     /// Build a dispatch: `buffers[i]` is bound (whole) at `@binding(i)`.
     pub fn dispatch(&self, spec: &Spec, buffers: &[&wgpu::Buffer], groups: [u32; 3]) -> Dispatch {
+        let whole: Vec<Binding> = buffers.iter().enumerate().map(|(i, b)| Binding { at: i as u32, buffer: b, bytes: None }).collect();
+        self.dispatch_bound(spec, &whole, groups)
+    }
+
+    /// `dispatch` with each buffer's binding number (and bytes) given.
+    pub fn dispatch_bound(&self, spec: &Spec, bindings: &[Binding], groups: [u32; 3]) -> Dispatch {
         let pipeline = self.pipeline(spec);
         let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> =
-            buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
+        let entries: Vec<wgpu::BindGroupEntry> = bindings
+            .iter()
+            .map(|b| wgpu::BindGroupEntry {
+                binding: b.at,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: b.buffer, offset: 0, size: b.bytes.and_then(wgpu::BufferSize::new) }),
+            })
+            .collect();
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(spec.kernel.name()), layout: &layout, entries: &entries });
         Dispatch { kernel: spec.kernel, wtype: spec.wtype, pipeline, bind, groups, weights: None }
     }

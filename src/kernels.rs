@@ -8,13 +8,14 @@
 //!   attention core's options at their "off" value where the spec leaves them)
 //!   + `shaders/step.wgsl` (the step uniform's struct)
 //!   + shared fragments (`shaders/attn_core.wgsl` for attention, ...)
-//!   + `shaders/quant/common.wgsl` + `shaders/quant/<wtype>.wgsl` (weight-reading kernels only)
+//!   + `shaders/quant/common.wgsl` + `shaders/quant/<wtype>.wgsl` (weight-reading kernels only;
+//!     `<wtype>_split.wgsl` for a buffer in `quant::Layout::Split`)
 //!   + `shaders/<kernel>.wgsl`.
 //!
 //! Bindings are numbered in argument order: inputs, outputs, then the params
 //! uniform (and the step uniform where a kernel depends on the position).
 
-use crate::quant::WType;
+use crate::quant::{Layout, WType};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -71,6 +72,13 @@ kernels! {
     TopK => "topk", false;
 }
 
+/// The matvec's input vector (binding 1): a storage array, or (spec const
+/// `XU` = 1, CPU adapters) the first 64 KiB of the buffer as a uniform,
+/// whose loads at a workgroup-uniform index lavapipe turns into one scalar
+/// load instead of a loop over the SIMD lanes.
+pub const MATVEC_X_STORAGE: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;\n";
+pub const MATVEC_X_UNIFORM: &str = "@group(0) @binding(1) var<uniform> x: array<vec4<f32>, 4096>;\n";
+
 pub const QUANT_COMMON: &str = include_str!("../shaders/quant/common.wgsl");
 pub const STEP: &str = include_str!("../shaders/step.wgsl");
 pub const ATTN_CORE: &str = include_str!("../shaders/attn_core.wgsl");
@@ -113,6 +121,8 @@ pub const WINDOW: &str = "WINDOW";
 pub struct Spec {
     pub kernel: Kernel,
     pub wtype: Option<WType>,
+    /// How the weight buffer holds the matrix (selects the type's fragment).
+    pub layout: Layout,
     pub consts: Vec<(&'static str, u32)>,
     /// `f32` constants as `f32::to_bits`.
     pub floats: Vec<(&'static str, u32)>,
@@ -120,10 +130,16 @@ pub struct Spec {
 
 impl Spec {
     pub fn new(kernel: Kernel) -> Spec {
-        Spec { kernel, wtype: None, consts: Vec::new(), floats: Vec::new() }
+        Spec { kernel, wtype: None, layout: Layout::Gguf, consts: Vec::new(), floats: Vec::new() }
     }
     pub fn weights(mut self, w: WType) -> Spec {
         self.wtype = Some(w);
+        self
+    }
+    /// `weights(w)` for a buffer holding the matrix in `layout`.
+    pub fn weights_in(mut self, w: WType, layout: Layout) -> Spec {
+        self.wtype = Some(w);
+        self.layout = layout;
         self
     }
     pub fn with(mut self, name: &'static str, value: u32) -> Spec {
@@ -177,8 +193,11 @@ impl Spec {
         if let Some(w) = self.wtype {
             s.push_str(QUANT_COMMON);
             s.push('\n');
-            s.push_str(w.shader_fragment());
+            s.push_str(w.fragment_in(self.layout));
             s.push('\n');
+        }
+        if self.kernel == Kernel::Matvec {
+            s.push_str(if self.get("XU") == Some(1) { MATVEC_X_UNIFORM } else { MATVEC_X_STORAGE });
         }
         s.push_str(self.kernel.source());
         s

@@ -77,7 +77,8 @@ pub fn acts(c: &ModelConfig, n: usize) -> [(&'static str, u64); 10] {
 /// token's state, logits, argmax, top-k and the readback (staging) buffer.
 pub fn readouts(c: &ModelConfig, topk_words: usize) -> [(&'static str, u64); 5] {
     [
-        ("last", 4 * c.dim as u64),
+        // At least what a uniform-x matvec binds (the LM head's input).
+        ("last", (4 * c.dim as u64).max(crate::ops::linear::X_UNIFORM_BYTES)),
         ("logits", 4 * c.vocab_size as u64),
         ("best", 4 * sample::ARGMAX_WORDS as u64),
         ("topk", 4 * topk_words as u64),

@@ -9,10 +9,11 @@ use crate::kernels::Dispatch;
 use crate::kv::{KvCache, KvSpec, LayerIo};
 use crate::memory;
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
-use crate::ops::linear::{self, MatmulShape, MatvecShape, Rows};
+use crate::ops::linear::{self, Enc, MatmulShape, MatvecShape, Rows};
+use crate::ops::tuning::Tuning;
 use crate::ops::{Step, sample};
 use crate::profile::{self, Item, Profile};
-use crate::quant::WType;
+use crate::quant::{Layout, WType};
 use crate::weights::Weights;
 use crate::{Error, Result};
 use std::cell::Cell;
@@ -26,23 +27,28 @@ pub const TOPK: usize = 64;
 // `memory::Need` counts the top-k readout for the kernels' largest K.
 const _: () = assert!(TOPK == sample::TOPK_K as usize);
 
-/// A weight matrix on the GPU: raw GGUF bytes, type and shape, in row
-/// blocks that each fit the adapter's storage binding limit (one block
-/// unless the matrix is larger than the limit), and the bias its output
-/// adds where the recipe has one (`[rows]` f32).
+/// A weight matrix on the GPU: its GGUF blocks (in the file's layout or
+/// split, as the adapter's tuning asks: `quant::Layout`), type and shape,
+/// in row blocks that each fit the adapter's storage binding limit (one
+/// block unless the matrix is larger than the limit), and the bias its
+/// output adds where the recipe has one (`[rows]` f32).
 pub struct Matrix {
     pub blocks: Vec<(wgpu::Buffer, Rows)>,
     pub wtype: WType,
+    pub layout: Layout,
     pub rows: u32,
     pub cols: u32,
     pub bias: Option<wgpu::Buffer>,
 }
 
 impl Matrix {
-    /// Upload `t` (`[rows, cols]`), split into row blocks of at most `limit` bytes.
-    fn upload(gpu: &Gpu, name: &str, t: &crate::weights::Tensor, limit: u64, pending: &Cell<u64>) -> Result<Matrix> {
+    /// Upload `t` (`[rows, cols]`) in `layout` where its type has it,
+    /// split into row blocks of at most `limit` bytes.
+    fn upload(gpu: &Gpu, name: &str, t: &crate::weights::Tensor, limit: u64, split: bool, pending: &Cell<u64>) -> Result<Matrix> {
         let (cols, rows) = (t.dims[0] as u32, t.dims.get(1).copied().unwrap_or(1) as u32);
-        let rb = t.wtype.row_bytes(cols as usize) as u64;
+        let layout = Layout::for_type(t.wtype, split);
+        let rb = t.wtype.row_bytes_in(cols as usize, layout) as u64;
+        let file_rb = t.wtype.row_bytes(cols as usize) as u64;
         let per = (limit / rb.max(1)).min(rows as u64) as u32;
         if per == 0 {
             return Err(Error::msg(format!("tensor {name}: one row is {rb} bytes, above this adapter's storage binding limit of {limit} bytes")));
@@ -50,11 +56,16 @@ impl Matrix {
         let blocks = Rows::split(rows, per)
             .into_iter()
             .map(|r| {
-                let bytes = &t.data[(r.first as u64 * rb) as usize..((r.first + r.count) as u64 * rb) as usize];
-                (gpu.upload_staged(name, bytes, pending), r)
+                let bytes = &t.data[(r.first as u64 * file_rb) as usize..((r.first + r.count) as u64 * file_rb) as usize];
+                (gpu.upload_staged(name, &t.wtype.arrange(bytes, cols as usize, layout), pending), r)
             })
             .collect();
-        Ok(Matrix { blocks, wtype: t.wtype, rows, cols, bias: None })
+        Ok(Matrix { blocks, wtype: t.wtype, layout, rows, cols, bias: None })
+    }
+
+    /// The type and layout the kernels read.
+    fn enc(&self) -> Enc {
+        Enc { wtype: self.wtype, layout: self.layout }
     }
 
     fn with_bias(self, bias: Option<wgpu::Buffer>) -> Matrix {
@@ -167,7 +178,7 @@ impl Model {
     /// The figure `load` checks against the device's memory for `w` at
     /// `ctx` tokens under `spec`.
     pub fn need(gpu: &Gpu, w: &Weights, spec: &KvSpec, ctx: usize) -> Result<memory::Need> {
-        memory::Need::new(&w.cfg, w.total_bytes(), spec, ctx, &gpu.caps)
+        memory::Need::new(&w.cfg, w.gpu_bytes(Tuning::for_caps(&gpu.caps).split_weights), spec, ctx, &gpu.caps)
     }
 
     fn upload(gpu: Arc<Gpu>, w: &Weights, ctx: usize, spec: KvSpec) -> Result<Model> {
@@ -176,12 +187,13 @@ impl Model {
         let pending = std::cell::Cell::new(0);
         let mut weight_bytes = 0u64;
         let mut types = std::collections::BTreeMap::<&str, usize>::new();
+        let split = Tuning::for_caps(&gpu.caps).split_weights;
         let mut matrix = |name: &str| -> Result<Matrix> {
             let t = w.get(name)?;
             check_finite(name, t)?;
             weight_bytes += t.data.len() as u64;
             *types.entry(t.wtype.name()).or_default() += 1;
-            Matrix::upload(&gpu, name, t, gpu.caps.max_storage_binding.min(gpu.caps.max_buffer), &pending)
+            Matrix::upload(&gpu, name, t, gpu.caps.max_storage_binding.min(gpu.caps.max_buffer), split, &pending)
         };
         let arch = cfg.family;
         let name = |role: Role, l: Option<usize>| arch.tensor_name(role, l);
@@ -228,7 +240,8 @@ impl Model {
         }
         let step = gpu.uniform("step", bytemuck::bytes_of(&Step::default()));
         let [last, logits, best, topk, readback] = memory::readouts(&cfg, sample::topk_words(TOPK as u32));
-        let [last, logits, best, topk] = [last, logits, best, topk].map(|(label, bytes)| gpu.buffer(label, bytes));
+        let last = gpu.activations(last.0, last.1);
+        let [logits, best, topk] = [logits, best, topk].map(|(label, bytes)| gpu.buffer(label, bytes));
         let acts = alloc_acts(&gpu, &cfg, MAX_CHUNK);
         let staging = gpu.staging(readback.1);
         let mut m = Model {
@@ -454,8 +467,8 @@ impl Model {
         let (mv, mm) = (MatvecShape::for_gpu(g), MatmulShape::for_gpu(g));
         let lin = |m: &Matrix, x: &wgpu::Buffer, y: &wgpu::Buffer, accum: bool| -> Vec<Dispatch> {
             let one = |(w, rows): &(wgpu::Buffer, Rows)| match n {
-                1 => linear::matvec_with(g, mv, m.wtype, w, x, y, *rows, m.cols, accum),
-                _ => linear::matmul_with(g, mm, m.wtype, w, x, y, step, *rows, m.cols, nt, accum),
+                1 => linear::matvec_with(g, mv, m.enc(), w, x, y, *rows, m.cols, accum),
+                _ => linear::matmul_with(g, mm, m.enc(), w, x, y, step, *rows, m.cols, nt, accum),
             };
             let bias = m.bias.iter().map(|b| ew::add_bias(g, y, b, nt, m.rows));
             m.blocks.iter().map(one).chain(bias).collect()
@@ -477,7 +490,7 @@ impl Model {
             Ok(d)
         };
         let e = &self.embed;
-        let mut d: Vec<Dispatch> = e.blocks.iter().map(|(w, r)| linear::embed_rows(g, e.wtype, w, &a.ids, &a.x, step, *r, dim, nt)).collect();
+        let mut d: Vec<Dispatch> = e.blocks.iter().map(|(w, r)| linear::embed_rows(g, e.enc(), w, &a.ids, &a.x, step, *r, dim, nt)).collect();
         if let Some(s) = c.embed_scale {
             d.push(ew::scale(g, &a.x, s, nt * dim));
         }
@@ -517,7 +530,7 @@ impl Model {
             head: hw
                 .blocks
                 .iter()
-                .map(|(w, r)| linear::matvec_with(g, mv, hw.wtype, w, &self.last, &self.logits, *r, hw.cols, false))
+                .map(|(w, r)| linear::matvec_with(g, mv, hw.enc(), w, &self.last, &self.logits, *r, hw.cols, false))
                 .chain(c.final_softcap.map(|cap| ew::softcap(g, &self.logits, cap, vocab)))
                 .collect(),
             argmax: sample::argmax(g, &self.logits, &self.best, vocab),
@@ -528,7 +541,7 @@ impl Model {
 
 /// Activations for up to `n` tokens.
 fn alloc_acts(gpu: &Gpu, c: &ModelConfig, n: usize) -> Acts {
-    let [ids, x, xn, q, k, v, att, gate, up, hb] = memory::acts(c, n).map(|(label, bytes)| gpu.buffer(label, bytes));
+    let [ids, x, xn, q, k, v, att, gate, up, hb] = memory::acts(c, n).map(|(label, bytes)| gpu.activations(label, bytes));
     Acts { ids, x, xn, q, k, v, att, gate, up, hb }
 }
 

@@ -12,7 +12,7 @@ use crate::config::{ModelConfig, RopeFreqs};
 use crate::error::{Error, Result, show};
 use crate::gguf::Gguf;
 use crate::mapped::{Bytes, Storage};
-use crate::quant::WType;
+use crate::quant::{Layout, WType};
 use crate::safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -160,6 +160,17 @@ impl Weights {
     /// Bytes of all tensors as stored (what uploading them takes).
     pub fn total_bytes(&self) -> u64 {
         self.tensors.values().map(|t| t.data.len() as u64).sum()
+    }
+
+    /// Bytes of all tensors as the GPU holds them: matrices of a type with
+    /// a split layout take their padded rows when `split` (see
+    /// `quant::Layout`), everything else its stored bytes.
+    pub fn gpu_bytes(&self, split: bool) -> u64 {
+        let bytes = |t: &Tensor| match t.dims.len() {
+            n if n >= 2 => (t.rows() * t.wtype.row_bytes_in(t.cols(), Layout::for_type(t.wtype, split))) as u64,
+            _ => t.data.len() as u64,
+        };
+        self.tensors.values().map(bytes).sum()
     }
 
     /// A tensor by canonical name.

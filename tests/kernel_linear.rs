@@ -7,8 +7,8 @@ use common::*;
 use wgkv::gpu::Gpu;
 use wgkv::kernels::Kernel;
 use wgkv::ops::Step;
-use wgkv::ops::linear::{self as ops, MATMUL_CPU, MATMUL_GPU, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape};
-use wgkv::quant::{self, WType};
+use wgkv::ops::linear::{self as ops, Enc, MATMUL_CPU, MATMUL_GPU, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape};
+use wgkv::quant::{self, Layout, WType};
 use wgkv::reference::linear as reference;
 
 /// f32 dot products of up to 1536 terms (|w|, |x| <= 1) against the f64
@@ -38,6 +38,20 @@ fn step(g: &Gpu, n_tokens: u32) -> wgpu::Buffer {
 
 /// `rows` rows of `cols` values laid out at the kernels' input stride,
 /// padded with NaN, which must not leak into any result.
+/// A matvec's input `x` (`cols` floats), padded: in a storage buffer, or
+/// (`uniform`) in an activations buffer of at least `X_UNIFORM_BYTES`, NaN
+/// past the row, which CPU adapters' matvec binds as a uniform.
+fn matvec_x(g: &Gpu, x: &[f32], cols: usize, uniform: bool) -> wgpu::Buffer {
+    let mut v = padded(x, cols);
+    if !uniform {
+        return upload_f32(g, "x", &v);
+    }
+    v.resize(v.len().max(ops::X_UNIFORM_BYTES as usize / 4), f32::NAN);
+    let b = g.activations("x", 4 * v.len() as u64);
+    g.write(&b, 0, bytemuck::cast_slice(&v));
+    b
+}
+
 fn padded(x: &[f32], cols: usize) -> Vec<f32> {
     let stride = ops::x_stride(cols as u32) as usize;
     let mut out = vec![f32::NAN; x.len() / cols * stride];
@@ -363,33 +377,35 @@ fn embed_real_vocab_q8_0() {
 // ---------------------------------------------------------------- matvec
 
 fn check_matvec(g: &Gpu, shape: MatvecShape, w: WType, rows: usize, cols: usize, accum: bool, rng: &mut Rng) {
-    check_matvec_split(g, shape, w, rows, cols, rows, accum, rng)
+    check_matvec_split(g, shape, w.into(), rows, cols, rows, accum, rng)
 }
 
 /// The matrix's rows uploaded as blocks of `per` rows (one buffer and one
 /// dispatch each, as the model splits a weight above the binding limit).
-fn row_blocks(g: &Gpu, w: WType, bytes: &[u8], rows: usize, cols: usize, per: usize) -> Vec<(wgpu::Buffer, ops::Rows)> {
-    let rb = w.row_bytes(cols);
+/// Each block is arranged in `layout` as the model uploads it.
+fn row_blocks(g: &Gpu, w: Enc, bytes: &[u8], rows: usize, cols: usize, per: usize) -> Vec<(wgpu::Buffer, ops::Rows)> {
+    let rb = w.wtype.row_bytes(cols);
     ops::Rows::split(rows as u32, per as u32)
         .into_iter()
-        .map(|r| (g.upload("w", &bytes[r.first as usize * rb..(r.first + r.count) as usize * rb]), r))
+        .map(|r| (g.upload("w", &w.wtype.arrange(&bytes[r.first as usize * rb..(r.first + r.count) as usize * rb], cols, w.layout)), r))
         .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_matvec_split(g: &Gpu, shape: MatvecShape, w: WType, rows: usize, cols: usize, per: usize, accum: bool, rng: &mut Rng) {
-    let (bytes, deq) = weights(rng, w, rows, cols);
+fn check_matvec_split(g: &Gpu, shape: MatvecShape, w: Enc, rows: usize, cols: usize, per: usize, accum: bool, rng: &mut Rng) {
+    let (bytes, deq) = weights(rng, w.wtype, rows, cols);
     let x = rng.vec(cols, -1.0, 1.0);
     let init = rng.vec(rows, -1.0, 1.0);
     let blocks = row_blocks(g, w, &bytes, rows, cols, per);
-    let xb = upload_f32(g, "x", &padded(&x, cols));
+    // Even row counts read x as a uniform where the shape does, odd ones from storage.
+    let xb = matvec_x(g, &x, cols, rows.is_multiple_of(2));
     let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", rows) };
     let ds: Vec<_> = blocks.iter().map(|(wb, r)| ops::matvec_with(g, shape, w, wb, &xb, &yb, *r, cols as u32, accum)).collect();
     assert!(ds.iter().all(|d| d.kernel == Kernel::Matvec));
     g.run(&ds.iter().collect::<Vec<_>>());
     let got = read_guarded_f32(g, &yb, rows);
     let want = reference::matvec(&deq, &x, rows, cols, accum.then_some(&init[..]));
-    let what = format!("matvec {} {rows}x{cols} in blocks of {per} accum={accum} {shape:?} on {}", w.name(), label(g));
+    let what = format!("matvec {} {:?} {rows}x{cols} in blocks of {per} accum={accum} {shape:?} on {}", w.wtype.name(), w.layout, label(g));
     assert_close(&what, &got, &want, F32_DOT);
 }
 
@@ -529,13 +545,13 @@ fn matvec_lm_head_q8_0() {
 /// `tokens` valid tokens (the Step) in buffers sized for `cap` tokens.
 #[allow(clippy::too_many_arguments)]
 fn check_matmul(g: &Gpu, shape: MatmulShape, w: WType, rows: usize, cols: usize, tokens: usize, cap: usize, accum: bool, rng: &mut Rng) {
-    check_matmul_split(g, shape, w, [rows, cols, rows], tokens, cap, accum, rng)
+    check_matmul_split(g, shape, w.into(), [rows, cols, rows], tokens, cap, accum, rng)
 }
 
 /// `check_matmul` with the weight in blocks of `per` rows (`[rows, cols, per]`).
 #[allow(clippy::too_many_arguments)]
-fn check_matmul_split(g: &Gpu, shape: MatmulShape, w: WType, [rows, cols, per]: [usize; 3], tokens: usize, cap: usize, accum: bool, rng: &mut Rng) {
-    let (bytes, deq) = weights(rng, w, rows, cols);
+fn check_matmul_split(g: &Gpu, shape: MatmulShape, w: Enc, [rows, cols, per]: [usize; 3], tokens: usize, cap: usize, accum: bool, rng: &mut Rng) {
+    let (bytes, deq) = weights(rng, w.wtype, rows, cols);
     let x = rng.vec(cap * cols, -1.0, 1.0);
     let init = rng.vec(cap * rows, -1.0, 1.0);
     let blocks = row_blocks(g, w, &bytes, rows, cols, per);
@@ -547,7 +563,8 @@ fn check_matmul_split(g: &Gpu, shape: MatmulShape, w: WType, [rows, cols, per]: 
     g.run(&ds.iter().collect::<Vec<_>>());
     let got = read_guarded_f32(g, &yb, cap * rows);
     let want = reference::matmul(&deq, &x, rows, cols, tokens, accum.then_some(&init[..]));
-    let what = format!("matmul {} {rows}x{cols} in blocks of {per} tokens {tokens}/{cap} accum={accum} {shape:?} on {}", w.name(), label(g));
+    let what =
+        format!("matmul {} {:?} {rows}x{cols} in blocks of {per} tokens {tokens}/{cap} accum={accum} {shape:?} on {}", w.wtype.name(), w.layout, label(g));
     assert_close(&what, &got[..tokens * rows], &want, F32_DOT);
     // Tokens past step.n_tokens are untouched.
     let rest = &got[tokens * rows..];
@@ -581,11 +598,84 @@ fn split_weights_match_the_whole() {
         for &w in &[WType::Q8_0, WType::Q4_1, WType::Q4_K, WType::F16] {
             let cols = *col_choices(w).last().unwrap();
             for per in [1, 7, 64, 100] {
-                check_matvec_split(&g, MatvecShape::for_gpu(&g), w, 193, cols, per, per == 7, &mut rng);
-                check_matmul_split(&g, MatmulShape::for_gpu(&g), w, [193, cols, per], 33, 40, per == 64, &mut rng);
+                check_matvec_split(&g, MatvecShape::for_gpu(&g), w.into(), 193, cols, per, per == 7, &mut rng);
+                check_matmul_split(&g, MatmulShape::for_gpu(&g), w.into(), [193, cols, per], 33, 40, per == 64, &mut rng);
             }
         }
     }
+}
+
+#[test]
+fn split_layout_matches_the_reference() {
+    // Types with a split layout (quants apart from scales, rows padded to 16
+    // bytes), as CPU adapters upload them: every kernel that reads weights,
+    // both matvec shapes, awkward row counts, every row length of the type
+    // (odd block counts leave padding), row blocks, and the model's shapes.
+    for g in contexts() {
+        let mut rng = Rng::new(23);
+        for &wt in WType::ALL.iter().filter(|w| w.split_parts().is_some()) {
+            let w = Enc { wtype: wt, layout: Layout::Split };
+            for shape in [MATVEC_CPU, MATVEC_GPU] {
+                for &cols in col_choices(wt) {
+                    for &rows in &[1, 7, 100] {
+                        check_matvec_split(&g, shape, w, rows, cols, rows, rows == 7, &mut rng);
+                    }
+                }
+                check_matvec_split(&g, shape, w, 1536, 576, 1536, true, &mut rng);
+                check_matvec_split(&g, shape, w, 193, 576, 64, false, &mut rng);
+            }
+            let cols = col_choices(wt);
+            check_matmul_split(&g, MatmulShape::for_gpu(&g), w, [100, cols[0], 100], 7, 7, false, &mut rng);
+            check_matmul_split(&g, MatmulShape::for_gpu(&g), w, [193, cols[1], 64], 33, 40, true, &mut rng);
+            check_matmul_split(&g, MatmulShape::for_gpu(&g), w, [576, 576, 576], 65, 65, false, &mut rng);
+            // Embedding rows from the split table, in row blocks, an id past the table.
+            let (vocab, dim) = (37, cols[0]);
+            let (bytes, deq) = weights(&mut rng, wt, vocab, dim);
+            let ids: Vec<u32> = vec![0, 36, 9, 10, 1000, 19];
+            let idb = g.upload("ids", bytemuck::cast_slice(&ids));
+            let out = poisoned(&g, "out", ids.len() * dim);
+            let st = step(&g, ids.len() as u32);
+            let blocks = row_blocks(&g, w, &bytes, vocab, dim, 10);
+            let ds: Vec<_> = blocks.iter().map(|(t, r)| ops::embed_rows(&g, w, t, &idb, &out, &st, *r, dim as u32, ids.len() as u32)).collect();
+            g.run(&ds.iter().collect::<Vec<_>>());
+            let got = read_guarded_f32(&g, &out, ids.len() * dim);
+            let what = format!("embed {} split {vocab}x{dim} on {}", wt.name(), label(&g));
+            assert_close(&what, &got, &reference::embed(&deq, &ids, dim), dequant_tol(wt));
+        }
+    }
+}
+
+#[test]
+fn split_layout_puts_each_part_in_place() {
+    // Two rows of three Q4_1 blocks with distinct bytes: each row holds the
+    // blocks' 16 quant bytes, then their 4 scale bytes, then zeros to 16 bytes.
+    let (bb, cols) = (WType::Q4_1.block_bytes(), 96);
+    let data: Vec<u8> = (0..2 * 3 * bb).map(|i| i as u8).collect();
+    let out = WType::Q4_1.arrange(&data, cols, Layout::Split);
+    assert_eq!(WType::Q4_1.row_bytes_in(cols, Layout::Split), 64);
+    assert_eq!(out.len(), 128);
+    for row in 0..2 {
+        let (src, dst) = (&data[row * 60..], &out[row * 64..]);
+        for b in 0..3 {
+            assert_eq!(&dst[16 * b..16 * b + 16], &src[bb * b + 4..bb * b + 20], "row {row} block {b} quants");
+            assert_eq!(&dst[48 + 4 * b..52 + 4 * b], &src[bb * b..bb * b + 4], "row {row} block {b} scales");
+        }
+        assert_eq!(&dst[60..64], &[0; 4], "row {row} padding");
+    }
+    // Q8_0: 32 quant bytes, then a 2-byte scale per block.
+    let data: Vec<u8> = (0..34).map(|i| i as u8).collect();
+    let out = WType::Q8_0.arrange(&data, 32, Layout::Split);
+    assert_eq!((&out[..32], &out[32..34], out.len()), (&data[2..], &data[..2], 48));
+    // Q5_0, two blocks of 22 bytes: nibbles (16 each), then qh words (4), then scales (2), then padding.
+    let data: Vec<u8> = (0..44).map(|i| i as u8).collect();
+    let out = WType::Q5_0.arrange(&data, 64, Layout::Split);
+    assert_eq!(out.len(), 48);
+    assert_eq!((&out[..16], &out[16..32]), (&data[6..22], &data[28..44]));
+    assert_eq!((&out[32..36], &out[36..40]), (&data[2..6], &data[24..28]));
+    assert_eq!((&out[40..42], &out[42..44], &out[44..]), (&data[..2], &data[22..24], &[0u8; 4][..]));
+    // Types without a split layout, and the file's layout, are kept as they are.
+    assert_eq!(WType::Q4_K.arrange(&data, 32, Layout::Split), data);
+    assert_eq!(WType::Q8_0.arrange(&data, 32, Layout::Gguf), data);
 }
 
 #[test]

@@ -16,9 +16,9 @@
 
 #![allow(clippy::too_many_arguments)]
 
-use crate::gpu::Gpu;
+use crate::gpu::{Binding, Gpu};
 use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
-use crate::quant::{WType, check_shape};
+use crate::quant::{Layout, WType, check_shape};
 use bytemuck::{Pod, Zeroable};
 
 /// Matvec parallelisation: workgroups of `workgroup` invocations;
@@ -30,17 +30,26 @@ pub struct MatvecShape {
     pub workgroup: u32,
     pub threads_per_row: u32,
     pub rows_per_thread: u32,
+    /// Read the input vector as a uniform where its buffer allows
+    /// ([`X_UNIFORM_BYTES`], `Gpu::activations`): every invocation reads
+    /// the same x, which lavapipe then loads once instead of once per lane.
+    pub x_uniform: bool,
 }
+
+/// Bytes of the input vector a uniform-x matvec binds (the WGSL array's
+/// size, 16384 floats): the buffer must hold at least this much, and rows
+/// longer than this take the storage path.
+pub const X_UNIFORM_BYTES: u64 = 65536;
 
 /// CPU adapters (lavapipe runs a workgroup as 8-wide SIMD loops in which
 /// every memory load is a per-lane scalar loop, and barriers are costly):
 /// whole rows per invocation, 4 rows sharing each x load, no reduction.
 /// Relative speeds on lavapipe, Q4_1 1536x576 (same run): 4 rows per
 /// invocation 1.0, 2 rows 0.87, 8 rows 0.89, 1 row 0.44, and `MATVEC_GPU` 0.26.
-pub const MATVEC_CPU: MatvecShape = MatvecShape { workgroup: 16, threads_per_row: 1, rows_per_thread: 4 };
+pub const MATVEC_CPU: MatvecShape = MatvecShape { workgroup: 16, threads_per_row: 1, rows_per_thread: 8, x_uniform: true };
 /// GPUs: 8 lanes per row so that short rows still spread over many lanes,
 /// 8 rows per 64-invocation workgroup.
-pub const MATVEC_GPU: MatvecShape = MatvecShape { workgroup: 64, threads_per_row: 8, rows_per_thread: 1 };
+pub const MATVEC_GPU: MatvecShape = MatvecShape { workgroup: 64, threads_per_row: 8, rows_per_thread: 1, x_uniform: false };
 
 impl MatvecShape {
     /// The adapter's choice ([`super::tuning::Tuning`]).
@@ -85,6 +94,20 @@ impl MatmulShape {
     /// The adapter's choice ([`super::tuning::Tuning`]).
     pub fn for_gpu(gpu: &Gpu) -> MatmulShape {
         super::tuning::Tuning::for_caps(&gpu.caps).matmul
+    }
+}
+
+/// A weight matrix's type and the layout its buffer holds it in (a bare
+/// `WType` is the file's layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enc {
+    pub wtype: WType,
+    pub layout: Layout,
+}
+
+impl From<WType> for Enc {
+    fn from(wtype: WType) -> Enc {
+        Enc { wtype, layout: Layout::Gguf }
     }
 }
 
@@ -146,6 +169,21 @@ impl Rows {
     }
 }
 
+/// Binding of the split layout's second view of the weights (`wv`, the
+/// quants as `vec4<u32>`; see shaders/quant/q4_1_split.wgsl), past every
+/// weight kernel's own bindings.
+pub const SPLIT_BINDING: u32 = 5;
+
+/// A weight kernel's bindings: `buffers[i]` at `i` (the weights first),
+/// and for the split layout the weights again at [`SPLIT_BINDING`].
+fn bind<'a>(enc: Enc, buffers: &[&'a wgpu::Buffer]) -> Vec<Binding<'a>> {
+    let mut b: Vec<Binding> = buffers.iter().enumerate().map(|(i, buffer)| Binding { at: i as u32, buffer, bytes: None }).collect();
+    if enc.layout == Layout::Split {
+        b.push(Binding { at: SPLIT_BINDING, buffer: buffers[0], bytes: None });
+    }
+    b
+}
+
 #[track_caller]
 fn assert_shape(w: WType, rows: u32, cols: u32) {
     if let Err(e) = check_shape(w, rows as usize, cols as usize) {
@@ -156,17 +194,18 @@ fn assert_shape(w: WType, rows: u32, cols: u32) {
 // The fused residual (`accum`) is a params field, not a const: one pipeline
 // serves both uses, which halves compile time on lavapipe (LLVM takes
 // seconds per matmul specialisation) for a uniform branch per output.
-fn matvec_spec(w: WType, s: MatvecShape) -> Spec {
-    Spec::new(Kernel::Matvec).weights(w).with("WG", s.workgroup).with("TPR", s.threads_per_row).with("RPI", s.rows_per_thread)
+fn matvec_spec(w: Enc, s: MatvecShape, x_uniform: bool) -> Spec {
+    let spec = Spec::new(Kernel::Matvec).weights_in(w.wtype, w.layout).with("WG", s.workgroup).with("TPR", s.threads_per_row);
+    spec.with("RPI", s.rows_per_thread).with("XU", x_uniform as u32)
 }
 
-fn matmul_spec(w: WType, s: MatmulShape) -> Spec {
-    let spec = Spec::new(s.kernel).weights(w).with("TR", s.tile_rows).with("TT", s.tile_tokens);
+fn matmul_spec(w: Enc, s: MatmulShape) -> Spec {
+    let spec = Spec::new(s.kernel).weights_in(w.wtype, w.layout).with("TR", s.tile_rows).with("TT", s.tile_tokens);
     spec.with("MT", s.tokens_per_thread)
 }
 
-fn embed_spec(w: WType) -> Spec {
-    Spec::new(Kernel::Embed).weights(w).with("WG", EMBED_WG)
+fn embed_spec(w: Enc) -> Spec {
+    Spec::new(Kernel::Embed).weights_in(w.wtype, w.layout).with("WG", EMBED_WG)
 }
 
 /// `y[r] = sum_k W[r, k] x[k]` (or `y[r] += ...` with `accum`, the fused
@@ -195,7 +234,7 @@ pub fn x_bytes(cols: u32) -> u64 {
 pub fn matvec_with(
     gpu: &Gpu,
     shape: MatvecShape,
-    wtype: WType,
+    enc: impl Into<Enc>,
     w: &wgpu::Buffer,
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
@@ -203,12 +242,16 @@ pub fn matvec_with(
     cols: u32,
     accum: bool,
 ) -> Dispatch {
-    assert_shape(wtype, rows.count, cols);
+    let enc = enc.into();
+    assert_shape(enc.wtype, rows.count, cols);
     assert!(x.size() >= x_bytes(cols), "matvec: x holds {} bytes, needs {} (cols rounded up to 4 floats)", x.size(), x_bytes(cols));
     let p = MatvecParams { rows: rows.count, cols, accum: accum as u32, row0: rows.first };
     let params = gpu.uniform("matvec.params", bytemuck::bytes_of(&p));
     let groups = grid_1d(rows.count.div_ceil(shape.rows_per_group()));
-    gpu.dispatch(&matvec_spec(wtype, shape), &[w, x, y, &params], groups).reading(rows.count, cols)
+    let xu = shape.x_uniform && x.usage().contains(wgpu::BufferUsages::UNIFORM) && x.size() >= X_UNIFORM_BYTES && x_bytes(cols) <= X_UNIFORM_BYTES;
+    let mut b = bind(enc, &[w, x, y, &params]);
+    b[1].bytes = xu.then_some(X_UNIFORM_BYTES);
+    gpu.dispatch_bound(&matvec_spec(enc, shape, xu), &b, groups).reading(rows.count, cols)
 }
 
 /// `Y[t, r] = sum_k W[r, k] X[t, k]` (or `+=` with `accum`) for the first
@@ -236,7 +279,7 @@ pub fn matmul(
 pub fn matmul_with(
     gpu: &Gpu,
     shape: MatmulShape,
-    wtype: WType,
+    enc: impl Into<Enc>,
     w: &wgpu::Buffer,
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
@@ -246,13 +289,14 @@ pub fn matmul_with(
     n_tokens: u32,
     accum: bool,
 ) -> Dispatch {
-    assert_shape(wtype, rows.count, cols);
+    let enc = enc.into();
+    assert_shape(enc.wtype, rows.count, cols);
     let need = n_tokens as u64 * x_bytes(cols);
     assert!(x.size() >= need, "matmul: x holds {} bytes, needs {need} ({n_tokens} rows of stride {})", x.size(), x_stride(cols));
     let p = MatmulParams { rows: rows.count, cols, n_tokens, accum: accum as u32, y_stride: rows.total, row0: rows.first, _p: [0; 2] };
     let params = gpu.uniform("matmul.params", bytemuck::bytes_of(&p));
     let groups = matmul_groups_for(shape, rows.count, n_tokens);
-    gpu.dispatch(&matmul_spec(wtype, shape), &[w, x, y, &params, step], groups).reading(rows.count, cols)
+    gpu.dispatch_bound(&matmul_spec(enc, shape), &bind(enc, &[w, x, y, &params, step]), groups).reading(rows.count, cols)
 }
 
 /// The grid of a `matmul` dispatch on `gpu` over `rows` weight rows (a
@@ -290,7 +334,7 @@ pub fn embed(
 /// past `rows.total`), leaving the others' rows to the other blocks.
 pub fn embed_rows(
     gpu: &Gpu,
-    wtype: WType,
+    enc: impl Into<Enc>,
     table: &wgpu::Buffer,
     ids: &wgpu::Buffer,
     out: &wgpu::Buffer,
@@ -299,10 +343,11 @@ pub fn embed_rows(
     dim: u32,
     n_tokens: u32,
 ) -> Dispatch {
-    assert_shape(wtype, rows.count, dim);
+    let enc = enc.into();
+    assert_shape(enc.wtype, rows.count, dim);
     let p = EmbedParams { vocab: rows.count, dim, n_tokens, first: rows.first, total: rows.total, _p: [0; 3] };
     let params = gpu.uniform("embed.params", bytemuck::bytes_of(&p));
-    gpu.dispatch(&embed_spec(wtype), &[table, ids, out, &params, step], embed_groups(dim, n_tokens))
+    gpu.dispatch_bound(&embed_spec(enc), &bind(enc, &[table, ids, out, &params, step]), embed_groups(dim, n_tokens))
 }
 
 /// The grid of an `embed` dispatch covering `n_tokens` tokens.
@@ -315,11 +360,18 @@ pub fn embed_groups(dim: u32, n_tokens: u32) -> [u32; 3] {
 pub fn specs() -> Vec<Spec> {
     let mut v = Vec::new();
     for &w in WType::ALL {
-        v.push(matvec_spec(w, MATVEC_CPU));
-        v.push(matvec_spec(w, MATVEC_GPU));
-        v.push(matmul_spec(w, MATMUL_CPU));
-        v.push(matmul_spec(w, MATMUL_GPU));
-        v.push(embed_spec(w));
+        for layout in [Layout::Gguf, Layout::Split] {
+            if layout == Layout::Split && w.split_parts().is_none() {
+                continue;
+            }
+            let e = Enc { wtype: w, layout };
+            v.push(matvec_spec(e, MATVEC_CPU, true));
+            v.push(matvec_spec(e, MATVEC_CPU, false));
+            v.push(matvec_spec(e, MATVEC_GPU, false));
+            v.push(matmul_spec(e, MATMUL_CPU));
+            v.push(matmul_spec(e, MATMUL_GPU));
+            v.push(embed_spec(e));
+        }
     }
     v
 }

@@ -15,6 +15,10 @@ pub struct Tuning {
     pub matvec: MatvecShape,
     pub matmul: MatmulShape,
     pub attn: AttnKind,
+    /// Weights whose type has a split layout are uploaded in it
+    /// (`quant::Layout::Split`): on CPU adapters, where it saves the decode
+    /// matvec most of its load loops.
+    pub split_weights: bool,
 }
 
 impl Tuning {
@@ -26,8 +30,8 @@ impl Tuning {
     /// For a CPU adapter (`cpu`) or a GPU.
     pub fn for_device(cpu: bool) -> Tuning {
         match cpu {
-            true => Tuning { matvec: MATVEC_CPU, matmul: MATMUL_CPU, attn: AttnKind::Lanes },
-            false => Tuning { matvec: MATVEC_GPU, matmul: MATMUL_GPU, attn: AttnKind::Shared },
+            true => Tuning { matvec: MATVEC_CPU, matmul: MATMUL_CPU, attn: AttnKind::Lanes, split_weights: true },
+            false => Tuning { matvec: MATVEC_GPU, matmul: MATMUL_GPU, attn: AttnKind::Shared, split_weights: false },
         }
     }
 
@@ -35,17 +39,19 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let (v, m) = (self.matvec, self.matmul);
         format!(
-            "matvec {} invocations × {} rows, {} lane(s) per row; matmul {} {} rows × {} tokens; attention {}",
+            "matvec {} invocations × {} rows, {} lane(s) per row{}; matmul {} {} rows × {} tokens; attention {}; weights {}",
             v.workgroup,
             v.rows_per_thread,
             v.threads_per_row,
+            if v.x_uniform { ", input as a uniform" } else { "" },
             m.kernel.name(),
             m.tile_rows,
             m.tokens_per_group(),
             match self.attn {
                 AttnKind::Lanes => "lanes (one softmax per lane)",
                 AttnKind::Shared => "shared (workgroup-memory tiles)",
-            }
+            },
+            if self.split_weights { "split (quants apart from scales: Q4_0, Q4_1, Q5_0, Q8_0)" } else { "as in the file" }
         )
     }
 
@@ -53,9 +59,10 @@ impl Tuning {
     pub fn to_json(&self) -> serde_json::Value {
         let (v, m) = (self.matvec, self.matmul);
         serde_json::json!({
-            "matvec": {"workgroup": v.workgroup, "threads_per_row": v.threads_per_row, "rows_per_thread": v.rows_per_thread},
+            "matvec": {"workgroup": v.workgroup, "threads_per_row": v.threads_per_row, "rows_per_thread": v.rows_per_thread, "x_uniform": v.x_uniform},
             "matmul": {"kernel": m.kernel.name(), "tile_rows": m.tile_rows, "tile_tokens": m.tile_tokens, "tokens_per_thread": m.tokens_per_thread},
             "attention": match self.attn { AttnKind::Lanes => "lanes", AttnKind::Shared => "shared" },
+            "split_weights": self.split_weights,
         })
     }
 }
