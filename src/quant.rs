@@ -120,6 +120,8 @@ impl WType {
             WType::Q4_1 => Some(&[(4, 16), (0, 4)]),
             WType::Q5_0 => Some(&[(6, 16), (2, 4), (0, 2)]),
             WType::Q8_0 => Some(&[(2, 32), (0, 2)]),
+            WType::Q4_K => Some(&[(16, 128), (0, 16)]),
+            WType::Q6_K => Some(&[(0, 128), (128, 64), (192, 16), (208, 2)]),
             _ => None,
         }
     }
@@ -162,6 +164,8 @@ impl WType {
             (Layout::Split, WType::Q8_0) => include_str!("../shaders/quant/q8_0_split.wgsl"),
             (Layout::Split, WType::Q4_0) => include_str!("../shaders/quant/q4_0_split.wgsl"),
             (Layout::Split, WType::Q5_0) => include_str!("../shaders/quant/q5_0_split.wgsl"),
+            (Layout::Split, WType::Q4_K) => include_str!("../shaders/quant/q4_k_split.wgsl"),
+            (Layout::Split, WType::Q6_K) => include_str!("../shaders/quant/q6_k_split.wgsl"),
             _ => self.shader_fragment(),
         }
     }

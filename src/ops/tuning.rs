@@ -51,7 +51,7 @@ impl Tuning {
                 AttnKind::Lanes => "lanes (one softmax per lane)",
                 AttnKind::Shared => "shared (workgroup-memory tiles)",
             },
-            if self.split_weights { "split (quants apart from scales: Q4_0, Q4_1, Q5_0, Q8_0)" } else { "as in the file" }
+            if self.split_weights { "split (quants apart from scales: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K)" } else { "as in the file" }
         )
     }
 
