@@ -21,8 +21,8 @@ use wgkv::quant::{self, Layout, WType};
 use wgkv::reference::linear as reference;
 
 /// The model's matvec shapes (rows x cols): FFN up/gate, FFN down,
-/// attention q/output, and the tied 49152-token output head.
-const MATVEC_SHAPES: &[(u32, u32)] = &[(1536, 576), (576, 1536), (576, 576), (49152, 576)];
+/// attention q/output, attention k/v, and the tied 49152-token output head.
+const MATVEC_SHAPES: &[(u32, u32)] = &[(1536, 576), (576, 1536), (576, 576), (192, 576), (49152, 576)];
 const MATMUL_SHAPES: &[(u32, u32)] = &[(1536, 576), (576, 1536), (576, 576)];
 const PREFILL: u32 = 512;
 

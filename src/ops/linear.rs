@@ -42,11 +42,14 @@ pub struct MatvecShape {
 pub const X_UNIFORM_BYTES: u64 = 65536;
 
 /// CPU adapters (lavapipe runs a workgroup as 8-wide SIMD loops in which
-/// every memory load is a per-lane scalar loop, and barriers are costly):
-/// whole rows per invocation, 4 rows sharing each x load, no reduction.
-/// Relative speeds on lavapipe, Q4_1 1536x576 (same run): 4 rows per
-/// invocation 1.0, 2 rows 0.87, 8 rows 0.89, 1 row 0.44, and `MATVEC_GPU` 0.26.
-pub const MATVEC_CPU: MatvecShape = MatvecShape { workgroup: 16, threads_per_row: 1, rows_per_thread: 8, x_uniform: true };
+/// every storage load is a per-lane scalar loop, and barriers are costly):
+/// whole rows per invocation, 8 rows sharing each x load, no reduction, x
+/// read as a uniform (one load for all lanes), one SIMD group per workgroup
+/// so that small matrices still spread over the threads. Q4_1 in the split
+/// layout on lavapipe (same run, `cargo bench --bench kernels`), 1536x576 /
+/// 576x576 / 192x576: 8 x 8 rows 164 / 75 / 46 us; 16 x 8 rows 165 / 79 /
+/// 63 us; 8 x 4 rows 222 / 96 / 61 us.
+pub const MATVEC_CPU: MatvecShape = MatvecShape { workgroup: 8, threads_per_row: 1, rows_per_thread: 8, x_uniform: true };
 /// GPUs: 8 lanes per row so that short rows still spread over many lanes,
 /// 8 rows per 64-invocation workgroup.
 pub const MATVEC_GPU: MatvecShape = MatvecShape { workgroup: 64, threads_per_row: 8, rows_per_thread: 1, x_uniform: false };
