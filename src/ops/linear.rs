@@ -251,7 +251,9 @@ pub fn matvec_with(
     let p = MatvecParams { rows: rows.count, cols, accum: accum as u32, row0: rows.first };
     let params = gpu.uniform("matvec.params", bytemuck::bytes_of(&p));
     let groups = grid_1d(rows.count.div_ceil(shape.rows_per_group()));
-    let xu = shape.x_uniform && x.usage().contains(wgpu::BufferUsages::UNIFORM) && x.size() >= X_UNIFORM_BYTES && x_bytes(cols) <= X_UNIFORM_BYTES;
+    // The uniform path where the shape asks for it and the device, the buffer and the row allow it.
+    let fits = gpu.device.limits().max_uniform_buffer_binding_size >= X_UNIFORM_BYTES && x_bytes(cols) <= X_UNIFORM_BYTES;
+    let xu = shape.x_uniform && fits && x.usage().contains(wgpu::BufferUsages::UNIFORM) && x.size() >= X_UNIFORM_BYTES;
     let mut b = bind(enc, &[w, x, y, &params]);
     b[1].bytes = xu.then_some(X_UNIFORM_BYTES);
     gpu.dispatch_bound(&matvec_spec(enc, shape, xu), &b, groups).reading(rows.count, cols)
