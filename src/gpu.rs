@@ -55,8 +55,6 @@ pub struct Gpu {
     pub stated_memory: Option<u64>,
 }
 
-/// Bytes [`Gpu::buffer`] (and [`Gpu::upload`], [`Gpu::staging`]) really
-/// allocates for a request of `bytes`: at least 4, a multiple of 4.
 /// One buffer of a dispatch's bind group: bound at `@binding(at)`, whole
 /// or (`bytes`) its first bytes only.
 pub struct Binding<'a> {
@@ -65,6 +63,8 @@ pub struct Binding<'a> {
     pub bytes: Option<u64>,
 }
 
+/// Bytes [`Gpu::buffer`] (and [`Gpu::upload`], [`Gpu::staging`]) really
+/// allocates for a request of `bytes`: at least 4, a multiple of 4.
 pub fn storage_size(bytes: u64) -> u64 {
     bytes.max(4).div_ceil(4) * 4
 }
@@ -195,22 +195,23 @@ impl Gpu {
 
     /// A storage buffer of `bytes` (rounded up to 4, see [`storage_size`]), usable as copy source and target.
     pub fn buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: storage_size(bytes),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
+        self.storage_buffer(label, bytes, wgpu::BufferUsages::empty())
     }
 
     /// `buffer` that may also be bound as a uniform (its first
     /// [`crate::ops::linear::X_UNIFORM_BYTES`] bytes): the activations a
     /// CPU adapter's decode matvec reads as its input vector.
     pub fn activations(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.storage_buffer(label, bytes, wgpu::BufferUsages::UNIFORM)
+    }
+
+    /// A storage buffer of `bytes` (see [`storage_size`]), a copy source and
+    /// target, with the `extra` usages.
+    fn storage_buffer(&self, label: &str, bytes: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: storage_size(bytes),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST | extra,
             mapped_at_creation: false,
         })
     }

@@ -132,11 +132,7 @@ impl Spec {
     pub fn new(kernel: Kernel) -> Spec {
         Spec { kernel, wtype: None, layout: Layout::Gguf, consts: Vec::new(), floats: Vec::new() }
     }
-    pub fn weights(mut self, w: WType) -> Spec {
-        self.wtype = Some(w);
-        self
-    }
-    /// `weights(w)` for a buffer holding the matrix in `layout`.
+    /// The weight type `w` a kernel reads, from a buffer holding the matrix in `layout`.
     pub fn weights_in(mut self, w: WType, layout: Layout) -> Spec {
         self.wtype = Some(w);
         self.layout = layout;

@@ -197,9 +197,8 @@ impl WType {
 /// aligned `vec4<u32>` loads. On CPU adapters (lavapipe) every storage load
 /// is a loop over the SIMD lanes, so one vec4 load in place of four or more
 /// word loads is the decode matvec's largest saving.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Layout {
-    #[default]
     Gguf,
     Split,
 }

@@ -157,11 +157,6 @@ impl Weights {
         Ok(w)
     }
 
-    /// Bytes of all tensors as stored (what uploading them takes).
-    pub fn total_bytes(&self) -> u64 {
-        self.tensors.values().map(|t| t.data.len() as u64).sum()
-    }
-
     /// Bytes of all tensors as the GPU holds them: matrices of a type with
     /// a split layout take their padded rows when `split` (see
     /// `quant::Layout`), everything else its stored bytes.

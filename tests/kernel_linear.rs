@@ -631,18 +631,7 @@ fn split_layout_matches_the_reference() {
             check_matmul_split(&g, MatmulShape::for_gpu(&g), w, [193, cols[1], 64], 33, 40, true, &mut rng);
             check_matmul_split(&g, MatmulShape::for_gpu(&g), w, [576, *cols.last().unwrap(), 576], 65, 65, false, &mut rng);
             // Embedding rows from the split table, in row blocks, an id past the table.
-            let (vocab, dim) = (37, cols[0]);
-            let (bytes, deq) = weights(&mut rng, wt, vocab, dim);
-            let ids: Vec<u32> = vec![0, 36, 9, 10, 1000, 19];
-            let idb = g.upload("ids", bytemuck::cast_slice(&ids));
-            let out = poisoned(&g, "out", ids.len() * dim);
-            let st = step(&g, ids.len() as u32);
-            let blocks = row_blocks(&g, w, &bytes, vocab, dim, 10);
-            let ds: Vec<_> = blocks.iter().map(|(t, r)| ops::embed_rows(&g, w, t, &idb, &out, &st, *r, dim as u32, ids.len() as u32)).collect();
-            g.run(&ds.iter().collect::<Vec<_>>());
-            let got = read_guarded_f32(&g, &out, ids.len() * dim);
-            let what = format!("embed {} split {vocab}x{dim} on {}", wt.name(), label(&g));
-            assert_close(&what, &got, &reference::embed(&deq, &ids, dim), dequant_tol(wt));
+            check_embed_blocks(&g, w, cols[0], &[0, 36, 9, 10, 1000, 19], &mut rng);
         }
     }
 }
@@ -680,31 +669,31 @@ fn split_layout_puts_each_part_in_place() {
     assert_eq!(WType::Q8_0.arrange(&data, 32, Layout::Gguf), data);
 }
 
+/// A 37-row table of `dim` columns in blocks of 10 rows (arranged in `w`'s
+/// layout), one embed dispatch per block, looking up `ids`: each block
+/// writes its own ids, the first block zeros for an id past the table, and
+/// the result equals the reference.
+fn check_embed_blocks(g: &Gpu, w: Enc, dim: usize, ids: &[u32], rng: &mut Rng) {
+    let vocab = 37;
+    let (bytes, deq) = weights(rng, w.wtype, vocab, dim);
+    let idb = g.upload("ids", bytemuck::cast_slice(ids));
+    let out = poisoned(g, "out", ids.len() * dim);
+    let st = step(g, ids.len() as u32);
+    let blocks = row_blocks(g, w, &bytes, vocab, dim, 10);
+    let ds: Vec<_> = blocks.iter().map(|(t, r)| ops::embed_rows(g, w, t, &idb, &out, &st, *r, dim as u32, ids.len() as u32)).collect();
+    g.run(&ds.iter().collect::<Vec<_>>());
+    let got = read_guarded_f32(g, &out, ids.len() * dim);
+    let what = format!("embed {} {:?} {vocab}x{dim} in blocks of 10 on {}", w.wtype.name(), w.layout, label(g));
+    assert_close(&what, &got, &reference::embed(&deq, ids, dim), dequant_tol(w.wtype));
+}
+
 #[test]
 fn embed_from_row_blocks() {
-    // The table in blocks of 10 of 37 rows: each block writes its own ids,
-    // the first block zeros for an id past the table, and every token is written once.
+    // The table in blocks of 10 of 37 rows: every token is written once.
     for g in contexts() {
         let mut rng = Rng::new(20);
         for &w in &[WType::Q8_0, WType::Q4_1, WType::F32] {
-            let (vocab, dim) = (37, col_choices(w)[0]);
-            let (bytes, deq) = weights(&mut rng, w, vocab, dim);
-            let ids: Vec<u32> = vec![0, 36, 9, 10, 1000, 19, 20, 29, 30];
-            let idb = g.upload("ids", bytemuck::cast_slice(&ids));
-            let out = poisoned(&g, "out", ids.len() * dim);
-            let st = step(&g, ids.len() as u32);
-            let rb = w.row_bytes(dim);
-            let ds: Vec<_> = ops::Rows::split(vocab as u32, 10)
-                .into_iter()
-                .map(|r| {
-                    let table = g.upload("table", &bytes[r.first as usize * rb..(r.first + r.count) as usize * rb]);
-                    ops::embed_rows(&g, w, &table, &idb, &out, &st, r, dim as u32, ids.len() as u32)
-                })
-                .collect();
-            g.run(&ds.iter().collect::<Vec<_>>());
-            let got = read_guarded_f32(&g, &out, ids.len() * dim);
-            let what = format!("embed {} {vocab}x{dim} in blocks of 10 on {}", w.name(), label(&g));
-            assert_close(&what, &got, &reference::embed(&deq, &ids, dim), dequant_tol(w));
+            check_embed_blocks(&g, w.into(), col_choices(w)[0], &[0, 36, 9, 10, 1000, 19, 20, 29, 30], &mut rng);
         }
     }
 }

@@ -8,6 +8,7 @@
 use super::attention::AttnKind;
 use super::linear::{MATMUL_CPU, MATMUL_GPU, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape};
 use crate::gpu::Caps;
+use crate::quant::WType;
 
 /// The kernel shapes one adapter runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl Tuning {
                 AttnKind::Lanes => "lanes (one softmax per lane)",
                 AttnKind::Shared => "shared (workgroup-memory tiles)",
             },
-            if self.split_weights { "split (quants apart from scales: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K)" } else { "as in the file" }
+            if self.split_weights { format!("split (quants apart from scales: {})", split_types()) } else { "as in the file".into() }
         )
     }
 
@@ -65,4 +66,9 @@ impl Tuning {
             "split_weights": self.split_weights,
         })
     }
+}
+
+/// The weight types that have a split layout, comma-separated.
+fn split_types() -> String {
+    WType::ALL.iter().filter(|w| w.split_parts().is_some()).map(|w| w.name()).collect::<Vec<_>>().join(", ")
 }
