@@ -85,7 +85,7 @@ pub struct Generation {
 }
 
 /// Next token from the model's readout through the sampler.
-fn choose(model: &mut Model, sampler: &mut Sampler, input: &[u32]) -> Result<u32> {
+pub fn choose(model: &mut Model, sampler: &mut Sampler, input: &[u32]) -> Result<u32> {
     if sampler.candidates_needed() <= 1 {
         match model.forward(input, Readout::Argmax)? {
             Output::Argmax(id) => return Ok(id),

@@ -23,6 +23,7 @@
 //! - `profile`: per-kernel timing of one forward call.
 //! - `model`: the forward; `generate`: the decode loop, stop strings, the prefill bar.
 //! - `measure`: bench timing loop and JSON records, markdown tables, SVG plots, the pass-key prompt.
+//! - `serve`: `wgkv serve`, the OpenAI-compatible HTTP server: routes, request checks, the engine thread, cached conversations.
 //! - `cli`: the `wgkv` commands.
 
 pub mod arch;
@@ -46,6 +47,7 @@ pub mod quant;
 pub mod reference;
 pub mod safetensors;
 pub mod sampler;
+pub mod serve;
 pub mod template;
 pub mod tokenizer;
 pub mod weights;

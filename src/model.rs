@@ -161,6 +161,24 @@ pub struct Model {
     pub on_prefill: Option<Box<dyn FnMut(usize, usize) + Send>>,
 }
 
+/// A KV cache with the forward plans recorded for it: what `Model::swap_cache`
+/// exchanges, so that one model serves several conversations, each keeping
+/// its own cache on the GPU (`wgkv serve`).
+pub struct CacheSlot {
+    kv: KvCache,
+    plans: HashMap<usize, Plan>,
+    plans_generation: u64,
+}
+
+impl CacheSlot {
+    pub fn kv(&self) -> &KvCache {
+        &self.kv
+    }
+    pub fn kv_mut(&mut self) -> &mut KvCache {
+        &mut self.kv
+    }
+}
+
 impl Model {
     /// Upload `w` and allocate a KV cache of `ctx` tokens under `spec`,
     /// after checking that they fit the device's memory where it is known;
@@ -272,6 +290,26 @@ impl Model {
         // Return the last staging copies of the queued writes.
         m.gpu.flush();
         Ok(m)
+    }
+
+    /// An empty cache of `ctx` tokens under `spec` for this model, after the
+    /// checks `load` makes of its attention shapes against the adapter.
+    pub fn new_cache(&self, spec: KvSpec, ctx: usize) -> Result<CacheSlot> {
+        if ctx == 0 || ctx > self.cfg.max_seq {
+            return Err(Error::msg(format!("a context of {ctx} tokens is outside 1..={} (the model's context length)", self.cfg.max_seq)));
+        }
+        crate::kv::attn_shape(&self.cfg, KvCache::slots(&spec, ctx)?).check(&self.gpu)?;
+        let g = self.gpu.clone();
+        let kv = memory::scoped(&g, "allocating a KV cache", || KvCache::new(&self.gpu, &self.cfg, ctx, spec))?;
+        crate::kv::attn_shape(&self.cfg, kv.capacity).check(&self.gpu)?;
+        Ok(CacheSlot { kv, plans: HashMap::new(), plans_generation: 0 })
+    }
+
+    /// Exchange the model's cache (and the plans recorded for it) with `slot`'s.
+    pub fn swap_cache(&mut self, slot: &mut CacheSlot) {
+        std::mem::swap(&mut self.kv, &mut slot.kv);
+        std::mem::swap(&mut self.plans, &mut slot.plans);
+        std::mem::swap(&mut self.plans_generation, &mut slot.plans_generation);
     }
 
     /// Weight buffers on the GPU: one per matrix, more where a matrix

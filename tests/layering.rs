@@ -29,7 +29,8 @@
 //! | 9 | `memory`, `profile` | device budget and error scopes; per-kernel timing |
 //! | 10 | `model` | the forward |
 //! | 11 | `generate`, `measure` | loops and reports over a `Model` |
-//! | 12 | `cli` | everything below |
+//! | 12 | `serve` | the OpenAI-compatible HTTP server over `model` and `generate` |
+//! | 13 | `cli` | everything below |
 //!
 //! On top of the table: nothing outside `src/reference/` may import
 //! `reference` (its module doc: "never by the GPU path"), whatever its layer.
@@ -53,6 +54,7 @@ const LAYERS: &[&[&str]] = &[
     &["memory", "profile"],
     &["model"],
     &["generate", "measure"],
+    &["serve"],
     &["cli"],
 ];
 

@@ -10,6 +10,7 @@ pub mod models;
 pub mod passkey;
 pub mod sampling;
 pub mod saved;
+pub mod serve;
 pub mod soak;
 pub mod tokenize;
 
@@ -65,6 +66,8 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Generate text from one prompt.
     Generate(generate::GenerateArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat, completions, streaming, metrics).
+    Serve(serve::ServeArgs),
     /// Show the token ids of a text.
     Tokenize {
         text: String,
@@ -121,6 +124,7 @@ impl Command {
         match self {
             Command::Chat(_) => "chat",
             Command::Generate(_) => "generate",
+            Command::Serve(_) => "serve",
             Command::Tokenize { .. } => "tokenize",
             Command::Eval(eval::EvalCommand::PplPlot { .. }) => "eval ppl-plot",
             Command::Eval(eval::EvalCommand::Passkey(_)) => "eval passkey --compare",
@@ -156,6 +160,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Chat(a) => chat::run(g, a),
         Command::Generate(a) => generate::run(g, a),
+        Command::Serve(a) => serve::run(g, a),
         Command::Tokenize { text, json } => tokenize::run(g, &text, json),
         Command::Eval(c) => eval::run(g, c),
         Command::Bench(a) => bench::run(g, a),

@@ -324,6 +324,27 @@ impl KvCache {
         self.evicted = 0;
     }
 
+    /// Whether `truncate` can cut this cache: every token in a plain slot at its position.
+    pub fn can_truncate(&self) -> bool {
+        matches!(self.storage, Storage::Dense(_))
+            && matches!(self.eviction, Eviction::Keep)
+            && matches!(self.selection, Selection::None)
+            && self.local.is_none()
+            && self.evicted == 0
+    }
+
+    /// Keep only the first `n` tokens, where the cache holds every token at
+    /// its position in plain slots (dense storage, no eviction, no page
+    /// metadata, no window): true when it did, false when it cannot.
+    pub fn truncate(&mut self, n: usize) -> bool {
+        if !self.can_truncate() || n > self.len {
+            return false;
+        }
+        self.len = n;
+        self.pos = n;
+        true
+    }
+
     /// The dense slots' attention shape.
     pub fn attn(&self) -> AttnShape {
         self.storage.slots().shape

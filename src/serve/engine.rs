@@ -1,0 +1,316 @@
+//! The thread that owns the model: takes requests from a bounded queue,
+//! gives each a KV cache (a cached conversation it extends, or a new one
+//! within `--kv-memory`), runs up to `--parallel` of them a token at a time
+//! in turn, streams their text back, and keeps their caches afterwards.
+
+use super::api::ApiError;
+use super::conversations::{Room, Slot, Store};
+use super::metrics::{ConversationInfo, Metrics};
+use crate::generate::{StopText, choose};
+use crate::kv::KvSpec;
+use crate::model::{CacheSlot, Model};
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One request, checked and tokenized by its handler.
+pub struct Job {
+    pub ids: Vec<u32>,
+    /// Most tokens to generate (the prompt plus these fit the context).
+    pub max_new: usize,
+    pub sampling: SamplerConfig,
+    pub stop: Vec<String>,
+    pub kv: KvSpec,
+    /// Bytes a cache under `kv` takes (what `--kv-memory` counts).
+    pub kv_bytes: u64,
+    pub events: UnboundedSender<Event>,
+}
+
+/// What the engine sends back for a job: text as it comes, then one `Done` or `Error`.
+#[derive(Debug)]
+pub enum Event {
+    Text(String),
+    Done(Done),
+    Error(ApiError),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Done {
+    /// OpenAI's `finish_reason`: `stop` or `length`.
+    pub finish: &'static str,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens found in a cached conversation.
+    pub cached_tokens: usize,
+}
+
+impl Slot for CacheSlot {
+    fn can_truncate(&self) -> bool {
+        self.kv().can_truncate()
+    }
+    fn truncate(&mut self, n: usize) {
+        self.kv_mut().truncate(n);
+    }
+}
+
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Arc<Tokenizer>,
+    pub ctx: usize,
+    pub limit: u64,
+    pub parallel: usize,
+    pub metrics: Arc<Metrics>,
+    store: Store<CacheSlot>,
+    eog: Vec<u32>,
+    next_id: u64,
+}
+
+/// A request generating now.
+struct Active {
+    id: u64,
+    kv: String,
+    bytes: u64,
+    slot: CacheSlot,
+    /// Ids in the cache.
+    fed: Vec<u32>,
+    /// Ids to run next (the prompt's new part, then each sampled token).
+    next: Vec<u32>,
+    sampler: Sampler,
+    dec: StreamDecoder,
+    cut: StopText,
+    produced: usize,
+    max_new: usize,
+    prompt_tokens: usize,
+    cached: usize,
+    events: UnboundedSender<Event>,
+}
+
+enum Admit {
+    Started(Box<Active>),
+    /// Its cache does not fit beside those in use: it waits for one to finish.
+    Wait(Job),
+    Refused,
+}
+
+enum Step {
+    Running,
+    Finished(&'static str),
+    Cancelled,
+    Failed,
+}
+
+impl Engine {
+    /// `slot`: the cache the model was loaded with, kept as the first (empty) conversation.
+    pub fn new(model: Model, tokenizer: Arc<Tokenizer>, ctx: usize, limit: u64, parallel: usize, metrics: Arc<Metrics>) -> crate::Result<Engine> {
+        let eog = tokenizer.eog_ids();
+        let mut e = Engine { model, tokenizer, ctx, limit, parallel, metrics, store: Store::default(), eog, next_id: 1 };
+        // The model keeps a one-token placeholder; its loaded cache becomes a conversation slot.
+        let mut loaded = e.model.new_cache(KvSpec::full(), 1)?;
+        e.model.swap_cache(&mut loaded);
+        let (kv, bytes) = (loaded.kv().spec.to_string(), e.bytes_of(&loaded.kv().spec));
+        if bytes <= limit {
+            e.store.put(0, loaded, Vec::new(), kv, bytes);
+        }
+        Ok(e)
+    }
+
+    fn bytes_of(&self, spec: &KvSpec) -> u64 {
+        super::cache_bytes(&self.model.cfg, &self.model.gpu.caps, spec, self.ctx).unwrap_or(u64::MAX)
+    }
+
+    /// Serve jobs until every sender is gone.
+    pub fn run(mut self, jobs: Receiver<Job>) {
+        let mut active: Vec<Box<Active>> = Vec::new();
+        let mut waiting: Option<Job> = None;
+        loop {
+            while active.len() < self.parallel {
+                let job = match waiting.take() {
+                    Some(j) => j,
+                    None if active.is_empty() => match jobs.recv() {
+                        Ok(j) => j,
+                        Err(_) => return,
+                    },
+                    None => match jobs.try_recv() {
+                        Ok(j) => j,
+                        Err(_) => break,
+                    },
+                };
+                self.metrics.queue_depth.fetch_sub(1, Relaxed);
+                let in_use = active.iter().map(|a| a.bytes).sum();
+                match self.admit(job, in_use, active.is_empty()) {
+                    Admit::Started(a) => active.push(a),
+                    Admit::Wait(j) => {
+                        self.metrics.queue_depth.fetch_add(1, Relaxed);
+                        waiting = Some(j);
+                        break;
+                    }
+                    Admit::Refused => {}
+                }
+            }
+            self.publish(&active);
+            let t = Instant::now();
+            let mut decoded = 0;
+            let mut i = 0;
+            while i < active.len() {
+                let step = self.step(&mut active[i]);
+                decoded += usize::from(!matches!(step, Step::Cancelled));
+                match step {
+                    Step::Running => i += 1,
+                    end => {
+                        let a = active.swap_remove(i);
+                        self.finish(*a, end);
+                    }
+                }
+            }
+            if decoded > 0 {
+                self.metrics.record_round(t, decoded);
+            }
+            self.publish(&active);
+        }
+    }
+
+    /// A cache for `job`: the cached conversation it extends, else a new
+    /// one where `--kv-memory` has room once idle conversations are dropped.
+    fn admit(&mut self, job: Job, in_use: u64, alone: bool) -> Admit {
+        if job.events.is_closed() {
+            Metrics::add(&self.metrics.cancelled, 1);
+            return Admit::Refused;
+        }
+        let kv = job.kv.to_string();
+        let (id, slot, cached) = match self.store.take_prefix(&kv, &job.ids) {
+            Some((e, n)) => {
+                Metrics::add(&self.metrics.cache_hits, 1);
+                (e.id, e.slot, n)
+            }
+            None => {
+                let room = match self.store.take_empty(&kv) {
+                    Some(entry) => Room::Reuse { entry, evicted: 0 },
+                    None => self.store.make_room(&kv, job.kv_bytes, in_use, self.limit),
+                };
+                let slot = match room {
+                    Room::Full if alone => {
+                        let msg = format!("a KV cache under '{kv}' needs {} bytes; --kv-memory is {}", job.kv_bytes, self.limit);
+                        let _ = job.events.send(Event::Error(ApiError::invalid("kv", msg)));
+                        return Admit::Refused;
+                    }
+                    Room::Full => return Admit::Wait(job),
+                    Room::Reuse { mut entry, evicted } => {
+                        // An empty cache was no conversation: reusing it evicts nothing.
+                        Metrics::add(&self.metrics.evictions, evicted as u64 + u64::from(!entry.ids.is_empty()));
+                        entry.slot.kv_mut().reset(&self.model.gpu);
+                        entry.slot
+                    }
+                    Room::Fits { evicted } => {
+                        Metrics::add(&self.metrics.evictions, evicted as u64);
+                        match self.model.new_cache(job.kv.clone(), self.ctx) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                let _ = job.events.send(Event::Error(ApiError::invalid("kv", format!("cannot make a KV cache under '{kv}': {e}"))));
+                                return Admit::Refused;
+                            }
+                        }
+                    }
+                };
+                Metrics::add(&self.metrics.cache_misses, 1);
+                self.next_id += 1;
+                (self.next_id - 1, slot, 0)
+            }
+        };
+        let sampler = Sampler::new(job.sampling);
+        Admit::Started(Box::new(Active {
+            id,
+            kv,
+            bytes: job.kv_bytes,
+            slot,
+            fed: job.ids[..cached].to_vec(),
+            next: job.ids[cached..].to_vec(),
+            sampler,
+            dec: StreamDecoder::new(),
+            cut: StopText::new(&job.stop),
+            produced: 0,
+            max_new: job.max_new,
+            prompt_tokens: job.ids.len(),
+            cached,
+            events: job.events,
+        }))
+    }
+
+    /// Run `a`'s pending tokens (its prompt, or its last token) and take the next one.
+    fn step(&mut self, a: &mut Active) -> Step {
+        if a.events.is_closed() {
+            return Step::Cancelled;
+        }
+        let input = std::mem::take(&mut a.next);
+        let prefill = a.produced == 0;
+        let t = Instant::now();
+        self.model.swap_cache(&mut a.slot);
+        let chosen = choose(&mut self.model, &mut a.sampler, &input);
+        self.model.swap_cache(&mut a.slot);
+        let micros = t.elapsed().as_micros() as u64;
+        let m = &self.metrics;
+        Metrics::add(if prefill { &m.prefill_seconds_micros } else { &m.decode_seconds_micros }, micros);
+        Metrics::add(&m.decode_steps, u64::from(!prefill));
+        let id = match chosen {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = a.events.send(Event::Error(ApiError::internal(format!("the forward pass failed: {e}"))));
+                return Step::Failed;
+            }
+        };
+        a.fed.extend_from_slice(&input);
+        if self.eog.contains(&id) {
+            return Step::Finished("stop");
+        }
+        a.sampler.accept(id);
+        a.produced += 1;
+        let text = a.cut.push(&a.dec.push(&self.tokenizer, id));
+        if !text.is_empty() && a.events.send(Event::Text(text)).is_err() {
+            return Step::Cancelled;
+        }
+        if a.cut.matched {
+            return Step::Finished("stop");
+        }
+        if a.produced >= a.max_new || a.fed.len() + 1 > self.ctx || a.slot.kv().room() == Some(0) {
+            return Step::Finished("length");
+        }
+        a.next = vec![id];
+        Step::Running
+    }
+
+    /// Send `a`'s last text and its usage, and keep its cache as a conversation.
+    fn finish(&mut self, mut a: Active, end: Step) {
+        let m = &self.metrics;
+        match end {
+            Step::Finished(reason) => {
+                let tail = a.cut.finish(&a.dec.finish());
+                if !tail.is_empty() {
+                    let _ = a.events.send(Event::Text(tail));
+                }
+                let done = Done { finish: reason, prompt_tokens: a.prompt_tokens, completion_tokens: a.produced, cached_tokens: a.cached };
+                let _ = a.events.send(Event::Done(done));
+            }
+            Step::Cancelled => Metrics::add(&m.cancelled, 1),
+            Step::Failed | Step::Running => {
+                // The cache may hold part of a call: it starts again empty.
+                a.slot.kv_mut().reset(&self.model.gpu);
+                a.fed.clear();
+            }
+        }
+        Metrics::add(&m.prompt_tokens, a.prompt_tokens as u64);
+        Metrics::add(&m.cached_tokens, a.cached as u64);
+        Metrics::add(&m.completion_tokens, a.produced as u64);
+        self.store.put(a.id, a.slot, a.fed, a.kv, a.bytes);
+    }
+
+    /// The conversations for `/metrics`.
+    fn publish(&self, active: &[Box<Active>]) {
+        let idle = self.store.entries().map(|e| ConversationInfo { id: e.id, kv: e.kv.clone(), bytes: e.bytes, tokens: e.ids.len(), active: false });
+        let busy = active.iter().map(|a| ConversationInfo { id: a.id, kv: a.kv.clone(), bytes: a.bytes, tokens: a.fed.len(), active: true });
+        self.metrics.set_conversations(idle.chain(busy).collect());
+        self.metrics.active.store(active.len() as u64, Relaxed);
+    }
+}
