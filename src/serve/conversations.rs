@@ -1,7 +1,7 @@
 //! Cached conversations: KV caches kept after their requests, found again
 //! by the longest shared prefix of token ids (a request that extends an
 //! earlier one prefills only its new tokens), dropped least recently used
-//! first when a new cache needs their memory.
+//! first when a new cache needs their memory (the engine decides how many).
 
 /// What the store needs of a cache: whether it can be cut back to a prefix.
 pub trait Slot {
@@ -24,16 +24,6 @@ pub struct Entry<S> {
 pub struct Store<S> {
     entries: Vec<Entry<S>>,
     clock: u64,
-}
-
-/// What `make_room` found.
-pub enum Room<S> {
-    /// The new cache fits after dropping `evicted` conversations.
-    Fits { evicted: usize },
-    /// A dropped conversation had the same policy: its cache is reused (it still holds its tokens).
-    Reuse { entry: Entry<S>, evicted: usize },
-    /// Not even with every cached conversation dropped: the caches in use hold the rest.
-    Full,
 }
 
 impl<S> Default for Store<S> {
@@ -61,14 +51,17 @@ impl<S: Slot> Store<S> {
     /// The conversation under policy `kv` that shares the longest usable
     /// prefix with `ids`, taken out of the store and cut to that prefix,
     /// with its length. Usable: its whole cache when `ids` extends it, else
-    /// the shared part where the cache can be cut back; always leaving at
-    /// least one token of `ids` to run.
+    /// the shared part where the cache can be cut back and it is at least
+    /// half of the cache; always leaving at least one token of `ids` to run.
     pub fn take_prefix(&mut self, kv: &str, ids: &[u32]) -> Option<(Entry<S>, usize)> {
         let usable = |e: &Entry<S>| {
             let common = e.ids.iter().zip(ids).take_while(|(a, b)| a == b).count();
             match common == e.ids.len() && common < ids.len() {
                 true => common,
-                false if e.slot.can_truncate() => common.min(ids.len().saturating_sub(1)),
+                // Cut back only a conversation mostly shared (as llama-server's
+                // slot similarity of 0.5): a stranger sharing a few tokens must
+                // not take over a cache worth more to its own conversation.
+                false if e.slot.can_truncate() && 2 * common >= e.ids.len() => common.min(ids.len().saturating_sub(1)),
                 false => 0,
             }
         };
@@ -91,20 +84,10 @@ impl<S: Slot> Store<S> {
         Some(self.entries.swap_remove(i))
     }
 
-    /// Room for a new cache of `need` bytes under policy `kv`, besides
-    /// `in_use` bytes of caches generating now, within `limit`: the least
-    /// recently used conversations are dropped until it fits.
-    pub fn make_room(&mut self, kv: &str, need: u64, in_use: u64, limit: u64) -> Room<S> {
-        let mut evicted = 0;
-        while self.resident() + in_use + need > limit {
-            let Some(i) = (0..self.entries.len()).min_by_key(|&i| self.entries[i].used) else { return Room::Full };
-            let e = self.entries.swap_remove(i);
-            if e.kv == kv && e.bytes == need {
-                return Room::Reuse { entry: e, evicted };
-            }
-            evicted += 1;
-        }
-        Room::Fits { evicted }
+    /// Drop the least recently used conversation, returning it.
+    pub fn evict_lru(&mut self) -> Option<Entry<S>> {
+        let i = (0..self.entries.len()).min_by_key(|&i| self.entries[i].used)?;
+        Some(self.entries.swap_remove(i))
     }
 }
 
@@ -158,20 +141,19 @@ mod tests {
         let mut s = store(&[(&[1, 2, 3], "full", false)]);
         assert!(s.take_prefix("full", &[1, 2, 3]).is_none(), "nothing would be left to run");
         assert!(store(&[(&[5], "full", true)]).take_prefix("full", &[1]).is_none());
+        assert!(store(&[(&[1, 2, 7, 8, 9], "full", true)]).take_prefix("full", &[1, 2, 3]).is_none(), "less than half is shared");
     }
 
     #[test]
-    fn room_is_made_least_recently_used_first() {
+    fn the_least_recently_used_goes_first() {
         let mut s = store(&[(&[1], "a", false), (&[2], "b", false), (&[3], "c", false)]);
-        // 300 resident + 50 in use + 100 new within 400: one goes, the oldest.
-        assert!(matches!(s.make_room("d", 100, 50, 400), Room::Fits { evicted: 1 }));
-        assert_eq!(s.entries().map(|e| e.id).collect::<Vec<_>>(), vec![2, 1]);
-        // A dropped conversation of the same policy and size lends its cache.
-        match s.make_room("b", 100, 150, 400) {
-            Room::Reuse { entry, evicted: 0 } => assert_eq!(entry.id, 1),
-            _ => panic!("expected the least recent conversation's cache to be reused"),
-        }
-        assert!(matches!(s.make_room("x", 100, 350, 400), Room::Full));
+        let (e, _) = s.take_prefix("b", &[2, 5]).unwrap();
+        s.put(e.id, e.slot, e.ids, e.kv, e.bytes);
+        let order: Vec<u64> = std::iter::from_fn(|| s.evict_lru().map(|e| e.id)).collect();
+        assert_eq!(order, vec![0, 2, 1], "b was used last");
         assert_eq!(s.resident(), 0);
+        assert!(s.take_empty("a").is_none());
+        let mut s = store(&[(&[], "a", false), (&[1], "a", false)]);
+        assert_eq!(s.take_empty("a").map(|e| e.id), Some(0));
     }
 }

@@ -4,10 +4,11 @@
 //! in turn, streams their text back, and keeps their caches afterwards.
 
 use super::api::ApiError;
-use super::conversations::{Room, Slot, Store};
+use super::conversations::{Entry, Slot, Store};
 use super::metrics::{ConversationInfo, Metrics};
 use crate::generate::{StopText, choose};
 use crate::kv::KvSpec;
+use crate::kv::snapshot::KvState;
 use crate::model::{CacheSlot, Model};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -48,13 +49,44 @@ pub struct Done {
     pub cached_tokens: usize,
 }
 
-impl Slot for CacheSlot {
+/// A conversation's cache between requests: on the GPU, or parked in host
+/// memory as its kept rows only (`KvCache::save`), which is what an
+/// eviction policy's smaller cache is worth: a parked cache takes the bytes
+/// of the tokens it keeps, not of the context its GPU cache is sized for.
+pub enum Cache {
+    Gpu(CacheSlot),
+    Host {
+        state: KvState,
+        data: Vec<u8>,
+        /// Whether the restored cache can be cut back (see `KvCache::can_truncate`).
+        truncatable: bool,
+        /// Tokens to keep once restored, where the store cut it.
+        cut: Option<usize>,
+    },
+}
+
+impl Slot for Cache {
     fn can_truncate(&self) -> bool {
-        self.kv().can_truncate()
+        match self {
+            Cache::Gpu(s) => s.kv().can_truncate(),
+            Cache::Host { truncatable, .. } => *truncatable,
+        }
     }
     fn truncate(&mut self, n: usize) {
-        self.kv_mut().truncate(n);
+        match self {
+            Cache::Gpu(s) => {
+                s.kv_mut().truncate(n);
+            }
+            Cache::Host { cut, .. } => *cut = Some(n),
+        }
     }
+}
+
+/// A GPU cache no conversation holds, kept to be reused.
+struct Free {
+    kv: String,
+    bytes: u64,
+    slot: CacheSlot,
 }
 
 pub struct Engine {
@@ -64,7 +96,8 @@ pub struct Engine {
     pub limit: u64,
     pub parallel: usize,
     pub metrics: Arc<Metrics>,
-    store: Store<CacheSlot>,
+    store: Store<Cache>,
+    free: Vec<Free>,
     eog: Vec<u32>,
     next_id: u64,
 }
@@ -107,13 +140,13 @@ impl Engine {
     /// `slot`: the cache the model was loaded with, kept as the first (empty) conversation.
     pub fn new(model: Model, tokenizer: Arc<Tokenizer>, ctx: usize, limit: u64, parallel: usize, metrics: Arc<Metrics>) -> crate::Result<Engine> {
         let eog = tokenizer.eog_ids();
-        let mut e = Engine { model, tokenizer, ctx, limit, parallel, metrics, store: Store::default(), eog, next_id: 1 };
-        // The model keeps a one-token placeholder; its loaded cache becomes a conversation slot.
+        let mut e = Engine { model, tokenizer, ctx, limit, parallel, metrics, store: Store::default(), free: Vec::new(), eog, next_id: 1 };
+        // The model keeps a one-token placeholder; the cache it was loaded with is the first free one.
         let mut loaded = e.model.new_cache(KvSpec::full(), 1)?;
         e.model.swap_cache(&mut loaded);
         let (kv, bytes) = (loaded.kv().spec.to_string(), e.bytes_of(&loaded.kv().spec));
         if bytes <= limit {
-            e.store.put(0, loaded, Vec::new(), kv, bytes);
+            e.free.push(Free { kv, bytes, slot: loaded });
         }
         Ok(e)
     }
@@ -163,6 +196,7 @@ impl Engine {
                     end => {
                         let a = active.swap_remove(i);
                         self.finish(*a, end);
+                        self.fit(active.iter().map(|a| a.bytes).sum());
                     }
                 }
             }
@@ -173,8 +207,40 @@ impl Engine {
         }
     }
 
-    /// A cache for `job`: the cached conversation it extends, else a new
-    /// one where `--kv-memory` has room once idle conversations are dropped.
+    /// Bytes held by cached conversations and free GPU caches (not those generating).
+    fn idle_bytes(&self) -> u64 {
+        self.store.resident() + self.free.iter().map(|f| f.bytes).sum::<u64>()
+    }
+
+    /// A GPU cache under `spec` (`kv` its text) of `need` bytes, besides
+    /// `in_use` bytes generating: a free one, else a new one once
+    /// `--kv-memory` has room, made by dropping free caches, then the least
+    /// recently used conversations. None when the caches in use hold the rest.
+    fn gpu_cache(&mut self, spec: &KvSpec, kv: &str, need: u64, in_use: u64) -> crate::Result<Option<CacheSlot>> {
+        if let Some(i) = self.free.iter().position(|f| f.kv == kv) {
+            return Ok(Some(self.free.swap_remove(i).slot));
+        }
+        while self.idle_bytes() + in_use + need > self.limit {
+            if !self.free.is_empty() {
+                self.free.remove(0);
+                continue;
+            }
+            match self.store.evict_lru() {
+                Some(e) => {
+                    Metrics::add(&self.metrics.evictions, 1);
+                    if let (Cache::Gpu(mut slot), true) = (e.slot, e.kv == kv) {
+                        slot.kv_mut().reset(&self.model.gpu);
+                        return Ok(Some(slot));
+                    }
+                }
+                None => return Ok(None),
+            }
+        }
+        self.model.new_cache(spec.clone(), self.ctx).map(Some)
+    }
+
+    /// A cache for `job`: the cached conversation it extends (restored to
+    /// the GPU if it was parked), else an empty one.
     fn admit(&mut self, job: Job, in_use: u64, alone: bool) -> Admit {
         if job.events.is_closed() {
             Metrics::add(&self.metrics.cancelled, 1);
@@ -182,44 +248,55 @@ impl Engine {
         }
         let kv = job.kv.to_string();
         let (id, slot, cached) = match self.store.take_prefix(&kv, &job.ids) {
-            Some((e, n)) => {
+            Some((Entry { id, slot: Cache::Gpu(slot), .. }, n)) => {
                 Metrics::add(&self.metrics.cache_hits, 1);
-                (e.id, e.slot, n)
+                (id, slot, n)
             }
-            None => {
-                let room = match self.store.take_empty(&kv) {
-                    Some(entry) => Room::Reuse { entry, evicted: 0 },
-                    None => self.store.make_room(&kv, job.kv_bytes, in_use, self.limit),
-                };
-                let slot = match room {
-                    Room::Full if alone => {
+            found => {
+                let parked = found.as_ref().map_or(0, |(e, _)| e.bytes);
+                let slot = match self.gpu_cache(&job.kv, &kv, job.kv_bytes, in_use + parked) {
+                    Ok(Some(slot)) => slot,
+                    Ok(None) if !alone => {
+                        if let Some((e, _)) = found {
+                            self.store.put(e.id, e.slot, e.ids, e.kv, e.bytes);
+                        }
+                        return Admit::Wait(job);
+                    }
+                    Ok(None) => {
                         let msg = format!("a KV cache under '{kv}' needs {} bytes; --kv-memory is {}", job.kv_bytes, self.limit);
                         let _ = job.events.send(Event::Error(ApiError::invalid("kv", msg)));
                         return Admit::Refused;
                     }
-                    Room::Full => return Admit::Wait(job),
-                    Room::Reuse { mut entry, evicted } => {
-                        // An empty cache was no conversation: reusing it evicts nothing.
-                        Metrics::add(&self.metrics.evictions, evicted as u64 + u64::from(!entry.ids.is_empty()));
-                        entry.slot.kv_mut().reset(&self.model.gpu);
-                        entry.slot
-                    }
-                    Room::Fits { evicted } => {
-                        Metrics::add(&self.metrics.evictions, evicted as u64);
-                        match self.model.new_cache(job.kv.clone(), self.ctx) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                let _ = job.events.send(Event::Error(ApiError::invalid("kv", format!("cannot make a KV cache under '{kv}': {e}"))));
-                                return Admit::Refused;
-                            }
-                        }
+                    Err(e) => {
+                        let _ = job.events.send(Event::Error(ApiError::invalid("kv", format!("cannot make a KV cache under '{kv}': {e}"))));
+                        return Admit::Refused;
                     }
                 };
-                Metrics::add(&self.metrics.cache_misses, 1);
-                self.next_id += 1;
-                (self.next_id - 1, slot, 0)
+                let Some((e, n)) = found else {
+                    Metrics::add(&self.metrics.cache_misses, 1);
+                    self.next_id += 1;
+                    return self.start(job, self.next_id - 1, slot, 0, kv);
+                };
+                match self.unpark(e.slot, slot) {
+                    Ok(slot) => {
+                        Metrics::add(&self.metrics.cache_hits, 1);
+                        (e.id, slot, n)
+                    }
+                    Err((slot, err)) => {
+                        // A parked cache that does not come back is dropped; the request starts afresh.
+                        eprintln!("wgkv serve: a parked conversation could not be restored ({err}); prefilling it again");
+                        Metrics::add(&self.metrics.cache_misses, 1);
+                        self.next_id += 1;
+                        (self.next_id - 1, slot, 0)
+                    }
+                }
             }
         };
+        self.start(job, id, slot, cached, kv)
+    }
+
+    /// `job` running in `slot`, whose first `cached` tokens are its prompt's.
+    fn start(&self, job: Job, id: u64, slot: CacheSlot, cached: usize, kv: String) -> Admit {
         let sampler = Sampler::new(job.sampling);
         Admit::Started(Box::new(Active {
             id,
@@ -237,6 +314,33 @@ impl Engine {
             cached,
             events: job.events,
         }))
+    }
+
+    /// Within `--kv-memory` beside `in_use` bytes generating: least recently
+    /// used conversations dropped first, then free GPU caches.
+    fn fit(&mut self, in_use: u64) {
+        while self.idle_bytes() + in_use > self.limit {
+            if self.store.evict_lru().is_some() {
+                Metrics::add(&self.metrics.evictions, 1);
+            } else if self.free.pop().is_none() {
+                break;
+            }
+        }
+    }
+
+    /// A parked `cache` restored into the empty GPU cache `spare`.
+    fn unpark(&self, cache: Cache, mut spare: CacheSlot) -> std::result::Result<CacheSlot, (CacheSlot, crate::Error)> {
+        let Cache::Host { state, data, cut, .. } = cache else {
+            return Err((spare, crate::Error::msg("internal: a GPU cache is not parked")));
+        };
+        if let Err(e) = spare.kv_mut().restore(&self.model.gpu, &state, &data) {
+            spare.kv_mut().reset(&self.model.gpu);
+            return Err((spare, e));
+        }
+        if let Some(n) = cut {
+            spare.kv_mut().truncate(n);
+        }
+        Ok(spare)
     }
 
     /// Run `a`'s pending tokens (its prompt, or its last token) and take the next one.
@@ -303,14 +407,33 @@ impl Engine {
         Metrics::add(&m.prompt_tokens, a.prompt_tokens as u64);
         Metrics::add(&m.cached_tokens, a.cached as u64);
         Metrics::add(&m.completion_tokens, a.produced as u64);
-        self.store.put(a.id, a.slot, a.fed, a.kv, a.bytes);
+        if a.fed.is_empty() {
+            self.free.push(Free { kv: a.kv, bytes: a.bytes, slot: a.slot });
+            return;
+        }
+        // Parked in host memory where the policy allows: only its kept rows stay.
+        let kv = a.slot.kv();
+        let parked = match kv.can_save() {
+            true => kv.save(&self.model.gpu).map(|(state, data)| (state, data, kv.can_truncate())),
+            false => Err(crate::Error::msg("not saved")),
+        };
+        match parked {
+            Ok((state, data, truncatable)) => {
+                let bytes = data.len() as u64;
+                self.store.put(a.id, Cache::Host { state, data, truncatable, cut: None }, a.fed, a.kv.clone(), bytes);
+                a.slot.kv_mut().reset(&self.model.gpu);
+                self.free.push(Free { kv: a.kv, bytes: a.bytes, slot: a.slot });
+            }
+            Err(_) => self.store.put(a.id, Cache::Gpu(a.slot), a.fed, a.kv, a.bytes),
+        }
     }
 
     /// The conversations for `/metrics`.
     fn publish(&self, active: &[Box<Active>]) {
-        let idle = self.store.entries().map(|e| ConversationInfo { id: e.id, kv: e.kv.clone(), bytes: e.bytes, tokens: e.ids.len(), active: false });
-        let busy = active.iter().map(|a| ConversationInfo { id: a.id, kv: a.kv.clone(), bytes: a.bytes, tokens: a.fed.len(), active: true });
-        self.metrics.set_conversations(idle.chain(busy).collect());
+        let place = |c: &Cache| if matches!(c, Cache::Gpu(_)) { "gpu" } else { "host" };
+        let idle = self.store.entries().map(|e| ConversationInfo { id: e.id, kv: e.kv.clone(), bytes: e.bytes, tokens: e.ids.len(), place: place(&e.slot) });
+        let busy = active.iter().map(|a| ConversationInfo { id: a.id, kv: a.kv.clone(), bytes: a.bytes, tokens: a.fed.len(), place: "active" });
+        self.metrics.set_conversations(idle.chain(busy).collect(), self.free.iter().map(|f| f.bytes).sum());
         self.metrics.active.store(active.len() as u64, Relaxed);
     }
 }

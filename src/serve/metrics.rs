@@ -16,8 +16,9 @@ pub struct ConversationInfo {
     pub kv: String,
     pub bytes: u64,
     pub tokens: usize,
-    /// Generating now (its cache is in use), else idle in the store.
-    pub active: bool,
+    /// `active` (generating now), `gpu` (idle, its cache on the GPU) or
+    /// `host` (idle, parked in host memory as its kept rows).
+    pub place: &'static str,
 }
 
 #[derive(Default)]
@@ -43,6 +44,8 @@ pub struct Metrics {
     pub decode_seconds_micros: AtomicU64,
     pub decode_steps: AtomicU64,
     pub conversations: Mutex<Vec<ConversationInfo>>,
+    /// Bytes of GPU caches no conversation holds (kept for reuse).
+    pub free_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -70,10 +73,11 @@ impl Metrics {
         if span > 0.0 { tokens as f64 / span } else { 0.0 }
     }
 
-    pub fn set_conversations(&self, list: Vec<ConversationInfo>) {
+    pub fn set_conversations(&self, list: Vec<ConversationInfo>, free_bytes: u64) {
         if let Ok(mut c) = self.conversations.lock() {
             *c = list;
         }
+        self.free_bytes.store(free_bytes, Relaxed);
     }
 
     /// Prometheus text exposition (version 0.0.4).
@@ -107,12 +111,19 @@ impl Metrics {
             format!("{:.3}", self.rate()),
         );
         let convs = self.conversations.lock().map(|c| c.clone()).unwrap_or_default();
-        let resident: u64 = convs.iter().map(|c| c.bytes).sum();
-        metric("kv_bytes_resident", "gauge", "Bytes of every KV cache held (cached conversations and those generating).", resident.to_string());
+        let free = self.free_bytes.load(Relaxed);
+        let resident: u64 = convs.iter().map(|c| c.bytes).sum::<u64>() + free;
+        metric(
+            "kv_bytes_resident",
+            "gauge",
+            "Bytes of every KV cache held: conversations (generating, idle on the GPU, parked in host memory) and free GPU caches; what --kv-memory bounds.",
+            resident.to_string(),
+        );
+        metric("kv_bytes_free", "gauge", "Bytes of GPU caches no conversation holds, kept for reuse.", free.to_string());
         metric("conversations_cached", "gauge", "Conversations whose KV cache is held.", convs.len().to_string());
         let _ = writeln!(out, "# HELP wgkv_conversation_kv_bytes Bytes of one conversation's KV cache.\n# TYPE wgkv_conversation_kv_bytes gauge");
         for c in &convs {
-            let _ = writeln!(out, "wgkv_conversation_kv_bytes{{conversation=\"{}\",kv=\"{}\",active=\"{}\"}} {}", c.id, escape(&c.kv), c.active, c.bytes);
+            let _ = writeln!(out, "wgkv_conversation_kv_bytes{{conversation=\"{}\",kv=\"{}\",place=\"{}\"}} {}", c.id, escape(&c.kv), c.place, c.bytes);
         }
         let _ = writeln!(out, "# HELP wgkv_conversation_tokens Tokens in one conversation's KV cache.\n# TYPE wgkv_conversation_tokens gauge");
         for c in &convs {
@@ -137,13 +148,13 @@ mod tests {
         Metrics::add(&m.requests, 3);
         m.record_round(Instant::now() - Duration::from_secs(2), 25);
         m.record_round(Instant::now() - Duration::from_secs(60), 1000);
-        m.set_conversations(vec![ConversationInfo { id: 7, kv: "snapkv:budget=10%".into(), bytes: 1000, tokens: 42, active: false }]);
+        m.set_conversations(vec![ConversationInfo { id: 7, kv: "snapkv:budget=10%".into(), bytes: 1000, tokens: 42, place: "host" }], 24);
         let text = m.render();
         assert!(text.contains("wgkv_requests_total 3\n"));
         let rate: f64 = text.lines().find_map(|l| l.strip_prefix("wgkv_decode_tokens_per_second ")).unwrap().parse().unwrap();
         assert!((rate - 12.5).abs() < 0.5, "25 tokens in the last 2 s (the old round is out of the window): {rate}");
-        assert!(text.contains("wgkv_kv_bytes_resident 1000\n"));
-        assert!(text.contains("wgkv_conversation_kv_bytes{conversation=\"7\",kv=\"snapkv:budget=10%\",active=\"false\"} 1000\n"));
+        assert!(text.contains("wgkv_kv_bytes_resident 1024\n"));
+        assert!(text.contains("wgkv_conversation_kv_bytes{conversation=\"7\",kv=\"snapkv:budget=10%\",place=\"host\"} 1000\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} has a TYPE line");
