@@ -54,7 +54,7 @@ pub struct Done {
 /// eviction policy's smaller cache is worth: a parked cache takes the bytes
 /// of the tokens it keeps, not of the context its GPU cache is sized for.
 pub enum Cache {
-    Gpu(CacheSlot),
+    Gpu(Box<CacheSlot>),
     Host {
         state: KvState,
         data: Vec<u8>,
@@ -230,7 +230,7 @@ impl Engine {
                     Metrics::add(&self.metrics.evictions, 1);
                     if let (Cache::Gpu(mut slot), true) = (e.slot, e.kv == kv) {
                         slot.kv_mut().reset(&self.model.gpu);
-                        return Ok(Some(slot));
+                        return Ok(Some(*slot));
                     }
                 }
                 None => return Ok(None),
@@ -250,7 +250,7 @@ impl Engine {
         let (id, slot, cached) = match self.store.take_prefix(&kv, &job.ids) {
             Some((Entry { id, slot: Cache::Gpu(slot), .. }, n)) => {
                 Metrics::add(&self.metrics.cache_hits, 1);
-                (id, slot, n)
+                (id, *slot, n)
             }
             found => {
                 let parked = found.as_ref().map_or(0, |(e, _)| e.bytes);
@@ -424,7 +424,7 @@ impl Engine {
                 a.slot.kv_mut().reset(&self.model.gpu);
                 self.free.push(Free { kv: a.kv, bytes: a.bytes, slot: a.slot });
             }
-            Err(_) => self.store.put(a.id, Cache::Gpu(a.slot), a.fed, a.kv, a.bytes),
+            Err(_) => self.store.put(a.id, Cache::Gpu(Box::new(a.slot)), a.fed, a.kv, a.bytes),
         }
     }
 
