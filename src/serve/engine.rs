@@ -56,7 +56,7 @@ pub struct Done {
 pub enum Cache {
     Gpu(Box<CacheSlot>),
     Host {
-        state: KvState,
+        state: Box<KvState>,
         data: Vec<u8>,
         /// Whether the restored cache can be cut back (see `KvCache::can_truncate`).
         truncatable: bool,
@@ -420,7 +420,7 @@ impl Engine {
         match parked {
             Ok((state, data, truncatable)) => {
                 let bytes = data.len() as u64;
-                self.store.put(a.id, Cache::Host { state, data, truncatable, cut: None }, a.fed, a.kv.clone(), bytes);
+                self.store.put(a.id, Cache::Host { state: Box::new(state), data, truncatable, cut: None }, a.fed, a.kv.clone(), bytes);
                 a.slot.kv_mut().reset(&self.model.gpu);
                 self.free.push(Free { kv: a.kv, bytes: a.bytes, slot: a.slot });
             }
