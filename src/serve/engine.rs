@@ -277,12 +277,13 @@ impl Engine {
                     self.next_id += 1;
                     return self.start(job, self.next_id - 1, slot, 0, kv);
                 };
-                match self.unpark(e.slot, slot) {
-                    Ok(slot) => {
+                let mut slot = slot;
+                match self.unpark(e.slot, &mut slot) {
+                    Ok(()) => {
                         Metrics::add(&self.metrics.cache_hits, 1);
                         (e.id, slot, n)
                     }
-                    Err((slot, err)) => {
+                    Err(err) => {
                         // A parked cache that does not come back is dropped; the request starts afresh.
                         eprintln!("wgkv serve: a parked conversation could not be restored ({err}); prefilling it again");
                         Metrics::add(&self.metrics.cache_misses, 1);
@@ -328,19 +329,19 @@ impl Engine {
         }
     }
 
-    /// A parked `cache` restored into the empty GPU cache `spare`.
-    fn unpark(&self, cache: Cache, mut spare: CacheSlot) -> std::result::Result<CacheSlot, (CacheSlot, crate::Error)> {
+    /// A parked `cache` restored into the empty GPU cache `spare` (left empty if it fails).
+    fn unpark(&self, cache: Cache, spare: &mut CacheSlot) -> crate::Result<()> {
         let Cache::Host { state, data, cut, .. } = cache else {
-            return Err((spare, crate::Error::msg("internal: a GPU cache is not parked")));
+            return Err(crate::Error::msg("internal: a GPU cache is not parked"));
         };
         if let Err(e) = spare.kv_mut().restore(&self.model.gpu, &state, &data) {
             spare.kv_mut().reset(&self.model.gpu);
-            return Err((spare, e));
+            return Err(e);
         }
         if let Some(n) = cut {
             spare.kv_mut().truncate(n);
         }
-        Ok(spare)
+        Ok(())
     }
 
     /// Run `a`'s pending tokens (its prompt, or its last token) and take the next one.
