@@ -51,6 +51,12 @@ fn bad_sampling_flag_is_one_line() {
 }
 
 #[test]
+fn bad_serve_flags_are_one_line() {
+    assert_one_line_error(&wgkv_with_stdin(&["serve", "--parallel", "0"], None), "--parallel");
+    assert_one_line_error(&wgkv_with_stdin(&["serve", "--kv-memory", "lots"], None), "--kv-memory");
+}
+
+#[test]
 fn generate_json_and_tokenize_on_the_real_model() {
     let Some(model) = common::real_model() else { return };
     let m = model.to_str().unwrap();
