@@ -188,6 +188,7 @@ impl Engine {
             let t = Instant::now();
             let mut decoded = 0;
             let mut i = 0;
+            let mut answers = Vec::new();
             while i < active.len() {
                 let step = self.step(&mut active[i]);
                 decoded += usize::from(!matches!(step, Step::Cancelled));
@@ -195,7 +196,7 @@ impl Engine {
                     Step::Running => i += 1,
                     end => {
                         let a = active.swap_remove(i);
-                        self.finish(*a, end);
+                        answers.extend(self.finish(*a, end));
                         self.fit(active.iter().map(|a| a.bytes).sum());
                     }
                 }
@@ -204,6 +205,9 @@ impl Engine {
                 self.metrics.record_round(t, decoded);
             }
             self.publish(&active);
+            for (to, event) in answers {
+                let _ = to.send(event);
+            }
         }
     }
 
@@ -387,8 +391,12 @@ impl Engine {
     }
 
     /// Send `a`'s last text and its usage, and keep its cache as a conversation.
-    fn finish(&mut self, mut a: Active, end: Step) {
+    /// Returns where to send the last event, and the event: sent once the
+    /// engine's state (memory, `/metrics`) has caught up, so a client that
+    /// reads `/metrics` after its answer sees its request's effects.
+    fn finish(&mut self, mut a: Active, end: Step) -> Option<(UnboundedSender<Event>, Event)> {
         let m = &self.metrics;
+        let mut last = None;
         match end {
             Step::Finished(reason) => {
                 let tail = a.cut.finish(&a.dec.finish());
@@ -396,7 +404,7 @@ impl Engine {
                     let _ = a.events.send(Event::Text(tail));
                 }
                 let done = Done { finish: reason, prompt_tokens: a.prompt_tokens, completion_tokens: a.produced, cached_tokens: a.cached };
-                let _ = a.events.send(Event::Done(done));
+                last = Some((a.events.clone(), Event::Done(done)));
             }
             Step::Cancelled => Metrics::add(&m.cancelled, 1),
             Step::Failed | Step::Running => {
@@ -410,7 +418,7 @@ impl Engine {
         Metrics::add(&m.completion_tokens, a.produced as u64);
         if a.fed.is_empty() {
             self.free.push(Free { kv: a.kv, bytes: a.bytes, slot: a.slot });
-            return;
+            return last;
         }
         // Parked in host memory where the policy allows: only its kept rows stay.
         let kv = a.slot.kv();
@@ -427,6 +435,7 @@ impl Engine {
             }
             Err(_) => self.store.put(a.id, Cache::Gpu(Box::new(a.slot)), a.fed, a.kv, a.bytes),
         }
+        last
     }
 
     /// The conversations for `/metrics`.
