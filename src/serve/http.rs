@@ -233,7 +233,11 @@ async fn generation(s: &Arc<Shared>, headers: &HeaderMap, body: Body, kind: Kind
     authorize(s, headers)?;
     Metrics::add(&s.metrics.requests, 1);
     let bytes = read_body(headers, body).await?;
-    let r = check(s, &bytes, kind)?;
+    // Rendering and tokenizing a long prompt takes a while: off the async workers.
+    let shared = s.clone();
+    let r = tokio::task::spawn_blocking(move || check(&shared, &bytes, kind))
+        .await
+        .map_err(|e| ApiError::internal(format!("the request check stopped: {e}")))??;
     let mut events = enqueue(s, &r)?;
     let shape = Shape {
         kind,
