@@ -248,14 +248,7 @@ impl Model {
         let weight_type = types.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
         let output_norm = vector(&name(Role::OutputNorm, None))?;
         let rope_factors = w.rope_factors()?;
-        let shape = crate::kv::attn_shape(&cfg, KvCache::slots(&spec, ctx)?);
-        shape.check(&gpu)?;
-        let kv = KvCache::new(&gpu, &cfg, ctx, spec)?;
-        // Prefill attends the whole context: under Mustafar a dense scratch of it.
-        let dense = crate::kv::attn_shape(&cfg, kv.capacity);
-        if dense != shape {
-            dense.check(&gpu)?;
-        }
+        let kv = checked_cache(&gpu, &cfg, ctx, spec)?;
         let step = gpu.uniform("step", bytemuck::bytes_of(&Step::default()));
         let [last, logits, best, topk, readback] = memory::readouts(&cfg, sample::topk_words(TOPK as u32));
         let last = gpu.activations(last.0, last.1);
@@ -298,10 +291,7 @@ impl Model {
         if ctx == 0 || ctx > self.cfg.max_seq {
             return Err(Error::msg(format!("a context of {ctx} tokens is outside 1..={} (the model's context length)", self.cfg.max_seq)));
         }
-        crate::kv::attn_shape(&self.cfg, KvCache::slots(&spec, ctx)?).check(&self.gpu)?;
-        let g = self.gpu.clone();
-        let kv = memory::scoped(&g, "allocating a KV cache", || KvCache::new(&self.gpu, &self.cfg, ctx, spec))?;
-        crate::kv::attn_shape(&self.cfg, kv.capacity).check(&self.gpu)?;
+        let kv = memory::scoped(&self.gpu, "allocating a KV cache", || checked_cache(&self.gpu, &self.cfg, ctx, spec))?;
         Ok(CacheSlot { kv, plans: HashMap::new(), plans_generation: 0 })
     }
 
@@ -575,6 +565,20 @@ impl Model {
             topk: sample::topk(g, &self.logits, &self.topk, vocab, TOPK as u32)?,
         })
     }
+}
+
+/// A KV cache of `ctx` tokens under `spec`, once the attention shapes it
+/// needs pass the adapter's limits: its slots', and the prefill's over the
+/// whole context (under Mustafar a dense scratch of it).
+fn checked_cache(gpu: &Gpu, cfg: &ModelConfig, ctx: usize, spec: KvSpec) -> Result<KvCache> {
+    let shape = crate::kv::attn_shape(cfg, KvCache::slots(&spec, ctx)?);
+    shape.check(gpu)?;
+    let kv = KvCache::new(gpu, cfg, ctx, spec)?;
+    let dense = crate::kv::attn_shape(cfg, kv.capacity);
+    if dense != shape {
+        dense.check(gpu)?;
+    }
+    Ok(kv)
 }
 
 /// Activations for up to `n` tokens.

@@ -32,9 +32,8 @@ pub struct ServeArgs {
 }
 
 pub fn run(global: &super::Global, a: ServeArgs) -> Result<()> {
-    if a.parallel == 0 || a.queue == 0 {
-        return Err(crate::Error::msg("--parallel and --queue must be at least 1"));
-    }
+    // Before the model loads, not after.
+    crate::serve::check_counts(a.parallel, a.queue)?;
     let l = load_with(global, &a.run, &a.template)?;
     // A model by name is served under that name, a file under its file name.
     let model_id = match &global.model {

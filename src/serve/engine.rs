@@ -137,7 +137,7 @@ enum Step {
 }
 
 impl Engine {
-    /// `slot`: the cache the model was loaded with, kept as the first (empty) conversation.
+    /// The engine of `model`, whose loaded cache becomes the first free GPU cache.
     pub fn new(model: Model, tokenizer: Arc<Tokenizer>, ctx: usize, limit: u64, parallel: usize, metrics: Arc<Metrics>) -> crate::Result<Engine> {
         let eog = tokenizer.eog_ids();
         let mut e = Engine { model, tokenizer, ctx, limit, parallel, metrics, store: Store::default(), free: Vec::new(), eog, next_id: 1 };
@@ -278,8 +278,8 @@ impl Engine {
                 };
                 let Some((e, n)) = found else {
                     Metrics::add(&self.metrics.cache_misses, 1);
-                    self.next_id += 1;
-                    return self.start(job, self.next_id - 1, slot, 0, kv);
+                    let id = self.new_id();
+                    return self.start(job, id, slot, 0, kv);
                 };
                 let mut slot = slot;
                 match self.unpark(e.slot, &mut slot) {
@@ -291,13 +291,18 @@ impl Engine {
                         // A parked cache that does not come back is dropped; the request starts afresh.
                         eprintln!("wgkv serve: a parked conversation could not be restored ({err}); prefilling it again");
                         Metrics::add(&self.metrics.cache_misses, 1);
-                        self.next_id += 1;
-                        (self.next_id - 1, slot, 0)
+                        (self.new_id(), slot, 0)
                     }
                 }
             }
         };
         self.start(job, id, slot, cached, kv)
+    }
+
+    /// An id for a new conversation.
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id - 1
     }
 
     /// `job` running in `slot`, whose first `cached` tokens are its prompt's.

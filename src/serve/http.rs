@@ -8,6 +8,7 @@ use super::metrics::Metrics;
 use crate::config::ModelConfig;
 use crate::gpu::Caps;
 use crate::kv::KvSpec;
+use crate::measure::record::unix_time;
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use axum::Router;
@@ -242,7 +243,7 @@ async fn generation(s: &Arc<Shared>, headers: &HeaderMap, body: Body, kind: Kind
     let shape = Shape {
         kind,
         id: format!("{}-{:x}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, NEXT_ID.fetch_add(1, Relaxed)),
-        created: unix_now(),
+        created: unix_time(),
         model: s.model_id.clone(),
     };
     if !r.common.stream {
@@ -277,10 +278,6 @@ async fn generation(s: &Arc<Shared>, headers: &HeaderMap, body: Body, kind: Kind
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The id, time and model every object of one response carries.

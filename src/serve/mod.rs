@@ -45,11 +45,17 @@ pub fn cache_bytes(cfg: &ModelConfig, caps: &Caps, spec: &KvSpec, ctx: usize) ->
     Ok(KvCache::bytes_for(spec, cfg, ctx, caps)? + KvCache::growth_for(spec, cfg, ctx, caps)?)
 }
 
+/// Refuses a `--parallel` or `--queue` of 0 (the engine would never start a request).
+pub fn check_counts(parallel: usize, queue: usize) -> Result<()> {
+    match parallel == 0 || queue == 0 {
+        true => Err(Error::msg("--parallel and --queue must be at least 1")),
+        false => Ok(()),
+    }
+}
+
 /// Serve `model` until the process is stopped (Ctrl-C ends it cleanly).
 pub fn run(model: Model, tokenizer: Tokenizer, template: Option<ChatTemplate>, opts: Options) -> Result<()> {
-    if opts.parallel == 0 || opts.queue == 0 {
-        return Err(Error::msg("--parallel and --queue must be at least 1"));
-    }
+    check_counts(opts.parallel, opts.queue)?;
     let ctx = model.kv.ctx;
     let spec = model.kv.spec.clone();
     let one = cache_bytes(&model.cfg, &model.gpu.caps, &spec, ctx)?;
@@ -74,7 +80,7 @@ pub fn run(model: Model, tokenizer: Tokenizer, template: Option<ChatTemplate>, o
         caps: model.gpu.caps.clone(),
         metrics: metrics.clone(),
         jobs: std::sync::Mutex::new(None),
-        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created: crate::measure::record::unix_time(),
     };
     let engine = engine::Engine::new(model, tokenizer, ctx, limit, opts.parallel, metrics)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(opts.queue);
