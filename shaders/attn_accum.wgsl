@@ -24,7 +24,7 @@
 struct Params { max_seq: u32, scale: f32, rows: u32, overwrite: u32 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
+@group(0) @binding(1) var<storage, read> k_cache: array<kvw_t>;
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
 @group(0) @binding(3) var<storage, read_write> acc: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
@@ -45,10 +45,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     // Token t sees slot j when base + t >= j.
     let first = max(t0, select(0u, j - base, j > base));
     let h0 = kvh * GROUP;
-    let row = (kvh * p.max_seq + j) * D4;
+    let row = kvh * p.max_seq + j;
     var k: array<vec4<f32>, D4>;
     for (var d = 0u; d < D4; d++) {
-        k[d] = vec4<f32>(k_cache[row + d]);
+        k[d] = kv_k(row, d);
     }
     var a = 0.0;
     for (var t = first; t < step.n_tokens; t++) {

@@ -43,8 +43,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
-@group(0) @binding(2) var<storage, read> v_cache: array<kv4_t>;
+@group(0) @binding(1) var<storage, read> k_cache: array<kvw_t>;
+@group(0) @binding(2) var<storage, read> v_cache: array<kvw_t>;
 @group(0) @binding(3) var<storage, read_write> part_o: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> part_ml: array<vec2<f32>>;
 @group(0) @binding(5) var<uniform> p: Params;
@@ -77,7 +77,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         return;
     }
     let n = s1 - s0;
-    let row0 = (kvh * p.max_seq + s0) * D4; // first cache vec4 of the chunk
+    let r0 = kvh * p.max_seq + s0; // the chunk's first cache row
 
     for (var i = lid.x; i < GROUP * D4; i += WG) {
         qs[i] = q[h0 * D4 + i] * p.scale;
@@ -95,7 +95,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             dp[g] = vec4<f32>(0.0);
         }
         for (var d = 0u; d < D4; d++) {
-            let k = vec4<f32>(k_cache[row0 + j * D4 + d]);
+            let k = kv_k(r0 + j, d);
             for (var g = 0u; g < GROUP; g++) {
                 dp[g] += qs[g * D4 + d] * k;
             }
@@ -145,7 +145,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         l[g] = 0.0;
     }
     for (var j = part; j < n; j += P) {
-        let v = vec4<f32>(v_cache[row0 + j * D4 + d]);
+        let v = kv_v(r0 + j, d);
         for (var g = 0u; g < GROUP; g++) {
             let pj = sc[g * CHUNK + j];
             acc[g] += pj * v;

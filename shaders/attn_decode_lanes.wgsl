@@ -39,8 +39,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
-@group(0) @binding(2) var<storage, read> v_cache: array<kv4_t>;
+@group(0) @binding(1) var<storage, read> k_cache: array<kvw_t>;
+@group(0) @binding(2) var<storage, read> v_cache: array<kvw_t>;
 @group(0) @binding(3) var<storage, read_write> part_o: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> part_ml: array<vec2<f32>>;
 @group(0) @binding(5) var<uniform> p: Params;
@@ -73,12 +73,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var g = 0u; g < GROUP; g++) {
         m[g] = NEG;
     }
-    let head = kvh * p.max_seq * D4;
+    let head = kvh * p.max_seq;
     for (var j = s0 + lane; j < s1; j += LANES) {
-        let row = head + j * D4;
+        let row = head + j;
         var dp: array<vec4<f32>, GROUP>;
         for (var d = 0u; d < D4; d++) {
-            let k = vec4<f32>(k_cache[row + d]);
+            let k = kv_k(row, d);
             for (var g = 0u; g < GROUP; g++) {
                 dp[g] += qr[g * D4 + d] * k;
             }
@@ -94,7 +94,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             m[g] = u.m;
         }
         for (var d = 0u; d < D4; d++) {
-            let v = vec4<f32>(v_cache[row + d]);
+            let v = kv_v(row, d);
             for (var g = 0u; g < GROUP; g++) {
                 acc[g * D4 + d] = acc[g * D4 + d] * alpha[g] + pj[g] * v;
             }

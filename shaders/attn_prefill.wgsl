@@ -37,8 +37,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> k_cache: array<kv4_t>;
-@group(0) @binding(2) var<storage, read> v_cache: array<kv4_t>;
+@group(0) @binding(1) var<storage, read> k_cache: array<kvw_t>;
+@group(0) @binding(2) var<storage, read> v_cache: array<kvw_t>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
@@ -85,14 +85,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     var m = NEG;
     var l = 0.0;
 
-    let head_base = kvh * p.max_seq * D4;
+    let head_base = kvh * p.max_seq;
     for (var kb = kv_start; kb < kv_end; kb += BK) {
         for (var i = lid.x; i < BK * D4; i += WG) {
             let key = kb + i / D4;
             if (key < kv_end) {
-                let src = head_base + kb * D4 + i;
-                k_tile[i] = vec4<f32>(k_cache[src]);
-                v_tile[i] = vec4<f32>(v_cache[src]);
+                k_tile[i] = kv_k(head_base + key, i % D4);
+                v_tile[i] = kv_v(head_base + key, i % D4);
             } else {
                 k_tile[i] = vec4<f32>(0.0);
                 v_tile[i] = vec4<f32>(0.0);

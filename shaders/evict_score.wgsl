@@ -18,8 +18,8 @@
 
 struct Params { max_seq: u32, len: u32, prefix: u32, mode: u32, radius: u32, out_base: u32, _p0: u32, _p1: u32 }
 
-@group(0) @binding(0) var<storage, read> k_cache: array<kv4_t>;
-@group(0) @binding(1) var<storage, read> v_cache: array<kv4_t>;
+@group(0) @binding(0) var<storage, read> k_cache: array<kvw_t>;
+@group(0) @binding(1) var<storage, read> v_cache: array<kvw_t>;
 @group(0) @binding(2) var<storage, read> acc: array<f32>;
 @group(0) @binding(3) var<storage, read_write> score: array<f32>;
 // Params come in a storage buffer, not a uniform: lavapipe inlines small
@@ -37,18 +37,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let o = h * p.max_seq + j;
-    let row = o * D4;
     var s = acc[o];
     if (p.mode == 1u) {
         var n = vec4<f32>(0.0);
         for (var d = 0u; d < D4; d++) {
-            n += abs(vec4<f32>(v_cache[row + d]));
+            n += abs(kv_v(o, d));
         }
         s = acc[o] * ((n.x + n.y) + (n.z + n.w));
     } else if (p.mode == 2u) {
         var n = vec4<f32>(0.0);
         for (var d = 0u; d < D4; d++) {
-            let k = vec4<f32>(k_cache[row + d]);
+            let k = kv_k(o, d);
             n += k * k;
         }
         s = -sqrt((n.x + n.y) + (n.z + n.w));

@@ -6,48 +6,47 @@
 // a token keeps its original position whatever slot it lands in.
 // keep[h] must be strictly increasing (then keep[h][i] >= i, and walking i
 // upward never overwrites a row still to be read). Each invocation owns one
-// vec4 column of one head and walks the rows in order, so no two
+// column (a kvw_t unit: a vec4 of a dense row, a word of a quantized one) of one head and walks the rows in order, so no two
 // invocations touch the same element. With p.has_acc, the invocation of a
 // head's first column moves the head's scores the same way
 // (acc[h][i] <- acc[h][keep[h][i]]) and zeroes the
 // freed rows past counts[h], so a slot filled later starts from 0.
 //
-// Layout: k_cache, v_cache [n_kv_heads][max_seq][HEAD_DIM] kv_t (as kv4_t);
+// Layout: k_cache, v_cache [n_kv_heads][max_seq][KV_ROW] kvw_t (kernels.rs:
+// HEAD_DIM / 4 kv4_t when dense, the quantized row's words with KVQ);
 // keep [n_kv_heads][max_keep] u32; counts [n_kv_heads] u32; acc
 // [n_kv_heads][max_seq] f32 (a placeholder without scores).
 // Bindings: k_cache, v_cache (read_write), keep, counts (read), acc
 // (read_write), params.
-// Prelude consts: WG, HEAD_DIM (a multiple of 4).
-// Grid: ceil(n_kv_heads * HEAD_DIM / 4 / WG) workgroups. Loop length
+// Prelude consts: WG, HEAD_DIM (a multiple of 4), KVQ where quantized.
+// Grid: ceil(n_kv_heads * KV_ROW / WG) workgroups. Loop length
 // counts[h] <= max_keep, plus max_seq - counts[h] to zero scores (llvmpipe caps an invocation at 65535 iterations:
 // the builder refuses max_keep above MAX_KEEP).
 
 struct Params { n_kv_heads: u32, max_seq: u32, max_keep: u32, has_acc: u32 }
 
-@group(0) @binding(0) var<storage, read_write> k_cache: array<kv4_t>;
-@group(0) @binding(1) var<storage, read_write> v_cache: array<kv4_t>;
+@group(0) @binding(0) var<storage, read_write> k_cache: array<kvw_t>;
+@group(0) @binding(1) var<storage, read_write> v_cache: array<kvw_t>;
 @group(0) @binding(2) var<storage, read> keep: array<u32>;
 @group(0) @binding(3) var<storage, read> counts: array<u32>;
 @group(0) @binding(4) var<storage, read_write> acc: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
 
-const D4: u32 = HEAD_DIM / 4u;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
-    if (i >= p.n_kv_heads * D4) {
+    if (i >= p.n_kv_heads * KV_ROW) {
         return;
     }
-    let h = i / D4;
-    let d = i % D4;
-    let head = h * p.max_seq * D4 + d;
+    let h = i / KV_ROW;
+    let d = i % KV_ROW;
+    let head = h * p.max_seq * KV_ROW + d;
     let n = min(counts[h], min(p.max_keep, p.max_seq));
     for (var r = 0u; r < n; r++) {
         let src = keep[h * p.max_keep + r];
         if (src != r && src < p.max_seq) {
-            k_cache[head + r * D4] = k_cache[head + src * D4];
-            v_cache[head + r * D4] = v_cache[head + src * D4];
+            k_cache[head + r * KV_ROW] = k_cache[head + src * KV_ROW];
+            v_cache[head + r * KV_ROW] = v_cache[head + src * KV_ROW];
         }
     }
     if (p.has_acc != 0u && d == 0u) {

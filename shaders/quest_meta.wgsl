@@ -18,7 +18,7 @@
 
 struct Params { n_kv_heads: u32, max_seq: u32, max_pages: u32, span: u32 }
 
-@group(0) @binding(0) var<storage, read> k_cache: array<kv4_t>;
+@group(0) @binding(0) var<storage, read> k_cache: array<kvw_t>;
 @group(0) @binding(1) var<storage, read_write> kmax: array<kv4_t>;
 @group(0) @binding(2) var<storage, read_write> kmin: array<kv4_t>;
 @group(0) @binding(3) var<uniform> p: Params;
@@ -44,10 +44,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let s1 = min(s0 + PAGE, kv_len);
     let row = kvh * p.max_seq;
-    var hi = vec4<f32>(k_cache[(row + s0) * D4 + d]);
+    var hi = kv_k(row + s0, d);
     var lo = hi;
     for (var s = s0 + 1u; s < s1; s++) {
-        let k = vec4<f32>(k_cache[(row + s) * D4 + d]);
+        let k = kv_k(row + s, d);
         hi = max(hi, k);
         lo = min(lo, k);
     }

@@ -50,6 +50,7 @@ kernels! {
     Scale => "scale", false;
     Add => "add", false;
     KvAppend => "kv_append", false;
+    KvQuant => "kv_quant", false;
     KvCompact => "kv_compact", false;
     KvPlace => "kv_place", false;
     AttnAccum => "attn_accum", false;
@@ -85,6 +86,7 @@ pub const ATTN_CORE: &str = include_str!("../shaders/attn_core.wgsl");
 pub const HALF: &str = include_str!("../shaders/half.wgsl");
 pub const MUSTAFAR_TILES: &str = include_str!("../shaders/mustafar_tiles.wgsl");
 pub const RADIX_SELECT: &str = include_str!("../shaders/radix_select.wgsl");
+pub const KV_FORMAT: &str = include_str!("../shaders/kv_format.wgsl");
 
 impl Kernel {
     /// Shared WGSL fragments the kernel's source is prepended with, in order
@@ -106,6 +108,50 @@ impl Kernel {
             _ => &[],
         }
     }
+}
+
+/// The KV cache's row format: 8 or 4 (bits) for a quantized cache
+/// (`shaders/kv_format.wgsl`), absent for a dense one.
+pub const KVQ: &str = "KVQ";
+
+impl Kernel {
+    /// Which of the caches `k_cache` / `v_cache` the kernel reads through
+    /// `kv_k` / `kv_v`, or moves as rows of `KV_ROW` `kvw_t` (both false);
+    /// None: it does not touch a KV cache in its row format.
+    pub fn reads_cache(self) -> Option<(bool, bool)> {
+        match self {
+            Kernel::AttnPrefill | Kernel::AttnPrefillLanes | Kernel::AttnDecode | Kernel::AttnDecodeLanes | Kernel::AttnDecodePages | Kernel::EvictScore => {
+                Some((true, true))
+            }
+            Kernel::AttnAccum | Kernel::QuestMeta => Some((true, false)),
+            Kernel::KvCompact => Some((false, false)),
+            _ => None,
+        }
+    }
+}
+
+/// How a kernel reads the cache rows (`Kernel::reads_cache`): the row unit
+/// `kvw_t`, `KV_ROW` units per row, and `kv_k(r, d)` / `kv_v(r, d)`, the f32
+/// elements `4 d .. 4 d + 3` of row `r` (= KV head * max_seq + slot), for
+/// a dense cache (`kvq` 0) or a quantized one (`kv_format.wgsl`).
+fn kv_reader(kvq: u32, k: bool, v: bool) -> String {
+    let mut s = String::new();
+    let (read, prelude) = if kvq == 0 {
+        ("vec4<f32>(CACHE[r * KV_ROW + d])", "alias kvw_t = kv4_t;\nconst KV_ROW: u32 = HEAD_DIM / 4u;\n")
+    } else {
+        ("kv_deq(CACHE[r * KV_ROW + kv_word(d)], CACHE[r * KV_ROW + KV_QW + d / 16u], d)", "alias kvw_t = u32;\n")
+    };
+    s.push_str(prelude);
+    if kvq > 0 {
+        s.push_str(HALF);
+        s.push_str(KV_FORMAT);
+    }
+    for (on, name, cache) in [(k, "kv_k", "k_cache"), (v, "kv_v", "v_cache")] {
+        if on {
+            s.push_str(&format!("fn {name}(r: u32, d: u32) -> vec4<f32> {{\n    return {};\n}}\n", read.replace("CACHE", cache)));
+        }
+    }
+    s
 }
 
 /// The attention core's per-pipeline options (`shaders/attn_core.wgsl`):
@@ -185,6 +231,12 @@ impl Spec {
         for f in self.kernel.fragments() {
             s.push_str(f);
             s.push('\n');
+        }
+        if let Some((k, v)) = self.kernel.reads_cache() {
+            s.push_str(&kv_reader(self.get(KVQ).unwrap_or(0), k, v));
+        } else if self.kernel == Kernel::KvQuant {
+            s.push_str(HALF);
+            s.push_str(KV_FORMAT);
         }
         if let Some(w) = self.wtype {
             s.push_str(QUANT_COMMON);

@@ -1,4 +1,5 @@
-//! Eviction's kernels against their CPU references, on every context:
+//! Eviction's kernels against their CPU references, on every context and
+//! over dense and quantized (`q8`, `q4`) caches:
 //! compaction gathers exactly the kept rows (and scores) per KV head and
 //! leaves the rest; accumulated and window attention, slot scores, the
 //! per-head selection and DynamicKV's ranking equal the references.
@@ -19,15 +20,42 @@ fn random_caches(g: &wgkv::gpu::Gpu, rng: &mut Rng, n: usize, amp: f32) -> (Vec<
     (k, v, kb, vb)
 }
 
+/// `random_caches` for the cache format of `s`: with `kvq`, rows in ±`amp`
+/// quantized on the GPU (`kv_quant`) into every slot, and the values they
+/// decode to (`reference::kvquant`).
+fn caches(g: &wgkv::gpu::Gpu, rng: &mut Rng, s: &AttnShape, amp: f32) -> (Vec<f32>, Vec<f32>, wgpu::Buffer, wgpu::Buffer) {
+    let n = (s.n_kv_heads * s.max_seq * s.head_dim) as usize;
+    if s.kvq == 0 {
+        return random_caches(g, rng, n, amp);
+    }
+    let bytes = s.cache_bytes(g.caps.f16);
+    let (kb, vb) = (g.buffer("k", bytes), g.buffer("v", bytes));
+    let step = g.uniform("step", bytemuck::bytes_of(&wgkv::ops::Step { pos: 0, n_tokens: s.max_seq, kv_len: s.max_seq, _pad: 0 }));
+    let (k_new, v_new) = (upload_f32(g, "k_new", &rng.vec(n, -amp, amp)), upload_f32(g, "v_new", &rng.vec(n, -amp, amp)));
+    g.run(&[&wgkv::ops::attention::kv_append(g, s, &k_new, &v_new, &kb, &vb, &step, s.max_seq)]);
+    (read_cache(g, &kb, s), read_cache(g, &vb, s), kb, vb)
+}
+
+/// A cache buffer's values `[n_kv_heads][max_seq][head_dim]` in f32.
+fn read_cache(g: &wgkv::gpu::Gpu, buf: &wgpu::Buffer, s: &AttnShape) -> Vec<f32> {
+    let (hd, rows) = (s.head_dim as usize, (s.n_kv_heads * s.max_seq) as usize);
+    if s.kvq == 0 {
+        return read_kv(g, buf, rows * hd);
+    }
+    let rw = wgkv::reference::kvquant::row_words(hd, s.kvq);
+    g.read_u32(buf, rows * rw).chunks(rw).flat_map(|w| wgkv::reference::kvquant::decode_row(w, hd, s.kvq)).collect()
+}
+
 #[test]
 fn compaction_gathers_the_kept_rows_per_head() {
     for g in contexts() {
         let mut rng = Rng::new(5);
         // (KV heads, head_dim, slots, cached): awkward head dims and a full cache.
-        for &(kvh, hd, max_seq, len) in &[(3usize, 64usize, 200usize, 157usize), (2, 32, 50, 50), (1, 96, 70, 9), (4, 128, 40, 33)] {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
-            let n = kvh * max_seq * hd;
-            let (k, v, kb, vb) = random_caches(&g, &mut rng, n, 1.0);
+        // Dense rows, and quantized ones (8 and 4 bits: words, not vec4, per column).
+        let cases = [(3usize, 64usize, 200usize, 157usize), (2, 32, 50, 50), (1, 96, 70, 9), (4, 128, 40, 33)];
+        for (kvq, &(kvh, hd, max_seq, len)) in [0, 8, 4].into_iter().flat_map(|q| cases.iter().map(move |c| (q, c))) {
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, kvq, ..Default::default() };
+            let (k, v, kb, vb) = caches(&g, &mut rng, &s, 1.0);
             // Per head its own increasing subset of 0..len (head 0 keeps none
             // when there are several heads, head 1 everything).
             let keep: Vec<Vec<usize>> = (0..kvh)
@@ -60,9 +88,9 @@ fn compaction_gathers_the_kept_rows_per_head() {
             assert_eq!(g.read_f32(&acc, kvh * max_seq), want_acc, "scores: {kvh} heads, {len} of {max_seq} on {}", label(&g));
             let (mut wk, mut wv) = (k.clone(), v.clone());
             reference::kv_compact(&s, &mut wk, &mut wv, &keep);
-            let what = format!("{kvh} heads x {hd}, {len} of {max_seq} slots, kept {counts:?} on {}", label(&g));
-            assert_eq!(read_kv(&g, &kb, n), wk, "keys: {what}");
-            assert_eq!(read_kv(&g, &vb, n), wv, "values: {what}");
+            let what = format!("{kvh} heads x {hd} (kvq {kvq}), {len} of {max_seq} slots, kept {counts:?} on {}", label(&g));
+            assert_eq!(read_cache(&g, &kb, &s), wk, "keys: {what}");
+            assert_eq!(read_cache(&g, &vb, &s), wv, "values: {what}");
         }
     }
 }
@@ -93,10 +121,10 @@ fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
     for g in contexts() {
         let mut rng = Rng::new(6);
         // (heads, KV heads, head_dim, slots, cached): GQA groups 3, 1 and 8.
-        for &(nh, kvh, hd, max_seq, len) in &[(9usize, 3usize, 64usize, 300usize, 257usize), (4, 4, 32, 100, 1), (8, 1, 96, 80, 80)] {
-            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
-            let n = kvh * max_seq * hd;
-            let (k, _v, kb, vb) = random_caches(&g, &mut rng, n, 1.0);
+        let cases = [(9usize, 3usize, 64usize, 300usize, 257usize), (4, 4, 32, 100, 1), (8, 1, 96, 80, 80)];
+        for (kvq, &(nh, kvh, hd, max_seq, len)) in [0, 8, 4].into_iter().flat_map(|q| cases.iter().map(move |c| (q, c))) {
+            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, kvq, ..Default::default() };
+            let (k, _v, kb, vb) = caches(&g, &mut rng, &s, 1.0);
             let q = rng.vec(nh * hd, -3.0, 3.0);
             let qb = upload_f32(&g, "q", &q);
             let init = rng.vec(kvh * max_seq, 0.0, 2.0);
@@ -112,7 +140,7 @@ fn accumulated_attention_equals_the_reference_and_adds_one_per_head() {
             let lse_gpu = g.read_f32(&lse, nh);
             let mut want = init.clone();
             reference::accumulate(&s, &q, &k, &lse_gpu, len, &mut want);
-            let what = format!("{nh}/{kvh} heads x {hd}, {len} of {max_seq} slots on {}", label(&g));
+            let what = format!("{nh}/{kvh} heads x {hd} (kvq {kvq}), {len} of {max_seq} slots on {}", label(&g));
             assert_close(&format!("accumulated attention: {what}"), &got, &want, F32_REDUCTION);
             // Each query head's probabilities sum to 1: the step added `group` per KV head.
             for h in 0..kvh {
@@ -181,9 +209,10 @@ fn slot_scores_equal_the_reference_for_every_mode() {
     use wgkv::reference::evict::Score;
     for g in contexts() {
         let mut rng = Rng::new(8);
-        for &(kvh, hd, max_seq, len, prefix) in &[(3usize, 64usize, 200usize, 157usize, 149usize), (1, 32, 40, 40, 33), (2, 96, 30, 5, 0)] {
-            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, ..Default::default() };
-            let (k, v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 2.0);
+        let cases = [(3usize, 64usize, 200usize, 157usize, 149usize), (1, 32, 40, 40, 33), (2, 96, 30, 5, 0)];
+        for (kvq, &(kvh, hd, max_seq, len, prefix)) in [0, 8, 4].into_iter().flat_map(|q| cases.iter().map(move |c| (q, c))) {
+            let s = AttnShape { n_heads: kvh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, kvq, ..Default::default() };
+            let (k, v, kb, vb) = caches(&g, &mut rng, &s, 2.0);
             let acc_v = rng.vec(kvh * max_seq, 0.0, 3.0);
             let acc = upload_f32(&g, "acc", &acc_v);
             // This layer's rows sit after another layer's in the score buffer.
@@ -216,7 +245,12 @@ fn slot_scores_equal_the_reference_for_every_mode() {
                 let got = g.read_f32(&score, 2 * kvh * max_seq)[base..].to_vec();
                 let want = reference::slot_scores(&s, &k, &v, &acc_v, len, prefix, how);
                 let mask = |x: &[f32]| -> Vec<f32> { (0..kvh * max_seq).map(|o| if o % max_seq < len { x[o] } else { 0.0 }).collect() };
-                assert_close(&format!("{how:?}: {kvh} heads x {hd}, {len} of {max_seq} on {}", label(&g)), &mask(&got), &mask(&want), F32_REDUCTION);
+                assert_close(
+                    &format!("{how:?}: {kvh} heads x {hd} (kvq {kvq}), {len} of {max_seq} on {}", label(&g)),
+                    &mask(&got),
+                    &mask(&want),
+                    F32_REDUCTION,
+                );
             }
         }
     }
@@ -328,7 +362,7 @@ fn scores_with_window_and_softcap_equal_the_reference() {
             (8, 1, 96, 50, 30, 5, 8, 50.0, 100, 60.0),  // a window past the context, softcap alone
         ];
         for &(nh, kvh, hd, max_seq, before, n, rows, softcap, window, q_range) in cases {
-            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, softcap, window };
+            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, softcap, window, kvq: 0 };
             let len = before + n;
             let (k, _v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 1.0);
             let q = rng.vec(n * nh * hd, -q_range, q_range);

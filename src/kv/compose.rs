@@ -1,6 +1,10 @@
 //! Which `--kv` parts combine, in one place: each part's options checked
 //! against the others (a budget that leaves room for Mustafar's window,
 //! Quest's pages under Mustafar, the combinations this build refuses), and
+//! quantized storage (`q8`, `q4`): the dense slots' rows in blocks, under
+//! any eviction part (its cuts move rows whatever their format) and Quest
+//! (its page boxes taken from the dequantized keys, the ones attention
+//! reads, so the bound holds for the scores it ranks); and
 //! the [`Layout`] a spec resolves to before anything is allocated: slots,
 //! capacity, shapes, each part's options. `KvCache::new` allocates from it
 //! and `KvCache::bytes_for` counts from it.
@@ -49,12 +53,17 @@ impl Layout {
     }
 }
 
+/// Whether `spec`'s storage is Mustafar's.
+fn is_mustafar(spec: &KvSpec) -> bool {
+    spec.part(Kind::Storage).is_some_and(|p| p.name == "mustafar")
+}
+
 impl KvCache {
     /// The eviction policy of `spec` for a context of `ctx` tokens, if any;
     /// refuses the parts and combinations this build lacks.
     pub fn streaming_of(spec: &KvSpec, ctx: usize) -> Result<Option<Streaming>> {
         match spec.part(Kind::Eviction).filter(|p| p.name == "streaming") {
-            Some(_) if spec.part(Kind::Selection).is_some() && spec.part(Kind::Storage).is_some() => {
+            Some(_) if spec.part(Kind::Selection).is_some() && is_mustafar(spec) => {
                 Err(Error::msg(format!("--kv {spec}: streaming with quest and mustafar together is not available in this build yet")))
             }
             Some(p) => Ok(Some(Streaming::new(StreamingOptions::from_part(p)?, ctx)?)),
@@ -68,7 +77,7 @@ impl KvCache {
         let Some(p) = spec.part(Kind::Eviction).filter(|p| p.name != "streaming") else {
             return Ok(None);
         };
-        if let Some(o) = spec.parts.iter().find(|o| o.kind == Kind::Storage) {
+        if let Some(o) = spec.parts.iter().find(|o| o.name == "mustafar") {
             return Err(Error::msg(format!("--kv {spec}: {} with {} is not available in this build yet", p.name, o.name)));
         }
         let o = ScoredOptions::from_part(p)?;
@@ -87,7 +96,7 @@ impl KvCache {
     /// part's budget: the sinks, the dense window, a block waiting to be
     /// compressed and at least one token must fit in it.
     pub fn mustafar_of(spec: &KvSpec, ctx: usize) -> Result<Option<MustafarOptions>> {
-        let Some(m) = spec.part(Kind::Storage).map(MustafarOptions::from_part).transpose()? else {
+        let Some(m) = spec.part(Kind::Storage).filter(|p| p.name == "mustafar").map(MustafarOptions::from_part).transpose()? else {
             return Ok(None);
         };
         if let Some(s) = KvCache::streaming_of(spec, ctx)? {
@@ -100,6 +109,16 @@ impl KvCache {
             }
         }
         Ok(Some(m))
+    }
+
+    /// Bits per element of `spec`'s quantized storage (`q8`, `q4`), else 0
+    /// (dense `kv_t`, or Mustafar's).
+    pub fn quant_of(spec: &KvSpec) -> u32 {
+        match spec.part(Kind::Storage).map(|p| p.name.as_str()) {
+            Some("q8") => 8,
+            Some("q4") => 4,
+            _ => 0,
+        }
     }
 
     /// Most tokens cached at once for `spec` over `ctx` tokens: an eviction
@@ -127,7 +146,7 @@ impl KvCache {
         let max_seq = KvCache::slots(spec, ctx)?;
         let elem_bytes = if f16 { 2 } else { 4 };
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
-        let attn = super::attn_shape(cfg, max_seq);
+        let attn = AttnShape { kvq: KvCache::quant_of(spec), ..super::attn_shape(cfg, max_seq) };
         let capacity = KvCache::capacity_of(spec, ctx)?;
         let mustafar = KvCache::mustafar_of(spec, ctx)?;
         // Prefill attends the whole context: under Mustafar a dense scratch of it.
@@ -148,6 +167,12 @@ impl KvCache {
             Some(p) => Some((QuestOptions::from_part(p)?, attn, true)),
             None => None,
         };
+        if attn.kvq > 0 && !attn.head_dim.is_multiple_of(32) {
+            return Err(Error::msg(format!(
+                "--kv {spec}: {}-bit KV blocks hold 32 elements; this model's head_dim {} is not a multiple of 32",
+                attn.kvq, attn.head_dim
+            )));
+        }
         let sinks = streaming.map_or(0, |s| s.sinks);
         let keep = streaming.is_some() || mustafar.is_some();
         let storage = mustafar.map_or(StorageOptions::Dense, StorageOptions::Mustafar);

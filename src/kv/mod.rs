@@ -54,6 +54,7 @@ pub fn attn_shape(cfg: &ModelConfig, max_seq: usize) -> AttnShape {
         max_seq: max_seq as u32,
         softcap: cfg.attn_softcap.unwrap_or(0.0),
         window: 0,
+        kvq: 0,
     }
 }
 

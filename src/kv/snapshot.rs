@@ -4,7 +4,7 @@
 //! An eviction policy's cache is saved at its resident size; Quest's page
 //! metadata is rebuilt from the keys on load; h2o's and vatp's carried
 //! attention scores are saved beside their rows. Mustafar's compressed
-//! stores are not saved, nor a model's sliding-window layers:
+//! stores and quantized (`q8`, `q4`) rows are not saved, nor a model's sliding-window layers:
 //! `KvCache::can_save` says so and the chat keeps only
 //! the messages then.
 
@@ -58,14 +58,18 @@ impl KvCache {
     /// Whether `save` can hold this cache's state (not under Mustafar, nor
     /// for a model with sliding-window layers).
     pub fn can_save(&self) -> bool {
-        matches!(self.storage, Storage::Dense(_)) && self.local.is_none()
+        matches!(&self.storage, Storage::Dense(s) if s.shape.kvq == 0) && self.local.is_none()
     }
 
     /// The cache's counts and, layer by layer, every KV head's kept K rows,
     /// then V rows, then (h2o, vatp) their carried scores.
     pub fn save(&self, gpu: &Gpu) -> Result<(KvState, Vec<u8>)> {
         if !self.can_save() {
-            let what = if self.local.is_some() { "a cache with sliding-window layers" } else { "mustafar's compressed cache" };
+            let what = match &self.storage {
+                _ if self.local.is_some() => "a cache with sliding-window layers",
+                Storage::Dense(_) => "a quantized cache",
+                Storage::Mustafar(_) => "mustafar's compressed cache",
+            };
             return Err(Error::msg(format!("--kv {}: saving {what} is not available", self.spec)));
         }
         let carried = self.eviction.scored().is_some_and(|s| s.carried_scores(0).is_some());

@@ -44,7 +44,7 @@ pub struct KvSpec {
 }
 
 const EVICTION: &[&str] = &["streaming", "h2o", "snapkv", "pyramidkv", "knorm", "vatp", "dynamickv"];
-const STORAGE: &[&str] = &["mustafar"];
+const STORAGE: &[&str] = &["mustafar", "q8", "q4"];
 const SELECTION: &[&str] = &["quest"];
 
 /// Keys each part accepts.
@@ -53,7 +53,7 @@ fn allowed_keys(name: &str) -> &'static [&'static str] {
         "mustafar" => &["k", "v", "window"],
         "quest" => &["budget", "page", "dense_layers", "group"],
         "streaming" => &["budget", "sinks", "alloc"],
-        "full" => &[],
+        "full" | "q8" | "q4" => &[],
         _ => &["budget", "alloc", "window", "kernel", "pool", "sinks", "recent"],
     }
 }

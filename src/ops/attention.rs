@@ -36,7 +36,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, storage_size};
-use crate::kernels::{Dispatch, Kernel, SOFTCAP, Spec, WINDOW, grid_1d};
+use crate::kernels::{Dispatch, KVQ, Kernel, SOFTCAP, Spec, WINDOW, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
 /// Invocations per workgroup of every attention kernel (a power of two).
@@ -79,6 +79,9 @@ pub struct AttnShape {
     /// Sliding window `W` (Mistral, Gemma 3): a query sees the `W` most recent
     /// slots, its own included. 0: none (causal over every slot).
     pub window: u32,
+    /// How the cache holds K/V rows: 0 as `kv_t` (dense), or 8 / 4 bits per
+    /// element in per-row blocks of 32 with an f16 scale each ([`KvQuant`]).
+    pub kvq: u32,
 }
 
 impl PartialEq for AttnShape {
@@ -96,8 +99,8 @@ impl std::hash::Hash for AttnShape {
 }
 
 impl AttnShape {
-    fn key(&self) -> [u32; 6] {
-        [self.n_heads, self.n_kv_heads, self.head_dim, self.max_seq, self.softcap.to_bits(), self.window]
+    fn key(&self) -> [u32; 7] {
+        [self.n_heads, self.n_kv_heads, self.head_dim, self.max_seq, self.softcap.to_bits(), self.window, self.kvq]
     }
 
     /// `spec` with the attention core's options of this shape as prelude
@@ -105,7 +108,34 @@ impl AttnShape {
     /// kernels) are those without options.
     pub fn options(&self, spec: Spec) -> Spec {
         let spec = if self.softcap > 0.0 { spec.with_f32(SOFTCAP, self.softcap) } else { spec };
-        if self.window > 0 { spec.with(WINDOW, self.window) } else { spec }
+        let spec = if self.window > 0 { spec.with(WINDOW, self.window) } else { spec };
+        self.cache_format(spec)
+    }
+
+    /// `spec` reading this shape's cache: with `KVQ` where rows are quantized
+    /// (the kernel then reads them through `kv_k` / `kv_v`, `kernels.rs`).
+    pub fn cache_format(&self, spec: Spec) -> Spec {
+        if self.kvq > 0 { spec.with(KVQ, self.kvq) } else { spec }
+    }
+
+    /// Words (u32) one quantized row of `head_dim` takes: the quants, then
+    /// one word per two blocks' f16 scales. 0 for a dense cache.
+    pub fn quant_row_words(&self) -> u32 {
+        if self.kvq == 0 { 0 } else { self.head_dim * self.kvq / 32 + self.head_dim.div_ceil(64) }
+    }
+
+    /// Bytes of one cached K (or V) row of one KV head.
+    pub fn row_bytes(&self, f16: bool) -> u64 {
+        match self.kvq {
+            0 => self.head_dim as u64 * if f16 { 2 } else { 4 },
+            _ => 4 * self.quant_row_words() as u64,
+        }
+    }
+
+    /// The cache buffers' units per row: `kv4_t` vectors when dense, u32
+    /// words when quantized (what `kv_compact` moves).
+    pub fn row_units(&self) -> u32 {
+        if self.kvq == 0 { self.head_dim / 4 } else { self.quant_row_words() }
     }
 
     /// Query heads per KV head.
@@ -120,8 +150,7 @@ impl AttnShape {
 
     /// Bytes of one layer's K (or V) cache buffer.
     pub fn cache_bytes(&self, f16: bool) -> u64 {
-        let elem = if f16 { 2 } else { 4 };
-        self.n_kv_heads as u64 * self.max_seq as u64 * self.head_dim as u64 * elem
+        self.n_kv_heads as u64 * self.max_seq as u64 * self.row_bytes(f16)
     }
 
     /// Keys per prefill tile.
@@ -181,6 +210,12 @@ impl AttnShape {
         if max_seq == 0 {
             return Err(Error::msg("attention: context length 0"));
         }
+        if !matches!(self.kvq, 0 | 4 | 8) || (self.kvq > 0 && !head_dim.is_multiple_of(32)) {
+            return Err(Error::msg(format!(
+                "attention: a {}-bit KV cache needs head_dim a multiple of 32 (blocks of 32); this model's is {head_dim}",
+                self.kvq
+            )));
+        }
         if !(softcap.is_finite() && softcap >= 0.0) {
             return Err(Error::msg(format!("attention: softcap {softcap} unsupported (needs a finite value >= 0; 0 = none)")));
         }
@@ -206,8 +241,12 @@ impl AttnShape {
     }
 }
 
-fn append_spec(head_dim: u32) -> Spec {
-    Spec::new(Kernel::KvAppend).with("WG", WG).with("HEAD_DIM", head_dim)
+/// The append: a conversion per `kv4_t`, or (quantized) per pair of blocks.
+fn append_spec(s: &AttnShape) -> Spec {
+    match s.kvq {
+        0 => Spec::new(Kernel::KvAppend).with("WG", WG).with("HEAD_DIM", s.head_dim),
+        _ => s.cache_format(Spec::new(Kernel::KvQuant).with("WG", WG).with("HEAD_DIM", s.head_dim)),
+    }
 }
 
 fn prefill_spec(s: &AttnShape) -> Spec {
@@ -242,15 +281,27 @@ pub fn spec_shapes() -> Vec<AttnShape> {
             v.push(AttnShape { n_heads: g, n_kv_heads: 1, head_dim, max_seq: 1, ..Default::default() });
         }
     }
-    v.push(AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 1, softcap: 50.0, window: 4096 });
+    v.push(AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 1, softcap: 50.0, window: 4096, kvq: 0 });
+    v
+}
+
+/// The quantized caches' shapes [`specs`] (and eviction's and Quest's lists)
+/// hold: the real models' head dims and groups, and the tests' one-block row.
+pub fn quant_spec_shapes() -> Vec<AttnShape> {
+    let mut v = Vec::new();
+    for kvq in [8, 4] {
+        for (head_dim, g) in [(64, 3), (64, 1), (32, 1), (128, 3)] {
+            v.push(AttnShape { n_heads: g, n_kv_heads: 1, head_dim, max_seq: 1, kvq, ..Default::default() });
+        }
+    }
     v
 }
 
 /// Every specialisation these builders create for [`spec_shapes`].
 pub fn specs() -> Vec<Spec> {
     let mut v = Vec::new();
-    for s in spec_shapes() {
-        v.extend([append_spec(s.head_dim), prefill_spec(&s), merge_spec(s.head_dim)]);
+    for s in spec_shapes().into_iter().chain(quant_spec_shapes()) {
+        v.extend([append_spec(&s), prefill_spec(&s), merge_spec(s.head_dim)]);
         v.extend([decode_spec(&s), decode_lanes_spec(&s), prefill_lanes_spec(&s)]);
     }
     let mut seen = std::collections::HashSet::new();
@@ -269,7 +320,7 @@ struct AppendParams {
 
 /// Store the call's new K and V rows (f32 `[step.n_tokens][n_kv_heads * head_dim]`,
 /// post-RoPE) into one layer's caches at slots `step.kv_len - step.n_tokens + i`,
-/// converting to the cache type. `max_tokens`: the most tokens any call will pass
+/// converting to the cache type, or quantizing them (`shape.kvq`, `kv_quant.wgsl`). `max_tokens`: the most tokens any call will pass
 /// (the grid's size); `step`: the [`Step`](super::Step) uniform.
 #[allow(clippy::too_many_arguments)]
 pub fn kv_append(
@@ -284,8 +335,10 @@ pub fn kv_append(
 ) -> Dispatch {
     let params = AppendParams { n_kv_heads: shape.n_kv_heads, max_seq: shape.max_seq, max_tokens, _p: 0 };
     let params = gpu.uniform("kv_append.params", bytemuck::bytes_of(&params));
-    let vec4s = max_tokens * shape.n_kv_heads * shape.head_dim / 4;
-    gpu.dispatch(&append_spec(shape.head_dim), &[k_new, v_new, k_cache, v_cache, &params, step], grid_1d(vec4s.div_ceil(WG)))
+    // Dense: one invocation per vec4; quantized: per pair of 32-blocks (one scale word).
+    let per_row = if shape.kvq == 0 { shape.head_dim / 4 } else { shape.head_dim.div_ceil(64) };
+    let n = max_tokens * shape.n_kv_heads * per_row;
+    gpu.dispatch(&append_spec(shape), &[k_new, v_new, k_cache, v_cache, &params, step], grid_1d(n.div_ceil(WG)))
 }
 
 #[repr(C)]

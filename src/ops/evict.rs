@@ -26,8 +26,8 @@ struct CompactParams {
     has_acc: u32,
 }
 
-fn compact_spec(head_dim: u32) -> Spec {
-    Spec::new(Kernel::KvCompact).with("WG", WG).with("HEAD_DIM", head_dim)
+fn compact_spec(s: &AttnShape) -> Spec {
+    s.cache_format(Spec::new(Kernel::KvCompact).with("WG", WG).with("HEAD_DIM", s.head_dim))
 }
 
 /// The eviction scores, with the attention core's options of `s`: the same
@@ -36,19 +36,17 @@ fn accum_spec(s: &AttnShape) -> Spec {
     s.options(Spec::new(Kernel::AttnAccum).with("WG", WG).with("HEAD_DIM", s.head_dim).with("GROUP", s.group()))
 }
 
-fn score_spec(head_dim: u32) -> Spec {
-    Spec::new(Kernel::EvictScore).with("WG", WG).with("HEAD_DIM", head_dim)
+fn score_spec(s: &AttnShape) -> Spec {
+    s.cache_format(Spec::new(Kernel::EvictScore).with("WG", WG).with("HEAD_DIM", s.head_dim))
 }
 
 pub fn specs() -> Vec<Spec> {
     let mut v = vec![Spec::new(Kernel::EvictSelect), Spec::new(Kernel::EvictBudget)];
-    for &hd in super::attention::SPEC_HEAD_DIMS {
-        v.push(compact_spec(hd));
-        v.push(score_spec(hd));
+    for s in super::attention::spec_shapes().into_iter().chain(super::attention::quant_spec_shapes()) {
+        v.extend([compact_spec(&s), score_spec(&s), accum_spec(&s)]);
     }
-    for s in super::attention::spec_shapes() {
-        v.push(accum_spec(&s));
-    }
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|s| seen.insert(s.clone()));
     v
 }
 
@@ -139,7 +137,7 @@ pub fn evict_score(
     score: &wgpu::Buffer,
     params: &wgpu::Buffer,
 ) -> Dispatch {
-    gpu.dispatch(&score_spec(shape.head_dim), &[k_cache, v_cache, acc, score, params], [shape.max_seq.div_ceil(WG), shape.n_kv_heads, 1])
+    gpu.dispatch(&score_spec(shape), &[k_cache, v_cache, acc, score, params], [shape.max_seq.div_ceil(WG), shape.n_kv_heads, 1])
 }
 
 /// `evict_select`'s parameters, written by the host before each selection.
@@ -232,9 +230,5 @@ pub fn kv_compact(
             &placeholder
         }
     };
-    Ok(gpu.dispatch(
-        &compact_spec(shape.head_dim),
-        &[k_cache, v_cache, keep, counts, acc, &params],
-        grid_1d((shape.n_kv_heads * shape.head_dim / 4).div_ceil(WG)),
-    ))
+    Ok(gpu.dispatch(&compact_spec(shape), &[k_cache, v_cache, keep, counts, acc, &params], grid_1d((shape.n_kv_heads * shape.row_units()).div_ceil(WG))))
 }

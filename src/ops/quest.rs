@@ -78,8 +78,8 @@ impl QuestShape {
     }
 }
 
-fn meta_spec(head_dim: u32, page: u32) -> Spec {
-    Spec::new(Kernel::QuestMeta).with("WG", WG).with("HEAD_DIM", head_dim).with("PAGE", page)
+fn meta_spec(s: &AttnShape, page: u32) -> Spec {
+    s.cache_format(Spec::new(Kernel::QuestMeta).with("WG", WG).with("HEAD_DIM", s.head_dim).with("PAGE", page))
 }
 
 fn score_spec(s: &QuestShape) -> Spec {
@@ -108,17 +108,19 @@ fn pages_spec(s: &QuestShape) -> Spec {
 pub fn specs() -> Vec<Spec> {
     let mut v = Vec::new();
     for &page in &[16, 5] {
-        v.push(meta_spec(64, page));
         v.push(select_spec(page));
         for &(group, unit) in &[(3, 1), (3, 3), (1, 1)] {
-            let attn = AttnShape { n_heads: group, n_kv_heads: 1, head_dim: 64, max_seq: 64, ..Default::default() };
-            let s = QuestShape { attn, page, budget_pages: 2, unit };
-            v.push(score_spec(&s));
-            v.push(pages_spec(&s));
+            for kvq in [0, 8, 4] {
+                let attn = AttnShape { n_heads: group, n_kv_heads: 1, head_dim: 64, max_seq: 64, kvq, ..Default::default() };
+                let s = QuestShape { attn, page, budget_pages: 2, unit };
+                v.extend([meta_spec(&attn, page), score_spec(&s), pages_spec(&s)]);
+            }
         }
     }
-    let attn = AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 64, softcap: 50.0, window: 4096 };
+    let attn = AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 64, softcap: 50.0, window: 4096, kvq: 0 };
     v.push(pages_spec(&QuestShape { attn, page: 16, budget_pages: 2, unit: 3 }));
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|s| seen.insert(s.clone()));
     v
 }
 
@@ -147,7 +149,7 @@ pub fn quest_meta(
     let params = MetaParams { n_kv_heads: s.attn.n_kv_heads, max_seq: s.attn.max_seq, max_pages: s.max_pages(), span };
     let params = gpu.uniform("quest_meta.params", bytemuck::bytes_of(&params));
     let n = span * s.attn.n_kv_heads * s.attn.head_dim / 4;
-    gpu.dispatch(&meta_spec(s.attn.head_dim, s.page), &[k_cache, kmax, kmin, &params, step], grid_1d(n.div_ceil(WG)))
+    gpu.dispatch(&meta_spec(&s.attn, s.page), &[k_cache, kmax, kmin, &params, step], grid_1d(n.div_ceil(WG)))
 }
 
 #[repr(C)]

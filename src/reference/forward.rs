@@ -40,6 +40,9 @@ pub struct RefModel {
     rope_factors: Option<Vec<f32>>, // [head_dim / 2] Llama 3 frequency divisors
     /// Round cached K/V through f16 like the GPU cache does.
     pub kv_f16: bool,
+    /// Quantized storage (`q8`, `q4`): cached rows are kept as their 8- or
+    /// 4-bit blocks give them back (`reference::kvquant`); 0: `kv_f16`'s rounding.
+    pub kv_quant: u32,
     k_cache: Vec<Vec<f32>>, // per layer [pos][kv_dim]
     v_cache: Vec<Vec<f32>>,
     pub pos: usize,
@@ -65,7 +68,9 @@ pub struct RefQuest {
 
 impl RefQuest {
     /// Slots each query head attends among `n`; `key(kvh, t)` is a cached key.
-    fn slots<'a>(&self, q: &[f32], n_heads: usize, group: usize, n: usize, key: impl Fn(usize, usize) -> &'a [f32]) -> Vec<Vec<usize>> {
+    /// `f16`: the page boxes are kept as f16 (`kv_t`), rounded to nearest
+    /// (exact for f16 keys; a quantized cache's dequantized keys may round).
+    fn slots<'a>(&self, q: &[f32], n_heads: usize, group: usize, n: usize, f16: bool, key: impl Fn(usize, usize) -> &'a [f32]) -> Vec<Vec<usize>> {
         let hd = q.len() / n_heads;
         let n_pages = n.div_ceil(self.page);
         if n_pages <= self.budget_pages {
@@ -80,6 +85,11 @@ impl RefQuest {
                     for (i, &x) in key(kvh, t).iter().enumerate() {
                         hi[i] = hi[i].max(x);
                         lo[i] = lo[i].min(x);
+                    }
+                }
+                if f16 {
+                    for v in hi.iter_mut().chain(lo.iter_mut()) {
+                        *v = half::f16::from_f32(*v).to_f32();
                     }
                 }
                 (u * self.unit..(u + 1) * self.unit)
@@ -158,6 +168,7 @@ impl RefModel {
             rope_factors: w.rope_factors()?,
             layers,
             kv_f16: true,
+            kv_quant: 0,
             k_cache: vec![Vec::new(); cfg.n_layers],
             v_cache: vec![Vec::new(); cfg.n_layers],
             pos: 0,
@@ -251,14 +262,20 @@ impl RefModel {
             }
             rope(&mut q, nh, pos, c, l, self.rope_factors.as_deref());
             rope(&mut k, nkv, pos, c, l, self.rope_factors.as_deref());
-            self.k_cache[l].extend(k.iter().map(|&e| round(e)));
-            self.v_cache[l].extend(v.iter().map(|&e| round(e)));
+            if self.kv_quant > 0 {
+                let q = |x: &[f32]| x.chunks(hd).flat_map(|row| crate::reference::kvquant::roundtrip(row, self.kv_quant)).collect::<Vec<f32>>();
+                self.k_cache[l].extend(q(&k));
+                self.v_cache[l].extend(q(&v));
+            } else {
+                self.k_cache[l].extend(k.iter().map(|&e| round(e)));
+                self.v_cache[l].extend(v.iter().map(|&e| round(e)));
+            }
             let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
             let n = kc.len() / kv_dim; // cached tokens (pos + 1 unless some were evicted)
             let slots = match self.quest {
                 Some(qs) if qs.active && l >= qs.dense_layers => {
                     let upto = qs.window_from.map_or(n, |c| c.min(n));
-                    let mut s = qs.slots(&q, nh, group, upto, |kvh, t| &kc[t * kv_dim + kvh * hd..][..hd]);
+                    let mut s = qs.slots(&q, nh, group, upto, self.kv_f16, |kvh, t| &kc[t * kv_dim + kvh * hd..][..hd]);
                     s.iter_mut().for_each(|h| h.extend(upto..n));
                     s
                 }

@@ -1,5 +1,8 @@
 //! Dense storage: per layer one K and one V buffer of `kv_t` (f16 where the
 //! adapter has SHADER_F16, else f32), laid out `[n_kv_heads][max_seq][head_dim]`,
+//! or with `q8` / `q4` (`shape.kvq`) rows of 32-element blocks with f16
+//! scales (`shaders/kv_format.wgsl`), quantized as they are appended and
+//! dequantized in registers by every kernel that reads them;
 //! allocated once: the whole context, an eviction policy's budget, or under
 //! `mustafar` the dense window of recent tokens. Keys are stored post-RoPE,
 //! so a slot need not equal a position: a cut gathers the kept slots to the
@@ -57,7 +60,7 @@ impl Slots {
 
     /// Bytes one token takes in one layer (K and V).
     pub fn token_bytes(&self) -> u64 {
-        2 * (self.shape.n_kv_heads * self.shape.head_dim) as u64 * self.elem as u64
+        2 * self.shape.n_kv_heads as u64 * self.shape.row_bytes(self.elem == 2)
     }
 
     /// Bytes these slots hold on the device.
@@ -130,7 +133,7 @@ impl Slots {
     /// Copy the first `len` slots of every layer and KV head from `src`
     /// (the same shape).
     pub fn copy_prefix_from(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, src: &Slots, len: usize) {
-        let row = (self.shape.head_dim as usize * self.elem) as u64;
+        let row = self.shape.row_bytes(self.elem == 2);
         let stride = self.shape.max_seq as u64 * row;
         for (d, s) in self.k.iter().chain(&self.v).zip(src.k.iter().chain(&src.v)) {
             for h in 0..self.shape.n_kv_heads as u64 {

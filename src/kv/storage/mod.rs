@@ -103,6 +103,11 @@ impl Storage {
     /// selection part's pages are here.
     pub fn describe(&self, len: usize) -> (Option<String>, Option<&'static str>) {
         match self {
+            Storage::Dense(s) if s.shape.kvq > 0 => {
+                let (q, f16) = (s.shape.kvq, 2 * s.shape.head_dim as u64);
+                let row = s.shape.row_bytes(true);
+                (Some(format!("storage: q{q}, {row} bytes per row of {} ({:.0}% of f16)", s.shape.head_dim, 100.0 * row as f64 / f16 as f64)), None)
+            }
             Storage::Dense(_) => (None, None),
             Storage::Mustafar(m) => (Some(m.describe(len - m.compressed())), Some("pages: mustafar's compressed blocks; its dense window is always attended")),
         }

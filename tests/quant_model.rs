@@ -1,0 +1,168 @@
+//! Quantized KV storage (`q8`, `q4`) in the whole forward pass, on the tiny
+//! random Qwen 3 (head_dim 32: one block of 32 per row): the GPU's logits
+//! follow the CPU reference forward whose cache keeps each row as its blocks
+//! give it back (`reference::kvquant`), alone and under `streaming` and
+//! Quest; budgets covering the context equal the storage alone; resident
+//! bytes are the quantized rows; the combinations that cannot work are
+//! refused with one line.
+
+mod common;
+#[path = "common/tiny.rs"]
+mod tiny;
+
+use common::*;
+use tiny::{TinyArch, TinyOpts};
+use wgkv::kv::KvSpec;
+use wgkv::model::{Model, Output, Readout};
+use wgkv::quant::WType;
+use wgkv::reference::evict::streaming_keep;
+use wgkv::reference::forward::{RefModel, RefQuest};
+use wgkv::weights::Weights;
+
+const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
+const CTX: usize = 128;
+
+fn logits(o: Output) -> Vec<f32> {
+    match o {
+        Output::Logits(v) => v,
+        other => panic!("expected logits, got {other:?}"),
+    }
+}
+
+fn tiny_weights(tag: &str) -> Weights {
+    let path = tiny::scratch(tag).join("tiny.gguf");
+    tiny::write_tiny_gguf_opts(&path, &TinyOpts { quant: WType::Q8_0, tied: true, ..TinyOpts::of(TinyArch::Qwen3, 17) });
+    Weights::open(&path).unwrap()
+}
+
+/// A 37-token prompt, 30 decode steps, a 20-token call (prefill over
+/// quantized history) and 20 more steps: 107 tokens.
+fn calls() -> Vec<Vec<u32>> {
+    let tok = |i: u32| (i * 37 + 5) % 300;
+    let mut c = vec![(0..37).map(tok).collect::<Vec<u32>>()];
+    c.extend((37..67).map(|i| vec![tok(i)]));
+    c.push((67..87).map(tok).collect());
+    c.extend((87..107).map(|i| vec![tok(i)]));
+    c
+}
+
+/// The reference with `bits`-bit rows, StreamingLLM's cut (budget, sinks,
+/// slack) when given, and Quest on single-token calls when given.
+fn reference_run(w: &Weights, kv_f16: bool, bits: u32, calls: &[Vec<u32>], streaming: Option<(usize, usize, usize)>, quest: Option<RefQuest>) -> Vec<Vec<f32>> {
+    let mut r = RefModel::new(w).unwrap();
+    r.kv_f16 = kv_f16;
+    r.kv_quant = bits;
+    let mut out = Vec::new();
+    for call in calls {
+        r.quest = quest.map(|q| RefQuest { active: call.len() == 1, ..q });
+        if let Some((budget, sinks, slack)) = streaming {
+            let len = r.cached();
+            if len + call.len() > budget {
+                r.keep(&streaming_keep(len, budget - call.len().max(slack), sinks));
+            }
+        }
+        let mut last = Vec::new();
+        for &t in call {
+            last = r.forward(t);
+        }
+        out.push(last);
+    }
+    out
+}
+
+fn gpu_run(g: &std::sync::Arc<wgkv::gpu::Gpu>, w: &Weights, spec: &str, calls: &[Vec<u32>]) -> (Vec<Vec<f32>>, Model) {
+    let mut m = Model::load(g.clone(), w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
+    let out = calls.iter().map(|c| logits(m.forward(c, Readout::Logits).unwrap())).collect();
+    (out, m)
+}
+
+#[test]
+fn quantized_rows_follow_the_reference() {
+    let w = tiny_weights("quant-ref");
+    for g in contexts() {
+        let full = gpu_run(&g, &w, "full", &calls()).0;
+        for bits in [8, 4] {
+            let spec = format!("q{bits}");
+            let want = reference_run(&w, g.caps.f16, bits, &calls(), None, None);
+            let (got, m) = gpu_run(&g, &w, &spec, &calls());
+            let mut differs = false;
+            for (i, ((a, r), f)) in got.iter().zip(&want).zip(&full).enumerate() {
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, LOGITS);
+                differs |= a.iter().zip(f).any(|(x, y)| (x - y).abs() > 1e-2);
+            }
+            assert!(differs, "{spec}: logits equal full's; the rows were not quantized");
+            // Resident: 107 tokens x 2 layers x 2 KV heads x K and V rows of
+            // 32 elements: q8 8 quant words + 1 scale word, q4 4 + 1.
+            let row = 4 * (32 * bits as u64 / 32 + 1);
+            let r = m.kv.report();
+            assert_eq!(r.resident, 107 * 2 * 2 * 2 * row, "{spec}: {:?}", r.lines);
+            assert!(r.lines.iter().any(|l| l.contains(&format!("storage: q{bits}, {row} bytes per row of 32"))), "{:?}", r.lines);
+        }
+    }
+}
+
+#[test]
+fn quantized_rows_under_streaming_and_quest_follow_the_reference() {
+    let w = tiny_weights("quant-compose");
+    // Streaming: budget 48, 2 sinks, slack (48 - 2) / 4 = 11: the prompt
+    // fits, decode steps evict from the 12th on, and the 20-token call too.
+    let calls = calls();
+    // Quest: pages of 8, 3 attended per unit (2 chosen + the current page),
+    // every layer sparse, one unit per KV head.
+    let quest = RefQuest { page: 8, budget_pages: 3, unit: 2, dense_layers: 0, active: false, window_from: None };
+    for g in contexts() {
+        for bits in [8, 4] {
+            let spec = format!("streaming:budget=48,sinks=2+q{bits}");
+            let want = reference_run(&w, g.caps.f16, bits, &calls, Some((48, 2, 11)), None);
+            let (got, m) = gpu_run(&g, &w, &spec, &calls);
+            assert!(m.kv.report().tokens_per_layer.iter().all(|&n| n <= 48));
+            for (i, (a, r)) in got.iter().zip(&want).enumerate() {
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, LOGITS);
+            }
+            let spec = format!("quest:budget=24,page=8,dense_layers=0+q{bits}");
+            let want = reference_run(&w, g.caps.f16, bits, &calls, None, Some(quest));
+            let (got, _) = gpu_run(&g, &w, &spec, &calls);
+            for (i, (a, r)) in got.iter().zip(&want).enumerate() {
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, LOGITS);
+            }
+        }
+    }
+}
+
+#[test]
+fn covering_budgets_equal_the_storage_alone() {
+    let w = tiny_weights("quant-covering");
+    for g in contexts() {
+        for bits in [8, 4] {
+            let (want, _) = gpu_run(&g, &w, &format!("q{bits}"), &calls());
+            for policy in ["snapkv:budget=128", "h2o:budget=128", "quest:budget=128,page=8", "streaming:budget=128"] {
+                let spec = format!("{policy}+q{bits}");
+                let (got, _) = gpu_run(&g, &w, &spec, &calls());
+                for (i, (a, r)) in got.iter().zip(&want).enumerate() {
+                    // The same rows; only the split of the softmax sums may differ.
+                    assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, Tol { name: "same-rows", abs: 1e-4, rel: 1e-4 });
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn impossible_combinations_are_one_line_refusals() {
+    let w = tiny_weights("quant-refuse");
+    for (spec, needle) in [("mustafar+q8", "conflict"), ("q4+q8", "conflict"), ("q8:bits=4", "no option 'bits'")] {
+        let e = KvSpec::parse(spec).unwrap_err().to_string();
+        assert!(e.contains(needle) && !e.contains('\n'), "{spec}: {e}");
+    }
+    // The tiny Llama's head_dim is 16: no whole block of 32 per row.
+    let path = tiny::scratch("quant-refuse-llama").join("tiny.gguf");
+    tiny::write_tiny_gguf(&path, 3, WType::Q8_0);
+    let llama = Weights::open(&path).unwrap();
+    for g in contexts() {
+        let e = Model::load(g.clone(), &llama, CTX, KvSpec::parse("q8").unwrap()).err().expect("head_dim 16 refused").to_string();
+        assert!(e.contains("multiple of 32") && !e.contains('\n'), "{e}");
+        // Saving a quantized cache is refused (its rows are not kv_t).
+        let (_, m) = gpu_run(&g, &w, "q8", &calls()[..1]);
+        assert!(!m.kv.can_save());
+    }
+}
