@@ -4,8 +4,8 @@
 
 use super::load::{self, RunArgs, load};
 use crate::kv::KvSpec;
-use crate::measure::budget;
 use crate::measure::record::Stamp;
+use crate::measure::{budget, frontier};
 use crate::model::{Model, Output, Readout};
 use crate::progress;
 use crate::{Error, Result};
@@ -52,6 +52,17 @@ pub enum EvalCommand {
         #[arg(long, value_name = "SPEC")]
         skip: Vec<String>,
     },
+    /// Quality against KV bytes from `eval ppl --compare-full --json` lines:
+    /// KL to full and perplexity against each policy's resident KV bytes as a
+    /// share of full's, one line per eviction part.
+    PplFrontier {
+        /// Files of `eval ppl --json` lines.
+        #[arg(required = true, value_name = "FILE.jsonl")]
+        files: Vec<String>,
+        /// The SVG to write.
+        #[arg(long, value_name = "FILE.svg")]
+        out: String,
+    },
     /// Teacher-force a reference file's tokens and compare logits with its top-20.
     Compare {
         #[arg(long)]
@@ -71,6 +82,7 @@ pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::Ppl { file, ctx, chunks, kv, compare_full, json } => ppl(global, &file, ctx, chunks, json, compare_full, RunArgs { kv, ctx: Some(ctx) }),
         EvalCommand::PplPlot { files, out, skip } => ppl_plot(&files, &out, &skip),
+        EvalCommand::PplFrontier { files, out } => ppl_frontier(&files, &out),
         EvalCommand::Compare { reference, json, run } => compare(global, &reference, json, run),
         EvalCommand::Passkey(a) => super::passkey::run(global, a),
         EvalCommand::Soak(a) => super::soak::run(global, a),
@@ -97,6 +109,25 @@ fn ppl_plot(files: &[String], out: &str, skip: &[String]) -> Result<()> {
     std::fs::write(out, budget::budget_figure(&points).to_svg()).map_err(|e| Error::io(out, e))?;
     let families = points.iter().map(|p| p.family.as_str()).collect::<std::collections::BTreeSet<_>>().len();
     println!("{out}: {} points of {families} policies", points.len());
+    Ok(())
+}
+
+/// `eval ppl-frontier`: read every file's records, write the figure and
+/// print each point.
+fn ppl_frontier(files: &[String], out: &str) -> Result<()> {
+    let mut points = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        frontier::parse_lines(f, &text, &mut points)?;
+    }
+    if points.is_empty() {
+        return Err(Error::msg("ppl-frontier: no record in the files"));
+    }
+    std::fs::write(out, frontier::frontier_figure(&points).to_svg()).map_err(|e| Error::io(out, e))?;
+    for p in &points {
+        println!("{} {}: {:.1}% of full's KV bytes, KL {:.4}, ppl {:.3}", p.model, p.kv, p.bytes_pct, p.kl, p.ppl);
+    }
+    println!("{out}: {} points", points.len());
     Ok(())
 }
 
@@ -174,6 +205,8 @@ struct Sums {
     nll: f64,
     kl: f64,
     agree: usize,
+    /// KV bytes resident after each scored step, summed.
+    resident: f64,
 }
 
 fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usize>, as_json: bool, compare_full: bool, run: RunArgs) -> Result<()> {
@@ -192,7 +225,7 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
     }
     let first = n_ctx / 2;
     let mut sums: Vec<Sums> = models.iter().map(|_| Sums::default()).collect();
-    let (mut count, mut nll_full) = (0usize, 0f64);
+    let (mut count, mut nll_full, mut resident_full) = (0usize, 0f64, 0f64);
     let t0 = Instant::now();
     let per_chunk = (n_ctx - 1 - first) as u64;
     let bar = progress::bar(n_chunks as u64 * per_chunk, "ppl {bar:30} {pos}/{len} tokens, {elapsed}, eta {eta} | {msg}");
@@ -207,6 +240,7 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
                 Some(f) => {
                     let lf = logits(f.forward(&[tokens[j]], Readout::Logits)?);
                     nll_full += log_sum_exp(&lf) - lf[tokens[j + 1] as usize] as f64;
+                    resident_full += f.kv.report().resident as f64;
                     Some(lf)
                 }
                 None => None,
@@ -214,6 +248,7 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
             for (m, s) in models.iter_mut().zip(sums.iter_mut()) {
                 let lg = logits(m.forward(&[tokens[j]], Readout::Logits)?);
                 s.nll += log_sum_exp(&lg) - lg[tokens[j + 1] as usize] as f64;
+                s.resident += m.kv.report().resident as f64;
                 if let Some(lf) = &lf {
                     s.kl += kl_logits(lf, &lg);
                     s.agree += (argmax_of(lf) == argmax_of(&lg)) as usize;
@@ -229,25 +264,27 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
     for (model, s) in models.iter().zip(&sums) {
         let ppl = (s.nll / n).exp();
         if as_json {
-            let mut o = json!({"file": file, "ctx": n_ctx, "chunks": n_chunks, "scored": count, "ppl": ppl, "kv": model.kv.spec.to_string(), "seconds": t0.elapsed().as_secs_f64()});
+            let mut o = json!({"file": file, "ctx": n_ctx, "chunks": n_chunks, "scored": count, "ppl": ppl, "kv": model.kv.spec.to_string(), "seconds": t0.elapsed().as_secs_f64(), "kv_resident_mean": s.resident / n});
             Stamp::new(Some(&model.gpu), &model_name).merge_into(&mut o);
             if full.is_some() {
                 o["ppl_full"] = json!((nll_full / n).exp());
                 o["kl_mean"] = json!(s.kl / n);
                 o["top1_agree"] = json!(s.agree);
                 o["top1_rate"] = json!(s.agree as f64 / n);
+                o["kv_resident_mean_full"] = json!(resident_full / n);
             }
             println!("{o}");
         } else {
             println!("ppl {ppl:.4} over {count} tokens ({n_chunks} chunks of {n_ctx}, kv {}, model {model_name}, {})", model.kv.spec, model.gpu.describe());
             if full.is_some() {
                 println!(
-                    "vs full cache: mean KL(full || {}) {:.6} nats, top-1 agreement {}/{count} ({:.2}%), full-cache ppl {:.4}",
+                    "vs full cache: mean KL(full || {}) {:.6} nats, top-1 agreement {}/{count} ({:.2}%), full-cache ppl {:.4}, KV resident {:.1}% of full's (mean over the scored steps)",
                     model.kv.spec,
                     s.kl / n,
                     s.agree,
                     100.0 * s.agree as f64 / n,
-                    (nll_full / n).exp()
+                    (nll_full / n).exp(),
+                    100.0 * s.resident / resident_full.max(1.0)
                 );
             }
         }

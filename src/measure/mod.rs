@@ -5,6 +5,7 @@
 //! `benches/e2e.rs`) put the pieces together.
 
 pub mod budget;
+pub mod frontier;
 pub mod passkey;
 pub mod plot;
 pub mod record;
