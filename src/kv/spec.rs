@@ -192,6 +192,8 @@ mod tests {
         assert_eq!(s.to_string(), "vatp:budget=512,alloc=dynamic+mustafar:k=0.5,v=0.5+quest:budget=128");
         assert_eq!(KvSpec::parse("h2o:budget=10%").unwrap().parts[0].budget().unwrap(), Some(Budget::Percent(10.0)));
         assert_eq!(Budget::Percent(10.0).tokens(2048), 205);
+        let q = KvSpec::parse("snapkv:budget=25%+q4+quest:budget=256").unwrap();
+        assert_eq!(q.part(Kind::Storage).unwrap().name, "q4");
     }
 
     #[test]
@@ -208,6 +210,8 @@ mod tests {
             ("h2o:budget=abc", "budget 'abc'"),
             ("quest:budget=1,budget=2", "given twice"),
             ("quest:page=1\n2", "control character '\\n'"),
+            ("q8:bits=2", "no option 'bits'"),
+            ("mustafar+q4", "conflict"),
         ] {
             let e = KvSpec::parse(spec).unwrap_err().to_string();
             assert!(e.contains(needle), "{spec:?}: {e}");
