@@ -3,7 +3,9 @@
 // of the call goes to slot step.kv_len - step.n_tokens + t of every KV head.
 //
 // One invocation per (token, KV head, pair of 32-element blocks): it writes
-// the pair's quant words and their shared scale word, in K and in V. Per
+// the pair's quant words and their shared scale word, in K and in V. With
+// KVROT, the pair's elements are first rotated group by group
+// (kv_hadamard.wgsl; groups of 64 only where the pair is whole). Per
 // block (as llama.cpp's quantize_row_q8_0 / q4_0, with f16 scales):
 //   q8: a = max|x|, d = a / 127, q = round(x / d) half away from zero
 //       (x * (1 / d), 0 where d = 0);
@@ -15,7 +17,8 @@
 // v_cache [n_kv_heads][max_seq][KV_ROW] u32.
 // Bindings: k_new (read), v_new (read), k_cache (read_write),
 // v_cache (read_write), params, step (ops::Step).
-// Prelude consts: WG, HEAD_DIM (a multiple of 32), KVQ (8 or 4).
+// Prelude consts: WG, HEAD_DIM (a multiple of 32), KVQ (8 or 4), KVROT
+// (0, 32 or 64).
 // Grid: one invocation per (token, KV head, block pair) for max_tokens
 // tokens, as a grid_1d; tokens >= step.n_tokens and slots >= max_seq write
 // nothing.
@@ -33,52 +36,40 @@ const D4: u32 = HEAD_DIM / 4u;
 const NB: u32 = HEAD_DIM / 32u; // blocks per row
 const PAIRS: u32 = (NB + 1u) / 2u;
 
-// Round half away from zero (C's roundf).
-fn round_away(v: f32) -> f32 {
-    return sign(v) * floor(abs(v) + 0.5);
-}
-
-// Quantize block `b` of the row whose first vec4 is `src` (in k_new when
-// `is_k`, else v_new) into the row at word `dst`; returns its scale.
-fn quant_block(is_k: bool, src: u32, dst: u32, b: u32) -> f32 {
-    var x: array<vec4<f32>, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        x[i] = select(v_new[src + b * 8u + i], k_new[src + b * 8u + i], is_k);
-    }
+// Quantize block `b` (0 or 1) of the pair held in `x` into the row at word
+// `dst`, block `blk` of the row; returns its scale.
+fn quant_block(is_k: bool, x: ptr<function, array<f32, 64>>, b: u32, dst: u32, blk: u32) -> f32 {
+    let o = b * 32u;
     var d = 0.0;
     if (KVQ == 8u) {
         var a = 0.0;
-        for (var i = 0u; i < 8u; i++) {
-            let m = abs(x[i]);
-            a = max(a, max(max(m.x, m.y), max(m.z, m.w)));
+        for (var i = 0u; i < 32u; i++) {
+            a = max(a, abs((*x)[o + i]));
         }
         d = a / 127.0;
     } else {
         var m = 0.0;
-        for (var i = 0u; i < 8u; i++) {
-            for (var c = 0u; c < 4u; c++) {
-                if (abs(x[i][c]) > abs(m)) {
-                    m = x[i][c];
-                }
+        for (var i = 0u; i < 32u; i++) {
+            if (abs((*x)[o + i]) > abs(m)) {
+                m = (*x)[o + i];
             }
         }
         d = m / -8.0;
     }
     let id = select(0.0, 1.0 / d, d != 0.0);
     for (var i = 0u; i < 8u; i++) {
-        let v = x[i] * id;
-        var w = 0u;
+        let v = vec4<f32>((*x)[o + 4u * i], (*x)[o + 4u * i + 1u], (*x)[o + 4u * i + 2u], (*x)[o + 4u * i + 3u]) * id;
         if (KVQ == 8u) {
+            // round half away from zero (C's roundf)
             let q = vec4<i32>(sign(v) * floor(abs(v) + 0.5));
             let u = vec4<u32>(bitcast<vec4<u32>>(q) & vec4<u32>(255u)) << vec4<u32>(0u, 8u, 16u, 24u);
-            w = u.x | u.y | u.z | u.w;
-            store(is_k, dst + b * 8u + i, w);
+            store(is_k, dst + blk * 8u + i, u.x | u.y | u.z | u.w);
         } else {
             let n = min(vec4<u32>(v + vec4<f32>(8.5)), vec4<u32>(15u));
             let u = n << (vec4<u32>(0u, 4u, 8u, 12u) + vec4<u32>((i & 1u) * 16u));
-            w = u.x | u.y | u.z | u.w;
+            let w = u.x | u.y | u.z | u.w;
             // Two vec4 share a word: the even one writes, the odd one adds.
-            let at = dst + b * 4u + i / 2u;
+            let at = dst + blk * 4u + i / 2u;
             if ((i & 1u) == 0u) {
                 store(is_k, at, w);
             } else {
@@ -118,13 +109,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let pair = r % PAIRS;
     let src = (t * p.n_kv_heads + h) * D4;
     let dst = (h * p.max_seq + slot) * KV_ROW;
+    let b0 = 2u * pair;
+    let nb = min(2u, NB - b0); // blocks in this pair
     for (var kv = 0u; kv < 2u; kv++) {
         let is_k = kv == 0u;
-        let b0 = 2u * pair;
-        let d0 = quant_block(is_k, src, dst, b0);
+        var x: array<f32, 64>;
+        for (var i = 0u; i < nb * 8u; i++) {
+            let e = select(v_new[src + b0 * 8u + i], k_new[src + b0 * 8u + i], is_k);
+            x[4u * i] = e.x;
+            x[4u * i + 1u] = e.y;
+            x[4u * i + 2u] = e.z;
+            x[4u * i + 3u] = e.w;
+        }
+        if (KVROT > 0u) {
+            for (var o = 0u; o < nb * 32u; o += KVROT) {
+                fwht(&x, o);
+            }
+        }
+        let d0 = quant_block(is_k, &x, 0u, dst, b0);
         var d1 = 0.0;
-        if (b0 + 1u < NB) {
-            d1 = quant_block(is_k, src, dst, b0 + 1u);
+        if (nb == 2u) {
+            d1 = quant_block(is_k, &x, 1u, dst, b0 + 1u);
         }
         store(is_k, dst + KV_QW + pair, pack_halves(d0, d1));
     }

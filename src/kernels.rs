@@ -51,6 +51,7 @@ kernels! {
     Add => "add", false;
     KvAppend => "kv_append", false;
     KvQuant => "kv_quant", false;
+    KvRotate => "kv_rotate", false;
     KvCompact => "kv_compact", false;
     KvPlace => "kv_place", false;
     AttnAccum => "attn_accum", false;
@@ -87,6 +88,7 @@ pub const HALF: &str = include_str!("../shaders/half.wgsl");
 pub const MUSTAFAR_TILES: &str = include_str!("../shaders/mustafar_tiles.wgsl");
 pub const RADIX_SELECT: &str = include_str!("../shaders/radix_select.wgsl");
 pub const KV_FORMAT: &str = include_str!("../shaders/kv_format.wgsl");
+pub const KV_HADAMARD: &str = include_str!("../shaders/kv_hadamard.wgsl");
 
 impl Kernel {
     /// Shared WGSL fragments the kernel's source is prepended with, in order
@@ -237,6 +239,9 @@ impl Spec {
         } else if self.kernel == Kernel::KvQuant {
             s.push_str(HALF);
             s.push_str(KV_FORMAT);
+            s.push_str(KV_HADAMARD);
+        } else if self.kernel == Kernel::KvRotate {
+            s.push_str(KV_HADAMARD);
         }
         if let Some(w) = self.wtype {
             s.push_str(QUANT_COMMON);

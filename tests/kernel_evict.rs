@@ -362,7 +362,8 @@ fn scores_with_window_and_softcap_equal_the_reference() {
             (8, 1, 96, 50, 30, 5, 8, 50.0, 100, 60.0),  // a window past the context, softcap alone
         ];
         for &(nh, kvh, hd, max_seq, before, n, rows, softcap, window, q_range) in cases {
-            let s = AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, softcap, window, kvq: 0 };
+            let s =
+                AttnShape { n_heads: nh as u32, n_kv_heads: kvh as u32, head_dim: hd as u32, max_seq: max_seq as u32, softcap, window, ..Default::default() };
             let len = before + n;
             let (k, _v, kb, vb) = random_caches(&g, &mut rng, kvh * max_seq * hd, 1.0);
             let q = rng.vec(n * nh * hd, -q_range, q_range);

@@ -1,7 +1,9 @@
 //! The quantized KV cache (`q8`, `q4`): `kv_quant` stores each appended row
-//! as `reference::kvquant` quantizes it (and writes nothing else), and the
-//! prefill and decode attention kernels of both adapter classes read the
-//! blocks as the CPU attention over the rows those blocks decode to.
+//! as `reference::kvquant` quantizes it, rotated or not (and writes nothing
+//! else); `kv_rotate` is the reference's Walsh-Hadamard rotation and its
+//! own inverse; the prefill and decode attention kernels of both adapter
+//! classes read the blocks as the CPU attention over the rows those blocks
+//! decode to.
 
 mod common;
 use common::*;
@@ -10,7 +12,7 @@ use wgkv::kernels::Kernel;
 use wgkv::ops::Step;
 use wgkv::ops::attention::{self as ops, AttnKind, AttnShape, DecodeScratch, PrefillScratch};
 use wgkv::reference::attention as reference;
-use wgkv::reference::kvquant::{decode_row, quantize_block, roundtrip, row_words};
+use wgkv::reference::kvquant::{decode_row, quantize_block, rotate, roundtrip, row_words};
 
 fn shape(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_seq: u32, kvq: u32) -> AttnShape {
     AttnShape { n_heads, n_kv_heads, head_dim, max_seq, kvq, ..Default::default() }
@@ -66,9 +68,10 @@ fn kv_quant_stores_the_reference_blocks_and_nothing_else() {
     let cases = [(3, 64, 40, 0, 7), (1, 32, 16, 15, 1), (2, 96, 70, 3, 65), (2, 128, 600, 3, 512), (1, 256, 9, 2, 6)];
     for g in contexts() {
         let mut rng = Rng::new(70);
-        for bits in [8, 4] {
+        for (bits, rot) in [(8, false), (4, false), (8, true), (4, true)] {
             for &(kvh, hd, ms, prior, n) in &cases {
-                let s = shape(kvh, kvh, hd, ms, bits);
+                let group = if rot { ops::rotation_group(hd) as usize } else { 0 };
+                let s = AttnShape { kvrot: group as u32, ..shape(kvh, kvh, hd, ms, bits) };
                 let row = (kvh * hd) as usize;
                 let max_tokens = n + 2; // rows past step.n_tokens must not be stored
                 let (k_new, v_new) = (rows(&mut rng, max_tokens as usize, row, 4.0), rows(&mut rng, max_tokens as usize, row, 1.0));
@@ -77,7 +80,7 @@ fn kv_quant_stores_the_reference_blocks_and_nothing_else() {
                 append(&g, &s, &kb, &vb, &k_new, &v_new, prior, n, max_tokens);
                 let rw = row_words(hd as usize, bits);
                 assert_eq!(rw as u64 * 4, s.row_bytes(g.caps.f16));
-                let what = format!("q{bits} kvh={kvh} hd={hd} prior={prior} n={n} on {}", label(&g));
+                let what = format!("q{bits} rot {group} kvh={kvh} hd={hd} prior={prior} n={n} on {}", label(&g));
                 for (buf, new, name) in [(&kb, &k_new, "k"), (&vb, &v_new, "v")] {
                     let got = g.read_u32(buf, words + GUARD_WORDS);
                     assert!(got[words..].iter().all(|&w| w == GUARD), "{what} {name}: wrote past the cache");
@@ -90,7 +93,8 @@ fn kv_quant_stores_the_reference_blocks_and_nothing_else() {
                                 assert!(w.iter().all(|&x| x == GUARD), "{what} {name}: slot {slot} of head {h} was written");
                                 continue;
                             }
-                            let src = &new[t * row + h * hd as usize..][..hd as usize];
+                            // What is quantized: the row, rotated group by group.
+                            let src = &rotate(&new[t * row + h * hd as usize..][..hd as usize], group);
                             let (gv, wv) = (decode_row(w, hd as usize, bits), roundtrip(src, bits));
                             for (b, blk) in src.chunks(32).enumerate() {
                                 let d = quantize_block(blk, bits).0;
@@ -209,6 +213,29 @@ fn decode_reads_quantized_blocks() {
             }
         }
         check_decode(&g, &mut rng, &shape(9, 3, 64, 4100, 8), 4097, AttnKind::for_gpu(&g));
+    }
+}
+
+#[test]
+fn kv_rotate_is_the_reference_rotation_and_its_own_inverse() {
+    for g in contexts() {
+        let mut rng = Rng::new(73);
+        for (group, row, n, max_tokens) in [(64u32, 9 * 64u32, 5u32, 7u32), (32, 2 * 32, 1, 1), (64, 14 * 64, 33, 40), (32, 6 * 96, 3, 3)] {
+            let x = rng.vec((max_tokens * row) as usize, -3.0, 3.0);
+            let buf = upload_f32(&g, "x", &x);
+            let st = step(&g, 0, n, n);
+            let d = ops::kv_rotate(&g, &buf, row, group, &st, max_tokens);
+            assert_eq!(d.kernel, Kernel::KvRotate);
+            g.run(&[&d]);
+            let got = g.read_f32(&buf, x.len());
+            let used = (n * row) as usize;
+            let want = rotate(&x[..used], group as usize);
+            let what = format!("group {group} row {row} n {n} on {}", label(&g));
+            assert_close(&what, &got[..used], &want, F32_REDUCTION);
+            assert_eq!(&got[used..], &x[used..], "{what}: rows past n_tokens changed");
+            g.run(&[&d]);
+            assert_close(&format!("{what}: twice"), &g.read_f32(&buf, used), &x[..used], F32_REDUCTION);
+        }
     }
 }
 

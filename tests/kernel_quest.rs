@@ -300,7 +300,8 @@ fn paged_attention_with_window_and_softcap_equals_reference() {
             (9, 3, 16, 256, true, 1000, 50.0, 500, 100.0),
         ];
         for &(nh, nkv, page, budget, shared, len, softcap, window, q_range) in cases {
-            let attn = AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: 64, max_seq: len.next_multiple_of(1024) as u32, softcap, window, kvq: 0 };
+            let attn =
+                AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: 64, max_seq: len.next_multiple_of(1024) as u32, softcap, window, ..Default::default() };
             let s = QuestShape::new(attn, page, budget, if shared { attn.group() } else { 1 }).unwrap();
             let mut layer = Layer::new(&g, s);
             layer.append(&g, len - 1, &mut |m| rng.vec(m, -1.0, 1.0));
@@ -324,7 +325,7 @@ fn a_budget_covering_the_window_equals_full_attention_with_the_window() {
     for g in contexts() {
         let mut rng = Rng::new(6);
         for &(page, len, window, softcap) in &[(16u32, 300usize, 50u32, 0.0f32), (5, 99, 1, 10.0), (16, 300, 17, 50.0)] {
-            let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 512, softcap, window, kvq: 0 };
+            let attn = AttnShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, max_seq: 512, softcap, window, ..Default::default() };
             let s = QuestShape::new(attn, page, len.next_multiple_of(page as usize) as u32, 3).unwrap();
             let mut layer = Layer::new(&g, s);
             layer.append(&g, len, &mut |m| rng.vec(m, -1.0, 1.0));

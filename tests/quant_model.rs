@@ -48,10 +48,22 @@ fn calls() -> Vec<Vec<u32>> {
 
 /// The reference with `bits`-bit rows, StreamingLLM's cut (budget, sinks,
 /// slack) when given, and Quest on single-token calls when given.
-fn reference_run(w: &Weights, kv_f16: bool, bits: u32, calls: &[Vec<u32>], streaming: Option<(usize, usize, usize)>, quest: Option<RefQuest>) -> Vec<Vec<f32>> {
+/// Rows are rotated over groups of 32 (the tiny model's head_dim) unless
+/// `rot` is false.
+#[allow(clippy::too_many_arguments)]
+fn reference_run(
+    w: &Weights,
+    kv_f16: bool,
+    bits: u32,
+    rot: bool,
+    calls: &[Vec<u32>],
+    streaming: Option<(usize, usize, usize)>,
+    quest: Option<RefQuest>,
+) -> Vec<Vec<f32>> {
     let mut r = RefModel::new(w).unwrap();
     r.kv_f16 = kv_f16;
     r.kv_quant = bits;
+    r.kv_rot = if rot { 32 } else { 0 };
     let mut out = Vec::new();
     for call in calls {
         r.quest = quest.map(|q| RefQuest { active: call.len() == 1, ..q });
@@ -81,9 +93,9 @@ fn quantized_rows_follow_the_reference() {
     let w = tiny_weights("quant-ref");
     for g in contexts() {
         let full = gpu_run(&g, &w, "full", &calls()).0;
-        for bits in [8, 4] {
-            let spec = format!("q{bits}");
-            let want = reference_run(&w, g.caps.f16, bits, &calls(), None, None);
+        for (bits, rot) in [(8, true), (4, true), (8, false), (4, false)] {
+            let spec = format!("q{bits}{}", if rot { "" } else { ":rot=0" });
+            let want = reference_run(&w, g.caps.f16, bits, rot, &calls(), None, None);
             let (got, m) = gpu_run(&g, &w, &spec, &calls());
             let mut differs = false;
             for (i, ((a, r), f)) in got.iter().zip(&want).zip(&full).enumerate() {
@@ -97,6 +109,7 @@ fn quantized_rows_follow_the_reference() {
             let r = m.kv.report();
             assert_eq!(r.resident, 107 * 2 * 2 * 2 * row, "{spec}: {:?}", r.lines);
             assert!(r.lines.iter().any(|l| l.contains(&format!("storage: q{bits}, {row} bytes per row of 32"))), "{:?}", r.lines);
+            assert_eq!(m.kv.attn().kvrot, if rot { 32 } else { 0 });
         }
     }
 }
@@ -113,14 +126,14 @@ fn quantized_rows_under_streaming_and_quest_follow_the_reference() {
     for g in contexts() {
         for bits in [8, 4] {
             let spec = format!("streaming:budget=48,sinks=2+q{bits}");
-            let want = reference_run(&w, g.caps.f16, bits, &calls, Some((48, 2, 11)), None);
+            let want = reference_run(&w, g.caps.f16, bits, true, &calls, Some((48, 2, 11)), None);
             let (got, m) = gpu_run(&g, &w, &spec, &calls);
             assert!(m.kv.report().tokens_per_layer.iter().all(|&n| n <= 48));
             for (i, (a, r)) in got.iter().zip(&want).enumerate() {
                 assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, LOGITS);
             }
             let spec = format!("quest:budget=24,page=8,dense_layers=0+q{bits}");
-            let want = reference_run(&w, g.caps.f16, bits, &calls, None, Some(quest));
+            let want = reference_run(&w, g.caps.f16, bits, true, &calls, None, Some(quest));
             let (got, _) = gpu_run(&g, &w, &spec, &calls);
             for (i, (a, r)) in got.iter().zip(&want).enumerate() {
                 assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, LOGITS);
@@ -154,6 +167,8 @@ fn impossible_combinations_are_one_line_refusals() {
         let e = KvSpec::parse(spec).unwrap_err().to_string();
         assert!(e.contains(needle) && !e.contains('\n'), "{spec}: {e}");
     }
+    let e = wgkv::kv::KvCache::quant_of(&KvSpec::parse("q4:rot=2").unwrap()).unwrap_err().to_string();
+    assert!(e.contains("rot '2' is not 0 or 1"), "{e}");
     // The tiny Llama's head_dim is 16: no whole block of 32 per row.
     let path = tiny::scratch("quant-refuse-llama").join("tiny.gguf");
     tiny::write_tiny_gguf(&path, 3, WType::Q8_0);

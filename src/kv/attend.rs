@@ -1,5 +1,6 @@
 //! One layer's attention against the cache, recorded in one place:
-//! append → page metadata → select → attend → observe. The forward pass
+//! (rotate the queries) → append → page metadata → select → attend →
+//! (rotate the output back) → observe. The forward pass
 //! calls [`KvCache::record_layer`] between RoPE and the output projection
 //! and knows nothing of the policy; the scratch the attention kernels share
 //! across layers lives here too.
@@ -97,7 +98,14 @@ impl KvCache {
         // The slots' step: a scored layer's own length, Mustafar's window, or the call's.
         let step = self.eviction.layer_step(l).or(self.storage.step()).unwrap_or(io.step);
         let keys = &self.storage.slots().k[l];
-        let mut d = vec![self.storage.append(g, l, io, step, nt)];
+        // A rotated quantized cache holds H k and H v: the queries turn by H
+        // first (for the selection, the attention and the scores alike) and
+        // the output turns back after the attention.
+        let shape = self.storage.slots().shape;
+        let row = shape.n_heads * shape.head_dim;
+        let rotate = |buf| (shape.kvrot > 0).then(|| crate::ops::attention::kv_rotate(g, buf, row, shape.kvrot, io.step, nt));
+        let mut d: Vec<Dispatch> = rotate(io.q).into_iter().collect();
+        d.push(self.storage.append(g, l, io, step, nt));
         d.extend(self.selection.record_meta(g, l, keys, step, nt));
         let pages = match n {
             1 => self.selection.select(g, l, io.q, self.storage.pages(l), step).map(|(select, list)| {
@@ -107,6 +115,7 @@ impl KvCache {
             _ => None,
         };
         d.extend(self.storage.attend(g, l, n, io, &self.scratch, step, pages));
+        d.extend(rotate(io.out));
         d.extend(self.eviction.observe(g, l, n, io.q, keys, &self.scratch));
         d
     }

@@ -112,13 +112,18 @@ impl KvCache {
     }
 
     /// Bits per element of `spec`'s quantized storage (`q8`, `q4`), else 0
-    /// (dense `kv_t`, or Mustafar's).
-    pub fn quant_of(spec: &KvSpec) -> u32 {
-        match spec.part(Kind::Storage).map(|p| p.name.as_str()) {
-            Some("q8") => 8,
-            Some("q4") => 4,
-            _ => 0,
-        }
+    /// (dense `kv_t`, or Mustafar's), and whether its rows are rotated
+    /// (`rot=1`, the default, as llama.cpp's quantized caches; `rot=0` off).
+    pub fn quant_of(spec: &KvSpec) -> Result<(u32, bool)> {
+        let Some(p) = spec.part(Kind::Storage).filter(|p| matches!(p.name.as_str(), "q8" | "q4")) else {
+            return Ok((0, false));
+        };
+        let rot = match p.get("rot") {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(v) => return Err(Error::msg(format!("--kv part '{}': rot '{v}' is not 0 or 1", p.name))),
+        };
+        Ok((if p.name == "q8" { 8 } else { 4 }, rot))
     }
 
     /// Most tokens cached at once for `spec` over `ctx` tokens: an eviction
@@ -146,7 +151,9 @@ impl KvCache {
         let max_seq = KvCache::slots(spec, ctx)?;
         let elem_bytes = if f16 { 2 } else { 4 };
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
-        let attn = AttnShape { kvq: KvCache::quant_of(spec), ..super::attn_shape(cfg, max_seq) };
+        let (kvq, rot) = KvCache::quant_of(spec)?;
+        let kvrot = if rot { crate::ops::attention::rotation_group(cfg.head_dim as u32) } else { 0 };
+        let attn = AttnShape { kvq, kvrot, ..super::attn_shape(cfg, max_seq) };
         let capacity = KvCache::capacity_of(spec, ctx)?;
         let mustafar = KvCache::mustafar_of(spec, ctx)?;
         // Prefill attends the whole context: under Mustafar a dense scratch of it.

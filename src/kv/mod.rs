@@ -55,6 +55,7 @@ pub fn attn_shape(cfg: &ModelConfig, max_seq: usize) -> AttnShape {
         softcap: cfg.attn_softcap.unwrap_or(0.0),
         window: 0,
         kvq: 0,
+        kvrot: 0,
     }
 }
 

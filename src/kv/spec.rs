@@ -53,7 +53,8 @@ fn allowed_keys(name: &str) -> &'static [&'static str] {
         "mustafar" => &["k", "v", "window"],
         "quest" => &["budget", "page", "dense_layers", "group"],
         "streaming" => &["budget", "sinks", "alloc"],
-        "full" | "q8" | "q4" => &[],
+        "full" => &[],
+        "q8" | "q4" => &["rot"],
         _ => &["budget", "alloc", "window", "kernel", "pool", "sinks", "recent"],
     }
 }

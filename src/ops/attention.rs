@@ -80,8 +80,14 @@ pub struct AttnShape {
     /// slots, its own included. 0: none (causal over every slot).
     pub window: u32,
     /// How the cache holds K/V rows: 0 as `kv_t` (dense), or 8 / 4 bits per
-    /// element in per-row blocks of 32 with an f16 scale each ([`KvQuant`]).
+    /// element in per-row blocks of 32 with an f16 scale each.
     pub kvq: u32,
+    /// With `kvq`: K and V rows are rotated by an orthonormal Walsh-Hadamard
+    /// matrix over groups of this many elements before they are quantized
+    /// (0: not rotated); the queries and the attention output are rotated
+    /// by the same matrix ([`kv_rotate`]), so the scores and the output are
+    /// unchanged while outlier channels are spread over their group.
+    pub kvrot: u32,
 }
 
 impl PartialEq for AttnShape {
@@ -99,8 +105,8 @@ impl std::hash::Hash for AttnShape {
 }
 
 impl AttnShape {
-    fn key(&self) -> [u32; 7] {
-        [self.n_heads, self.n_kv_heads, self.head_dim, self.max_seq, self.softcap.to_bits(), self.window, self.kvq]
+    fn key(&self) -> [u32; 8] {
+        [self.n_heads, self.n_kv_heads, self.head_dim, self.max_seq, self.softcap.to_bits(), self.window, self.kvq, self.kvrot]
     }
 
     /// `spec` with the attention core's options of this shape as prelude
@@ -245,8 +251,18 @@ impl AttnShape {
 fn append_spec(s: &AttnShape) -> Spec {
     match s.kvq {
         0 => Spec::new(Kernel::KvAppend).with("WG", WG).with("HEAD_DIM", s.head_dim),
-        _ => s.cache_format(Spec::new(Kernel::KvQuant).with("WG", WG).with("HEAD_DIM", s.head_dim)),
+        _ => s.cache_format(Spec::new(Kernel::KvQuant).with("WG", WG).with("HEAD_DIM", s.head_dim)).with("KVROT", s.kvrot),
     }
+}
+
+fn rotate_spec(group: u32) -> Spec {
+    Spec::new(Kernel::KvRotate).with("WG", WG).with("KVROT", group)
+}
+
+/// The Walsh-Hadamard group a quantized cache of `head_dim` rotates over:
+/// 64 where it divides the head (as llama.cpp's V), else 32.
+pub fn rotation_group(head_dim: u32) -> u32 {
+    if head_dim.is_multiple_of(64) { 64 } else { 32 }
 }
 
 fn prefill_spec(s: &AttnShape) -> Spec {
@@ -281,7 +297,7 @@ pub fn spec_shapes() -> Vec<AttnShape> {
             v.push(AttnShape { n_heads: g, n_kv_heads: 1, head_dim, max_seq: 1, ..Default::default() });
         }
     }
-    v.push(AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 1, softcap: 50.0, window: 4096, kvq: 0 });
+    v.push(AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 1, softcap: 50.0, window: 4096, ..Default::default() });
     v
 }
 
@@ -292,6 +308,7 @@ pub fn quant_spec_shapes() -> Vec<AttnShape> {
     for kvq in [8, 4] {
         for (head_dim, g) in [(64, 3), (64, 1), (32, 1), (128, 3)] {
             v.push(AttnShape { n_heads: g, n_kv_heads: 1, head_dim, max_seq: 1, kvq, ..Default::default() });
+            v.push(AttnShape { n_heads: g, n_kv_heads: 1, head_dim, max_seq: 1, kvq, kvrot: rotation_group(head_dim), ..Default::default() });
         }
     }
     v
@@ -304,9 +321,30 @@ pub fn specs() -> Vec<Spec> {
         v.extend([append_spec(&s), prefill_spec(&s), merge_spec(s.head_dim)]);
         v.extend([decode_spec(&s), decode_lanes_spec(&s), prefill_lanes_spec(&s)]);
     }
+    v.extend([rotate_spec(32), rotate_spec(64)]);
     let mut seen = std::collections::HashSet::new();
     v.retain(|s| seen.insert(s.clone()));
     v
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RotateParams {
+    row: u32,
+    max_tokens: u32,
+    _p: [u32; 2],
+}
+
+/// Rotate `buf` (f32 `[step.n_tokens][row]`, `row` a multiple of `group`) in
+/// place by the orthonormal Walsh-Hadamard matrix of size `group` (32 or
+/// 64), group by group: a quantized cache's queries before attention, and
+/// its output after (the matrix is its own inverse). `max_tokens` sizes the
+/// grid.
+pub fn kv_rotate(gpu: &Gpu, buf: &wgpu::Buffer, row: u32, group: u32, step: &wgpu::Buffer, max_tokens: u32) -> Dispatch {
+    let params = RotateParams { row, max_tokens, _p: [0; 2] };
+    let params = gpu.uniform("kv_rotate.params", bytemuck::bytes_of(&params));
+    let n = max_tokens * row / group;
+    gpu.dispatch(&rotate_spec(group), &[buf, &params, step], grid_1d(n.div_ceil(WG)))
 }
 
 #[repr(C)]

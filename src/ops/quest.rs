@@ -117,7 +117,7 @@ pub fn specs() -> Vec<Spec> {
             }
         }
     }
-    let attn = AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 64, softcap: 50.0, window: 4096, kvq: 0 };
+    let attn = AttnShape { n_heads: 3, n_kv_heads: 1, head_dim: 64, max_seq: 64, softcap: 50.0, window: 4096, ..Default::default() };
     v.push(pages_spec(&QuestShape { attn, page: 16, budget_pages: 2, unit: 3 }));
     let mut seen = std::collections::HashSet::new();
     v.retain(|s| seen.insert(s.clone()));

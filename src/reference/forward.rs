@@ -43,6 +43,10 @@ pub struct RefModel {
     /// Quantized storage (`q8`, `q4`): cached rows are kept as their 8- or
     /// 4-bit blocks give them back (`reference::kvquant`); 0: `kv_f16`'s rounding.
     pub kv_quant: u32,
+    /// With `kv_quant`: rows rotated by the Walsh-Hadamard matrix over
+    /// groups of this many elements before they are quantized, queries
+    /// rotated before attention and the output rotated back (0: not).
+    pub kv_rot: usize,
     k_cache: Vec<Vec<f32>>, // per layer [pos][kv_dim]
     v_cache: Vec<Vec<f32>>,
     pub pos: usize,
@@ -169,6 +173,7 @@ impl RefModel {
             layers,
             kv_f16: true,
             kv_quant: 0,
+            kv_rot: 0,
             k_cache: vec![Vec::new(); cfg.n_layers],
             v_cache: vec![Vec::new(); cfg.n_layers],
             pos: 0,
@@ -262,14 +267,19 @@ impl RefModel {
             }
             rope(&mut q, nh, pos, c, l, self.rope_factors.as_deref());
             rope(&mut k, nkv, pos, c, l, self.rope_factors.as_deref());
+            use crate::reference::kvquant::{rotate, roundtrip};
             if self.kv_quant > 0 {
-                let q = |x: &[f32]| x.chunks(hd).flat_map(|row| crate::reference::kvquant::roundtrip(row, self.kv_quant)).collect::<Vec<f32>>();
+                // Rows kept as stored: rotated (kv_rot), then quantized; the
+                // query turns by the same rotation and the output turns back.
+                let q = |x: &[f32]| x.chunks(hd).flat_map(|row| roundtrip(&rotate(row, self.kv_rot), self.kv_quant)).collect::<Vec<f32>>();
                 self.k_cache[l].extend(q(&k));
                 self.v_cache[l].extend(q(&v));
             } else {
                 self.k_cache[l].extend(k.iter().map(|&e| round(e)));
                 self.v_cache[l].extend(v.iter().map(|&e| round(e)));
             }
+            let rot = if self.kv_quant > 0 { self.kv_rot } else { 0 };
+            let q = rotate(&q, rot);
             let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
             let n = kc.len() / kv_dim; // cached tokens (pos + 1 unless some were evicted)
             let slots = match self.quest {
@@ -306,7 +316,7 @@ impl RefModel {
                     att[h * hd + d] = (acc / sum) as f32;
                 }
             }
-            let o = matvec(&w.wo, &att, dim);
+            let o = matvec(&w.wo, &rotate(&att, rot), dim);
             match (c.family.block(), &w.post_norms) {
                 // x += o; x += down(silu(gate) * up)(norm(x))
                 (Block::PreNorm, _) => {

@@ -70,3 +70,33 @@ pub fn decode_row(words: &[u32], head_dim: usize, bits: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The orthonormal Walsh-Hadamard transform of `x` (a power-of-two length,
+/// 32 or 64 here) in natural order, in place: `H x / sqrt(n)`, `H[i][j] =
+/// (-1)^popcount(i & j)`, its own inverse. Scaled by the f32 nearest
+/// `1 / sqrt(n)` after the butterflies, as `shaders/kv_hadamard.wgsl`.
+pub fn fwht(x: &mut [f32]) {
+    let n = x.len();
+    let mut h = 1;
+    while h < n {
+        for i in 0..n {
+            if i & h == 0 {
+                let (a, b) = (x[i], x[i + h]);
+                x[i] = a + b;
+                x[i + h] = a - b;
+            }
+        }
+        h *= 2;
+    }
+    let s = (1.0 / (n as f64).sqrt()) as f32;
+    x.iter_mut().for_each(|v| *v *= s);
+}
+
+/// `x` rotated group by group (`group` elements each; 0: unchanged).
+pub fn rotate(x: &[f32], group: usize) -> Vec<f32> {
+    let mut y = x.to_vec();
+    if group > 0 {
+        y.chunks_mut(group).for_each(fwht);
+    }
+    y
+}
