@@ -15,7 +15,8 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq)]
 pub struct BytesPoint {
     pub kv: String,
-    /// The spec without its storage part; "storage only" when nothing is left.
+    /// The spec without its storage part ("storage only" when nothing is
+    /// left), with the storage's options but the bits (`, rot=0`).
     pub line: String,
     /// Mean resident KV bytes as a share of full's, in percent.
     pub bytes_pct: f64,
@@ -41,13 +42,17 @@ impl BytesPoint {
         };
         let kv = text("kv")?.to_string();
         let mut spec = KvSpec::parse(&kv)?;
+        // Storage options other than the bits (rot=0) make a line of their own.
+        let opts: Vec<String> = spec.part(Kind::Storage).map_or(vec![], |p| p.options.iter().map(|(k, v)| format!("{k}={v}")).collect());
         spec.parts.retain(|p| p.kind != Kind::Storage && p.kind != Kind::Full);
+        let line = if spec.parts.is_empty() { STORAGE_ONLY.to_string() } else { spec.to_string() };
+        let line = if opts.is_empty() { line } else { format!("{line}, {}", opts.join(",")) };
         let full = num("kv_resident_mean_full")?;
         if full <= 0.0 {
             return Err(Error::msg("'kv_resident_mean_full' is 0"));
         }
         Ok(BytesPoint {
-            line: if spec.parts.is_empty() { STORAGE_ONLY.to_string() } else { spec.to_string() },
+            line,
             bytes_pct: 100.0 * num("kv_resident_mean")? / full,
             kl: num("kl_mean")?,
             ppl: num("ppl")?,
@@ -90,7 +95,7 @@ pub fn frontier_figure(points: &[BytesPoint]) -> Figure {
                 let mut pts: Vec<&BytesPoint> = points.iter().filter(|p| &p.model == model && &p.line == line).collect();
                 pts.sort_by(|a, b| b.bytes_pct.total_cmp(&a.bytes_pct));
                 let mut out: Vec<Point> = Vec::new();
-                if line == STORAGE_ONLY {
+                if line.starts_with(STORAGE_ONLY) {
                     out.push(Point { x: 100.0, y: full(pts[0]), err: 0.0 });
                 }
                 out.extend(pts.iter().map(|p| Point { x: p.bytes_pct, y: y(p), err: 0.0 }));
@@ -135,18 +140,29 @@ mod tests {
     #[test]
     fn points_sit_at_their_share_of_full_bytes_on_their_eviction_line() {
         let mut pts = Vec::new();
-        let text = [line("q8", 531.0, 0.001), line("streaming:budget=25%+q4", 70.0, 0.09), line("q4", 281.0, 0.2), line("streaming:budget=25%", 250.0, 0.07)]
-            .join("\n");
+        let text = [
+            line("q8", 531.0, 0.001),
+            line("streaming:budget=25%+q4", 70.0, 0.09),
+            line("q4", 281.0, 0.2),
+            line("streaming:budget=25%", 250.0, 0.07),
+            line("q4:rot=0", 281.0, 0.3),
+        ]
+        .join("\n");
         parse_lines("a.jsonl", &text, &mut pts).unwrap();
         let got: Vec<(&str, f64)> = pts.iter().map(|p| (p.line.as_str(), p.bytes_pct)).collect();
-        assert_eq!(got, vec![(STORAGE_ONLY, 53.1), ("streaming:budget=25%", 7.0), (STORAGE_ONLY, 28.1), ("streaming:budget=25%", 25.0)]);
+        let unrotated = format!("{STORAGE_ONLY}, rot=0");
+        assert_eq!(
+            got,
+            vec![(STORAGE_ONLY, 53.1), ("streaming:budget=25%", 7.0), (STORAGE_ONLY, 28.1), ("streaming:budget=25%", 25.0), (unrotated.as_str(), 28.1)]
+        );
         let fig = frontier_figure(&pts);
         let kl: Vec<(String, Vec<(f64, f64)>)> = fig.panels[0].series.iter().map(|s| (s.name.clone(), s.points.iter().map(|p| (p.x, p.y)).collect())).collect();
         assert_eq!(
             kl,
             vec![
                 (STORAGE_ONLY.to_string(), vec![(100.0, 0.0), (53.1, 0.001), (28.1, 0.2)]),
-                ("streaming:budget=25%".to_string(), vec![(25.0, 0.07), (7.0, 0.09)])
+                ("streaming:budget=25%".to_string(), vec![(25.0, 0.07), (7.0, 0.09)]),
+                (unrotated.clone(), vec![(100.0, 0.0), (28.1, 0.3)])
             ]
         );
         assert_eq!(fig.panels[1].series[0].points[0].y, 20.2, "full's perplexity starts the storage line");
