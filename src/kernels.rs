@@ -51,6 +51,8 @@ kernels! {
     Add => "add", false;
     KvAppend => "kv_append", false;
     KvQuant => "kv_quant", false;
+    KiviAppend => "kivi_append", false;
+    KiviPack => "kivi_pack", false;
     KvRotate => "kv_rotate", false;
     KvCompact => "kv_compact", false;
     KvPlace => "kv_place", false;
@@ -89,6 +91,7 @@ pub const MUSTAFAR_TILES: &str = include_str!("../shaders/mustafar_tiles.wgsl");
 pub const RADIX_SELECT: &str = include_str!("../shaders/radix_select.wgsl");
 pub const KV_FORMAT: &str = include_str!("../shaders/kv_format.wgsl");
 pub const KV_HADAMARD: &str = include_str!("../shaders/kv_hadamard.wgsl");
+pub const KIVI_FORMAT: &str = include_str!("../shaders/kivi_format.wgsl");
 
 impl Kernel {
     /// Shared WGSL fragments the kernel's source is prepended with, in order
@@ -115,6 +118,12 @@ impl Kernel {
 /// The KV cache's row format: 8 or 4 (bits) for a quantized cache
 /// (`shaders/kv_format.wgsl`), absent for a dense one.
 pub const KVQ: &str = "KVQ";
+
+/// A KIVI cache's format (`shaders/kivi_format.wgsl`): bits (2 or 4), the
+/// key group (slots), the value group (channels), the residual, slots per
+/// KV head, staging rows per KV head, KV heads.
+pub const KIVI: &str = "KIVI";
+pub const KIVI_CONSTS: [&str; 6] = ["KIVI_G", "KIVI_GV", "KIVI_R", "KIVI_SEQ", "KIVI_STAGE", "KIVI_HEADS"];
 
 impl Kernel {
     /// Which of the caches `k_cache` / `v_cache` the kernel reads through
@@ -152,6 +161,49 @@ fn kv_reader(kvq: u32, k: bool, v: bool) -> String {
         if on {
             s.push_str(&format!("fn {name}(r: u32, d: u32) -> vec4<f32> {{\n    return {};\n}}\n", read.replace("CACHE", cache)));
         }
+    }
+    s
+}
+
+/// `kv_k` / `kv_v` over a KIVI cache (`kivi_format.wgsl`): a staged f16 row
+/// at or past the boundary, else the codes times their group's scale plus
+/// its minimum. The kernel binds `step` (the boundary follows from it).
+fn kivi_reader(k: bool, v: bool) -> String {
+    let mut s = String::from("alias kvw_t = u32;\n");
+    s.push_str(HALF);
+    s.push_str(KIVI_FORMAT);
+    let staged = |cache: &str, base: &str| {
+        format!(
+            "    if (r % KIVI_SEQ >= kivi_qb()) {{\n        let i = {base} + kivi_stage_row(r) * KIVI_SW + 2u * d;\n        return vec4<f32>(half_pair({cache}[i]), half_pair({cache}[i + 1u]));\n    }}\n"
+        )
+    };
+    if k {
+        s.push_str("fn kv_k(r: u32, d: u32) -> vec4<f32> {\n");
+        s.push_str(&staged("k_cache", "KIVI_KSTAGE"));
+        s.push_str(
+            "    let base = kivi_kbase(r);
+    let c = kivi_codes(k_cache[base + (r % KIVI_SEQ % KIVI_G) * KIVI_CW + d * KIVI / 8u], d);
+    let pb = base + KIVI_G * KIVI_CW + 4u * d;
+    let p0 = half_pair(k_cache[pb]);
+    let p1 = half_pair(k_cache[pb + 1u]);
+    let p2 = half_pair(k_cache[pb + 2u]);
+    let p3 = half_pair(k_cache[pb + 3u]);
+    return c * vec4<f32>(p0.x, p1.x, p2.x, p3.x) + vec4<f32>(p0.y, p1.y, p2.y, p3.y);
+}
+",
+        );
+    }
+    if v {
+        s.push_str("fn kv_v(r: u32, d: u32) -> vec4<f32> {\n");
+        s.push_str(&staged("v_cache", "KIVI_VSTAGE"));
+        s.push_str(
+            "    let row = ((r / KIVI_SEQ) * KIVI_NQ + r % KIVI_SEQ) * KIVI_VROW;
+    let c = kivi_codes(v_cache[row + d * KIVI / 8u], d);
+    let sm = half_pair(v_cache[row + KIVI_CW + 4u * d / KIVI_GV]);
+    return c * sm.x + sm.y;
+}
+",
+        );
     }
     s
 }
@@ -235,7 +287,13 @@ impl Spec {
             s.push('\n');
         }
         if let Some((k, v)) = self.kernel.reads_cache() {
-            s.push_str(&kv_reader(self.get(KVQ).unwrap_or(0), k, v));
+            match self.get(KIVI) {
+                Some(_) => s.push_str(&kivi_reader(k, v)),
+                None => s.push_str(&kv_reader(self.get(KVQ).unwrap_or(0), k, v)),
+            }
+        } else if matches!(self.kernel, Kernel::KiviAppend | Kernel::KiviPack) {
+            s.push_str(HALF);
+            s.push_str(KIVI_FORMAT);
         } else if self.kernel == Kernel::KvQuant {
             s.push_str(HALF);
             s.push_str(KV_FORMAT);

@@ -1,10 +1,12 @@
-//! Quantized KV storage (`q8`, `q4`) in the whole forward pass, on the tiny
+//! Quantized KV storage (`q8`, `q4`, `kivi`) in the whole forward pass, on the tiny
 //! random Qwen 3 (head_dim 32: one block of 32 per row): the GPU's logits
 //! follow the CPU reference forward whose cache keeps each row as its blocks
 //! give it back (`reference::kvquant`), alone and under `streaming` and
-//! Quest; budgets covering the context equal the storage alone; resident
-//! bytes are the quantized rows; the combinations that cannot work are
-//! refused with one line.
+//! Quest; KIVI's keys per channel and values per token with f16 residual
+//! rows follow the reference that quantizes the same slots after each call,
+//! and a residual covering the context equals `full`; budgets covering the
+//! context equal the storage alone; resident bytes are the quantized rows;
+//! the combinations that cannot work are refused with one line.
 
 mod common;
 #[path = "common/tiny.rs"]
@@ -179,5 +181,97 @@ fn impossible_combinations_are_one_line_refusals() {
         // Saving a quantized cache is refused (its rows are not kv_t).
         let (_, m) = gpu_run(&g, &w, "q8", &calls()[..1]);
         assert!(!m.kv.can_save());
+    }
+}
+
+/// The reference with KIVI (bits, group, residual): f16 rows, the slots
+/// below the last multiple of the residual quantized after every call.
+fn kivi_reference(w: &Weights, kivi: (u32, usize, usize), calls: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    let mut r = RefModel::new(w).unwrap();
+    r.kivi = Some(kivi);
+    let mut out = Vec::new();
+    for call in calls {
+        let mut last = Vec::new();
+        for &t in call {
+            last = r.forward(t);
+        }
+        r.end_call();
+        out.push(last);
+    }
+    out
+}
+
+#[test]
+fn kivi_follows_the_reference() {
+    let w = tiny_weights("kivi-ref");
+    for g in contexts() {
+        let full = gpu_run(&g, &w, "full", &calls()).0;
+        // (bits, group, residual): the prompt's 37 tokens pass one boundary
+        // of 32; a residual of 64 leaves more f16 rows; groups of 64 over a
+        // head of 32 make the value groups the whole row.
+        for (bits, group, residual) in [(2, 32, 32), (4, 32, 32), (2, 32, 64), (2, 64, 64)] {
+            let spec = format!("kivi:bits={bits},group={group},residual={residual}");
+            let want = kivi_reference(&w, (bits, group, residual), &calls());
+            let (got, m) = gpu_run(&g, &w, &spec, &calls());
+            let mut differs = false;
+            for (i, ((a, r), f)) in got.iter().zip(&want).zip(&full).enumerate() {
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, LOGITS);
+                differs |= a.iter().zip(f).any(|(x, y)| (x - y).abs() > 1e-2);
+            }
+            assert!(differs, "{spec}: logits equal full's; nothing was quantized");
+            // Resident after 107 tokens: the quantized slots' codes and
+            // group words, the rest f16; 2 layers x 2 KV heads.
+            let q = 107 / residual as u64 * residual as u64;
+            let cw = 32 * bits as u64 / 32;
+            // Keys: one word per channel and group of slots; values: one per slot.
+            let quantized = q * (8 * cw + 4) + 4 * 32 * q / group as u64;
+            let r = m.kv.report();
+            assert_eq!(r.resident, 2 * 2 * (quantized + (107 - q) * 2 * 64), "{spec}: {:?}", r.lines);
+            assert!(r.lines.iter().any(|l| l.contains(&format!("storage: kivi {bits}-bit"))), "{:?}", r.lines);
+            assert!(!m.kv.can_save() && !m.kv.can_truncate());
+        }
+    }
+}
+
+#[test]
+fn kivi_with_a_covering_residual_equals_full() {
+    let w = tiny_weights("kivi-covering");
+    for g in contexts() {
+        if !g.caps.f16 {
+            continue; // its staging rows are f16; full's are f32 here
+        }
+        let (want, _) = gpu_run(&g, &w, "full", &calls());
+        for spec in ["kivi:residual=128", "kivi:bits=4,group=64,residual=128"] {
+            let (got, _) = gpu_run(&g, &w, spec, &calls());
+            for (i, (a, r)) in got.iter().zip(&want).enumerate() {
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, Tol { name: "same-rows", abs: 1e-5, rel: 1e-5 });
+            }
+        }
+    }
+}
+
+#[test]
+fn kivi_refuses_what_it_cannot_do() {
+    for (spec, needle) in [
+        ("kivi:bits=3", "bits '3' is not 2 or 4"),
+        ("kivi:group=48", "group 48 is not a multiple of 32"),
+        ("kivi:group=64,residual=96", "residual 96 is not a multiple of group 64"),
+        ("kivi:residual=0", "residual '0'"),
+        ("snapkv:budget=50%+kivi", "kivi with snapkv is not available"),
+        ("kivi+quest:budget=64", "kivi with quest is not available"),
+    ] {
+        let e = wgkv::kv::KvCache::kivi_of(&KvSpec::parse(spec).unwrap()).unwrap_err().to_string();
+        assert!(e.contains(needle) && !e.contains('\n'), "{spec}: {e}");
+    }
+    for (spec, needle) in [("kivi+q4", "conflict"), ("kivi:rot=0", "no option 'rot'")] {
+        let e = KvSpec::parse(spec).unwrap_err().to_string();
+        assert!(e.contains(needle), "{spec}: {e}");
+    }
+    let path = tiny::scratch("kivi-refuse-llama").join("tiny.gguf");
+    tiny::write_tiny_gguf(&path, 3, WType::Q8_0);
+    let llama = Weights::open(&path).unwrap();
+    for g in contexts() {
+        let e = Model::load(g.clone(), &llama, CTX, KvSpec::parse("kivi").unwrap()).err().expect("head_dim 16 refused").to_string();
+        assert!(e.contains("multiple of 32") && !e.contains('\n'), "{e}");
     }
 }

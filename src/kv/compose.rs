@@ -126,6 +126,45 @@ impl KvCache {
         Ok((if p.name == "q8" { 8 } else { 4 }, rot))
     }
 
+    /// `spec`'s KIVI storage, if any: (bits, group, residual), checked.
+    /// Defaults: 2 bits, groups of 32, a residual of 64 (KIVI's paper uses
+    /// groups of 32 and residuals of 32 to 128; 64 keeps a 4096-token cache
+    /// of a 64-dim head under 20% of f16's bytes).
+    pub fn kivi_of(spec: &KvSpec) -> Result<Option<(u32, u32, u32)>> {
+        let Some(p) = spec.part(Kind::Storage).filter(|p| p.name == "kivi") else {
+            return Ok(None);
+        };
+        let num = |key: &str, default: u32| -> Result<u32> {
+            match p.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0 && n <= 1 << 20)
+                    .ok_or_else(|| Error::msg(format!("--kv part 'kivi': {key} '{v}' is not a positive whole number"))),
+            }
+        };
+        let (bits, group, residual) = (num("bits", 2)?, num("group", 32)?, num("residual", 64)?);
+        if !matches!(bits, 2 | 4) {
+            return Err(Error::msg(format!("--kv part 'kivi': bits '{bits}' is not 2 or 4")));
+        }
+        if !group.is_multiple_of(32) {
+            return Err(Error::msg(format!("--kv part 'kivi': group {group} is not a multiple of 32")));
+        }
+        if !residual.is_multiple_of(group) {
+            return Err(Error::msg(format!(
+                "--kv part 'kivi': residual {residual} is not a multiple of group {group} (whole key groups are quantized at once)"
+            )));
+        }
+        if let Some(o) = spec.parts.iter().find(|o| o.kind == Kind::Eviction || o.kind == Kind::Selection) {
+            return Err(Error::msg(format!(
+                "--kv {spec}: kivi with {} is not available in this build yet (a cut would split kivi's per-channel key groups, and quest's pages would need their boxes retaken after each group is quantized); q8 and q4 combine with every part",
+                o.name
+            )));
+        }
+        Ok(Some((bits, group, residual)))
+    }
+
     /// Most tokens cached at once for `spec` over `ctx` tokens: an eviction
     /// budget, else the context.
     pub(super) fn capacity_of(spec: &KvSpec, ctx: usize) -> Result<usize> {
@@ -153,7 +192,8 @@ impl KvCache {
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
         let (kvq, rot) = KvCache::quant_of(spec)?;
         let kvrot = if rot { crate::ops::attention::rotation_group(cfg.head_dim as u32) } else { 0 };
-        let attn = AttnShape { kvq, kvrot, ..super::attn_shape(cfg, max_seq) };
+        let (kivi, kivi_group, kivi_res) = KvCache::kivi_of(spec)?.unwrap_or_default();
+        let attn = AttnShape { kvq, kvrot, kivi, kivi_group, kivi_res, ..super::attn_shape(cfg, max_seq) };
         let capacity = KvCache::capacity_of(spec, ctx)?;
         let mustafar = KvCache::mustafar_of(spec, ctx)?;
         // Prefill attends the whole context: under Mustafar a dense scratch of it.
@@ -174,10 +214,11 @@ impl KvCache {
             Some(p) => Some((QuestOptions::from_part(p)?, attn, true)),
             None => None,
         };
-        if attn.kvq > 0 && !attn.head_dim.is_multiple_of(32) {
+        if (attn.kvq > 0 || attn.kivi > 0) && !attn.head_dim.is_multiple_of(32) {
             return Err(Error::msg(format!(
                 "--kv {spec}: {}-bit KV blocks hold 32 elements; this model's head_dim {} is not a multiple of 32",
-                attn.kvq, attn.head_dim
+                attn.kvq.max(attn.kivi),
+                attn.head_dim
             )));
         }
         let sinks = streaming.map_or(0, |s| s.sinks);

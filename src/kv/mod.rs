@@ -54,8 +54,7 @@ pub fn attn_shape(cfg: &ModelConfig, max_seq: usize) -> AttnShape {
         max_seq: max_seq as u32,
         softcap: cfg.attn_softcap.unwrap_or(0.0),
         window: 0,
-        kvq: 0,
-        kvrot: 0,
+        ..Default::default()
     }
 }
 
@@ -328,7 +327,8 @@ impl KvCache {
 
     /// Whether `truncate` can cut this cache: every token in a plain slot at its position.
     pub fn can_truncate(&self) -> bool {
-        matches!(self.storage, Storage::Dense(_))
+        // KIVI's staging rows past the cut may be gone (quantized, then reused).
+        matches!(&self.storage, Storage::Dense(s) if s.shape.kivi == 0)
             && matches!(self.eviction, Eviction::Keep)
             && matches!(self.selection, Selection::None)
             && self.local.is_none()

@@ -58,7 +58,7 @@ impl KvCache {
     /// Whether `save` can hold this cache's state (not under Mustafar, nor
     /// for a model with sliding-window layers).
     pub fn can_save(&self) -> bool {
-        matches!(&self.storage, Storage::Dense(s) if s.shape.kvq == 0) && self.local.is_none()
+        matches!(&self.storage, Storage::Dense(s) if s.shape.kvq == 0 && s.shape.kivi == 0) && self.local.is_none()
     }
 
     /// The cache's counts and, layer by layer, every KV head's kept K rows,

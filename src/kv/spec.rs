@@ -44,7 +44,7 @@ pub struct KvSpec {
 }
 
 const EVICTION: &[&str] = &["streaming", "h2o", "snapkv", "pyramidkv", "knorm", "vatp", "dynamickv"];
-const STORAGE: &[&str] = &["mustafar", "q8", "q4"];
+const STORAGE: &[&str] = &["mustafar", "q8", "q4", "kivi"];
 const SELECTION: &[&str] = &["quest"];
 
 /// Keys each part accepts.
@@ -55,6 +55,7 @@ fn allowed_keys(name: &str) -> &'static [&'static str] {
         "streaming" => &["budget", "sinks", "alloc"],
         "full" => &[],
         "q8" | "q4" => &["rot"],
+        "kivi" => &["bits", "group", "residual"],
         _ => &["budget", "alloc", "window", "kernel", "pool", "sinks", "recent"],
     }
 }
@@ -213,6 +214,8 @@ mod tests {
             ("quest:page=1\n2", "control character '\\n'"),
             ("q8:bits=2", "no option 'bits'"),
             ("mustafar+q4", "conflict"),
+            ("kivi+q8", "conflict"),
+            ("kivi:rot=1", "no option 'rot'"),
         ] {
             let e = KvSpec::parse(spec).unwrap_err().to_string();
             assert!(e.contains(needle), "{spec:?}: {e}");

@@ -36,7 +36,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, storage_size};
-use crate::kernels::{Dispatch, KVQ, Kernel, SOFTCAP, Spec, WINDOW, grid_1d};
+use crate::kernels::{Dispatch, KIVI, KIVI_CONSTS, KVQ, Kernel, SOFTCAP, Spec, WINDOW, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
 /// Invocations per workgroup of every attention kernel (a power of two).
@@ -88,6 +88,13 @@ pub struct AttnShape {
     /// by the same matrix ([`kv_rotate`]), so the scores and the output are
     /// unchanged while outlier channels are spread over their group.
     pub kvrot: u32,
+    /// KIVI (`kivi.rs` in `reference`, `shaders/kivi_format.wgsl`): 2 or 4
+    /// bits (0: not KIVI); keys per channel over groups of `kivi_group`
+    /// slots, values per token over groups of `min(kivi_group, head_dim)`
+    /// channels; slots past the last multiple of `kivi_res` stay f16.
+    pub kivi: u32,
+    pub kivi_group: u32,
+    pub kivi_res: u32,
 }
 
 impl PartialEq for AttnShape {
@@ -105,8 +112,9 @@ impl std::hash::Hash for AttnShape {
 }
 
 impl AttnShape {
-    fn key(&self) -> [u32; 8] {
-        [self.n_heads, self.n_kv_heads, self.head_dim, self.max_seq, self.softcap.to_bits(), self.window, self.kvq, self.kvrot]
+    fn key(&self) -> [u32; 11] {
+        let (a, b, c, d) = (self.n_heads, self.n_kv_heads, self.head_dim, self.max_seq);
+        [a, b, c, d, self.softcap.to_bits(), self.window, self.kvq, self.kvrot, self.kivi, self.kivi_group, self.kivi_res]
     }
 
     /// `spec` with the attention core's options of this shape as prelude
@@ -121,7 +129,59 @@ impl AttnShape {
     /// `spec` reading this shape's cache: with `KVQ` where rows are quantized
     /// (the kernel then reads them through `kv_k` / `kv_v`, `kernels.rs`).
     pub fn cache_format(&self, spec: Spec) -> Spec {
+        if self.kivi > 0 {
+            let values = [self.kivi_group, self.kivi_gv(), self.kivi_res, self.max_seq, self.kivi_stage(), self.n_kv_heads];
+            return KIVI_CONSTS.iter().zip(values).fold(spec.with(KIVI, self.kivi), |s, (n, v)| s.with(n, v));
+        }
         if self.kvq > 0 { spec.with(KVQ, self.kvq) } else { spec }
+    }
+
+    /// KIVI's value group: `kivi_group` channels, at most the head.
+    pub fn kivi_gv(&self) -> u32 {
+        self.kivi_group.min(self.head_dim)
+    }
+
+    /// KIVI's staging rows per KV head: the residual plus the most tokens
+    /// of a call, at most every slot.
+    pub fn kivi_stage(&self) -> u32 {
+        (self.kivi_res + crate::kv::attend::MAX_CHUNK as u32).min(self.max_seq)
+    }
+
+    /// KIVI: the slots that may be quantized (whole multiples of the residual).
+    pub fn kivi_nq(&self) -> u32 {
+        self.max_seq / self.kivi_res.max(1) * self.kivi_res
+    }
+
+    /// KIVI: bytes one quantized slot of one KV head takes, keys and values
+    /// (codes, and the keys' per-channel words shared by their group).
+    pub fn kivi_slot_bytes(&self) -> (f64, f64) {
+        let (hd, cw) = (self.head_dim as f64, (self.head_dim * self.kivi / 32) as f64);
+        (4.0 * (cw + hd / self.kivi_group as f64), 4.0 * (cw + hd / self.kivi_gv() as f64))
+    }
+
+    /// Bytes of one layer's K and V cache buffers.
+    pub fn kv_cache_bytes(&self, f16: bool) -> [u64; 2] {
+        if self.kivi == 0 {
+            return [self.cache_bytes(f16); 2];
+        }
+        let (heads, hd, nq) = (self.n_kv_heads as u64, self.head_dim as u64, self.kivi_nq() as u64);
+        let cw = hd * self.kivi as u64 / 32;
+        let stage = heads * self.kivi_stage() as u64 * hd / 2;
+        let k = heads * (nq / self.kivi_group as u64) * (self.kivi_group as u64 * cw + hd);
+        let v = heads * nq * (cw + hd / self.kivi_gv() as u64);
+        [4 * (k + stage), 4 * (v + stage)]
+    }
+
+    /// Bytes one layer holds (K and V, every KV head) when it caches `len`
+    /// tokens: KIVI's quantized slots plus its f16 ones, else `len` rows.
+    pub fn held_bytes(&self, len: usize, f16: bool) -> u64 {
+        let heads = self.n_kv_heads as u64;
+        if self.kivi == 0 {
+            return 2 * heads * len as u64 * self.row_bytes(f16);
+        }
+        let q = len / self.kivi_res as usize * self.kivi_res as usize;
+        let (k, v) = self.kivi_slot_bytes();
+        heads * (q as f64 * (k + v)).round() as u64 + 2 * heads * (len - q) as u64 * 2 * self.head_dim as u64
     }
 
     /// Words (u32) one quantized row of `head_dim` takes: the quants, then
@@ -236,7 +296,16 @@ impl AttnShape {
                 prefill.max(decode)
             )));
         }
-        let bytes = self.cache_bytes(gpu.caps.f16);
+        if self.kivi > 0 {
+            let (g, r) = (self.kivi_group, self.kivi_res);
+            if !matches!(self.kivi, 2 | 4) || !head_dim.is_multiple_of(32) || g == 0 || !g.is_multiple_of(32) || r == 0 || !r.is_multiple_of(g) {
+                return Err(Error::msg(format!(
+                    "attention: a {}-bit KIVI cache with group {g} and residual {r} needs head_dim a multiple of 32 (this model's is {head_dim}), group a multiple of 32, residual a multiple of group",
+                    self.kivi
+                )));
+            }
+        }
+        let bytes = self.kv_cache_bytes(gpu.caps.f16)[1];
         if bytes > gpu.caps.max_storage_binding {
             return Err(Error::msg(format!(
                 "attention: a {max_seq}-slot KV cache needs {bytes} bytes per layer and tensor; the adapter binds at most {} (lower --ctx)",
@@ -249,6 +318,9 @@ impl AttnShape {
 
 /// The append: a conversion per `kv4_t`, or (quantized) per pair of blocks.
 fn append_spec(s: &AttnShape) -> Spec {
+    if s.kivi > 0 {
+        return s.cache_format(Spec::new(Kernel::KiviAppend).with("WG", WG).with("HEAD_DIM", s.head_dim));
+    }
     match s.kvq {
         0 => Spec::new(Kernel::KvAppend).with("WG", WG).with("HEAD_DIM", s.head_dim),
         _ => s.cache_format(Spec::new(Kernel::KvQuant).with("WG", WG).with("HEAD_DIM", s.head_dim)).with("KVROT", s.kvrot),
@@ -311,6 +383,9 @@ pub fn quant_spec_shapes() -> Vec<AttnShape> {
             v.push(AttnShape { n_heads: g, n_kv_heads: 1, head_dim, max_seq: 1, kvq, kvrot: rotation_group(head_dim), ..Default::default() });
         }
     }
+    for (kivi, kivi_group, head_dim) in [(2, 32, 64), (4, 32, 64), (2, 128, 64), (2, 32, 128)] {
+        v.push(AttnShape { n_heads: 3, n_kv_heads: 1, head_dim, max_seq: 256, kivi, kivi_group, kivi_res: 128, ..Default::default() });
+    }
     v
 }
 
@@ -320,6 +395,9 @@ pub fn specs() -> Vec<Spec> {
     for s in spec_shapes().into_iter().chain(quant_spec_shapes()) {
         v.extend([append_spec(&s), prefill_spec(&s), merge_spec(s.head_dim)]);
         v.extend([decode_spec(&s), decode_lanes_spec(&s), prefill_lanes_spec(&s)]);
+        if s.kivi > 0 {
+            v.push(pack_spec(&s));
+        }
     }
     v.extend([rotate_spec(32), rotate_spec(64)]);
     let mut seen = std::collections::HashSet::new();
@@ -374,9 +452,36 @@ pub fn kv_append(
     let params = AppendParams { n_kv_heads: shape.n_kv_heads, max_seq: shape.max_seq, max_tokens, _p: 0 };
     let params = gpu.uniform("kv_append.params", bytemuck::bytes_of(&params));
     // Dense: one invocation per vec4; quantized: per pair of 32-blocks (one scale word).
-    let per_row = if shape.kvq == 0 { shape.head_dim / 4 } else { shape.head_dim.div_ceil(64) };
+    let per_row = if shape.kvq == 0 || shape.kivi > 0 { shape.head_dim / 4 } else { shape.head_dim.div_ceil(64) };
     let n = max_tokens * shape.n_kv_heads * per_row;
     gpu.dispatch(&append_spec(shape), &[k_new, v_new, k_cache, v_cache, &params, step], grid_1d(n.div_ceil(WG)))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PackParams {
+    n_kv_heads: u32,
+    max_groups: u32,
+    max_slots: u32,
+    _p: u32,
+}
+
+/// KIVI (`shape.kivi`): after a call of at most `max_tokens` tokens has
+/// attended, quantize the staged slots its boundary passes
+/// (`kivi_pack.wgsl`).
+pub fn kivi_pack(gpu: &Gpu, shape: &AttnShape, k_cache: &wgpu::Buffer, v_cache: &wgpu::Buffer, step: &wgpu::Buffer, max_tokens: u32) -> Dispatch {
+    let r = shape.kivi_res;
+    let max_slots = (max_tokens.div_ceil(r) * r).min(shape.kivi_nq());
+    let max_groups = max_slots / shape.kivi_group;
+    let params = PackParams { n_kv_heads: shape.n_kv_heads, max_groups, max_slots, _p: 0 };
+    let params = gpu.uniform("kivi_pack.params", bytemuck::bytes_of(&params));
+    let keys = shape.n_kv_heads * max_groups * shape.head_dim * shape.kivi / 32;
+    let values = shape.n_kv_heads * max_slots * (shape.head_dim / shape.kivi_gv());
+    gpu.dispatch(&pack_spec(shape), &[k_cache, v_cache, &params, step], grid_1d((keys + values).div_ceil(WG).max(1)))
+}
+
+fn pack_spec(s: &AttnShape) -> Spec {
+    s.cache_format(Spec::new(Kernel::KiviPack).with("WG", WG).with("HEAD_DIM", s.head_dim))
 }
 
 #[repr(C)]

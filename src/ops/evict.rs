@@ -42,7 +42,8 @@ fn score_spec(s: &AttnShape) -> Spec {
 
 pub fn specs() -> Vec<Spec> {
     let mut v = vec![Spec::new(Kernel::EvictSelect), Spec::new(Kernel::EvictBudget)];
-    for s in super::attention::spec_shapes().into_iter().chain(super::attention::quant_spec_shapes()) {
+    // Eviction does not combine with KIVI (`KvCache::kivi_of`).
+    for s in super::attention::spec_shapes().into_iter().chain(super::attention::quant_spec_shapes()).filter(|s| s.kivi == 0) {
         v.extend([compact_spec(&s), score_spec(&s), accum_spec(&s)]);
     }
     let mut seen = std::collections::HashSet::new();

@@ -47,6 +47,11 @@ pub struct RefModel {
     /// groups of this many elements before they are quantized, queries
     /// rotated before attention and the output rotated back (0: not).
     pub kv_rot: usize,
+    /// KIVI (bits, group, residual): rows cached as `kv_f16` says until
+    /// [`RefModel::end_call`] quantizes the slots below the last multiple of
+    /// the residual (`reference::kivi`), as the engine does after each call.
+    pub kivi: Option<(u32, usize, usize)>,
+    kivi_done: usize,
     k_cache: Vec<Vec<f32>>, // per layer [pos][kv_dim]
     v_cache: Vec<Vec<f32>>,
     pub pos: usize,
@@ -174,6 +179,8 @@ impl RefModel {
             kv_f16: true,
             kv_quant: 0,
             kv_rot: 0,
+            kivi: None,
+            kivi_done: 0,
             k_cache: vec![Vec::new(); cfg.n_layers],
             v_cache: vec![Vec::new(); cfg.n_layers],
             pos: 0,
@@ -184,6 +191,7 @@ impl RefModel {
 
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.kivi_done = 0;
         self.k_cache.iter_mut().for_each(Vec::clear);
         self.v_cache.iter_mut().for_each(Vec::clear);
     }
@@ -231,6 +239,25 @@ impl RefModel {
                 }
             }
         }
+    }
+
+    /// The end of a forward call (a prompt chunk or a decode step): KIVI
+    /// quantizes, in every layer and KV head, the cached slots that the
+    /// boundary (the last multiple of the residual) passed; nothing else
+    /// changes.
+    pub fn end_call(&mut self) {
+        let Some((bits, group, residual)) = self.kivi else {
+            return;
+        };
+        let (hd, nkv) = (self.cfg.head_dim, self.cfg.n_kv_heads);
+        let to = self.cached() / residual * residual;
+        for l in 0..self.k_cache.len() {
+            for h in 0..nkv {
+                crate::reference::kivi::settle(&mut self.k_cache[l], nkv * hd, h * hd, hd, self.kivi_done, to, bits, true, group);
+                crate::reference::kivi::settle(&mut self.v_cache[l], nkv * hd, h * hd, hd, self.kivi_done, to, bits, false, group.min(hd));
+            }
+        }
+        self.kivi_done = to;
     }
 
     /// Tokens cached per layer.

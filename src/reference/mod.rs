@@ -5,6 +5,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod evict;
 pub mod forward;
+pub mod kivi;
 pub mod kvquant;
 pub mod linear;
 pub mod mustafar;

@@ -6,7 +6,10 @@
 //! allocated once: the whole context, an eviction policy's budget, or under
 //! `mustafar` the dense window of recent tokens. Keys are stored post-RoPE,
 //! so a slot need not equal a position: a cut gathers the kept slots to the
-//! front (`kv_compact`).
+//! front (`kv_compact`). With `kivi` (`shape.kivi`), keys per channel and
+//! values per token in 2 or 4 bits, the recent slots in f16 staging rows
+//! until a residual's worth of them is quantized after an attention
+//! (`shaders/kivi_format.wgsl`).
 
 use super::super::attend::{AttnScratch, LayerIo};
 use super::super::seam::{Cut, PageList};
@@ -35,11 +38,11 @@ impl Slots {
     /// `n_layers` layers of `shape`; `gather`: slots move (a cut, a window
     /// shifting down), so the gather list and its dispatches are made too.
     pub fn new(gpu: &Gpu, shape: AttnShape, n_layers: usize, gather: bool) -> Result<Slots> {
-        let bytes = shape.cache_bytes(gpu.caps.f16);
+        let [kb, vb] = shape.kv_cache_bytes(gpu.caps.f16);
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for l in 0..n_layers {
-            k.push(gpu.buffer(&format!("kv.k{l}"), bytes));
-            v.push(gpu.buffer(&format!("kv.v{l}"), bytes));
+            k.push(gpu.buffer(&format!("kv.k{l}"), kb));
+            v.push(gpu.buffer(&format!("kv.v{l}"), vb));
         }
         let (mut compact, mut keep) = (Vec::new(), None);
         if gather {
@@ -55,12 +58,18 @@ impl Slots {
     /// Bytes `new` allocates for the same arguments.
     pub fn bytes_for(shape: &AttnShape, n_layers: usize, gather: bool, f16: bool) -> u64 {
         let keep = if gather { Slots::keep_buffers(shape).iter().map(|&(_, b)| storage_size(b)).sum() } else { 0 };
-        2 * n_layers as u64 * storage_size(shape.cache_bytes(f16)) + keep
+        n_layers as u64 * shape.kv_cache_bytes(f16).iter().map(|&b| storage_size(b)).sum::<u64>() + keep
     }
 
-    /// Bytes one token takes in one layer (K and V).
+    /// Bytes one token takes in one layer (K and V); KIVI's quantized ones
+    /// are [`Slots::held_bytes`]'s.
     pub fn token_bytes(&self) -> u64 {
         2 * self.shape.n_kv_heads as u64 * self.shape.row_bytes(self.elem == 2)
+    }
+
+    /// Bytes one layer holds for `len` cached tokens (K and V).
+    pub fn held_bytes(&self, len: usize) -> u64 {
+        self.shape.held_bytes(len, self.elem == 2)
     }
 
     /// Bytes these slots hold on the device.
@@ -112,12 +121,18 @@ impl Slots {
         attn::kv_append(g, &self.shape, io.k, io.v, &self.k[l], &self.v[l], step, n)
     }
 
+    /// KIVI: after layer `l`'s attention to a call of `n` tokens, quantize
+    /// the staged slots the boundary passes (`kivi_pack`).
+    pub fn settle(&self, g: &Gpu, l: usize, step: &wgpu::Buffer, n: u32) -> Option<Dispatch> {
+        (self.shape.kivi > 0).then(|| attn::kivi_pack(g, &self.shape, &self.k[l], &self.v[l], step, n))
+    }
+
     /// Layer `l`'s attention over its valid slots (`step`'s `kv_len`): every
     /// slot, or at a decode step only the pages in `pages`.
     #[allow(clippy::too_many_arguments)]
     pub fn attend(&self, g: &Gpu, l: usize, n: usize, io: &LayerIo, s: &AttnScratch, step: &wgpu::Buffer, pages: Option<PageList>) -> Vec<Dispatch> {
         let (k, v) = (&self.k[l], &self.v[l]);
-        match (n, pages) {
+        let mut d = match (n, pages) {
             (1, Some(p)) => {
                 let DecodeAttn { partial, merge } = quest::attn_decode_pages(g, p.shape, io.q, k, v, p.scratch, io.out, &s.lse, step);
                 vec![partial, merge]
@@ -127,7 +142,9 @@ impl Slots {
                 vec![partial, merge]
             }
             _ => attn::attn_prefill(g, &self.shape, io.q, k, v, &s.prefill, io.out, step),
-        }
+        };
+        d.extend(self.settle(g, l, step, n as u32));
+        d
     }
 
     /// Copy the first `len` slots of every layer and KV head from `src`

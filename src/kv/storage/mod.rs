@@ -91,7 +91,7 @@ impl Storage {
     pub fn layer_bytes(&self, l: usize, len: usize) -> LayerBytes {
         let token = self.slots().token_bytes();
         match self {
-            Storage::Dense(_) => LayerBytes { unpaged: 0, paged_tokens: len, paged: len as u64 * token },
+            Storage::Dense(s) => LayerBytes { unpaged: 0, paged_tokens: len, paged: s.held_bytes(len) },
             Storage::Mustafar(m) => {
                 let c = m.compressed();
                 LayerBytes { unpaged: (len - c) as u64 * token, paged_tokens: c, paged: m.layer_compressed_bytes(l) }
@@ -107,6 +107,21 @@ impl Storage {
                 let (q, f16) = (s.shape.kvq, 2 * s.shape.head_dim as u64);
                 let row = s.shape.row_bytes(true);
                 (Some(format!("storage: q{q}, {row} bytes per row of {} ({:.0}% of f16)", s.shape.head_dim, 100.0 * row as f64 / f16 as f64)), None)
+            }
+            Storage::Dense(s) if s.shape.kivi > 0 => {
+                let a = &s.shape;
+                let (k, v) = a.kivi_slot_bytes();
+                let f16 = 2.0 * a.head_dim as f64;
+                let line = format!(
+                    "storage: kivi {}-bit, keys per channel over {} tokens, values per token over {} channels; {k:.1} + {v:.1} bytes per quantized token and KV head ({:.1}% of f16); the newest tokens past the last multiple of {} ({} of {len} now) in f16",
+                    a.kivi,
+                    a.kivi_group,
+                    a.kivi_gv(),
+                    100.0 * (k + v) / (2.0 * f16),
+                    a.kivi_res,
+                    len % a.kivi_res as usize
+                );
+                (Some(line), None)
             }
             Storage::Dense(_) => (None, None),
             Storage::Mustafar(m) => (Some(m.describe(len - m.compressed())), Some("pages: mustafar's compressed blocks; its dense window is always attended")),
