@@ -4,7 +4,8 @@
 //! give it back (`reference::kvquant`), alone and under `streaming` and
 //! Quest; KIVI's keys per channel and values per token with f16 residual
 //! rows follow the reference that quantizes the same slots after each call,
-//! and a residual covering the context equals `full`; budgets covering the
+//! alone and under Quest (boxes from the f16 keys), and a residual covering
+//! the context equals `full`; budgets covering the
 //! context equal the storage alone; resident bytes are the quantized rows;
 //! the combinations that cannot work are refused with one line.
 
@@ -186,11 +187,12 @@ fn impossible_combinations_are_one_line_refusals() {
 
 /// The reference with KIVI (bits, group, residual): f16 rows, the slots
 /// below the last multiple of the residual quantized after every call.
-fn kivi_reference(w: &Weights, kivi: (u32, usize, usize), calls: &[Vec<u32>]) -> Vec<Vec<f32>> {
+fn kivi_reference(w: &Weights, kivi: (u32, usize, usize), calls: &[Vec<u32>], quest: Option<RefQuest>) -> Vec<Vec<f32>> {
     let mut r = RefModel::new(w).unwrap();
     r.kivi = Some(kivi);
     let mut out = Vec::new();
     for call in calls {
+        r.quest = quest.map(|q| RefQuest { active: call.len() == 1, ..q });
         let mut last = Vec::new();
         for &t in call {
             last = r.forward(t);
@@ -211,7 +213,7 @@ fn kivi_follows_the_reference() {
         // head of 32 make the value groups the whole row.
         for (bits, group, residual) in [(2, 32, 32), (4, 32, 32), (2, 32, 64), (2, 64, 64)] {
             let spec = format!("kivi:bits={bits},group={group},residual={residual}");
-            let want = kivi_reference(&w, (bits, group, residual), &calls());
+            let want = kivi_reference(&w, (bits, group, residual), &calls(), None);
             let (got, m) = gpu_run(&g, &w, &spec, &calls());
             let mut differs = false;
             for (i, ((a, r), f)) in got.iter().zip(&want).zip(&full).enumerate() {
@@ -229,6 +231,33 @@ fn kivi_follows_the_reference() {
             assert_eq!(r.resident, 2 * 2 * (quantized + (107 - q) * 2 * 64), "{spec}: {:?}", r.lines);
             assert!(r.lines.iter().any(|l| l.contains(&format!("storage: kivi {bits}-bit"))), "{:?}", r.lines);
             assert!(!m.kv.can_save() && !m.kv.can_truncate());
+        }
+    }
+}
+
+#[test]
+fn kivi_under_quest_follows_the_reference() {
+    let w = tiny_weights("kivi-quest");
+    // Pages of 8, 3 attended per unit; the boxes come from the f16 keys.
+    let quest = RefQuest { page: 8, budget_pages: 3, unit: 2, dense_layers: 0, active: false, window_from: None };
+    for g in contexts() {
+        for bits in [2, 4] {
+            let spec = format!("quest:budget=24,page=8,dense_layers=0+kivi:bits={bits},residual=32");
+            let want = kivi_reference(&w, (bits, 32, 32), &calls(), Some(quest));
+            let alone = kivi_reference(&w, (bits, 32, 32), &calls(), None);
+            let (got, _) = gpu_run(&g, &w, &spec, &calls());
+            let mut differs = false;
+            for (i, ((a, r), k)) in got.iter().zip(&want).zip(&alone).enumerate() {
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, LOGITS);
+                differs |= r.iter().zip(k).any(|(x, y)| (x - y).abs() > 1e-2);
+            }
+            assert!(differs, "{spec}: the reference's logits equal kivi alone's; nothing was skipped");
+            // A budget covering the context: kivi alone.
+            let (kivi, _) = gpu_run(&g, &w, &format!("kivi:bits={bits},residual=32"), &calls());
+            let (covering, _) = gpu_run(&g, &w, &format!("quest:budget=128,page=8+kivi:bits={bits},residual=32"), &calls());
+            for (i, (a, r)) in covering.iter().zip(&kivi).enumerate() {
+                assert_close(&format!("covering quest + kivi {bits} call {i}"), a, r, Tol { name: "same-rows", abs: 1e-4, rel: 1e-4 });
+            }
         }
     }
 }
@@ -258,7 +287,7 @@ fn kivi_refuses_what_it_cannot_do() {
         ("kivi:group=64,residual=96", "residual 96 is not a multiple of group 64"),
         ("kivi:residual=0", "residual '0'"),
         ("snapkv:budget=50%+kivi", "kivi with snapkv is not available"),
-        ("kivi+quest:budget=64", "kivi with quest is not available"),
+        ("kivi:residual=32+quest:page=64", "residual 32 is not a multiple of quest's page 64"),
     ] {
         let e = wgkv::kv::KvCache::kivi_of(&KvSpec::parse(spec).unwrap()).unwrap_err().to_string();
         assert!(e.contains(needle) && !e.contains('\n'), "{spec}: {e}");

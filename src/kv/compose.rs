@@ -4,7 +4,8 @@
 //! quantized storage (`q8`, `q4`): the dense slots' rows in blocks, under
 //! any eviction part (its cuts move rows whatever their format) and Quest
 //! (its page boxes taken from the dequantized keys, the ones attention
-//! reads, so the bound holds for the scores it ranks); and
+//! reads, so the bound holds for the scores it ranks); `kivi` with Quest
+//! (boxes from the f16 keys, before the pack quantizes them); and
 //! the [`Layout`] a spec resolves to before anything is allocated: slots,
 //! capacity, shapes, each part's options. `KvCache::new` allocates from it
 //! and `KvCache::bytes_for` counts from it.
@@ -156,11 +157,21 @@ impl KvCache {
                 "--kv part 'kivi': residual {residual} is not a multiple of group {group} (whole key groups are quantized at once)"
             )));
         }
-        if let Some(o) = spec.parts.iter().find(|o| o.kind == Kind::Eviction || o.kind == Kind::Selection) {
+        if let Some(o) = spec.part(Kind::Eviction) {
             return Err(Error::msg(format!(
-                "--kv {spec}: kivi with {} is not available in this build yet (a cut would split kivi's per-channel key groups, and quest's pages would need their boxes retaken after each group is quantized); q8 and q4 combine with every part",
+                "--kv {spec}: kivi with {} is not available in this build yet (a cut would split kivi's per-channel key groups); q8 and q4 combine with every eviction part",
                 o.name
             )));
+        }
+        if let Some(q) = spec.part(Kind::Selection).map(QuestOptions::from_part).transpose()? {
+            // Quest's boxes are taken as a call writes a page; the page must
+            // not straddle the boundary, so they come from the f16 keys.
+            if !residual.is_multiple_of(q.page) {
+                return Err(Error::msg(format!(
+                    "--kv {spec}: kivi's residual {residual} is not a multiple of quest's page {} (pages must not straddle its quantization boundary)",
+                    q.page
+                )));
+            }
         }
         Ok(Some((bits, group, residual)))
     }

@@ -52,6 +52,10 @@ pub struct RefModel {
     /// the residual (`reference::kivi`), as the engine does after each call.
     pub kivi: Option<(u32, usize, usize)>,
     kivi_done: usize,
+    /// Under KIVI, per layer the keys as appended (f16), before any
+    /// quantization: Quest's page boxes are taken from them, as the engine
+    /// takes them when a page is written, before the pack reaches it.
+    kivi_keys: Vec<Vec<f32>>,
     k_cache: Vec<Vec<f32>>, // per layer [pos][kv_dim]
     v_cache: Vec<Vec<f32>>,
     pub pos: usize,
@@ -181,6 +185,7 @@ impl RefModel {
             kv_rot: 0,
             kivi: None,
             kivi_done: 0,
+            kivi_keys: vec![Vec::new(); cfg.n_layers],
             k_cache: vec![Vec::new(); cfg.n_layers],
             v_cache: vec![Vec::new(); cfg.n_layers],
             pos: 0,
@@ -192,6 +197,7 @@ impl RefModel {
     pub fn reset(&mut self) {
         self.pos = 0;
         self.kivi_done = 0;
+        self.kivi_keys.iter_mut().for_each(Vec::clear);
         self.k_cache.iter_mut().for_each(Vec::clear);
         self.v_cache.iter_mut().for_each(Vec::clear);
     }
@@ -302,17 +308,21 @@ impl RefModel {
                 self.k_cache[l].extend(q(&k));
                 self.v_cache[l].extend(q(&v));
             } else {
+                if self.kivi.is_some() {
+                    self.kivi_keys[l].extend(k.iter().map(|&e| round(e)));
+                }
                 self.k_cache[l].extend(k.iter().map(|&e| round(e)));
                 self.v_cache[l].extend(v.iter().map(|&e| round(e)));
             }
             let rot = if self.kv_quant > 0 { self.kv_rot } else { 0 };
             let q = rotate(&q, rot);
             let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
+            let boxes = if self.kivi.is_some() { &self.kivi_keys[l] } else { kc };
             let n = kc.len() / kv_dim; // cached tokens (pos + 1 unless some were evicted)
             let slots = match self.quest {
                 Some(qs) if qs.active && l >= qs.dense_layers => {
                     let upto = qs.window_from.map_or(n, |c| c.min(n));
-                    let mut s = qs.slots(&q, nh, group, upto, self.kv_f16, |kvh, t| &kc[t * kv_dim + kvh * hd..][..hd]);
+                    let mut s = qs.slots(&q, nh, group, upto, self.kv_f16, |kvh, t| &boxes[t * kv_dim + kvh * hd..][..hd]);
                     s.iter_mut().for_each(|h| h.extend(upto..n));
                     s
                 }
