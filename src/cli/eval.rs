@@ -89,13 +89,20 @@ pub fn run(global: &super::Global, cmd: EvalCommand) -> Result<()> {
     }
 }
 
-/// `eval ppl-plot`: read every file's records, write the figure.
-fn ppl_plot(files: &[String], out: &str, skip: &[String]) -> Result<()> {
+/// Every file's `eval ppl --json` records, as `parse` reads them (file
+/// name, text, the points so far).
+fn read_records<P>(files: &[String], parse: impl Fn(&str, &str, &mut Vec<P>) -> Result<()>) -> Result<Vec<P>> {
     let mut points = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
-        budget::parse_lines(f, &text, &mut points)?;
+        parse(f, &text, &mut points)?;
     }
+    Ok(points)
+}
+
+/// `eval ppl-plot`: read every file's records, write the figure.
+fn ppl_plot(files: &[String], out: &str, skip: &[String]) -> Result<()> {
+    let mut points = read_records(files, budget::parse_lines)?;
     for s in skip {
         let family = KvSpec::parse(s)?.to_string();
         if !points.iter().any(|p| p.family == family) {
@@ -115,11 +122,7 @@ fn ppl_plot(files: &[String], out: &str, skip: &[String]) -> Result<()> {
 /// `eval ppl-frontier`: read every file's records, write the figure and
 /// print each point.
 fn ppl_frontier(files: &[String], out: &str) -> Result<()> {
-    let mut points = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
-        frontier::parse_lines(f, &text, &mut points)?;
-    }
+    let points = read_records(files, frontier::parse_lines)?;
     if points.is_empty() {
         return Err(Error::msg("ppl-frontier: no record in the files"));
     }
@@ -240,7 +243,7 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
                 Some(f) => {
                     let lf = logits(f.forward(&[tokens[j]], Readout::Logits)?);
                     nll_full += log_sum_exp(&lf) - lf[tokens[j + 1] as usize] as f64;
-                    resident_full += f.kv.report().resident as f64;
+                    resident_full += f.kv.resident() as f64;
                     Some(lf)
                 }
                 None => None,
@@ -248,7 +251,7 @@ fn ppl(global: &super::Global, file: &str, n_ctx: usize, max_chunks: Option<usiz
             for (m, s) in models.iter_mut().zip(sums.iter_mut()) {
                 let lg = logits(m.forward(&[tokens[j]], Readout::Logits)?);
                 s.nll += log_sum_exp(&lg) - lg[tokens[j + 1] as usize] as f64;
-                s.resident += m.kv.report().resident as f64;
+                s.resident += m.kv.resident() as f64;
                 if let Some(lf) = &lf {
                     s.kl += kl_logits(lf, &lg);
                     s.agree += (argmax_of(lf) == argmax_of(&lg)) as usize;

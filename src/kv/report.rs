@@ -25,20 +25,35 @@ pub struct KvReport {
 }
 
 impl KvCache {
-    pub fn report(&self) -> KvReport {
-        let tokens_per_layer = self.tokens_per_layer();
+    /// KV bytes resident now ([`KvReport::resident`], without the lines).
+    pub fn resident(&self) -> u64 {
+        self.bytes().0
+    }
+
+    /// (resident, read per decode step): the policy's layers, then the
+    /// windowed ones.
+    fn bytes(&self) -> (u64, u64) {
         let (mut resident, mut read_per_step) = (0, 0);
         for (l, n) in self.global_lens().into_iter().enumerate() {
             let b = self.storage.layer_bytes(l, n);
             resident += b.unpaged + b.paged + self.selection.meta_resident(l, b.paged_tokens);
             read_per_step += b.unpaged + self.selection.read(l, b.paged_tokens, b.paged);
         }
-        let mut allocated = self.storage.allocated() + self.selection.allocated() + self.eviction.allocated() + self.scratch.allocated();
-        let mut windowed = None;
         if let Some(w) = &self.local {
             let (layers, token) = (w.slots.k.len() as u64, w.slots.token_bytes());
             resident += layers * w.len as u64 * token;
             read_per_step += layers * w.visible() as u64 * token;
+        }
+        (resident, read_per_step)
+    }
+
+    pub fn report(&self) -> KvReport {
+        let tokens_per_layer = self.tokens_per_layer();
+        let (resident, read_per_step) = self.bytes();
+        let mut allocated = self.storage.allocated() + self.selection.allocated() + self.eviction.allocated() + self.scratch.allocated();
+        let mut windowed = None;
+        if let Some(w) = &self.local {
+            let layers = w.slots.k.len() as u64;
             allocated += w.allocated();
             windowed = Some(format!(
                 "windowed layers: {layers} of {} attend their last {} tokens, kept in {} slots each (the policy holds the others)",

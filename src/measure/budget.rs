@@ -108,15 +108,7 @@ pub fn budget_figure(points: &[BudgetPoint]) -> Figure {
         y_scale,
         series: s,
     };
-    let uniq = |f: &dyn Fn(&BudgetPoint) -> String| {
-        let mut v: Vec<String> = Vec::new();
-        for p in points {
-            if !v.contains(&f(p)) {
-                v.push(f(p));
-            }
-        }
-        v.join(", ")
-    };
+    let uniq = |f: &dyn Fn(&BudgetPoint) -> String| super::plot::distinct(points, f);
     let full = uniq(&|p| format!("{:.2}", p.ppl_full));
     Figure {
         title: "Eviction against the KV budget: KL to full, perplexity, top-1 agreement".into(),

@@ -111,15 +111,7 @@ pub fn frontier_figure(points: &[BytesPoint]) -> Figure {
         y_scale: Scale::Number,
         series: s,
     };
-    let uniq = |f: &dyn Fn(&BytesPoint) -> String| {
-        let mut v: Vec<String> = Vec::new();
-        for p in points {
-            if !v.contains(&f(p)) {
-                v.push(f(p));
-            }
-        }
-        v.join(", ")
-    };
+    let uniq = |f: &dyn Fn(&BytesPoint) -> String| super::plot::distinct(points, f);
     Figure {
         title: "Quality against KV bytes: KL to full and perplexity".into(),
         subtitle: format!("{}, ctx {}; full cache ppl {}", uniq(&|p| p.model.clone()), uniq(&|p| p.ctx.to_string()), uniq(&|p| format!("{:.2}", p.ppl_full))),

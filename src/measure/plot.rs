@@ -563,6 +563,19 @@ pub fn bench_figure(records: &[Record]) -> Figure {
     }
 }
 
+/// The distinct values `f` gives over `points`, in first-seen order,
+/// joined by ", " (a figure's subtitle).
+pub fn distinct<T>(points: &[T], f: impl Fn(&T) -> String) -> String {
+    let mut v: Vec<String> = Vec::new();
+    for p in points {
+        let s = f(p);
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    }
+    v.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
