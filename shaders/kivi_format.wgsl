@@ -13,8 +13,10 @@
 //   values per token over groups of KIVI_GV channels: a row of KIVI_CW code
 //     words (the same order), then one (scale, minimum) word per group.
 // The boundary is a multiple of KIVI_R: slots below the last multiple at or
-// below the cached length before this call, (kv_len - n_tokens) / R * R;
-// kivi_pack quantizes the slots that pass it after the call's attention.
+// below the cached length before this call, (kv_len - n_tokens) / R * R
+// (kivi_qb(), which the kernels reading the cache and kivi_pack define from
+// their step or length); kivi_pack quantizes the slots that pass it after
+// the call's attention.
 // k_cache: [KIVI_HEADS][KIVI_NQ / KIVI_G][KIVI_KG] u32, then the staging
 // rows [KIVI_HEADS][KIVI_STAGE][HEAD_DIM / 2] u32 (two halves a word);
 // v_cache: [KIVI_HEADS][KIVI_NQ][KIVI_VROW] u32, then staging likewise.
@@ -29,11 +31,6 @@ const KIVI_KSTAGE: u32 = KIVI_HEADS * (KIVI_NQ / KIVI_G) * KIVI_KG;
 const KIVI_VSTAGE: u32 = KIVI_HEADS * KIVI_NQ * KIVI_VROW;
 const KIVI_SW: u32 = HEAD_DIM / 2u;
 const KIVI_LEVELS: u32 = (1u << KIVI) - 1u;
-
-// The first slot left unquantized during this call.
-fn kivi_qb() -> u32 {
-    return (min(step.kv_len, KIVI_SEQ) - min(step.n_tokens, step.kv_len)) / KIVI_R * KIVI_R;
-}
 
 // The codes of channels 4 d .. 4 d + 3 from their code word w.
 fn kivi_codes(w: u32, d: u32) -> vec4<f32> {

@@ -53,6 +53,8 @@ kernels! {
     KvQuant => "kv_quant", false;
     KiviAppend => "kivi_append", false;
     KiviPack => "kivi_pack", false;
+    KiviExpand => "kivi_expand", false;
+    KiviRepack => "kivi_repack", false;
     KvRotate => "kv_rotate", false;
     KvCompact => "kv_compact", false;
     KvPlace => "kv_place", false;
@@ -92,6 +94,7 @@ pub const RADIX_SELECT: &str = include_str!("../shaders/radix_select.wgsl");
 pub const KV_FORMAT: &str = include_str!("../shaders/kv_format.wgsl");
 pub const KV_HADAMARD: &str = include_str!("../shaders/kv_hadamard.wgsl");
 pub const KIVI_FORMAT: &str = include_str!("../shaders/kivi_format.wgsl");
+pub const KIVI_QUANT: &str = include_str!("../shaders/kivi_quant.wgsl");
 
 impl Kernel {
     /// Shared WGSL fragments the kernel's source is prepended with, in order
@@ -131,9 +134,13 @@ impl Kernel {
     /// None: it does not touch a KV cache in its row format.
     pub fn reads_cache(self) -> Option<(bool, bool)> {
         match self {
-            Kernel::AttnPrefill | Kernel::AttnPrefillLanes | Kernel::AttnDecode | Kernel::AttnDecodeLanes | Kernel::AttnDecodePages | Kernel::EvictScore => {
-                Some((true, true))
-            }
+            Kernel::AttnPrefill
+            | Kernel::AttnPrefillLanes
+            | Kernel::AttnDecode
+            | Kernel::AttnDecodeLanes
+            | Kernel::AttnDecodePages
+            | Kernel::EvictScore
+            | Kernel::KiviExpand => Some((true, true)),
             Kernel::AttnAccum | Kernel::QuestMeta => Some((true, false)),
             Kernel::KvCompact => Some((false, false)),
             _ => None,
@@ -167,11 +174,18 @@ fn kv_reader(kvq: u32, k: bool, v: bool) -> String {
 
 /// `kv_k` / `kv_v` over a KIVI cache (`kivi_format.wgsl`): a staged f16 row
 /// at or past the boundary, else the codes times their group's scale plus
-/// its minimum. The kernel binds `step` (the boundary follows from it).
-fn kivi_reader(k: bool, v: bool) -> String {
+/// its minimum. The boundary follows from the kernel's `step` (the cached
+/// length before the call), or for `evict_score`, which runs between
+/// calls, from its `p.len`.
+fn kivi_reader(k: bool, v: bool, kernel: Kernel) -> String {
     let mut s = String::from("alias kvw_t = u32;\n");
     s.push_str(HALF);
     s.push_str(KIVI_FORMAT);
+    let before = match kernel {
+        Kernel::EvictScore => "min(p.len, KIVI_SEQ)",
+        _ => "min(step.kv_len, KIVI_SEQ) - min(step.n_tokens, step.kv_len)",
+    };
+    s.push_str(&format!("fn kivi_qb() -> u32 {{\n    return ({before}) / KIVI_R * KIVI_R;\n}}\n"));
     let staged = |cache: &str, base: &str| {
         format!(
             "    if (r % KIVI_SEQ >= kivi_qb()) {{\n        let i = {base} + kivi_stage_row(r) * KIVI_SW + 2u * d;\n        return vec4<f32>(half_pair({cache}[i]), half_pair({cache}[i + 1u]));\n    }}\n"
@@ -288,12 +302,15 @@ impl Spec {
         }
         if let Some((k, v)) = self.kernel.reads_cache() {
             match self.get(KIVI) {
-                Some(_) => s.push_str(&kivi_reader(k, v)),
+                Some(_) => s.push_str(&kivi_reader(k, v, self.kernel)),
                 None => s.push_str(&kv_reader(self.get(KVQ).unwrap_or(0), k, v)),
             }
-        } else if matches!(self.kernel, Kernel::KiviAppend | Kernel::KiviPack) {
+        } else if matches!(self.kernel, Kernel::KiviAppend | Kernel::KiviPack | Kernel::KiviRepack) {
             s.push_str(HALF);
             s.push_str(KIVI_FORMAT);
+            if self.kernel != Kernel::KiviAppend {
+                s.push_str(KIVI_QUANT);
+            }
         } else if self.kernel == Kernel::KvQuant {
             s.push_str(HALF);
             s.push_str(KV_FORMAT);

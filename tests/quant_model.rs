@@ -187,12 +187,26 @@ fn impossible_combinations_are_one_line_refusals() {
 
 /// The reference with KIVI (bits, group, residual): f16 rows, the slots
 /// below the last multiple of the residual quantized after every call.
-fn kivi_reference(w: &Weights, kivi: (u32, usize, usize), calls: &[Vec<u32>], quest: Option<RefQuest>) -> Vec<Vec<f32>> {
+/// With `streaming` (budget, sinks, slack), StreamingLLM's cuts before the
+/// calls that would pass the budget (the kept rows requantized).
+fn kivi_reference(
+    w: &Weights,
+    kivi: (u32, usize, usize),
+    calls: &[Vec<u32>],
+    quest: Option<RefQuest>,
+    streaming: Option<(usize, usize, usize)>,
+) -> Vec<Vec<f32>> {
     let mut r = RefModel::new(w).unwrap();
     r.kivi = Some(kivi);
     let mut out = Vec::new();
     for call in calls {
         r.quest = quest.map(|q| RefQuest { active: call.len() == 1, ..q });
+        if let Some((budget, sinks, slack)) = streaming {
+            let len = r.cached();
+            if len + call.len() > budget {
+                r.keep(&streaming_keep(len, budget - call.len().max(slack), sinks));
+            }
+        }
         let mut last = Vec::new();
         for &t in call {
             last = r.forward(t);
@@ -213,7 +227,7 @@ fn kivi_follows_the_reference() {
         // head of 32 make the value groups the whole row.
         for (bits, group, residual) in [(2, 32, 32), (4, 32, 32), (2, 32, 64), (2, 64, 64)] {
             let spec = format!("kivi:bits={bits},group={group},residual={residual}");
-            let want = kivi_reference(&w, (bits, group, residual), &calls(), None);
+            let want = kivi_reference(&w, (bits, group, residual), &calls(), None, None);
             let (got, m) = gpu_run(&g, &w, &spec, &calls());
             let mut differs = false;
             for (i, ((a, r), f)) in got.iter().zip(&want).zip(&full).enumerate() {
@@ -243,8 +257,8 @@ fn kivi_under_quest_follows_the_reference() {
     for g in contexts() {
         for bits in [2, 4] {
             let spec = format!("quest:budget=24,page=8,dense_layers=0+kivi:bits={bits},residual=32");
-            let want = kivi_reference(&w, (bits, 32, 32), &calls(), Some(quest));
-            let alone = kivi_reference(&w, (bits, 32, 32), &calls(), None);
+            let want = kivi_reference(&w, (bits, 32, 32), &calls(), Some(quest), None);
+            let alone = kivi_reference(&w, (bits, 32, 32), &calls(), None, None);
             let (got, _) = gpu_run(&g, &w, &spec, &calls());
             let mut differs = false;
             for (i, ((a, r), k)) in got.iter().zip(&want).zip(&alone).enumerate() {
@@ -257,6 +271,67 @@ fn kivi_under_quest_follows_the_reference() {
             let (covering, _) = gpu_run(&g, &w, &format!("quest:budget=128,page=8+kivi:bits={bits},residual=32"), &calls());
             for (i, (a, r)) in covering.iter().zip(&kivi).enumerate() {
                 assert_close(&format!("covering quest + kivi {bits} call {i}"), a, r, Tol { name: "same-rows", abs: 1e-4, rel: 1e-4 });
+            }
+        }
+    }
+}
+
+#[test]
+fn kivi_under_eviction_follows_the_reference() {
+    let w = tiny_weights("kivi-evict");
+    let (layers, heads) = (2, 2);
+    for g in contexts() {
+        // Streaming (budget 48, 2 sinks, slack 11): the cuts move tokens
+        // across key groups; the kept rows come back f16 and are requantized.
+        for bits in [2, 4] {
+            let spec = format!("streaming:budget=48,sinks=2+kivi:bits={bits},residual=32");
+            let want = kivi_reference(&w, (bits, 32, 32), &calls(), None, Some((48, 2, 11)));
+            let (got, m) = gpu_run(&g, &w, &spec, &calls());
+            assert!(m.kv.evicted > 0 && m.kv.report().tokens_per_layer.iter().all(|&n| n <= 48), "{spec}");
+            for (i, (a, r)) in got.iter().zip(&want).enumerate() {
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, LOGITS);
+            }
+        }
+        // SnapKV cuts the 37-token prompt to 24 per layer and head (the
+        // reference keeps the slots the GPU chose), then 40 steps pass the
+        // boundary at 32 and 64.
+        let spec = "snapkv:budget=24+kivi:residual=32";
+        let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
+        let mut r = RefModel::new(&w).unwrap();
+        r.kivi = Some((2, 32, 32));
+        let c = calls();
+        m.forward(&c[0], Readout::Logits).unwrap();
+        for &t in &c[0] {
+            r.forward(t);
+        }
+        r.end_call();
+        let s = m.kv.scored().unwrap();
+        for l in 0..layers {
+            let (list, counts) = s.kept(l);
+            let n = g.read_u32(counts, heads);
+            let all = g.read_u32(list, heads * CTX);
+            let keep: Vec<Vec<usize>> = (0..heads).map(|h| all[h * CTX..][..n[h] as usize].iter().map(|&x| x as usize).collect()).collect();
+            assert_eq!(keep[0].len(), 24);
+            r.keep_heads(l, &keep);
+        }
+        for (i, t) in (0..40).map(|i| (i * 53 + 7) % 300).enumerate() {
+            let got = logits(m.forward(&[t], Readout::Logits).unwrap());
+            let want = r.forward(t);
+            r.end_call();
+            assert_close(&format!("{spec} step {i} on {}", label(&g)), &got, &want, LOGITS);
+        }
+        // H2O evicts while decoding: every few steps a cut requantizes.
+        let spec = "h2o:budget=40+kivi:residual=32";
+        let (got, m) = gpu_run(&g, &w, spec, &calls());
+        assert!(m.kv.evicted > 0 && m.kv.report().tokens_per_layer.iter().all(|&n| n <= 40), "{spec}");
+        assert!(got.iter().flatten().all(|x| x.is_finite()), "{spec}");
+        // Budgets covering the context: kivi alone.
+        let (alone, _) = gpu_run(&g, &w, "kivi:residual=32", &calls());
+        for policy in ["snapkv:budget=128", "h2o:budget=128", "streaming:budget=128"] {
+            let spec = format!("{policy}+kivi:residual=32");
+            let (got, _) = gpu_run(&g, &w, &spec, &calls());
+            for (i, (a, r)) in got.iter().zip(&alone).enumerate() {
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, Tol { name: "same-rows", abs: 1e-4, rel: 1e-4 });
             }
         }
     }
@@ -286,7 +361,7 @@ fn kivi_refuses_what_it_cannot_do() {
         ("kivi:group=48", "group 48 is not a multiple of 32"),
         ("kivi:group=64,residual=96", "residual 96 is not a multiple of group 64"),
         ("kivi:residual=0", "residual '0'"),
-        ("snapkv:budget=50%+kivi", "kivi with snapkv is not available"),
+        ("snapkv:budget=50%+kivi+quest", "kivi with both snapkv and quest is not available"),
         ("kivi:residual=32+quest:page=64", "residual 32 is not a multiple of quest's page 64"),
     ] {
         let e = wgkv::kv::KvCache::kivi_of(&KvSpec::parse(spec).unwrap()).unwrap_err().to_string();

@@ -1,6 +1,6 @@
 //! One layer's attention against the cache, recorded in one place:
 //! (rotate the queries) → append → page metadata → select → attend →
-//! (rotate the output back) → observe. The forward pass
+//! (rotate the output back) → observe → (KIVI: pack). The forward pass
 //! calls [`KvCache::record_layer`] between RoPE and the output projection
 //! and knows nothing of the policy; the scratch the attention kernels share
 //! across layers lives here too.
@@ -117,6 +117,9 @@ impl KvCache {
         d.extend(self.storage.attend(g, l, n, io, &self.scratch, step, pages));
         d.extend(rotate(io.out));
         d.extend(self.eviction.observe(g, l, n, io.q, keys, &self.scratch));
+        // KIVI: quantize what the boundary passed, now that nothing of this
+        // call reads the staged rows any more.
+        d.extend(self.storage.slots().settle(g, l, step, nt));
         d
     }
 }

@@ -4,7 +4,8 @@
 //! quantized storage (`q8`, `q4`): the dense slots' rows in blocks, under
 //! any eviction part (its cuts move rows whatever their format) and Quest
 //! (its page boxes taken from the dequantized keys, the ones attention
-//! reads, so the bound holds for the scores it ranks); `kivi` with Quest
+//! reads, so the bound holds for the scores it ranks); `kivi` under any
+//! eviction part (a cut requantizes the kept tokens' groups) or Quest
 //! (boxes from the f16 keys, before the pack quantizes them); and
 //! the [`Layout`] a spec resolves to before anything is allocated: slots,
 //! capacity, shapes, each part's options. `KvCache::new` allocates from it
@@ -48,6 +49,7 @@ impl Layout {
             n_layers: self.n_layers,
             sinks: self.sinks,
             gather: self.keep,
+            cuts: self.scored.is_some(),
             page_meta: self.quest.is_some(),
             f16: self.f16,
         }
@@ -157,10 +159,10 @@ impl KvCache {
                 "--kv part 'kivi': residual {residual} is not a multiple of group {group} (whole key groups are quantized at once)"
             )));
         }
-        if let Some(o) = spec.part(Kind::Eviction) {
+        if let (Some(e), Some(q)) = (spec.part(Kind::Eviction), spec.part(Kind::Selection)) {
             return Err(Error::msg(format!(
-                "--kv {spec}: kivi with {} is not available in this build yet (a cut would split kivi's per-channel key groups); q8 and q4 combine with every eviction part",
-                o.name
+                "--kv {spec}: kivi with both {} and {} is not available in this build yet (after a cut, quest's boxes would be retaken from requantized keys); either one combines with kivi",
+                e.name, q.name
             )));
         }
         if let Some(q) = spec.part(Kind::Selection).map(QuestOptions::from_part).transpose()? {

@@ -124,7 +124,7 @@ impl KvCache {
             None => Selection::None,
         };
         let eviction = match (lay.scored, streaming) {
-            (Some(o), _) => Eviction::Scored(Box::new(Scored::new(gpu, o, attn, ctx, &storage.slots().k, &storage.slots().v)?)),
+            (Some(o), _) => Eviction::Scored(Box::new(Scored::new(gpu, o, attn, ctx, storage.slots())?)),
             (None, Some(s)) => Eviction::Streaming(s),
             (None, None) => Eviction::Keep,
         };
@@ -171,6 +171,7 @@ impl KvCache {
     /// selection part's metadata rebuilt where slots moved.
     pub fn before_call(&mut self, gpu: &Gpu, n: usize) -> Result<()> {
         let before = self.global_lens();
+        self.storage.slots().mark_lens(gpu, &self.global_lens());
         let (cut, scored) = self.eviction.before_call(gpu, self.len, self.pos, n);
         if let Some(lens) = self.eviction.lens() {
             self.len = lens.iter().copied().max().unwrap_or(0);
@@ -199,6 +200,7 @@ impl KvCache {
     /// eviction policy cuts each layer to its budget after a prompt.
     pub fn after_call(&mut self, gpu: &Gpu, n: usize, last: usize) -> Result<()> {
         let before = self.global_lens();
+        self.storage.slots().mark_lens(gpu, &before);
         self.evicted += self.eviction.after_call(gpu, n, last)?;
         if let Some(lens) = self.eviction.lens() {
             self.len = lens.iter().copied().max().unwrap_or(0);

@@ -136,6 +136,12 @@ impl AttnShape {
         if self.kvq > 0 { spec.with(KVQ, self.kvq) } else { spec }
     }
 
+    /// The dense shape a compaction gathers rows in: this one without KIVI
+    /// (`evict::kivi_compaction` gathers its rows as `kv_t`).
+    pub fn compacted(&self) -> AttnShape {
+        AttnShape { kivi: 0, kivi_group: 0, kivi_res: 0, ..*self }
+    }
+
     /// KIVI's value group: `kivi_group` channels, at most the head.
     pub fn kivi_gv(&self) -> u32 {
         self.kivi_group.min(self.head_dim)

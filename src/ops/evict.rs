@@ -26,6 +26,51 @@ struct CompactParams {
     has_acc: u32,
 }
 
+fn expand_spec(s: &AttnShape) -> Spec {
+    s.cache_format(Spec::new(Kernel::KiviExpand).with("WG", WG).with("HEAD_DIM", s.head_dim))
+}
+
+fn repack_spec(s: &AttnShape) -> Spec {
+    s.cache_format(Spec::new(Kernel::KiviRepack).with("WG", WG).with("HEAD_DIM", s.head_dim))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct KiviParams {
+    n_kv_heads: u32,
+    _p: [u32; 3],
+}
+
+/// A KIVI cache's compaction to the kept slots (`shape.kivi`): its slots
+/// as dense `kv_t` rows in `tk` / `tv` (`kivi_expand`, the cached length in
+/// `step`'s `kv_len`, `n_tokens` 0), those gathered by `kv_compact` (with
+/// the scores in `acc`), then quantized again below the new boundary and
+/// staged past it (`kivi_repack`). `tk` / `tv`: `shape.compacted()`'s cache
+/// bytes each.
+#[allow(clippy::too_many_arguments)]
+pub fn kivi_compaction(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    temp: [&wgpu::Buffer; 2],
+    keep: &wgpu::Buffer,
+    counts: &wgpu::Buffer,
+    acc: Option<&wgpu::Buffer>,
+    step: &wgpu::Buffer,
+    max_keep: u32,
+) -> Result<Vec<Dispatch>> {
+    let s = shape;
+    let params = gpu.uniform("kivi.params", bytemuck::bytes_of(&KiviParams { n_kv_heads: s.n_kv_heads, _p: [0; 3] }));
+    let d4 = s.head_dim / 4;
+    let expand = gpu.dispatch(&expand_spec(s), &[k_cache, v_cache, temp[0], temp[1], &params, step], grid_1d((s.n_kv_heads * s.max_seq * d4).div_ceil(WG)));
+    let compact = kv_compact(gpu, &s.compacted(), temp[0], temp[1], keep, counts, acc, max_keep)?;
+    let cw = s.head_dim * s.kivi / 32;
+    let jobs = s.kivi_nq() / s.kivi_group * cw + s.kivi_nq() * (s.head_dim / s.kivi_gv()) + s.kivi_res * d4;
+    let repack = gpu.dispatch(&repack_spec(s), &[k_cache, v_cache, temp[0], temp[1], counts, &params], grid_1d((s.n_kv_heads * jobs).div_ceil(WG)));
+    Ok(vec![expand, compact, repack])
+}
+
 fn compact_spec(s: &AttnShape) -> Spec {
     s.cache_format(Spec::new(Kernel::KvCompact).with("WG", WG).with("HEAD_DIM", s.head_dim))
 }
@@ -42,9 +87,11 @@ fn score_spec(s: &AttnShape) -> Spec {
 
 pub fn specs() -> Vec<Spec> {
     let mut v = vec![Spec::new(Kernel::EvictSelect), Spec::new(Kernel::EvictBudget)];
-    // Eviction does not combine with KIVI (`KvCache::kivi_of`).
-    for s in super::attention::spec_shapes().into_iter().chain(super::attention::quant_spec_shapes()).filter(|s| s.kivi == 0) {
-        v.extend([compact_spec(&s), score_spec(&s), accum_spec(&s)]);
+    for s in super::attention::spec_shapes().into_iter().chain(super::attention::quant_spec_shapes()) {
+        v.extend([compact_spec(&s.compacted()), score_spec(&s), accum_spec(&s)]);
+        if s.kivi > 0 {
+            v.extend([expand_spec(&s), repack_spec(&s)]);
+        }
     }
     let mut seen = std::collections::HashSet::new();
     v.retain(|s| seen.insert(s.clone()));

@@ -51,7 +51,8 @@ pub struct RefModel {
     /// [`RefModel::end_call`] quantizes the slots below the last multiple of
     /// the residual (`reference::kivi`), as the engine does after each call.
     pub kivi: Option<(u32, usize, usize)>,
-    kivi_done: usize,
+    /// Under KIVI, per layer the slots quantized so far.
+    kivi_done: Vec<usize>,
     /// Under KIVI, per layer the keys as appended (f16), before any
     /// quantization: Quest's page boxes are taken from them, as the engine
     /// takes them when a page is written, before the pack reaches it.
@@ -184,7 +185,7 @@ impl RefModel {
             kv_quant: 0,
             kv_rot: 0,
             kivi: None,
-            kivi_done: 0,
+            kivi_done: vec![0; cfg.n_layers],
             kivi_keys: vec![Vec::new(); cfg.n_layers],
             k_cache: vec![Vec::new(); cfg.n_layers],
             v_cache: vec![Vec::new(); cfg.n_layers],
@@ -196,7 +197,7 @@ impl RefModel {
 
     pub fn reset(&mut self) {
         self.pos = 0;
-        self.kivi_done = 0;
+        self.kivi_done.iter_mut().for_each(|d| *d = 0);
         self.kivi_keys.iter_mut().for_each(Vec::clear);
         self.k_cache.iter_mut().for_each(Vec::clear);
         self.v_cache.iter_mut().for_each(Vec::clear);
@@ -214,10 +215,16 @@ impl RefModel {
     /// Keep, in layer `layer`, per KV head `h` the cached slots `keep[h]`
     /// (increasing, as many for every head): slot `i` of head `h` takes its
     /// old slot `keep[h][i]`, as `kv_compact` gathers them.
+    /// Under KIVI the kept tokens come back as f16 rows, and
+    /// those below the new boundary are quantized again in their new groups
+    /// (`evict::kivi_compaction`).
     pub fn keep_heads(&mut self, layer: usize, keep: &[Vec<usize>]) {
         let hd = self.cfg.head_dim;
         let kv_dim = self.cfg.n_kv_heads * hd;
-        for cache in [&mut self.k_cache[layer], &mut self.v_cache[layer]] {
+        for cache in [&mut self.k_cache[layer], &mut self.v_cache[layer], &mut self.kivi_keys[layer]] {
+            if cache.is_empty() {
+                continue; // kivi_keys without KIVI
+            }
             let old = cache.clone();
             let n = keep[0].len();
             *cache = vec![0.0; n * kv_dim];
@@ -226,6 +233,17 @@ impl RefModel {
                     cache[i * kv_dim + h * hd..][..hd].copy_from_slice(&old[s * kv_dim + h * hd..][..hd]);
                 }
             }
+        }
+        if let Some((bits, group, residual)) = self.kivi {
+            for v in self.k_cache[layer].iter_mut().chain(self.v_cache[layer].iter_mut()) {
+                *v = half::f16::from_f32(*v).to_f32();
+            }
+            let to = keep[0].len() / residual * residual;
+            for h in 0..self.cfg.n_kv_heads {
+                crate::reference::kivi::settle(&mut self.k_cache[layer], kv_dim, h * hd, hd, 0, to, bits, true, group);
+                crate::reference::kivi::settle(&mut self.v_cache[layer], kv_dim, h * hd, hd, 0, to, bits, false, group.min(hd));
+            }
+            self.kivi_done[layer] = to;
         }
     }
 
@@ -256,14 +274,14 @@ impl RefModel {
             return;
         };
         let (hd, nkv) = (self.cfg.head_dim, self.cfg.n_kv_heads);
-        let to = self.cached() / residual * residual;
         for l in 0..self.k_cache.len() {
+            let to = self.k_cache[l].len() / (nkv * hd) / residual * residual;
             for h in 0..nkv {
-                crate::reference::kivi::settle(&mut self.k_cache[l], nkv * hd, h * hd, hd, self.kivi_done, to, bits, true, group);
-                crate::reference::kivi::settle(&mut self.v_cache[l], nkv * hd, h * hd, hd, self.kivi_done, to, bits, false, group.min(hd));
+                crate::reference::kivi::settle(&mut self.k_cache[l], nkv * hd, h * hd, hd, self.kivi_done[l], to, bits, true, group);
+                crate::reference::kivi::settle(&mut self.v_cache[l], nkv * hd, h * hd, hd, self.kivi_done[l], to, bits, false, group.min(hd));
             }
+            self.kivi_done[l] = to;
         }
-        self.kivi_done = to;
     }
 
     /// Tokens cached per layer.

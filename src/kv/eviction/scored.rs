@@ -239,7 +239,7 @@ struct Layer {
     select_params: wgpu::Buffer,
     score: Dispatch,
     select: Dispatch,
-    compact: Dispatch,
+    compact: Vec<Dispatch>,
 }
 
 /// The per-layer counts of a [`Scored`] policy, as a saved cache holds them.
@@ -271,7 +271,8 @@ pub struct Scored {
 
 impl Scored {
     /// The policy over a context of `ctx` tokens; `shape.max_seq` slots.
-    pub fn new(gpu: &Gpu, opts: ScoredOptions, shape: AttnShape, ctx: usize, k: &[wgpu::Buffer], v: &[wgpu::Buffer]) -> Result<Scored> {
+    pub fn new(gpu: &Gpu, opts: ScoredOptions, shape: AttnShape, ctx: usize, slots: &crate::kv::Slots) -> Result<Scored> {
+        let (k, v) = (&slots.k, &slots.v);
         let budget = opts.budget.tokens(ctx).min(ctx);
         let least = opts.sinks + opts.window + 1;
         if budget < least {
@@ -290,7 +291,7 @@ impl Scored {
             let select_params = gpu.upload("evict_select.params", bytemuck::bytes_of(&SelectParams::default()));
             let score_d = evict::evict_score(gpu, &shape, &k[l], &v[l], &acc, &score, &score_params);
             let select = evict::evict_select(gpu, &shape, &score, &list, &counts, &select_params);
-            let compact = evict::kv_compact(gpu, &shape, &k[l], &v[l], &list, &counts, Some(&acc), shape.max_seq)?;
+            let compact = slots.compaction(gpu, l, &list, &counts, Some(&acc))?;
             layers.push(Layer { acc, list, counts, step, score_params, select_params, score: score_d, select, compact });
         }
         let ranking = if opts.alloc == Alloc::Dynamic {
@@ -532,7 +533,8 @@ impl Scored {
                 self.write_score_params(gpu, l, tail);
                 list.push(&self.layers[l].score);
             }
-            list.extend([&self.layers[l].select, &self.layers[l].compact]);
+            list.push(&self.layers[l].select);
+            list.extend(&self.layers[l].compact);
         }
         let mut enc = gpu.encoder();
         gpu.record(&mut enc, "evict", list);

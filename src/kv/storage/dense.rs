@@ -14,7 +14,7 @@
 use super::super::attend::{AttnScratch, LayerIo};
 use super::super::seam::{Cut, PageList};
 use crate::Result;
-use crate::gpu::{Gpu, storage_size};
+use crate::gpu::{Gpu, storage_size, uniform_size};
 use crate::kernels::Dispatch;
 use crate::ops::attention::{self as attn, AttnShape, DecodeAttn};
 use crate::ops::{evict, quest};
@@ -30,35 +30,95 @@ pub struct Slots {
     /// Bytes of one K (or V) element: 2 (f16) or 4.
     pub elem: usize,
     /// Per layer: the compaction to the slots in `keep`, when slots move.
-    compact: Vec<Dispatch>,
+    compact: Vec<Vec<Dispatch>>,
     keep: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// KIVI under an eviction part: what its compactions need.
+    kivi_cuts: Option<Box<KiviCuts>>,
+}
+
+/// KIVI's compactions (`evict::kivi_compaction`): the dense rows they
+/// gather in (one pair serves every layer) and each layer's step holding
+/// its cached length before a cut.
+struct KiviCuts {
+    temp: [wgpu::Buffer; 2],
+    steps: Vec<wgpu::Buffer>,
 }
 
 impl Slots {
     /// `n_layers` layers of `shape`; `gather`: slots move (a cut, a window
     /// shifting down), so the gather list and its dispatches are made too.
     pub fn new(gpu: &Gpu, shape: AttnShape, n_layers: usize, gather: bool) -> Result<Slots> {
+        Slots::new_with(gpu, shape, n_layers, gather, gather)
+    }
+
+    /// As `new`; `cuts`: an eviction part will compact the slots (its own
+    /// lists, through [`Slots::compaction`]), which KIVI needs room for.
+    pub fn new_with(gpu: &Gpu, shape: AttnShape, n_layers: usize, gather: bool, cuts: bool) -> Result<Slots> {
         let [kb, vb] = shape.kv_cache_bytes(gpu.caps.f16);
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for l in 0..n_layers {
             k.push(gpu.buffer(&format!("kv.k{l}"), kb));
             v.push(gpu.buffer(&format!("kv.v{l}"), vb));
         }
-        let (mut compact, mut keep) = (Vec::new(), None);
+        let kivi_cuts = (shape.kivi > 0 && (cuts || gather)).then(|| {
+            let bytes = shape.compacted().cache_bytes(gpu.caps.f16);
+            let step = crate::ops::Step::default();
+            let step = bytemuck::bytes_of(&step);
+            Box::new(KiviCuts {
+                temp: [gpu.buffer("kivi.tk", bytes), gpu.buffer("kivi.tv", bytes)],
+                steps: (0..n_layers).map(|l| gpu.uniform(&format!("kivi.step{l}"), step)).collect(),
+            })
+        });
+        let mut slots = Slots { k, v, shape, elem: if gpu.caps.f16 { 2 } else { 4 }, compact: Vec::new(), keep: None, kivi_cuts };
         if gather {
             let [list, counts] = Slots::keep_buffers(&shape).map(|(label, bytes)| gpu.buffer(label, bytes));
             for l in 0..n_layers {
-                compact.push(evict::kv_compact(gpu, &shape, &k[l], &v[l], &list, &counts, None, shape.max_seq)?);
+                let c = slots.compaction(gpu, l, &list, &counts, None)?;
+                slots.compact.push(c);
             }
-            keep = Some((list, counts));
+            slots.keep = Some((list, counts));
         }
-        Ok(Slots { k, v, shape, elem: if gpu.caps.f16 { 2 } else { 4 }, compact, keep })
+        Ok(slots)
+    }
+
+    /// Layer `l`'s compaction to the slots `keep` lists per KV head
+    /// (`counts` of them), moving `acc`'s scores along: `kv_compact`, or
+    /// under KIVI `evict::kivi_compaction` (run [`Slots::mark_lens`] first).
+    pub fn compaction(&self, gpu: &Gpu, l: usize, keep: &wgpu::Buffer, counts: &wgpu::Buffer, acc: Option<&wgpu::Buffer>) -> Result<Vec<Dispatch>> {
+        let (s, ms) = (&self.shape, self.shape.max_seq);
+        match &self.kivi_cuts {
+            Some(c) if s.kivi > 0 => {
+                let temp = [&c.temp[0], &c.temp[1]];
+                evict::kivi_compaction(gpu, s, &self.k[l], &self.v[l], temp, keep, counts, acc, &c.steps[l], ms)
+            }
+            _ => Ok(vec![evict::kv_compact(gpu, s, &self.k[l], &self.v[l], keep, counts, acc, ms)?]),
+        }
+    }
+
+    /// Before any cut of a call: every layer's cached length (`lens`), which
+    /// KIVI's compaction reads to find its boundary. Nothing otherwise.
+    pub fn mark_lens(&self, gpu: &Gpu, lens: &[usize]) {
+        if let Some(c) = &self.kivi_cuts {
+            for (b, &n) in c.steps.iter().zip(lens) {
+                let st = crate::ops::Step { pos: 0, n_tokens: 0, kv_len: n as u32, _pad: 0 };
+                gpu.write(b, 0, bytemuck::bytes_of(&st));
+            }
+        }
     }
 
     /// Bytes `new` allocates for the same arguments.
     pub fn bytes_for(shape: &AttnShape, n_layers: usize, gather: bool, f16: bool) -> u64 {
+        Slots::bytes_for_with(shape, n_layers, gather, gather, f16)
+    }
+
+    /// Bytes `new_with` allocates for the same arguments.
+    pub fn bytes_for_with(shape: &AttnShape, n_layers: usize, gather: bool, cuts: bool, f16: bool) -> u64 {
         let keep = if gather { Slots::keep_buffers(shape).iter().map(|&(_, b)| storage_size(b)).sum() } else { 0 };
-        n_layers as u64 * shape.kv_cache_bytes(f16).iter().map(|&b| storage_size(b)).sum::<u64>() + keep
+        let kivi = match shape.kivi > 0 && (cuts || gather) {
+            true => 2 * storage_size(shape.compacted().cache_bytes(f16)) + n_layers as u64 * uniform_size(size_of::<crate::ops::Step>() as u64),
+            false => 0,
+        };
+        n_layers as u64 * shape.kv_cache_bytes(f16).iter().map(|&b| storage_size(b)).sum::<u64>() + keep + kivi
     }
 
     /// Bytes one token takes in one layer (K and V); KIVI's quantized ones
@@ -75,7 +135,8 @@ impl Slots {
     /// Bytes these slots hold on the device.
     pub fn allocated(&self) -> u64 {
         let keep = self.keep.as_ref().map_or(0, |(l, c)| l.size() + c.size());
-        self.k.iter().chain(&self.v).map(|b| b.size()).sum::<u64>() + keep
+        let kivi = self.kivi_cuts.as_ref().map_or(0, |c| c.temp.iter().chain(&c.steps).map(|b| b.size()).sum());
+        self.k.iter().chain(&self.v).map(|b| b.size()).sum::<u64>() + keep + kivi
     }
 
     /// The gather list and counts: (label, requested bytes).
@@ -112,7 +173,7 @@ impl Slots {
         gpu.write(list, 0, bytemuck::cast_slice(&words));
         gpu.write(counts, 0, bytemuck::cast_slice(&vec![keep.len() as u32; heads]));
         let mut enc = gpu.encoder();
-        gpu.record(&mut enc, "kv_compact", &self.compact);
+        gpu.record(&mut enc, "kv_compact", self.compact.iter().flatten());
         gpu.submit(enc);
     }
 
@@ -132,7 +193,7 @@ impl Slots {
     #[allow(clippy::too_many_arguments)]
     pub fn attend(&self, g: &Gpu, l: usize, n: usize, io: &LayerIo, s: &AttnScratch, step: &wgpu::Buffer, pages: Option<PageList>) -> Vec<Dispatch> {
         let (k, v) = (&self.k[l], &self.v[l]);
-        let mut d = match (n, pages) {
+        match (n, pages) {
             (1, Some(p)) => {
                 let DecodeAttn { partial, merge } = quest::attn_decode_pages(g, p.shape, io.q, k, v, p.scratch, io.out, &s.lse, step);
                 vec![partial, merge]
@@ -142,9 +203,7 @@ impl Slots {
                 vec![partial, merge]
             }
             _ => attn::attn_prefill(g, &self.shape, io.q, k, v, &s.prefill, io.out, step),
-        };
-        d.extend(self.settle(g, l, step, n as u32));
-        d
+        }
     }
 
     /// Copy the first `len` slots of every layer and KV head from `src`

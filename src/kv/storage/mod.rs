@@ -46,6 +46,8 @@ pub struct Geometry {
     pub sinks: usize,
     /// Slots move (an eviction part cuts them).
     pub gather: bool,
+    /// An eviction part compacts the slots with lists of its own.
+    pub cuts: bool,
     /// A selection part wants the storage's page metadata where it keeps any.
     pub page_meta: bool,
     pub f16: bool,
@@ -63,7 +65,7 @@ pub struct LayerBytes {
 impl Storage {
     pub fn new(gpu: &Gpu, o: &StorageOptions, g: &Geometry) -> Result<Storage> {
         Ok(match o {
-            StorageOptions::Dense => Storage::Dense(Slots::new(gpu, g.slots, g.n_layers, g.gather)?),
+            StorageOptions::Dense => Storage::Dense(Slots::new_with(gpu, g.slots, g.n_layers, g.gather, g.cuts)?),
             StorageOptions::Mustafar(m) => Storage::Mustafar(Box::new(Mustafar::new(gpu, *m, g.context, g.n_layers, g.sinks, g.page_meta)?)),
         })
     }
@@ -72,7 +74,7 @@ impl Storage {
     /// head the attention scratch needs.
     pub fn bytes_for(o: &StorageOptions, g: &Geometry) -> Result<(u64, u32)> {
         Ok(match o {
-            StorageOptions::Dense => (Slots::bytes_for(&g.slots, g.n_layers, g.gather, g.f16), 0),
+            StorageOptions::Dense => (Slots::bytes_for_with(&g.slots, g.n_layers, g.gather, g.cuts, g.f16), 0),
             StorageOptions::Mustafar(m) => {
                 (Mustafar::bytes_for(m, g.context, g.n_layers, g.sinks, g.page_meta, g.f16)?, Mustafar::decode_parts_for(m, g.context)?)
             }
