@@ -5,7 +5,7 @@
 //! ([`Pages`]) and applies an eviction part's [`Cut`]; it knows no
 //! eviction or selection part.
 //!
-//! A new storage (KIVI's quantized K/V, say) is a file here, a variant of
+//! A new storage (one offloading cold rows to host memory, say) is a file here, a variant of
 //! [`Storage`] and its arms below, plus its options in `spec.rs` and its
 //! combination rules in `compose.rs`.
 
