@@ -13,7 +13,7 @@ use crate::ops::attention::{AttnKind, AttnShape, DecodeScratch, PrefillScratch};
 
 /// Most tokens one forward call carries in one chunk; longer prompts are
 /// prefilled in chunks of this size.
-pub const MAX_CHUNK: usize = 512;
+pub const MAX_CHUNK: usize = crate::ops::attention::MAX_CALL as usize;
 
 /// One layer's inputs and output: the call's post-RoPE rows and the
 /// attention result, with the call's step uniform.

@@ -124,7 +124,9 @@ impl KvCache {
             None => Selection::None,
         };
         let eviction = match (lay.scored, streaming) {
-            (Some(o), _) => Eviction::Scored(Box::new(Scored::new(gpu, o, attn, ctx, storage.slots())?)),
+            (Some(o), _) => Eviction::Scored(Box::new(Scored::new(gpu, o, attn, ctx, &storage.slots().k, &storage.slots().v, &|l, keep, counts, acc| {
+                storage.slots().compaction(gpu, l, keep, counts, acc)
+            })?)),
             (None, Some(s)) => Eviction::Streaming(s),
             (None, None) => Eviction::Keep,
         };

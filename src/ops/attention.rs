@@ -56,6 +56,10 @@ pub const MAX_SEQ: u32 = 1 << 19;
 /// loops; past it every loop exits silently), with room for the setup loops.
 pub const LANES_LOOP_BUDGET: u32 = 49152;
 
+/// Most tokens one forward call carries (`kv::attend::MAX_CHUNK`; longer
+/// prompts go in chunks of this size).
+pub const MAX_CALL: u32 = 512;
+
 /// Head dims and query heads per KV head that [`specs`] lists: the real model's
 /// (64, 3) plus those the tests exercise.
 pub const SPEC_HEAD_DIMS: &[u32] = &[32, 64, 96, 128];
@@ -150,7 +154,7 @@ impl AttnShape {
     /// KIVI's staging rows per KV head: the residual plus the most tokens
     /// of a call, at most every slot.
     pub fn kivi_stage(&self) -> u32 {
-        (self.kivi_res + crate::kv::attend::MAX_CHUNK as u32).min(self.max_seq)
+        (self.kivi_res + MAX_CALL).min(self.max_seq)
     }
 
     /// KIVI: the slots that may be quantized (whole multiples of the residual).

@@ -228,6 +228,10 @@ pub fn update_layers(layers: usize) -> Vec<usize> {
     v
 }
 
+/// A storage's compaction of one layer to the slots a keep list holds
+/// (layer, keep, counts, scores to move along).
+pub type Compaction<'a> = dyn Fn(usize, &wgpu::Buffer, &wgpu::Buffer, Option<&wgpu::Buffer>) -> Result<Vec<Dispatch>> + 'a;
+
 /// Per-layer GPU state of the policy.
 struct Layer {
     /// Accumulated attention `[n_kv_heads][max_seq]` f32.
@@ -271,8 +275,17 @@ pub struct Scored {
 
 impl Scored {
     /// The policy over a context of `ctx` tokens; `shape.max_seq` slots.
-    pub fn new(gpu: &Gpu, opts: ScoredOptions, shape: AttnShape, ctx: usize, slots: &crate::kv::Slots) -> Result<Scored> {
-        let (k, v) = (&slots.k, &slots.v);
+    /// `k`, `v`: each layer's cache buffers; `compaction(l, keep, counts,
+    /// acc)`: the storage's compaction of layer `l` to the slots `keep` lists.
+    pub fn new(
+        gpu: &Gpu,
+        opts: ScoredOptions,
+        shape: AttnShape,
+        ctx: usize,
+        k: &[wgpu::Buffer],
+        v: &[wgpu::Buffer],
+        compaction: &Compaction,
+    ) -> Result<Scored> {
         let budget = opts.budget.tokens(ctx).min(ctx);
         let least = opts.sinks + opts.window + 1;
         if budget < least {
@@ -291,7 +304,7 @@ impl Scored {
             let select_params = gpu.upload("evict_select.params", bytemuck::bytes_of(&SelectParams::default()));
             let score_d = evict::evict_score(gpu, &shape, &k[l], &v[l], &acc, &score, &score_params);
             let select = evict::evict_select(gpu, &shape, &score, &list, &counts, &select_params);
-            let compact = slots.compaction(gpu, l, &list, &counts, Some(&acc))?;
+            let compact = compaction(l, &list, &counts, Some(&acc))?;
             layers.push(Layer { acc, list, counts, step, score_params, select_params, score: score_d, select, compact });
         }
         let ranking = if opts.alloc == Alloc::Dynamic {
