@@ -16,7 +16,8 @@ use crate::{Error, Result};
 pub struct BytesPoint {
     pub kv: String,
     /// The spec without its storage part ("storage only" when nothing is
-    /// left), with the storage's options but the bits (`, rot=0`).
+    /// left), then the storage's name unless it is q8/q4, and its options
+    /// but the bits (`, rot=0`, `, kivi`, `, kivi,residual=128`).
     pub line: String,
     /// Mean resident KV bytes as a share of full's, in percent.
     pub bytes_pct: f64,
@@ -42,8 +43,16 @@ impl BytesPoint {
         };
         let kv = text("kv")?.to_string();
         let mut spec = KvSpec::parse(&kv)?;
-        // Storage options other than the bits (rot=0) make a line of their own.
-        let opts: Vec<String> = spec.part(Kind::Storage).map_or(vec![], |p| p.options.iter().map(|(k, v)| format!("{k}={v}")).collect());
+        // A storage other than the blocks (q8, q4 by their bits) names its
+        // line, and its options other than the bits (rot=0, residual=128)
+        // make a line of their own.
+        let mut opts: Vec<String> = Vec::new();
+        if let Some(p) = spec.part(Kind::Storage) {
+            if !matches!(p.name.as_str(), "q8" | "q4") {
+                opts.push(p.name.clone());
+            }
+            opts.extend(p.options.iter().filter(|(k, _)| k != "bits").map(|(k, v)| format!("{k}={v}")));
+        }
         spec.parts.retain(|p| p.kind != Kind::Storage && p.kind != Kind::Full);
         let line = if spec.parts.is_empty() { STORAGE_ONLY.to_string() } else { spec.to_string() };
         let line = if opts.is_empty() { line } else { format!("{line}, {}", opts.join(",")) };
@@ -147,6 +156,14 @@ mod tests {
             got,
             vec![(STORAGE_ONLY, 53.1), ("streaming:budget=25%", 7.0), (STORAGE_ONLY, 28.1), ("streaming:budget=25%", 25.0), (unrotated.as_str(), 28.1)]
         );
+        // KIVI's bits share a line of its own; its other options one more.
+        let mut kivi = Vec::new();
+        let text =
+            [line("kivi", 204.0, 0.3), line("kivi:bits=4", 327.0, 0.006), line("kivi:residual=128", 221.0, 0.3), line("snapkv:budget=25%+kivi", 142.0, 0.4)]
+                .join("\n");
+        parse_lines("b.jsonl", &text, &mut kivi).unwrap();
+        let lines: Vec<&str> = kivi.iter().map(|p| p.line.as_str()).collect();
+        assert_eq!(lines, ["storage only, kivi", "storage only, kivi", "storage only, kivi,residual=128", "snapkv:budget=25%, kivi"]);
         let fig = frontier_figure(&pts);
         let kl: Vec<(String, Vec<(f64, f64)>)> = fig.panels[0].series.iter().map(|s| (s.name.clone(), s.points.iter().map(|p| (p.x, p.y)).collect())).collect();
         assert_eq!(
