@@ -405,7 +405,8 @@ fn passkey_compare_merges_runs_and_refuses_mismatches() {
 /// Every measurement file committed in docs/ reads back through the reader
 /// of the command that made it: `bench-*.json` through `bench --compare`,
 /// `passkey-*.json` through `eval passkey --compare`, `*.jsonl` through
-/// `eval ppl-plot`. Runs from before `--question` existed carry no
+/// `eval ppl-plot` (the storage runs, `*-quant*` and `*-kivi*`, through
+/// `eval ppl-frontier`). Runs from before `--question` existed carry no
 /// `question`: they decoded it, and read back saying so.
 #[test]
 fn every_json_file_in_docs_reads_back() {
@@ -418,7 +419,11 @@ fn every_json_file_in_docs_reads_back() {
     for path in &files {
         let name = path.file_name().unwrap().to_str().unwrap();
         let p = path.to_str().unwrap();
-        let o = if name.ends_with(".jsonl") {
+        let o = if name.ends_with(".jsonl") && (name.contains("-quant") || name.contains("-kivi")) {
+            // The storage runs: KV bytes against quality, not budgets.
+            ppl += 1;
+            wgkv(&["eval", "ppl-frontier", p, "--out", dir.join("frontier.svg").to_str().unwrap()])
+        } else if name.ends_with(".jsonl") {
             ppl += 1;
             wgkv(&["eval", "ppl-plot", p, "--out", dir.join("ppl.svg").to_str().unwrap()])
         } else if !name.ends_with(".json") {
