@@ -67,6 +67,14 @@ fn reference_run(
     r.kv_f16 = kv_f16;
     r.kv_quant = bits;
     r.kv_rot = if rot { 32 } else { 0 };
+    run_calls(r, calls, streaming, quest)
+}
+
+/// The last logits of each call through the reference `r`: StreamingLLM's
+/// cut (budget, sinks, slack) before the calls that would pass the budget,
+/// Quest on single-token calls, and the end of every call (KIVI's
+/// quantization, when `r` has it).
+fn run_calls(mut r: RefModel, calls: &[Vec<u32>], streaming: Option<(usize, usize, usize)>, quest: Option<RefQuest>) -> Vec<Vec<f32>> {
     let mut out = Vec::new();
     for call in calls {
         r.quest = quest.map(|q| RefQuest { active: call.len() == 1, ..q });
@@ -80,6 +88,7 @@ fn reference_run(
         for &t in call {
             last = r.forward(t);
         }
+        r.end_call();
         out.push(last);
     }
     out
@@ -198,23 +207,7 @@ fn kivi_reference(
 ) -> Vec<Vec<f32>> {
     let mut r = RefModel::new(w).unwrap();
     r.kivi = Some(kivi);
-    let mut out = Vec::new();
-    for call in calls {
-        r.quest = quest.map(|q| RefQuest { active: call.len() == 1, ..q });
-        if let Some((budget, sinks, slack)) = streaming {
-            let len = r.cached();
-            if len + call.len() > budget {
-                r.keep(&streaming_keep(len, budget - call.len().max(slack), sinks));
-            }
-        }
-        let mut last = Vec::new();
-        for &t in call {
-            last = r.forward(t);
-        }
-        r.end_call();
-        out.push(last);
-    }
-    out
+    run_calls(r, calls, streaming, quest)
 }
 
 #[test]
