@@ -5,6 +5,10 @@
 // reading KV head (u * UNIT) / GROUP:
 //   score[u, pg] = sum_{h in u} sum_i max(q[h, i] * kmax[pg, i], q[h, i] * kmin[pg, i])
 // an upper bound of q_h . k over the page's keys whatever the signs of q.
+// That bound is the box's centre term plus its width term,
+//   q_i * (kmax_i + kmin_i) / 2 + |q_i| * (kmax_i - kmin_i) / 2,
+// and p.width weighs the width term: 1 is the bound (computed as the max
+// above), 0 ranks pages by q . centre alone (see kv::selection::quest).
 // Scored pages: pg < n_pages - 1 with n_pages = ceil(kv_len / PAGE), and only
 // when n_pages > BUDGET_PAGES (else every page is attended and nothing is
 // written). The last (current, maybe partial) page is never scored: it is
@@ -19,7 +23,7 @@
 // KV head), UNIT (query heads per selection: 1 or GROUP).
 // Grid: (ceil(max_pages / WG), n_units, 1).
 
-struct Params { max_seq: u32, max_pages: u32, budget_pages: u32, _p0: u32 }
+struct Params { max_seq: u32, max_pages: u32, budget_pages: u32, width: f32 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> kmax: array<kv4_t>;
@@ -42,11 +46,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let h0 = u * UNIT;
     let mo = ((h0 / GROUP) * p.max_pages + pg) * D4;
     var acc = vec4<f32>(0.0);
-    for (var h = 0u; h < UNIT; h++) {
-        let qo = (h0 + h) * D4;
-        for (var d = 0u; d < D4; d++) {
-            let qv = q[qo + d];
-            acc += max(qv * vec4<f32>(kmax[mo + d]), qv * vec4<f32>(kmin[mo + d]));
+    if (p.width == 1.0) {
+        for (var h = 0u; h < UNIT; h++) {
+            let qo = (h0 + h) * D4;
+            for (var d = 0u; d < D4; d++) {
+                let qv = q[qo + d];
+                acc += max(qv * vec4<f32>(kmax[mo + d]), qv * vec4<f32>(kmin[mo + d]));
+            }
+        }
+    } else {
+        for (var h = 0u; h < UNIT; h++) {
+            let qo = (h0 + h) * D4;
+            for (var d = 0u; d < D4; d++) {
+                let qv = q[qo + d];
+                let hi = vec4<f32>(kmax[mo + d]);
+                let lo = vec4<f32>(kmin[mo + d]);
+                acc += qv * ((hi + lo) * 0.5) + p.width * (abs(qv) * ((hi - lo) * 0.5));
+            }
         }
     }
     score[u * p.max_pages + pg] = (acc.x + acc.y) + (acc.z + acc.w);

@@ -95,19 +95,22 @@ fn metadata_is_the_exact_page_min_and_max() {
 }
 
 #[test]
-fn hand_checked_score_is_23() {
+fn hand_checked_scores_are_23_10_and_16_5() {
     // q = (2, -3), page min (0, -5), max (4, 1): max(8, 0) + max(-3, 15) = 23.
     for g in contexts() {
         let s = qshape(1, 1, 4, 2, 1, 1, false);
         let q = upload_f32(&g, "q", &[2.0, -3.0, 0.0, 0.0]);
         let meta = |x: [f32; 4]| g.upload("meta", &kv_bytes(&g, &[x[0], x[1], x[2], x[3], 0.0, 0.0, 0.0, 0.0]));
         let (kmax, kmin) = (meta([4.0, 1.0, 0.0, 0.0]), meta([0.0, -5.0, 0.0, 0.0]));
-        let score = poisoned(&g, "score", 2);
-        let st = step(&g, 1, 2);
-        g.run(&[&ops::quest_score(&g, &s, &q, &kmax, &kmin, &score, &st)]);
-        let got = read_guarded_f32(&g, &score, 2);
-        assert_eq!(got[0], 23.0, "on {}", label(&g));
-        assert_eq!(got[1].to_bits(), GUARD, "the current page must not be scored");
+        // Centre (2, -2), half-width (2, 3): q . centre = 10, |q| . half-width = 13.
+        for (width, want) in [(1.0, 23.0), (0.0, 10.0), (0.5, 16.5)] {
+            let score = poisoned(&g, "score", 2);
+            let st = step(&g, 1, 2);
+            g.run(&[&ops::quest_score(&g, &s, width, &q, &kmax, &kmin, &score, &st)]);
+            let got = read_guarded_f32(&g, &score, 2);
+            assert_eq!(got[0], want, "width {width} on {}", label(&g));
+            assert_eq!(got[1].to_bits(), GUARD, "the current page must not be scored");
+        }
     }
 }
 
@@ -144,22 +147,26 @@ fn scores_and_selected_pages_equal_the_reference_exactly() {
                 layer.append(&g, len - layer.len, &mut |m| int_vec(&mut rng, m, 8));
                 let q = int_vec(&mut rng, (nh * 64) as usize, 4);
                 let qb = upload_f32(&g, "q", &q);
-                let st = step(&g, 1, len as u32);
-                let sc = ops::quest_score(&g, &s, &qb, &layer.kmax, &layer.kmin, &scratch.score, &st);
-                let sel = ops::quest_select(&g, &s, &scratch.score, &scratch.list, &st);
-                g.run(&[&sc, &sel]);
-                let (kmax, kmin) = reference::page_meta(&s, &layer.kc, len);
-                let want_scores = reference::page_scores(&s, &q, &kmax, &kmin, len);
-                let want_lists = reference::select(&s, &want_scores, len);
-                let mp = s.max_pages() as usize;
-                let got_scores = g.read_f32(&scratch.score, s.n_units() as usize * mp);
-                let got_lists = g.read_u32(&scratch.list, (s.n_units() * s.budget_pages) as usize);
-                for u in 0..s.n_units() as usize {
-                    let what = format!("unit {u} of {nh}/{nkv} heads, page {page}, budget {budget}, shared {shared}, len {len} on {}", label(&g));
-                    let ws: Vec<f32> = want_scores[u].iter().map(|&x| x as f32).collect();
-                    assert_eq!(&got_scores[u * mp..u * mp + ws.len()], &ws[..], "scores, {what}");
-                    let wl = &want_lists[u];
-                    assert_eq!(&got_lists[u * s.budget_pages as usize..][..wl.len()], &wl[..], "pages, {what}");
+                // Quest's bound, the box centre alone, shares between.
+                for width in [1.0, 0.0, 0.5, 0.25] {
+                    let st = step(&g, 1, len as u32);
+                    let sc = ops::quest_score(&g, &s, width, &qb, &layer.kmax, &layer.kmin, &scratch.score, &st);
+                    let sel = ops::quest_select(&g, &s, &scratch.score, &scratch.list, &st);
+                    g.run(&[&sc, &sel]);
+                    let (kmax, kmin) = reference::page_meta(&s, &layer.kc, len);
+                    let want_scores = reference::page_scores(&s, width, &q, &kmax, &kmin, len);
+                    let want_lists = reference::select(&s, &want_scores, len);
+                    let mp = s.max_pages() as usize;
+                    let got_scores = g.read_f32(&scratch.score, s.n_units() as usize * mp);
+                    let got_lists = g.read_u32(&scratch.list, (s.n_units() * s.budget_pages) as usize);
+                    for u in 0..s.n_units() as usize {
+                        let what =
+                            format!("unit {u} of {nh}/{nkv} heads, page {page}, budget {budget}, shared {shared}, width {width}, len {len} on {}", label(&g));
+                        let ws: Vec<f32> = want_scores[u].iter().map(|&x| x as f32).collect();
+                        assert_eq!(&got_scores[u * mp..u * mp + ws.len()], &ws[..], "scores, {what}");
+                        let wl = &want_lists[u];
+                        assert_eq!(&got_lists[u * s.budget_pages as usize..][..wl.len()], &wl[..], "pages, {what}");
+                    }
                 }
             }
         }
@@ -199,7 +206,7 @@ fn decode_pages(g: &Gpu, layer: &Layer, q: &[f32]) -> (Vec<f32>, Vec<Vec<u32>>) 
     let out = poisoned(g, "out", nh * hd);
     let lse = g.buffer("lse", 4 * nh as u64);
     let st = step(g, 1, layer.len as u32);
-    let sc = ops::quest_score(g, s, &qb, &layer.kmax, &layer.kmin, &scratch.score, &st);
+    let sc = ops::quest_score(g, s, 1.0, &qb, &layer.kmax, &layer.kmin, &scratch.score, &st);
     let sel = ops::quest_select(g, s, &scratch.score, &scratch.list, &st);
     let da = ops::attn_decode_pages(g, s, &qb, &layer.k, &layer.v, &scratch, &out, &lse, &st);
     assert_eq!(

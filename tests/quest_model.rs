@@ -68,8 +68,14 @@ fn small_budget_follows_the_reference_selection() {
     let w = tiny_weights("quest-ref");
     // 37..45 tokens in pages of 4: 10..12 pages, 3 attended (2 chosen + the
     // current one); the tiny model has 4 query heads over 2 KV heads.
-    for (spec, unit, dense) in [("quest:budget=12,page=4,dense_layers=0", 2, 0), ("quest:budget=12,page=4,dense_layers=1,group=head", 1, 1)] {
-        let q = RefQuest { page: 4, budget_pages: 3, unit, dense_layers: dense, active: false, window_from: None };
+    // width: Quest's bound (1), the box centre alone (0), a share between.
+    for (spec, unit, dense, width) in [
+        ("quest:budget=12,page=4,dense_layers=0", 2, 0, 1.0),
+        ("quest:budget=12,page=4,dense_layers=1,group=head", 1, 1, 1.0),
+        ("quest:budget=12,page=4,dense_layers=0,width=0", 2, 0, 0.0),
+        ("quest:budget=12,page=4,dense_layers=1,group=head,width=0.25", 1, 1, 0.25),
+    ] {
+        let q = RefQuest { page: 4, budget_pages: 3, unit, dense_layers: dense, width, active: false, window_from: None };
         for g in contexts() {
             let want = run_reference(&w, g.caps.f16, q);
             let (got, _) = run(&g, &w, spec);
@@ -92,6 +98,7 @@ fn a_budget_covering_the_context_equals_full() {
         "quest:budget=48,page=16,dense_layers=0,group=head",
         "quest:budget=100%,dense_layers=1",
         "quest:budget=4000000000,page=5,dense_layers=0", // clamped to the context
+        "quest:budget=64,page=4,dense_layers=0,width=0",
     ] {
         for g in contexts() {
             let (got, m) = run(&g, &w, spec);
@@ -138,6 +145,9 @@ fn quest_options_are_checked() {
             ("quest:budget=2,page=4", "below one page"),
             ("quest:group=pair", "group=pair"),
             ("quest:page=x", "page=x"),
+            ("quest:width=1.5", "width=1.5 is not a number in 0..=1"),
+            ("quest:width=x", "width=x"),
+            ("quest:width=nan", "width=nan"),
             ("h2o:budget=10+quest", "not available"),
         ],
     );

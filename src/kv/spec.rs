@@ -51,7 +51,7 @@ const SELECTION: &[&str] = &["quest"];
 fn allowed_keys(name: &str) -> &'static [&'static str] {
     match name {
         "mustafar" => &["k", "v", "window"],
-        "quest" => &["budget", "page", "dense_layers", "group"],
+        "quest" => &["budget", "page", "dense_layers", "group", "width"],
         "streaming" => &["budget", "sinks", "alloc"],
         "full" => &[],
         "q8" | "q4" => &["rot"],

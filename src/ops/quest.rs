@@ -158,31 +158,36 @@ struct SelectParams {
     max_seq: u32,
     max_pages: u32,
     budget_pages: u32,
-    _p: u32,
+    /// quest_score's weight of the box width (quest_select ignores it).
+    width: f32,
 }
 
-fn select_params(gpu: &Gpu, s: &QuestShape) -> wgpu::Buffer {
-    let p = SelectParams { max_seq: s.attn.max_seq, max_pages: s.max_pages(), budget_pages: s.budget_pages, _p: 0 };
+fn select_params(gpu: &Gpu, s: &QuestShape, width: f32) -> wgpu::Buffer {
+    let p = SelectParams { max_seq: s.attn.max_seq, max_pages: s.max_pages(), budget_pages: s.budget_pages, width };
     gpu.uniform("quest.params", bytemuck::bytes_of(&p))
 }
 
-/// Page scores `[n_units][max_pages]` f32 of the decode query (row 0 of `q`).
+/// Page scores `[n_units][max_pages]` f32 of the decode query (row 0 of
+/// `q`): `q · centre + width · |q| · half-width` of each page's key box;
+/// `width` 1 is Quest's upper bound.
+#[allow(clippy::too_many_arguments)]
 pub fn quest_score(
     gpu: &Gpu,
     s: &QuestShape,
+    width: f32,
     q: &wgpu::Buffer,
     kmax: &wgpu::Buffer,
     kmin: &wgpu::Buffer,
     score: &wgpu::Buffer,
     step: &wgpu::Buffer,
 ) -> Dispatch {
-    let params = select_params(gpu, s);
+    let params = select_params(gpu, s, width);
     gpu.dispatch(&score_spec(s), &[q, kmax, kmin, score, &params, step], [s.max_pages().div_ceil(WG), s.n_units(), 1])
 }
 
 /// The page list `[n_units][budget_pages]` u32 each unit attends.
 pub fn quest_select(gpu: &Gpu, s: &QuestShape, score: &wgpu::Buffer, list: &wgpu::Buffer, step: &wgpu::Buffer) -> Dispatch {
-    let params = select_params(gpu, s);
+    let params = select_params(gpu, s, 1.0);
     gpu.dispatch(&select_spec(s.page), &[score, list, &params, step], [s.max_pages().div_ceil(WG), s.n_units(), 1])
 }
 

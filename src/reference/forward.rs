@@ -74,6 +74,8 @@ pub struct RefQuest {
     /// Query heads per selection unit (1 or the KV group).
     pub unit: usize,
     pub dense_layers: usize,
+    /// The weight of the key box's width in a page's score (1: Quest's bound).
+    pub width: f32,
     pub active: bool,
     /// Under Mustafar: slots from here on (its dense window) are always
     /// attended, and pages are selected among the slots before it only.
@@ -109,10 +111,7 @@ impl RefQuest {
                 (u * self.unit..(u + 1) * self.unit)
                     .map(|h| {
                         (0..hd)
-                            .map(|i| {
-                                let qi = q[h * hd + i] as f64;
-                                (qi * hi[i] as f64).max(qi * lo[i] as f64)
-                            })
+                            .map(|i| crate::reference::quest::channel_score(q[h * hd + i] as f64, hi[i] as f64, lo[i] as f64, self.width as f64))
                             .sum::<f64>()
                     })
                     .sum()

@@ -30,10 +30,17 @@ pub fn n_pages(s: &QuestShape, kv_len: usize) -> usize {
     kv_len.div_ceil(s.page as usize)
 }
 
+/// One channel's share of a page score: `max(q * hi, q * lo)` (Quest's
+/// bound) for `width` 1, else `q * centre + width * |q| * half-width` of
+/// the box `lo..=hi`.
+pub fn channel_score(q: f64, hi: f64, lo: f64, width: f64) -> f64 {
+    if width == 1.0 { (q * hi).max(q * lo) } else { q * ((hi + lo) * 0.5) + width * (q.abs() * ((hi - lo) * 0.5)) }
+}
+
 /// Scores `[n_units][n_pages - 1]` of the full pages for query `q`
-/// (`[n_heads][head_dim]`): `sum_{h in unit} sum_i max(q_i * max_i, q_i * min_i)`,
+/// (`[n_heads][head_dim]`): `sum_{h in unit} sum_i channel_score(..)`,
 /// summed in f64. Empty lists when every page fits the budget.
-pub fn page_scores(s: &QuestShape, q: &[f32], kmax: &[f32], kmin: &[f32], kv_len: usize) -> Vec<Vec<f64>> {
+pub fn page_scores(s: &QuestShape, width: f32, q: &[f32], kmax: &[f32], kmin: &[f32], kv_len: usize) -> Vec<Vec<f64>> {
     let (hd, mp, unit, group) = (s.attn.head_dim as usize, s.max_pages() as usize, s.unit as usize, s.attn.group() as usize);
     let np = n_pages(s, kv_len);
     (0..s.n_units() as usize)
@@ -46,14 +53,7 @@ pub fn page_scores(s: &QuestShape, q: &[f32], kmax: &[f32], kmin: &[f32], kv_len
                 .map(|pg| {
                     let o = (kvh * mp + pg) * hd;
                     (u * unit..(u + 1) * unit)
-                        .map(|h| {
-                            (0..hd)
-                                .map(|i| {
-                                    let qi = q[h * hd + i] as f64;
-                                    (qi * kmax[o + i] as f64).max(qi * kmin[o + i] as f64)
-                                })
-                                .sum::<f64>()
-                        })
+                        .map(|h| (0..hd).map(|i| channel_score(q[h * hd + i] as f64, kmax[o + i] as f64, kmin[o + i] as f64, width as f64)).sum::<f64>())
                         .sum()
                 })
                 .collect()

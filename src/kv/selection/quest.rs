@@ -1,7 +1,7 @@
 //! The `quest` selection part: options, per-layer page metadata and the
 //! dispatches one layer adds to a forward pass (see `ops::quest`).
 //!
-//! `quest:budget=N|P%,page=16,dense_layers=2,group=shared|head`
+//! `quest:budget=N|P%,page=16,dense_layers=2,group=shared|head,width=1`
 //! - `budget`: tokens each selection unit attends per decode step, the
 //!   current page included (rounded down to whole pages); default 512.
 //! - `page`: slots per page (default 16, the paper's).
@@ -10,6 +10,12 @@
 //!   page list, scored by the sum of their page scores, so each selected K/V
 //!   row is read once per group; `head` gives every query head its own pages,
 //!   the paper's rule, reading up to `n_heads / n_kv_heads` times more KV.
+//! - `width`: how a page is scored from its key box (per channel the max
+//!   and min of its keys). Quest's bound `sum_i max(q_i max_i, q_i min_i)`
+//!   is `q · centre + |q| · half-width`; `width=W` (0..=1) weighs the second
+//!   term by W. 1 (default) is the paper's bound; lower values stop a wide
+//!   box, a page of mixed tokens, from outranking a page whose keys match
+//!   the query (docs/policies.md, "Quest's page score").
 //!
 //! Prefill always attends densely. Quest keeps its own page metadata
 //! (written for every appended token, prefill included, and recomputed
@@ -29,6 +35,7 @@ use crate::{Error, Result};
 pub const DEFAULT_BUDGET: usize = 512;
 pub const DEFAULT_PAGE: u32 = 16;
 pub const DEFAULT_DENSE_LAYERS: usize = 2;
+pub const DEFAULT_WIDTH: f32 = 1.0;
 
 /// Parsed `quest` options.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,6 +44,8 @@ pub struct QuestOptions {
     pub page: u32,
     pub dense_layers: usize,
     pub shared: bool,
+    /// Weight of the key box's width term in a page's score (1: Quest's bound).
+    pub width: f32,
 }
 
 impl QuestOptions {
@@ -56,11 +65,19 @@ impl QuestOptions {
         if page == 0 || page > 1024 {
             return Err(Error::msg(format!("--kv quest: page={page} is outside 1..=1024")));
         }
+        let width = match p.get("width") {
+            None => DEFAULT_WIDTH,
+            Some(v) => match v.parse::<f32>() {
+                Ok(w) if (0.0..=1.0).contains(&w) => w,
+                _ => return Err(Error::msg(format!("--kv quest: width={v} is not a number in 0..=1"))),
+            },
+        };
         Ok(QuestOptions {
             budget: p.budget()?.unwrap_or(Budget::Tokens(DEFAULT_BUDGET)),
             page: page as u32,
             dense_layers: num("dense_layers", DEFAULT_DENSE_LAYERS)?,
             shared,
+            width,
         })
     }
 }
@@ -186,7 +203,7 @@ impl Quest {
             None => (&self.kmax[i], &self.kmin[i], step),
         };
         let (s, sc) = (&self.shape, &self.scratch);
-        let d = [ops::quest_score(gpu, s, q, kmax, kmin, &sc.score, step), ops::quest_select(gpu, s, &sc.score, &sc.list, step)];
+        let d = [ops::quest_score(gpu, s, self.opts.width, q, kmax, kmin, &sc.score, step), ops::quest_select(gpu, s, &sc.score, &sc.list, step)];
         Some((d, PageList { shape: s, scratch: sc }))
     }
 
