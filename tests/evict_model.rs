@@ -315,7 +315,7 @@ fn quest_selects_among_the_slots_each_layer_kept() {
                 r.keep_heads(l, keep);
             }
             let mut plain = r.clone();
-            r.quest = Some(RefQuest { page: 4, budget_pages: 2, unit, dense_layers, width: 1.0, active: true, window_from: None });
+            r.quest = Some(RefQuest { page: 4, budget_pages: 2, unit, dense_layers, width: 1.0, oracle: false, active: true, window_from: None });
             let mut differs = false;
             for t in prompt(6, 4) {
                 let gl = logits(m.forward(&[t], Readout::Logits).unwrap());

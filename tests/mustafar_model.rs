@@ -278,7 +278,8 @@ fn under_quest_decode_attends_the_selected_blocks_as_the_reference_does() {
     // 2 blocks per step (the newest and the best scored of the rest) from
     // layer 1 on; the run ends with 3 compressed blocks, so it selects.
     let spec = "mustafar:k=0.5,v=0.5,window=8+quest:budget=128,dense_layers=1";
-    let quest = RefQuest { page: T, budget_pages: 2, unit: tiny::HEADS / tiny::KV_HEADS, dense_layers: 1, width: 1.0, active: false, window_from: None };
+    let quest =
+        RefQuest { page: T, budget_pages: 2, unit: tiny::HEADS / tiny::KV_HEADS, dense_layers: 1, width: 1.0, oracle: false, active: false, window_from: None };
     for g in contexts() {
         let (want, compressed) = reference_quest_run(&w, g.caps.f16, 0.5, 0.5, 8, Some(quest));
         assert!(compressed >= 3 * T, "the run selects among at least three blocks");

@@ -134,7 +134,7 @@ fn quantized_rows_under_streaming_and_quest_follow_the_reference() {
     let calls = calls();
     // Quest: pages of 8, 3 attended per unit (2 chosen + the current page),
     // every layer sparse, one unit per KV head.
-    let quest = RefQuest { page: 8, budget_pages: 3, unit: 2, dense_layers: 0, width: 1.0, active: false, window_from: None };
+    let quest = RefQuest { page: 8, budget_pages: 3, unit: 2, dense_layers: 0, width: 1.0, oracle: false, active: false, window_from: None };
     for g in contexts() {
         for bits in [8, 4] {
             let spec = format!("streaming:budget=48,sinks=2+q{bits}");
@@ -246,7 +246,7 @@ fn kivi_follows_the_reference() {
 fn kivi_under_quest_follows_the_reference() {
     let w = tiny_weights("kivi-quest");
     // Pages of 8, 3 attended per unit; the boxes come from the f16 keys.
-    let quest = RefQuest { page: 8, budget_pages: 3, unit: 2, dense_layers: 0, width: 1.0, active: false, window_from: None };
+    let quest = RefQuest { page: 8, budget_pages: 3, unit: 2, dense_layers: 0, width: 1.0, oracle: false, active: false, window_from: None };
     for g in contexts() {
         for bits in [2, 4] {
             let spec = format!("quest:budget=24,page=8,dense_layers=0+kivi:bits={bits},residual=32");

@@ -75,7 +75,7 @@ fn small_budget_follows_the_reference_selection() {
         ("quest:budget=12,page=4,dense_layers=0,width=0", 2, 0, 0.0),
         ("quest:budget=12,page=4,dense_layers=1,group=head,width=0.25", 1, 1, 0.25),
     ] {
-        let q = RefQuest { page: 4, budget_pages: 3, unit, dense_layers: dense, width, active: false, window_from: None };
+        let q = RefQuest { page: 4, budget_pages: 3, unit, dense_layers: dense, width, oracle: false, active: false, window_from: None };
         for g in contexts() {
             let want = run_reference(&w, g.caps.f16, q);
             let (got, _) = run(&g, &w, spec);

@@ -112,7 +112,7 @@ fn quest_on_streaming_selects_among_the_kept_slots_as_the_reference_does() {
         ("streaming:budget=24,sinks=2+quest:budget=8,page=4,dense_layers=1,group=head", 1),
     ] {
         let dense_layers = if unit == 2 { 0 } else { 1 };
-        let q = RefQuest { page: 4, budget_pages: 2, unit, dense_layers, width: 1.0, active: false, window_from: None };
+        let q = RefQuest { page: 4, budget_pages: 2, unit, dense_layers, width: 1.0, oracle: false, active: false, window_from: None };
         for g in contexts() {
             let want = reference_run(&w, g.caps.f16, &calls, budget, sinks, slack, Some(q));
             let plain = reference_run(&w, g.caps.f16, &calls, budget, sinks, slack, None);

@@ -62,6 +62,9 @@ pub struct RefModel {
     pub pos: usize,
     /// Quest page selection for the tokens run while it is `active`.
     pub quest: Option<RefQuest>,
+    /// Per layer, the last token's queries as attention used them (after
+    /// RoPE and any rotation), `[n_heads][head_dim]`.
+    pub queries: Vec<Vec<f32>>,
 }
 
 /// Quest in the reference forward: from layer `dense_layers` on, a token run
@@ -76,6 +79,10 @@ pub struct RefQuest {
     pub dense_layers: usize,
     /// The weight of the key box's width in a page's score (1: Quest's bound).
     pub width: f32,
+    /// Score pages by the attention the unit's heads put on them (softmax
+    /// over every cached slot, no softcap) instead of their key boxes: the
+    /// best any page score can do, for diagnostics (no kernel does this).
+    pub oracle: bool,
     pub active: bool,
     /// Under Mustafar: slots from here on (its dense window) are always
     /// attended, and pages are selected among the slots before it only.
@@ -95,7 +102,24 @@ impl RefQuest {
         let mut out = vec![Vec::new(); n_heads];
         for u in 0..n_heads / self.unit {
             let kvh = u * self.unit / group;
+            let oracle: Vec<f64> = if self.oracle {
+                let mut mass = vec![0f64; n_pages];
+                for h in u * self.unit..(u + 1) * self.unit {
+                    let qh = &q[h * hd..][..hd];
+                    let s: Vec<f64> =
+                        (0..n).map(|t| qh.iter().zip(key(kvh, t)).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (hd as f64).sqrt()).collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    s.iter().enumerate().for_each(|(t, x)| mass[t / self.page] += (x - m).exp() / sum);
+                }
+                mass
+            } else {
+                Vec::new()
+            };
             let score = |pg: usize| -> f64 {
+                if self.oracle {
+                    return oracle[pg];
+                }
                 let (mut hi, mut lo) = (vec![f32::NEG_INFINITY; hd], vec![f32::INFINITY; hd]);
                 for t in pg * self.page..(pg + 1) * self.page {
                     for (i, &x) in key(kvh, t).iter().enumerate() {
@@ -190,6 +214,7 @@ impl RefModel {
             v_cache: vec![Vec::new(); cfg.n_layers],
             pos: 0,
             quest: None,
+            queries: vec![Vec::new(); cfg.n_layers],
             cfg,
         })
     }
@@ -200,6 +225,22 @@ impl RefModel {
         self.kivi_keys.iter_mut().for_each(Vec::clear);
         self.k_cache.iter_mut().for_each(Vec::clear);
         self.v_cache.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Take a cache made elsewhere (the engine's, read back): per layer the
+    /// K and V rows `[n][kv_dim]` of positions `0..n`; the next token runs at
+    /// position `n`.
+    pub fn set_cache(&mut self, k: Vec<Vec<f32>>, v: Vec<Vec<f32>>) {
+        assert!(self.kv_quant == 0 && self.kivi.is_none(), "set_cache takes dense rows");
+        assert_eq!((k.len(), v.len()), (self.cfg.n_layers, self.cfg.n_layers));
+        self.pos = k[0].len() / (self.cfg.n_kv_heads * self.cfg.head_dim);
+        self.k_cache = k;
+        self.v_cache = v;
+    }
+
+    /// Layer `l`'s cached keys, `[n][kv_dim]`.
+    pub fn keys(&self, l: usize) -> &[f32] {
+        &self.k_cache[l]
     }
 
     /// Keep only the cached tokens at `slots` (increasing), in every layer:
@@ -333,6 +374,7 @@ impl RefModel {
             }
             let rot = if self.kv_quant > 0 { self.kv_rot } else { 0 };
             let q = rotate(&q, rot);
+            self.queries[l].clone_from(&q);
             let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
             let boxes = if self.kivi.is_some() { &self.kivi_keys[l] } else { kc };
             let n = kc.len() / kv_dim; // cached tokens (pos + 1 unless some were evicted)
@@ -402,5 +444,36 @@ impl RefModel {
             Some(cap) => elementwise::softcap(&logits, cap),
             None => logits,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefQuest;
+
+    /// Two heads over one KV head, pages of 2, 4 full pages and the current
+    /// one, one full page kept. Keys along channel 0 or 1; page 2's box is
+    /// the widest in channel 0 but its keys score low.
+    fn pick(width: f32, oracle: bool, q: [f32; 4]) -> Vec<usize> {
+        let keys: [[f32; 2]; 9] = [[1.0, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 3.0], [-4.0, 0.0], [3.0, 0.0], [0.0, 0.0], [0.5, 0.0], [0.0, 0.0]];
+        let rq = RefQuest { page: 2, budget_pages: 2, unit: 2, dense_layers: 0, width, oracle, active: true, window_from: None };
+        rq.slots(&q, 2, 2, 9, false, |_, t| &keys[t][..]).swap_remove(0)
+    }
+
+    #[test]
+    fn oracle_keeps_the_page_holding_the_attention_and_width_moves_the_bound() {
+        // q attends channel 1: page 1 (keys 0, 3) holds the attention.
+        let q = [0.0, 2.0, 0.0, 2.0];
+        assert_eq!(pick(1.0, true, q), vec![2, 3, 8]);
+        assert_eq!(pick(1.0, false, q), vec![2, 3, 8]);
+        // q along channel 0: page 2's box (-4..=3) bounds 12 (6 per head),
+        // page 0's (1..=1) 4, and slot 5 (key 3) does hold nearly all the
+        // softmax: the bound and the oracle keep page 2.
+        let q = [2.0, 0.0, 2.0, 0.0];
+        assert_eq!(pick(1.0, false, q), vec![4, 5, 8]);
+        assert_eq!(pick(1.0, true, q), vec![4, 5, 8]);
+        // Weighing the width 0 ranks page 0's centre (1) above page 2's
+        // (-0.5): the centre alone misses a page of mixed keys.
+        assert_eq!(pick(0.0, false, q), vec![0, 1, 8]);
     }
 }
