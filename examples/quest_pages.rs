@@ -95,18 +95,25 @@ fn main() -> wgkv::Result<()> {
                     }
                 }
                 // Page scores: each width, then the attention itself.
+                // Each full page's key box, once; then its score at each width.
+                let boxes: Vec<(Vec<f32>, Vec<f32>)> = (0..full_pages)
+                    .map(|pg| {
+                        let (mut hi, mut lo) = (vec![f32::NEG_INFINITY; hd], vec![f32::INFINITY; hd]);
+                        for t in pg * PAGE..(pg + 1) * PAGE {
+                            for (i, &x) in key_of(t).iter().enumerate() {
+                                hi[i] = hi[i].max(x);
+                                lo[i] = lo[i].min(x);
+                            }
+                        }
+                        (hi, lo)
+                    })
+                    .collect();
                 let mut scores: Vec<Vec<f64>> = WIDTHS
                     .iter()
                     .map(|&wd| {
-                        (0..full_pages)
-                            .map(|pg| {
-                                let (mut hi, mut lo) = (vec![f32::NEG_INFINITY; hd], vec![f32::INFINITY; hd]);
-                                for t in pg * PAGE..(pg + 1) * PAGE {
-                                    for (i, &x) in key_of(t).iter().enumerate() {
-                                        hi[i] = hi[i].max(x);
-                                        lo[i] = lo[i].min(x);
-                                    }
-                                }
+                        boxes
+                            .iter()
+                            .map(|(hi, lo)| {
                                 (kvh * group..(kvh + 1) * group)
                                     .map(|h| (0..hd).map(|i| channel_score(q[h * hd + i] as f64, hi[i] as f64, lo[i] as f64, wd)).sum::<f64>())
                                     .sum()
@@ -141,7 +148,7 @@ fn main() -> wgkv::Result<()> {
         next = argmax(&logits);
         answer.push(next);
         let text = tok.decode(&answer);
-        if passkey::first_integer(&text).is_some() && text.trim_end().ends_with(|ch: char| !ch.is_ascii_digit()) {
+        if number_complete(&text) {
             break;
         }
     }
@@ -160,7 +167,7 @@ fn main() -> wgkv::Result<()> {
             for _ in 0..8 {
                 ids.push(next);
                 let text = tok.decode(&ids);
-                if passkey::first_integer(&text).is_some() && text.trim_end().ends_with(|ch: char| !ch.is_ascii_digit()) {
+                if number_complete(&text) {
                     break;
                 }
                 next = argmax(&r.forward(next));
@@ -169,6 +176,11 @@ fn main() -> wgkv::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the answer holds a whole number (digits, then something else).
+fn number_complete(text: &str) -> bool {
+    passkey::first_integer(text).is_some() && text.trim_end().ends_with(|ch: char| !ch.is_ascii_digit())
 }
 
 fn argmax(logits: &[f32]) -> u32 {
