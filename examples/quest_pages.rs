@@ -148,7 +148,7 @@ fn main() -> wgkv::Result<()> {
         next = argmax(&logits);
         answer.push(next);
         let text = tok.decode(&answer);
-        if number_complete(&text) {
+        if passkey::number_complete(&text) {
             break;
         }
     }
@@ -167,7 +167,7 @@ fn main() -> wgkv::Result<()> {
             for _ in 0..8 {
                 ids.push(next);
                 let text = tok.decode(&ids);
-                if number_complete(&text) {
+                if passkey::number_complete(&text) {
                     break;
                 }
                 next = argmax(&r.forward(next));
@@ -176,11 +176,6 @@ fn main() -> wgkv::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether the answer holds a whole number (digits, then something else).
-fn number_complete(text: &str) -> bool {
-    passkey::first_integer(text).is_some() && text.trim_end().ends_with(|ch: char| !ch.is_ascii_digit())
 }
 
 fn argmax(logits: &[f32]) -> u32 {

@@ -141,6 +141,16 @@ fn answers_are_scored_by_their_first_integer() {
 }
 
 #[test]
+fn decoding_stops_once_a_whole_number_is_out() {
+    assert!(!passkey::number_complete(" 6143"), "digits may go on");
+    assert!(passkey::number_complete(" 61432."));
+    assert!(passkey::number_complete(" 61432 "), "a space ends the number");
+    assert!(passkey::number_complete("The key is 12a"));
+    assert!(!passkey::number_complete("the pass key. The"), "no digits yet");
+    assert!(!passkey::number_complete(""));
+}
+
+#[test]
 fn keys_are_five_digits_and_fixed_by_the_seed() {
     let mut seen = std::collections::HashSet::new();
     for trial in 0..50 {

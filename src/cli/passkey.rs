@@ -413,20 +413,12 @@ fn answer(model: &mut Model, tok: &Tokenizer, p: &Prompt, question: Question, mu
             break;
         }
         ids.push(next);
-        if number_complete(&tok.decode(&ids)) || i + 1 == max_tokens {
+        if passkey::number_complete(&tok.decode(&ids)) || i + 1 == max_tokens {
             break;
         }
         next = argmax(model.forward(&[next], Readout::Argmax)?)?;
     }
     Ok(tok.decode(&ids))
-}
-
-/// Whether the answer already holds a whole number (digits followed by something else).
-fn number_complete(text: &str) -> bool {
-    match text.find(|c: char| c.is_ascii_digit()) {
-        Some(start) => text[start..].contains(|c: char| !c.is_ascii_digit()),
-        None => false,
-    }
 }
 
 /// Accuracy per policy (rows) and depth (columns), plus the row's overall accuracy.

@@ -172,6 +172,15 @@ pub fn first_integer(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
+/// Whether a decoded answer already holds a whole number: a run of digits
+/// followed by something that is not a digit. Decoding stops there.
+pub fn number_complete(text: &str) -> bool {
+    match text.find(|c: char| c.is_ascii_digit()) {
+        Some(start) => text[start..].contains(|c: char| !c.is_ascii_digit()),
+        None => false,
+    }
+}
+
 /// Whether an answer retrieves `key`: its first integer equals the key.
 pub fn is_correct(answer: &str, key: u32) -> bool {
     first_integer(answer) == Some(key as u64)
