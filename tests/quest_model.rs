@@ -152,3 +152,27 @@ fn quest_options_are_checked() {
         ],
     );
 }
+
+#[test]
+fn a_prefill_shared_with_full_equals_separate_runs() {
+    let w = tiny_weights("quest-shared");
+    // Pages of 4 over 37..45 tokens, 3 attended: the selection matters, so
+    // a fork whose page metadata were not rebuilt from the copied keys
+    // would select other pages.
+    let group = ["full", "quest:budget=12,page=4,dense_layers=0", "quest:budget=12,page=4,dense_layers=1,group=head,width=0.25"];
+    for g in contexts() {
+        let load = |spec: &str| Model::load(g.clone(), &w, 64, KvSpec::parse(spec).unwrap()).unwrap();
+        let alone: Vec<Vec<Vec<f32>>> = group.iter().map(|spec| run(&g, &w, spec).0).collect();
+        let mut models: Vec<Model> = group.iter().map(|spec| load(spec)).collect();
+        let (lead, forks) = models.split_first_mut().unwrap();
+        let first = logits(lead.forward_shared(&prompt(), Readout::Logits, forks).unwrap());
+        for (i, m) in models.iter_mut().enumerate() {
+            let mut shared = vec![first.clone()];
+            for t in DECODE {
+                shared.push(logits(m.forward(&[t], Readout::Logits).unwrap()));
+            }
+            assert_eq!(shared, alone[i], "{} on {}", group[i], label(&g));
+        }
+        assert!(alone[1] != alone[0] && alone[2] != alone[0], "the selection changed nothing");
+    }
+}

@@ -3,8 +3,8 @@
 //!
 //! Per trial: the context (task, filler, key line) is prefilled in one
 //! `forward` call (shared by the policies that differ only in the cut
-//! they make after it: `Model::forward_shared`), the question tokens go through the decode path one at a
-//! time (so a selection policy is active while the model reads the
+//! they make after it or in their Quest selection: `Model::forward_shared`),
+//! the question tokens go through the decode path one at a time (so a selection policy is active while the model reads the
 //! question; `--question prefill` feeds them in the context's call
 //! instead), then up to `--answer-tokens` greedy tokens are decoded; the
 //! first integer of the answer is compared with the key. Every policy is
@@ -189,7 +189,8 @@ pub fn run(global: &super::Global, a: PasskeyArgs) -> Result<()> {
     let bar = crate::progress::bar((prompts.len() * specs.len()) as u64, "passkey {bar:30} {pos}/{len} trials, {elapsed} | {msg}");
     let mut results: Vec<(String, Vec<Trial>)> = specs.iter().map(|s| (s.to_string(), Vec::new())).collect();
     // Policies that differ only in their cut after the prompt (budget,
-    // allocation) share its prefill; a group's models are loaded together.
+    // allocation) or in their Quest selection share its prefill; a group's
+    // models are loaded together.
     for group in prefill_groups(&specs, a.ctx)? {
         let names: Vec<String> = group.iter().map(|&i| specs[i].to_string()).collect();
         bar.set_message(format!("kv {}: loading", names.join("; ")));

@@ -220,9 +220,11 @@ impl KvCache {
         }
     }
 
-    /// Fewest tokens the last chunk of a multi-token call should carry.
+    /// Fewest tokens the last chunk of a multi-token call should carry: at
+    /// least 2, so every chunk of a prompt attends densely (a 1-token chunk
+    /// is a decode step, where Quest selects), whatever the prompt's length.
     pub fn min_last_chunk(&self) -> usize {
-        self.eviction.min_last_chunk()
+        self.eviction.min_last_chunk().max(2)
     }
 
     /// Bytes one token occupies across the global layers (K and V).
@@ -283,11 +285,12 @@ impl KvCache {
 
     /// Equal for caches that hold the same state after the same
     /// multi-token call from empty, up to a scored policy's cut (its budget
-    /// and allocation): the dense cache alone or with a scored eviction part
-    /// whose accumulators match, over the same context. None under quest,
-    /// streaming or mustafar.
+    /// and allocation) and Quest's page metadata (a prefill attends densely,
+    /// so the metadata is rebuilt from the copied keys): the dense cache
+    /// alone, with a scored eviction part whose accumulators match, or with
+    /// Quest, over the same context. None under streaming or a storage part.
     pub fn prefill_key_of(spec: &KvSpec, ctx: usize) -> Result<Option<(usize, (u8, usize))>> {
-        if spec.parts.iter().any(|p| p.name == "streaming" || matches!(p.kind, Kind::Storage | Kind::Selection)) {
+        if spec.parts.iter().any(|p| p.name == "streaming" || p.kind == Kind::Storage) {
             return Ok(None);
         }
         let accum = KvCache::scored_of(spec)?.map_or((0, 0), |o| o.accum_key());
@@ -316,6 +319,8 @@ impl KvCache {
         }
         gpu.submit(enc);
         (self.len, self.pos, self.evicted) = (src.len, src.pos, src.evicted);
+        // Quest's own page metadata, from the keys now in the slots.
+        self.selection.rebuild(gpu, &self.global_lens());
     }
 
     pub fn reset(&mut self, gpu: &Gpu) {
