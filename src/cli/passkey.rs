@@ -4,11 +4,12 @@
 //! Per trial: the context (task, filler, key line) is prefilled in one
 //! `forward` call (shared by the policies that differ only in the cut
 //! they make after it or in their Quest selection: `Model::forward_shared`),
-//! the question tokens go through the decode path one at a time (so a selection policy is active while the model reads the
-//! question; `--question prefill` feeds them in the context's call
-//! instead), then up to `--answer-tokens` greedy tokens are decoded; the
-//! first integer of the answer is compared with the key. Every policy is
-//! asked the same keys at the same positions.
+//! the question tokens go through the decode path one at a time (so a
+//! selection policy is active while the model reads the question;
+//! `--question prefill` feeds them in the context's call instead), then up
+//! to `--answer-tokens` greedy tokens are decoded; the first integer of the
+//! answer is compared with the key. Every policy is asked the same keys at
+//! the same positions.
 
 use super::bench::open_weights;
 use super::load;
