@@ -12,6 +12,9 @@
 //
 // Layout: score [n_units][max_pages] f32; list [n_units][budget_pages] u32.
 // Bindings: score (read), list (read_write), params, step (ops::Step).
+// Scores compare as score_key orders them (f32 order; -0 below +0, as the
+// reference's total order). ops::quest picks quest_select_radix instead
+// when at most ops::quest::RADIX_KEEP full pages are kept.
 // Prelude consts: WG, PAGE.
 // Grid: (ceil(max_pages / WG), n_units, 1): one invocation per page, which
 // counts its rank over the full pages and stops once it reaches keep (the
@@ -25,6 +28,15 @@ struct Params { max_seq: u32, max_pages: u32, budget_pages: u32, _p0: u32 }
 @group(0) @binding(1) var<storage, read_write> list: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
 @group(0) @binding(3) var<uniform> step: Step;
+
+// A u32 that orders like the f32 `s` (radix_select's score_key).
+fn score_key(s: f32) -> u32 {
+    let b = bitcast<u32>(s);
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        return 0u;
+    }
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -48,10 +60,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let sb = u * p.max_pages;
-    let si = score[sb + i];
+    let si = score_key(score[sb + i]);
     var rank = 0u;
     for (var j = 0u; j < n_full; j++) {
-        let sj = score[sb + j];
+        let sj = score_key(score[sb + j]);
         rank += select(0u, 1u, sj > si || (sj == si && j < i));
         if (rank >= keep) {
             break; // not listed: most pages stop after about keep * ln(n / keep) steps

@@ -70,6 +70,7 @@ kernels! {
     QuestMeta => "quest_meta", false;
     QuestScore => "quest_score", false;
     QuestSelect => "quest_select", false;
+    QuestSelectRadix => "quest_select_radix", false;
     AttnDecodePages => "attn_decode_pages", false;
     MustafarCompress => "mustafar_compress", false;
     MustafarExpand => "mustafar_expand", false;
@@ -100,7 +101,8 @@ impl Kernel {
     /// Shared WGSL fragments the kernel's source is prepended with, in order
     /// (after `step.wgsl`, which every kernel gets): the attention kernels
     /// share the attention core; Mustafar's kernels keep halves in u32 words
-    /// and share the tile format; eviction's selections share a radix select.
+    /// and share the tile format; eviction's selections and Quest's radix select
+    /// share a radix select.
     pub fn fragments(self) -> &'static [&'static str] {
         match self {
             Kernel::MustafarAttn => &[ATTN_CORE, HALF, MUSTAFAR_TILES],
@@ -112,7 +114,7 @@ impl Kernel {
             | Kernel::AttnMerge
             | Kernel::AttnAccum => &[ATTN_CORE],
             Kernel::MustafarCompress | Kernel::MustafarExpand => &[HALF, MUSTAFAR_TILES],
-            Kernel::EvictSelect | Kernel::EvictBudget => &[RADIX_SELECT],
+            Kernel::EvictSelect | Kernel::EvictBudget | Kernel::QuestSelectRadix => &[RADIX_SELECT],
             _ => &[],
         }
     }

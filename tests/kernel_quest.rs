@@ -196,6 +196,42 @@ fn selection_of_given_scores_breaks_ties_by_page_index() {
     }
 }
 
+#[test]
+fn both_selection_kernels_equal_the_reference_on_many_pages() {
+    for g in contexts() {
+        let mut rng = Rng::new(5);
+        // (page, budget tokens, context): thousands of pages; keep = budget /
+        // page - 1 at, just past and far below quest_select_radix's limit.
+        let cases: &[(u32, u32, u32)] = &[(1, ops::RADIX_KEEP + 1, 3500), (1, ops::RADIX_KEEP + 2, 3400), (2, 64, 9001), (3, 9, 700)];
+        for &(page, budget, len) in cases {
+            let s = qshape(2, 1, 64, len.next_multiple_of(64), page, budget, false);
+            let radix = s.budget_pages - 1 <= ops::RADIX_KEEP;
+            let scratch = QuestScratch::new(&g, &s);
+            let mp = s.max_pages() as usize;
+            // Unit 0: heavy ties (5 levels, -0 among them); unit 1: distinct.
+            let mut scores = vec![0.0f32; 2 * mp];
+            for (i, x) in scores[..mp].iter_mut().enumerate() {
+                *x = if i % 7 == 3 { -0.0 } else { rng.below(5) as f32 - 2.0 };
+            }
+            for x in &mut scores[mp..] {
+                *x = rng.below(1 << 20) as f32 * 0.37 - 1e5;
+            }
+            g.write(&scratch.score, 0, bytemuck::cast_slice(&scores));
+            let st = step(&g, 1, len);
+            let sel = ops::quest_select(&g, &s, &scratch.score, &scratch.list, &st);
+            g.run(&[&sel]);
+            let got = g.read_u32(&scratch.list, (2 * s.budget_pages) as usize);
+            let want =
+                reference::select(&s, &[scores[..mp].iter().map(|&x| x as f64).collect(), scores[mp..].iter().map(|&x| x as f64).collect()], len as usize);
+            for (u, w) in want.iter().enumerate() {
+                assert_eq!(w.len(), s.budget_pages as usize);
+                let what = format!("unit {u}, page {page}, budget {budget}, len {len}, radix {radix} on {}", label(&g));
+                assert_eq!(&got[u * s.budget_pages as usize..][..w.len()], &w[..], "{what}");
+            }
+        }
+    }
+}
+
 /// Run score, select and paged attention for one decode query; returns
 /// (out, the page lists the GPU chose).
 fn decode_pages(g: &Gpu, layer: &Layer, q: &[f32]) -> (Vec<f32>, Vec<Vec<u32>>) {
@@ -211,7 +247,7 @@ fn decode_pages(g: &Gpu, layer: &Layer, q: &[f32]) -> (Vec<f32>, Vec<Vec<u32>>) 
     let da = ops::attn_decode_pages(g, s, &qb, &layer.k, &layer.v, &scratch, &out, &lse, &st);
     assert_eq!(
         [sc.kernel, sel.kernel, da.partial.kernel, da.merge.kernel],
-        [Kernel::QuestScore, Kernel::QuestSelect, Kernel::AttnDecodePages, Kernel::AttnMerge]
+        [Kernel::QuestScore, Kernel::QuestSelectRadix, Kernel::AttnDecodePages, Kernel::AttnMerge]
     );
     g.run(&[&sc, &sel, &da.partial, &da.merge]);
     let n_sel = reference::n_pages(s, layer.len).min(s.budget_pages as usize);

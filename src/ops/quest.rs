@@ -19,6 +19,10 @@ use bytemuck::{Pod, Zeroable};
 /// one invocation's loop (llvmpipe stops those after 65535 iterations in all).
 pub const MAX_PAGES: u32 = 1 << 15;
 
+/// Most full pages kept per step that `quest_select_radix` ranks (its
+/// workgroup array `CAP`); more go to `quest_select`.
+pub const RADIX_KEEP: u32 = 3072;
+
 /// Quest's geometry on top of an [`AttnShape`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct QuestShape {
@@ -86,8 +90,12 @@ fn score_spec(s: &QuestShape) -> Spec {
     Spec::new(Kernel::QuestScore).with("WG", WG).with("HEAD_DIM", s.attn.head_dim).with("PAGE", s.page).with("GROUP", s.attn.group()).with("UNIT", s.unit)
 }
 
-fn select_spec(page: u32) -> Spec {
-    Spec::new(Kernel::QuestSelect).with("WG", WG).with("PAGE", page)
+fn select_spec(s: &QuestShape) -> Spec {
+    if s.budget_pages - 1 <= RADIX_KEEP {
+        Spec::new(Kernel::QuestSelectRadix).with("PAGE", s.page)
+    } else {
+        Spec::new(Kernel::QuestSelect).with("WG", WG).with("PAGE", s.page)
+    }
 }
 
 /// The paged attention, with the attention core's options of `s.attn` (the
@@ -108,7 +116,10 @@ fn pages_spec(s: &QuestShape) -> Spec {
 pub fn specs() -> Vec<Spec> {
     let mut v = Vec::new();
     for &page in &[16, 5] {
-        v.push(select_spec(page));
+        let attn = AttnShape { n_heads: 1, n_kv_heads: 1, head_dim: 64, max_seq: 64, ..Default::default() };
+        for budget_pages in [2, RADIX_KEEP + 2] {
+            v.push(select_spec(&QuestShape { attn, page, budget_pages, unit: 1 }));
+        }
         for &(group, unit) in &[(3, 1), (3, 3), (1, 1)] {
             for kvq in [0, 8, 4] {
                 let attn = AttnShape { n_heads: group, n_kv_heads: 1, head_dim: 64, max_seq: 64, kvq, ..Default::default() };
@@ -185,10 +196,15 @@ pub fn quest_score(
     gpu.dispatch(&score_spec(s), &[q, kmax, kmin, score, &params, step], [s.max_pages().div_ceil(WG), s.n_units(), 1])
 }
 
-/// The page list `[n_units][budget_pages]` u32 each unit attends.
+/// The page list `[n_units][budget_pages]` u32 each unit attends: by
+/// `quest_select_radix` (a workgroup per unit) when at most [`RADIX_KEEP`]
+/// full pages are kept, else by `quest_select` (an invocation per page).
+/// Both write the same lists.
 pub fn quest_select(gpu: &Gpu, s: &QuestShape, score: &wgpu::Buffer, list: &wgpu::Buffer, step: &wgpu::Buffer) -> Dispatch {
     let params = select_params(gpu, s, 1.0);
-    gpu.dispatch(&select_spec(s.page), &[score, list, &params, step], [s.max_pages().div_ceil(WG), s.n_units(), 1])
+    let spec = select_spec(s);
+    let grid = if spec.kernel == Kernel::QuestSelectRadix { [1, s.n_units(), 1] } else { [s.max_pages().div_ceil(WG), s.n_units(), 1] };
+    gpu.dispatch(&spec, &[score, list, &params, step], grid)
 }
 
 /// Per-step buffers shared by every Quest layer: scores, page lists and the
