@@ -8,7 +8,7 @@
 // Layout: score [layers][n_kv_heads][max_seq] f32; prefix [layers] u32;
 // counts [layers] u32.
 // Bindings: score, prefix (read), counts (read_write), params.
-// Fragment: radix_select. Workgroup size 256; at most 256 layers.
+// Fragments: score_key, radix_select. Workgroup size 256; at most 256 layers.
 // Grid: one workgroup. Each invocation walks 5 * ceil(n_layers * n_kv_heads
 // * max_seq / 256) keys (under 65535 loop iterations for 8192-slot caches
 // up to 60 layers of 3 KV heads; the builder checks).

@@ -9,7 +9,7 @@
 // Layout: score [n_kv_heads][max_seq] f32 from p.score_base (evict_score's); list
 // [n_kv_heads][max_keep] u32; counts [n_kv_heads] u32.
 // Bindings: score (read), list, counts (read_write), params.
-// Fragment: radix_select. Workgroup size 256.
+// Fragments: score_key, radix_select. Workgroup size 256.
 // Grid: (1, n_kv_heads, 1). Each invocation walks 6 * ceil(len / 256) keys
 // and its lane 0 two loops of 256.
 

@@ -15,7 +15,7 @@
 // Scores compare as score_key orders them (f32 order; -0 below +0, as the
 // reference's total order). ops::quest picks quest_select_radix instead
 // when at most ops::quest::RADIX_KEEP full pages are kept.
-// Prelude consts: WG, PAGE.
+// Prelude consts: WG, PAGE. Fragment: score_key.
 // Grid: (ceil(max_pages / WG), n_units, 1): one invocation per page, which
 // counts its rank over the full pages and stops once it reaches keep (the
 // page is not listed then). At most max_pages - 1 loop iterations: llvmpipe
@@ -28,15 +28,6 @@ struct Params { max_seq: u32, max_pages: u32, budget_pages: u32, _p0: u32 }
 @group(0) @binding(1) var<storage, read_write> list: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
 @group(0) @binding(3) var<uniform> step: Step;
-
-// A u32 that orders like the f32 `s` (radix_select's score_key).
-fn score_key(s: f32) -> u32 {
-    let b = bitcast<u32>(s);
-    if ((b & 0x7fffffffu) > 0x7f800000u) {
-        return 0u;
-    }
-    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

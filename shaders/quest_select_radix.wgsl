@@ -11,7 +11,7 @@
 //
 // Layout: score [n_units][max_pages] f32; list [n_units][budget_pages] u32.
 // Bindings: score (read), list (read_write), params, step (ops::Step).
-// Prelude consts: PAGE. Fragment: radix_select. Workgroup size 256.
+// Prelude consts: PAGE. Fragments: score_key, radix_select. Workgroup size 256.
 // Grid: (1, n_units, 1). Each invocation walks 8 * ceil(n_full / 256) keys
 // in the two selections (its lane 0 eight loops of up to 256), one more
 // pass to gather, and ceil(keep / 256) * keep ranks: under llvmpipe's 65535

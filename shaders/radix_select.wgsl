@@ -4,21 +4,13 @@
 // match the digits found so far, and the invocation 0 walks the histogram
 // from the top to the digit where the count reaches what is still needed.
 // The including kernel defines `fn select_key(i: u32) -> u32`; keys
-// compare as unsigned integers (score_key orders f32 scores that way).
+// compare as unsigned integers (the score_key fragment, included before
+// this one, orders f32 scores that way).
 // Each invocation walks ceil(n / 256) keys per pass.
 
 var<workgroup> rs_hist: array<atomic<u32>, 256>;
 var<workgroup> rs_digit: u32;
 var<workgroup> rs_need: u32;
-
-// A u32 that orders like the f32 `s` (NaN lowest).
-fn score_key(s: f32) -> u32 {
-    let b = bitcast<u32>(s);
-    if ((b & 0x7fffffffu) > 0x7f800000u) {
-        return 0u;
-    }
-    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
 
 // (T, need) for 1 <= keep <= n: T is the keep-th largest key and need =
 // keep - #(keys > T) >= 1 of the keys equal to T complete the top keep.

@@ -91,6 +91,7 @@ pub const STEP: &str = include_str!("../shaders/step.wgsl");
 pub const ATTN_CORE: &str = include_str!("../shaders/attn_core.wgsl");
 pub const HALF: &str = include_str!("../shaders/half.wgsl");
 pub const MUSTAFAR_TILES: &str = include_str!("../shaders/mustafar_tiles.wgsl");
+pub const SCORE_KEY: &str = include_str!("../shaders/score_key.wgsl");
 pub const RADIX_SELECT: &str = include_str!("../shaders/radix_select.wgsl");
 pub const KV_FORMAT: &str = include_str!("../shaders/kv_format.wgsl");
 pub const KV_HADAMARD: &str = include_str!("../shaders/kv_hadamard.wgsl");
@@ -102,7 +103,7 @@ impl Kernel {
     /// (after `step.wgsl`, which every kernel gets): the attention kernels
     /// share the attention core; Mustafar's kernels keep halves in u32 words
     /// and share the tile format; eviction's selections and Quest's radix select
-    /// share a radix select.
+    /// share a radix select, and with Quest's other select the f32 order key.
     pub fn fragments(self) -> &'static [&'static str] {
         match self {
             Kernel::MustafarAttn => &[ATTN_CORE, HALF, MUSTAFAR_TILES],
@@ -114,7 +115,8 @@ impl Kernel {
             | Kernel::AttnMerge
             | Kernel::AttnAccum => &[ATTN_CORE],
             Kernel::MustafarCompress | Kernel::MustafarExpand => &[HALF, MUSTAFAR_TILES],
-            Kernel::EvictSelect | Kernel::EvictBudget | Kernel::QuestSelectRadix => &[RADIX_SELECT],
+            Kernel::EvictSelect | Kernel::EvictBudget | Kernel::QuestSelectRadix => &[SCORE_KEY, RADIX_SELECT],
+            Kernel::QuestSelect => &[SCORE_KEY],
             _ => &[],
         }
     }
