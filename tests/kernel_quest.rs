@@ -200,12 +200,17 @@ fn selection_of_given_scores_breaks_ties_by_page_index() {
 fn both_selection_kernels_equal_the_reference_on_many_pages() {
     for g in contexts() {
         let mut rng = Rng::new(5);
-        // (page, budget tokens, context): thousands of pages; keep = budget /
-        // page - 1 at, just past and far below quest_select_radix's limit.
-        let cases: &[(u32, u32, u32)] = &[(1, ops::RADIX_KEEP + 1, 3500), (1, ops::RADIX_KEEP + 2, 3400), (2, 64, 9001), (3, 9, 700)];
-        for &(page, budget, len) in cases {
+        // (page, budget tokens, context, the kernel that selects): thousands
+        // of pages; keep = budget / page - 1 at, just past and far below
+        // quest_select_radix's limit.
+        let cases: &[(u32, u32, u32, Kernel)] = &[
+            (1, ops::RADIX_KEEP + 1, 3500, Kernel::QuestSelectRadix),
+            (1, ops::RADIX_KEEP + 2, 3400, Kernel::QuestSelect),
+            (2, 64, 9001, Kernel::QuestSelectRadix),
+            (3, 9, 700, Kernel::QuestSelectRadix),
+        ];
+        for &(page, budget, len, kernel) in cases {
             let s = qshape(2, 1, 64, len.next_multiple_of(64), page, budget, false);
-            let radix = s.budget_pages - 1 <= ops::RADIX_KEEP;
             let scratch = QuestScratch::new(&g, &s);
             let mp = s.max_pages() as usize;
             // Unit 0: heavy ties (5 levels, -0 among them); unit 1: distinct.
@@ -219,13 +224,14 @@ fn both_selection_kernels_equal_the_reference_on_many_pages() {
             g.write(&scratch.score, 0, bytemuck::cast_slice(&scores));
             let st = step(&g, 1, len);
             let sel = ops::quest_select(&g, &s, &scratch.score, &scratch.list, &st);
+            assert_eq!(sel.kernel, kernel, "page {page}, budget {budget}");
             g.run(&[&sel]);
             let got = g.read_u32(&scratch.list, (2 * s.budget_pages) as usize);
             let want =
                 reference::select(&s, &[scores[..mp].iter().map(|&x| x as f64).collect(), scores[mp..].iter().map(|&x| x as f64).collect()], len as usize);
             for (u, w) in want.iter().enumerate() {
                 assert_eq!(w.len(), s.budget_pages as usize);
-                let what = format!("unit {u}, page {page}, budget {budget}, len {len}, radix {radix} on {}", label(&g));
+                let what = format!("unit {u}, page {page}, budget {budget}, len {len}, {kernel:?} on {}", label(&g));
                 assert_eq!(&got[u * s.budget_pages as usize..][..w.len()], &w[..], "{what}");
             }
         }
