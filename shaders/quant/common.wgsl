@@ -132,6 +132,22 @@ fn nib4(v: u32, shift: u32) -> vec4<f32> {
     return u8x4((v >> shift) & 0x0F0F0F0Fu);
 }
 
+// Sum of the eight nibbles of `v` times their inputs, without shifting
+// each nibble down: the low nibble of byte j masked in place is n * 2^(8j),
+// the high nibble n * 2^(8j+4) (byte 3's high nibble is shifted down, so
+// that no value reaches the sign bit), all exact in f32; their inputs come
+// scaled by the inverse powers of two (`NIB_LO`, `NIB_HI`), which is exact
+// too, so each product is the one `nib4` would give. `xl`: the inputs of
+// the low nibbles times NIB_LO, `xh`: of the high nibbles times NIB_HI.
+// Three operations per weight (mask, convert, multiply-add) against five.
+const NIB_LO = vec4<f32>(1.0, 0.00390625, 1.52587890625e-5, 5.9604644775390625e-8);
+const NIB_HI = vec4<f32>(0.0625, 2.44140625e-4, 9.5367431640625e-7, 1.0);
+fn nib8_dot(v: u32, xl: vec4<f32>, xh: vec4<f32>) -> vec4<f32> {
+    let lo = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v) & vec4<u32>(0xFu, 0xF00u, 0xF0000u, 0xF000000u)));
+    let hi = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v & 0xF0u, v & 0xF000u, v & 0xF00000u, v >> 28u)));
+    return lo * xl + hi * xh;
+}
+
 // Q5_0 / Q5_1 5-bit values of four weights: the nibble at bit `shift` (0 or
 // 4) of each byte of `v`, plus bits 0..3 of `h` as bit 4 (bit 0 to byte 0).
 fn nib5(v: u32, shift: u32, h: u32) -> vec4<f32> {

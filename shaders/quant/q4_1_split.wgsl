@@ -22,11 +22,11 @@ fn dequant32(row_byte: u32, cols: u32, sb: u32) -> array<vec4<f32>, 8> {
         nib4(q.z, 4u) * dm.x + dm.y, nib4(q.w, 4u) * dm.x + dm.y);
 }
 
-// d * sum nibble*x + m * sum x.
+// d * sum nibble*x + m * sum x (nibbles read in place: `nib8_dot`).
 fn dot32(row_byte: u32, cols: u32, sb: u32, xv: array<vec4<f32>, 8>, xsum: vec4<f32>) -> vec4<f32> {
     let q = wv[(row_byte >> 4u) + sb];
     let dm = half2(w[(row_byte >> 2u) + cols / 32u * 4u + sb]);
-    let s = ((nib4(q.x, 0u) * xv[0] + nib4(q.y, 0u) * xv[1]) + (nib4(q.z, 0u) * xv[2] + nib4(q.w, 0u) * xv[3]))
-          + ((nib4(q.x, 4u) * xv[4] + nib4(q.y, 4u) * xv[5]) + (nib4(q.z, 4u) * xv[6] + nib4(q.w, 4u) * xv[7]));
+    let s = (nib8_dot(q.x, xv[0] * NIB_LO, xv[4] * NIB_HI) + nib8_dot(q.y, xv[1] * NIB_LO, xv[5] * NIB_HI))
+          + (nib8_dot(q.z, xv[2] * NIB_LO, xv[6] * NIB_HI) + nib8_dot(q.w, xv[3] * NIB_LO, xv[7] * NIB_HI));
     return s * dm.x + xsum * dm.y;
 }
