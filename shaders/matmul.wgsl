@@ -7,7 +7,8 @@
 // products, per 4 k. Loads per multiply-add bound the speed on CPU adapters
 // (each load is a per-lane loop there), hence the large register tile;
 // MT = 8 is faster still there but takes LLVM ~5x longer to compile.
-// Bindings: w (read, binding 0, declared in quant/common.wgsl), x (read,
+// Bindings: w (read, binding 0, declared in quant/common.wgsl; the matrix
+//   starts at its row p.wrow0, where one buffer holds several), x (read,
 //   [n_tokens, xs] f32 with row stride xs = cols rounded up to 4, read as
 //   vec4; values past cols are ignored), y (read_write, [n_tokens, p.y_stride] f32;
 //   row r of token t is y[t * p.y_stride + p.row0 + r]: a matrix split into
@@ -17,7 +18,7 @@
 // Grid: [ceil(rows / TR), ceil(n_tokens / TT), 1] workgroups of
 //   (TR / 8) * (TT / MT) invocations; token tiles past step.n_tokens exit.
 
-struct Params { rows: u32, cols: u32, n_tokens: u32, accum: u32, y_stride: u32, row0: u32, _p0: u32, _p1: u32 }
+struct Params { rows: u32, cols: u32, n_tokens: u32, accum: u32, y_stride: u32, row0: u32, wrow0: u32, _p1: u32 }
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -94,7 +95,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var sb = 0u; sb < chunks; sb++) {
         // Dequantize the TR rows of this slice (rows past the end repeat the last row).
         for (var rr = li; rr < TR; rr += NI) {
-            let v = dequant32(min(r0 + rr, p.rows - 1u) * rb, p.cols, sb);
+            let v = dequant32((p.wrow0 + min(r0 + rr, p.rows - 1u)) * rb, p.cols, sb);
             let o = rr * 8u;
             ws[o] = v[0];
             ws[o + 1u] = v[1];

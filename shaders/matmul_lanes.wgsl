@@ -10,7 +10,8 @@
 // Measured on lavapipe (Q4_1, 512 tokens, the model's shapes): 25 GFLOP/s
 // at TR 32, TT 8, MT 4, against 5.5 for the tiled `matmul`; MT 1 ran 12,
 // MT 2 17, MT 8 21; TT 16 ran slower than TT 8 at every MT tried.
-// Bindings: w (read, binding 0, declared in quant/common.wgsl), x (read,
+// Bindings: w (read, binding 0, declared in quant/common.wgsl; the matrix
+//   starts at its row p.wrow0, where one buffer holds several), x (read,
 //   [n_tokens, xs] f32 with row stride xs = cols rounded up to 4, read as
 //   vec4; values past cols are ignored), y (read_write, [n_tokens, p.y_stride] f32;
 //   row r of token t is y[t * p.y_stride + p.row0 + r]: a matrix split into
@@ -21,7 +22,7 @@
 // Grid: [ceil(rows / TR), ceil(n_tokens / (TT * MT)), 1]; workgroups past
 //   step.n_tokens exit.
 
-struct Params { rows: u32, cols: u32, n_tokens: u32, accum: u32, y_stride: u32, row0: u32, _p0: u32, _p1: u32 }
+struct Params { rows: u32, cols: u32, n_tokens: u32, accum: u32, y_stride: u32, row0: u32, wrow0: u32, _p1: u32 }
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -56,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         for (var i = 0u; i < TR; i++) {
             // Rows past the end re-read the last row and are not written.
-            let wv = dequant32(min(r0 + i, p.rows - 1u) * rb, p.cols, sb);
+            let wv = dequant32((p.wrow0 + min(r0 + i, p.rows - 1u)) * rb, p.cols, sb);
             for (var j = 0u; j < MT; j++) {
                 let s = dot_chunk(wv, xv[j]);
                 acc[i][j] += (s.x + s.y) + (s.z + s.w);

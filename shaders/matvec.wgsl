@@ -9,7 +9,8 @@
 // the speed there. TPR > 1 (GPUs) splits a row's chunks over TPR lanes and
 // reduces their sums in workgroup memory.
 //
-// Bindings: w (read, binding 0, declared in quant/common.wgsl), x (read,
+// Bindings: w (read, binding 0, declared in quant/common.wgsl; the matrix
+//   starts at its row p.wrow0, where one buffer holds several), x (read,
 //   binding 1, declared by kernels.rs: storage, or the buffer's first 64 KiB
 //   as a uniform where the spec's XU is 1; cols f32 read as vec4: the buffer
 //   holds at least ceil(cols / 4) * 4 f32; values past cols are ignored), y (read_write: row r of this call is
@@ -18,7 +19,7 @@
 //   power of two dividing WG), RPI rows per invocation.
 // Grid: grid_1d(ceil(rows / (WG / TPR * RPI))) workgroups.
 
-struct Params { rows: u32, cols: u32, accum: u32, row0: u32 }
+struct Params { rows: u32, cols: u32, accum: u32, row0: u32, wrow0: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
@@ -35,7 +36,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // loads) and are not written.
     var base: array<u32, RPI>;
     for (var i = 0u; i < RPI; i++) {
-        base[i] = min(r0 + i, p.rows - 1u) * rb;
+        base[i] = (p.wrow0 + min(r0 + i, p.rows - 1u)) * rb;
     }
     var acc: array<vec4<f32>, RPI>;
     let chunks = (p.cols + 31u) / 32u;

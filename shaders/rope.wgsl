@@ -20,13 +20,18 @@
 // they go. The angle in [-pi, pi] is then good to ~1e-6 rad for any
 // position below 2^24, and sin/cos are at their most accurate there.
 //
+// With K2 = 1 one dispatch rotates q and k together: the keys' p.k_heads
+// heads ([n_tokens, k_heads * head_dim] in x2) follow the queries' n_heads
+// in the grid, each rotated exactly as a dispatch of its own would.
+//
 // Bindings: x (read_write), freqs (read: [rot_dim / 2] vec4 (hi, mid, lo, 0)
-// in turns), params, step (ops::Step).
-// Prelude consts: WG (workgroup size), ROPE_HALF (layout).
+// in turns), params, step (ops::Step); with K2, x2 (read_write, binding 4).
+// `load_x`/`store_x` (kernels.rs) read and write buffer 0 (x) or 1 (x2).
+// Prelude consts: WG (workgroup size), ROPE_HALF (layout), K2.
 // Grid: one invocation per (token, head, pair) for max_tokens tokens, as a
 // grid_1d; invocations of tokens >= step.n_tokens exit at once.
 
-struct Params { n_heads: u32, head_dim: u32, rot_dim: u32, max_tokens: u32 }
+struct Params { n_heads: u32, head_dim: u32, rot_dim: u32, max_tokens: u32, k_heads: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @group(0) @binding(1) var<storage, read> freqs: array<vec4<f32>>;
@@ -39,14 +44,22 @@ const TWO_PI: f32 = 6.283185307179586;
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     let n_pairs = p.rot_dim / 2u;
-    let per_token = p.n_heads * n_pairs;
+    let per_token = (p.n_heads + p.k_heads) * n_pairs;
     let t = i / per_token;
     if (t >= p.max_tokens || t >= st.n_tokens) {
         return;
     }
     let r = i - t * per_token;
-    let h = r / n_pairs;
+    var h = r / n_pairs;
     let j = r - h * n_pairs;
+    // Query heads first, then (K2) the key heads in x2.
+    var buf = 0u;
+    var heads = p.n_heads;
+    if (h >= p.n_heads) {
+        buf = 1u;
+        h -= p.n_heads;
+        heads = p.k_heads;
+    }
 
     let pos = st.pos + t;
     let p0 = pos & 4095u;
@@ -64,15 +77,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let c = cos(angle);
     let s = sin(angle);
 
-    let base = t * p.n_heads * p.head_dim + h * p.head_dim;
+    let base = t * heads * p.head_dim + h * p.head_dim;
     var i0 = base + 2u * j;
     var i1 = i0 + 1u;
     if (ROPE_HALF != 0u) {
         i0 = base + j;
         i1 = i0 + n_pairs;
     }
-    let x0 = x[i0];
-    let x1 = x[i1];
-    x[i0] = x0 * c - x1 * s;
-    x[i1] = x0 * s + x1 * c;
+    let x0 = load_x(buf, i0);
+    let x1 = load_x(buf, i1);
+    store_x(buf, i0, x0 * c - x1 * s);
+    store_x(buf, i1, x0 * s + x1 * c);
 }

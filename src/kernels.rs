@@ -43,6 +43,8 @@ kernels! {
     HeadNorm => "head_norm", false;
     Rope => "rope", false;
     Matvec => "matvec", true;
+    MatvecQkv => "matvec_qkv", true;
+    MatvecGlu => "matvec_glu", true;
     Matmul => "matmul", true;
     MatmulLanes => "matmul_lanes", true;
     Swiglu => "swiglu", false;
@@ -85,6 +87,30 @@ kernels! {
 /// load instead of a loop over the SIMD lanes.
 pub const MATVEC_X_STORAGE: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;\n";
 pub const MATVEC_X_UNIFORM: &str = "@group(0) @binding(1) var<uniform> x: array<vec4<f32>, 4096>;\n";
+/// `matvec_qkv`'s `bias(j, r)`: row `r` of projection `j`'s bias (spec const
+/// `BIAS` = 1), or -0.0, which adds nothing to any float, -0 included.
+pub const QKV_BIAS: &str = "@group(0) @binding(7) var<storage, read> bq: array<f32>;
+@group(0) @binding(8) var<storage, read> bk: array<f32>;
+@group(0) @binding(9) var<storage, read> bv: array<f32>;
+fn bias(j: u32, r: u32) -> f32 {
+    if (j == 0u) { return bq[r]; }
+    if (j == 1u) { return bk[r]; }
+    return bv[r];
+}
+";
+/// `rope`'s accessors: of x alone, or (spec const `K2` = 1) of x (buffer 0)
+/// and the keys' x2 (buffer 1).
+pub const ROPE_ONE: &str = "fn load_x(b: u32, i: u32) -> f32 { return x[i]; }\nfn store_x(b: u32, i: u32, v: f32) { x[i] = v; }\n";
+pub const ROPE_TWO: &str = "@group(0) @binding(4) var<storage, read_write> x2: array<f32>;
+fn load_x(b: u32, i: u32) -> f32 {
+    if (b == 0u) { return x[i]; }
+    return x2[i];
+}
+fn store_x(b: u32, i: u32, v: f32) {
+    if (b == 0u) { x[i] = v; } else { x2[i] = v; }
+}
+";
+pub const QKV_NO_BIAS: &str = "fn bias(j: u32, r: u32) -> f32 { return -0.0; }\n";
 
 pub const QUANT_COMMON: &str = include_str!("../shaders/quant/common.wgsl");
 pub const STEP: &str = include_str!("../shaders/step.wgsl");
@@ -328,10 +354,17 @@ impl Spec {
             s.push_str(w.fragment_in(self.layout));
             s.push('\n');
         }
-        if self.kernel == Kernel::Matvec {
+        if matches!(self.kernel, Kernel::Matvec | Kernel::MatvecQkv | Kernel::MatvecGlu) {
             s.push_str(if self.get("XU") == Some(1) { MATVEC_X_UNIFORM } else { MATVEC_X_STORAGE });
         }
+        if self.kernel == Kernel::MatvecQkv {
+            s.push_str(if self.get("BIAS") == Some(1) { QKV_BIAS } else { QKV_NO_BIAS });
+        }
         s.push_str(self.kernel.source());
+        if self.kernel == Kernel::Rope {
+            // After the kernel: the accessors use its bindings.
+            s.push_str(if self.get("K2") == Some(1) { ROPE_TWO } else { ROPE_ONE });
+        }
         s
     }
 }

@@ -63,6 +63,58 @@ impl Matrix {
         Ok(Matrix { blocks, wtype: t.wtype, layout, rows, cols, bias: None })
     }
 
+    /// `ts` (`names`, each `[rows_i, cols]`) stacked in one buffer where they
+    /// share a type and a width and fit one binding of `limit` bytes: one
+    /// matrix per tensor, each reading its own rows of the buffer
+    /// ([`Rows::stacked`]), so that a decode step computes them in one
+    /// dispatch (`linear::matvec_qkv`, `linear::matvec_glu`; see
+    /// [`Matrix::stacked`]). Otherwise each is uploaded alone.
+    fn upload_stack(gpu: &Gpu, names: &[String], ts: &[&crate::weights::Tensor], limit: u64, split: bool, pending: &Cell<u64>) -> Result<Vec<Matrix>> {
+        let first = ts[0];
+        let cols = first.dims[0] as usize;
+        let layout = Layout::for_type(first.wtype, split);
+        let rb = first.wtype.row_bytes_in(cols, layout) as u64;
+        let rows = |t: &crate::weights::Tensor| t.dims.get(1).copied().unwrap_or(1) as u32;
+        let same = ts.iter().all(|t| t.wtype == first.wtype && t.dims[0] as usize == cols && t.dims.len() <= 2);
+        let total: u64 = ts.iter().map(|t| rows(t) as u64).sum();
+        if ts.len() < 2 || !same || total * rb > limit {
+            return names.iter().zip(ts).map(|(name, t)| Matrix::upload(gpu, name, t, limit, split, pending)).collect();
+        }
+        let bytes: Vec<u8> = ts.iter().flat_map(|t| t.wtype.arrange(&t.data, cols, layout)).collect();
+        let buffer = gpu.upload_staged(&names.join("+"), &bytes, pending);
+        let mut from = 0;
+        Ok(ts
+            .iter()
+            .map(|t| {
+                let m = Matrix {
+                    blocks: vec![(buffer.clone(), Rows::stacked(rows(t), from))],
+                    wtype: t.wtype,
+                    layout,
+                    rows: rows(t),
+                    cols: cols as u32,
+                    bias: None,
+                };
+                from += rows(t);
+                m
+            })
+            .collect())
+    }
+
+    /// Where `ms` are consecutive row ranges of one buffer (`upload_stack`),
+    /// in order: the buffer and the first row of each.
+    fn stacked<'m>(ms: &[&'m Matrix]) -> Option<(&'m wgpu::Buffer, Vec<u32>)> {
+        let (buffer, _) = ms[0].blocks.first()?;
+        let mut froms = Vec::with_capacity(ms.len());
+        for m in ms {
+            match m.blocks.as_slice() {
+                [(b, r)] if b == buffer && m.enc() == ms[0].enc() && m.cols == ms[0].cols => froms.push(r.from),
+                _ => return None,
+            }
+        }
+        let consecutive = ms.windows(2).zip(froms.windows(2)).all(|(m, f)| f[1] == f[0] + m[0].rows);
+        consecutive.then_some((buffer, froms))
+    }
+
     /// The type and layout the kernels read.
     fn enc(&self) -> Enc {
         Enc { wtype: self.wtype, layout: self.layout }
@@ -206,12 +258,16 @@ impl Model {
         let mut weight_bytes = 0u64;
         let mut types = std::collections::BTreeMap::<&str, usize>::new();
         let split = Tuning::for_caps(&gpu.caps).split_weights;
-        let mut matrix = |name: &str| -> Result<Matrix> {
-            let t = w.get(name)?;
-            check_finite(name, t)?;
-            weight_bytes += t.data.len() as u64;
-            *types.entry(t.wtype.name()).or_default() += 1;
-            Matrix::upload(&gpu, name, t, gpu.caps.max_storage_binding.min(gpu.caps.max_buffer), split, &pending)
+        // Matrices a decode step computes together (Q/K/V, gate/up) are
+        // stacked in one buffer where they can be (`Matrix::upload_stack`).
+        let mut stack = |names: &[String]| -> Result<Vec<Matrix>> {
+            let ts = names.iter().map(|n| w.get(n)).collect::<Result<Vec<_>>>()?;
+            for (name, t) in names.iter().zip(&ts) {
+                check_finite(name, t)?;
+                weight_bytes += t.data.len() as u64;
+                *types.entry(t.wtype.name()).or_default() += 1;
+            }
+            Matrix::upload_stack(&gpu, names, &ts, gpu.caps.max_storage_binding.min(gpu.caps.max_buffer), split, &pending)
         };
         let arch = cfg.family;
         let name = |role: Role, l: Option<usize>| arch.tensor_name(role, l);
@@ -229,22 +285,24 @@ impl Model {
                 (Some(a), Some(f)) => Some([a, f]),
                 _ => None,
             };
+            let [wq, wk, wv]: [Matrix; 3] = stack(&[n(Role::Wq), n(Role::Wk), n(Role::Wv)])?.try_into().map_err(|_| Error::msg("internal: three matrices"))?;
+            let [gate, up]: [Matrix; 2] = stack(&[n(Role::Gate), n(Role::Up)])?.try_into().map_err(|_| Error::msg("internal: two matrices"))?;
             layers.push(Layer {
                 attn_norm: vector(&n(Role::AttnNorm))?,
-                wq: matrix(&n(Role::Wq))?.with_bias(optional(Role::Bq, i)?),
-                wk: matrix(&n(Role::Wk))?.with_bias(optional(Role::Bk, i)?),
-                wv: matrix(&n(Role::Wv))?.with_bias(optional(Role::Bv, i)?),
+                wq: wq.with_bias(optional(Role::Bq, i)?),
+                wk: wk.with_bias(optional(Role::Bk, i)?),
+                wv: wv.with_bias(optional(Role::Bv, i)?),
                 qk_norm,
-                wo: matrix(&n(Role::Wo))?,
+                wo: one(stack(&[n(Role::Wo)])?),
                 ffn_norm: vector(&n(Role::FfnNorm))?,
-                gate: matrix(&n(Role::Gate))?,
-                up: matrix(&n(Role::Up))?,
-                down: matrix(&n(Role::Down))?,
+                gate,
+                up,
+                down: one(stack(&[n(Role::Down)])?),
                 post_norms,
             });
         }
-        let embed = matrix(&name(Role::Embed, None))?;
-        let output = if cfg.tied_embeddings { None } else { Some(matrix(&name(Role::Output, None))?) };
+        let embed = one(stack(&[name(Role::Embed, None)])?);
+        let output = if cfg.tied_embeddings { None } else { Some(one(stack(&[name(Role::Output, None)])?)) };
         let weight_type = types.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" ");
         let output_norm = vector(&name(Role::OutputNorm, None))?;
         let rope_factors = w.rope_factors()?;
@@ -302,8 +360,9 @@ impl Model {
         std::mem::swap(&mut self.plans_generation, &mut slot.plans_generation);
     }
 
-    /// Weight buffers on the GPU: one per matrix, more where a matrix
-    /// above the storage binding limit is split into row blocks.
+    /// Weight row blocks on the GPU: one per matrix (matrices stacked in
+    /// one buffer count one each), more where a matrix above the storage
+    /// binding limit is split into row blocks.
     pub fn weight_blocks(&self) -> usize {
         let mats = self.layers.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]);
         mats.chain(std::iter::once(&self.embed)).chain(&self.output).map(|m| m.blocks.len()).sum()
@@ -501,19 +560,45 @@ impl Model {
             let bias = m.bias.iter().map(|b| ew::add_bias(g, y, b, nt, m.rows));
             m.blocks.iter().map(one).chain(bias).collect()
         };
+        // q, k, v (+ biases) from xn: in one dispatch when decoding
+        // matrices the loader stacked (dispatches cost lavapipe more than
+        // small matrices' work), else one matvec or matmul each.
+        let qkv = |w: &Layer| -> Vec<Dispatch> {
+            let biases = match (&w.wq.bias, &w.wk.bias, &w.wv.bias) {
+                (Some(q), Some(k), Some(v)) => Some(Some([q, k, v])),
+                (None, None, None) => Some(None),
+                _ => None,
+            };
+            match (n, Matrix::stacked(&[&w.wq, &w.wk, &w.wv]), biases) {
+                (1, Some((buf, from)), Some(bias)) => {
+                    let rows = [w.wq.rows, w.wk.rows, w.wv.rows];
+                    vec![linear::matvec_qkv(g, mv, w.wq.enc(), buf, from[0], rows, w.wq.cols, &a.xn, [&a.q, &a.k, &a.v], bias)]
+                }
+                _ => [(&w.wq, &a.q), (&w.wk, &a.k), (&w.wv, &a.v)].into_iter().flat_map(|(m, y)| lin(m, &a.xn, y, false)).collect(),
+            }
+        };
+        // act(gate xn) * (up xn) into hb, likewise fused when decoding.
+        let glu = |w: &Layer, gelu: bool| -> Vec<Dispatch> {
+            match (n, Matrix::stacked(&[&w.gate, &w.up])) {
+                (1, Some((buf, from))) => vec![linear::matvec_glu(g, mv, w.gate.enc(), buf, [from[0], from[1]], hidden, w.gate.cols, &a.xn, &a.hb, gelu)],
+                _ => {
+                    let mut d = lin(&w.gate, &a.xn, &a.gate, false);
+                    d.extend(lin(&w.up, &a.xn, &a.up, false));
+                    d.push(if gelu { ew::geglu(g, &a.gate, &a.up, &a.hb, nt * hidden) } else { ew::swiglu(g, &a.gate, &a.up, &a.hb, nt * hidden) });
+                    d
+                }
+            }
+        };
         let io = LayerIo { q: &a.q, k: &a.k, v: &a.v, out: &a.att, step };
         // Layer `l`'s attention, from the residual `x` to `att`.
         let attention = |l: usize, w: &Layer| -> Result<Vec<Dispatch>> {
             let mut d = vec![ew::rmsnorm(g, &a.x, &w.attn_norm, &a.xn, nt, dim, c.norm_eps)];
-            d.extend(lin(&w.wq, &a.xn, &a.q, false));
-            d.extend(lin(&w.wk, &a.xn, &a.k, false));
-            d.extend(lin(&w.wv, &a.xn, &a.v, false));
+            d.extend(qkv(w));
             if let Some([qn, kn]) = &w.qk_norm {
                 d.push(ew::head_norm(g, &a.q, qn, nt * c.n_heads as u32, hd, c.norm_eps));
                 d.push(ew::head_norm(g, &a.k, kn, nt * c.n_kv_heads as u32, hd, c.norm_eps));
             }
-            d.push(ew::rope(g, &a.q, step, &rope(c.n_heads, l), nt)?);
-            d.push(ew::rope(g, &a.k, step, &rope(c.n_kv_heads, l), nt)?);
+            d.push(ew::rope_qk(g, &a.q, &a.k, c.n_kv_heads as u32, step, &rope(c.n_heads, l), nt)?);
             d.extend(self.kv.record_layer(g, l, n, &io));
             Ok(d)
         };
@@ -528,9 +613,7 @@ impl Model {
                 (Block::PreNorm, _) => {
                     d.extend(lin(&w.wo, &a.att, &a.x, true));
                     d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
-                    d.extend(lin(&w.gate, &a.xn, &a.gate, false));
-                    d.extend(lin(&w.up, &a.xn, &a.up, false));
-                    d.push(ew::swiglu(g, &a.gate, &a.up, &a.hb, nt * hidden));
+                    d.extend(glu(w, false));
                     d.extend(lin(&w.down, &a.hb, &a.x, true));
                 }
                 (Block::Sandwich, Some([post_attn, post_ffn])) => {
@@ -540,9 +623,7 @@ impl Model {
                     d.push(ew::head_norm(g, &a.xn, post_attn, nt, dim, c.norm_eps));
                     d.push(ew::add(g, &a.x, &a.xn, nt * dim));
                     d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
-                    d.extend(lin(&w.gate, &a.xn, &a.gate, false));
-                    d.extend(lin(&w.up, &a.xn, &a.up, false));
-                    d.push(ew::geglu(g, &a.gate, &a.up, &a.hb, nt * hidden));
+                    d.extend(glu(w, true));
                     d.extend(lin(&w.down, &a.hb, &a.xn, false));
                     d.push(ew::head_norm(g, &a.xn, post_ffn, nt, dim, c.norm_eps));
                     d.push(ew::add(g, &a.x, &a.xn, nt * dim));
@@ -616,6 +697,11 @@ fn check_finite(name: &str, t: &crate::weights::Tensor) -> Result<()> {
         Some(i) => Err(Error::msg(format!("tensor {name} holds a NaN or infinite weight ({} block {i}): the model file is corrupt", t.wtype.name()))),
         None => Ok(()),
     }
+}
+
+/// The one matrix of a one-name `stack`.
+fn one(mut ms: Vec<Matrix>) -> Matrix {
+    ms.pop().expect("one matrix per name")
 }
 
 /// A vector (norm weight, bias) as f32 whatever its stored type.

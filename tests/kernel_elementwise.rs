@@ -185,6 +185,54 @@ fn rope_matches_reference() {
     }
 }
 
+/// `rope_qk` (queries and keys in one dispatch) against the reference and
+/// against a `rope` dispatch of each, bit for bit: head counts the model's
+/// (9 and 3), grouped (14 and 2), one key head; both layouts, partial
+/// rotary, frequency factors; fewer tokens than the buffers hold.
+#[test]
+fn rope_of_queries_and_keys_in_one_dispatch_equals_two() {
+    use wgkv::ops::Step;
+    use wgkv::ops::elementwise::{Rope, RopeLayout};
+    let shapes = [(9, 3, 64, 64), (14, 2, 64, 64), (5, 1, 10, 6)];
+    let max_tokens = 33usize;
+    for g in contexts() {
+        let mut rng = Rng::new(5);
+        let step_buf = g.uniform("step", bytemuck::bytes_of(&Step::default()));
+        for (qh, kh, hd, rot) in shapes {
+            let factors = (rot == 6).then(|| rng.vec(rot / 2, 0.5, 8.0));
+            for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
+                let r = Rope { n_heads: qh as u32, head_dim: hd as u32, rot_dim: rot as u32, base: 1e5, layout, factors: factors.as_deref() };
+                let rk = Rope { n_heads: kh as u32, ..r };
+                let half = layout == RopeLayout::HalfSplit;
+                for (pos, n_tokens) in [(0u32, 1usize), (4097, 1), (70_000, 33), (9, 20)] {
+                    let (q, k) = (rng.vec(max_tokens * qh * hd, -2.0, 2.0), rng.vec(max_tokens * kh * hd, -2.0, 2.0));
+                    let upload = |x: &[f32]| {
+                        let mut v = x.to_vec();
+                        v.extend(std::iter::repeat_n(f32::from_bits(GUARD), GUARD_WORDS));
+                        g.upload("x", bytemuck::cast_slice(&v))
+                    };
+                    let (qb, kb, q2, k2) = (upload(&q), upload(&k), upload(&q), upload(&k));
+                    let step = Step { pos, n_tokens: n_tokens as u32, kv_len: pos + n_tokens as u32, _pad: 0 };
+                    g.write(&step_buf, 0, bytemuck::bytes_of(&step));
+                    let one = ops::rope_qk(&g, &qb, &kb, kh as u32, &step_buf, &r, max_tokens as u32).unwrap();
+                    let two = [ops::rope(&g, &q2, &step_buf, &r, max_tokens as u32).unwrap(), ops::rope(&g, &k2, &step_buf, &rk, max_tokens as u32).unwrap()];
+                    g.run(&[&one, &two[0], &two[1]]);
+                    let what = format!("rope_qk {qh}+{kh}x{hd} rot {rot} {layout:?} pos {pos} tokens {n_tokens} on {}", label(&g));
+                    for (heads, x, fused, plain) in [(qh, &q, &qb, &q2), (kh, &k, &kb, &k2)] {
+                        let n = max_tokens * heads * hd;
+                        let got = read_guarded_f32(&g, fused, n);
+                        let mut want = x[..n_tokens * heads * hd].to_vec();
+                        reference::rope(&mut want, heads, hd, rot, 1e5, factors.as_deref(), half, pos);
+                        assert_close(&what, &got[..want.len()], &want, ROPE);
+                        assert_close(&format!("{what}: rows past n_tokens"), &got[want.len()..], &x[want.len()..], EXACT);
+                        assert_close(&format!("{what}: against two dispatches"), &got, &read_guarded_f32(&g, plain, n), EXACT);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn rope_rejects_bad_shapes() {
     use wgkv::ops::elementwise::{Rope, RopeLayout};

@@ -2,7 +2,7 @@
 //! QK-norm), RoPE, SwiGLU, residual add and bias add.
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Binding, Gpu};
 use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
 use bytemuck::{Pod, Zeroable};
 
@@ -95,6 +95,8 @@ struct RopeParams {
     head_dim: u32,
     rot_dim: u32,
     max_tokens: u32,
+    k_heads: u32,
+    _p: [u32; 3],
 }
 
 /// Per-pair frequencies in turns (theta_j / 2pi per position), each
@@ -121,6 +123,17 @@ pub fn rope_freqs(rot_dim: u32, base: f64, factors: Option<&[f32]>) -> Vec<[f32;
 /// dispatch stays valid for any step with `n_tokens <= max_tokens`.
 /// Positions must stay below 2^24.
 pub fn rope(gpu: &Gpu, x: &wgpu::Buffer, step: &wgpu::Buffer, r: &Rope<'_>, max_tokens: u32) -> Result<Dispatch> {
+    rope_dispatch(gpu, x, None, step, r, max_tokens)
+}
+
+/// `rope` of the queries `q` (`r.n_heads` heads) and of the keys `k`
+/// (`k_heads` heads, otherwise as `r`) in one dispatch: both equal their
+/// own `rope` bit for bit.
+pub fn rope_qk(gpu: &Gpu, q: &wgpu::Buffer, k: &wgpu::Buffer, k_heads: u32, step: &wgpu::Buffer, r: &Rope<'_>, max_tokens: u32) -> Result<Dispatch> {
+    rope_dispatch(gpu, q, Some((k, k_heads)), step, r, max_tokens)
+}
+
+fn rope_dispatch(gpu: &Gpu, x: &wgpu::Buffer, x2: Option<(&wgpu::Buffer, u32)>, step: &wgpu::Buffer, r: &Rope<'_>, max_tokens: u32) -> Result<Dispatch> {
     if r.rot_dim == 0 || !r.rot_dim.is_multiple_of(2) || r.rot_dim > r.head_dim {
         return Err(Error::msg(format!("rope: rotary dims {} must be even, non-zero and at most head_dim {}", r.rot_dim, r.head_dim)));
     }
@@ -136,13 +149,19 @@ pub fn rope(gpu: &Gpu, x: &wgpu::Buffer, step: &wgpu::Buffer, r: &Rope<'_>, max_
         }
     }
     let freqs = gpu.upload("rope.freqs", bytemuck::cast_slice(&rope_freqs(r.rot_dim, r.base, r.factors)));
-    let params = gpu.uniform("rope.params", bytemuck::bytes_of(&RopeParams { n_heads: r.n_heads, head_dim: r.head_dim, rot_dim: r.rot_dim, max_tokens }));
-    let pairs = max_tokens * r.n_heads * (r.rot_dim / 2);
-    Ok(gpu.dispatch(&rope_spec(r.layout), &[x, &freqs, &params, step], grid_1d(pairs.div_ceil(WG))))
+    let k_heads = x2.map_or(0, |(_, h)| h);
+    let p = RopeParams { n_heads: r.n_heads, head_dim: r.head_dim, rot_dim: r.rot_dim, max_tokens, k_heads, _p: [0; 3] };
+    let params = gpu.uniform("rope.params", bytemuck::bytes_of(&p));
+    let pairs = max_tokens * (r.n_heads + k_heads) * (r.rot_dim / 2);
+    let mut b: Vec<Binding> = [x, &freqs, &params, step].iter().enumerate().map(|(i, buffer)| Binding { at: i as u32, buffer, bytes: None }).collect();
+    if let Some((k, _)) = x2 {
+        b.push(Binding { at: 4, buffer: k, bytes: None });
+    }
+    Ok(gpu.dispatch_bound(&rope_spec(r.layout, x2.is_some()), &b, grid_1d(pairs.div_ceil(WG))))
 }
 
-fn rope_spec(layout: RopeLayout) -> Spec {
-    Spec::new(Kernel::Rope).with("WG", WG).with("ROPE_HALF", (layout == RopeLayout::HalfSplit) as u32)
+fn rope_spec(layout: RopeLayout, two: bool) -> Spec {
+    Spec::new(Kernel::Rope).with("WG", WG).with("ROPE_HALF", (layout == RopeLayout::HalfSplit) as u32).with("K2", two as u32)
 }
 
 /// `out[i] = silu(gate[i]) * up[i]` for `i < n` (any [tokens, ffn] batch is flat).
@@ -187,8 +206,10 @@ pub fn specs() -> Vec<Spec> {
         Spec::new(Kernel::Add).with("WG", WG),
         Spec::new(Kernel::RmsNorm).with("WG", WG),
         Spec::new(Kernel::HeadNorm).with("WG", WG),
-        rope_spec(RopeLayout::Interleaved),
-        rope_spec(RopeLayout::HalfSplit),
+        rope_spec(RopeLayout::Interleaved, false),
+        rope_spec(RopeLayout::HalfSplit, false),
+        rope_spec(RopeLayout::Interleaved, true),
+        rope_spec(RopeLayout::HalfSplit, true),
         Spec::new(Kernel::Swiglu).with("WG", WG),
         Spec::new(Kernel::Geglu).with("WG", WG),
         Spec::new(Kernel::Scale).with("WG", WG),

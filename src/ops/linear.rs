@@ -124,6 +124,8 @@ struct MatvecParams {
     cols: u32,
     accum: u32,
     row0: u32,
+    wrow0: u32,
+    _p: [u32; 3],
 }
 
 #[repr(C)]
@@ -135,7 +137,8 @@ struct MatmulParams {
     accum: u32,
     y_stride: u32,
     row0: u32,
-    _p: [u32; 2],
+    wrow0: u32,
+    _p: u32,
 }
 
 #[repr(C)]
@@ -152,23 +155,32 @@ struct EmbedParams {
 /// Rows `first .. first + count` of a matrix of `total` rows: the block of
 /// a weight that one buffer holds when the weight is split to fit the
 /// adapter's storage binding limit (`Rows::all`: the whole matrix). The
-/// kernels read the block's own rows and write (or, for `embed`, read ids
-/// of) rows `first ..` of the whole matrix's output.
+/// kernels read the block's own rows, starting at row `from` of the buffer
+/// (nonzero where several matrices share one buffer, [`Rows::stacked`]),
+/// and write (or, for `embed`, read ids of) rows `first ..` of the whole
+/// matrix's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rows {
     pub first: u32,
     pub count: u32,
     pub total: u32,
+    pub from: u32,
 }
 
 impl Rows {
     pub fn all(rows: u32) -> Rows {
-        Rows { first: 0, count: rows, total: rows }
+        Rows { first: 0, count: rows, total: rows, from: 0 }
     }
 
     /// `total` rows cut into blocks of at most `per` rows (`per` > 0).
     pub fn split(total: u32, per: u32) -> Vec<Rows> {
-        (0..total.div_ceil(per)).map(|i| Rows { first: i * per, count: per.min(total - i * per), total }).collect()
+        (0..total.div_ceil(per)).map(|i| Rows { first: i * per, count: per.min(total - i * per), total, from: 0 }).collect()
+    }
+
+    /// A whole matrix of `rows` rows stored from row `from` of a buffer
+    /// that holds other matrices' rows around it.
+    pub fn stacked(rows: u32, from: u32) -> Rows {
+        Rows { from, ..Rows::all(rows) }
     }
 }
 
@@ -248,15 +260,116 @@ pub fn matvec_with(
     let enc = enc.into();
     assert_shape(enc.wtype, rows.count, cols);
     assert!(x.size() >= x_bytes(cols), "matvec: x holds {} bytes, needs {} (cols rounded up to 4 floats)", x.size(), x_bytes(cols));
-    let p = MatvecParams { rows: rows.count, cols, accum: accum as u32, row0: rows.first };
+    let p = MatvecParams { rows: rows.count, cols, accum: accum as u32, row0: rows.first, wrow0: rows.from, _p: [0; 3] };
     let params = gpu.uniform("matvec.params", bytemuck::bytes_of(&p));
     let groups = grid_1d(rows.count.div_ceil(shape.rows_per_group()));
-    // The uniform path where the shape asks for it and the device, the buffer and the row allow it.
-    let fits = gpu.device.limits().max_uniform_buffer_binding_size >= X_UNIFORM_BYTES && x_bytes(cols) <= X_UNIFORM_BYTES;
-    let xu = shape.x_uniform && fits && x.usage().contains(wgpu::BufferUsages::UNIFORM) && x.size() >= X_UNIFORM_BYTES;
+    let xu = x_uniform(gpu, shape, x, cols);
     let mut b = bind(enc, &[w, x, y, &params]);
     b[1].bytes = xu.then_some(X_UNIFORM_BYTES);
     gpu.dispatch_bound(&matvec_spec(enc, shape, xu), &b, groups).reading(rows.count, cols)
+}
+
+/// Whether a matvec reads `x` as a uniform: where the shape asks for it and
+/// the device, the buffer and the row allow it.
+fn x_uniform(gpu: &Gpu, shape: MatvecShape, x: &wgpu::Buffer, cols: u32) -> bool {
+    let fits = gpu.device.limits().max_uniform_buffer_binding_size >= X_UNIFORM_BYTES && x_bytes(cols) <= X_UNIFORM_BYTES;
+    shape.x_uniform && fits && x.usage().contains(wgpu::BufferUsages::UNIFORM) && x.size() >= X_UNIFORM_BYTES
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct QkvParams {
+    nq: u32,
+    nk: u32,
+    nv: u32,
+    cols: u32,
+    wrow0: u32,
+    _p: [u32; 3],
+}
+
+/// The query, key and value projections of one token in one dispatch
+/// (`shaders/matvec_qkv.wgsl`), each plus its bias where `bias` is given:
+/// `w` holds their `rows` (q, k, v) one after another from its row `from`,
+/// all of `cols` weights in `enc`; `ys` receive them. Equals three
+/// `matvec`s (and `add_bias`es) bit for bit, in one dispatch instead of up
+/// to six.
+pub fn matvec_qkv(
+    gpu: &Gpu,
+    shape: MatvecShape,
+    enc: Enc,
+    w: &wgpu::Buffer,
+    from: u32,
+    rows: [u32; 3],
+    cols: u32,
+    x: &wgpu::Buffer,
+    ys: [&wgpu::Buffer; 3],
+    bias: Option<[&wgpu::Buffer; 3]>,
+) -> Dispatch {
+    let total = rows.iter().sum::<u32>();
+    assert_shape(enc.wtype, total, cols);
+    assert!(x.size() >= x_bytes(cols), "matvec_qkv: x holds {} bytes, needs {}", x.size(), x_bytes(cols));
+    let p = QkvParams { nq: rows[0], nk: rows[1], nv: rows[2], cols, wrow0: from, _p: [0; 3] };
+    let params = gpu.uniform("matvec_qkv.params", bytemuck::bytes_of(&p));
+    let xu = x_uniform(gpu, shape, x, cols);
+    let mut b = bind(enc, &[w, x, ys[0], &params]);
+    b[1].bytes = xu.then_some(X_UNIFORM_BYTES);
+    b.push(Binding { at: 4, buffer: ys[1], bytes: None });
+    b.push(Binding { at: 6, buffer: ys[2], bytes: None });
+    for (i, buffer) in bias.iter().flatten().enumerate() {
+        b.push(Binding { at: 7 + i as u32, buffer, bytes: None });
+    }
+    let spec = fused_spec(Kernel::MatvecQkv, enc, shape, xu).with("RPI", shape.rows_per_thread).with("BIAS", bias.is_some() as u32);
+    gpu.dispatch_bound(&spec, &b, grid_1d(total.div_ceil(shape.rows_per_group()))).reading(total, cols)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GluParams {
+    rows: u32,
+    cols: u32,
+    gate0: u32,
+    up0: u32,
+}
+
+/// Gate/up row pairs per invocation of `matvec_glu`: the shape's rows per
+/// invocation, as pairs.
+fn glu_pairs(shape: MatvecShape) -> u32 {
+    (shape.rows_per_thread / 2).max(1)
+}
+
+/// A gated FFN's gate and up projections of one token and their product in
+/// one dispatch (`shaders/matvec_glu.wgsl`): `y[r] = act(gate[r] . x) *
+/// (up[r] . x)` for `r < rows`, act = GELU (tanh form) where `gelu`, else
+/// SiLU. `w` holds the gate's rows from its row `gate0` and the up's from
+/// `up0`, all of `cols` weights in `enc`. Equals two `matvec`s and
+/// `swiglu` (`geglu`) bit for bit.
+pub fn matvec_glu(
+    gpu: &Gpu,
+    shape: MatvecShape,
+    enc: Enc,
+    w: &wgpu::Buffer,
+    [gate0, up0]: [u32; 2],
+    rows: u32,
+    cols: u32,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    gelu: bool,
+) -> Dispatch {
+    assert_shape(enc.wtype, 2 * rows, cols);
+    assert!(x.size() >= x_bytes(cols), "matvec_glu: x holds {} bytes, needs {}", x.size(), x_bytes(cols));
+    let p = GluParams { rows, cols, gate0, up0 };
+    let params = gpu.uniform("matvec_glu.params", bytemuck::bytes_of(&p));
+    let xu = x_uniform(gpu, shape, x, cols);
+    let mut b = bind(enc, &[w, x, y, &params]);
+    b[1].bytes = xu.then_some(X_UNIFORM_BYTES);
+    let pairs = glu_pairs(shape);
+    let spec = fused_spec(Kernel::MatvecGlu, enc, shape, xu).with("PR", pairs).with("ACT", gelu as u32);
+    let per_group = shape.workgroup / shape.threads_per_row * pairs;
+    gpu.dispatch_bound(&spec, &b, grid_1d(rows.div_ceil(per_group))).reading(2 * rows, cols)
+}
+
+fn fused_spec(kernel: Kernel, w: Enc, s: MatvecShape, x_uniform: bool) -> Spec {
+    Spec::new(kernel).weights_in(w.wtype, w.layout).with("WG", s.workgroup).with("TPR", s.threads_per_row).with("XU", x_uniform as u32)
 }
 
 /// `Y[t, r] = sum_k W[r, k] X[t, k]` (or `+=` with `accum`) for the first
@@ -298,7 +411,7 @@ pub fn matmul_with(
     assert_shape(enc.wtype, rows.count, cols);
     let need = n_tokens as u64 * x_bytes(cols);
     assert!(x.size() >= need, "matmul: x holds {} bytes, needs {need} ({n_tokens} rows of stride {})", x.size(), x_stride(cols));
-    let p = MatmulParams { rows: rows.count, cols, n_tokens, accum: accum as u32, y_stride: rows.total, row0: rows.first, _p: [0; 2] };
+    let p = MatmulParams { rows: rows.count, cols, n_tokens, accum: accum as u32, y_stride: rows.total, row0: rows.first, wrow0: rows.from, _p: 0 };
     let params = gpu.uniform("matmul.params", bytemuck::bytes_of(&p));
     let groups = matmul_groups_for(shape, rows.count, n_tokens);
     gpu.dispatch_bound(&matmul_spec(enc, shape), &bind(enc, &[w, x, y, &params, step]), groups).reading(rows.count, cols)
@@ -350,6 +463,7 @@ pub fn embed_rows(
 ) -> Dispatch {
     let enc = enc.into();
     assert_shape(enc.wtype, rows.count, dim);
+    assert_eq!(rows.from, 0, "embed reads a table that has its buffer to itself");
     let p = EmbedParams { vocab: rows.count, dim, n_tokens, first: rows.first, total: rows.total, _p: [0; 3] };
     let params = gpu.uniform("embed.params", bytemuck::bytes_of(&p));
     gpu.dispatch_bound(&embed_spec(enc), &bind(enc, &[table, ids, out, &params, step]), embed_groups(dim, n_tokens))
@@ -373,6 +487,12 @@ pub fn specs() -> Vec<Spec> {
             v.push(matvec_spec(e, MATVEC_CPU, true));
             v.push(matvec_spec(e, MATVEC_CPU, false));
             v.push(matvec_spec(e, MATVEC_GPU, false));
+            for (shape, xu) in [(MATVEC_CPU, true), (MATVEC_CPU, false), (MATVEC_GPU, false)] {
+                for flag in [0, 1] {
+                    v.push(fused_spec(Kernel::MatvecQkv, e, shape, xu).with("RPI", shape.rows_per_thread).with("BIAS", flag));
+                    v.push(fused_spec(Kernel::MatvecGlu, e, shape, xu).with("PR", glu_pairs(shape)).with("ACT", flag));
+                }
+            }
             v.push(matmul_spec(e, MATMUL_CPU));
             v.push(matmul_spec(e, MATMUL_GPU));
             v.push(embed_spec(e));
