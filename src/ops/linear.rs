@@ -396,7 +396,8 @@ struct QkvParams {
 /// `w` holds their `rows` (q, k, v) one after another from its row `from`,
 /// all of `cols` weights in `enc`; `ys` receive them. Equals three
 /// `matvec`s (and `add_bias`es) bit for bit, in one dispatch instead of up
-/// to six.
+/// to six. With `norm`, `x` is x times a norm's gain and the sums are
+/// scaled by the norm's 1/rms ([`NormIn`]): an RMSNorm folded in.
 pub fn matvec_qkv<'a>(
     gpu: &Gpu,
     shape: MatvecShape,
@@ -448,7 +449,7 @@ fn glu_pairs(shape: MatvecShape) -> u32 {
 /// (up[r] . x)` for `r < rows`, act = GELU (tanh form) where `gelu`, else
 /// SiLU. `w` holds the gate's rows from its row `gate0` and the up's from
 /// `up0`, all of `cols` weights in `enc`. Equals two `matvec`s and
-/// `swiglu` (`geglu`) bit for bit.
+/// `swiglu` (`geglu`) bit for bit; `norm` as in [`matvec_qkv`].
 pub fn matvec_glu<'a>(
     gpu: &Gpu,
     shape: MatvecShape,
