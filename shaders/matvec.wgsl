@@ -17,6 +17,13 @@
 //   y[p.row0 + r], so a matrix split into row blocks writes one y), params.
 // Prelude consts: WG invocations per workgroup, TPR lanes per row (1 or a
 //   power of two dividing WG), RPI rows per invocation.
+//
+// With NORM 1 (the decode step's residual projections, whose output the
+// next RMSNorm reads) each written row r also gives norm_xg[r] = y[r] *
+// norm_gain[r] (bindings 4 and 6), and each invocation's RPI rows the sum
+// of their squares in norm_parts[r0 / RPI] (binding 7): what the next
+// matvec_qkv or matvec_glu needs to apply the norm itself (kernels.rs's
+// NORM_OUT). With NORM 0 norm_row and norm_part do nothing.
 // Grid: grid_1d(ceil(rows / (WG / TPR * RPI))) workgroups.
 
 struct Params { rows: u32, cols: u32, accum: u32, row0: u32, wrow0: u32, _p0: u32, _p1: u32, _p2: u32 }
@@ -52,6 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc[i] += dot32(base[i], p.cols, sb, xv, xsum);
         }
     }
+    var squares = 0.0;
     for (var i = 0u; i < RPI; i++) {
         var sum = acc[i].x + acc[i].y + acc[i].z + acc[i].w;
         if (TPR > 1u) {
@@ -68,11 +76,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         let r = r0 + i;
         if (lane == 0u && r < p.rows) {
+            var v = sum;
             if (p.accum == 1u) {
-                y[p.row0 + r] += sum;
-            } else {
-                y[p.row0 + r] = sum;
+                v += y[p.row0 + r];
             }
+            y[p.row0 + r] = v;
+            squares += norm_row(r, v);
         }
+    }
+    if (lane == 0u && r0 < p.rows) {
+        norm_part(r0 / RPI, squares);
     }
 }

@@ -11,7 +11,8 @@
 // Bindings: w (read, binding 0, quant/common.wgsl), x (read, binding 1, as
 //   in matvec.wgsl, declared by kernels.rs), y (read_write, rows f32), params.
 // Prelude consts: WG, TPR as in matvec.wgsl; PR gate/up row pairs per
-//   invocation; ACT.
+//   invocation; ACT; NORM as in matvec_qkv.wgsl (both sums times
+//   norm_scale()).
 // Grid: grid_1d(ceil(rows / (WG / TPR * PR))) workgroups.
 
 struct Params { rows: u32, cols: u32, gate0: u32, up0: u32 }
@@ -53,6 +54,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let lane = li % TPR;
     let r0 = ((wid.x + wid.y * nwg.x) * (WG / TPR) + li / TPR) * PR;
     let rb = row_bytes(p.cols);
+    let scale = norm_scale();
     // Rows past the end re-read the last row and are not written.
     var gbase: array<u32, PR>;
     var ubase: array<u32, PR>;
@@ -82,6 +84,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             g = lanes_sum(li, lane, g);
             u = lanes_sum(li, lane, u);
         }
+        g *= scale;
+        u *= scale;
         let r = r0 + i;
         if (lane == 0u && r < p.rows) {
             y[r] = act(g) * u;

@@ -12,7 +12,10 @@
 //   in matvec.wgsl, declared by kernels.rs), yq (read_write, nq f32), params,
 //   yk (read_write, binding 4, nk f32), yv (read_write, binding 6, nv f32),
 //   and with BIAS the biases bq, bk, bv (read, bindings 7, 8, 9).
-// Prelude consts: WG, TPR, RPI as in matvec.wgsl; BIAS.
+// With NORM 1 the input is x * gain of an RMSNorm whose scale this kernel
+//   applies, from the sums of squares matvec's NORM output left
+//   (kernels.rs's NORM_IN: norm_scale()); with NORM 0 the scale is 1.
+// Prelude consts: WG, TPR, RPI as in matvec.wgsl; BIAS; NORM.
 // Grid: grid_1d(ceil((nq + nk + nv) / (WG / TPR * RPI))) workgroups.
 
 struct Params { nq: u32, nk: u32, nv: u32, cols: u32, wrow0: u32, _p0: u32, _p1: u32, _p2: u32 }
@@ -25,7 +28,8 @@ struct Params { nq: u32, nk: u32, nv: u32, cols: u32, wrow0: u32, _p0: u32, _p1:
 var<workgroup> partial: array<f32, WG>;
 
 // Row r of the stacked output (r < nq + nk + nv) into its projection.
-fn store(r: u32, sum: f32) {
+fn store(r: u32, raw: f32, scale: f32) {
+    let sum = raw * scale;
     if (r < p.nq) {
         yq[r] = sum + bias(0u, r);
     } else if (r < p.nq + p.nk) {
@@ -42,6 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let lane = li % TPR;
     let r0 = ((wid.x + wid.y * nwg.x) * (WG / TPR) + li / TPR) * RPI;
     let rb = row_bytes(p.cols);
+    let scale = norm_scale();
     // Rows past the end re-read the last row and are not written.
     var base: array<u32, RPI>;
     for (var i = 0u; i < RPI; i++) {
@@ -75,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         let r = r0 + i;
         if (lane == 0u && r < rows) {
-            store(r, sum);
+            store(r, sum, scale);
         }
     }
 }

@@ -40,6 +40,7 @@ macro_rules! kernels {
 kernels! {
     Embed => "embed", true;
     RmsNorm => "rmsnorm", false;
+    RmsParts => "rms_parts", false;
     HeadNorm => "head_norm", false;
     Rope => "rope", false;
     Matvec => "matvec", true;
@@ -111,6 +112,36 @@ fn store_x(b: u32, i: u32, v: f32) {
 }
 ";
 pub const QKV_NO_BIAS: &str = "fn bias(j: u32, r: u32) -> f32 { return -0.0; }\n";
+
+/// Most partial sums of squares a folded RMSNorm reads (`NORM_IN`'s array,
+/// 4 KiB): one per matvec invocation's rows of the normed vector.
+pub const NORM_PARTS_MAX: u32 = 1024;
+const _: () = assert!(NORM_PARTS_MAX == 4 * 256, "NORM_IN's array holds 256 vec4");
+/// `matvec`'s folded-norm output (spec const `NORM` = 1): each written row
+/// times the next norm's gain, and each invocation's sum of squares.
+pub const NORM_OUT: &str = "@group(0) @binding(4) var<storage, read> norm_gain: array<f32>;
+@group(0) @binding(6) var<storage, read_write> norm_xg: array<f32>;
+@group(0) @binding(7) var<storage, read_write> norm_parts: array<f32>;
+fn norm_row(r: u32, v: f32) -> f32 {
+    norm_xg[r] = v * norm_gain[r];
+    return v * v;
+}
+fn norm_part(i: u32, s: f32) { norm_parts[i] = s; }
+";
+pub const NORM_OUT_NONE: &str = "fn norm_row(r: u32, v: f32) -> f32 { return 0.0; }\nfn norm_part(i: u32, s: f32) {}\n";
+/// `matvec_qkv` / `matvec_glu`'s folded-norm input (spec const `NORM` = 1):
+/// the RMSNorm scale 1 / sqrt(mean(x^2) + NEPS) from the `NP4` vec4s of
+/// partial sums (zero past the parts) of an `NDIM`-wide x; 1 without it.
+pub const NORM_IN: &str = "@group(0) @binding(10) var<uniform> norm_parts: array<vec4<f32>, 256>;
+fn norm_scale() -> f32 {
+    var s = vec4<f32>(0.0);
+    for (var i = 0u; i < NP4; i++) {
+        s += norm_parts[i];
+    }
+    return inverseSqrt(((s.x + s.y) + (s.z + s.w)) / f32(NDIM) + NEPS);
+}
+";
+pub const NORM_IN_NONE: &str = "fn norm_scale() -> f32 { return 1.0; }\n";
 
 pub const QUANT_COMMON: &str = include_str!("../shaders/quant/common.wgsl");
 pub const STEP: &str = include_str!("../shaders/step.wgsl");
@@ -359,6 +390,13 @@ impl Spec {
         }
         if self.kernel == Kernel::MatvecQkv {
             s.push_str(if self.get("BIAS") == Some(1) { QKV_BIAS } else { QKV_NO_BIAS });
+        }
+        let norm = self.get("NORM") == Some(1);
+        if self.kernel == Kernel::Matvec {
+            s.push_str(if norm { NORM_OUT } else { NORM_OUT_NONE });
+        }
+        if matches!(self.kernel, Kernel::MatvecQkv | Kernel::MatvecGlu) {
+            s.push_str(if norm { NORM_IN } else { NORM_IN_NONE });
         }
         s.push_str(self.kernel.source());
         if self.kernel == Kernel::Rope {

@@ -55,7 +55,7 @@ impl Need {
 }
 
 /// The model's activations for `n` tokens: (label, requested bytes).
-pub fn acts(c: &ModelConfig, n: usize) -> [(&'static str, u64); 10] {
+pub fn acts(c: &ModelConfig, n: usize) -> [(&'static str, u64); 11] {
     let f = |label, per_token: usize| (label, (4 * n * per_token) as u64);
     let q_dim = c.n_heads * c.head_dim;
     let kv_dim = c.n_kv_heads * c.head_dim;
@@ -70,6 +70,8 @@ pub fn acts(c: &ModelConfig, n: usize) -> [(&'static str, u64); 10] {
         f("gate", c.hidden_dim),
         f("up", c.hidden_dim),
         f("hb", c.hidden_dim),
+        // The decode step's folded norm: partial sums of squares (ops::linear::NormIn).
+        ("norm_parts", 4 * crate::kernels::NORM_PARTS_MAX as u64),
     ]
 }
 

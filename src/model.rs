@@ -9,7 +9,7 @@ use crate::kernels::Dispatch;
 use crate::kv::{KvCache, KvSpec, LayerIo};
 use crate::memory;
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
-use crate::ops::linear::{self, Enc, MatmulShape, MatvecShape, Rows};
+use crate::ops::linear::{self, Enc, MatmulShape, MatvecShape, NormIn, NormOut, Rows};
 use crate::ops::tuning::Tuning;
 use crate::ops::{Step, sample};
 use crate::profile::{self, Item, Profile};
@@ -142,6 +142,27 @@ struct Layer {
     post_norms: Option<[wgpu::Buffer; 2]>,
 }
 
+impl Layer {
+    /// Q, K and V as the decode step's one `matvec_qkv` reads them, where
+    /// the loader stacked them: the buffer, Q's first row, the biases (all
+    /// three or none).
+    fn qkv_stack(&self) -> Option<(&wgpu::Buffer, u32, Option<[&wgpu::Buffer; 3]>)> {
+        let bias = match (&self.wq.bias, &self.wk.bias, &self.wv.bias) {
+            (Some(q), Some(k), Some(v)) => Some([q, k, v]),
+            (None, None, None) => None,
+            _ => return None,
+        };
+        let (buffer, from) = Matrix::stacked(&[&self.wq, &self.wk, &self.wv])?;
+        Some((buffer, from[0], bias))
+    }
+
+    /// Gate and up as `matvec_glu` reads them: the buffer and each one's first row.
+    fn glu_stack(&self) -> Option<(&wgpu::Buffer, [u32; 2])> {
+        let (buffer, from) = Matrix::stacked(&[&self.gate, &self.up])?;
+        Some((buffer, [from[0], from[1]]))
+    }
+}
+
 /// Activations for up to `tokens` tokens; each field's shape in comments.
 struct Acts {
     ids: wgpu::Buffer,  // [tokens] u32
@@ -154,6 +175,14 @@ struct Acts {
     gate: wgpu::Buffer, // [tokens, hidden]
     up: wgpu::Buffer,   // [tokens, hidden]
     hb: wgpu::Buffer,   // [tokens, hidden] silu(gate) * up
+    nss: wgpu::Buffer,  // the folded norm's partial sums of squares (decode)
+}
+
+impl Acts {
+    /// The folded norm with `gain`'s input as a residual matvec leaves it: in xn and nss.
+    fn norm_out<'b>(&'b self, gain: &'b wgpu::Buffer) -> NormOut<'b> {
+        NormOut { gain, xg: &self.xn, parts: &self.nss }
+    }
 }
 
 /// What a forward call reads back.
@@ -560,27 +589,31 @@ impl Model {
             let bias = m.bias.iter().map(|b| ew::add_bias(g, y, b, nt, m.rows));
             m.blocks.iter().map(one).chain(bias).collect()
         };
+        // Decode folds the pre-norms of PreNorm blocks into the fused kernels
+        // (a dispatch costs lavapipe more than a norm's work): the residual
+        // matvec before a norm also leaves x * gain in xn and its sums of
+        // squares in nss (`rms_parts` does for the first layer), and
+        // matvec_qkv / matvec_glu apply the norm's scale to their sums.
+        let fold = n == 1 && c.family.block() == Block::PreNorm && linear::can_fold_norm(mv, dim);
+        let fold_attn = |w: &Layer| fold && w.qkv_stack().is_some();
+        let fold_ffn = |w: &Layer| fold && w.glu_stack().is_some();
+        let norm_in = NormIn { parts: &a.nss, dim, eps: c.norm_eps };
         // q, k, v (+ biases) from xn: in one dispatch when decoding
         // matrices the loader stacked (dispatches cost lavapipe more than
         // small matrices' work), else one matvec or matmul each.
-        let qkv = |w: &Layer| -> Vec<Dispatch> {
-            let biases = match (&w.wq.bias, &w.wk.bias, &w.wv.bias) {
-                (Some(q), Some(k), Some(v)) => Some(Some([q, k, v])),
-                (None, None, None) => Some(None),
-                _ => None,
-            };
-            match (n, Matrix::stacked(&[&w.wq, &w.wk, &w.wv]), biases) {
-                (1, Some((buf, from)), Some(bias)) => {
+        let qkv = |w: &Layer, norm: Option<NormIn>| -> Vec<Dispatch> {
+            match (n, w.qkv_stack()) {
+                (1, Some((buf, from, bias))) => {
                     let rows = [w.wq.rows, w.wk.rows, w.wv.rows];
-                    vec![linear::matvec_qkv(g, mv, w.wq.enc(), buf, from[0], rows, w.wq.cols, &a.xn, [&a.q, &a.k, &a.v], bias)]
+                    vec![linear::matvec_qkv(g, mv, w.wq.enc(), buf, from, rows, w.wq.cols, &a.xn, [&a.q, &a.k, &a.v], bias, norm)]
                 }
                 _ => [(&w.wq, &a.q), (&w.wk, &a.k), (&w.wv, &a.v)].into_iter().flat_map(|(m, y)| lin(m, &a.xn, y, false)).collect(),
             }
         };
         // act(gate xn) * (up xn) into hb, likewise fused when decoding.
-        let glu = |w: &Layer, gelu: bool| -> Vec<Dispatch> {
-            match (n, Matrix::stacked(&[&w.gate, &w.up])) {
-                (1, Some((buf, from))) => vec![linear::matvec_glu(g, mv, w.gate.enc(), buf, [from[0], from[1]], hidden, w.gate.cols, &a.xn, &a.hb, gelu)],
+        let glu = |w: &Layer, gelu: bool, norm: Option<NormIn>| -> Vec<Dispatch> {
+            match (n, w.glu_stack()) {
+                (1, Some((buf, from))) => vec![linear::matvec_glu(g, mv, w.gate.enc(), buf, from, hidden, w.gate.cols, &a.xn, &a.hb, gelu, norm)],
                 _ => {
                     let mut d = lin(&w.gate, &a.xn, &a.gate, false);
                     d.extend(lin(&w.up, &a.xn, &a.up, false));
@@ -589,11 +622,30 @@ impl Model {
                 }
             }
         };
+        // x += m input; where the next norm (its gain given) is folded, also that norm's input.
+        let residual = |m: &Matrix, input: &wgpu::Buffer, next: Option<&wgpu::Buffer>| -> Vec<Dispatch> {
+            match (next, m.blocks.as_slice()) {
+                (Some(gain), [(wb, rows)]) if m.bias.is_none() => {
+                    vec![linear::matvec_norm_out(g, mv, m.enc(), wb, input, &a.x, *rows, m.cols, true, a.norm_out(gain))]
+                }
+                (Some(gain), _) => {
+                    let mut d = lin(m, input, &a.x, true);
+                    d.push(linear::rms_parts(g, mv, &a.x, dim, a.norm_out(gain)));
+                    d
+                }
+                (None, _) => lin(m, input, &a.x, true),
+            }
+        };
         let io = LayerIo { q: &a.q, k: &a.k, v: &a.v, out: &a.att, step };
-        // Layer `l`'s attention, from the residual `x` to `att`.
-        let attention = |l: usize, w: &Layer| -> Result<Vec<Dispatch>> {
-            let mut d = vec![ew::rmsnorm(g, &a.x, &w.attn_norm, &a.xn, nt, dim, c.norm_eps)];
-            d.extend(qkv(w));
+        // Layer `l`'s attention, from the residual `x` to `att`; `ready`:
+        // the residual before it left its folded norm's input.
+        let attention = |l: usize, w: &Layer, ready: bool| -> Result<Vec<Dispatch>> {
+            let mut d = match (fold_attn(w), ready) {
+                (false, _) => vec![ew::rmsnorm(g, &a.x, &w.attn_norm, &a.xn, nt, dim, c.norm_eps)],
+                (true, false) => vec![linear::rms_parts(g, mv, &a.x, dim, a.norm_out(&w.attn_norm))],
+                (true, true) => vec![],
+            };
+            d.extend(qkv(w, fold_attn(w).then_some(norm_in)));
             if let Some([qn, kn]) = &w.qk_norm {
                 d.push(ew::head_norm(g, &a.q, qn, nt * c.n_heads as u32, hd, c.norm_eps));
                 d.push(ew::head_norm(g, &a.k, kn, nt * c.n_kv_heads as u32, hd, c.norm_eps));
@@ -607,14 +659,21 @@ impl Model {
         if let Some(s) = c.embed_scale {
             d.push(ew::scale(g, &a.x, s, nt * dim));
         }
+        let mut ready = false;
         for (l, w) in self.layers.iter().enumerate() {
-            d.extend(attention(l, w)?);
+            d.extend(attention(l, w, ready)?);
+            ready = false;
             match (c.family.block(), &w.post_norms) {
                 (Block::PreNorm, _) => {
-                    d.extend(lin(&w.wo, &a.att, &a.x, true));
-                    d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
-                    d.extend(glu(w, false));
-                    d.extend(lin(&w.down, &a.hb, &a.x, true));
+                    let ffn = fold_ffn(w);
+                    d.extend(residual(&w.wo, &a.att, ffn.then_some(&w.ffn_norm)));
+                    if !ffn {
+                        d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
+                    }
+                    d.extend(glu(w, false, ffn.then_some(norm_in)));
+                    let next = self.layers.get(l + 1).filter(|next| fold_attn(next));
+                    d.extend(residual(&w.down, &a.hb, next.map(|next| &next.attn_norm)));
+                    ready = next.is_some();
                 }
                 (Block::Sandwich, Some([post_attn, post_ffn])) => {
                     // xn is free once q/k/v and gate/up are computed: each
@@ -623,7 +682,7 @@ impl Model {
                     d.push(ew::head_norm(g, &a.xn, post_attn, nt, dim, c.norm_eps));
                     d.push(ew::add(g, &a.x, &a.xn, nt * dim));
                     d.push(ew::rmsnorm(g, &a.x, &w.ffn_norm, &a.xn, nt, dim, c.norm_eps));
-                    d.extend(glu(w, true));
+                    d.extend(glu(w, true, None));
                     d.extend(lin(&w.down, &a.hb, &a.xn, false));
                     d.push(ew::head_norm(g, &a.xn, post_ffn, nt, dim, c.norm_eps));
                     d.push(ew::add(g, &a.x, &a.xn, nt * dim));
@@ -664,8 +723,8 @@ fn checked_cache(gpu: &Gpu, cfg: &ModelConfig, ctx: usize, spec: KvSpec) -> Resu
 
 /// Activations for up to `n` tokens.
 fn alloc_acts(gpu: &Gpu, c: &ModelConfig, n: usize) -> Acts {
-    let [ids, x, xn, q, k, v, att, gate, up, hb] = memory::acts(c, n).map(|(label, bytes)| gpu.activations(label, bytes));
-    Acts { ids, x, xn, q, k, v, att, gate, up, hb }
+    let [ids, x, xn, q, k, v, att, gate, up, hb, nss] = memory::acts(c, n).map(|(label, bytes)| gpu.activations(label, bytes));
+    Acts { ids, x, xn, q, k, v, att, gate, up, hb, nss }
 }
 
 /// `tokens` in chunks of at most `size`, the last one carrying at least

@@ -4,14 +4,17 @@
 //! stacks them; and the matvec and matmul reading one matrix of such a
 //! stack (`Rows::stacked`). Each against the f64 reference, and the fused
 //! kernels also against the unfused dispatches they replace, bit for bit.
+//! The folded RMSNorm: the residual matvec (and `rms_parts`) leaving x *
+//! gain and the sums of squares, the fused kernels applying the scale.
 
 mod common;
 use common::*;
 use wgkv::gpu::Gpu;
+use wgkv::kernels::NORM_PARTS_MAX;
 use wgkv::kernels::{Dispatch, Kernel};
 use wgkv::ops::Step;
 use wgkv::ops::elementwise as ew;
-use wgkv::ops::linear::{self as ops, Enc, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape, Rows};
+use wgkv::ops::linear::{self as ops, Enc, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape, NormIn, NormOut, Rows};
 use wgkv::quant::{self, Layout, WType};
 use wgkv::reference::{elementwise as ref_ew, linear as reference};
 
@@ -124,7 +127,7 @@ fn matvec_qkv_equals_three_matvecs_and_their_biases() {
                 let bb: Vec<wgpu::Buffer> = biases.iter().map(|b| upload_f32(&g, "bias", b)).collect();
                 let fused: Vec<wgpu::Buffer> = rows.iter().map(|&r| poisoned(&g, "y", r)).collect();
                 let bias = with_bias.then(|| [&bb[0], &bb[1], &bb[2]]);
-                let d = ops::matvec_qkv(&g, shape, enc, &w, froms[0], rows.map(|r| r as u32), cols as u32, &xb, [&fused[0], &fused[1], &fused[2]], bias);
+                let d = ops::matvec_qkv(&g, shape, enc, &w, froms[0], rows.map(|r| r as u32), cols as u32, &xb, [&fused[0], &fused[1], &fused[2]], bias, None);
                 assert_eq!(d.kernel, Kernel::MatvecQkv);
                 run(&g, &[d]);
                 // The unfused dispatches it replaces.
@@ -167,7 +170,7 @@ fn matvec_glu_equals_two_matvecs_and_the_gate() {
                 let x = rng.vec(cols, -1.0, 1.0);
                 let xb = input(&g, &x, rows % 2 == 0);
                 let fused = poisoned(&g, "y", rows);
-                let d = ops::matvec_glu(&g, shape, enc, &w, [gate0, up0], rows as u32, cols as u32, &xb, &fused, gelu);
+                let d = ops::matvec_glu(&g, shape, enc, &w, [gate0, up0], rows as u32, cols as u32, &xb, &fused, gelu, None);
                 assert_eq!(d.kernel, Kernel::MatvecGlu);
                 run(&g, &[d]);
                 let (gate, up, plain) = (poisoned(&g, "gate", rows), poisoned(&g, "up", rows), poisoned(&g, "y", rows));
@@ -187,6 +190,81 @@ fn matvec_glu_equals_two_matvecs_and_the_gate() {
                 let want = if gelu { ref_ew::geglu(&gv, &uv) } else { ref_ew::swiglu(&gv, &uv) };
                 assert_close(&what, &got, &want, F32_DOT);
                 assert_eq!(bits(&got), bits(&read_guarded_f32(&g, &plain, rows)), "{what}: differs from the unfused dispatches");
+            }
+        }
+    }
+}
+
+/// Sums of squares of `y` in groups of `per` rows, in f64.
+fn squares(y: &[f32], per: usize) -> Vec<f32> {
+    y.chunks(per).map(|c| c.iter().map(|&v| v as f64 * v as f64).sum::<f64>() as f32).collect()
+}
+
+/// Reads a parts buffer: the first `n` parts, after checking that nothing was written past them.
+#[track_caller]
+fn read_parts(g: &Gpu, parts: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    let all = g.read_u32(parts, NORM_PARTS_MAX as usize);
+    assert!(all[n..].iter().all(|&w| w == 0), "parts written past the {n} expected");
+    all[..n].iter().map(|&w| f32::from_bits(w)).collect()
+}
+
+#[test]
+fn folded_norm_leaves_and_applies_the_rmsnorm() {
+    for g in contexts() {
+        let mut rng = Rng::new(43);
+        let encs = [
+            Enc { wtype: WType::Q4_1, layout: Layout::Split },
+            Enc { wtype: WType::Q5_0, layout: Layout::Gguf },
+            Enc { wtype: WType::F16, layout: Layout::Gguf },
+        ];
+        for enc in encs {
+            // Widths: not whole workgroups nor whole parts of the GPU shape, and the default model's.
+            for (dim, shape) in [(160, MATVEC_CPU), (96, MATVEC_GPU), (576, MATVEC_CPU)] {
+                let (hidden, eps) = (64, 1e-5);
+                let what = |k: &str| format!("{k} {} {:?} dim {dim} {shape:?} on {}", enc.wtype.name(), enc.layout, label(&g));
+                let gain = rng.vec(dim, 0.5, 1.5);
+                let gain_b = upload_f32(&g, "gain", &gain);
+                let n_parts = ops::norm_parts(shape, dim as u32) as usize;
+                // The residual projection: y = x0 + W h, leaving y * gain and y's squares.
+                let (w, froms, deqs) = stack(&g, &mut rng, enc, 1, &[dim], hidden);
+                let (x0, h) = (rng.vec(dim, -2.0, 2.0), rng.vec(hidden, -1.0, 1.0));
+                let y = upload_f32(&g, "y", &x0);
+                let hb = input(&g, &h, true);
+                let xg = g.activations("xg", ops::X_UNIFORM_BYTES);
+                let parts = g.activations("parts", 4 * NORM_PARTS_MAX as u64);
+                let out = NormOut { gain: &gain_b, xg: &xg, parts: &parts };
+                run(&g, &[ops::matvec_norm_out(&g, shape, enc, &w, &hb, &y, Rows::stacked(dim as u32, froms[0]), hidden as u32, true, out)]);
+                let y_want = reference::matvec(&deqs[0], &h, dim, hidden, Some(&x0));
+                let y_got = g.read_f32(&y, dim);
+                assert_close(&what("matvec_norm_out y"), &y_got, &y_want, F32_DOT);
+                let xg_want: Vec<f32> = y_got.iter().zip(&gain).map(|(v, g)| v * g).collect();
+                assert_eq!(bits(&g.read_f32(&xg, dim)), bits(&xg_want), "{}", what("matvec_norm_out xg"));
+                let ss = Tol { name: "sum of squares", abs: 1e-5, rel: 1e-5 };
+                assert_close(&what("matvec_norm_out parts"), &read_parts(&g, &parts, n_parts), &squares(&y_got, shape.rows_per_thread as usize), ss);
+                // rms_parts leaves the same from x0 alone.
+                let (xg2, parts2) = (g.activations("xg", ops::X_UNIFORM_BYTES), g.activations("parts", 4 * NORM_PARTS_MAX as u64));
+                let x0b = upload_f32(&g, "x0", &x0);
+                run(&g, &[ops::rms_parts(&g, shape, &x0b, dim as u32, NormOut { gain: &gain_b, xg: &xg2, parts: &parts2 })]);
+                let xg2_want: Vec<f32> = x0.iter().zip(&gain).map(|(v, g)| v * g).collect();
+                assert_eq!(bits(&g.read_f32(&xg2, dim)), bits(&xg2_want), "{}", what("rms_parts xg"));
+                assert_close(&what("rms_parts parts"), &read_parts(&g, &parts2, n_parts), &squares(&x0, shape.rows_per_thread as usize), ss);
+                // The fused kernels reading them apply rmsnorm(y, gain).
+                let xn = ref_ew::rmsnorm(&y_got, &gain, dim, eps);
+                let norm = Some(NormIn { parts: &parts, dim: dim as u32, eps });
+                let rows = [24, 8, 8];
+                let (w, froms, deqs) = stack(&g, &mut rng, enc, 1, &rows, dim);
+                let ys: Vec<wgpu::Buffer> = rows.iter().map(|&r| poisoned(&g, "y", r)).collect();
+                run(&g, &[ops::matvec_qkv(&g, shape, enc, &w, froms[0], rows.map(|r| r as u32), dim as u32, &xg, [&ys[0], &ys[1], &ys[2]], None, norm)]);
+                for i in 0..3 {
+                    let want = reference::matvec(&deqs[i], &xn, rows[i], dim, None);
+                    assert_close(&what(&format!("matvec_qkv part {i} folded")), &read_guarded_f32(&g, &ys[i], rows[i]), &want, F32_DOT);
+                }
+                let r = 40;
+                let (w, froms, deqs) = stack(&g, &mut rng, enc, 1, &[r, r], dim);
+                let yb = poisoned(&g, "y", r);
+                run(&g, &[ops::matvec_glu(&g, shape, enc, &w, [froms[0], froms[1]], r as u32, dim as u32, &xg, &yb, false, norm)]);
+                let want = ref_ew::swiglu(&reference::matvec(&deqs[0], &xn, r, dim, None), &reference::matvec(&deqs[1], &xn, r, dim, None));
+                assert_close(&what("matvec_glu folded"), &read_guarded_f32(&g, &yb, r), &want, F32_DOT);
             }
         }
     }

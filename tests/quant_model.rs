@@ -210,6 +210,22 @@ fn kivi_reference(
     run_calls(r, calls, streaming, quest)
 }
 
+/// KIVI's codes round `(x - min) / scale` to the nearest integer, so a key
+/// or value within f32 rounding of a half step can round one way on the GPU
+/// and the other in the f64 reference, and the flipped code stays in the
+/// cache for every later call. With the pre-norms folded into the fused
+/// kernels (a different f32 order) one 4-bit code of this test did so when
+/// its group was packed at call 28: the error went from 1e-5 before it to
+/// 1e-3-1.3e-2 after, while quantizing moves these logits by 0.12-0.36 from
+/// full's. A call may therefore differ from the reference by up to 15% of
+/// the reference's own distance from `full`: a flip is a small share of
+/// that, while quantizing wrongly (another group, scale, boundary or bit
+/// order) or not at all moves the logits by the whole distance.
+fn kivi_tol(reference: &[f32], full: &[f32]) -> Tol {
+    let moved = reference.iter().zip(full).map(|(r, f)| (r - f).abs()).fold(0f32, f32::max);
+    Tol { name: "tiny-logits or 15% of kivi's distance from full", abs: LOGITS.abs.max(0.15 * moved), rel: LOGITS.rel }
+}
+
 #[test]
 fn kivi_follows_the_reference() {
     let w = tiny_weights("kivi-ref");
@@ -224,7 +240,7 @@ fn kivi_follows_the_reference() {
             let (got, m) = gpu_run(&g, &w, &spec, &calls());
             let mut differs = false;
             for (i, ((a, r), f)) in got.iter().zip(&want).zip(&full).enumerate() {
-                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, LOGITS);
+                assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, kivi_tol(r, f));
                 differs |= a.iter().zip(f).any(|(x, y)| (x - y).abs() > 1e-2);
             }
             assert!(differs, "{spec}: logits equal full's; nothing was quantized");

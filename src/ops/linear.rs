@@ -17,7 +17,7 @@
 #![allow(clippy::too_many_arguments)]
 
 use crate::gpu::{Binding, Gpu};
-use crate::kernels::{Dispatch, Kernel, Spec, grid_1d};
+use crate::kernels::{Dispatch, Kernel, NORM_PARTS_MAX, Spec, grid_1d};
 use crate::quant::{Layout, WType, check_shape};
 use bytemuck::{Pod, Zeroable};
 
@@ -257,7 +257,93 @@ pub fn matvec_with(
     cols: u32,
     accum: bool,
 ) -> Dispatch {
-    let enc = enc.into();
+    matvec_dispatch(gpu, shape, enc.into(), w, x, y, rows, cols, accum, None)
+}
+
+/// The next RMSNorm's input as a residual matvec leaves it (the norm folded
+/// into the decode step's weight kernels): `xg` = y times the norm's
+/// `gain`, and `parts` the sums of squares of y per [`MatvecShape`]'s rows
+/// per invocation ([`norm_parts`] of them), which [`NormIn`] reads.
+#[derive(Clone, Copy)]
+pub struct NormOut<'a> {
+    pub gain: &'a wgpu::Buffer,
+    pub xg: &'a wgpu::Buffer,
+    pub parts: &'a wgpu::Buffer,
+}
+
+/// A folded RMSNorm of a `dim`-wide vector as `matvec_qkv` and
+/// `matvec_glu` apply it: their input is x times the gain ([`NormOut`]'s
+/// `xg`), `parts` its partial sums of squares (a uniform-capable buffer of
+/// at least `4 * NORM_PARTS_MAX` bytes, zero past the parts), `eps` the
+/// norm's epsilon.
+#[derive(Clone, Copy)]
+pub struct NormIn<'a> {
+    pub parts: &'a wgpu::Buffer,
+    pub dim: u32,
+    pub eps: f32,
+}
+
+/// Partial sums of squares of a `dim`-wide vector under the fold: one per
+/// `shape.rows_per_thread` rows.
+pub fn norm_parts(shape: MatvecShape, dim: u32) -> u32 {
+    dim.div_ceil(shape.rows_per_thread)
+}
+
+/// Whether the norm of a `dim`-wide vector can be folded ([`NormIn`]
+/// holds at most `NORM_PARTS_MAX` parts).
+pub fn can_fold_norm(shape: MatvecShape, dim: u32) -> bool {
+    norm_parts(shape, dim) <= NORM_PARTS_MAX
+}
+
+/// `matvec_with` over a whole matrix whose output (the residual, with
+/// `accum`) also leaves the next norm's input `norm` ([`NormOut`]).
+pub fn matvec_norm_out(
+    gpu: &Gpu,
+    shape: MatvecShape,
+    enc: Enc,
+    w: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    rows: Rows,
+    cols: u32,
+    accum: bool,
+    norm: NormOut,
+) -> Dispatch {
+    assert!(rows.first == 0 && rows.count == rows.total, "matvec_norm_out: a whole matrix, not {rows:?}");
+    assert!(can_fold_norm(shape, rows.count), "matvec_norm_out: {} rows need more than {NORM_PARTS_MAX} parts", rows.count);
+    matvec_dispatch(gpu, shape, enc, w, x, y, rows, cols, accum, Some(norm))
+}
+
+/// Invocations per `rms_parts` workgroup.
+const PARTS_WG: u32 = 64;
+
+fn rms_parts_spec(shape: MatvecShape) -> Spec {
+    Spec::new(Kernel::RmsParts).with("WG", PARTS_WG).with("RPI", shape.rows_per_thread)
+}
+
+/// One token's `dim`-wide `x` as the next folded norm reads it, where no
+/// residual matvec leaves it ([`matvec_norm_out`]): `norm.xg` = x times
+/// `norm.gain`, `norm.parts` its sums of squares grouped as that matvec
+/// groups them (`shaders/rms_parts.wgsl`).
+pub fn rms_parts(gpu: &Gpu, shape: MatvecShape, x: &wgpu::Buffer, dim: u32, norm: NormOut) -> Dispatch {
+    assert!(can_fold_norm(shape, dim), "rms_parts: {dim} wide needs more than {NORM_PARTS_MAX} parts");
+    let params = gpu.uniform("rms_parts.params", bytemuck::bytes_of(&[dim, 0, 0, 0]));
+    let grid = grid_1d(norm_parts(shape, dim).div_ceil(PARTS_WG));
+    gpu.dispatch(&rms_parts_spec(shape), &[x, norm.gain, norm.xg, norm.parts, &params], grid)
+}
+
+fn matvec_dispatch(
+    gpu: &Gpu,
+    shape: MatvecShape,
+    enc: Enc,
+    w: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    rows: Rows,
+    cols: u32,
+    accum: bool,
+    norm: Option<NormOut>,
+) -> Dispatch {
     assert_shape(enc.wtype, rows.count, cols);
     assert!(x.size() >= x_bytes(cols), "matvec: x holds {} bytes, needs {} (cols rounded up to 4 floats)", x.size(), x_bytes(cols));
     let p = MatvecParams { rows: rows.count, cols, accum: accum as u32, row0: rows.first, wrow0: rows.from, _p: [0; 3] };
@@ -266,7 +352,25 @@ pub fn matvec_with(
     let xu = x_uniform(gpu, shape, x, cols);
     let mut b = bind(enc, &[w, x, y, &params]);
     b[1].bytes = xu.then_some(X_UNIFORM_BYTES);
-    gpu.dispatch_bound(&matvec_spec(enc, shape, xu), &b, groups).reading(rows.count, cols)
+    if let Some(n) = norm {
+        b.extend([(4, n.gain), (6, n.xg), (7, n.parts)].map(|(at, buffer)| Binding { at, buffer, bytes: None }));
+    }
+    let spec = matvec_spec(enc, shape, xu).with("NORM", norm.is_some() as u32);
+    gpu.dispatch_bound(&spec, &b, groups).reading(rows.count, cols)
+}
+
+/// A consumer's folded-norm consts and binding (none without `norm`).
+fn norm_in<'a>(spec: Spec, b: &mut Vec<Binding<'a>>, shape: MatvecShape, norm: Option<NormIn<'a>>) -> Spec {
+    if let Some(n) = norm {
+        assert!(can_fold_norm(shape, n.dim), "folded norm: {} wide needs more than {NORM_PARTS_MAX} parts", n.dim);
+        b.push(Binding { at: 10, buffer: n.parts, bytes: Some(4 * NORM_PARTS_MAX as u64) });
+    }
+    norm_spec(spec, shape, norm.map(|n| (n.dim, n.eps)))
+}
+
+fn norm_spec(spec: Spec, shape: MatvecShape, norm: Option<(u32, f32)>) -> Spec {
+    let Some((dim, eps)) = norm else { return spec.with("NORM", 0) };
+    spec.with("NORM", 1).with("NP4", norm_parts(shape, dim).div_ceil(4)).with("NDIM", dim).with_f32("NEPS", eps)
 }
 
 /// Whether a matvec reads `x` as a uniform: where the shape asks for it and
@@ -292,18 +396,20 @@ struct QkvParams {
 /// `w` holds their `rows` (q, k, v) one after another from its row `from`,
 /// all of `cols` weights in `enc`; `ys` receive them. Equals three
 /// `matvec`s (and `add_bias`es) bit for bit, in one dispatch instead of up
-/// to six.
-pub fn matvec_qkv(
+/// to six. With `norm`, `x` is x times a norm's gain and the sums are
+/// scaled by the norm's 1/rms ([`NormIn`]): an RMSNorm folded in.
+pub fn matvec_qkv<'a>(
     gpu: &Gpu,
     shape: MatvecShape,
     enc: Enc,
-    w: &wgpu::Buffer,
+    w: &'a wgpu::Buffer,
     from: u32,
     rows: [u32; 3],
     cols: u32,
-    x: &wgpu::Buffer,
-    ys: [&wgpu::Buffer; 3],
-    bias: Option<[&wgpu::Buffer; 3]>,
+    x: &'a wgpu::Buffer,
+    ys: [&'a wgpu::Buffer; 3],
+    bias: Option<[&'a wgpu::Buffer; 3]>,
+    norm: Option<NormIn<'a>>,
 ) -> Dispatch {
     let total = rows.iter().sum::<u32>();
     assert_shape(enc.wtype, total, cols);
@@ -319,6 +425,7 @@ pub fn matvec_qkv(
         b.push(Binding { at: 7 + i as u32, buffer, bytes: None });
     }
     let spec = fused_spec(Kernel::MatvecQkv, enc, shape, xu).with("RPI", shape.rows_per_thread).with("BIAS", bias.is_some() as u32);
+    let spec = norm_in(spec, &mut b, shape, norm);
     gpu.dispatch_bound(&spec, &b, grid_1d(total.div_ceil(shape.rows_per_group()))).reading(total, cols)
 }
 
@@ -342,18 +449,19 @@ fn glu_pairs(shape: MatvecShape) -> u32 {
 /// (up[r] . x)` for `r < rows`, act = GELU (tanh form) where `gelu`, else
 /// SiLU. `w` holds the gate's rows from its row `gate0` and the up's from
 /// `up0`, all of `cols` weights in `enc`. Equals two `matvec`s and
-/// `swiglu` (`geglu`) bit for bit.
-pub fn matvec_glu(
+/// `swiglu` (`geglu`) bit for bit; `norm` as in [`matvec_qkv`].
+pub fn matvec_glu<'a>(
     gpu: &Gpu,
     shape: MatvecShape,
     enc: Enc,
-    w: &wgpu::Buffer,
+    w: &'a wgpu::Buffer,
     [gate0, up0]: [u32; 2],
     rows: u32,
     cols: u32,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
+    x: &'a wgpu::Buffer,
+    y: &'a wgpu::Buffer,
     gelu: bool,
+    norm: Option<NormIn<'a>>,
 ) -> Dispatch {
     assert_shape(enc.wtype, 2 * rows, cols);
     assert!(x.size() >= x_bytes(cols), "matvec_glu: x holds {} bytes, needs {}", x.size(), x_bytes(cols));
@@ -364,6 +472,7 @@ pub fn matvec_glu(
     b[1].bytes = xu.then_some(X_UNIFORM_BYTES);
     let pairs = glu_pairs(shape);
     let spec = fused_spec(Kernel::MatvecGlu, enc, shape, xu).with("PR", pairs).with("ACT", gelu as u32);
+    let spec = norm_in(spec, &mut b, shape, norm);
     let per_group = shape.workgroup / shape.threads_per_row * pairs;
     gpu.dispatch_bound(&spec, &b, grid_1d(rows.div_ceil(per_group))).reading(2 * rows, cols)
 }
@@ -484,13 +593,16 @@ pub fn specs() -> Vec<Spec> {
                 continue;
             }
             let e = Enc { wtype: w, layout };
-            v.push(matvec_spec(e, MATVEC_CPU, true));
-            v.push(matvec_spec(e, MATVEC_CPU, false));
-            v.push(matvec_spec(e, MATVEC_GPU, false));
             for (shape, xu) in [(MATVEC_CPU, true), (MATVEC_CPU, false), (MATVEC_GPU, false)] {
-                for flag in [0, 1] {
-                    v.push(fused_spec(Kernel::MatvecQkv, e, shape, xu).with("RPI", shape.rows_per_thread).with("BIAS", flag));
-                    v.push(fused_spec(Kernel::MatvecGlu, e, shape, xu).with("PR", glu_pairs(shape)).with("ACT", flag));
+                for norm in [0, 1] {
+                    v.push(matvec_spec(e, shape, xu).with("NORM", norm));
+                }
+                // The folded norm's consts at the default model's width.
+                for (flag, norm) in [(0, None), (1, None), (0, Some((576, 1e-5)))] {
+                    let qkv = fused_spec(Kernel::MatvecQkv, e, shape, xu).with("RPI", shape.rows_per_thread).with("BIAS", flag);
+                    v.push(norm_spec(qkv, shape, norm));
+                    let glu = fused_spec(Kernel::MatvecGlu, e, shape, xu).with("PR", glu_pairs(shape)).with("ACT", flag);
+                    v.push(norm_spec(glu, shape, norm));
                 }
             }
             v.push(matmul_spec(e, MATMUL_CPU));
@@ -498,5 +610,7 @@ pub fn specs() -> Vec<Spec> {
             v.push(embed_spec(e));
         }
     }
+    v.push(rms_parts_spec(MATVEC_CPU));
+    v.push(rms_parts_spec(MATVEC_GPU));
     v
 }
