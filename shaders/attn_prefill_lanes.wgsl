@@ -40,7 +40,8 @@
 // Bindings: q (read), k_cache (read), v_cache (read), part_o (read_write),
 // part_ml (read_write), params, step (ops::Step).
 // Prelude consts: LANES (tokens per workgroup), HEAD_DIM (a multiple of 4),
-// GROUP (query heads per KV head), CHUNK (most slots per split); SOFTCAP,
+// GROUP (query heads per KV head), CHUNK (most slots per split), KB (slots
+// per iteration of the key loop); SOFTCAP,
 // WINDOW (attn_core.wgsl).
 // Grid: (ceil(max_tokens / LANES), n_kv_heads, n_split), n_split * CHUNK >=
 // max_seq; workgroups past step.n_tokens exit at once, tokens past it write
@@ -90,30 +91,58 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         m[g] = NEG;
     }
     let head = kvh * p.max_seq;
-    for (var j = first; j < s1; j++) {
-        let row = head + j;
-        let live = attn_sees(lim, j);
-        var dp: array<vec4<f32>, GROUP>;
+    // KB slots per iteration: each query vector and each accumulator is
+    // loaded once per block instead of once per slot (the per-lane state
+    // does not fit in registers), and the running max rescales once per
+    // block. Slots of the last block past s1 re-read slot s1 - 1, masked.
+    for (var j = first; j < s1; j += KB) {
+        var dp: array<vec4<f32>, GROUP * KB>;
         for (var d = 0u; d < D4; d++) {
-            let k = kv_k(row, d);
+            var kb: array<vec4<f32>, KB>;
+            for (var b = 0u; b < KB; b++) {
+                kb[b] = kv_k(head + min(j + b, s1 - 1u), d);
+            }
             for (var g = 0u; g < GROUP; g++) {
-                dp[g] += qr[g * D4 + d] * k;
+                let qv = qr[g * D4 + d];
+                for (var b = 0u; b < KB; b++) {
+                    dp[g * KB + b] += qv * kb[b];
+                }
             }
         }
         var alpha: array<f32, GROUP>;
-        var pj: array<f32, GROUP>;
+        var pj: array<f32, GROUP * KB>;
         for (var g = 0u; g < GROUP; g++) {
-            let s = select(NEG, attn_score((dp[g].x + dp[g].y) + (dp[g].z + dp[g].w)), live);
-            let u = online_push(m[g], l[g], s, live);
-            alpha[g] = u.alpha;
-            pj[g] = u.p;
-            l[g] = u.l;
-            m[g] = u.m;
+            var sc: array<f32, KB>;
+            var top = NEG;
+            for (var b = 0u; b < KB; b++) {
+                let e = dp[g * KB + b];
+                let live = j + b < s1 && attn_sees(lim, j + b);
+                sc[b] = select(NEG, attn_score((e.x + e.y) + (e.z + e.w)), live);
+                top = max(top, sc[b]);
+            }
+            let r = softmax_rescale(m[g], top);
+            var sum = 0.0;
+            for (var b = 0u; b < KB; b++) {
+                let live = j + b < s1 && attn_sees(lim, j + b);
+                let pb = select(0.0, exp(sc[b] - r.x), live);
+                pj[g * KB + b] = pb;
+                sum += pb;
+            }
+            alpha[g] = r.y;
+            m[g] = r.x;
+            l[g] = l[g] * r.y + sum;
         }
         for (var d = 0u; d < D4; d++) {
-            let v = kv_v(row, d);
+            var vb: array<vec4<f32>, KB>;
+            for (var b = 0u; b < KB; b++) {
+                vb[b] = kv_v(head + min(j + b, s1 - 1u), d);
+            }
             for (var g = 0u; g < GROUP; g++) {
-                acc[g * D4 + d] = acc[g * D4 + d] * alpha[g] + pj[g] * v;
+                var a = acc[g * D4 + d] * alpha[g];
+                for (var b = 0u; b < KB; b++) {
+                    a += pj[g * KB + b] * vb[b];
+                }
+                acc[g * D4 + d] = a;
             }
         }
     }

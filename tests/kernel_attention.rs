@@ -332,8 +332,11 @@ fn shapes_are_checked_and_specs_cover_the_model() {
     for &hd in ops::SPEC_HEAD_DIMS {
         for &gr in ops::SPEC_GROUPS {
             let s = shape(gr, 1, hd, 8192);
-            let (d4, chunk) = (hd / 4, s.prefill_lanes_chunk());
-            assert!(chunk * (1 + 2 * (d4 + d4 * gr) + gr) <= ops::LANES_LOOP_BUDGET, "head_dim {hd} group {gr}: chunk {chunk}");
+            let (d4, kb, chunk) = (hd / 4, s.prefill_lanes_kb(), s.prefill_lanes_chunk());
+            // Per block: its own iteration, K and V walks over d4 (loads of kb,
+            // heads of kb), softmax per head (two loops of kb).
+            let per_block = 1 + 2 * d4 * (1 + kb + gr + gr * kb) + gr * (1 + 2 * kb);
+            assert!(chunk.div_ceil(kb) * per_block <= ops::LANES_LOOP_BUDGET, "head_dim {hd} group {gr}: chunk {chunk}");
             assert!(chunk >= 8 && chunk.is_power_of_two());
         }
     }
