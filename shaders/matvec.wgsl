@@ -31,8 +31,6 @@ struct Params { rows: u32, cols: u32, accum: u32, row0: u32, wrow0: u32, _p0: u3
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, WG>;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -48,32 +46,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc: array<vec4<f32>, RPI>;
     let chunks = (p.cols + 31u) / 32u;
     for (var sb = lane; sb < chunks; sb += TPR) {
-        let k = sb * 8u;
-        var xv = array<vec4<f32>, 8>(x[k], x[k + 1u], x[k + 2u], x[k + 3u],
-                                     x[k + 4u], x[k + 5u], x[k + 6u], x[k + 7u]);
-        // The last, partial chunk of a float-type row: x past cols may be
-        // anything (the weights there are zero).
-        xv = mask_tail(xv, sb * 32u, p.cols);
-        let xsum = ((xv[0] + xv[1]) + (xv[2] + xv[3])) + ((xv[4] + xv[5]) + (xv[6] + xv[7]));
+        let xc = x_chunk(sb, p.cols);
         for (var i = 0u; i < RPI; i++) {
-            acc[i] += dot32(base[i], p.cols, sb, xv, xsum);
+            acc[i] += dot32(base[i], p.cols, sb, xc.v, xc.sum);
         }
     }
     var squares = 0.0;
     for (var i = 0u; i < RPI; i++) {
-        var sum = acc[i].x + acc[i].y + acc[i].z + acc[i].w;
-        if (TPR > 1u) {
-            partial[li] = sum;
-            workgroupBarrier();
-            for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-                if (lane < s) {
-                    partial[li] += partial[li + s];
-                }
-                workgroupBarrier();
-            }
-            sum = partial[li];
-            workgroupBarrier(); // partial is reused for the next row
-        }
+        let sum = lanes_sum(li, lane, acc[i].x + acc[i].y + acc[i].z + acc[i].w);
         let r = r0 + i;
         if (lane == 0u && r < p.rows) {
             var v = sum;

@@ -20,8 +20,6 @@ struct Params { rows: u32, cols: u32, gate0: u32, up0: u32 }
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, WG>;
-
 fn act(g: f32) -> f32 {
     if (ACT == 1u) {
         // Clamped so g^3 stays finite; past |g| = 10 gelu is g or 0 to f32 precision.
@@ -31,21 +29,6 @@ fn act(g: f32) -> f32 {
     }
     // exp(-g) overflows to +inf for g < -88: the quotient is then -0, the right limit.
     return g / (1.0 + exp(-g));
-}
-
-// The sum of the TPR lanes' partial sums of one row (TPR > 1 only).
-fn lanes_sum(li: u32, lane: u32, v: f32) -> f32 {
-    partial[li] = v;
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            partial[li] += partial[li + s];
-        }
-        workgroupBarrier();
-    }
-    let sum = partial[li - lane];
-    workgroupBarrier(); // partial is reused for the next row
-    return sum;
 }
 
 @compute @workgroup_size(WG)
@@ -67,25 +50,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var uacc: array<vec4<f32>, PR>;
     let chunks = (p.cols + 31u) / 32u;
     for (var sb = lane; sb < chunks; sb += TPR) {
-        let k = sb * 8u;
-        var xv = array<vec4<f32>, 8>(x[k], x[k + 1u], x[k + 2u], x[k + 3u],
-                                     x[k + 4u], x[k + 5u], x[k + 6u], x[k + 7u]);
-        xv = mask_tail(xv, sb * 32u, p.cols);
-        let xsum = ((xv[0] + xv[1]) + (xv[2] + xv[3])) + ((xv[4] + xv[5]) + (xv[6] + xv[7]));
+        let xc = x_chunk(sb, p.cols);
         for (var i = 0u; i < PR; i++) {
-            gacc[i] += dot32(gbase[i], p.cols, sb, xv, xsum);
-            uacc[i] += dot32(ubase[i], p.cols, sb, xv, xsum);
+            gacc[i] += dot32(gbase[i], p.cols, sb, xc.v, xc.sum);
+            uacc[i] += dot32(ubase[i], p.cols, sb, xc.v, xc.sum);
         }
     }
     for (var i = 0u; i < PR; i++) {
-        var g = gacc[i].x + gacc[i].y + gacc[i].z + gacc[i].w;
-        var u = uacc[i].x + uacc[i].y + uacc[i].z + uacc[i].w;
-        if (TPR > 1u) {
-            g = lanes_sum(li, lane, g);
-            u = lanes_sum(li, lane, u);
-        }
-        g *= scale;
-        u *= scale;
+        let g = lanes_sum(li, lane, gacc[i].x + gacc[i].y + gacc[i].z + gacc[i].w) * scale;
+        let u = lanes_sum(li, lane, uacc[i].x + uacc[i].y + uacc[i].z + uacc[i].w) * scale;
         let r = r0 + i;
         if (lane == 0u && r < p.rows) {
             y[r] = act(g) * u;

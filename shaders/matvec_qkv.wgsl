@@ -25,8 +25,6 @@ struct Params { nq: u32, nk: u32, nv: u32, cols: u32, wrow0: u32, _p0: u32, _p1:
 @group(0) @binding(4) var<storage, read_write> yk: array<f32>;
 @group(0) @binding(6) var<storage, read_write> yv: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
-
 // Row r of the stacked output (r < nq + nk + nv) into its projection.
 fn store(r: u32, raw: f32, scale: f32) {
     let sum = raw * scale;
@@ -55,29 +53,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc: array<vec4<f32>, RPI>;
     let chunks = (p.cols + 31u) / 32u;
     for (var sb = lane; sb < chunks; sb += TPR) {
-        let k = sb * 8u;
-        var xv = array<vec4<f32>, 8>(x[k], x[k + 1u], x[k + 2u], x[k + 3u],
-                                     x[k + 4u], x[k + 5u], x[k + 6u], x[k + 7u]);
-        xv = mask_tail(xv, sb * 32u, p.cols);
-        let xsum = ((xv[0] + xv[1]) + (xv[2] + xv[3])) + ((xv[4] + xv[5]) + (xv[6] + xv[7]));
+        let xc = x_chunk(sb, p.cols);
         for (var i = 0u; i < RPI; i++) {
-            acc[i] += dot32(base[i], p.cols, sb, xv, xsum);
+            acc[i] += dot32(base[i], p.cols, sb, xc.v, xc.sum);
         }
     }
     for (var i = 0u; i < RPI; i++) {
-        var sum = acc[i].x + acc[i].y + acc[i].z + acc[i].w;
-        if (TPR > 1u) {
-            partial[li] = sum;
-            workgroupBarrier();
-            for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-                if (lane < s) {
-                    partial[li] += partial[li + s];
-                }
-                workgroupBarrier();
-            }
-            sum = partial[li];
-            workgroupBarrier(); // partial is reused for the next row
-        }
+        let sum = lanes_sum(li, lane, acc[i].x + acc[i].y + acc[i].z + acc[i].w);
         let r = r0 + i;
         if (lane == 0u && r < rows) {
             store(r, sum, scale);

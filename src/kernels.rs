@@ -10,6 +10,7 @@
 //!   + shared fragments (`shaders/attn_core.wgsl` for attention, ...)
 //!   + `shaders/quant/common.wgsl` + `shaders/quant/<wtype>.wgsl` (weight-reading kernels only;
 //!     `<wtype>_split.wgsl` for a buffer in `quant::Layout::Split`)
+//!   + for the decode matvecs, x's binding and `shaders/matvec_rows.wgsl`
 //!   + `shaders/<kernel>.wgsl`.
 //!
 //! Bindings are numbered in argument order: inputs, outputs, then the params
@@ -144,6 +145,7 @@ fn norm_scale() -> f32 {
 pub const NORM_IN_NONE: &str = "fn norm_scale() -> f32 { return 1.0; }\n";
 
 pub const QUANT_COMMON: &str = include_str!("../shaders/quant/common.wgsl");
+pub const MATVEC_ROWS: &str = include_str!("../shaders/matvec_rows.wgsl");
 pub const STEP: &str = include_str!("../shaders/step.wgsl");
 pub const ATTN_CORE: &str = include_str!("../shaders/attn_core.wgsl");
 pub const HALF: &str = include_str!("../shaders/half.wgsl");
@@ -387,6 +389,7 @@ impl Spec {
         }
         if matches!(self.kernel, Kernel::Matvec | Kernel::MatvecQkv | Kernel::MatvecGlu) {
             s.push_str(if self.get("XU") == Some(1) { MATVEC_X_UNIFORM } else { MATVEC_X_STORAGE });
+            s.push_str(MATVEC_ROWS);
         }
         if self.kernel == Kernel::MatvecQkv {
             s.push_str(if self.get("BIAS") == Some(1) { QKV_BIAS } else { QKV_NO_BIAS });

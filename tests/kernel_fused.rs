@@ -64,6 +64,23 @@ fn input(g: &Gpu, x: &[f32], uniform: bool) -> wgpu::Buffer {
     b
 }
 
+/// `rows` random matrices stacked after `skip` rows (`stack`) and a random
+/// input of `cols` (`input`): what each fused-kernel case starts from.
+struct Case {
+    w: wgpu::Buffer,
+    froms: Vec<u32>,
+    deqs: Vec<Vec<f32>>,
+    x: Vec<f32>,
+    xb: wgpu::Buffer,
+}
+
+fn case(g: &Gpu, rng: &mut Rng, enc: Enc, skip: usize, rows: &[usize], cols: usize, uniform: bool) -> Case {
+    let (w, froms, deqs) = stack(g, rng, enc, skip, rows, cols);
+    let x = rng.vec(cols, -1.0, 1.0);
+    let xb = input(g, &x, uniform);
+    Case { w, froms, deqs, x, xb }
+}
+
 fn run(g: &Gpu, ds: &[Dispatch]) {
     g.run(&ds.iter().collect::<Vec<_>>());
 }
@@ -120,9 +137,7 @@ fn matvec_qkv_equals_three_matvecs_and_their_biases() {
             for (rows, with_bias, shape) in
                 [([37, 5, 9], true, MATVEC_CPU), ([1, 70, 2], false, MATVEC_GPU), ([64, 16, 16], true, MATVEC_GPU), ([576, 192, 192], false, MATVEC_CPU)]
             {
-                let (w, froms, deqs) = stack(&g, &mut rng, enc, 3, &rows, cols);
-                let x = rng.vec(cols, -1.0, 1.0);
-                let xb = input(&g, &x, rows[0] % 2 == 1);
+                let Case { w, froms, deqs, x, xb } = case(&g, &mut rng, enc, 3, &rows, cols, rows[0] % 2 == 1);
                 let biases: Vec<Vec<f32>> = rows.iter().map(|&r| rng.vec(r, -1.0, 1.0)).collect();
                 let bb: Vec<wgpu::Buffer> = biases.iter().map(|b| upload_f32(&g, "bias", b)).collect();
                 let fused: Vec<wgpu::Buffer> = rows.iter().map(|&r| poisoned(&g, "y", r)).collect();
@@ -165,10 +180,8 @@ fn matvec_glu_equals_two_matvecs_and_the_gate() {
                 [(1, false, MATVEC_CPU), (7, true, MATVEC_GPU), (100, false, MATVEC_GPU), (193, true, MATVEC_CPU), (1536, false, MATVEC_CPU)]
             {
                 // The up matrix first and a gap before it: any two row ranges.
-                let (w, froms, deqs) = stack(&g, &mut rng, enc, 2, &[rows, rows], cols);
+                let Case { w, froms, deqs, x, xb } = case(&g, &mut rng, enc, 2, &[rows, rows], cols, rows % 2 == 0);
                 let (up0, gate0) = (froms[0], froms[1]);
-                let x = rng.vec(cols, -1.0, 1.0);
-                let xb = input(&g, &x, rows % 2 == 0);
                 let fused = poisoned(&g, "y", rows);
                 let d = ops::matvec_glu(&g, shape, enc, &w, [gate0, up0], rows as u32, cols as u32, &xb, &fused, gelu, None);
                 assert_eq!(d.kernel, Kernel::MatvecGlu);
