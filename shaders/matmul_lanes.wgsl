@@ -9,7 +9,12 @@
 // loads, the costly kind) for TR rows. No workgroup memory, no barriers.
 // Measured on lavapipe (Q4_1, 512 tokens, the model's shapes): 25 GFLOP/s
 // at TR 32, TT 8, MT 4, against 5.5 for the tiled `matmul`; MT 1 ran 12,
-// MT 2 17, MT 8 21; TT 16 ran slower than TT 8 at every MT tried.
+// MT 2 17, MT 8 21; TT 16 ran slower than TT 8 at every MT tried. Larger
+// tiles in both directions pay (Q5_0 4864x896, GFLOP/s, TR,MT): 32,4 13.9;
+// 64,4 15.8; 32,8 17.1; 64,8 21.6; 128,8 22.5; 64,16 24.7; 128,16 25.4;
+// but llvmpipe's build of the pipeline (the loops unrolled) grows with
+// them: 10-14 s uncached up to 64,8, 25-30 s at 128,8 and 64,16, 90-115 s
+// at 256,8 and 128,16. TT 8, MT 8, TR 64 is the default (ops::linear).
 // Bindings: w (read, binding 0, declared in quant/common.wgsl; the matrix
 //   starts at its row p.wrow0, where one buffer holds several), x (read,
 //   [n_tokens, xs] f32 with row stride xs = cols rounded up to 4, read as

@@ -79,11 +79,13 @@ pub struct MatmulShape {
     pub tokens_per_thread: u32,
 }
 
-/// CPU adapters: the token-lanes kernel, 32 rows x (8 invocations x 4
-/// tokens). On lavapipe (Q4_1, 512 tokens, the model's three shapes) it ran
-/// 22-25 GFLOP/s against 5.5 for the tiled kernel with 8x4 register tiles
-/// (see shaders/matmul_lanes.wgsl for the other shapes tried).
-pub const MATMUL_CPU: MatmulShape = MatmulShape { kernel: Kernel::MatmulLanes, tile_rows: 32, tile_tokens: 8, tokens_per_thread: 4 };
+/// CPU adapters: the token-lanes kernel, 64 rows x (8 invocations x 8
+/// tokens). On lavapipe, 512 tokens, a 4864x896 Q5_0 matrix (split layout):
+/// 21.6 GFLOP/s against 13.9 at the earlier 32 rows x (8 x 4), where each
+/// pipeline takes about as long to build (10-12 s uncached); SmolLM2's
+/// pp512 79.6 -> 107.8 t/s, Qwen2.5 0.5B's 25.8 -> 41.2 (see
+/// shaders/matmul_lanes.wgsl for the other shapes tried).
+pub const MATMUL_CPU: MatmulShape = MatmulShape { kernel: Kernel::MatmulLanes, tile_rows: 64, tile_tokens: 8, tokens_per_thread: 8 };
 /// GPUs: the tiled kernel with 8x8 register tiles, 64 invocations, 16 KiB of
 /// workgroup memory (the portable limit).
 pub const MATMUL_GPU: MatmulShape = MatmulShape { kernel: Kernel::Matmul, tile_rows: 64, tile_tokens: 64, tokens_per_thread: 8 };
