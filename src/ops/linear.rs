@@ -82,7 +82,7 @@ pub struct MatmulShape {
 /// CPU adapters: the token-lanes kernel, 64 rows x (8 invocations x 8
 /// tokens). On lavapipe, 512 tokens, a 4864x896 Q5_0 matrix (split layout):
 /// 21.6 GFLOP/s against 13.9 at the earlier 32 rows x (8 x 4), where each
-/// pipeline takes about as long to build (10-12 s uncached); SmolLM2's
+/// pipeline takes about as long to build (10-14 s uncached); SmolLM2's
 /// pp512 79.6 -> 107.8 t/s, Qwen2.5 0.5B's 25.8 -> 41.2 (see
 /// shaders/matmul_lanes.wgsl for the other shapes tried).
 pub const MATMUL_CPU: MatmulShape = MatmulShape { kernel: Kernel::MatmulLanes, tile_rows: 64, tile_tokens: 8, tokens_per_thread: 8 };
