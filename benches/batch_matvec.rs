@@ -1,0 +1,191 @@
+//! What a decode step's weight kernel could gain from batching tokens on
+//! this adapter: a Q4_1 matvec (split layout, lanes across rows, as
+//! `shaders/matvec.wgsl`) that holds `B` tokens' inputs and accumulators,
+//! so each weight word loaded and unpacked serves `B` tokens. The kernel
+//! text is generated with one variable per (row, token) so that nothing
+//! is a private array indexed in a loop. The loop runs 10 times inside one
+//! dispatch over 1536 rows x 576 columns, so the dispatch's own cost does
+//! not count. Every (R, B) must give each token the sums of a CPU
+//! reference (the same Q4_1 rows dequantized in f64).
+//!
+//! `cargo bench --bench batch_matvec`. Prints weight-rows x tokens per
+//! second and the speed-up per token over the first line (R 8, B 1: the
+//! shape of the decode matvec, one token at a time).
+
+use std::fmt::Write;
+use std::time::Instant;
+use wgkv::gpu::{Gpu, GpuOptions};
+use wgpu::util::DeviceExt;
+
+const REPEAT: u32 = 10;
+const ROWS: u32 = 1536;
+const COLS: u32 = 576;
+const MAX_B: u32 = 8;
+
+/// The kernel for `r` rows per invocation and `b` tokens.
+fn kernel(r: u32, b: u32) -> String {
+    let mut s = String::from(
+        r#"
+struct Params { rows: u32, cols: u32, repeat: u32, _p: u32 }
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(5) var<storage, read> wv: array<vec4<u32>>;
+@group(0) @binding(1) var<uniform> x: array<vec4<f32>, 4096>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+const NIB_LO = vec4<f32>(1.0, 0.00390625, 1.52587890625e-5, 5.9604644775390625e-8);
+const NIB_HI = vec4<f32>(0.0625, 2.44140625e-4, 9.5367431640625e-7, 1.0);
+fn lo(v: u32) -> vec4<f32> { return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v) & vec4<u32>(0xFu, 0xF00u, 0xF0000u, 0xF000000u))); }
+fn hi(v: u32) -> vec4<f32> { return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v & 0xF0u, v & 0xF000u, v & 0xF00000u, v >> 28u))); }
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let nb = p.cols / 32u;
+    let texels = (nb * 20u + 15u) / 16u;
+    let xs = p.cols / 4u;
+"#,
+    );
+    let _ = writeln!(s, "    let r0 = (wid.x * 8u + li) * {r}u;");
+    for i in 0..r {
+        let _ = writeln!(s, "    let b{i} = min(r0 + {i}u, p.rows - 1u) * texels;");
+        for j in 0..b {
+            let _ = writeln!(s, "    var a{i}_{j} = 0.0;");
+        }
+    }
+    s.push_str("    for (var rep = 0u; rep < p.repeat; rep++) {\n    for (var sb = 0u; sb < nb; sb++) {\n");
+    for i in 0..r {
+        let _ = writeln!(s, "        let q{i} = wv[b{i} + sb];\n        let dm{i} = unpack2x16float(w[(b{i} + nb) * 4u + sb]);");
+    }
+    for j in 0..b {
+        let _ = writeln!(s, "        {{\n        let k = {j}u * xs + sb * 8u;");
+        for c in 0..8 {
+            let scale = if c < 4 { "NIB_LO" } else { "NIB_HI" };
+            let _ = writeln!(s, "        let x{c} = x[k + {c}u];\n        let y{c} = x{c} * {scale};");
+        }
+        let _ = writeln!(s, "        let xv = ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7));\n        let xsum = (xv.x + xv.y) + (xv.z + xv.w);");
+        for i in 0..r {
+            let _ = writeln!(
+                s,
+                "        let s{i} = ((lo(q{i}.x) * y0 + hi(q{i}.x) * y4) + (lo(q{i}.y) * y1 + hi(q{i}.y) * y5)) + ((lo(q{i}.z) * y2 + hi(q{i}.z) * y6) + (lo(q{i}.w) * y3 + hi(q{i}.w) * y7));\n        a{i}_{j} += ((s{i}.x + s{i}.y) + (s{i}.z + s{i}.w)) * dm{i}.x + xsum * dm{i}.y;"
+            );
+        }
+        s.push_str("        }\n");
+    }
+    s.push_str("    }\n    }\n");
+    for i in 0..r {
+        for j in 0..b {
+            let _ = writeln!(s, "    if (r0 + {i}u < p.rows) {{ y[{j}u * p.rows + r0 + {i}u] = a{i}_{j}; }}");
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+fn weights() -> Vec<u8> {
+    let nb = COLS / 32;
+    let rb = (nb * 20).div_ceil(16) * 16;
+    let mut s = 0x1234_5678_9abc_def0u64;
+    let mut bytes = vec![0u8; (ROWS * rb) as usize];
+    for b in bytes.iter_mut() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        *b = (s >> 32) as u8;
+    }
+    for r in 0..ROWS {
+        for b in 0..nb {
+            let o = (r * rb + nb * 16 + b * 4) as usize;
+            bytes[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_bits().to_le_bytes());
+            bytes[o + 2..o + 4].copy_from_slice(&half::f16::from_f32(-0.05).to_bits().to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// Row `r` of the Q4_1 matrix in `bytes` (split layout) times token `t` of `x`, in f64.
+fn reference(bytes: &[u8], x: &[f32], r: u32, t: u32) -> f64 {
+    let nb = COLS / 32;
+    let rb = (nb * 20).div_ceil(16) * 16;
+    let row = &bytes[(r * rb) as usize..];
+    let mut sum = 0.0;
+    for b in 0..nb as usize {
+        let o = nb as usize * 16 + b * 4;
+        let d = half::f16::from_le_bytes([row[o], row[o + 1]]).to_f64();
+        let m = half::f16::from_le_bytes([row[o + 2], row[o + 3]]).to_f64();
+        for i in 0..32 {
+            let byte = row[b * 16 + i % 16];
+            let q = if i < 16 { byte & 15 } else { byte >> 4 };
+            sum += (q as f64 * d + m) * x[(t * COLS) as usize + b * 32 + i] as f64;
+        }
+    }
+    sum
+}
+
+fn main() {
+    let gpu = Gpu::new(&GpuOptions::default()).expect("an adapter");
+    let d = &gpu.device;
+    println!("adapter: {}", gpu.describe());
+    let bytes = weights();
+    let wbuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: wgpu::BufferUsages::STORAGE });
+    let x: Vec<f32> = (0..16384).map(|i| ((i % 7) as f32 - 3.0) * 0.1 + (i / COLS as usize) as f32 * 0.01).collect();
+    let xbuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&x), usage: wgpu::BufferUsages::UNIFORM });
+    let ybuf = gpu.buffer("y", (MAX_B * ROWS) as u64 * 4);
+    let params = gpu.uniform("params", bytemuck::cast_slice(&[ROWS, COLS, REPEAT, 0]));
+    let mut one: Option<f64> = None;
+    for (r, b) in [(8, 1), (8, 2), (8, 4), (8, 8), (16, 1), (16, 4), (16, 8)] {
+        let src = kernel(r, b);
+        let desc = wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(src.into()) };
+        // SAFETY: the loops are bounded and every index is in range (as wgkv's kernels, gpu::runtime_checks).
+        let module = unsafe { d.create_shader_module_trusted(desc, wgkv::gpu::runtime_checks(gpu.info.backend)) };
+        let t = Instant::now();
+        let pipe = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let build = t.elapsed().as_secs_f64();
+        let entries = [
+            wgpu::BindGroupEntry { binding: 0, resource: wbuf.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 5, resource: wbuf.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: xbuf.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 2, resource: ybuf.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 3, resource: params.as_entire_binding() },
+        ];
+        let bind = d.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipe.get_bind_group_layout(0), entries: &entries });
+        let groups = ROWS.div_ceil(8 * r);
+        let run = |n: usize| {
+            let mut enc = d.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&pipe);
+                pass.set_bind_group(0, &bind, &[]);
+                for _ in 0..n {
+                    pass.dispatch_workgroups(groups, 1, 1);
+                }
+            }
+            gpu.queue.submit([enc.finish()]);
+            let _ = d.poll(wgpu::PollType::wait_indefinitely());
+        };
+        run(2);
+        let y = gpu.read_f32(&ybuf, (b * ROWS) as usize);
+        for t in 0..b {
+            for row in 0..ROWS {
+                // The kernel sums its REPEAT passes.
+                let (got, want) = (y[(t * ROWS + row) as usize] as f64, REPEAT as f64 * reference(&bytes, &x, row, t));
+                assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "R {r} B {b}: token {t} row {row}: {got} against {want}");
+            }
+        }
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            run(4);
+            best = best.min(t.elapsed().as_secs_f64() / 4.0);
+        }
+        let rate = (ROWS * COLS * REPEAT * b) as f64 / best / 1e9;
+        let per_token = best / b as f64;
+        let gain = one.map_or(1.0, |o| o / per_token);
+        one.get_or_insert(best);
+        println!("R {r} B {b}: {:8.1} us per dispatch  {rate:5.2} G weight-rows x tokens/s  x{gain:.2} per token  (build {build:.1} s)", best * 1e6);
+    }
+}
