@@ -1,12 +1,13 @@
-//! Weight-reading kernel throughput: matvec (decode) and matmul (512-token
-//! prefill) for every weight type at the default model's shapes; one
+//! Weight-reading kernel throughput: matvec (decode), matmul (512-token
+//! prefill) and the matmuls of 8- and 32-token calls (`matfew`: each shape the
+//! adapter could run it with) for every weight type at the default model's shapes; one
 //! layer's decode attention at depth 4096, dense (`attn_decode`) against
 //! Mustafar's compressed blocks (`mustafar_attn`, k = v = 0.7); and the
 //! decode step's readback kernels (argmax, top-k) over the real vocabulary
 //! for each first-stage block size.
 //!
 //! `cargo bench --bench kernels [-- FILTER...]` (FILTER matches a type name,
-//! `matvec`, `matmul`, `attn` or `sample`). `WGKV_BACKEND` / `WGKV_ADAPTER` pick the adapter.
+//! `matvec`, `matmul`, `matfew`, `attn` or `sample`). `WGKV_BACKEND` / `WGKV_ADAPTER` pick the adapter.
 //! Every case is first checked against the CPU reference, then timed with
 //! many dispatches recorded into one pass and one submit (so submit and
 //! readback overhead is amortised away): matvec reports weight GB/s,
@@ -25,6 +26,9 @@ use wgkv::reference::linear as reference;
 const MATVEC_SHAPES: &[(u32, u32)] = &[(1536, 576), (576, 1536), (576, 576), (192, 576), (49152, 576)];
 const MATMUL_SHAPES: &[(u32, u32)] = &[(1536, 576), (576, 1536), (576, 576)];
 const PREFILL: u32 = 512;
+/// Tokens of short calls (a chat turn's few tokens, a prompt's tail chunk):
+/// one `matmul_rows` workgroup's, and the most it is chosen for.
+const FEW: &[u32] = &[8, 32];
 
 /// A fast deterministic generator for test data (xorshift).
 struct Rng(u64);
@@ -148,6 +152,54 @@ fn bench_matmul(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Resul
     Ok(())
 }
 
+/// Calls of `FEW` tokens through `matmul_rows` and `matmul_lanes` (CPU
+/// adapters) or the adapter's matmul, in the layout the adapter's tuning
+/// uploads: time per call and per token.
+fn bench_few(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Result<(), String> {
+    for &n in FEW {
+        bench_few_at(g, w, rows, cols, n, rng)?;
+    }
+    Ok(())
+}
+
+fn bench_few_at(g: &Gpu, w: WType, rows: u32, cols: u32, few: u32, rng: &mut Rng) -> Result<(), String> {
+    let (bytes, deq) = weights(rng, w, rows, cols);
+    let x = rng.vec((few * cols) as usize);
+    let tuning = wgkv::ops::tuning::Tuning::for_caps(&g.caps);
+    let layout = if tuning.split_weights && w.split_parts().is_some() { Layout::Split } else { Layout::Gguf };
+    let wb = g.upload("w", &w.arrange(&bytes, cols as usize, layout));
+    let xb = g.activations("x", (4 * (few * cols) as u64).max(ops::X_UNIFORM_BYTES));
+    g.write(&xb, 0, bytemuck::cast_slice(&x));
+    let yb = g.buffer("y", 4 * (rows * few) as u64);
+    let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: 0, n_tokens: few, kv_len: few, _pad: 0 }));
+    let shapes: Vec<ops::MatmulShape> = tuning.few.into_iter().chain([tuning.matmul]).collect();
+    for shape in shapes {
+        let enc = ops::Enc { wtype: w, layout };
+        let d = ops::matmul_with(g, shape, enc, &wb, &xb, &yb, &step, ops::Rows::all(rows), cols, few, false);
+        g.run(&[&d]);
+        let got = g.read_f32(&yb, (rows * few) as usize);
+        for t in 0..few as usize {
+            let want = reference::matvec(&deq, &x[t * cols as usize..(t + 1) * cols as usize], rows as usize, cols as usize, None);
+            let err = worst_error(&got[t * rows as usize..(t + 1) * rows as usize], &want);
+            if err > 1e-3 {
+                return Err(format!("{} {} {rows}x{cols} token {t}: wrong result (error {err:e})", shape.kernel.name(), w.name()));
+            }
+        }
+        let (s, cpu) = time(g, &d, Duration::from_millis(500));
+        println!(
+            "matfew  {:5} {:>5}x{:<5} x{few:<2} {:12} {:>9.1} us {:>8.1} us/token{}",
+            w.name(),
+            rows,
+            cols,
+            shape.kernel.name(),
+            s * 1e6,
+            s * 1e6 / few as f64,
+            cpu_col(cpu)
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(|a| a.to_lowercase()).collect();
     // Kernel names and type names filter independently; an empty group allows all.
@@ -169,7 +221,7 @@ fn main() {
     let mut failed = false;
     for &w in WType::ALL {
         let fits = |cols: u32| (cols as usize).is_multiple_of(w.block_elems());
-        for (kernel, shapes) in [("matvec", MATVEC_SHAPES), ("matmul", MATMUL_SHAPES)] {
+        for (kernel, shapes) in [("matvec", MATVEC_SHAPES), ("matmul", MATMUL_SHAPES), ("matfew", MATMUL_SHAPES)] {
             if !wanted(kernel, w) {
                 continue;
             }
@@ -178,7 +230,11 @@ fn main() {
                     println!("{kernel}  {:5} {rows:>5}x{cols:<5} skipped: rows of {cols} are not whole {}-weight blocks", w.name(), w.block_elems());
                     continue;
                 }
-                let r = if kernel == "matvec" { bench_matvec(&g, w, rows, cols, &mut rng) } else { bench_matmul(&g, w, rows, cols, &mut rng) };
+                let r = match kernel {
+                    "matvec" => bench_matvec(&g, w, rows, cols, &mut rng),
+                    "matmul" => bench_matmul(&g, w, rows, cols, &mut rng),
+                    _ => bench_few(&g, w, rows, cols, &mut rng),
+                };
                 if let Err(e) = r {
                     eprintln!("FAILED: {e}");
                     failed = true;

@@ -49,6 +49,7 @@ kernels! {
     MatvecGlu => "matvec_glu", true;
     Matmul => "matmul", true;
     MatmulLanes => "matmul_lanes", true;
+    MatmulRows => "matmul_rows", true;
     Swiglu => "swiglu", false;
     Geglu => "geglu", false;
     Scale => "scale", false;
@@ -83,7 +84,7 @@ kernels! {
     TopK => "topk", false;
 }
 
-/// The matvec's input vector (binding 1): a storage array, or (spec const
+/// The matvec's (and `matmul_rows`') input (binding 1): a storage array, or (spec const
 /// `XU` = 1, CPU adapters) the first 64 KiB of the buffer as a uniform,
 /// whose loads at a workgroup-uniform index lavapipe turns into one scalar
 /// load instead of a loop over the SIMD lanes.
@@ -387,8 +388,10 @@ impl Spec {
             s.push_str(w.fragment_in(self.layout));
             s.push('\n');
         }
-        if matches!(self.kernel, Kernel::Matvec | Kernel::MatvecQkv | Kernel::MatvecGlu) {
+        if matches!(self.kernel, Kernel::Matvec | Kernel::MatvecQkv | Kernel::MatvecGlu | Kernel::MatmulRows) {
             s.push_str(if self.get("XU") == Some(1) { MATVEC_X_UNIFORM } else { MATVEC_X_STORAGE });
+        }
+        if matches!(self.kernel, Kernel::Matvec | Kernel::MatvecQkv | Kernel::MatvecGlu) {
             s.push_str(MATVEC_ROWS);
         }
         if self.kernel == Kernel::MatvecQkv {

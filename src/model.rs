@@ -9,7 +9,7 @@ use crate::kernels::Dispatch;
 use crate::kv::{KvCache, KvSpec, LayerIo};
 use crate::memory;
 use crate::ops::elementwise::{self as ew, Rope, RopeLayout};
-use crate::ops::linear::{self, Enc, MatmulShape, MatvecShape, NormIn, NormOut, Rows};
+use crate::ops::linear::{self, Enc, MatvecShape, NormIn, NormOut, Rows};
 use crate::ops::tuning::Tuning;
 use crate::ops::{Step, sample};
 use crate::profile::{self, Item, Profile};
@@ -578,9 +578,10 @@ impl Model {
         let factors = self.rope_factors.as_deref();
         let rope = |heads: usize, l: usize| Rope { n_heads: heads as u32, head_dim: hd, rot_dim: hd, base: c.layer_rope_theta(l) as f64, layout, factors };
         // y (+)= W x, then + bias where the matrix has one. Decode (one token)
-        // uses matrix-vector kernels, prefill tiled matmuls. A matrix split
-        // into row blocks is one dispatch per block.
-        let (mv, mm) = (MatvecShape::for_gpu(g), MatmulShape::for_gpu(g));
+        // uses matrix-vector kernels, prefill tiled matmuls (the adapter's
+        // choice for a call of n slots: CPU adapters take short calls with
+        // lanes across rows). A matrix split into row blocks is one dispatch per block.
+        let (mv, mm) = (MatvecShape::for_gpu(g), Tuning::for_caps(&g.caps).matmul_for(nt));
         let lin = |m: &Matrix, x: &wgpu::Buffer, y: &wgpu::Buffer, accum: bool| -> Vec<Dispatch> {
             let one = |(w, rows): &(wgpu::Buffer, Rows)| match n {
                 1 => linear::matvec_with(g, mv, m.enc(), w, x, y, *rows, m.cols, accum),

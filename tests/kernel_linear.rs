@@ -7,7 +7,7 @@ use common::*;
 use wgkv::gpu::Gpu;
 use wgkv::kernels::Kernel;
 use wgkv::ops::Step;
-use wgkv::ops::linear::{self as ops, Enc, MATMUL_CPU, MATMUL_GPU, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape};
+use wgkv::ops::linear::{self as ops, Enc, MATMUL_CPU, MATMUL_GPU, MATMUL_ROWS_CPU, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape};
 use wgkv::quant::{self, Layout, WType};
 use wgkv::reference::linear as reference;
 
@@ -550,16 +550,34 @@ fn check_matmul(g: &Gpu, shape: MatmulShape, w: WType, rows: usize, cols: usize,
 
 /// `check_matmul` with the weight in blocks of `per` rows (`[rows, cols, per]`).
 #[allow(clippy::too_many_arguments)]
-fn check_matmul_split(g: &Gpu, shape: MatmulShape, w: Enc, [rows, cols, per]: [usize; 3], tokens: usize, cap: usize, accum: bool, rng: &mut Rng) {
+fn check_matmul_split(g: &Gpu, shape: MatmulShape, w: Enc, dims: [usize; 3], tokens: usize, cap: usize, accum: bool, rng: &mut Rng) {
+    check_matmul_in(g, shape, w, dims, tokens, cap, accum, false, rng);
+}
+
+/// `check_matmul_split` with the input in a storage buffer or (`uniform`)
+/// an activations buffer, which `matmul_rows` binds as a uniform where the
+/// call's inputs fit one. Returns the outputs.
+#[allow(clippy::too_many_arguments)]
+fn check_matmul_in(
+    g: &Gpu,
+    shape: MatmulShape,
+    w: Enc,
+    [rows, cols, per]: [usize; 3],
+    tokens: usize,
+    cap: usize,
+    accum: bool,
+    uniform: bool,
+    rng: &mut Rng,
+) -> Vec<f32> {
     let (bytes, deq) = weights(rng, w.wtype, rows, cols);
     let x = rng.vec(cap * cols, -1.0, 1.0);
     let init = rng.vec(cap * rows, -1.0, 1.0);
     let blocks = row_blocks(g, w, &bytes, rows, cols, per);
-    let xb = upload_f32(g, "x", &padded(&x, cols));
+    let xb = matvec_x(g, &x, cols, uniform);
     let yb = if accum { guarded_with(g, &init) } else { poisoned(g, "y", cap * rows) };
     let st = step(g, tokens as u32);
     let ds: Vec<_> = blocks.iter().map(|(wb, r)| ops::matmul_with(g, shape, w, wb, &xb, &yb, &st, *r, cols as u32, cap as u32, accum)).collect();
-    assert!(ds.iter().all(|d| d.kernel == shape.kernel && matches!(d.kernel, Kernel::Matmul | Kernel::MatmulLanes)));
+    assert!(ds.iter().all(|d| d.kernel == shape.kernel && matches!(d.kernel, Kernel::Matmul | Kernel::MatmulLanes | Kernel::MatmulRows)));
     g.run(&ds.iter().collect::<Vec<_>>());
     let got = read_guarded_f32(g, &yb, cap * rows);
     let want = reference::matmul(&deq, &x, rows, cols, tokens, accum.then_some(&init[..]));
@@ -570,6 +588,37 @@ fn check_matmul_split(g: &Gpu, shape: MatmulShape, w: Enc, [rows, cols, per]: [u
     let rest = &got[tokens * rows..];
     let untouched = if accum { rest.iter().zip(&init[tokens * rows..]).all(|(a, b)| a == b) } else { rest.iter().all(|v| v.to_bits() == GUARD) };
     assert!(untouched, "{what}: wrote tokens past step.n_tokens");
+    got
+}
+
+#[test]
+fn matmul_rows_matches_reference() {
+    // The kernel of short calls (CPU adapters' choice up to FEW_TOKENS
+    // tokens): rows past its 128-row tiles and below one, tokens below, at
+    // and past its 8-token workgroups, fewer tokens than the buffers hold,
+    // inputs in storage and as a uniform, row blocks; every type in the
+    // layout CPU adapters upload it in on the first adapter, two types on
+    // the others (each pipeline takes lavapipe seconds to build). Same
+    // inputs through matmul_lanes give the same sums.
+    for (i, g) in contexts().into_iter().enumerate() {
+        for &wt in WType::ALL.iter().filter(|&&w| i == 0 || w == WType::Q4_1 || w == WType::F16) {
+            let cols = col_choices(wt);
+            let last = *cols.last().unwrap();
+            let layout = if wt.split_parts().is_some() { Layout::Split } else { Layout::Gguf };
+            let w = Enc { wtype: wt, layout };
+            for (dims, tokens, cap, accum, uniform) in [
+                ([100, cols[0], 100], 7, 8, false, true),
+                ([193, cols[1], 64], 9, 16, true, false),
+                ([129, last, 129], 1, 1, false, true),
+                ([7, cols[0], 7], 16, 16, true, true),
+            ] {
+                let rows_sums = check_matmul_in(&g, MATMUL_ROWS_CPU, w, dims, tokens, cap, accum, uniform, &mut Rng::new(29));
+                let lanes_sums = check_matmul_in(&g, MATMUL_CPU, w, dims, tokens, cap, accum, uniform, &mut Rng::new(29));
+                let same = rows_sums.iter().zip(&lanes_sums).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "matmul_rows and matmul_lanes differ: {} {layout:?} {dims:?} tokens {tokens}/{cap} on {}", wt.name(), label(&g));
+            }
+        }
+    }
 }
 
 #[test]

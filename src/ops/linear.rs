@@ -86,6 +86,20 @@ pub struct MatmulShape {
 /// pp512 79.6 -> 107.8 t/s, Qwen2.5 0.5B's 25.8 -> 41.2 (see
 /// shaders/matmul_lanes.wgsl for the other shapes tried).
 pub const MATMUL_CPU: MatmulShape = MatmulShape { kernel: Kernel::MatmulLanes, tile_rows: 64, tile_tokens: 8, tokens_per_thread: 8 };
+/// CPU adapters, calls of at most [`FEW_TOKENS`] tokens (chat turns, the
+/// tail chunk of a prompt), which fill a fraction of `matmul_lanes`' 64
+/// tokens: `matmul_rows`, lanes across rows as the decode matvec's, 128
+/// rows x 8 tokens per workgroup (16 rows per invocation). On lavapipe, in
+/// cache, 8 tokens take 2.1x less time per token than one token's matvec
+/// (benches/batch_matvec.rs), where a call of 8 tokens through
+/// `matmul_lanes` costs as much as one of 64.
+pub const MATMUL_ROWS_CPU: MatmulShape = MatmulShape { kernel: Kernel::MatmulRows, tile_rows: 128, tile_tokens: 8, tokens_per_thread: 8 };
+/// Most tokens a call may carry for [`MATMUL_ROWS_CPU`] to be used: its
+/// cost grows with the tokens, `matmul_lanes`' by 64 at a time, and on
+/// lavapipe they cross at about 32 (`cargo bench --bench kernels -- matfew`,
+/// Q4_1: at 8 tokens 134 against 673 µs per token, at 32 tokens 159
+/// against 149-183, where the inputs no longer fit one uniform).
+pub const FEW_TOKENS: u32 = 16;
 /// GPUs: the tiled kernel with 8x8 register tiles, 64 invocations, 16 KiB of
 /// workgroup memory (the portable limit).
 pub const MATMUL_GPU: MatmulShape = MatmulShape { kernel: Kernel::Matmul, tile_rows: 64, tile_tokens: 64, tokens_per_thread: 8 };
@@ -378,8 +392,14 @@ fn norm_spec(spec: Spec, shape: MatvecShape, norm: Option<(u32, f32)>) -> Spec {
 /// Whether a matvec reads `x` as a uniform: where the shape asks for it and
 /// the device, the buffer and the row allow it.
 fn x_uniform(gpu: &Gpu, shape: MatvecShape, x: &wgpu::Buffer, cols: u32) -> bool {
-    let fits = gpu.device.limits().max_uniform_buffer_binding_size >= X_UNIFORM_BYTES && x_bytes(cols) <= X_UNIFORM_BYTES;
-    shape.x_uniform && fits && x.usage().contains(wgpu::BufferUsages::UNIFORM) && x.size() >= X_UNIFORM_BYTES
+    shape.x_uniform && x_fits_uniform(gpu, x, x_bytes(cols))
+}
+
+/// Whether the first `bytes` of `x` can be read through its first
+/// `X_UNIFORM_BYTES` bound as a uniform.
+fn x_fits_uniform(gpu: &Gpu, x: &wgpu::Buffer, bytes: u64) -> bool {
+    let fits = gpu.device.limits().max_uniform_buffer_binding_size >= X_UNIFORM_BYTES && bytes <= X_UNIFORM_BYTES;
+    fits && x.usage().contains(wgpu::BufferUsages::UNIFORM) && x.size() >= X_UNIFORM_BYTES
 }
 
 #[repr(C)]
@@ -525,7 +545,15 @@ pub fn matmul_with(
     let p = MatmulParams { rows: rows.count, cols, n_tokens, accum: accum as u32, y_stride: rows.total, row0: rows.first, wrow0: rows.from, _p: 0 };
     let params = gpu.uniform("matmul.params", bytemuck::bytes_of(&p));
     let groups = matmul_groups_for(shape, rows.count, n_tokens);
-    gpu.dispatch_bound(&matmul_spec(enc, shape), &bind(enc, &[w, x, y, &params, step]), groups).reading(rows.count, cols)
+    let mut b = bind(enc, &[w, x, y, &params, step]);
+    let mut spec = matmul_spec(enc, shape);
+    if shape.kernel == Kernel::MatmulRows {
+        // All of the call's inputs as a uniform where they fit in one.
+        let xu = x_fits_uniform(gpu, x, n_tokens as u64 * x_bytes(cols));
+        b[1].bytes = xu.then_some(X_UNIFORM_BYTES);
+        spec = spec.with("XU", xu as u32);
+    }
+    gpu.dispatch_bound(&spec, &b, groups).reading(rows.count, cols)
 }
 
 /// The grid of a `matmul` dispatch on `gpu` over `rows` weight rows (a
@@ -609,6 +637,9 @@ pub fn specs() -> Vec<Spec> {
             }
             v.push(matmul_spec(e, MATMUL_CPU));
             v.push(matmul_spec(e, MATMUL_GPU));
+            for xu in [0, 1] {
+                v.push(matmul_spec(e, MATMUL_ROWS_CPU).with("XU", xu));
+            }
             v.push(embed_spec(e));
         }
     }

@@ -6,7 +6,7 @@
 //! get the lanes kernels, GPUs the workgroup-memory ones.
 
 use super::attention::AttnKind;
-use super::linear::{MATMUL_CPU, MATMUL_GPU, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape};
+use super::linear::{FEW_TOKENS, MATMUL_CPU, MATMUL_GPU, MATMUL_ROWS_CPU, MATVEC_CPU, MATVEC_GPU, MatmulShape, MatvecShape};
 use crate::gpu::Caps;
 use crate::quant::WType;
 
@@ -15,6 +15,8 @@ use crate::quant::WType;
 pub struct Tuning {
     pub matvec: MatvecShape,
     pub matmul: MatmulShape,
+    /// The matmul of calls of at most `FEW_TOKENS` tokens, where it is not `matmul`.
+    pub few: Option<MatmulShape>,
     pub attn: AttnKind,
     /// Weights whose type has a split layout are uploaded in it
     /// (`quant::Layout::Split`): on CPU adapters, where it saves the decode
@@ -31,16 +33,28 @@ impl Tuning {
     /// For a CPU adapter (`cpu`) or a GPU.
     pub fn for_device(cpu: bool) -> Tuning {
         match cpu {
-            true => Tuning { matvec: MATVEC_CPU, matmul: MATMUL_CPU, attn: AttnKind::Lanes, split_weights: true },
-            false => Tuning { matvec: MATVEC_GPU, matmul: MATMUL_GPU, attn: AttnKind::Shared, split_weights: false },
+            true => Tuning { matvec: MATVEC_CPU, matmul: MATMUL_CPU, few: Some(MATMUL_ROWS_CPU), attn: AttnKind::Lanes, split_weights: true },
+            false => Tuning { matvec: MATVEC_GPU, matmul: MATMUL_GPU, few: None, attn: AttnKind::Shared, split_weights: false },
+        }
+    }
+
+    /// The matmul of a call of `n` tokens.
+    pub fn matmul_for(&self, n: u32) -> MatmulShape {
+        match self.few {
+            Some(few) if n <= FEW_TOKENS => few,
+            _ => self.matmul,
         }
     }
 
     /// One line: each kernel family's shape.
     pub fn describe(&self) -> String {
         let (v, m) = (self.matvec, self.matmul);
+        let few = match self.few {
+            Some(f) => format!(" ({} {} rows × {} tokens up to {FEW_TOKENS} tokens)", f.kernel.name(), f.tile_rows, f.tokens_per_group()),
+            None => String::new(),
+        };
         format!(
-            "matvec {} invocations × {} rows, {} lane(s) per row{}; matmul {} {} rows × {} tokens; attention {}; weights {}",
+            "matvec {} invocations × {} rows, {} lane(s) per row{}; matmul {} {} rows × {} tokens{few}; attention {}; weights {}",
             v.workgroup,
             v.rows_per_thread,
             v.threads_per_row,
@@ -62,6 +76,7 @@ impl Tuning {
         serde_json::json!({
             "matvec": {"workgroup": v.workgroup, "threads_per_row": v.threads_per_row, "rows_per_thread": v.rows_per_thread, "x_uniform": v.x_uniform},
             "matmul": {"kernel": m.kernel.name(), "tile_rows": m.tile_rows, "tile_tokens": m.tile_tokens, "tokens_per_thread": m.tokens_per_thread},
+            "matmul_few": self.few.map(|f| serde_json::json!({"kernel": f.kernel.name(), "tile_rows": f.tile_rows, "tile_tokens": f.tile_tokens, "up_to_tokens": FEW_TOKENS})),
             "attention": match self.attn { AttnKind::Lanes => "lanes", AttnKind::Shared => "shared" },
             "split_weights": self.split_weights,
         })
