@@ -109,6 +109,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 }
             }
         }
+        // Which slots of the block this lane's token sees (the same for its
+        // query heads).
+        var live: array<bool, KB>;
+        for (var b = 0u; b < KB; b++) {
+            live[b] = j + b < s1 && attn_sees(lim, j + b);
+        }
         var alpha: array<f32, GROUP>;
         var pj: array<f32, GROUP * KB>;
         for (var g = 0u; g < GROUP; g++) {
@@ -116,15 +122,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var top = NEG;
             for (var b = 0u; b < KB; b++) {
                 let e = dp[g * KB + b];
-                let live = j + b < s1 && attn_sees(lim, j + b);
-                sc[b] = select(NEG, attn_score((e.x + e.y) + (e.z + e.w)), live);
+                sc[b] = select(NEG, attn_score((e.x + e.y) + (e.z + e.w)), live[b]);
                 top = max(top, sc[b]);
             }
             let r = softmax_rescale(m[g], top);
             var sum = 0.0;
             for (var b = 0u; b < KB; b++) {
-                let live = j + b < s1 && attn_sees(lim, j + b);
-                let pb = select(0.0, exp(sc[b] - r.x), live);
+                let pb = select(0.0, exp(sc[b] - r.x), live[b]);
                 pj[g * KB + b] = pb;
                 sum += pb;
             }
