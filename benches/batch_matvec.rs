@@ -5,8 +5,8 @@
 //! text is generated with one variable per (row, token) so that nothing
 //! is a private array indexed in a loop. The loop runs 10 times inside one
 //! dispatch over 1536 rows x 576 columns, so the dispatch's own cost does
-//! not count. Every (R, B) must give each token the sums of a CPU
-//! reference (the same Q4_1 rows dequantized in f64).
+//! not count. Every (R, B) must give each token the sums of the CPU
+//! reference (`reference::linear`, f64 over the dequantized rows).
 //!
 //! `cargo bench --bench batch_matvec`. Prints weight-rows x tokens per
 //! second and the speed-up per token over the first line (R 8, B 1: the
@@ -15,6 +15,8 @@
 use std::fmt::Write;
 use std::time::Instant;
 use wgkv::gpu::{Gpu, GpuOptions};
+use wgkv::quant::{self, Layout, WType};
+use wgkv::reference::linear as reference;
 use wgpu::util::DeviceExt;
 
 const REPEAT: u32 = 10;
@@ -79,53 +81,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     s
 }
 
-fn weights() -> Vec<u8> {
-    let nb = COLS / 32;
-    let rb = (nb * 20).div_ceil(16) * 16;
-    let mut s = 0x1234_5678_9abc_def0u64;
-    let mut bytes = vec![0u8; (ROWS * rb) as usize];
-    for b in bytes.iter_mut() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        *b = (s >> 32) as u8;
-    }
-    for r in 0..ROWS {
-        for b in 0..nb {
-            let o = (r * rb + nb * 16 + b * 4) as usize;
-            bytes[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_bits().to_le_bytes());
-            bytes[o + 2..o + 4].copy_from_slice(&half::f16::from_f32(-0.05).to_bits().to_le_bytes());
-        }
-    }
-    bytes
-}
-
-/// Row `r` of the Q4_1 matrix in `bytes` (split layout) times token `t` of `x`, in f64.
-fn reference(bytes: &[u8], x: &[f32], r: u32, t: u32) -> f64 {
-    let nb = COLS / 32;
-    let rb = (nb * 20).div_ceil(16) * 16;
-    let row = &bytes[(r * rb) as usize..];
-    let mut sum = 0.0;
-    for b in 0..nb as usize {
-        let o = nb as usize * 16 + b * 4;
-        let d = half::f16::from_le_bytes([row[o], row[o + 1]]).to_f64();
-        let m = half::f16::from_le_bytes([row[o + 2], row[o + 3]]).to_f64();
-        for i in 0..32 {
-            let byte = row[b * 16 + i % 16];
-            let q = if i < 16 { byte & 15 } else { byte >> 4 };
-            sum += (q as f64 * d + m) * x[(t * COLS) as usize + b * 32 + i] as f64;
-        }
-    }
-    sum
-}
-
 fn main() {
     let gpu = Gpu::new(&GpuOptions::default()).expect("an adapter");
     let d = &gpu.device;
     println!("adapter: {}", gpu.describe());
-    let bytes = weights();
-    let wbuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &bytes, usage: wgpu::BufferUsages::STORAGE });
+    // Q4_1 rows of varied values, in the split layout the kernel reads.
+    let n = (ROWS * COLS) as usize;
+    let values: Vec<f32> = (0..n).map(|i| (i * 7919 % 1999) as f32 / 999.5 - 1.0).collect();
+    let bytes = quant::quantize(WType::Q4_1, &values);
+    let deq = quant::dequantize(WType::Q4_1, &bytes, n).expect("dequantize");
+    let split = WType::Q4_1.arrange(&bytes, COLS as usize, Layout::Split);
+    let wbuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &split, usage: wgpu::BufferUsages::STORAGE });
     let x: Vec<f32> = (0..16384).map(|i| ((i % 7) as f32 - 3.0) * 0.1 + (i / COLS as usize) as f32 * 0.01).collect();
+    let want = reference::matmul(&deq, &x[..(MAX_B * COLS) as usize], ROWS as usize, COLS as usize, MAX_B as usize, None);
     let xbuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&x), usage: wgpu::BufferUsages::UNIFORM });
     let ybuf = gpu.buffer("y", (MAX_B * ROWS) as u64 * 4);
     let params = gpu.uniform("params", bytemuck::cast_slice(&[ROWS, COLS, REPEAT, 0]));
@@ -172,7 +140,8 @@ fn main() {
         for t in 0..b {
             for row in 0..ROWS {
                 // The kernel sums its REPEAT passes.
-                let (got, want) = (y[(t * ROWS + row) as usize] as f64, REPEAT as f64 * reference(&bytes, &x, row, t));
+                let i = (t * ROWS + row) as usize;
+                let (got, want) = (y[i] as f64, REPEAT as f64 * want[i] as f64);
                 assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "R {r} B {b}: token {t} row {row}: {got} against {want}");
             }
         }
