@@ -107,7 +107,12 @@ pub const MATMUL_GPU: MatmulShape = MatmulShape { kernel: Kernel::Matmul, tile_r
 impl MatmulShape {
     /// Tokens covered by one workgroup.
     pub fn tokens_per_group(self) -> u32 {
-        if self.kernel == Kernel::MatmulLanes { self.tile_tokens * self.tokens_per_thread } else { self.tile_tokens }
+        match self.kernel {
+            Kernel::MatmulLanes => self.tile_tokens * self.tokens_per_thread,
+            // Each invocation holds all of its workgroup's tokens (MT).
+            Kernel::MatmulRows => self.tokens_per_thread,
+            _ => self.tile_tokens,
+        }
     }
 
     /// The adapter's choice ([`super::tuning::Tuning`]).
