@@ -1,7 +1,7 @@
 // kivi_pack: after a call's attention, quantize the staged slots that the
 // boundary passes (kivi_format.wgsl): from the boundary before the call,
 // kivi_qb(), to the one after it, min(kv_len, KIVI_SEQ) / KIVI_R * KIVI_R,
-// as kivi_quant.wgsl says (keys per channel over KIVI_G slots, values per
+// past the sink, as kivi_quant.wgsl says (keys per channel over KIVI_G slots, values per
 // slot over KIVI_GV channels).
 //
 // Bindings: k_cache (read_write), v_cache (read_write), params, step.
@@ -9,7 +9,7 @@
 // Grid: grid_1d over n_kv_heads * max_groups * KIVI_CW key jobs (a head,
 // a key group, a code-word column), then n_kv_heads * max_slots *
 // HEAD_DIM / KIVI_GV value jobs (a head, a slot, a channel group); jobs
-// past the new boundary write nothing.
+// past the new boundary or in the sink write nothing.
 
 struct Params { n_kv_heads: u32, max_groups: u32, max_slots: u32, _p0: u32 }
 
@@ -40,7 +40,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let nk = p.n_kv_heads * p.max_groups * KIVI_CW;
     if (i < nk) {
         let g = q0 / KIVI_G + (i / KIVI_CW) % p.max_groups;
-        if ((g + 1u) * KIVI_G <= q1) {
+        if ((g + 1u) * KIVI_G <= q1 && g * KIVI_G >= KIVI_SINK) {
             kivi_key_column(i / (p.max_groups * KIVI_CW), g, i % KIVI_CW);
         }
         return;
@@ -48,7 +48,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let v = i - nk;
     let h = v / (p.max_slots * NVG);
     let s = q0 + (v / NVG) % p.max_slots;
-    if (h < p.n_kv_heads && s < q1) {
+    if (h < p.n_kv_heads && s < q1 && s >= KIVI_SINK) {
         kivi_value_group(h, s, v % NVG);
     }
 }

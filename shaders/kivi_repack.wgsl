@@ -1,15 +1,16 @@
 // kivi_repack: a KIVI compaction's last step (ops::evict::kivi_compaction):
 // from the kept rows, gathered dense by kv_compact into tk / tv (slots
 // 0 .. counts[h] - 1 of head h), quantize the slots below the new boundary
-// (the last multiple of KIVI_R at or below counts[h]) as kivi_quant.wgsl
-// says, and stage the rest in f16 (kivi_format.wgsl).
+// (the last multiple of KIVI_R at or below counts[h]) and past the sink as
+// kivi_quant.wgsl says, and stage the rest in f16 (kivi_format.wgsl).
 //
 // Bindings: k_cache, v_cache (read_write), tk, tv, counts (read), params.
 // Prelude consts: WG, HEAD_DIM, and KIVI's.
 // Grid: grid_1d over n_kv_heads * (KIVI_NQ / KIVI_G) * KIVI_CW key jobs,
 // then n_kv_heads * KIVI_NQ * HEAD_DIM / KIVI_GV value jobs, then
-// n_kv_heads * KIVI_R * HEAD_DIM / 4 staging jobs (a head, a slot past the
-// boundary, 4 dims); jobs past the kept slots write nothing.
+// n_kv_heads * (KIVI_SINK + KIVI_R) * HEAD_DIM / 4 staging jobs (a head, a
+// sink slot or a slot past the boundary, 4 dims); jobs past the kept slots
+// write nothing.
 
 struct Params { n_kv_heads: u32, _p0: u32, _p1: u32, _p2: u32 }
 
@@ -38,7 +39,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i < nk) {
         let h = i / (NG * KIVI_CW);
         let g = (i / KIVI_CW) % NG;
-        if ((g + 1u) * KIVI_G <= min(counts[h], KIVI_SEQ) / KIVI_R * KIVI_R) {
+        if ((g + 1u) * KIVI_G <= min(counts[h], KIVI_SEQ) / KIVI_R * KIVI_R && g * KIVI_G >= KIVI_SINK) {
             kivi_key_column(h, g, i % KIVI_CW);
         }
         return;
@@ -47,18 +48,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let v = i - nk;
         let h = v / (KIVI_NQ * NVG);
         let s = (v / NVG) % KIVI_NQ;
-        if (s < min(counts[h], KIVI_SEQ) / KIVI_R * KIVI_R) {
+        if (s < min(counts[h], KIVI_SEQ) / KIVI_R * KIVI_R && s >= KIVI_SINK) {
             kivi_value_group(h, s, v % NVG);
         }
         return;
     }
     let w = i - nk - nv;
-    let h = w / (KIVI_R * D4);
+    let h = w / ((KIVI_SINK + KIVI_R) * D4);
     if (h >= p.n_kv_heads) {
         return;
     }
     let n = min(counts[h], KIVI_SEQ);
-    let s = n / KIVI_R * KIVI_R + (w / D4) % KIVI_R;
+    let j = (w / D4) % (KIVI_SINK + KIVI_R);
+    let s = select(n / KIVI_R * KIVI_R + j - KIVI_SINK, j, j < KIVI_SINK);
     if (s >= n) {
         return;
     }

@@ -187,10 +187,11 @@ impl Kernel {
 pub const KVQ: &str = "KVQ";
 
 /// A KIVI cache's format (`shaders/kivi_format.wgsl`): bits (2 or 4), the
-/// key group (slots), the value group (channels), the residual, slots per
-/// KV head, staging rows per KV head, KV heads.
+/// key group (slots), the value group (channels), the residual, the sink
+/// (first slots kept f16), slots per KV head, staging rows per KV head, KV
+/// heads.
 pub const KIVI: &str = "KIVI";
-pub const KIVI_CONSTS: [&str; 6] = ["KIVI_G", "KIVI_GV", "KIVI_R", "KIVI_SEQ", "KIVI_STAGE", "KIVI_HEADS"];
+pub const KIVI_CONSTS: [&str; 7] = ["KIVI_G", "KIVI_GV", "KIVI_R", "KIVI_SINK", "KIVI_SEQ", "KIVI_STAGE", "KIVI_HEADS"];
 
 impl Kernel {
     /// Which of the caches `k_cache` / `v_cache` the kernel reads through
@@ -252,7 +253,7 @@ fn kivi_reader(k: bool, v: bool, kernel: Kernel) -> String {
     s.push_str(&format!("fn kivi_qb() -> u32 {{\n    return ({before}) / KIVI_R * KIVI_R;\n}}\n"));
     let staged = |cache: &str, base: &str| {
         format!(
-            "    if (r % KIVI_SEQ >= kivi_qb()) {{\n        let i = {base} + kivi_stage_row(r) * KIVI_SW + 2u * d;\n        return vec4<f32>(half_pair({cache}[i]), half_pair({cache}[i + 1u]));\n    }}\n"
+            "    if (kivi_staged(r % KIVI_SEQ, kivi_qb())) {{\n        let i = {base} + kivi_stage_row(r) * KIVI_SW + 2u * d;\n        return vec4<f32>(half_pair({cache}[i]), half_pair({cache}[i + 1u]));\n    }}\n"
         )
     };
     if k {

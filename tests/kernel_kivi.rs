@@ -1,5 +1,5 @@
 //! KIVI's storage kernels: `kivi_append` stages each call's rows in f16 and
-//! `kivi_pack` quantizes the slots the boundary passes as
+//! `kivi_pack` quantizes the slots the boundary passes (past the sinks) as
 //! `reference::kivi` does (keys per channel over groups of slots, values
 //! per slot over groups of channels), over calls of awkward sizes; the
 //! prefill and decode attention kernels of both adapter classes read the
@@ -15,9 +15,10 @@ use wgkv::ops::attention::{self as ops, AttnKind, AttnShape, DecodeScratch, Pref
 use wgkv::reference::attention as reference;
 use wgkv::reference::kivi::{Format, settle};
 
-fn shape(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_seq: u32, kivi: (u32, u32, u32)) -> AttnShape {
-    let (kivi, kivi_group, kivi_res) = kivi;
-    AttnShape { n_heads, n_kv_heads, head_dim, max_seq, kivi, kivi_group, kivi_res, ..Default::default() }
+/// `kivi`: (bits, group, residual, sinks).
+fn shape(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_seq: u32, kivi: (u32, u32, u32, u32)) -> AttnShape {
+    let (kivi, kivi_group, kivi_res, kivi_sink) = kivi;
+    AttnShape { n_heads, n_kv_heads, head_dim, max_seq, kivi, kivi_group, kivi_res, kivi_sink, ..Default::default() }
 }
 
 fn step(g: &Gpu, pos: u32, n_tokens: u32, kv_len: u32) -> wgpu::Buffer {
@@ -26,7 +27,8 @@ fn step(g: &Gpu, pos: u32, n_tokens: u32, kv_len: u32) -> wgpu::Buffer {
 
 fn format(s: &AttnShape) -> Format {
     let (heads, hd, seq) = (s.n_kv_heads as usize, s.head_dim as usize, s.max_seq as usize);
-    Format { heads, hd, seq, bits: s.kivi, group: s.kivi_group as usize, residual: s.kivi_res as usize, stage: s.kivi_stage() as usize }
+    let (group, residual, sinks, stage) = (s.kivi_group as usize, s.kivi_res as usize, s.kivi_sink as usize, s.kivi_stage() as usize);
+    Format { heads, hd, seq, bits: s.kivi, group, residual, sinks, stage }
 }
 
 /// A cache under test: the buffers (poisoned, with a guard past their end)
@@ -82,7 +84,7 @@ impl Cache {
             None => g.run(&[&app]),
         }
         g.run(&[&ops::kivi_pack(g, &self.s, &self.k, &self.v, &st, n as u32)]);
-        let (q0, q1) = (self.boundary(prior), self.boundary(prior + n));
+        let (q0, q1) = (self.boundary(prior).max(self.s.kivi_sink as usize), self.boundary(prior + n));
         for h in 0..kvh {
             settle(&mut self.rows[0], row, h * hd, hd, q0, q1, self.s.kivi, true, self.s.kivi_group as usize);
             settle(&mut self.rows[1], row, h * hd, hd, q0, q1, self.s.kivi, false, self.s.kivi_gv() as usize);
@@ -157,16 +159,20 @@ impl Cache {
 
 #[test]
 fn kivi_pack_quantizes_as_the_reference() {
-    // (n_kv_heads, head_dim, max_seq, (bits, group, residual), calls):
-    // a prompt past one boundary then steps; 4 bits with the residual one
-    // group; value groups of the whole row (group 64 > head 32); head 96
-    // (12 code words) under a 512-token call that passes several boundaries.
+    // (n_kv_heads, head_dim, max_seq, (bits, group, residual, sinks),
+    // calls): a prompt past one boundary then steps, without sinks and
+    // with one group of them; 4 bits with the residual one group and two
+    // groups of sinks; value groups of the whole row (group 64 > head 32);
+    // head 96 (12 code words) under a 512-token call that passes several
+    // boundaries; sinks past the first boundaries.
     let ones = |n: usize| vec![1; n];
     let cases: Vec<(AttnShape, Vec<usize>)> = vec![
-        (shape(3, 3, 64, 300, (2, 32, 64)), [vec![37], ones(30), vec![100], ones(5), vec![90]].concat()),
-        (shape(2, 2, 128, 200, (4, 32, 32)), vec![5, 60, 1, 1, 70]),
-        (shape(1, 1, 32, 256, (2, 64, 128)), vec![130, 1, 120]),
-        (shape(2, 2, 96, 700, (4, 32, 96)), vec![512, 1, 1, 150]),
+        (shape(3, 3, 64, 300, (2, 32, 64, 0)), [vec![37], ones(30), vec![100], ones(5), vec![90]].concat()),
+        (shape(3, 3, 64, 300, (2, 32, 64, 32)), [vec![37], ones(30), vec![100], ones(5), vec![90]].concat()),
+        (shape(2, 2, 128, 200, (4, 32, 32, 64)), vec![5, 60, 1, 1, 70]),
+        (shape(1, 1, 32, 256, (2, 64, 128, 0)), vec![130, 1, 120]),
+        (shape(2, 2, 96, 700, (4, 32, 96, 32)), vec![512, 1, 1, 150]),
+        (shape(1, 1, 64, 200, (2, 32, 32, 96)), [vec![40], ones(30), vec![50, 60]].concat()),
     ];
     for g in contexts() {
         if !g.caps.f16 {
@@ -194,13 +200,14 @@ fn attention_reads_kivi_groups_and_staged_rows() {
     // prefill chunks over a boundary inside and outside the chunk, decode
     // with staged rows and without (the step right after a boundary).
     let ones = |n: usize| vec![1; n];
+    // Sinks of none, one group and two.
     let cases: Vec<(AttnShape, Vec<usize>, usize)> = vec![
-        (shape(9, 3, 64, 300, (2, 32, 64)), vec![37], 100),
-        (shape(9, 3, 64, 300, (2, 32, 64)), vec![100, 27], 1),
-        (shape(9, 3, 64, 300, (4, 32, 64)), [vec![64], ones(63)].concat(), 1),
-        (shape(8, 1, 32, 256, (2, 64, 128)), vec![130], 65),
-        (shape(14, 2, 128, 200, (4, 32, 32)), vec![5, 60], 1),
-        (shape(6, 2, 96, 1200, (2, 32, 96)), vec![512, 500], 60),
+        (shape(9, 3, 64, 300, (2, 32, 64, 32)), vec![37], 100),
+        (shape(9, 3, 64, 300, (2, 32, 64, 0)), vec![100, 27], 1),
+        (shape(9, 3, 64, 300, (4, 32, 64, 32)), [vec![64], ones(63)].concat(), 1),
+        (shape(8, 1, 32, 256, (2, 64, 128, 64)), vec![130], 65),
+        (shape(14, 2, 128, 200, (4, 32, 32, 0)), vec![5, 60], 1),
+        (shape(6, 2, 96, 1200, (2, 32, 96, 64)), vec![512, 500], 60),
     ];
     for g in contexts() {
         if !g.caps.f16 {
@@ -216,8 +223,8 @@ fn attention_reads_kivi_groups_and_staged_rows() {
                 c.call(&g, &mut rng, *n, Some(kind));
             }
         }
-        // A long context: decode after 4096 slots, every one quantized.
-        let mut c = Cache::new(&g, shape(9, 3, 64, 4200, (2, 32, 64)));
+        // A long context: decode after 4096 slots, every one past the sinks quantized.
+        let mut c = Cache::new(&g, shape(9, 3, 64, 4200, (2, 32, 32, 32)));
         for _ in 0..8 {
             c.call(&g, &mut rng, 512, None);
         }

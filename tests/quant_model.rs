@@ -194,13 +194,14 @@ fn impossible_combinations_are_one_line_refusals() {
     }
 }
 
-/// The reference with KIVI (bits, group, residual): f16 rows, the slots
-/// below the last multiple of the residual quantized after every call.
+/// The reference with KIVI (bits, group, residual, sinks): f16 rows, the
+/// slots below the last multiple of the residual and past the sinks
+/// quantized after every call.
 /// With `streaming` (budget, sinks, slack), StreamingLLM's cuts before the
 /// calls that would pass the budget (the kept rows requantized).
 fn kivi_reference(
     w: &Weights,
-    kivi: (u32, usize, usize),
+    kivi: (u32, usize, usize, usize),
     calls: &[Vec<u32>],
     quest: Option<RefQuest>,
     streaming: Option<(usize, usize, usize)>,
@@ -231,12 +232,13 @@ fn kivi_follows_the_reference() {
     let w = tiny_weights("kivi-ref");
     for g in contexts() {
         let full = gpu_run(&g, &w, "full", &calls()).0;
-        // (bits, group, residual): the prompt's 37 tokens pass one boundary
-        // of 32; a residual of 64 leaves more f16 rows; groups of 64 over a
-        // head of 32 make the value groups the whole row.
-        for (bits, group, residual) in [(2, 32, 32), (4, 32, 32), (2, 32, 64), (2, 64, 64)] {
-            let spec = format!("kivi:bits={bits},group={group},residual={residual}");
-            let want = kivi_reference(&w, (bits, group, residual), &calls(), None, None);
+        // (bits, group, residual, sinks): the prompt's 37 tokens pass one
+        // boundary of 32; a residual of 64 leaves more f16 rows; groups of
+        // 64 over a head of 32 make the value groups the whole row; sinks of
+        // none, one group (the default) and two.
+        for (bits, group, residual, sinks) in [(2, 32, 32, 0), (4, 32, 32, 0), (2, 32, 32, 32), (2, 32, 64, 0), (2, 64, 64, 0), (4, 32, 32, 64)] {
+            let spec = format!("kivi:bits={bits},group={group},residual={residual},sinks={sinks}");
+            let want = kivi_reference(&w, (bits, group, residual, sinks as usize), &calls(), None, None);
             let (got, m) = gpu_run(&g, &w, &spec, &calls());
             let mut differs = false;
             for (i, ((a, r), f)) in got.iter().zip(&want).zip(&full).enumerate() {
@@ -246,7 +248,7 @@ fn kivi_follows_the_reference() {
             assert!(differs, "{spec}: logits equal full's; nothing was quantized");
             // Resident after 107 tokens: the quantized slots' codes and
             // group words, the rest f16; 2 layers x 2 KV heads.
-            let q = 107 / residual as u64 * residual as u64;
+            let q = (107 / residual as u64 * residual as u64).saturating_sub(sinks);
             let cw = 32 * bits as u64 / 32;
             // Keys: one word per channel and group of slots; values: one per slot.
             let quantized = q * (8 * cw + 4) + 4 * 32 * q / group as u64;
@@ -266,8 +268,8 @@ fn kivi_under_quest_follows_the_reference() {
     for g in contexts() {
         for bits in [2, 4] {
             let spec = format!("quest:budget=24,page=8,dense_layers=0+kivi:bits={bits},residual=32");
-            let want = kivi_reference(&w, (bits, 32, 32), &calls(), Some(quest), None);
-            let alone = kivi_reference(&w, (bits, 32, 32), &calls(), None, None);
+            let want = kivi_reference(&w, (bits, 32, 32, 32), &calls(), Some(quest), None);
+            let alone = kivi_reference(&w, (bits, 32, 32, 32), &calls(), None, None);
             let (got, _) = gpu_run(&g, &w, &spec, &calls());
             let mut differs = false;
             for (i, ((a, r), k)) in got.iter().zip(&want).zip(&alone).enumerate() {
@@ -291,10 +293,11 @@ fn kivi_under_eviction_follows_the_reference() {
     let (layers, heads) = (2, 2);
     for g in contexts() {
         // Streaming (budget 48, 2 sinks, slack 11): the cuts move tokens
-        // across key groups; the kept rows come back f16 and are requantized.
+        // across key groups; the kept rows come back f16 and are requantized
+        // (without KIVI's own sinks, which would keep 32 of the 48 in f16).
         for bits in [2, 4] {
-            let spec = format!("streaming:budget=48,sinks=2+kivi:bits={bits},residual=32");
-            let want = kivi_reference(&w, (bits, 32, 32), &calls(), None, Some((48, 2, 11)));
+            let spec = format!("streaming:budget=48,sinks=2+kivi:bits={bits},residual=32,sinks=0");
+            let want = kivi_reference(&w, (bits, 32, 32, 0), &calls(), None, Some((48, 2, 11)));
             let (got, m) = gpu_run(&g, &w, &spec, &calls());
             assert!(m.kv.evicted > 0 && m.kv.report().tokens_per_layer.iter().all(|&n| n <= 48), "{spec}");
             for (i, (a, r)) in got.iter().zip(&want).enumerate() {
@@ -303,11 +306,11 @@ fn kivi_under_eviction_follows_the_reference() {
         }
         // SnapKV cuts the 37-token prompt to 24 per layer and head (the
         // reference keeps the slots the GPU chose), then 40 steps pass the
-        // boundary at 32 and 64.
+        // boundary at 32 (the sinks') and 64.
         let spec = "snapkv:budget=24+kivi:residual=32";
         let mut m = Model::load(g.clone(), &w, CTX, KvSpec::parse(spec).unwrap()).unwrap();
         let mut r = RefModel::new(&w).unwrap();
-        r.kivi = Some((2, 32, 32));
+        r.kivi = Some((2, 32, 32, 32));
         let c = calls();
         m.forward(&c[0], Readout::Logits).unwrap();
         for &t in &c[0] {
@@ -354,7 +357,8 @@ fn kivi_with_a_covering_residual_equals_full() {
             continue; // its staging rows are f16; full's are f32 here
         }
         let (want, _) = gpu_run(&g, &w, "full", &calls());
-        for spec in ["kivi:residual=128", "kivi:bits=4,group=64,residual=128"] {
+        // A residual covering the context, or sinks.
+        for spec in ["kivi:residual=128", "kivi:bits=4,group=64,residual=128", "kivi:residual=32,sinks=128"] {
             let (got, _) = gpu_run(&g, &w, spec, &calls());
             for (i, (a, r)) in got.iter().zip(&want).enumerate() {
                 assert_close(&format!("{spec} call {i} on {}", label(&g)), a, r, Tol { name: "same-rows", abs: 1e-5, rel: 1e-5 });
@@ -370,6 +374,8 @@ fn kivi_refuses_what_it_cannot_do() {
         ("kivi:group=48", "group 48 is not a multiple of 32"),
         ("kivi:group=64,residual=96", "residual 96 is not a multiple of group 64"),
         ("kivi:residual=0", "residual '0'"),
+        ("kivi:group=64,residual=64,sinks=32", "sinks 32 is not a multiple of group 64"),
+        ("kivi:sinks=-1", "sinks '-1' is not a whole number"),
         ("snapkv:budget=50%+kivi+quest", "kivi with both snapkv and quest is not available"),
         ("kivi:residual=32+quest:page=64", "residual 32 is not a multiple of quest's page 64"),
     ] {

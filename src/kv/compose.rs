@@ -61,6 +61,19 @@ fn is_mustafar(spec: &KvSpec) -> bool {
     spec.part(Kind::Storage).is_some_and(|p| p.name == "mustafar")
 }
 
+/// A `kivi` storage part's options (`KvCache::kivi_of`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kivi {
+    /// 2 or 4.
+    pub bits: u32,
+    /// Key group (tokens per channel group), a multiple of 32.
+    pub group: u32,
+    /// The newest tokens past the last multiple of this stay f16.
+    pub residual: u32,
+    /// The first tokens that stay f16 (attention sinks), a multiple of `group`.
+    pub sinks: u32,
+}
+
 impl KvCache {
     /// The eviction policy of `spec` for a context of `ctx` tokens, if any;
     /// refuses the parts and combinations this build lacks.
@@ -129,11 +142,11 @@ impl KvCache {
         Ok((if p.name == "q8" { 8 } else { 4 }, rot))
     }
 
-    /// `spec`'s KIVI storage, if any: (bits, group, residual), checked.
-    /// Defaults: 2 bits, groups of 32, a residual of 64 (KIVI's paper uses
-    /// groups of 32 and residuals of 32 to 128; 64 keeps a 4096-token cache
-    /// of a 64-dim head under 20% of f16's bytes).
-    pub fn kivi_of(spec: &KvSpec) -> Result<Option<(u32, u32, u32)>> {
+    /// `spec`'s KIVI storage, if any, checked. Defaults: 2 bits, groups of
+    /// 32, a residual of one group (KIVI's paper uses groups of 32 and
+    /// residuals of 32 to 128) and one group of sinks, which together keep
+    /// a 4096-token cache of a 64-dim head within 20% of f16's bytes.
+    pub fn kivi_of(spec: &KvSpec) -> Result<Option<Kivi>> {
         let Some(p) = spec.part(Kind::Storage).filter(|p| p.name == "kivi") else {
             return Ok(None);
         };
@@ -147,7 +160,14 @@ impl KvCache {
                     .ok_or_else(|| Error::msg(format!("--kv part 'kivi': {key} '{v}' is not a positive whole number"))),
             }
         };
-        let (bits, group, residual) = (num("bits", 2)?, num("group", 32)?, num("residual", 64)?);
+        let (bits, group) = (num("bits", 2)?, num("group", 32)?);
+        let residual = num("residual", group)?;
+        let sinks = match p.get("sinks") {
+            None => group,
+            Some(v) => {
+                v.parse::<u32>().ok().filter(|&n| n <= 1 << 20).ok_or_else(|| Error::msg(format!("--kv part 'kivi': sinks '{v}' is not a whole number")))?
+            }
+        };
         if !matches!(bits, 2 | 4) {
             return Err(Error::msg(format!("--kv part 'kivi': bits '{bits}' is not 2 or 4")));
         }
@@ -158,6 +178,9 @@ impl KvCache {
             return Err(Error::msg(format!(
                 "--kv part 'kivi': residual {residual} is not a multiple of group {group} (whole key groups are quantized at once)"
             )));
+        }
+        if !sinks.is_multiple_of(group) {
+            return Err(Error::msg(format!("--kv part 'kivi': sinks {sinks} is not a multiple of group {group} (whole key groups stay f16)")));
         }
         if let (Some(e), Some(q)) = (spec.part(Kind::Eviction), spec.part(Kind::Selection)) {
             return Err(Error::msg(format!(
@@ -175,7 +198,7 @@ impl KvCache {
                 )));
             }
         }
-        Ok(Some((bits, group, residual)))
+        Ok(Some(Kivi { bits, group, residual, sinks }))
     }
 
     /// Most tokens cached at once for `spec` over `ctx` tokens: an eviction
@@ -205,8 +228,9 @@ impl KvCache {
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
         let (kvq, rot) = KvCache::quant_of(spec)?;
         let kvrot = if rot { crate::ops::attention::rotation_group(cfg.head_dim as u32) } else { 0 };
-        let (kivi, kivi_group, kivi_res) = KvCache::kivi_of(spec)?.unwrap_or_default();
-        let attn = AttnShape { kvq, kvrot, kivi, kivi_group, kivi_res, ..super::attn_shape(cfg, max_seq) };
+        let kivi = KvCache::kivi_of(spec)?.unwrap_or_default();
+        let (kivi_group, kivi_res, kivi_sink) = (kivi.group, kivi.residual, kivi.sinks);
+        let attn = AttnShape { kvq, kvrot, kivi: kivi.bits, kivi_group, kivi_res, kivi_sink, ..super::attn_shape(cfg, max_seq) };
         let capacity = KvCache::capacity_of(spec, ctx)?;
         let mustafar = KvCache::mustafar_of(spec, ctx)?;
         // Prefill attends the whole context: under Mustafar a dense scratch of it.

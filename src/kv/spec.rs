@@ -55,7 +55,7 @@ fn allowed_keys(name: &str) -> &'static [&'static str] {
         "streaming" => &["budget", "sinks", "alloc"],
         "full" => &[],
         "q8" | "q4" => &["rot"],
-        "kivi" => &["bits", "group", "residual"],
+        "kivi" => &["bits", "group", "residual", "sinks"],
         _ => &["budget", "alloc", "window", "kernel", "pool", "sinks", "recent"],
     }
 }

@@ -95,10 +95,12 @@ pub struct AttnShape {
     /// KIVI (`kivi.rs` in `reference`, `shaders/kivi_format.wgsl`): 2 or 4
     /// bits (0: not KIVI); keys per channel over groups of `kivi_group`
     /// slots, values per token over groups of `min(kivi_group, head_dim)`
-    /// channels; slots past the last multiple of `kivi_res` stay f16.
+    /// channels; slots past the last multiple of `kivi_res` stay f16, and
+    /// so do the first `kivi_sink` (a multiple of `kivi_group`).
     pub kivi: u32,
     pub kivi_group: u32,
     pub kivi_res: u32,
+    pub kivi_sink: u32,
 }
 
 impl PartialEq for AttnShape {
@@ -116,9 +118,10 @@ impl std::hash::Hash for AttnShape {
 }
 
 impl AttnShape {
-    fn key(&self) -> [u32; 11] {
+    fn key(&self) -> [u32; 12] {
         let (a, b, c, d) = (self.n_heads, self.n_kv_heads, self.head_dim, self.max_seq);
-        [a, b, c, d, self.softcap.to_bits(), self.window, self.kvq, self.kvrot, self.kivi, self.kivi_group, self.kivi_res]
+        let kivi = [self.kivi, self.kivi_group, self.kivi_res, self.kivi_sink];
+        [a, b, c, d, self.softcap.to_bits(), self.window, self.kvq, self.kvrot, kivi[0], kivi[1], kivi[2], kivi[3]]
     }
 
     /// `spec` with the attention core's options of this shape as prelude
@@ -134,7 +137,7 @@ impl AttnShape {
     /// (the kernel then reads them through `kv_k` / `kv_v`, `kernels.rs`).
     pub fn cache_format(&self, spec: Spec) -> Spec {
         if self.kivi > 0 {
-            let values = [self.kivi_group, self.kivi_gv(), self.kivi_res, self.max_seq, self.kivi_stage(), self.n_kv_heads];
+            let values = [self.kivi_group, self.kivi_gv(), self.kivi_res, self.kivi_sink, self.max_seq, self.kivi_stage(), self.n_kv_heads];
             return KIVI_CONSTS.iter().zip(values).fold(spec.with(KIVI, self.kivi), |s, (n, v)| s.with(n, v));
         }
         if self.kvq > 0 { spec.with(KVQ, self.kvq) } else { spec }
@@ -143,7 +146,7 @@ impl AttnShape {
     /// The dense shape a compaction gathers rows in: this one without KIVI
     /// (`evict::kivi_compaction` gathers its rows as `kv_t`).
     pub fn compacted(&self) -> AttnShape {
-        AttnShape { kivi: 0, kivi_group: 0, kivi_res: 0, ..*self }
+        AttnShape { kivi: 0, kivi_group: 0, kivi_res: 0, kivi_sink: 0, ..*self }
     }
 
     /// KIVI's value group: `kivi_group` channels, at most the head.
@@ -151,10 +154,17 @@ impl AttnShape {
         self.kivi_group.min(self.head_dim)
     }
 
-    /// KIVI's staging rows per KV head: the residual plus the most tokens
-    /// of a call, at most every slot.
+    /// KIVI's staging rows per KV head: the sink, the residual and the most
+    /// tokens of a call, at most every slot.
     pub fn kivi_stage(&self) -> u32 {
-        (self.kivi_res + MAX_CALL).min(self.max_seq)
+        (self.kivi_sink + self.kivi_res + MAX_CALL).min(self.max_seq)
+    }
+
+    /// KIVI: how many of the first `len` slots are quantized: those below
+    /// the boundary (the last multiple of the residual) past the sink.
+    pub fn kivi_quantized(&self, len: usize) -> usize {
+        let r = self.kivi_res.max(1) as usize;
+        (len / r * r).saturating_sub(self.kivi_sink as usize)
     }
 
     /// KIVI: the slots that may be quantized (whole multiples of the residual).
@@ -189,7 +199,7 @@ impl AttnShape {
         if self.kivi == 0 {
             return 2 * heads * len as u64 * self.row_bytes(f16);
         }
-        let q = len / self.kivi_res as usize * self.kivi_res as usize;
+        let q = self.kivi_quantized(len);
         let (k, v) = self.kivi_slot_bytes();
         heads * (q as f64 * (k + v)).round() as u64 + 2 * heads * (len - q) as u64 * 2 * self.head_dim as u64
     }
@@ -326,10 +336,11 @@ impl AttnShape {
             )));
         }
         if self.kivi > 0 {
-            let (g, r) = (self.kivi_group, self.kivi_res);
-            if !matches!(self.kivi, 2 | 4) || !head_dim.is_multiple_of(32) || g == 0 || !g.is_multiple_of(32) || r == 0 || !r.is_multiple_of(g) {
+            let (g, r, sink) = (self.kivi_group, self.kivi_res, self.kivi_sink);
+            let groups = g > 0 && g.is_multiple_of(32) && r > 0 && r.is_multiple_of(g) && sink.is_multiple_of(g);
+            if !matches!(self.kivi, 2 | 4) || !head_dim.is_multiple_of(32) || !groups {
                 return Err(Error::msg(format!(
-                    "attention: a {}-bit KIVI cache with group {g} and residual {r} needs head_dim a multiple of 32 (this model's is {head_dim}), group a multiple of 32, residual a multiple of group",
+                    "attention: a {}-bit KIVI cache with group {g}, residual {r} and sink {sink} needs head_dim a multiple of 32 (this model's is {head_dim}), group a multiple of 32, residual and sink multiples of group",
                     self.kivi
                 )));
             }
@@ -412,8 +423,9 @@ pub fn quant_spec_shapes() -> Vec<AttnShape> {
             v.push(AttnShape { n_heads: g, n_kv_heads: 1, head_dim, max_seq: 1, kvq, kvrot: rotation_group(head_dim), ..Default::default() });
         }
     }
-    for (kivi, kivi_group, head_dim) in [(2, 32, 64), (4, 32, 64), (2, 128, 64), (2, 32, 128)] {
-        v.push(AttnShape { n_heads: 3, n_kv_heads: 1, head_dim, max_seq: 256, kivi, kivi_group, kivi_res: 128, ..Default::default() });
+    for (kivi, kivi_group, kivi_sink, head_dim) in [(2, 32, 32, 64), (4, 32, 0, 64), (2, 128, 128, 64), (2, 32, 32, 128)] {
+        let kivi_res = 128;
+        v.push(AttnShape { n_heads: 3, n_kv_heads: 1, head_dim, max_seq: 256, kivi, kivi_group, kivi_res, kivi_sink, ..Default::default() });
     }
     v
 }

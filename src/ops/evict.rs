@@ -66,7 +66,7 @@ pub fn kivi_compaction(
     let expand = gpu.dispatch(&expand_spec(s), &[k_cache, v_cache, temp[0], temp[1], &params, step], grid_1d((s.n_kv_heads * s.max_seq * d4).div_ceil(WG)));
     let compact = kv_compact(gpu, &s.compacted(), temp[0], temp[1], keep, counts, acc, max_keep)?;
     let cw = s.head_dim * s.kivi / 32;
-    let jobs = s.kivi_nq() / s.kivi_group * cw + s.kivi_nq() * (s.head_dim / s.kivi_gv()) + s.kivi_res * d4;
+    let jobs = s.kivi_nq() / s.kivi_group * cw + s.kivi_nq() * (s.head_dim / s.kivi_gv()) + (s.kivi_sink + s.kivi_res) * d4;
     let repack = gpu.dispatch(&repack_spec(s), &[k_cache, v_cache, temp[0], temp[1], counts, &params], grid_1d((s.n_kv_heads * jobs).div_ceil(WG)));
     Ok(vec![expand, compact, repack])
 }

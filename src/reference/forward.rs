@@ -47,10 +47,11 @@ pub struct RefModel {
     /// groups of this many elements before they are quantized, queries
     /// rotated before attention and the output rotated back (0: not).
     pub kv_rot: usize,
-    /// KIVI (bits, group, residual): rows cached as `kv_f16` says until
-    /// [`RefModel::end_call`] quantizes the slots below the last multiple of
-    /// the residual (`reference::kivi`), as the engine does after each call.
-    pub kivi: Option<(u32, usize, usize)>,
+    /// KIVI (bits, group, residual, sinks): rows cached as `kv_f16` says
+    /// until [`RefModel::end_call`] quantizes the slots below the last
+    /// multiple of the residual, past the first `sinks`
+    /// (`reference::kivi`), as the engine does after each call.
+    pub kivi: Option<(u32, usize, usize, usize)>,
     /// Under KIVI, per layer the slots quantized so far.
     kivi_done: Vec<usize>,
     /// Under KIVI, per layer the keys as appended (f16), before any
@@ -274,14 +275,14 @@ impl RefModel {
                 }
             }
         }
-        if let Some((bits, group, residual)) = self.kivi {
+        if let Some((bits, group, residual, sinks)) = self.kivi {
             for v in self.k_cache[layer].iter_mut().chain(self.v_cache[layer].iter_mut()) {
                 *v = half::f16::from_f32(*v).to_f32();
             }
             let to = keep[0].len() / residual * residual;
             for h in 0..self.cfg.n_kv_heads {
-                crate::reference::kivi::settle(&mut self.k_cache[layer], kv_dim, h * hd, hd, 0, to, bits, true, group);
-                crate::reference::kivi::settle(&mut self.v_cache[layer], kv_dim, h * hd, hd, 0, to, bits, false, group.min(hd));
+                crate::reference::kivi::settle(&mut self.k_cache[layer], kv_dim, h * hd, hd, sinks, to, bits, true, group);
+                crate::reference::kivi::settle(&mut self.v_cache[layer], kv_dim, h * hd, hd, sinks, to, bits, false, group.min(hd));
             }
             self.kivi_done[layer] = to;
         }
@@ -306,19 +307,20 @@ impl RefModel {
     }
 
     /// The end of a forward call (a prompt chunk or a decode step): KIVI
-    /// quantizes, in every layer and KV head, the cached slots that the
-    /// boundary (the last multiple of the residual) passed; nothing else
-    /// changes.
+    /// quantizes, in every layer and KV head, the cached slots past the
+    /// sinks that the boundary (the last multiple of the residual) passed;
+    /// nothing else changes.
     pub fn end_call(&mut self) {
-        let Some((bits, group, residual)) = self.kivi else {
+        let Some((bits, group, residual, sinks)) = self.kivi else {
             return;
         };
         let (hd, nkv) = (self.cfg.head_dim, self.cfg.n_kv_heads);
         for l in 0..self.k_cache.len() {
             let to = self.k_cache[l].len() / (nkv * hd) / residual * residual;
+            let from = self.kivi_done[l].max(sinks);
             for h in 0..nkv {
-                crate::reference::kivi::settle(&mut self.k_cache[l], nkv * hd, h * hd, hd, self.kivi_done[l], to, bits, true, group);
-                crate::reference::kivi::settle(&mut self.v_cache[l], nkv * hd, h * hd, hd, self.kivi_done[l], to, bits, false, group.min(hd));
+                crate::reference::kivi::settle(&mut self.k_cache[l], nkv * hd, h * hd, hd, from, to, bits, true, group);
+                crate::reference::kivi::settle(&mut self.v_cache[l], nkv * hd, h * hd, hd, from, to, bits, false, group.min(hd));
             }
             self.kivi_done[l] = to;
         }

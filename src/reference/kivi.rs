@@ -1,7 +1,9 @@
 //! Reference for KIVI's storage (Liu et al., 2024): asymmetric `bits`-bit
 //! quantization with a scale and a minimum per group, keys per channel over
 //! groups of `group` tokens, values per token over groups of `gv` channels;
-//! the newest tokens (past the last multiple of the residual) stay f16.
+//! the newest tokens (past the last multiple of the residual) stay f16, and
+//! so do the first ones (attention sinks, a whole number of key groups:
+//! beyond KIVI, as KVQuant and IntactKV keep them).
 //! Also the word format on the GPU (`shaders/kivi_format.wgsl`), written
 //! here from its description so tests can read a cache buffer. Independent
 //! of the kernels.
@@ -67,6 +69,8 @@ pub struct Format {
     pub bits: u32,
     pub group: usize,
     pub residual: usize,
+    /// The first slots, kept f16.
+    pub sinks: usize,
     /// Staging rows per head.
     pub stage: usize,
 }
@@ -89,9 +93,16 @@ impl Format {
         (w >> (b * (c % (32 / b)))) & ((1 << b) - 1)
     }
 
+    /// Staging row of slot `s` within its head's: the sinks' own rows, then
+    /// a ring for the rest.
+    fn stage_row(&self, s: usize) -> usize {
+        if s < self.sinks { s } else { self.sinks + (s - self.sinks) % (self.stage - self.sinks) }
+    }
+
     /// The values the kernels read from a K (`keys`) or V cache buffer's
     /// words, `[heads][seq][hd]`, for slots `0 .. len` (the rest 0), where
-    /// `boundary` slots are quantized and the rest staged.
+    /// slots below `boundary` and past the sinks are quantized and the rest
+    /// staged.
     pub fn decode(&self, words: &[u32], keys: bool, len: usize, boundary: usize) -> Vec<f32> {
         let (hd, cw, gv) = (self.hd, self.cw(), self.gv());
         let kg = self.group * cw + hd;
@@ -105,8 +116,8 @@ impl Format {
                     continue;
                 }
                 for c in 0..hd {
-                    let v = if s >= boundary {
-                        let w = words[packed + (h * self.stage + s % self.stage) * hd / 2 + c / 2];
+                    let v = if s >= boundary || s < self.sinks {
+                        let w = words[packed + (h * self.stage + self.stage_row(s)) * hd / 2 + c / 2];
                         Format::half(w, c % 2)
                     } else if keys {
                         let base = (h * (self.nq() / self.group) + s / self.group) * kg;

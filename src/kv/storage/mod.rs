@@ -115,13 +115,14 @@ impl Storage {
                 let (k, v) = a.kivi_slot_bytes();
                 let f16 = 2.0 * a.head_dim as f64;
                 let line = format!(
-                    "storage: kivi {}-bit, keys per channel over {} tokens, values per token over {} channels; {k:.1} + {v:.1} bytes per quantized token and KV head ({:.1}% of f16); the newest tokens past the last multiple of {} ({} of {len} now) in f16",
+                    "storage: kivi {}-bit, keys per channel over {} tokens, values per token over {} channels; {k:.1} + {v:.1} bytes per quantized token and KV head ({:.1}% of f16); the first {} tokens and the newest past the last multiple of {} in f16 ({} of {len} now)",
                     a.kivi,
                     a.kivi_group,
                     a.kivi_gv(),
                     100.0 * (k + v) / (2.0 * f16),
+                    a.kivi_sink,
                     a.kivi_res,
-                    len % a.kivi_res as usize
+                    len - a.kivi_quantized(len)
                 );
                 (Some(line), None)
             }
