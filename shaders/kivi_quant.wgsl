@@ -2,53 +2,16 @@
 // the staging rows) and kivi_repack (from a compaction's dense rows). The
 // kernel defines `src(is_k, r, c)`: element c of row r (= head * KIVI_SEQ
 // + slot) before quantization, and binds k_cache and v_cache read_write.
-// Per group of values x (KIVI's asymmetric rounding, over a fitted range):
-//   lo = min x, hi = max x; of the ranges [mn, mx] = [lo + a d, hi - b d]
-//   (d = (hi - lo) / 12, a and b 0 to 3), the one with the least squared
-//   error (kivi_fit); scale = (mx - mn) / (2^KIVI - 1),
-//   code = clamp(floor((x - mn) * (1 / scale) + 0.5), 0, 2^KIVI - 1) (0
-//   where scale = 0); the word kept is (scale, mn) as halves (ties to
-//   even; the codes use scale unrounded).
+// Per group of values x (KIVI's asymmetric rounding):
+//   mn = min x, mx = max x, scale = (mx - mn) / (2^KIVI - 1),
+//   code = min(2^KIVI - 1, floor((x - mn) * (1 / scale) + 0.5)) (0 where
+//   scale = 0); the word kept is (scale, mn) as halves (ties to even; the
+//   codes use scale unrounded).
 
 const KIVI_NC: u32 = 32u / KIVI; // channels per code word
 
 fn kivi_code(x: f32, mn: f32, inv: f32) -> u32 {
-    return min(KIVI_LEVELS, u32(max(0.0, floor((x - mn) * inv + 0.5))));
-}
-
-// Element i of a group: keys, channel c of row r + i; values, channel c + i of row r.
-fn kivi_elem(is_k: bool, r: u32, c: u32, i: u32) -> f32 {
-    if (is_k) {
-        return src(true, r + i, c);
-    }
-    return src(false, r, c + i);
-}
-
-// The group's (minimum, scale): of the ranges [lo + a d, hi - b d] (d a
-// twelfth of hi - lo, a and b 0 to 3), the one whose codes give the least
-// squared error.
-fn kivi_fit(is_k: bool, r: u32, c: u32, n: u32, lo: f32, hi: f32) -> vec2<f32> {
-    let d = (hi - lo) / 12.0;
-    var best = vec2<f32>(lo, (hi - lo) / f32(KIVI_LEVELS));
-    var best_e = 3.4e38;
-    for (var a = 0u; a < 4u; a++) {
-        for (var b = 0u; b < 4u; b++) {
-            let mn = lo + f32(a) * d;
-            let scale = (hi - f32(b) * d - mn) / f32(KIVI_LEVELS);
-            let inv = kivi_inverse(scale);
-            var e = 0.0;
-            for (var i = 0u; i < n; i++) {
-                let x = kivi_elem(is_k, r, c, i);
-                let y = f32(kivi_code(x, mn, inv)) * scale + mn;
-                e += (y - x) * (y - x);
-            }
-            if (e < best_e) {
-                best_e = e;
-                best = vec2<f32>(mn, scale);
-            }
-        }
-    }
-    return best;
+    return min(KIVI_LEVELS, u32(floor((x - mn) * inv + 0.5)));
 }
 
 fn kivi_inverse(scale: f32) -> f32 {
@@ -71,10 +34,10 @@ fn kivi_key_column(h: u32, g: u32, col: u32) {
             lo = min(lo, x);
             hi = max(hi, x);
         }
-        let fit = kivi_fit(true, r0, c, KIVI_G, lo, hi);
-        mn[j] = fit.x;
-        inv[j] = kivi_inverse(fit.y);
-        k_cache[base + KIVI_G * KIVI_CW + c] = pack_halves(fit.y, fit.x);
+        let scale = (hi - lo) / f32(KIVI_LEVELS);
+        mn[j] = lo;
+        inv[j] = kivi_inverse(scale);
+        k_cache[base + KIVI_G * KIVI_CW + c] = pack_halves(scale, lo);
     }
     for (var t = 0u; t < KIVI_G; t++) {
         var w = 0u;
@@ -96,14 +59,14 @@ fn kivi_value_group(h: u32, s: u32, cg: u32) {
         lo = min(lo, x);
         hi = max(hi, x);
     }
-    let fit = kivi_fit(false, r, c0, KIVI_GV, lo, hi);
-    let iv = kivi_inverse(fit.y);
+    let scale = (hi - lo) / f32(KIVI_LEVELS);
+    let iv = kivi_inverse(scale);
     let row = (h * KIVI_NQ + s) * KIVI_VROW;
-    v_cache[row + KIVI_CW + cg] = pack_halves(fit.y, fit.x);
+    v_cache[row + KIVI_CW + cg] = pack_halves(scale, lo);
     for (var wi = c0 / KIVI_NC; wi < (c0 + KIVI_GV) / KIVI_NC; wi++) {
         var w = 0u;
         for (var j = 0u; j < KIVI_NC; j++) {
-            w |= kivi_code(src(false, r, wi * KIVI_NC + j), fit.x, iv) << (j * KIVI);
+            w |= kivi_code(src(false, r, wi * KIVI_NC + j), lo, iv) << (j * KIVI);
         }
         v_cache[row + wi] = w;
     }

@@ -8,38 +8,18 @@
 //! here from its description so tests can read a cache buffer. Independent
 //! of the kernels.
 
-fn codes(x: &[f32], mn: f32, scale: f32, levels: u32) -> impl Iterator<Item = u32> + '_ {
-    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-    x.iter().map(move |&v| (((v - mn) * inv + 0.5).floor().max(0.0) as u32).min(levels))
-}
-
 /// One group `x` quantized with `bits` (2 or 4): the codes (0 ..= 2^bits -
-/// 1), and the scale and minimum as stored (f16, back in f32). The range
-/// is KIVI's `[min x, max x]` narrowed at either end by 0 to 3 twelfths of
-/// its width, whichever of those 16 gives the least squared error (the
-/// first in order of the narrowing at the bottom, then at the top, on a
-/// tie). The codes use the scale before its rounding, as KIVI's kernels do.
+/// 1), and the scale and minimum as stored (f16, back in f32). The codes
+/// use the scale before its rounding, as KIVI's kernels do.
 pub fn quantize_group(x: &[f32], bits: u32) -> (Vec<u32>, f32, f32) {
     let levels = (1u32 << bits) - 1;
-    let lo = x.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let d = (hi - lo) / 12.0;
-    let (mut mn, mut scale, mut best) = (lo, (hi - lo) / levels as f32, f32::INFINITY);
-    for a in 0..4 {
-        for b in 0..4 {
-            let m = lo + a as f32 * d;
-            let s = (hi - b as f32 * d - m) / levels as f32;
-            let e = codes(x, m, s, levels).zip(x).fold(0f32, |e, (c, &v)| {
-                let y = c as f32 * s + m;
-                e + (y - v) * (y - v)
-            });
-            if e < best {
-                (mn, scale, best) = (m, s, e);
-            }
-        }
-    }
+    let mn = x.iter().copied().fold(f32::INFINITY, f32::min);
+    let mx = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let scale = (mx - mn) / levels as f32;
+    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    let codes = x.iter().map(|&v| (((v - mn) * inv + 0.5).floor() as u32).min(levels)).collect();
     let h = |v: f32| half::f16::from_f32(v).to_f32();
-    (codes(x, mn, scale, levels).collect(), h(scale), h(mn))
+    (codes, h(scale), h(mn))
 }
 
 /// The value a code stands for.
@@ -153,49 +133,5 @@ impl Format {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quantize_group;
-
-    fn error(x: &[f32], codes: &[u32], scale: f32, mn: f32) -> f32 {
-        x.iter().zip(codes).map(|(&v, &c)| (c as f32 * scale + mn - v).powi(2)).sum()
-    }
-
-    #[test]
-    fn the_range_is_narrowed_where_that_lowers_the_error() {
-        // [0, 1, 2, 12] at 2 bits: KIVI's range [0, 12] (scale 4) gives
-        // 0, 0, 4, 12 (squared error 5); of the 16 narrowed ranges [1, 12]
-        // (scale 11/3) gives 1, 1, 1, 12 (error 2), the least, by hand.
-        let (codes, scale, mn) = quantize_group(&[0.0, 1.0, 2.0, 12.0], 2);
-        assert_eq!(codes, [0, 0, 0, 3]);
-        assert_eq!((scale, mn), (half::f16::from_f32(11.0 / 3.0).to_f32(), 1.0));
-        // Evenly spread values keep the whole range: codes exact.
-        let (codes, scale, mn) = quantize_group(&[-1.0, 0.0, 1.0, 2.0], 2);
-        assert_eq!((codes, scale, mn), (vec![0, 1, 2, 3], 1.0, -1.0));
-        // A constant group: scale 0, given back exactly.
-        assert_eq!(quantize_group(&[0.3; 8], 4), (vec![0; 8], 0.0, half::f16::from_f32(0.3).to_f32()));
-    }
-
-    #[test]
-    fn the_error_is_never_above_the_whole_ranges() {
-        let mut s = 7u32;
-        let mut next = || {
-            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-            (s >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
-        for bits in [2, 4] {
-            for n in [32, 64] {
-                let x: Vec<f32> = (0..n).map(|i| next() * if i % 11 == 0 { 8.0 } else { 1.0 }).collect();
-                let (codes, scale, mn) = quantize_group(&x, bits);
-                let (lo, hi) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-                let whole = (hi - lo) / ((1 << bits) - 1) as f32;
-                let kivi: Vec<u32> = x.iter().map(|&v| ((v - lo) / whole + 0.5).floor() as u32).collect();
-                let h = |v: f32| half::f16::from_f32(v).to_f32();
-                assert!(error(&x, &codes, scale, mn) <= error(&x, &kivi, h(whole), h(lo)) * 1.001, "bits {bits} n {n}");
-            }
-        }
     }
 }
