@@ -40,7 +40,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let nk = p.n_kv_heads * p.max_groups * KIVI_CW;
     if (i < nk) {
         let g = q0 / KIVI_G + (i / KIVI_CW) % p.max_groups;
-        if ((g + 1u) * KIVI_G <= q1 && g * KIVI_G >= KIVI_SINK) {
+        // The group's first slot decides: q1 is a multiple of KIVI_G.
+        if (!kivi_staged(g * KIVI_G, q1)) {
             kivi_key_column(i / (p.max_groups * KIVI_CW), g, i % KIVI_CW);
         }
         return;
@@ -48,7 +49,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let v = i - nk;
     let h = v / (p.max_slots * NVG);
     let s = q0 + (v / NVG) % p.max_slots;
-    if (h < p.n_kv_heads && s < q1 && s >= KIVI_SINK) {
+    if (h < p.n_kv_heads && !kivi_staged(s, q1)) {
         kivi_value_group(h, s, v % NVG);
     }
 }

@@ -39,7 +39,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i < nk) {
         let h = i / (NG * KIVI_CW);
         let g = (i / KIVI_CW) % NG;
-        if ((g + 1u) * KIVI_G <= min(counts[h], KIVI_SEQ) / KIVI_R * KIVI_R && g * KIVI_G >= KIVI_SINK) {
+        if (!kivi_staged(g * KIVI_G, min(counts[h], KIVI_SEQ) / KIVI_R * KIVI_R)) {
             kivi_key_column(h, g, i % KIVI_CW);
         }
         return;
@@ -48,7 +48,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let v = i - nk;
         let h = v / (KIVI_NQ * NVG);
         let s = (v / NVG) % KIVI_NQ;
-        if (s < min(counts[h], KIVI_SEQ) / KIVI_R * KIVI_R && s >= KIVI_SINK) {
+        if (!kivi_staged(s, min(counts[h], KIVI_SEQ) / KIVI_R * KIVI_R)) {
             kivi_value_group(h, s, v % NVG);
         }
         return;

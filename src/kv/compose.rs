@@ -150,24 +150,20 @@ impl KvCache {
         let Some(p) = spec.part(Kind::Storage).filter(|p| p.name == "kivi") else {
             return Ok(None);
         };
-        let num = |key: &str, default: u32| -> Result<u32> {
+        // A whole number up to 2^20, at least `min` (0 or 1).
+        let num = |key: &str, default: u32, min: u32| -> Result<u32> {
+            let what = if min > 0 { "a positive whole number" } else { "a whole number" };
             match p.get(key) {
                 None => Ok(default),
                 Some(v) => v
                     .parse::<u32>()
                     .ok()
-                    .filter(|&n| n > 0 && n <= 1 << 20)
-                    .ok_or_else(|| Error::msg(format!("--kv part 'kivi': {key} '{v}' is not a positive whole number"))),
+                    .filter(|&n| n >= min && n <= 1 << 20)
+                    .ok_or_else(|| Error::msg(format!("--kv part 'kivi': {key} '{v}' is not {what}"))),
             }
         };
-        let (bits, group) = (num("bits", 2)?, num("group", 32)?);
-        let residual = num("residual", group)?;
-        let sinks = match p.get("sinks") {
-            None => group,
-            Some(v) => {
-                v.parse::<u32>().ok().filter(|&n| n <= 1 << 20).ok_or_else(|| Error::msg(format!("--kv part 'kivi': sinks '{v}' is not a whole number")))?
-            }
-        };
+        let (bits, group) = (num("bits", 2, 1)?, num("group", 32, 1)?);
+        let (residual, sinks) = (num("residual", group, 1)?, num("sinks", group, 0)?);
         if !matches!(bits, 2 | 4) {
             return Err(Error::msg(format!("--kv part 'kivi': bits '{bits}' is not 2 or 4")));
         }
@@ -228,9 +224,9 @@ impl KvCache {
         let kv_dim = cfg.n_kv_heads * cfg.head_dim;
         let (kvq, rot) = KvCache::quant_of(spec)?;
         let kvrot = if rot { crate::ops::attention::rotation_group(cfg.head_dim as u32) } else { 0 };
-        let kivi = KvCache::kivi_of(spec)?.unwrap_or_default();
-        let (kivi_group, kivi_res, kivi_sink) = (kivi.group, kivi.residual, kivi.sinks);
-        let attn = AttnShape { kvq, kvrot, kivi: kivi.bits, kivi_group, kivi_res, kivi_sink, ..super::attn_shape(cfg, max_seq) };
+        let k = KvCache::kivi_of(spec)?.unwrap_or_default();
+        let (kivi, kivi_group, kivi_res, kivi_sink) = (k.bits, k.group, k.residual, k.sinks);
+        let attn = AttnShape { kvq, kvrot, kivi, kivi_group, kivi_res, kivi_sink, ..super::attn_shape(cfg, max_seq) };
         let capacity = KvCache::capacity_of(spec, ctx)?;
         let mustafar = KvCache::mustafar_of(spec, ctx)?;
         // Prefill attends the whole context: under Mustafar a dense scratch of it.
