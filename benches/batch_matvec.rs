@@ -8,6 +8,10 @@
 //! not count. Every (R, B) must give each token the sums of the CPU
 //! reference (`reference::linear`, f64 over the dequantized rows).
 //!
+//! Two forms: the products taken from the nibbles in place for each token
+//! (as the decode matvec), and `words`, each row's weights dequantized
+//! one 4-byte word at a time and then multiplied by every token's inputs.
+//!
 //! `cargo bench --bench batch_matvec`. Prints weight-rows x tokens per
 //! second and the speed-up per token over the first line (R 8, B 1: the
 //! shape of the decode matvec, one token at a time).
@@ -22,12 +26,10 @@ use wgpu::util::DeviceExt;
 const REPEAT: u32 = 10;
 const ROWS: u32 = 1536;
 const COLS: u32 = 576;
-const MAX_B: u32 = 8;
+const MAX_B: u32 = 16;
 
-/// The kernel for `r` rows per invocation and `b` tokens.
-fn kernel(r: u32, b: u32) -> String {
-    let mut s = String::from(
-        r#"
+/// Both kernels' bindings, helpers and first lines.
+const PRELUDE: &str = r#"
 struct Params { rows: u32, cols: u32, repeat: u32, _p: u32 }
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(5) var<storage, read> wv: array<vec4<u32>>;
@@ -43,8 +45,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let nb = p.cols / 32u;
     let texels = (nb * 20u + 15u) / 16u;
     let xs = p.cols / 4u;
-"#,
-    );
+"#;
+
+/// The kernel for `r` rows per invocation and `b` tokens: each token's
+/// products from the nibbles in place (`words` false, as the decode
+/// matvec), or (`words` true) each row's weights dequantized once, a
+/// 4-byte word (8 weights) at a time, then multiplied by every token's
+/// inputs, so that only one word per row is live at once.
+fn kernel(r: u32, b: u32, words: bool) -> String {
+    if words {
+        return kernel_words(r, b);
+    }
+    let mut s = String::from(PRELUDE);
     let _ = writeln!(s, "    let r0 = (wid.x * 8u + li) * {r}u;");
     for i in 0..r {
         let _ = writeln!(s, "    let b{i} = min(r0 + {i}u, p.rows - 1u) * texels;");
@@ -81,6 +93,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     s
 }
 
+/// The `words` form of [`kernel`].
+fn kernel_words(r: u32, b: u32) -> String {
+    let mut s = String::from(PRELUDE);
+    let _ = writeln!(s, "    let r0 = (wid.x * 8u + li) * {r}u;");
+    for i in 0..r {
+        let _ = writeln!(s, "    let b{i} = min(r0 + {i}u, p.rows - 1u) * texels;");
+        for j in 0..b {
+            let _ = writeln!(s, "    var a{i}_{j} = 0.0;");
+        }
+    }
+    s.push_str("    for (var rep = 0u; rep < p.repeat; rep++) {\n    for (var sb = 0u; sb < nb; sb++) {\n");
+    for i in 0..r {
+        let _ = writeln!(
+            s,
+            "        let q{i} = wv[b{i} + sb];\n        let dm{i} = unpack2x16float(w[(b{i} + nb) * 4u + sb]);\n        let dl{i} = NIB_LO * dm{i}.x;\n        let dh{i} = NIB_HI * dm{i}.x;"
+        );
+    }
+    for (c, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+        for i in 0..r {
+            let _ = writeln!(s, "        let wl{i}_{c} = lo(q{i}.{comp}) * dl{i} + dm{i}.y;\n        let wh{i}_{c} = hi(q{i}.{comp}) * dh{i} + dm{i}.y;");
+        }
+        for j in 0..b {
+            let _ = writeln!(s, "        let xl{c}_{j} = x[{j}u * xs + sb * 8u + {c}u];\n        let xh{c}_{j} = x[{j}u * xs + sb * 8u + {}u];", c + 4);
+            for i in 0..r {
+                let _ = writeln!(s, "        a{i}_{j} += dot(wl{i}_{c}, xl{c}_{j}) + dot(wh{i}_{c}, xh{c}_{j});");
+            }
+        }
+    }
+    s.push_str("    }\n    }\n");
+    for i in 0..r {
+        for j in 0..b {
+            let _ = writeln!(s, "    if (r0 + {i}u < p.rows) {{ y[{j}u * p.rows + r0 + {i}u] = a{i}_{j}; }}");
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
 fn main() {
     let gpu = Gpu::new(&GpuOptions::default()).expect("an adapter");
     let d = &gpu.device;
@@ -98,8 +148,10 @@ fn main() {
     let ybuf = gpu.buffer("y", (MAX_B * ROWS) as u64 * 4);
     let params = gpu.uniform("params", bytemuck::cast_slice(&[ROWS, COLS, REPEAT, 0]));
     let mut one: Option<f64> = None;
-    for (r, b) in [(8, 1), (8, 2), (8, 4), (8, 8), (16, 1), (16, 4), (16, 8)] {
-        let src = kernel(r, b);
+    let cases = [(8, 1, false), (8, 2, false), (8, 4, false), (8, 8, false), (16, 1, false), (16, 4, false), (16, 8, false)];
+    let words = [(8, 4, true), (8, 8, true), (16, 4, true), (16, 8, true), (32, 8, true), (16, 16, true), (24, 8, true)];
+    for (r, b, w) in cases.into_iter().chain(words) {
+        let src = kernel(r, b, w);
         let desc = wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(src.into()) };
         // SAFETY: the loops are bounded and every index is in range (as wgkv's kernels, gpu::runtime_checks).
         let module = unsafe { d.create_shader_module_trusted(desc, wgkv::gpu::runtime_checks(gpu.info.backend)) };
@@ -142,7 +194,7 @@ fn main() {
                 // The kernel sums its REPEAT passes.
                 let i = (t * ROWS + row) as usize;
                 let (got, want) = (y[i] as f64, REPEAT as f64 * want[i] as f64);
-                assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "R {r} B {b}: token {t} row {row}: {got} against {want}");
+                assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "R {r} B {b} words {w}: token {t} row {row}: {got} against {want}");
             }
         }
         let mut best = f64::MAX;
@@ -155,6 +207,7 @@ fn main() {
         let per_token = best / b as f64;
         let gain = one.map_or(1.0, |o| o / per_token);
         one.get_or_insert(best);
-        println!("R {r} B {b}: {:8.1} us per dispatch  {rate:5.2} G weight-rows x tokens/s  x{gain:.2} per token  (build {build:.1} s)", best * 1e6);
+        let form = if w { "words" } else { "in place" };
+        println!("{form:8} R {r:2} B {b}: {:8.1} us per dispatch  {rate:5.2} G weight-rows x tokens/s  x{gain:.2} per token  (build {build:.1} s)", best * 1e6);
     }
 }
