@@ -78,6 +78,7 @@ const PATHS: &[(&str, &str, &str, &str)] = &[
         "w[(base[i] + nb) * 4u + sb]",
     ),
     ("uniform", "@group(0) @binding(6) var<uniform> wu: array<vec4<u32>, 4096>;\n", "wu[base[i] + sb]", "wu[base[i] + nb + sb / 4u][sb & 3u]"),
+    ("windows", "WINDOWS", "wuK[base[i] - wid.x * 64u * texels + sb]", "wuK[base[i] - wid.x * 64u * texels + nb + sb / 4u][sb & 3u]"),
     (
         "texture",
         "@group(0) @binding(0) var wt: texture_2d<u32>;\n",
@@ -85,6 +86,38 @@ const PATHS: &[(&str, &str, &str, &str)] = &[
         "textureLoad(wt, vec2<u32>(base[i] + nb + sb / 4u, 0u), 0)[sb & 3u]",
     ),
 ];
+
+/// Uniform windows of the windows path: as many as a dispatch could bind
+/// beside the matvec's input and parameters.
+const WINDOWS: u32 = 12;
+
+/// A split Q4_1 row's bytes.
+fn row_bytes() -> u32 {
+    (COLS / 32 * 20).div_ceil(16) * 16
+}
+
+/// The windows path's declarations: `WINDOWS` 64 KiB uniform bindings.
+fn windows_decl() -> String {
+    let mut s = String::new();
+    for k in 0..WINDOWS {
+        s += &format!("@group(0) @binding({}) var<uniform> wu{k}: array<vec4<u32>, 4096>;\n", 10 + k);
+    }
+    s
+}
+
+/// The windows path's body: the weight loop once per window, each copy
+/// reading its own binding and run where the workgroup's window is that
+/// one (a workgroup-uniform test, once per dispatch, outside the loop).
+/// A switch per load instead made every load cost as much as all twelve.
+fn per_window(body: &str) -> String {
+    let (head, rest) = body.split_at(body.find("    for (var rep").expect("the loop"));
+    let (each, tail) = rest.split_at(rest.find("    for (var i = 0u; i < 8u; i++) {\n        if (r0").expect("the stores"));
+    let mut s = head.to_string();
+    for k in 0..WINDOWS {
+        s += &format!("    if (wid.x == {k}u) {{\n{}    }}\n", each.replace("wuK", &format!("wu{k}")));
+    }
+    s + tail
+}
 
 /// Random Q4_1 rows in the split layout (quants, then (d, m) words), in 64 KiB.
 fn weights() -> Vec<u8> {
@@ -118,6 +151,11 @@ fn main() {
         contents: &bytes,
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
     });
+    // The same rows for the windows path, with room for a whole 64 KiB
+    // window past the second's start.
+    let mut padded = bytes.clone();
+    padded.resize((64 * row_bytes()) as usize + 65536, 0);
+    let winbuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &padded, usage: wgpu::BufferUsages::UNIFORM });
     let size = wgpu::Extent3d { width: 4096, height: 1, depth_or_array_layers: 1 };
     let desc = wgpu::TextureDescriptor {
         label: None,
@@ -135,8 +173,12 @@ fn main() {
     let ybuf = gpu.buffer("y", ROWS as u64 * 4);
     let params = gpu.uniform("params", bytemuck::cast_slice(&[ROWS, COLS, REPEAT, 0]));
     let mut first: Option<Vec<f32>> = None;
+    let windows_decl = windows_decl();
     for &(name, decl, quants, scales) in PATHS {
-        let src = format!("{decl}{}", BODY.replace("LOADQ", quants).replace("LOADS", scales));
+        let decl = if decl == "WINDOWS" { windows_decl.as_str() } else { decl };
+        let body = BODY.replace("LOADQ", quants).replace("LOADS", scales);
+        let body = if name == "windows" { per_window(&body) } else { body };
+        let src = format!("{decl}{body}");
         let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(src.into()) };
         // SAFETY: the loops are bounded and every index is in range (as wgkv's kernels, gpu::runtime_checks).
         let module = unsafe { d.create_shader_module_trusted(desc, wgkv::gpu::runtime_checks(gpu.info.backend)) };
@@ -156,6 +198,16 @@ fn main() {
         match name {
             "storage" => entries.extend([0, 5].map(|binding| wgpu::BindGroupEntry { binding, resource: wbuf.as_entire_binding() })),
             "uniform" => entries.push(wgpu::BindGroupEntry { binding: 6, resource: wbuf.as_entire_binding() }),
+            // Window k holds rows 64k.. (only 0 and 1 are read; the rest
+            // are bound so that the switch has its full size).
+            "windows" => entries.extend((0..WINDOWS).map(|k| wgpu::BindGroupEntry {
+                binding: 10 + k,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &winbuf,
+                    offset: (k.min(1) * 64 * row_bytes()) as u64,
+                    size: wgpu::BufferSize::new(65536),
+                }),
+            })),
             _ => entries.push(wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::TextureView(&view) }),
         }
         let bind = d.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipe.get_bind_group_layout(0), entries: &entries });
