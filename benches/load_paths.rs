@@ -4,7 +4,9 @@
 //! storage buffer (what wgkv does), a uniform buffer (at most 64 KiB per
 //! binding) or an `Rgba32Uint` texture. The loop runs 40 times inside one
 //! dispatch over 128 rows x 576 columns (46 KiB), so the dispatch's own
-//! cost does not count. Every path must give the same sums (checked).
+//! cost does not count. Every path must give the same sums (checked), but
+//! `no loads`, which makes its quants and scales from the indices: the
+//! loop's cost without its weight loads.
 //!
 //! `cargo bench --bench load_paths`. On lavapipe, llvmpipe compiles a
 //! storage load as a loop over the SIMD lanes with a bounds test and branch
@@ -29,12 +31,14 @@ struct Params { rows: u32, cols: u32, repeat: u32, _p: u32 }
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-fn u8x4(v: u32) -> vec4<f32> {
-    return vec4<f32>(f32(v & 0xFFu), f32((v >> 8u) & 0xFFu), f32((v >> 16u) & 0xFFu), f32(v >> 24u));
-}
-
-fn nib4(v: u32, s: u32) -> vec4<f32> {
-    return u8x4((v >> s) & 0x0F0F0F0Fu);
+// The decode matvec's arithmetic (quant/common.wgsl's nib8_dot): nibbles
+// masked in place, their inputs scaled by the inverse powers of two.
+const NIB_LO = vec4<f32>(1.0, 0.00390625, 1.52587890625e-5, 5.9604644775390625e-8);
+const NIB_HI = vec4<f32>(0.0625, 2.44140625e-4, 9.5367431640625e-7, 1.0);
+fn nib8_dot(v: u32, xl: vec4<f32>, xh: vec4<f32>) -> vec4<f32> {
+    let lo = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v) & vec4<u32>(0xFu, 0xF00u, 0xF0000u, 0xF000000u)));
+    let hi = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v & 0xF0u, v & 0xF000u, v & 0xF00000u, v >> 28u)));
+    return lo * xl + hi * xh;
 }
 
 @compute @workgroup_size(8)
@@ -55,8 +59,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var i = 0u; i < 8u; i++) {
                 let q = LOADQ;
                 let dm = unpack2x16float(LOADS);
-                let s = ((nib4(q.x, 0u) * xv[0] + nib4(q.y, 0u) * xv[1]) + (nib4(q.z, 0u) * xv[2] + nib4(q.w, 0u) * xv[3]))
-                      + ((nib4(q.x, 4u) * xv[4] + nib4(q.y, 4u) * xv[5]) + (nib4(q.z, 4u) * xv[6] + nib4(q.w, 4u) * xv[7]));
+                let s = (nib8_dot(q.x, xv[0] * NIB_LO, xv[4] * NIB_HI) + nib8_dot(q.y, xv[1] * NIB_LO, xv[5] * NIB_HI))
+                      + (nib8_dot(q.z, xv[2] * NIB_LO, xv[6] * NIB_HI) + nib8_dot(q.w, xv[3] * NIB_LO, xv[7] * NIB_HI));
                 acc[i] += s * dm.x + xsum * dm.y;
             }
         }
@@ -79,6 +83,7 @@ const PATHS: &[(&str, &str, &str, &str)] = &[
     ),
     ("uniform", "@group(0) @binding(6) var<uniform> wu: array<vec4<u32>, 4096>;\n", "wu[base[i] + sb]", "wu[base[i] + nb + sb / 4u][sb & 3u]"),
     ("windows", "WINDOWS", "wuK[base[i] - wid.x * 64u * texels + sb]", "wuK[base[i] - wid.x * 64u * texels + nb + sb / 4u][sb & 3u]"),
+    ("no loads", "", "vec4<u32>(base[i], sb, base[i] ^ sb, base[i] + sb)", "0x3c002c00u ^ (sb & 1u)"),
     (
         "texture",
         "@group(0) @binding(0) var wt: texture_2d<u32>;\n",
@@ -208,7 +213,8 @@ fn main() {
                     size: wgpu::BufferSize::new(65536),
                 }),
             })),
-            _ => entries.push(wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::TextureView(&view) }),
+            "texture" => entries.push(wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::TextureView(&view) }),
+            _ => {}
         }
         let bind = d.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipe.get_bind_group_layout(0), entries: &entries });
         let run = |n: usize| {
@@ -227,6 +233,7 @@ fn main() {
         run(2);
         let y = gpu.read_f32(&ybuf, ROWS as usize);
         match &first {
+            _ if name == "no loads" => {} // other weights: only its time counts
             None => first = Some(y),
             Some(want) => assert_eq!(&y, want, "{name}: sums differ from the storage path"),
         }
