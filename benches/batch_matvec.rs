@@ -53,9 +53,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 /// 4-byte word (8 weights) at a time, then multiplied by every token's
 /// inputs, so that only one word per row is live at once.
 fn kernel(r: u32, b: u32, words: bool) -> String {
-    if words {
-        return kernel_words(r, b);
-    }
     let mut s = String::from(PRELUDE);
     let _ = writeln!(s, "    let r0 = (wid.x * 8u + li) * {r}u;");
     for i in 0..r {
@@ -67,7 +64,27 @@ fn kernel(r: u32, b: u32, words: bool) -> String {
     s.push_str("    for (var rep = 0u; rep < p.repeat; rep++) {\n    for (var sb = 0u; sb < nb; sb++) {\n");
     for i in 0..r {
         let _ = writeln!(s, "        let q{i} = wv[b{i} + sb];\n        let dm{i} = unpack2x16float(w[(b{i} + nb) * 4u + sb]);");
+        if words {
+            let _ = writeln!(s, "        let dl{i} = NIB_LO * dm{i}.x;\n        let dh{i} = NIB_HI * dm{i}.x;");
+        }
     }
+    if words {
+        by_words(&mut s, r, b);
+    } else {
+        in_place(&mut s, r, b);
+    }
+    s.push_str("    }\n    }\n");
+    for i in 0..r {
+        for j in 0..b {
+            let _ = writeln!(s, "    if (r0 + {i}u < p.rows) {{ y[{j}u * p.rows + r0 + {i}u] = a{i}_{j}; }}");
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// A chunk's sums, token by token, from the nibbles in place.
+fn in_place(s: &mut String, r: u32, b: u32) {
     for j in 0..b {
         let _ = writeln!(s, "        {{\n        let k = {j}u * xs + sb * 8u;");
         for c in 0..8 {
@@ -83,33 +100,12 @@ fn kernel(r: u32, b: u32, words: bool) -> String {
         }
         s.push_str("        }\n");
     }
-    s.push_str("    }\n    }\n");
-    for i in 0..r {
-        for j in 0..b {
-            let _ = writeln!(s, "    if (r0 + {i}u < p.rows) {{ y[{j}u * p.rows + r0 + {i}u] = a{i}_{j}; }}");
-        }
-    }
-    s.push_str("}\n");
-    s
 }
 
-/// The `words` form of [`kernel`].
-fn kernel_words(r: u32, b: u32) -> String {
-    let mut s = String::from(PRELUDE);
-    let _ = writeln!(s, "    let r0 = (wid.x * 8u + li) * {r}u;");
-    for i in 0..r {
-        let _ = writeln!(s, "    let b{i} = min(r0 + {i}u, p.rows - 1u) * texels;");
-        for j in 0..b {
-            let _ = writeln!(s, "    var a{i}_{j} = 0.0;");
-        }
-    }
-    s.push_str("    for (var rep = 0u; rep < p.repeat; rep++) {\n    for (var sb = 0u; sb < nb; sb++) {\n");
-    for i in 0..r {
-        let _ = writeln!(
-            s,
-            "        let q{i} = wv[b{i} + sb];\n        let dm{i} = unpack2x16float(w[(b{i} + nb) * 4u + sb]);\n        let dl{i} = NIB_LO * dm{i}.x;\n        let dh{i} = NIB_HI * dm{i}.x;"
-        );
-    }
+/// A chunk's sums, word by word: each row's 8 weights of a word
+/// dequantized (by its scale `d` times the nibble weights, `dl` / `dh`,
+/// written with the row's loads), then multiplied by every token's inputs.
+fn by_words(s: &mut String, r: u32, b: u32) {
     for (c, comp) in ["x", "y", "z", "w"].iter().enumerate() {
         for i in 0..r {
             let _ = writeln!(s, "        let wl{i}_{c} = lo(q{i}.{comp}) * dl{i} + dm{i}.y;\n        let wh{i}_{c} = hi(q{i}.{comp}) * dh{i} + dm{i}.y;");
@@ -121,14 +117,6 @@ fn kernel_words(r: u32, b: u32) -> String {
             }
         }
     }
-    s.push_str("    }\n    }\n");
-    for i in 0..r {
-        for j in 0..b {
-            let _ = writeln!(s, "    if (r0 + {i}u < p.rows) {{ y[{j}u * p.rows + r0 + {i}u] = a{i}_{j}; }}");
-        }
-    }
-    s.push_str("}\n");
-    s
 }
 
 fn main() {

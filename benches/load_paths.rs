@@ -24,22 +24,13 @@ const ROWS: u32 = 128;
 const COLS: u32 = 576;
 
 /// The matvec body; LOADQ / LOADS are each path's loads of a block's quants
-/// (a vec4<u32>) and of its (d, m) word, at texel `base[i]` of row i.
+/// (a vec4<u32>) and of its (d, m) word, at texel `base[i]` of row i. Its
+/// arithmetic is the decode matvec's `nib8_dot` ([`nib8_dot`]).
 const BODY: &str = r#"
 struct Params { rows: u32, cols: u32, repeat: u32, _p: u32 }
 @group(0) @binding(1) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
-
-// The decode matvec's arithmetic (quant/common.wgsl's nib8_dot): nibbles
-// masked in place, their inputs scaled by the inverse powers of two.
-const NIB_LO = vec4<f32>(1.0, 0.00390625, 1.52587890625e-5, 5.9604644775390625e-8);
-const NIB_HI = vec4<f32>(0.0625, 2.44140625e-4, 9.5367431640625e-7, 1.0);
-fn nib8_dot(v: u32, xl: vec4<f32>, xh: vec4<f32>) -> vec4<f32> {
-    let lo = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v) & vec4<u32>(0xFu, 0xF00u, 0xF0000u, 0xF000000u)));
-    let hi = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v & 0xF0u, v & 0xF000u, v & 0xF00000u, v >> 28u)));
-    return lo * xl + hi * xh;
-}
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -91,6 +82,17 @@ const PATHS: &[(&str, &str, &str, &str)] = &[
         "textureLoad(wt, vec2<u32>(base[i] + nb + sb / 4u, 0u), 0)[sb & 3u]",
     ),
 ];
+
+/// `quant/common.wgsl`'s `nib8_dot` and its constants, as the decode
+/// matvec has them (the whole fragment declares bindings the paths use
+/// otherwise): the text from `const NIB_LO` to the function's end.
+fn nib8_dot() -> &'static str {
+    let common = wgkv::kernels::QUANT_COMMON;
+    let start = common.find("const NIB_LO").expect("quant/common.wgsl defines NIB_LO");
+    let end = start + common[start..].find("\n}\n").expect("nib8_dot ends") + 3;
+    assert!(common[start..end].contains("fn nib8_dot("), "nib8_dot follows NIB_LO / NIB_HI in quant/common.wgsl");
+    &common[start..end]
+}
 
 /// Uniform windows of the windows path: as many as a dispatch could bind
 /// beside the matvec's input and parameters.
@@ -183,7 +185,7 @@ fn main() {
         let decl = if decl == "WINDOWS" { windows_decl.as_str() } else { decl };
         let body = BODY.replace("LOADQ", quants).replace("LOADS", scales);
         let body = if name == "windows" { per_window(&body) } else { body };
-        let src = format!("{decl}{body}");
+        let src = format!("{decl}{}{body}", nib8_dot());
         let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(src.into()) };
         // SAFETY: the loops are bounded and every index is in range (as wgkv's kernels, gpu::runtime_checks).
         let module = unsafe { d.create_shader_module_trusted(desc, wgkv::gpu::runtime_checks(gpu.info.backend)) };
