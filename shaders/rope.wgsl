@@ -1,6 +1,6 @@
 // rope: rotary position embedding, in place on x[n_tokens, n_heads * head_dim]
 // (q with the query heads, k with the KV heads). Token t sits at position
-// step.pos + t; pair j of every head (j < rot_dim / 2) is rotated by
+// token_pos(t) (step.pos + t, or with POS = 1 positions[t]); pair j of every head (j < rot_dim / 2) is rotated by
 //   theta_j = pos * base^(-2j / rot_dim);
 // dims >= rot_dim are left untouched (partial rotary).
 //
@@ -25,9 +25,11 @@
 // in the grid, each rotated exactly as a dispatch of its own would.
 //
 // Bindings: x (read_write), freqs (read: [rot_dim / 2] vec4 (hi, mid, lo, 0)
-// in turns), params, step (ops::Step); with K2, x2 (read_write, binding 4).
-// `load_x`/`store_x` (kernels.rs) read and write buffer 0 (x) or 1 (x2).
-// Prelude consts: WG (workgroup size), ROPE_HALF (layout), K2.
+// in turns), params, step (ops::Step); with K2, x2 (read_write, binding 4);
+// with POS, positions (read, binding 5: [max_tokens] u32).
+// `load_x`/`store_x` (kernels.rs) read and write buffer 0 (x) or 1 (x2);
+// `token_pos` (kernels.rs) gives token t's position.
+// Prelude consts: WG (workgroup size), ROPE_HALF (layout), K2, POS.
 // Grid: one invocation per (token, head, pair) for max_tokens tokens, as a
 // grid_1d; invocations of tokens >= step.n_tokens exit at once.
 
@@ -61,7 +63,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         heads = p.k_heads;
     }
 
-    let pos = st.pos + t;
+    let pos = token_pos(t);
     let p0 = pos & 4095u;
     let p1 = f32(pos - p0);
     let p0f = f32(p0);

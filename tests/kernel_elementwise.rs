@@ -233,6 +233,74 @@ fn rope_of_queries_and_keys_in_one_dispatch_equals_two() {
     }
 }
 
+/// `rope_qk_at` (each token at its own position, a batched decode step)
+/// against the reference token by token, and bit for bit against
+/// `rope_qk` at one token's position: positions out of order, repeated,
+/// past 4096 and 65536; fewer tokens than the table holds.
+#[test]
+fn rope_at_each_tokens_own_position_matches_reference() {
+    use wgkv::ops::Step;
+    use wgkv::ops::elementwise::{Rope, RopeLayout};
+    let positions: [u32; 7] = [70_000, 0, 4097, 5, 5, 1023, 12];
+    let max_tokens = positions.len();
+    for g in contexts() {
+        let mut rng = Rng::new(9);
+        let step_buf = g.uniform("step", bytemuck::bytes_of(&Step::default()));
+        let one_step = g.uniform("step1", bytemuck::bytes_of(&Step::default()));
+        let table = g.upload("positions", bytemuck::cast_slice(&positions));
+        for (qh, kh, hd, rot) in [(9, 3, 64, 64), (5, 1, 10, 6)] {
+            for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
+                let r = Rope { n_heads: qh as u32, head_dim: hd as u32, rot_dim: rot as u32, base: 1e4, layout, factors: None };
+                let half = layout == RopeLayout::HalfSplit;
+                for n_tokens in [max_tokens, 3] {
+                    let (q, k) = (rng.vec(max_tokens * qh * hd, -2.0, 2.0), rng.vec(max_tokens * kh * hd, -2.0, 2.0));
+                    let upload = |x: &[f32]| {
+                        let mut v = x.to_vec();
+                        v.extend(std::iter::repeat_n(f32::from_bits(GUARD), GUARD_WORDS));
+                        g.upload("x", bytemuck::cast_slice(&v))
+                    };
+                    let (qb, kb) = (upload(&q), upload(&k));
+                    let step = Step { pos: 0, n_tokens: n_tokens as u32, kv_len: 0, _pad: 0 };
+                    g.write(&step_buf, 0, bytemuck::bytes_of(&step));
+                    let d = ops::rope_qk_at(&g, [&qb, &kb], kh as u32, &step_buf, &table, &r, max_tokens as u32).unwrap();
+                    g.run(&[&d]);
+                    let what = format!("rope_qk_at {qh}+{kh}x{hd} rot {rot} {layout:?} tokens {n_tokens} on {}", label(&g));
+                    for (heads, x, buf) in [(qh, &q, &qb), (kh, &k, &kb)] {
+                        let row = heads * hd;
+                        let got = read_guarded_f32(&g, buf, max_tokens * row);
+                        for (t, &pos) in positions.iter().enumerate() {
+                            let (src, out) = (&x[t * row..(t + 1) * row], &got[t * row..(t + 1) * row]);
+                            if t >= n_tokens {
+                                assert_close(&format!("{what}: token {t} past n_tokens"), out, src, EXACT);
+                                continue;
+                            }
+                            let mut want = src.to_vec();
+                            reference::rope(&mut want, heads, hd, rot, 1e4, None, half, pos);
+                            assert_close(&format!("{what}: token {t} at {pos}"), out, &want, ROPE);
+                        }
+                    }
+                    // Token 0 again through rope_qk at its position: the same bits.
+                    let (q1, k1) = (upload(&q[..qh * hd]), upload(&k[..kh * hd]));
+                    g.write(&one_step, 0, bytemuck::bytes_of(&Step { pos: positions[0], n_tokens: 1, kv_len: 0, _pad: 0 }));
+                    g.run(&[&ops::rope_qk(&g, &q1, &k1, kh as u32, &one_step, &r, 1).unwrap()]);
+                    assert_close(
+                        &format!("{what}: against rope_qk"),
+                        &read_guarded_f32(&g, &q1, qh * hd),
+                        &read_guarded_f32(&g, &qb, max_tokens * qh * hd)[..qh * hd],
+                        EXACT,
+                    );
+                    assert_close(
+                        &format!("{what}: keys against rope_qk"),
+                        &read_guarded_f32(&g, &k1, kh * hd),
+                        &read_guarded_f32(&g, &kb, max_tokens * kh * hd)[..kh * hd],
+                        EXACT,
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn rope_rejects_bad_shapes() {
     use wgkv::ops::elementwise::{Rope, RopeLayout};

@@ -123,17 +123,41 @@ pub fn rope_freqs(rot_dim: u32, base: f64, factors: Option<&[f32]>) -> Vec<[f32;
 /// dispatch stays valid for any step with `n_tokens <= max_tokens`.
 /// Positions must stay below 2^24.
 pub fn rope(gpu: &Gpu, x: &wgpu::Buffer, step: &wgpu::Buffer, r: &Rope<'_>, max_tokens: u32) -> Result<Dispatch> {
-    rope_dispatch(gpu, x, None, step, r, max_tokens)
+    rope_dispatch(gpu, x, None, step, None, r, max_tokens)
 }
 
 /// `rope` of the queries `q` (`r.n_heads` heads) and of the keys `k`
 /// (`k_heads` heads, otherwise as `r`) in one dispatch: both equal their
 /// own `rope` bit for bit.
 pub fn rope_qk(gpu: &Gpu, q: &wgpu::Buffer, k: &wgpu::Buffer, k_heads: u32, step: &wgpu::Buffer, r: &Rope<'_>, max_tokens: u32) -> Result<Dispatch> {
-    rope_dispatch(gpu, q, Some((k, k_heads)), step, r, max_tokens)
+    rope_dispatch(gpu, q, Some((k, k_heads)), step, None, r, max_tokens)
 }
 
-fn rope_dispatch(gpu: &Gpu, x: &wgpu::Buffer, x2: Option<(&wgpu::Buffer, u32)>, step: &wgpu::Buffer, r: &Rope<'_>, max_tokens: u32) -> Result<Dispatch> {
+/// `rope_qk` of `[q, k]` with each token at its own position,
+/// `positions[t]` (u32), instead of `step.pos + t`: a batched decode step,
+/// whose tokens belong to different sequences. `step` still gives the
+/// token count.
+pub fn rope_qk_at(
+    gpu: &Gpu,
+    [q, k]: [&wgpu::Buffer; 2],
+    k_heads: u32,
+    step: &wgpu::Buffer,
+    positions: &wgpu::Buffer,
+    r: &Rope<'_>,
+    max_tokens: u32,
+) -> Result<Dispatch> {
+    rope_dispatch(gpu, q, Some((k, k_heads)), step, Some(positions), r, max_tokens)
+}
+
+fn rope_dispatch(
+    gpu: &Gpu,
+    x: &wgpu::Buffer,
+    x2: Option<(&wgpu::Buffer, u32)>,
+    step: &wgpu::Buffer,
+    positions: Option<&wgpu::Buffer>,
+    r: &Rope<'_>,
+    max_tokens: u32,
+) -> Result<Dispatch> {
     if r.rot_dim == 0 || !r.rot_dim.is_multiple_of(2) || r.rot_dim > r.head_dim {
         return Err(Error::msg(format!("rope: rotary dims {} must be even, non-zero and at most head_dim {}", r.rot_dim, r.head_dim)));
     }
@@ -157,11 +181,15 @@ fn rope_dispatch(gpu: &Gpu, x: &wgpu::Buffer, x2: Option<(&wgpu::Buffer, u32)>, 
     if let Some((k, _)) = x2 {
         b.push(Binding { at: 4, buffer: k, bytes: None });
     }
-    Ok(gpu.dispatch_bound(&rope_spec(r.layout, x2.is_some()), &b, grid_1d(pairs.div_ceil(WG))))
+    if let Some(p) = positions {
+        b.push(Binding { at: 5, buffer: p, bytes: None });
+    }
+    Ok(gpu.dispatch_bound(&rope_spec(r.layout, x2.is_some(), positions.is_some()), &b, grid_1d(pairs.div_ceil(WG))))
 }
 
-fn rope_spec(layout: RopeLayout, two: bool) -> Spec {
-    Spec::new(Kernel::Rope).with("WG", WG).with("ROPE_HALF", (layout == RopeLayout::HalfSplit) as u32).with("K2", two as u32)
+fn rope_spec(layout: RopeLayout, two: bool, table: bool) -> Spec {
+    let half = (layout == RopeLayout::HalfSplit) as u32;
+    Spec::new(Kernel::Rope).with("WG", WG).with("ROPE_HALF", half).with("K2", two as u32).with("POS", table as u32)
 }
 
 /// `out[i] = silu(gate[i]) * up[i]` for `i < n` (any [tokens, ffn] batch is flat).
@@ -206,10 +234,12 @@ pub fn specs() -> Vec<Spec> {
         Spec::new(Kernel::Add).with("WG", WG),
         Spec::new(Kernel::RmsNorm).with("WG", WG),
         Spec::new(Kernel::HeadNorm).with("WG", WG),
-        rope_spec(RopeLayout::Interleaved, false),
-        rope_spec(RopeLayout::HalfSplit, false),
-        rope_spec(RopeLayout::Interleaved, true),
-        rope_spec(RopeLayout::HalfSplit, true),
+        rope_spec(RopeLayout::Interleaved, false, false),
+        rope_spec(RopeLayout::HalfSplit, false, false),
+        rope_spec(RopeLayout::Interleaved, true, false),
+        rope_spec(RopeLayout::HalfSplit, true, false),
+        rope_spec(RopeLayout::Interleaved, true, true),
+        rope_spec(RopeLayout::HalfSplit, true, true),
         Spec::new(Kernel::Swiglu).with("WG", WG),
         Spec::new(Kernel::Geglu).with("WG", WG),
         Spec::new(Kernel::Scale).with("WG", WG),
