@@ -28,7 +28,7 @@ const MATMUL_SHAPES: &[(u32, u32)] = &[(1536, 576), (576, 1536), (576, 576)];
 const PREFILL: u32 = 512;
 /// Tokens of short calls (a chat turn's few tokens, a prompt's tail chunk):
 /// one `matmul_rows` workgroup's, and the most it is chosen for.
-const FEW: &[u32] = &[8, 32];
+const FEW: &[u32] = &[8, 16, 32];
 
 /// A fast deterministic generator for test data (xorshift).
 struct Rng(u64);
@@ -152,8 +152,8 @@ fn bench_matmul(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Resul
     Ok(())
 }
 
-/// Calls of `FEW` tokens through `matmul_rows` and `matmul_lanes` (CPU
-/// adapters) or the adapter's matmul, in the layout the adapter's tuning
+/// Calls of `FEW` tokens through `matmul_words` (a batched decode step's,
+/// Q4_1), `matmul_rows` and `matmul_lanes` (CPU adapters) or the adapter's matmul, in the layout the adapter's tuning
 /// uploads: time per call and per token.
 fn bench_few(g: &Gpu, w: WType, rows: u32, cols: u32, rng: &mut Rng) -> Result<(), String> {
     for &n in FEW {
@@ -172,9 +172,11 @@ fn bench_few_at(g: &Gpu, w: WType, rows: u32, cols: u32, few: u32, rng: &mut Rng
     g.write(&xb, 0, bytemuck::cast_slice(&x));
     let yb = g.buffer("y", 4 * (rows * few) as u64);
     let step = g.uniform("step", bytemuck::bytes_of(&Step { pos: 0, n_tokens: few, kv_len: few, _pad: 0 }));
-    let shapes: Vec<ops::MatmulShape> = tuning.few.into_iter().chain([tuning.matmul]).collect();
+    let enc = ops::Enc { wtype: w, layout };
+    // The batched decode step's kernel first, where it takes these weights.
+    let words = ops::words_shape(g, enc, few);
+    let shapes: Vec<ops::MatmulShape> = words.into_iter().chain(tuning.few).chain([tuning.matmul]).collect();
     for shape in shapes {
-        let enc = ops::Enc { wtype: w, layout };
         let d = ops::matmul_with(g, shape, enc, &wb, &xb, &yb, &step, ops::Rows::all(rows), cols, few, false);
         g.run(&[&d]);
         let got = g.read_f32(&yb, (rows * few) as usize);

@@ -50,6 +50,7 @@ kernels! {
     Matmul => "matmul", true;
     MatmulLanes => "matmul_lanes", true;
     MatmulRows => "matmul_rows", true;
+    MatmulWords => "matmul_words", true;
     Swiglu => "swiglu", false;
     Geglu => "geglu", false;
     Scale => "scale", false;
@@ -112,6 +113,12 @@ fn load_x(b: u32, i: u32) -> f32 {
 fn store_x(b: u32, i: u32, v: f32) {
     if (b == 0u) { x[i] = v; } else { x2[i] = v; }
 }
+";
+/// `rope`'s token positions: `step.pos + t`, or (spec const `POS` = 1)
+/// each token's own from a table (a batched decode step).
+pub const ROPE_POS_STEP: &str = "fn token_pos(t: u32) -> u32 { return st.pos + t; }\n";
+pub const ROPE_POS_TABLE: &str = "@group(0) @binding(5) var<storage, read> positions: array<u32>;
+fn token_pos(t: u32) -> u32 { return positions[t]; }
 ";
 pub const QKV_NO_BIAS: &str = "fn bias(j: u32, r: u32) -> f32 { return -0.0; }\n";
 
@@ -242,6 +249,62 @@ fn kv_reader(kvq: u32, k: bool, v: bool) -> String {
 /// its minimum. The boundary follows from the kernel's `step` (the cached
 /// length before the call), or for `evict_score`, which runs between
 /// calls, from its `p.len`.
+/// `matmul_words`' entry point for `r` rows per invocation and `b` tokens
+/// per workgroup, with one variable per row and token (see the shader).
+fn words_main(r: u32, b: u32) -> String {
+    use std::fmt::Write;
+    let mut s = String::from(
+        "@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n = min(step.n_tokens, p.n_tokens);
+    let t0 = wid.y * MT;
+    if (t0 >= n) {
+        return; // uniform across the workgroup
+    }
+    let nb = p.cols / 32u;
+    let texels = row_bytes(p.cols) / 16u;
+    let xs = (p.cols + 3u) / 4u;
+    let r0 = (wid.x * 8u + li) * (TR / 8u);
+",
+    );
+    for i in 0..r {
+        let _ = writeln!(s, "    let b{i} = (p.wrow0 + min(r0 + {i}u, p.rows - 1u)) * texels;");
+    }
+    for j in 0..b {
+        let _ = writeln!(s, "    let x{j} = min(t0 + {j}u, n - 1u) * xs;");
+        for i in 0..r {
+            let _ = writeln!(s, "    var a{i}_{j} = 0.0;");
+        }
+    }
+    s.push_str("    for (var sb = 0u; sb < nb; sb++) {\n");
+    for i in 0..r {
+        let _ = writeln!(s, "        let q{i} = wv[b{i} + sb];\n        let dm{i} = half2(w[(b{i} + nb) * 4u + sb]);");
+        let _ = writeln!(s, "        let dl{i} = NIB_LO * dm{i}.x;\n        let dh{i} = NIB_HI * dm{i}.x;");
+    }
+    for (c, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+        for i in 0..r {
+            let _ = writeln!(
+                s,
+                "        let wl{i}_{c} = lo_nibbles(q{i}.{comp}) * dl{i} + dm{i}.y;\n        let wh{i}_{c} = hi_nibbles(q{i}.{comp}) * dh{i} + dm{i}.y;"
+            );
+        }
+        for j in 0..b {
+            let _ = writeln!(s, "        let xl{c}_{j} = x[x{j} + sb * 8u + {c}u];\n        let xh{c}_{j} = x[x{j} + sb * 8u + {}u];", c + 4);
+            for i in 0..r {
+                let _ = writeln!(s, "        a{i}_{j} += dot(wl{i}_{c}, xl{c}_{j}) + dot(wh{i}_{c}, xh{c}_{j});");
+            }
+        }
+    }
+    s.push_str("    }\n");
+    for j in 0..b {
+        for i in 0..r {
+            let _ = writeln!(s, "    if (t0 + {j}u < n && r0 + {i}u < p.rows) {{ store(t0 + {j}u, r0 + {i}u, a{i}_{j}); }}");
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
 fn kivi_reader(k: bool, v: bool, kernel: Kernel) -> String {
     let mut s = String::from("alias kvw_t = u32;\n");
     s.push_str(HALF);
@@ -389,7 +452,7 @@ impl Spec {
             s.push_str(w.fragment_in(self.layout));
             s.push('\n');
         }
-        if matches!(self.kernel, Kernel::Matvec | Kernel::MatvecQkv | Kernel::MatvecGlu | Kernel::MatmulRows) {
+        if matches!(self.kernel, Kernel::Matvec | Kernel::MatvecQkv | Kernel::MatvecGlu | Kernel::MatmulRows | Kernel::MatmulWords) {
             s.push_str(if self.get("XU") == Some(1) { MATVEC_X_UNIFORM } else { MATVEC_X_STORAGE });
         }
         if matches!(self.kernel, Kernel::Matvec | Kernel::MatvecQkv | Kernel::MatvecGlu) {
@@ -406,9 +469,13 @@ impl Spec {
             s.push_str(if norm { NORM_IN } else { NORM_IN_NONE });
         }
         s.push_str(self.kernel.source());
+        if self.kernel == Kernel::MatmulWords {
+            s.push_str(&words_main(self.get("TR").unwrap_or(8) / 8, self.get("MT").unwrap_or(1)));
+        }
         if self.kernel == Kernel::Rope {
             // After the kernel: the accessors use its bindings.
             s.push_str(if self.get("K2") == Some(1) { ROPE_TWO } else { ROPE_ONE });
+            s.push_str(if self.get("POS") == Some(1) { ROPE_POS_TABLE } else { ROPE_POS_STEP });
         }
         s
     }

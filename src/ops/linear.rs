@@ -100,6 +100,21 @@ pub const MATMUL_ROWS_CPU: MatmulShape = MatmulShape { kernel: Kernel::MatmulRow
 /// Q4_1: at 8 tokens 134 against 673 µs per token, at 32 tokens 159
 /// against 149-183, where the inputs no longer fit one uniform).
 pub const FEW_TOKENS: u32 = 16;
+/// A batched decode step's matmul of `n_tokens` tokens on CPU adapters,
+/// for Q4_1 weights in the split layout: `matmul_words`, 16 rows per
+/// invocation up to 8 tokens per workgroup, 8 rows beyond (the most
+/// accumulators that stay in registers). None for other weights, layouts
+/// and adapters (`matmul_for` then).
+pub fn words_shape(gpu: &Gpu, w: Enc, n_tokens: u32) -> Option<MatmulShape> {
+    let fits = gpu.caps.cpu && w.wtype == WType::Q4_1 && w.layout == Layout::Split && (2..=FEW_TOKENS).contains(&n_tokens);
+    fits.then(|| words_for(n_tokens))
+}
+
+fn words_for(n_tokens: u32) -> MatmulShape {
+    let r = if n_tokens <= 8 { 16 } else { 8 };
+    MatmulShape { kernel: Kernel::MatmulWords, tile_rows: 8 * r, tile_tokens: n_tokens, tokens_per_thread: n_tokens }
+}
+
 /// GPUs: the tiled kernel with 8x8 register tiles, 64 invocations, 16 KiB of
 /// workgroup memory (the portable limit).
 pub const MATMUL_GPU: MatmulShape = MatmulShape { kernel: Kernel::Matmul, tile_rows: 64, tile_tokens: 64, tokens_per_thread: 8 };
@@ -110,7 +125,7 @@ impl MatmulShape {
         match self.kernel {
             Kernel::MatmulLanes => self.tile_tokens * self.tokens_per_thread,
             // Each invocation holds all of its workgroup's tokens (MT).
-            Kernel::MatmulRows => self.tokens_per_thread,
+            Kernel::MatmulRows | Kernel::MatmulWords => self.tokens_per_thread,
             _ => self.tile_tokens,
         }
     }
@@ -552,7 +567,7 @@ pub fn matmul_with(
     let groups = matmul_groups_for(shape, rows.count, n_tokens);
     let mut b = bind(enc, &[w, x, y, &params, step]);
     let mut spec = matmul_spec(enc, shape);
-    if shape.kernel == Kernel::MatmulRows {
+    if matches!(shape.kernel, Kernel::MatmulRows | Kernel::MatmulWords) {
         // All of the call's inputs as a uniform where they fit in one.
         let xu = x_fits_uniform(gpu, x, n_tokens as u64 * x_bytes(cols));
         b[1].bytes = xu.then_some(X_UNIFORM_BYTES);
@@ -646,6 +661,12 @@ pub fn specs() -> Vec<Spec> {
                 v.push(matmul_spec(e, MATMUL_ROWS_CPU).with("XU", xu));
             }
             v.push(embed_spec(e));
+        }
+    }
+    let q4_1 = Enc { wtype: WType::Q4_1, layout: Layout::Split };
+    for n in 2..=FEW_TOKENS {
+        for xu in [0, 1] {
+            v.push(matmul_spec(q4_1, words_for(n)).with("XU", xu));
         }
     }
     v.push(rms_parts_spec(MATVEC_CPU));
