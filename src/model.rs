@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod batch;
 pub use crate::kv::MAX_CHUNK;
+pub use batch::MAX_BATCH;
 /// Candidates the GPU returns for sampling.
 pub const TOPK: usize = 64;
 // `memory::Need` counts the top-k readout for the kernels' largest K.
@@ -208,6 +210,9 @@ pub enum Output {
 /// argmax and top-k).
 struct Plan {
     body: Vec<Dispatch>,
+    /// A batched decode step's plan ([`Model::forward_batch`]): where in
+    /// `body` each layer's attention goes (recorded per sequence); empty otherwise.
+    cuts: Vec<usize>,
     head: Vec<Dispatch>,
     argmax: Vec<Dispatch>,
     topk: Vec<Dispatch>,
@@ -233,7 +238,8 @@ pub struct Model {
     staging: wgpu::Buffer, // MAP_READ, the largest readout (all logits)
     acts: Acts,            // sized for MAX_CHUNK tokens, shared by every plan
     plans: HashMap<usize, Plan>,
-    plans_generation: u64, // the KV cache's generation the plans were recorded for
+    plans_generation: u64,           // the KV cache's generation the plans were recorded for
+    batch: Option<batch::BatchBufs>, // a batched decode step's, made at its first use
     /// Checked between prefill chunks: when set, `forward` stops with
     /// `Error::Interrupted`, leaving a partly filled cache to `reset`.
     pub cancel: Option<Arc<AtomicBool>>,
@@ -249,6 +255,8 @@ pub struct CacheSlot {
     kv: KvCache,
     plans: HashMap<usize, Plan>,
     plans_generation: u64,
+    /// Its side of a batched decode step, made at its first.
+    batch: Option<Box<batch::SeqIo>>,
 }
 
 impl CacheSlot {
@@ -362,6 +370,7 @@ impl Model {
             acts,
             plans: HashMap::new(),
             plans_generation: 0,
+            batch: None,
             cancel: None,
             on_prefill: None,
         };
@@ -379,7 +388,7 @@ impl Model {
             return Err(Error::msg(format!("a context of {ctx} tokens is outside 1..={} (the model's context length)", self.cfg.max_seq)));
         }
         let kv = memory::scoped(&self.gpu, "allocating a KV cache", || checked_cache(&self.gpu, &self.cfg, ctx, spec))?;
-        Ok(CacheSlot { kv, plans: HashMap::new(), plans_generation: 0 })
+        Ok(CacheSlot { kv, plans: HashMap::new(), plans_generation: 0, batch: None })
     }
 
     /// Exchange the model's cache (and the plans recorded for it) with `slot`'s.
@@ -547,7 +556,7 @@ impl Model {
             self.plans_generation = self.kv.generation();
         }
         if !self.plans.contains_key(&slots) {
-            let plan = self.record_forward(slots)?;
+            let plan = self.record_forward(slots, None)?;
             self.plans.insert(slots, plan);
         }
         Ok(())
@@ -566,7 +575,13 @@ impl Model {
     /// The head (LM head, softcapped where the recipe says, argmax, top-k)
     /// runs on the last token only. Kernels
     /// that depend on the position or the token count read the step uniform.
-    fn record_forward(&self, n: usize) -> Result<Plan> {
+    ///
+    /// With `positions` (a batched decode step: `n` tokens of as many
+    /// sequences, each at its own position) RoPE reads each token's
+    /// position there, the attention is left to the caller (`cuts` says
+    /// where each layer's goes: each sequence attends its own cache) and
+    /// the head is the caller's too.
+    fn record_forward(&self, n: usize, positions: Option<&wgpu::Buffer>) -> Result<Plan> {
         let (g, c, a, step) = (&*self.gpu, &self.cfg, &self.acts, &self.step);
         let nt = n as u32;
         let (dim, hidden) = (c.dim as u32, c.hidden_dim as u32);
@@ -582,7 +597,9 @@ impl Model {
         // choice for a call of n slots: CPU adapters take short calls with
         // lanes across rows). A matrix split into row blocks is one dispatch per block.
         let (mv, mm) = (MatvecShape::for_gpu(g), Tuning::for_caps(&g.caps).matmul_for(nt));
+        // A batched decode step takes `matmul_words` where the weights suit it.
         let lin = |m: &Matrix, x: &wgpu::Buffer, y: &wgpu::Buffer, accum: bool| -> Vec<Dispatch> {
+            let mm = positions.and(linear::words_shape(g, m.enc(), nt)).unwrap_or(mm);
             let one = |(w, rows): &(wgpu::Buffer, Rows)| match n {
                 1 => linear::matvec_with(g, mv, m.enc(), w, x, y, *rows, m.cols, accum),
                 _ => linear::matmul_with(g, mm, m.enc(), w, x, y, step, *rows, m.cols, nt, accum),
@@ -651,8 +668,13 @@ impl Model {
                 d.push(ew::head_norm(g, &a.q, qn, nt * c.n_heads as u32, hd, c.norm_eps));
                 d.push(ew::head_norm(g, &a.k, kn, nt * c.n_kv_heads as u32, hd, c.norm_eps));
             }
-            d.push(ew::rope_qk(g, &a.q, &a.k, c.n_kv_heads as u32, step, &rope(c.n_heads, l), nt)?);
-            d.extend(self.kv.record_layer(g, l, n, &io));
+            match positions {
+                None => {
+                    d.push(ew::rope_qk(g, &a.q, &a.k, c.n_kv_heads as u32, step, &rope(c.n_heads, l), nt)?);
+                    d.extend(self.kv.record_layer(g, l, n, &io));
+                }
+                Some(at) => d.push(ew::rope_qk_at(g, [&a.q, &a.k], c.n_kv_heads as u32, step, at, &rope(c.n_heads, l), nt)?),
+            }
             Ok(d)
         };
         let e = &self.embed;
@@ -661,8 +683,12 @@ impl Model {
             d.push(ew::scale(g, &a.x, s, nt * dim));
         }
         let mut ready = false;
+        let mut cuts = Vec::new();
         for (l, w) in self.layers.iter().enumerate() {
             d.extend(attention(l, w, ready)?);
+            if positions.is_some() {
+                cuts.push(d.len());
+            }
             ready = false;
             match (c.family.block(), &w.post_norms) {
                 (Block::PreNorm, _) => {
@@ -692,10 +718,14 @@ impl Model {
             }
         }
         d.push(ew::rmsnorm(g, &a.x, &self.output_norm, &a.xn, nt, dim, c.norm_eps));
+        if positions.is_some() {
+            return Ok(Plan { body: d, cuts, head: vec![], argmax: vec![], topk: vec![] });
+        }
         let hw = self.output.as_ref().unwrap_or(&self.embed);
         let vocab = c.vocab_size as u32;
         Ok(Plan {
             body: d,
+            cuts,
             head: hw
                 .blocks
                 .iter()
