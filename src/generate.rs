@@ -5,7 +5,7 @@
 //! progress bar.
 
 use crate::Result;
-use crate::model::{Model, Output, Readout};
+use crate::model::{Model, Output, Readout, TOPK};
 use crate::sampler::{Candidate, Sampler};
 use std::time::Instant;
 
@@ -108,6 +108,22 @@ pub fn choose(model: &mut Model, sampler: &mut Sampler, input: &[u32]) -> Result
         }
         _ => unreachable!("top-k readout"),
     }
+}
+
+/// `choose` from logits already read back (a batched decode step's): the
+/// same candidates, taken on the CPU: the argmax where one is enough, else
+/// every logit or the `TOPK` largest, as `choose` reads them.
+pub fn choose_from(sampler: &mut Sampler, logits: &[f32]) -> u32 {
+    let order = |a: &Candidate, b: &Candidate| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id));
+    let mut c: Vec<Candidate> = logits.iter().enumerate().map(|(id, &logit)| Candidate { id: id as u32, logit }).collect();
+    if sampler.candidates_needed() <= 1 {
+        return c.iter().min_by(|a, b| order(a, b)).map_or(0, |best| best.id);
+    }
+    if !sampler.wants_every_logit() && c.len() > TOPK {
+        c.select_nth_unstable_by(TOPK - 1, order);
+        c.truncate(TOPK);
+    }
+    sampler.sample(&c)
 }
 
 /// Feed `prompt` after what is cached, then generate up to `max_new` tokens

@@ -6,10 +6,10 @@
 use super::api::ApiError;
 use super::conversations::{Entry, Slot, Store};
 use super::metrics::{ConversationInfo, Metrics};
-use crate::generate::{StopText, choose};
+use crate::generate::{StopText, choose, choose_from};
 use crate::kv::KvSpec;
 use crate::kv::snapshot::KvState;
-use crate::model::{CacheSlot, Model};
+use crate::model::{CacheSlot, MAX_BATCH, Model};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use std::sync::Arc;
@@ -186,19 +186,15 @@ impl Engine {
             }
             self.publish(&active);
             let t = Instant::now();
-            let mut decoded = 0;
-            let mut i = 0;
+            let steps = self.round(&mut active);
+            let decoded = steps.iter().filter(|s| !matches!(s, Step::Cancelled)).count();
             let mut answers = Vec::new();
-            while i < active.len() {
-                let step = self.step(&mut active[i]);
-                decoded += usize::from(!matches!(step, Step::Cancelled));
-                match step {
-                    Step::Running => i += 1,
-                    end => {
-                        let a = active.swap_remove(i);
-                        answers.extend(self.finish(*a, end));
-                        self.fit(active.iter().map(|a| a.bytes).sum());
-                    }
+            // From the last: each swap_remove moves a request already seen.
+            for (i, step) in steps.into_iter().enumerate().rev() {
+                if !matches!(step, Step::Running) {
+                    let a = active.swap_remove(i);
+                    answers.extend(self.finish(*a, step));
+                    self.fit(active.iter().map(|a| a.bytes).sum());
                 }
             }
             if decoded > 0 {
@@ -353,6 +349,59 @@ impl Engine {
         Ok(())
     }
 
+    /// One step of every request in `active`, in its order: a request
+    /// whose client left is cancelled; those decoding run together, one
+    /// batched step for up to `MAX_BATCH` of them (one alone runs its own
+    /// step); each of the others runs its prompt.
+    fn round(&mut self, active: &mut [Box<Active>]) -> Vec<Step> {
+        let mut steps: Vec<Option<Step>> = active.iter().map(|a| a.events.is_closed().then_some(Step::Cancelled)).collect();
+        let decoding: Vec<usize> = (0..active.len()).filter(|&i| steps[i].is_none() && active[i].produced > 0 && active[i].next.len() == 1).collect();
+        if decoding.len() > 1 {
+            let mut rest: Vec<&mut Box<Active>> = active.iter_mut().enumerate().filter(|(i, _)| decoding.contains(i)).map(|(_, a)| a).collect();
+            let mut at = decoding.iter();
+            for batch in rest.chunks_mut(MAX_BATCH) {
+                for step in self.step_batch(batch) {
+                    steps[*at.next().expect("one step per request")] = Some(step);
+                }
+            }
+        }
+        for (i, a) in active.iter_mut().enumerate() {
+            if steps[i].is_none() {
+                steps[i] = Some(self.step(a));
+            }
+        }
+        steps.into_iter().map(|s| s.expect("every request stepped")).collect()
+    }
+
+    /// One batched decode step of `batch` (each has one token to run).
+    fn step_batch(&mut self, batch: &mut [&mut Box<Active>]) -> Vec<Step> {
+        let t = Instant::now();
+        let tokens: Vec<u32> = batch.iter().map(|a| a.next[0]).collect();
+        let mut slots: Vec<&mut CacheSlot> = batch.iter_mut().map(|a| &mut a.slot).collect();
+        let logits = self.model.forward_batch(&mut slots, &tokens);
+        let m = &self.metrics;
+        Metrics::add(&m.decode_seconds_micros, t.elapsed().as_micros() as u64);
+        Metrics::add(&m.decode_steps, batch.len() as u64);
+        match logits {
+            Ok(logits) => batch
+                .iter_mut()
+                .zip(&logits)
+                .map(|(a, l)| {
+                    let id = choose_from(&mut a.sampler, l);
+                    let input = std::mem::take(&mut a.next);
+                    self.accept(a, &input, id)
+                })
+                .collect(),
+            Err(e) => batch
+                .iter()
+                .map(|a| {
+                    let _ = a.events.send(Event::Error(ApiError::internal(format!("the forward pass failed: {e}"))));
+                    Step::Failed
+                })
+                .collect(),
+        }
+    }
+
     /// Run `a`'s pending tokens (its prompt, or its last token) and take the next one.
     fn step(&mut self, a: &mut Active) -> Step {
         if a.events.is_closed() {
@@ -368,14 +417,18 @@ impl Engine {
         let m = &self.metrics;
         Metrics::add(if prefill { &m.prefill_seconds_micros } else { &m.decode_seconds_micros }, micros);
         Metrics::add(&m.decode_steps, u64::from(!prefill));
-        let id = match chosen {
-            Ok(id) => id,
+        match chosen {
+            Ok(id) => self.accept(a, &input, id),
             Err(e) => {
                 let _ = a.events.send(Event::Error(ApiError::internal(format!("the forward pass failed: {e}"))));
-                return Step::Failed;
+                Step::Failed
             }
-        };
-        a.fed.extend_from_slice(&input);
+        }
+    }
+
+    /// `a` ran `input` and drew `id`: stream its text and say whether it goes on.
+    fn accept(&self, a: &mut Active, input: &[u32], id: u32) -> Step {
+        a.fed.extend_from_slice(input);
         if self.eog.contains(&id) {
             return Step::Finished("stop");
         }
