@@ -332,3 +332,33 @@ fn top_k_zero_wants_every_logit() {
     assert!(!Sampler::new(cfg(0.8, 40, 0.95, 0.05, 1)).wants_every_logit());
     assert!(!Sampler::new(cfg(0.0, 0, 0.95, 0.05, 1)).wants_every_logit());
 }
+
+/// `generate::choose_from` (a batched decode step's draw from read-back
+/// logits) takes the candidates `choose` reads from the GPU: the argmax for
+/// greedy (the smallest id among ties), the 64 largest logits for top-k
+/// sampling, every logit without top-k; the same seed then draws the same ids.
+#[test]
+fn choose_from_logits_takes_the_candidates_the_gpu_would_send() {
+    use wgkv::generate::choose_from;
+    let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919 % 1009) as f32 / 100.0).sin() * 4.0).collect();
+    let mut tied = logits.clone();
+    tied[17] = 9.0;
+    tied[500] = 9.0;
+    assert_eq!(choose_from(&mut Sampler::new(SamplerConfig::greedy()), &tied), 17);
+    let all: Vec<Candidate> = logits.iter().enumerate().map(|(i, &logit)| Candidate { id: i as u32, logit }).collect();
+    let mut top = all.clone();
+    top.sort_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+    top.truncate(wgkv::model::TOPK);
+    for (cfg, list) in [
+        (SamplerConfig { temperature: 1.5, top_k: 50, top_p: 1.0, min_p: 0.0, seed: 7, ..SamplerConfig::default() }, &top),
+        (SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 8, ..SamplerConfig::default() }, &all),
+    ] {
+        let (mut a, mut b) = (Sampler::new(cfg.clone()), Sampler::new(cfg.clone()));
+        let drawn: Vec<u32> = (0..200).map(|_| choose_from(&mut a, &logits)).collect();
+        let want: Vec<u32> = (0..200).map(|_| b.sample(list)).collect();
+        assert_eq!(drawn, want, "{cfg:?}");
+        if cfg.top_k > 0 {
+            assert!(drawn.iter().all(|id| top.iter().any(|c| c.id == *id)), "a draw outside the top {}", wgkv::model::TOPK);
+        }
+    }
+}

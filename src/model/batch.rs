@@ -74,6 +74,13 @@ pub(super) struct BatchBufs {
     plans: HashMap<usize, (Plan, Vec<Dispatch>)>,
 }
 
+/// Token slots of the plan that runs a batch of `b` sequences: a power of
+/// two, so that four plans serve every batch (the step uniform carries `b`;
+/// the kernels leave the slots past it alone or compute rows nobody reads).
+fn batch_slots(b: usize) -> usize {
+    b.next_power_of_two().max(2)
+}
+
 impl Model {
     /// One decode step for each of `seqs`, the caches of as many sequences
     /// (none of them the model's own), feeding `tokens[i]` to `seqs[i]`:
@@ -91,7 +98,8 @@ impl Model {
         if let Some(s) = seqs.iter().find(|s| s.kv.room() == Some(0)) {
             return Err(Error::msg(format!("context full: {} cached tokens fill the {}-token context", s.kv.len, s.kv.capacity)));
         }
-        self.ensure_batch(b)?;
+        let slots = batch_slots(b);
+        self.ensure_batch(slots)?;
         let (g, c) = (&*self.gpu, &self.cfg);
         let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
         let mut positions = Vec::with_capacity(b);
@@ -104,7 +112,7 @@ impl Model {
             positions.push(s.kv.pos as u32);
         }
         let bufs = self.batch.as_ref().expect("ensure_batch made them");
-        let (plan, head) = &bufs.plans[&b];
+        let (plan, head) = &bufs.plans[&slots];
         g.write(&self.step, 0, bytemuck::bytes_of(&Step { pos: 0, n_tokens: b as u32, kv_len: b as u32, _pad: 0 }));
         g.write(&self.acts.ids, 0, bytemuck::cast_slice(tokens));
         g.write(&bufs.positions, 0, bytemuck::cast_slice(&positions));
@@ -137,7 +145,19 @@ impl Model {
         Ok(logits.chunks(vocab).map(<[f32]>::to_vec).collect())
     }
 
-    /// The batch's buffers for at least `b` tokens, and its plan for exactly `b`.
+    /// Build the plans (and compile the kernels) of batched steps of up
+    /// to `sequences` sequences now, so that no request waits for them.
+    pub fn prepare_batch(&mut self, sequences: usize) -> Result<()> {
+        let most = batch_slots(sequences.clamp(2, MAX_BATCH));
+        let mut slots = 2;
+        while slots <= most {
+            self.ensure_batch(slots)?;
+            slots *= 2;
+        }
+        Ok(())
+    }
+
+    /// The batch's buffers for at least `b` tokens, and its plan for `b` token slots.
     fn ensure_batch(&mut self, b: usize) -> Result<()> {
         if self.batch.as_ref().is_none_or(|bb| bb.tokens < b) {
             let (g, vocab) = (&self.gpu, self.cfg.vocab_size as u64);

@@ -141,6 +141,9 @@ impl Engine {
     pub fn new(model: Model, tokenizer: Arc<Tokenizer>, ctx: usize, limit: u64, parallel: usize, metrics: Arc<Metrics>) -> crate::Result<Engine> {
         let eog = tokenizer.eog_ids();
         let mut e = Engine { model, tokenizer, ctx, limit, parallel, metrics, store: Store::default(), free: Vec::new(), eog, next_id: 1 };
+        if parallel > 1 {
+            e.model.prepare_batch(parallel)?;
+        }
         // The model keeps a one-token placeholder; the cache it was loaded with is the first free one.
         let mut loaded = e.model.new_cache(KvSpec::full(), 1)?;
         e.model.swap_cache(&mut loaded);
