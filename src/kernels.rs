@@ -249,9 +249,13 @@ fn kv_reader(kvq: u32, k: bool, v: bool) -> String {
 /// its minimum. The boundary follows from the kernel's `step` (the cached
 /// length before the call), or for `evict_score`, which runs between
 /// calls, from its `p.len`.
-/// `matmul_words`' entry point for `r` rows per invocation and `b` tokens
-/// per workgroup, with one variable per row and token (see the shader).
-fn words_main(r: u32, b: u32) -> String {
+/// `matmul_words`' entry point for weights of `wtype` (Q4_1 or Q8_0, split
+/// layout), `r` rows per invocation and `b` tokens per workgroup, with one
+/// variable per row and token (see the shader). Each 32-weight block is
+/// loaded per row, then taken a word at a time: a Q4_1 word gives 8
+/// weights (its low nibbles for inputs 4c.., its high ones for 16 + 4c..),
+/// a Q8_0 word 4 (inputs 4c..).
+fn words_main(wtype: Option<WType>, r: u32, b: u32) -> String {
     use std::fmt::Write;
     let mut s = String::from(
         "@compute @workgroup_size(8)
@@ -277,21 +281,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
     }
     s.push_str("    for (var sb = 0u; sb < nb; sb++) {\n");
-    for i in 0..r {
-        let _ = writeln!(s, "        let q{i} = wv[b{i} + sb];\n        let dm{i} = half2(w[(b{i} + nb) * 4u + sb]);");
-        let _ = writeln!(s, "        let dl{i} = NIB_LO * dm{i}.x;\n        let dh{i} = NIB_HI * dm{i}.x;");
-    }
-    for (c, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+    // Per word c: each row's weight vec4s, with the input vec4 each multiplies.
+    let q8 = wtype == Some(WType::Q8_0);
+    let words: Vec<Vec<(String, u32)>> = if q8 {
         for i in 0..r {
-            let _ = writeln!(
-                s,
-                "        let wl{i}_{c} = lo_nibbles(q{i}.{comp}) * dl{i} + dm{i}.y;\n        let wh{i}_{c} = hi_nibbles(q{i}.{comp}) * dh{i} + dm{i}.y;"
-            );
+            let _ = writeln!(s, "        let qa{i} = wv[b{i} + sb * 2u];\n        let qb{i} = wv[b{i} + sb * 2u + 1u];");
+            let _ = writeln!(s, "        let d{i} = w_f16(b{i} * 16u + p.cols + sb * 2u);");
+        }
+        (0..8u32).map(|c| vec![(format!("i8x4(q{}{{i}}.{}) * d{{i}}", ["a", "b"][c as usize / 4], ["x", "y", "z", "w"][c as usize % 4]), c)]).collect()
+    } else {
+        for i in 0..r {
+            let _ = writeln!(s, "        let q{i} = wv[b{i} + sb];\n        let dm{i} = half2(w[(b{i} + nb) * 4u + sb]);");
+            let _ = writeln!(s, "        let dl{i} = NIB_LO * dm{i}.x;\n        let dh{i} = NIB_HI * dm{i}.x;");
+        }
+        (0..4u32)
+            .map(|c| {
+                let comp = ["x", "y", "z", "w"][c as usize];
+                vec![(format!("lo_nibbles(q{{i}}.{comp}) * dl{{i}} + dm{{i}}.y"), c), (format!("hi_nibbles(q{{i}}.{comp}) * dh{{i}} + dm{{i}}.y"), c + 4)]
+            })
+            .collect()
+    };
+    for (c, parts) in words.iter().enumerate() {
+        for i in 0..r {
+            for (h, (w, _)) in parts.iter().enumerate() {
+                let _ = writeln!(s, "        let w{i}_{c}_{h} = {};", w.replace("{i}", &i.to_string()));
+            }
         }
         for j in 0..b {
-            let _ = writeln!(s, "        let xl{c}_{j} = x[x{j} + sb * 8u + {c}u];\n        let xh{c}_{j} = x[x{j} + sb * 8u + {}u];", c + 4);
+            for (h, (_, at)) in parts.iter().enumerate() {
+                let _ = writeln!(s, "        let x{c}_{h}_{j} = x[x{j} + sb * 8u + {at}u];");
+            }
             for i in 0..r {
-                let _ = writeln!(s, "        a{i}_{j} += dot(wl{i}_{c}, xl{c}_{j}) + dot(wh{i}_{c}, xh{c}_{j});");
+                let sum: Vec<String> = (0..parts.len()).map(|h| format!("dot(w{i}_{c}_{h}, x{c}_{h}_{j})")).collect();
+                let _ = writeln!(s, "        a{i}_{j} += {};", sum.join(" + "));
             }
         }
     }
@@ -470,7 +492,7 @@ impl Spec {
         }
         s.push_str(self.kernel.source());
         if self.kernel == Kernel::MatmulWords {
-            s.push_str(&words_main(self.get("TR").unwrap_or(8) / 8, self.get("MT").unwrap_or(1)));
+            s.push_str(&words_main(self.wtype, self.get("TR").unwrap_or(8) / 8, self.get("MT").unwrap_or(1)));
         }
         if self.kernel == Kernel::Rope {
             // After the kernel: the accessors use its bindings.

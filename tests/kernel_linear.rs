@@ -623,32 +623,35 @@ fn matmul_rows_matches_reference() {
 
 #[test]
 fn matmul_words_matches_reference() {
-    // The batched decode step's kernel (Q4_1, split layout): the shapes
-    // `words_shape` picks (16 rows per invocation up to 8 tokens, 8 beyond),
-    // and one of 4 tokens per workgroup over 9 (three workgroups of
-    // tokens); rows past and below its tiles, fewer tokens than the
+    // The batched decode step's kernel (Q4_1 and Q8_0, split layout): the
+    // shapes `words_shape` picks (16 rows per invocation up to 8 tokens, 8
+    // beyond), and one of 4 tokens per workgroup over 9 (three workgroups
+    // of tokens); rows past and below its tiles, fewer tokens than the
     // buffers hold, inputs in storage and as a uniform, row blocks.
-    let w = Enc { wtype: WType::Q4_1, layout: Layout::Split };
-    let cols = col_choices(WType::Q4_1);
-    let last = *cols.last().unwrap();
     for g in contexts() {
-        let words = |n: u32| ops::words_shape(&g, w, n);
-        assert!(words(1).is_none() && words(17).is_none() && ops::words_shape(&g, Enc { wtype: WType::Q8_0, layout: Layout::Split }, 8).is_none());
-        if !g.caps.cpu {
-            assert!(words(8).is_none(), "matmul_words is for CPU adapters");
-            continue;
+        for wtype in ops::WORDS_TYPES {
+            let w = Enc { wtype, layout: Layout::Split };
+            let cols = col_choices(wtype);
+            let last = *cols.last().unwrap();
+            let words = |n: u32| ops::words_shape(&g, w, n);
+            assert!(words(1).is_none() && words(17).is_none() && ops::words_shape(&g, Enc { wtype, layout: Layout::Gguf }, 8).is_none());
+            if !g.caps.cpu {
+                assert!(words(8).is_none(), "matmul_words is for CPU adapters");
+                continue;
+            }
+            let four = MatmulShape { kernel: Kernel::MatmulWords, tile_rows: 64, tile_tokens: 4, tokens_per_thread: 4 };
+            for (shape, dims, tokens, cap, accum, uniform) in [
+                (words(8).unwrap(), [100, cols[0], 100], 7, 8, false, true),
+                (words(8).unwrap(), [193, cols[1], 64], 8, 8, true, false),
+                (words(2).unwrap(), [129, last, 129], 2, 2, false, true),
+                (words(16).unwrap(), [7, cols[0], 7], 16, 16, true, true),
+                (words(13).unwrap(), [300, last, 150], 12, 13, false, false),
+                (four, [77, cols[1], 77], 9, 9, true, true),
+            ] {
+                check_matmul_in(&g, shape, w, dims, tokens, cap, accum, uniform, &mut Rng::new(31));
+            }
         }
-        let four = MatmulShape { kernel: Kernel::MatmulWords, tile_rows: 64, tile_tokens: 4, tokens_per_thread: 4 };
-        for (shape, dims, tokens, cap, accum, uniform) in [
-            (words(8).unwrap(), [100, cols[0], 100], 7, 8, false, true),
-            (words(8).unwrap(), [193, cols[1], 64], 8, 8, true, false),
-            (words(2).unwrap(), [129, last, 129], 2, 2, false, true),
-            (words(16).unwrap(), [7, cols[0], 7], 16, 16, true, true),
-            (words(13).unwrap(), [300, last, 150], 12, 13, false, false),
-            (four, [77, cols[1], 77], 9, 9, true, true),
-        ] {
-            check_matmul_in(&g, shape, w, dims, tokens, cap, accum, uniform, &mut Rng::new(31));
-        }
+        assert!(ops::words_shape(&g, Enc { wtype: WType::Q4_K, layout: Layout::Split }, 8).is_none(), "other types take matmul_rows");
     }
 }
 

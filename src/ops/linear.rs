@@ -101,14 +101,17 @@ pub const MATMUL_ROWS_CPU: MatmulShape = MatmulShape { kernel: Kernel::MatmulRow
 /// against 149-183, where the inputs no longer fit one uniform).
 pub const FEW_TOKENS: u32 = 16;
 /// A batched decode step's matmul of `n_tokens` tokens on CPU adapters,
-/// for Q4_1 weights in the split layout: `matmul_words`, 16 rows per
+/// for Q4_1 and Q8_0 weights in the split layout: `matmul_words`, 16 rows per
 /// invocation up to 8 tokens per workgroup, 8 rows beyond (the most
 /// accumulators that stay in registers). None for other weights, layouts
 /// and adapters (`matmul_for` then).
 pub fn words_shape(gpu: &Gpu, w: Enc, n_tokens: u32) -> Option<MatmulShape> {
-    let fits = gpu.caps.cpu && w.wtype == WType::Q4_1 && w.layout == Layout::Split && (2..=FEW_TOKENS).contains(&n_tokens);
+    let fits = gpu.caps.cpu && WORDS_TYPES.contains(&w.wtype) && w.layout == Layout::Split && (2..=FEW_TOKENS).contains(&n_tokens);
     fits.then(|| words_for(n_tokens))
 }
+
+/// The weight types `matmul_words` reads (in the split layout).
+pub const WORDS_TYPES: [WType; 2] = [WType::Q4_1, WType::Q8_0];
 
 fn words_for(n_tokens: u32) -> MatmulShape {
     let r = if n_tokens <= 8 { 16 } else { 8 };
@@ -663,10 +666,11 @@ pub fn specs() -> Vec<Spec> {
             v.push(embed_spec(e));
         }
     }
-    let q4_1 = Enc { wtype: WType::Q4_1, layout: Layout::Split };
-    for n in 2..=FEW_TOKENS {
-        for xu in [0, 1] {
-            v.push(matmul_spec(q4_1, words_for(n)).with("XU", xu));
+    for wtype in WORDS_TYPES {
+        for n in 2..=FEW_TOKENS {
+            for xu in [0, 1] {
+                v.push(matmul_spec(Enc { wtype, layout: Layout::Split }, words_for(n)).with("XU", xu));
+            }
         }
     }
     v.push(rms_parts_spec(MATVEC_CPU));
