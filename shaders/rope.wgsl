@@ -1,6 +1,7 @@
 // rope: rotary position embedding, in place on x[n_tokens, n_heads * head_dim]
 // (q with the query heads, k with the KV heads). Token t sits at position
-// token_pos(t) (step.pos + t, or with POS = 1 positions[t]); pair j of every head (j < rot_dim / 2) is rotated by
+// token_pos(t) (step.pos + t, or with POS = 1 positions[t]); pair j of
+// every head (j < rot_dim / 2) is rotated by
 //   theta_j = pos * base^(-2j / rot_dim);
 // dims >= rot_dim are left untouched (partial rotary).
 //

@@ -244,11 +244,6 @@ fn kv_reader(kvq: u32, k: bool, v: bool) -> String {
     s
 }
 
-/// `kv_k` / `kv_v` over a KIVI cache (`kivi_format.wgsl`): a staged f16 row
-/// at or past the boundary, else the codes times their group's scale plus
-/// its minimum. The boundary follows from the kernel's `step` (the cached
-/// length before the call), or for `evict_score`, which runs between
-/// calls, from its `p.len`.
 /// `matmul_words`' entry point for weights of `wtype` (Q4_1 or Q8_0, split
 /// layout), `r` rows per invocation and `b` tokens per workgroup, with one
 /// variable per row and token (see the shader). Each 32-weight block is
@@ -327,6 +322,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     s
 }
 
+/// `kv_k` / `kv_v` over a KIVI cache (`kivi_format.wgsl`): a staged f16 row
+/// at or past the boundary, else the codes times their group's scale plus
+/// its minimum. The boundary follows from the kernel's `step` (the cached
+/// length before the call), or for `evict_score`, which runs between
+/// calls, from its `p.len`.
 fn kivi_reader(k: bool, v: bool, kernel: Kernel) -> String {
     let mut s = String::from("alias kvw_t = u32;\n");
     s.push_str(HALF);
