@@ -115,10 +115,11 @@ pub fn choose(model: &mut Model, sampler: &mut Sampler, input: &[u32]) -> Result
 /// every logit or the `TOPK` largest, as `choose` reads them.
 pub fn choose_from(sampler: &mut Sampler, logits: &[f32]) -> u32 {
     let order = |a: &Candidate, b: &Candidate| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id));
-    let mut c: Vec<Candidate> = logits.iter().enumerate().map(|(id, &logit)| Candidate { id: id as u32, logit }).collect();
+    let c = logits.iter().enumerate().map(|(id, &logit)| Candidate { id: id as u32, logit });
     if sampler.candidates_needed() <= 1 {
-        return c.iter().min_by(|a, b| order(a, b)).map_or(0, |best| best.id);
+        return c.min_by(order).map_or(0, |best| best.id);
     }
+    let mut c: Vec<Candidate> = c.collect();
     if !sampler.wants_every_logit() && c.len() > TOPK {
         c.select_nth_unstable_by(TOPK - 1, order);
         c.truncate(TOPK);
