@@ -544,10 +544,14 @@ impl Model {
                 self.kv.capacity
             )));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(Error::msg(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size)));
+        self.check_ids(tokens)
+    }
+
+    fn check_ids(&self, tokens: &[u32]) -> Result<()> {
+        match tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            Some(&bad) => Err(Error::msg(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn ensure_plan(&mut self, slots: usize) -> Result<()> {

@@ -92,9 +92,7 @@ impl Model {
         if b == 0 || b > MAX_BATCH || tokens.len() != b {
             return Err(Error::msg(format!("internal: a batched step of {} tokens for {b} sequences (at most {MAX_BATCH})", tokens.len())));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(Error::msg(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size)));
-        }
+        self.check_ids(tokens)?;
         if let Some(s) = seqs.iter().find(|s| s.kv.room() == Some(0)) {
             return Err(Error::msg(format!("context full: {} cached tokens fill the {}-token context", s.kv.len, s.kv.capacity)));
         }
@@ -147,12 +145,13 @@ impl Model {
 
     /// Build the plans (and compile the kernels) of batched steps of up
     /// to `sequences` sequences now, so that no request waits for them.
+    /// The largest first: its buffers serve the smaller plans, which
+    /// growing them would record again.
     pub fn prepare_batch(&mut self, sequences: usize) -> Result<()> {
-        let most = batch_slots(sequences.clamp(2, MAX_BATCH));
-        let mut slots = 2;
-        while slots <= most {
+        let mut slots = batch_slots(sequences.clamp(2, MAX_BATCH));
+        while slots >= 2 {
             self.ensure_batch(slots)?;
-            slots *= 2;
+            slots /= 2;
         }
         Ok(())
     }
