@@ -11,24 +11,13 @@ mod tiny;
 use common::*;
 use tiny::{TinyArch, TinyOpts};
 use wgkv::kv::KvSpec;
-use wgkv::model::{CacheSlot, MAX_BATCH, Model, Output, Readout};
+use wgkv::model::{CacheSlot, MAX_BATCH, Model, Readout};
 use wgkv::quant::WType;
 use wgkv::weights::Weights;
 
 /// As tests/model.rs: random tiny weights give O(1) logits; the batch's
 /// matmuls sum in another order than the one-token matvecs.
 const LOGITS: Tol = Tol { name: "batch-logits", abs: 2e-3, rel: 2e-3 };
-
-fn logits(o: Output) -> Vec<f32> {
-    match o {
-        Output::Logits(v) => v,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
-}
 
 /// `tokens` through `slot`'s cache as the model's own `forward` runs them.
 fn one(m: &mut Model, slot: &mut CacheSlot, tokens: &[u32]) -> Vec<f32> {

@@ -13,7 +13,7 @@ mod tiny;
 use common::*;
 use wgkv::kv::KvSpec;
 use wgkv::kv::eviction::scored::{self, Scored};
-use wgkv::model::{Model, Output, Readout};
+use wgkv::model::{Model, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::evict::{global_counts, select_keep};
 use wgkv::reference::forward::{RefModel, RefQuest};
@@ -22,13 +22,6 @@ use wgkv::weights::Weights;
 const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
 const PROMPT: usize = 45;
 const CTX: usize = 128;
-
-fn logits(o: Output) -> Vec<f32> {
-    match o {
-        Output::Logits(v) => v,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
 
 fn prompt(n: usize, seed: u32) -> Vec<u32> {
     (0..n as u32).map(|i| (i * 37 + 5 + seed * 11) % 300).collect()

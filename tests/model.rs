@@ -19,17 +19,6 @@ use wgkv::quant::WType;
 use wgkv::reference::forward::RefModel;
 use wgkv::weights::Weights;
 
-fn logits(o: Output) -> Vec<f32> {
-    match o {
-        Output::Logits(v) => v,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
-}
-
 /// Logits are compared relative to their spread: the tiny model's weights
 /// are random, so logits are O(1); f16 KV storage and f32 reductions in
 /// another order keep the difference well under 1e-2 of that.

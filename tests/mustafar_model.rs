@@ -10,7 +10,7 @@ mod tiny;
 
 use common::*;
 use wgkv::kv::KvSpec;
-use wgkv::model::{Model, Output, Readout};
+use wgkv::model::{Model, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::forward::{RefModel, RefQuest};
 use wgkv::reference::mustafar::{T, keep_count};
@@ -18,13 +18,6 @@ use wgkv::weights::Weights;
 
 const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
 const CTX: usize = 256;
-
-fn logits(o: Output) -> Vec<f32> {
-    match o {
-        Output::Logits(v) => v,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
 
 fn tiny_weights(tag: &str) -> Weights {
     let path = tiny::scratch(tag).join("tiny.gguf");

@@ -16,7 +16,7 @@ mod tiny;
 use common::*;
 use tiny::{TinyArch, TinyOpts};
 use wgkv::kv::KvSpec;
-use wgkv::model::{Model, Output, Readout};
+use wgkv::model::{Model, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::evict::streaming_keep;
 use wgkv::reference::forward::{RefModel, RefQuest};
@@ -24,13 +24,6 @@ use wgkv::weights::Weights;
 
 const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
 const CTX: usize = 128;
-
-fn logits(o: Output) -> Vec<f32> {
-    match o {
-        Output::Logits(v) => v,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
 
 fn tiny_weights(tag: &str) -> Weights {
     let path = tiny::scratch(tag).join("tiny.gguf");

@@ -10,19 +10,12 @@ mod tiny;
 
 use common::*;
 use wgkv::kv::KvSpec;
-use wgkv::model::{Model, Output, Readout};
+use wgkv::model::{Model, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::forward::{RefModel, RefQuest};
 use wgkv::weights::Weights;
 
 const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
-
-fn logits(o: Output) -> Vec<f32> {
-    match o {
-        Output::Logits(v) => v,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
 
 const PROMPT: usize = 37;
 const DECODE: [u32; 8] = [7, 250, 3, 99, 12, 180, 44, 2];

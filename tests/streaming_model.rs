@@ -19,13 +19,6 @@ use wgkv::weights::Weights;
 const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
 const PROMPT: usize = 37;
 
-fn logits(o: Output) -> Vec<f32> {
-    match o {
-        Output::Logits(v) => v,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
-
 fn prompt() -> Vec<u32> {
     (0..PROMPT as u32).map(|i| (i * 37 + 5) % 300).collect()
 }

@@ -13,7 +13,7 @@ mod tiny;
 use common::*;
 use tiny::{TinyArch, TinyOpts};
 use wgkv::kv::{KvCache, KvSpec, MAX_CHUNK, Place};
-use wgkv::model::{Model, Output, Readout};
+use wgkv::model::{Model, Readout};
 use wgkv::quant::WType;
 use wgkv::reference::forward::RefModel;
 use wgkv::weights::Weights;
@@ -24,13 +24,6 @@ const CTX: usize = 600;
 const PROMPT: usize = MAX_CHUNK + 3;
 const DECODE: usize = 6;
 const LOGITS: Tol = Tol { name: "tiny-logits", abs: 2e-3, rel: 2e-3 };
-
-fn logits(o: Output) -> Vec<f32> {
-    match o {
-        Output::Logits(v) => v,
-        other => panic!("expected logits, got {other:?}"),
-    }
-}
 
 /// The tiny Gemma 3 with a `WINDOW`-token window and room for `CTX`.
 fn weights(tag: &str) -> Weights {

@@ -7,6 +7,7 @@ pub mod cli;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use wgkv::gpu::{Gpu, GpuOptions};
+use wgkv::model::Output;
 
 /// The contexts every kernel test runs on:
 /// - the default adapter with SHADER_F16 when it has it,
@@ -288,4 +289,17 @@ pub fn assert_load_errors(g: &Arc<Gpu>, w: &wgkv::weights::Weights, ctx: usize, 
         };
         assert!(e.contains(want), "{spec}: {e}");
     }
+}
+
+/// The logits of a `Readout::Logits` forward.
+pub fn logits(o: Output) -> Vec<f32> {
+    match o {
+        Output::Logits(v) => v,
+        other => panic!("expected logits, got {other:?}"),
+    }
+}
+
+/// The index of the largest value (the first where several are).
+pub fn argmax(v: &[f32]) -> u32 {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
 }
