@@ -12,29 +12,20 @@
 //! the server did before), for B = 8. Without a GPU adapter it prints a
 //! skip line and exits 0.
 
+mod common;
 #[path = "../tests/common/tiny.rs"]
 mod tiny;
 
+use common::env_usize;
+
 use std::time::Instant;
-use wgkv::gpu::{Gpu, GpuOptions};
 use wgkv::kv::KvSpec;
 use wgkv::model::{CacheSlot, Model, Readout};
 use wgkv::quant::WType;
 use wgkv::weights::Weights;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
-    let opts = GpuOptions { backend: std::env::var("WGKV_BACKEND").ok(), adapter: std::env::var("WGKV_ADAPTER").ok(), ..Default::default() };
-    let gpu = match Gpu::new(&opts) {
-        Ok(g) => g,
-        Err(e) => {
-            println!("SKIP batch_step bench: no GPU adapter ({e})");
-            return;
-        }
-    };
+    let Some(gpu) = common::adapter_or_skip("batch_step") else { return };
     let path = match std::env::var_os("WGKV_BENCH_MODEL") {
         Some(p) => std::path::PathBuf::from(p),
         None => {

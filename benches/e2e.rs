@@ -9,11 +9,13 @@
 //! cannot load yet are listed as skipped, so new ones appear here by
 //! themselves. Without a GPU adapter it prints a skip line and exits 0.
 
+mod common;
 #[path = "../tests/common/tiny.rs"]
 mod tiny;
 
+use common::env_usize;
+
 use std::path::PathBuf;
-use wgkv::gpu::{Gpu, GpuOptions};
 use wgkv::kv::KvSpec;
 use wgkv::measure::runner::{self, Plan};
 use wgkv::measure::{parse_list, table};
@@ -24,19 +26,8 @@ use wgkv::weights::Weights;
 /// Policies tried, with budgets that fit the tiny model's short tests.
 const POLICIES: &[&str] = &["full", "streaming:budget=50%", "h2o:budget=50%", "quest:budget=64", "mustafar:k=0.5,v=0.5"];
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
-    let opts = GpuOptions { backend: std::env::var("WGKV_BACKEND").ok(), adapter: std::env::var("WGKV_ADAPTER").ok(), ..Default::default() };
-    let gpu = match Gpu::new(&opts) {
-        Ok(g) => g,
-        Err(e) => {
-            println!("SKIP e2e bench: no GPU adapter ({e})");
-            return;
-        }
-    };
+    let Some(gpu) = common::adapter_or_skip("e2e") else { return };
     let (path, name, cleanup, plan) = match std::env::var_os("WGKV_BENCH_MODEL") {
         Some(p) => {
             let path = PathBuf::from(p);

@@ -13,8 +13,10 @@
 //! readback overhead is amortised away): matvec reports weight GB/s,
 //! matmul GFLOP/s (2 * rows * cols * tokens).
 
+mod common;
+
 use std::time::{Duration, Instant};
-use wgkv::gpu::{Gpu, GpuOptions};
+use wgkv::gpu::Gpu;
 use wgkv::kernels::Dispatch;
 use wgkv::ops::Step;
 use wgkv::ops::linear as ops;
@@ -209,8 +211,7 @@ fn main() {
     let wanted = |kernel: &str, w: WType| {
         (kernels.is_empty() || kernels.iter().any(|k| *k == kernel)) && (types.is_empty() || types.iter().any(|t| **t == w.name().to_lowercase()))
     };
-    let opts = GpuOptions { backend: std::env::var("WGKV_BACKEND").ok(), adapter: std::env::var("WGKV_ADAPTER").ok(), ..Default::default() };
-    let g = match Gpu::new(&opts) {
+    let g = match Gpu::new(&common::gpu_options()) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("no GPU context: {e}");
