@@ -9,8 +9,9 @@
 //! `WGKV_BENCH_N` (default 16) the steps timed (after 2 untimed),
 //! `WGKV_BENCH_KV` the policy (default full). The line `one at a time`
 //! runs the same tokens as one-token steps, sequence after sequence (what
-//! the server did before), for B = 8. Without a GPU adapter it prints a
-//! skip line and exits 0.
+//! the server did before), for B = 8. `WGKV_BENCH_PROFILE=1` adds the
+//! kernel table of one step of 8 (`Model::profile_batch`). Without a GPU
+//! adapter it prints a skip line and exits 0.
 
 mod common;
 #[path = "../tests/common/tiny.rs"]
@@ -74,6 +75,12 @@ fn main() {
         let rate = b as f64 / step;
         let gain = one_token.map_or(String::new(), |o: f64| format!("  x{:.2} the one-token steps' rate", rate / o));
         println!("batch of {b:2}: {:7.1} ms per step  {rate:6.1} tokens/s{gain}", step * 1e3);
+        if b == 8 && std::env::var_os("WGKV_BENCH_PROFILE").is_some() {
+            let mut seqs: Vec<&mut CacheSlot> = slots.iter_mut().collect();
+            let tokens: Vec<u32> = (0..b).map(|i| token(i, steps + 2)).collect();
+            let p = m.profile_batch(&mut seqs, &tokens).expect("a timed step");
+            print!("{}", wgkv::profile::table(&p, "one batched step of 8"));
+        }
         if b == 8 {
             let mut slots = fresh(&mut m, b);
             let t = Instant::now();

@@ -72,6 +72,7 @@ kernels! {
     AttnPrefillLanes => "attn_prefill_lanes", false;
     AttnDecode => "attn_decode", false;
     AttnDecodeLanes => "attn_decode_lanes", false;
+    AttnDecodeBatch => "attn_decode_batch", false;
     AttnMerge => "attn_merge", false;
     QuestMeta => "quest_meta", false;
     QuestScore => "quest_score", false;
@@ -178,6 +179,7 @@ impl Kernel {
             | Kernel::AttnPrefillLanes
             | Kernel::AttnDecode
             | Kernel::AttnDecodeLanes
+            | Kernel::AttnDecodeBatch
             | Kernel::AttnDecodePages
             | Kernel::AttnMerge
             | Kernel::AttnAccum => &[ATTN_CORE],
@@ -241,6 +243,38 @@ fn kv_reader(kvq: u32, k: bool, v: bool) -> String {
             s.push_str(&format!("fn {name}(r: u32, d: u32) -> vec4<f32> {{\n    return {};\n}}\n", read.replace("CACHE", cache)));
         }
     }
+    s
+}
+
+/// The batched decode kernels' spec const: how many sequences (each with its
+/// own pair of dense cache bindings) one dispatch serves.
+pub const BATCH: &str = "BATCH";
+
+/// `attn_decode_batch`'s caches for `n` sequences: cache `b`'s K and V at
+/// bindings `7 + 2 b` and `8 + 2 b`, read through `kv_k(b, r, d)` /
+/// `kv_v(b, r, d)` and written through `store_kv(b, i, k, v)`, a switch on
+/// `b` each.
+fn batch_caches(n: u32) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for b in 0..n {
+        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> k{b}: array<kv4_t>;", 7 + 2 * b);
+        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> v{b}: array<kv4_t>;", 8 + 2 * b);
+    }
+    // The last sequence is the switch's default: WGSL wants one.
+    let case = |b: u32| if b + 1 == n { "default".to_string() } else { format!("case {b}u") };
+    for c in ["k", "v"] {
+        let _ = writeln!(s, "fn kv_{c}(b: u32, r: u32, d: u32) -> vec4<f32> {{\n    switch b {{");
+        for b in 0..n {
+            let _ = writeln!(s, "        {}: {{ return vec4<f32>({c}{b}[r * D4 + d]); }}", case(b));
+        }
+        s.push_str("    }\n}\n");
+    }
+    s.push_str("fn store_kv(b: u32, i: u32, k: kv4_t, v: kv4_t) {\n    switch b {\n");
+    for b in 0..n {
+        let _ = writeln!(s, "        {}: {{ k{b}[i] = k; v{b}[i] = v; }}", case(b));
+    }
+    s.push_str("    }\n}\n");
     s
 }
 
@@ -491,6 +525,9 @@ impl Spec {
             s.push_str(if norm { NORM_IN } else { NORM_IN_NONE });
         }
         s.push_str(self.kernel.source());
+        if self.kernel == Kernel::AttnDecodeBatch {
+            s.push_str(&batch_caches(self.get(BATCH).unwrap_or(1)));
+        }
         if self.kernel == Kernel::MatmulWords {
             s.push_str(&words_main(self.wtype, self.get("TR").unwrap_or(8) / 8, self.get("MT").unwrap_or(1)));
         }

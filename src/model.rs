@@ -524,7 +524,7 @@ impl Model {
         let plan = &self.plans[&slots];
         let dim4 = 4 * self.cfg.dim as u64;
         let mut items: Vec<Item> = plan.body.iter().map(Item::Dispatch).collect();
-        items.push(Item::Copy { src: &self.acts.xn, offset: (n as u64 - 1) * dim4, dst: &self.last, bytes: dim4 });
+        items.push(Item::Copy { src: &self.acts.xn, offset: (n as u64 - 1) * dim4, dst: &self.last, dst_offset: 0, bytes: dim4 });
         items.extend(plan.head.iter().chain(&plan.argmax).map(Item::Dispatch));
         let p = profile::run(&self.gpu, &items);
         self.kv.advance(n);

@@ -14,7 +14,7 @@ use std::time::Instant;
 /// One step of a timed sequence: a dispatch, or a buffer copy between them.
 pub enum Item<'a> {
     Dispatch(&'a Dispatch),
-    Copy { src: &'a wgpu::Buffer, offset: u64, dst: &'a wgpu::Buffer, bytes: u64 },
+    Copy { src: &'a wgpu::Buffer, offset: u64, dst: &'a wgpu::Buffer, dst_offset: u64, bytes: u64 },
 }
 
 /// Time per kernel class over one forward call.
@@ -71,9 +71,32 @@ pub fn run(gpu: &Gpu, items: &[Item]) -> Profile {
     Profile { method, total_us: times.iter().sum(), rows }
 }
 
+/// Record `items` into `enc`, each run of dispatches in one compute pass
+/// named `label`: how a forward records them when it is not timed.
+pub fn record(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, label: &str, items: &[Item]) {
+    let mut i = 0;
+    while i < items.len() {
+        let run = items[i..].iter().take_while(|it| matches!(it, Item::Dispatch(_))).count();
+        if run == 0 {
+            record_copy(gpu, enc, &items[i]);
+            i += 1;
+            continue;
+        }
+        gpu.record(
+            enc,
+            label,
+            items[i..i + run].iter().map(|it| match it {
+                Item::Dispatch(d) => *d,
+                Item::Copy { .. } => unreachable!("a run of dispatches"),
+            }),
+        );
+        i += run;
+    }
+}
+
 fn record_copy(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, item: &Item) {
-    if let Item::Copy { src, offset, dst, bytes } = item {
-        gpu.copy(enc, src, *offset, dst, 0, *bytes);
+    if let Item::Copy { src, offset, dst, dst_offset, bytes } = item {
+        gpu.copy(enc, src, *offset, dst, *dst_offset, *bytes);
     }
 }
 

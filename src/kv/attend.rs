@@ -122,4 +122,19 @@ impl KvCache {
         d.extend(self.storage.slots().settle(g, l, step, nt));
         d
     }
+
+    /// Layer `l`'s K and V buffers when a decode step's attention there is
+    /// exactly the plain dense kernels' (append, attend, nothing between or
+    /// after), with the slots' shape: a dense unquantized cache of a global
+    /// layer, no selection part, and an eviction part, if any, that only cuts
+    /// between calls (`streaming`). A batched decode step serves such layers
+    /// of several caches in one dispatch set (`ops::attention_batch`); None
+    /// where the layer's record holds more.
+    pub fn plain_decode(&self, l: usize) -> Option<(&wgpu::Buffer, &wgpu::Buffer, AttnShape)> {
+        let super::Place::Global(i) = self.place(l) else { return None };
+        let super::storage::Storage::Dense(s) = &self.storage else { return None };
+        let plain = s.shape.kvq == 0 && s.shape.kivi == 0 && s.shape.kvrot == 0;
+        let cuts_only = matches!(self.eviction, super::eviction::Eviction::Keep | super::eviction::Eviction::Streaming(_));
+        (plain && cuts_only && matches!(self.selection, super::selection::Selection::None)).then(|| (&s.k[i], &s.v[i], s.shape))
+    }
 }

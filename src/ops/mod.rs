@@ -3,6 +3,7 @@
 //! both go through these, so a kernel's calling convention lives in one place.
 
 pub mod attention;
+pub mod attention_batch;
 pub mod elementwise;
 pub mod evict;
 pub mod linear;
@@ -32,6 +33,7 @@ pub fn all_specs() -> Vec<crate::kernels::Spec> {
     v.extend(elementwise::specs());
     v.extend(linear::specs());
     v.extend(attention::specs());
+    v.extend(attention_batch::specs());
     v.extend(sample::specs());
     v.extend(quest::specs());
     v.extend(mustafar::specs());
