@@ -62,6 +62,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let len = min(CHUNK, (per + LANES - 1u) / LANES * LANES);
     let s0 = lo + c * len;
     let s1 = min(s0 + len, kv_len);
+    if (s0 >= s1) {
+        // An empty chunk (most of them while the cache is short of its
+        // slots): the neutral state at once, uniformly across the
+        // workgroup, no barrier to pass.
+        for (var g = lane; g < GROUP; g += LANES) {
+            let part = (h0 + g) * p.part_stride + c;
+            part_ml[part] = vec2<f32>(NEG, 0.0);
+            for (var d = 0u; d < D4; d++) {
+                part_o[part * D4 + d] = vec4<f32>(0.0);
+            }
+        }
+        return;
+    }
 
     var qr: array<vec4<f32>, GROUP * D4>;
     for (var i = 0u; i < GROUP * D4; i++) {
