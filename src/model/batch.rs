@@ -274,20 +274,17 @@ impl Model {
     fn record_batch_attention(&mut self, seqs: &[&mut super::CacheSlot], which: &[usize]) {
         let (g, n_layers) = (&*self.gpu, self.cfg.n_layers);
         let plain = |i: usize, l: usize| seqs[i].kv.plain_decode(l);
-        let shape = (0..n_layers).find_map(|l| plain(which[0], l)).expect("a batched sequence has a plain layer").2;
-        let n_split = which.iter().filter_map(|&i| (0..n_layers).find_map(|l| plain(i, l))).map(|(_, _, s)| ab::n_split(&shape, s.max_seq)).max().unwrap_or(1);
+        // Each batched sequence's slots shape (of its first plain layer: every global layer's is the same).
+        let shapes: Vec<AttnShape> = which.iter().map(|&i| (0..n_layers).find_map(|l| plain(i, l)).expect("a batched sequence has a plain layer").2).collect();
+        let shape = shapes[0];
+        let n_split = shapes.iter().map(|s| ab::n_split(&shape, s.max_seq)).max().unwrap_or(1);
         let bufs = self.batch.as_mut().expect("ensure_batch made them");
         if bufs.attn.as_ref().is_none_or(|at| at.n_split < n_split) {
             bufs.attn = Some(BatchAttn::new(g, &shape, n_split));
         }
         let at = bufs.attn.as_mut().expect("made above");
-        let entries: Vec<SeqEntry> = which
-            .iter()
-            .map(|&i| {
-                let max_seq = (0..n_layers).find_map(|l| plain(i, l)).map_or(0, |(_, _, s)| s.max_seq);
-                SeqEntry { kv_len: (seqs[i].kv.len + 1) as u32, max_seq, _p: [0; 2] }
-            })
-            .collect();
+        let entries: Vec<SeqEntry> =
+            which.iter().zip(&shapes).map(|(&i, s)| SeqEntry { kv_len: (seqs[i].kv.len + 1) as u32, max_seq: s.max_seq, _p: [0; 2] }).collect();
         g.write(&at.seqs, 0, bytemuck::cast_slice(&entries));
         let n = which.len() as u32;
         g.write(&at.step, 0, bytemuck::bytes_of(&Step { pos: 0, n_tokens: n, kv_len: n, _pad: 0 }));
